@@ -1,0 +1,166 @@
+//! Every subject name in one place.
+//!
+//! Publishers use full subjects; subscribers use the wildcard helpers. All names hang off one
+//! prefix (default `acs`) so several clusters can share a NATS server. See `docs/EVENTS.md`.
+
+use crate::id::{ProxyId, ServiceName, WorkerId};
+
+/// Subject names under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self { prefix: "acs".to_string() }
+    }
+}
+
+impl Subjects {
+    /// `prefix` may itself be dotted (`prod.acs`), but no token may be empty or a wildcard.
+    pub fn new(prefix: impl Into<String>) -> Result<Self, String> {
+        let prefix = prefix.into();
+        if prefix.is_empty() {
+            return Err("subject prefix must not be empty".into());
+        }
+        for tok in prefix.split('.') {
+            if tok.is_empty() || tok.contains(['*', '>']) || tok.chars().any(char::is_whitespace) {
+                return Err(format!("subject prefix {prefix:?} has an invalid token {tok:?}"));
+            }
+        }
+        Ok(Self { prefix })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Everything: `acs.>`.
+    pub fn all(&self) -> String {
+        format!("{}.>", self.prefix)
+    }
+
+    // ---- worker → brain -------------------------------------------------------------------
+
+    /// `acs.metrics.worker.<worker>`: host + replica metrics, every second; doubles as heartbeat.
+    pub fn worker_metrics(&self, worker: &WorkerId) -> String {
+        format!("{}.metrics.worker.{worker}", self.prefix)
+    }
+    pub fn worker_metrics_all(&self) -> String {
+        format!("{}.metrics.worker.*", self.prefix)
+    }
+
+    /// `acs.events.replica.<worker>`: a replica changed state (healthy, exited, ...), reported at once.
+    pub fn replica_events(&self, worker: &WorkerId) -> String {
+        format!("{}.events.replica.{worker}", self.prefix)
+    }
+    pub fn replica_events_all(&self) -> String {
+        format!("{}.events.replica.*", self.prefix)
+    }
+
+    // ---- brain → worker -------------------------------------------------------------------
+
+    /// `acs.cmd.worker.<worker>`: request-reply start/stop; the reply is a `CommandAck`.
+    pub fn worker_command(&self, worker: &WorkerId) -> String {
+        format!("{}.cmd.worker.{worker}", self.prefix)
+    }
+
+    // ---- brain → proxy --------------------------------------------------------------------
+
+    /// `acs.backends.<service>`: `BackendUpdate` (snapshot or delta).
+    pub fn backends(&self, service: &ServiceName) -> String {
+        format!("{}.backends.{service}", self.prefix)
+    }
+    pub fn backends_all(&self) -> String {
+        format!("{}.backends.*", self.prefix)
+    }
+    /// `acs.sync.backends`: request-reply, answered with a `SyncReply` holding a snapshot of every
+    /// service. A proxy asks on start and whenever it sees a version gap.
+    pub fn backends_sync(&self) -> String {
+        format!("{}.sync.backends", self.prefix)
+    }
+
+    // ---- proxy → brain --------------------------------------------------------------------
+
+    /// `acs.metrics.proxy.<proxy>`: traffic figures per service and backend, every second.
+    pub fn proxy_metrics(&self, proxy: &ProxyId) -> String {
+        format!("{}.metrics.proxy.{proxy}", self.prefix)
+    }
+    pub fn proxy_metrics_all(&self) -> String {
+        format!("{}.metrics.proxy.*", self.prefix)
+    }
+
+    // ---- brain → everyone (explanations) ---------------------------------------------------
+
+    /// `acs.events.decision.<service>`: every scaling/placement decision with reason and inputs.
+    pub fn decisions(&self, service: &ServiceName) -> String {
+        format!("{}.events.decision.{service}", self.prefix)
+    }
+    pub fn decisions_all(&self) -> String {
+        format!("{}.events.decision.*", self.prefix)
+    }
+    /// `acs.events.worker.<worker>`: the brain saw a worker come up or go down.
+    pub fn worker_events(&self, worker: &WorkerId) -> String {
+        format!("{}.events.worker.{worker}", self.prefix)
+    }
+    /// `acs.events.error.<component>`: a component rejected a message nobody was waiting on a
+    /// reply for (bad metrics, bad backend update). Lets `nats sub 'acs.>'` show bad input.
+    pub fn rejections(&self, component: &str) -> String {
+        format!("{}.events.error.{component}", self.prefix)
+    }
+
+    // ---- users → brain --------------------------------------------------------------------
+
+    /// `acs.cmd.scale`: request-reply manual scale.
+    pub fn scale(&self) -> String {
+        format!("{}.cmd.scale", self.prefix)
+    }
+    /// `acs.status`: request-reply cluster status.
+    pub fn status(&self) -> String {
+        format!("{}.status", self.prefix)
+    }
+
+    /// Which kind of subject `subject` is, for readable output in `acsctl watch`.
+    pub fn classify<'a>(&self, subject: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        match rest.rsplit_once('.') {
+            Some((kind, last)) => Some((kind, Some(last))),
+            None => Some((rest, None)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let s = Subjects::default();
+        let w = WorkerId::new("w1").unwrap();
+        assert_eq!(s.worker_metrics(&w), "acs.metrics.worker.w1");
+        assert_eq!(s.worker_command(&w), "acs.cmd.worker.w1");
+        assert_eq!(s.scale(), "acs.cmd.scale");
+        assert_eq!(s.status(), "acs.status");
+        assert_eq!(s.all(), "acs.>");
+        let p = Subjects::new("prod.acs").unwrap();
+        assert_eq!(p.backends(&ServiceName::new("web").unwrap()), "prod.acs.backends.web");
+    }
+
+    #[test]
+    fn bad_prefix() {
+        assert!(Subjects::new("").is_err());
+        assert!(Subjects::new("a..b").is_err());
+        assert!(Subjects::new("a.*").is_err());
+        assert!(Subjects::new("a b").is_err());
+    }
+
+    #[test]
+    fn classify() {
+        let s = Subjects::default();
+        assert_eq!(s.classify("acs.metrics.worker.w1"), Some(("metrics.worker", Some("w1"))));
+        assert_eq!(s.classify("acs.status"), Some(("status", None)));
+        assert_eq!(s.classify("other.x"), None);
+    }
+}

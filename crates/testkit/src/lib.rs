@@ -1,0 +1,130 @@
+//! Test harness shared by integration tests. Nothing here is mocked: [`NatsServer`] runs the real
+//! `nats-server` binary on a free loopback port, as async-nats's own test harness does.
+//!
+//! # Layout
+//!
+//! - [`NatsServer`]: start / stop / restart a real server; killed on drop.
+//! - [`free_port`], [`wait_for_port`]: loopback port helpers.
+//! - [`workspace_bin`]: the path of a binary built from this workspace (`target/<profile>/<name>`).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("nothing listened on {addr} within {timeout:?}"))
+}
+
+/// Where `nats-server` is: `$NATS_SERVER_BIN`, then `PATH`, then Debian's `/usr/sbin`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let cand = dir.join("nats-server");
+            if cand.is_file() {
+                return cand;
+            }
+        }
+    }
+    PathBuf::from("/usr/sbin/nats-server")
+}
+
+/// A real `nats-server` child process, killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port and waits until it accepts connections.
+    pub fn start() -> Self {
+        let mut s = Self { child: None, port: free_port() };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let bin = nats_server_bin();
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} ({e}); run scripts/install-deps.sh", bin.display())
+            });
+        self.child = Some(child);
+        wait_for_port(self.addr(), Duration::from_secs(10)).expect("nats-server did not start");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (a NATS outage), keeping the port for [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The directory holding this workspace's built binaries (`target/debug` when running tests).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    // Test binaries live in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a workspace binary (e.g. `demo-web`); panics with a hint when it is not built.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        Path::new(&p).is_file(),
+        "{} is not built; run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
