@@ -1,1 +1,26 @@
-//! placeholder
+//! vim-brain: decides how many replicas each service needs and where they run.
+//!
+//! # Layout
+//!
+//! - [`config`]: the services file (TOML), validated into [`Services`]; `--check` uses it.
+//! - [`world`]: the [`World`], folded from events by a synchronous `apply`; plus the brain's own
+//!   bookkeeping (starts in flight, drains, manual pins, published backend sets).
+//! - [`policy`]: target tracking, stabilisation windows, step limits. Pure.
+//! - [`placement`]: which worker gets a replica, which replica goes first. Pure.
+//! - [`plan`]: `plan(&World, &Services, now) -> Plan`, the whole decision. Pure: no clock, no
+//!   I/O; tested with plain data (see `tests/plan.rs`).
+//! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
+//! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out.
+
+pub mod config;
+pub mod control;
+pub mod placement;
+pub mod plan;
+pub mod policy;
+pub mod reconciler;
+pub mod world;
+
+pub use config::{ConfigError, Policy, ServiceConfig, Services};
+pub use plan::{plan, Plan};
+pub use reconciler::{run, Config, Error};
+pub use world::{Event, Millis, Now, Settings, World};

@@ -1,0 +1,389 @@
+//! The services file: what the user declares, validated into typed [`Services`].
+//!
+//! ```toml
+//! [[service]]
+//! name = "web"
+//! command = ["demo-web", "--port", "{port}", "--id", "{replica}"]
+//! health_path = "/healthz"
+//! route = { path_prefix = "/" }
+//! policy = { min_replicas = 1, max_replicas = 8, target_rps_per_replica = 50 }
+//! ```
+//!
+//! Parsing uses `deny_unknown_fields`, so a typo is refused with the field name and line; the
+//! semantic checks in [`ServiceFile::validate`] name the service and the field they refuse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use acs_events::{Route, Selection, ServiceName};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Longest service name: replica ids are `<service>-<epoch>-<n>` and must fit in 64 bytes.
+pub const MAX_SERVICE_NAME: usize = 40;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    #[serde(default, rename = "service")]
+    services: Vec<ServiceConfig>,
+}
+
+/// One `[[service]]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: ServiceName,
+    /// Process runtime: argv; `{port}` and `{replica}` are substituted by the worker.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Docker runtime: a local image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Port the service listens on inside its container (Docker runtime).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_health")]
+    pub health_path: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// CPU limit per replica, in cores.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub route: Route,
+    #[serde(default)]
+    pub selection: Selection,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+fn default_port() -> u16 {
+    8000
+}
+
+fn default_health() -> String {
+    "/healthz".into()
+}
+
+/// Scaling policy of one service. Every target is optional; with none the service stays at
+/// `min_replicas` unless scaled by hand.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    #[serde(default = "ten")]
+    pub max_replicas: u32,
+    /// Target CPU use per replica, percent of its limit (`cpus`, or one core when unlimited).
+    #[serde(default)]
+    pub target_cpu_pct: Option<f64>,
+    /// Target proxy requests per second per replica.
+    #[serde(default)]
+    pub target_rps_per_replica: Option<f64>,
+    /// Target in-flight requests per replica.
+    #[serde(default)]
+    pub target_inflight_per_replica: Option<f64>,
+    /// Ratio band around 1.0 inside which no change is proposed (HPA's 10 %).
+    #[serde(default = "tolerance")]
+    pub tolerance: f64,
+    /// Scale up to the lowest recommendation seen in this window (0 = at once).
+    #[serde(default)]
+    pub scale_up_window_s: f64,
+    /// Scale down to the highest recommendation seen in this window.
+    #[serde(default = "down_window")]
+    pub scale_down_window_s: f64,
+    /// Most replicas added by one decision.
+    #[serde(default = "step_up")]
+    pub max_step_up: u32,
+    /// Most replicas removed by one decision.
+    #[serde(default = "one")]
+    pub max_step_down: u32,
+    /// Longest a draining replica waits for its in-flight requests before it is stopped.
+    #[serde(default = "drain_timeout")]
+    pub drain_timeout_s: f64,
+    /// Grace given to a replica between SIGTERM/`docker stop` and a kill.
+    #[serde(default = "stop_grace")]
+    pub stop_grace_s: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn ten() -> u32 {
+    10
+}
+fn tolerance() -> f64 {
+    0.1
+}
+fn down_window() -> f64 {
+    30.0
+}
+fn step_up() -> u32 {
+    4
+}
+fn drain_timeout() -> f64 {
+    30.0
+}
+fn stop_grace() -> f64 {
+    10.0
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_replicas: one(),
+            max_replicas: ten(),
+            target_cpu_pct: None,
+            target_rps_per_replica: None,
+            target_inflight_per_replica: None,
+            tolerance: tolerance(),
+            scale_up_window_s: 0.0,
+            scale_down_window_s: down_window(),
+            max_step_up: step_up(),
+            max_step_down: one(),
+            drain_timeout_s: drain_timeout(),
+            stop_grace_s: stop_grace(),
+        }
+    }
+}
+
+/// The validated services, by name (ordered, so every walk over them is deterministic).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Services(pub BTreeMap<ServiceName, ServiceConfig>);
+
+impl Services {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p.clone(), message },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: p, message },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let file: ServiceFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<services>".into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        file.validate().map_err(|message| ConfigError::Invalid { path: "<services>".into(), message })
+    }
+
+    pub fn get(&self, name: &ServiceName) -> Option<&ServiceConfig> {
+        self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ServiceName, &ServiceConfig)> {
+        self.0.iter()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.keys().map(|k| k.to_string()).collect()
+    }
+}
+
+impl ServiceFile {
+    fn validate(self) -> Result<Services, String> {
+        if self.services.is_empty() {
+            return Err("no [[service]] declared".into());
+        }
+        let mut out = BTreeMap::new();
+        let mut routes = BTreeSet::new();
+        for s in self.services {
+            s.validate().map_err(|e| format!("service {:?}: {e}", s.name.as_str()))?;
+            let key = (s.route.host.clone(), s.route.path_prefix.clone());
+            if !routes.insert(key) {
+                return Err(format!(
+                    "service {:?}: route (host {:?}, path_prefix {:?}) is already used by another service",
+                    s.name.as_str(),
+                    s.route.host,
+                    s.route.path_prefix
+                ));
+            }
+            if out.contains_key(&s.name) {
+                return Err(format!("service {:?} is declared twice", s.name.as_str()));
+            }
+            out.insert(s.name.clone(), s);
+        }
+        Ok(Services(out))
+    }
+}
+
+impl ServiceConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.name.as_str().len() > MAX_SERVICE_NAME {
+            return Err(format!("name must be at most {MAX_SERVICE_NAME} bytes"));
+        }
+        if self.command.is_empty() && self.image.is_none() {
+            return Err("needs `command` (process runtime) or `image` (Docker runtime)".into());
+        }
+        if self.command.first().is_some_and(|c| c.trim().is_empty()) {
+            return Err("command[0] must not be empty".into());
+        }
+        if self.port == 0 {
+            return Err("port must be 1..=65535".into());
+        }
+        if !self.health_path.starts_with('/') {
+            return Err(format!("health_path {:?} must start with '/'", self.health_path));
+        }
+        if let Some(c) = self.cpus {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(format!("cpus must be > 0, got {c}"));
+            }
+        }
+        if self.memory_mb == Some(0) {
+            return Err("memory_mb must be > 0".into());
+        }
+        use acs_events::Validate;
+        self.route.validate()?;
+        self.policy.validate().map_err(|e| format!("policy.{e}"))
+    }
+
+    /// What a worker needs to start one replica.
+    pub fn replica_spec(&self) -> acs_events::ReplicaSpec {
+        acs_events::ReplicaSpec {
+            service: self.name.clone(),
+            command: self.command.clone(),
+            image: self.image.clone(),
+            port: self.port,
+            health_path: self.health_path.clone(),
+            env: self.env.clone(),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+        }
+    }
+}
+
+impl Policy {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_replicas == 0 {
+            return Err("max_replicas must be >= 1".into());
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err(format!(
+                "min_replicas ({}) must be <= max_replicas ({})",
+                self.min_replicas, self.max_replicas
+            ));
+        }
+        if self.max_replicas as i64 > acs_events::MAX_REPLICAS {
+            return Err(format!("max_replicas must be <= {}", acs_events::MAX_REPLICAS));
+        }
+        for (name, v) in [
+            ("target_cpu_pct", self.target_cpu_pct),
+            ("target_rps_per_replica", self.target_rps_per_replica),
+            ("target_inflight_per_replica", self.target_inflight_per_replica),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!("{name} must be > 0, got {v}"));
+                }
+            }
+        }
+        for (name, v) in [
+            ("tolerance", self.tolerance),
+            ("scale_up_window_s", self.scale_up_window_s),
+            ("scale_down_window_s", self.scale_down_window_s),
+            ("drain_timeout_s", self.drain_timeout_s),
+            ("stop_grace_s", self.stop_grace_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        if self.tolerance >= 1.0 {
+            return Err(format!("tolerance must be < 1, got {}", self.tolerance));
+        }
+        if self.max_step_up == 0 || self.max_step_down == 0 {
+            return Err("max_step_up and max_step_down must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [[service]]
+        name = "web"
+        command = ["demo-web", "--port", "{port}"]
+        route = { path_prefix = "/" }
+        policy = { min_replicas = 1, max_replicas = 4, target_rps_per_replica = 20 }
+
+        [[service]]
+        name = "api"
+        image = "acs/api:latest"
+        port = 9000
+        route = { host = "api.local" }
+        selection = "least_conn"
+    "#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let s = Services::parse(GOOD).unwrap();
+        assert_eq!(s.names(), vec!["api", "web"]);
+        let web = s.get(&"web".parse().unwrap()).unwrap();
+        assert_eq!(web.policy.max_replicas, 4);
+        assert_eq!(web.policy.scale_down_window_s, 30.0);
+        assert_eq!(web.health_path, "/healthz");
+        let api = s.get(&"api".parse().unwrap()).unwrap();
+        assert_eq!(api.selection, Selection::LeastConn);
+    }
+
+    fn err(text: &str) -> String {
+        Services::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err("[[service]]\nname = \"web\"\ncommand = [\"x\"]\nreplicas = 3\n");
+        assert!(e.contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn policy_errors_name_the_field() {
+        let e = err(
+            "[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={min_replicas=5, max_replicas=2}\n",
+        );
+        assert!(e.contains("service \"web\"") && e.contains("policy.min_replicas"), "{e}");
+        let e = err(
+            "[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={target_cpu_pct=-1.0}\n",
+        );
+        assert!(e.contains("policy.target_cpu_pct"), "{e}");
+    }
+
+    #[test]
+    fn bad_name_and_missing_command() {
+        let e = err("[[service]]\nname=\"w.b\"\ncommand=[\"x\"]\n");
+        assert!(e.contains("service name"), "{e}");
+        let e = err("[[service]]\nname=\"web\"\n");
+        assert!(e.contains("command"), "{e}");
+        let e = err("");
+        assert!(e.contains("no [[service]]"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_routes_and_names() {
+        let e = err("[[service]]\nname=\"a\"\ncommand=[\"x\"]\n[[service]]\nname=\"b\"\ncommand=[\"x\"]\n");
+        assert!(e.contains("already used"), "{e}");
+        let e = err(
+            "[[service]]\nname=\"a\"\ncommand=[\"x\"]\n[[service]]\nname=\"a\"\ncommand=[\"x\"]\nroute={host=\"h\"}\n",
+        );
+        assert!(e.contains("declared twice"), "{e}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Answers to users and proxies: manual scale, status, backend snapshots. Pure functions over
+//! the `World`; the reconciler only decodes requests and sends the replies.
+
+use acs_events::{
+    BackendChange, BackendUpdate, ReplicaInfo, ReplicaState, ScaleMode, ScaleReply, ScaleRequest,
+    ServiceStatus, StatusReply, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
+};
+
+use crate::config::Services;
+use crate::world::{Intent, Now, World};
+
+/// Applies a manual scale request. Unknown services are refused with the list of known ones.
+pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, now: Now) -> ScaleReply {
+    let Some(svc) = services.get(&req.service) else {
+        return ScaleReply::error(format!(
+            "unknown service {:?}; known services: {}",
+            req.service.as_str(),
+            services.names().join(", ")
+        ));
+    };
+    let st = world.services.entry(req.service.clone()).or_default();
+    let previous = st.desired;
+    let policy = &svc.policy;
+    let (replicas, mode, note) = if req.auto {
+        st.manual = None;
+        // Restart the stabilisation history: the pinned period says nothing about the load.
+        st.history.clear();
+        let from = previous.unwrap_or(policy.min_replicas);
+        (
+            None,
+            ScaleMode::Auto,
+            format!(
+                "{} is back under its policy (min {}, max {}), starting from {from} replicas",
+                req.service, policy.min_replicas, policy.max_replicas
+            ),
+        )
+    } else {
+        let n = req.replicas.expect("validated: replicas or auto") as u32;
+        st.manual = Some(n);
+        let mut note = format!(
+            "{} pinned at {n} replicas; its policy (min {}, max {}) is overridden until `acsctl scale {} auto`",
+            req.service, policy.min_replicas, policy.max_replicas, req.service
+        );
+        let free = free_slots(world, now);
+        let running = world
+            .workers
+            .values()
+            .flat_map(|w| w.last.replicas.iter())
+            .filter(|r| r.service == req.service && r.state != ReplicaState::Exited)
+            .count() as u32;
+        if n > running + free {
+            note.push_str(&format!(
+                "; only {} can run now ({running} running + {free} free slots on live workers)",
+                running + free
+            ));
+        }
+        (Some(n), ScaleMode::Manual, note)
+    };
+    ScaleReply {
+        v: SCHEMA_VERSION,
+        ok: true,
+        service: Some(req.service.clone()),
+        previous,
+        replicas: replicas.or(previous),
+        mode: Some(mode),
+        note: Some(note),
+        error: None,
+    }
+}
+
+fn free_slots(world: &World, now: Now) -> u32 {
+    world
+        .workers
+        .values()
+        .filter(|w| w.is_up(now.mono, &world.settings))
+        .map(|w| w.last.capacity.max_replicas.saturating_sub(w.last.replicas.len() as u32))
+        .sum()
+}
+
+pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
+    let t = now.mono;
+    let mut out = Vec::new();
+    for (name, svc) in services.iter() {
+        let st = world.services.get(name);
+        let mut replicas = Vec::new();
+        for (wid, w) in &world.workers {
+            if !w.is_up(t, &world.settings) {
+                continue;
+            }
+            for r in w.last.replicas.iter().filter(|r| &r.service == name) {
+                let draining =
+                    matches!(world.records.get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
+                replicas.push(ReplicaInfo {
+                    id: r.id.clone(),
+                    worker: wid.clone(),
+                    state: r.state,
+                    addr: Some(r.addr.clone()),
+                    draining,
+                });
+            }
+        }
+        let backends: Vec<_> = st.map(|s| s.published.values().cloned().collect()).unwrap_or_default();
+        out.push(ServiceStatus {
+            name: name.clone(),
+            mode: if st.and_then(|s| s.manual).is_some() { ScaleMode::Manual } else { ScaleMode::Auto },
+            desired: st.and_then(|s| s.desired).unwrap_or(svc.policy.min_replicas),
+            running: backends.iter().filter(|b: &&acs_events::Backend| !b.draining).count() as u32,
+            replicas,
+            version: st.map_or(0, |s| s.version),
+            backends,
+        });
+    }
+    let workers = world
+        .workers
+        .iter()
+        .map(|(id, w)| WorkerStatus {
+            id: id.clone(),
+            health: if w.is_up(t, &world.settings) { WorkerHealth::Up } else { WorkerHealth::Down },
+            last_seen_ms_ago: t.saturating_sub(w.last_seen),
+            replicas: w.last.replicas.len() as u32,
+            max_replicas: w.last.capacity.max_replicas,
+            cpu_pct: (w.last.host.cpu_pct * 10.0).round() / 10.0,
+        })
+        .collect();
+    StatusReply { v: SCHEMA_VERSION, ok: true, ts_ms: now.unix_ms, services: out, workers, rejected: world.rejected }
+}
+
+/// Snapshots of what has been published, one `reset` per service. Before the brain has
+/// published anything (warm-up) the reply is empty, so a proxy keeps what it has.
+pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> SyncReply {
+    let mut updates = Vec::new();
+    for (name, svc) in services.iter() {
+        if !req.services.is_empty() && !req.services.contains(name) {
+            continue;
+        }
+        let Some(st) = world.services.get(name) else { continue };
+        if st.last_reset.is_none() {
+            continue;
+        }
+        updates.push(BackendUpdate {
+            v: SCHEMA_VERSION,
+            service: name.clone(),
+            version: st.version,
+            ts_ms: now.unix_ms,
+            selection: svc.selection,
+            change: BackendChange::Reset { route: svc.route.clone(), backends: st.published.values().cloned().collect() },
+        });
+    }
+    SyncReply { v: SCHEMA_VERSION, updates }
+}

@@ -1,0 +1,102 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use acs_events::Subjects;
+use clap::Parser;
+use vim_brain::{Config, Services, Settings};
+
+/// vim-brain: the Auto Cloud Scaler decider.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Services file (TOML).
+    #[arg(long, env = "ACS_SERVICES", default_value = "config/services.toml")]
+    services: PathBuf,
+    /// Validate the services file and exit.
+    #[arg(long)]
+    check: bool,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Subject prefix.
+    #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
+    prefix: String,
+    /// Plan at least this often (ms).
+    #[arg(long, env = "ACS_TICK_MS", default_value_t = 500)]
+    tick_ms: u64,
+    /// A worker silent for this long is down (ms).
+    #[arg(long, env = "ACS_WORKER_TIMEOUT_MS", default_value_t = 3000)]
+    worker_timeout_ms: u64,
+    /// Listen only, for this long after start (ms), so a restarted brain learns what runs.
+    #[arg(long, env = "ACS_WARMUP_MS", default_value_t = 2500)]
+    warmup_ms: u64,
+    /// A replica not healthy this long after its start is replaced (ms).
+    #[arg(long, env = "ACS_START_TIMEOUT_MS", default_value_t = 60_000)]
+    start_timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let services = match Services::load(&args.services) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        for (name, s) in services.iter() {
+            let p = &s.policy;
+            println!(
+                "ok: service {name}: min {} max {}, targets cpu {:?} rps {:?} in-flight {:?}, route {:?}",
+                p.min_replicas, p.max_replicas, p.target_cpu_pct, p.target_rps_per_replica,
+                p.target_inflight_per_replica, s.route
+            );
+        }
+        println!("{}: {} service(s) valid", args.services.display(), services.0.len());
+        return ExitCode::SUCCESS;
+    }
+    let subjects = match Subjects::new(args.prefix) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --prefix: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config {
+        nats_url: args.nats,
+        subjects,
+        settings: Settings {
+            worker_timeout_ms: args.worker_timeout_ms,
+            warmup_ms: args.warmup_ms,
+            start_timeout_ms: args.start_timeout_ms,
+            ..Settings::default()
+        },
+        tick: Duration::from_millis(args.tick_ms.max(10)),
+        ..Config::default()
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(vim_brain::run(config, services, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,329 @@
+//! The brain's model of the cluster, folded from events by a synchronous [`World::apply`].
+//!
+//! Two kinds of state live here:
+//! - what others report: workers' last metrics (with their replicas) and proxies' traffic;
+//! - the brain's own bookkeeping: replicas it asked for but has not yet seen healthy, drains in
+//!   progress, stops in flight, per-service desired counts, manual pins, recommendation history
+//!   and the backend sets it has published.
+//!
+//! Time is a plain number of milliseconds on a monotonic clock that the caller passes in.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use acs_events::{
+    Backend, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaState,
+    ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
+};
+
+/// Milliseconds on the brain's monotonic clock.
+pub type Millis = u64;
+
+/// The time, as the reconciler passes it to the pure code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic, for every interval and deadline.
+    pub mono: Millis,
+    /// Wall clock, only for timestamps in messages.
+    pub unix_ms: UnixMs,
+}
+
+/// Timings that are not per-service policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// A worker with no metrics for this long is down.
+    pub worker_timeout_ms: Millis,
+    /// A proxy with no metrics for this long no longer counts (for drains and traffic).
+    pub proxy_timeout_ms: Millis,
+    /// After start-up the brain only listens for this long before it acts, so that a restarted
+    /// brain learns what runs before it starts or stops anything.
+    pub warmup_ms: Millis,
+    /// A start that has not turned healthy in this long is given up and replaced.
+    pub start_timeout_ms: Millis,
+    /// A replica unhealthy for this long is stopped and replaced.
+    pub unhealthy_grace_ms: Millis,
+    /// A stop not yet reflected by the worker is retried after this long.
+    pub stop_retry_ms: Millis,
+    /// A worker that refused a start is not chosen again for this long.
+    pub refusal_backoff_ms: Millis,
+    /// Full `reset` snapshots are republished this often.
+    pub reset_every_ms: Millis,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            worker_timeout_ms: 3_000,
+            proxy_timeout_ms: 3_000,
+            warmup_ms: 2_500,
+            start_timeout_ms: 60_000,
+            unhealthy_grace_ms: 30_000,
+            stop_retry_ms: 15_000,
+            refusal_backoff_ms: 3_000,
+            reset_every_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub last: WorkerMetrics,
+    pub last_seen: Millis,
+    /// Health as last announced in a `WorkerEvent` (the plan announces transitions).
+    pub announced_up: bool,
+    /// Not chosen for placement before this time (it refused a start).
+    pub backoff_until: Millis,
+    /// When each replica on it was first seen unhealthy.
+    pub unhealthy_since: BTreeMap<ReplicaId, Millis>,
+}
+
+impl WorkerView {
+    pub fn is_up(&self, now: Millis, s: &Settings) -> bool {
+        now.saturating_sub(self.last_seen) <= s.worker_timeout_ms
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyView {
+    pub last: ProxyMetrics,
+    pub last_seen: Millis,
+}
+
+/// What the brain is doing with a replica, beyond what its worker reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Start sent; not yet healthy.
+    Starting { since: Millis },
+    /// Out of rotation since `version`; waiting for in-flight requests to finish.
+    Draining { since: Millis, version: u64, deadline: Millis },
+    /// Stop sent at `sent`.
+    Stopping { sent: Millis, attempt: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub service: ServiceName,
+    pub worker: WorkerId,
+    pub intent: Intent,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceState {
+    /// Current desired count; `None` until the first plan after warm-up.
+    pub desired: Option<u32>,
+    /// Pinned by a manual scale.
+    pub manual: Option<u32>,
+    /// Policy recommendations with their time, for the stabilisation windows.
+    pub history: VecDeque<(Millis, u32)>,
+    /// Version of the last backend update published.
+    pub version: u64,
+    /// Backend set the proxies have been told.
+    pub published: BTreeMap<ReplicaId, Backend>,
+    pub last_reset: Option<Millis>,
+    /// Why the service cannot reach its desired count, if it cannot (announced once).
+    pub blocked: Option<String>,
+}
+
+/// Everything the brain knows. `BTreeMap`s everywhere: iteration order decides outcomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct World {
+    pub settings: Settings,
+    /// Brain start, on the monotonic clock.
+    pub started: Millis,
+    /// Brain start, wall clock in ms; makes replica ids unique across brain restarts and seeds
+    /// backend versions so they keep growing across restarts.
+    pub epoch: UnixMs,
+    pub next_seq: u64,
+    pub workers: BTreeMap<WorkerId, WorkerView>,
+    pub proxies: BTreeMap<ProxyId, ProxyView>,
+    pub records: BTreeMap<ReplicaId, Record>,
+    pub services: BTreeMap<ServiceName, ServiceState>,
+    /// Refused messages (malformed input) since start.
+    pub rejected: u64,
+}
+
+/// Everything that can change the world.
+#[derive(Debug, Clone)]
+pub enum Event {
+    WorkerMetrics(WorkerMetrics),
+    Replica(ReplicaEvent),
+    Proxy(ProxyMetrics),
+    /// A worker's answer to a command (or the failure to get one).
+    CommandResult { worker: WorkerId, replica: ReplicaId, start: bool, result: Result<CommandAck, String> },
+}
+
+impl World {
+    pub fn new(settings: Settings, now: Now) -> Self {
+        Self {
+            settings,
+            started: now.mono,
+            epoch: now.unix_ms,
+            next_seq: 1,
+            workers: BTreeMap::new(),
+            proxies: BTreeMap::new(),
+            records: BTreeMap::new(),
+            services: BTreeMap::new(),
+            rejected: 0,
+        }
+    }
+
+    pub fn warmed_up(&self, now: Millis) -> bool {
+        now >= self.started + self.settings.warmup_ms
+    }
+
+    /// Folds one event in. Never fails: events were validated at decode time.
+    pub fn apply(&mut self, event: Event, now: Millis) {
+        match event {
+            Event::WorkerMetrics(m) => {
+                let id = m.worker.clone();
+                match self.workers.get_mut(&id) {
+                    Some(w) => {
+                        w.last = m;
+                        w.last_seen = now;
+                    }
+                    None => {
+                        self.workers.insert(
+                            id.clone(),
+                            WorkerView {
+                                last: m,
+                                last_seen: now,
+                                announced_up: false,
+                                backoff_until: 0,
+                                unhealthy_since: BTreeMap::new(),
+                            },
+                        );
+                    }
+                }
+                let w = self.workers.get_mut(&id).expect("just inserted");
+                let unhealthy: Vec<ReplicaId> = w
+                    .last
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == ReplicaState::Unhealthy)
+                    .map(|r| r.id.clone())
+                    .collect();
+                w.unhealthy_since.retain(|id, _| unhealthy.contains(id));
+                for id in unhealthy {
+                    w.unhealthy_since.entry(id).or_insert(now);
+                }
+            }
+            Event::Replica(ev) => {
+                // A replica event is news from a live worker; fold it into its last report so
+                // the plan sees it before the next metrics tick. Unknown worker: wait for metrics.
+                let Some(w) = self.workers.get_mut(&ev.worker) else { return };
+                w.last_seen = w.last_seen.max(now);
+                let r = ev.replica;
+                match r.state {
+                    ReplicaState::Exited => {
+                        w.last.replicas.retain(|x| x.id != r.id);
+                        w.unhealthy_since.remove(&r.id);
+                    }
+                    state => {
+                        if state == ReplicaState::Unhealthy {
+                            w.unhealthy_since.entry(r.id.clone()).or_insert(now);
+                        } else {
+                            w.unhealthy_since.remove(&r.id);
+                        }
+                        upsert(&mut w.last.replicas, r);
+                    }
+                }
+                w.last.capacity.running = w.last.replicas.len() as u32;
+            }
+            Event::Proxy(m) => {
+                let id = m.proxy.clone();
+                self.proxies.insert(id, ProxyView { last: m, last_seen: now });
+            }
+            Event::CommandResult { worker, replica, start, result } => {
+                let failed = match &result {
+                    Ok(ack) if ack.ok => None,
+                    Ok(ack) => Some(ack.error.clone().unwrap_or_else(|| "refused".into())),
+                    Err(e) => Some(e.clone()),
+                };
+                if start {
+                    match failed {
+                        // The worker said no (full, bad spec, runtime error): forget the
+                        // attempt so the next plan places it again, elsewhere for a while.
+                        Some(_) => {
+                            self.records.remove(&replica);
+                            if let Some(w) = self.workers.get_mut(&worker) {
+                                w.backoff_until = now + self.settings.refusal_backoff_ms;
+                            }
+                        }
+                        None => {
+                            if let (Ok(ack), Some(w)) = (&result, self.workers.get_mut(&worker)) {
+                                if let Some(r) = &ack.replica {
+                                    if !w.last.replicas.iter().any(|x| x.id == r.id) {
+                                        w.last.replicas.push(r.clone());
+                                        w.last.capacity.running = w.last.replicas.len() as u32;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else if failed.is_some() {
+                    // Retry the stop on the next plan.
+                    if let Some(Record { intent: Intent::Stopping { sent, .. }, .. }) =
+                        self.records.get_mut(&replica)
+                    {
+                        *sent = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replicas a worker reports, if the worker is known.
+    pub fn reported(&self, worker: &WorkerId) -> &[ReplicaStatus] {
+        self.workers.get(worker).map(|w| w.last.replicas.as_slice()).unwrap_or(&[])
+    }
+
+    /// Proxies that reported recently.
+    pub fn live_proxies(&self, now: Millis) -> impl Iterator<Item = &ProxyView> {
+        let timeout = self.settings.proxy_timeout_ms;
+        self.proxies.values().filter(move |p| now.saturating_sub(p.last_seen) <= timeout)
+    }
+
+    /// A fresh replica id: `<service>-<epoch base36>-<seq>`, unique across brain restarts.
+    pub fn replica_id(&self, service: &ServiceName, seq: u64) -> ReplicaId {
+        let id = format!("{service}-{}-{seq}", base36(self.epoch / 1000));
+        ReplicaId::new(id).expect("service names are <= 40 bytes, so replica ids fit")
+    }
+
+    /// Where backend versions start for a service never published by this brain: above
+    /// anything a previous brain could have published (microseconds since the epoch).
+    pub fn first_version(&self) -> u64 {
+        self.epoch.saturating_mul(1000)
+    }
+}
+
+fn upsert(list: &mut Vec<ReplicaStatus>, r: ReplicaStatus) {
+    match list.iter_mut().find(|x| x.id == r.id) {
+        Some(x) => *x = r,
+        None => list.push(r),
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    if n == 0 {
+        return "0".into();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base36_digits() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+}

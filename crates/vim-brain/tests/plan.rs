@@ -1,0 +1,382 @@
+//! The whole decision, driven with plain data: no NATS, no clock, no tokio.
+
+use acs_events::*;
+use vim_brain::control;
+use vim_brain::{plan, Event, Now, Plan, Services, Settings, World};
+
+const WEB: &str = r#"
+[[service]]
+name = "web"
+command = ["demo-web", "--port", "{port}"]
+route = { path_prefix = "/" }
+policy = { min_replicas = 1, max_replicas = 4, target_rps_per_replica = 20, scale_down_window_s = 10, max_step_down = 1, drain_timeout_s = 5 }
+"#;
+
+/// A test cluster: a world, its services, and a clock we move by hand.
+struct Cluster {
+    world: World,
+    services: Services,
+    now: u64,
+}
+
+fn now(ms: u64) -> Now {
+    Now { mono: ms, unix_ms: 1_700_000_000_000 + ms }
+}
+
+impl Cluster {
+    fn new(services: &str) -> Self {
+        // Periodic resets off by default so that tests see deltas; one test turns them on.
+        let settings = Settings { warmup_ms: 0, reset_every_ms: u64::MAX, ..Settings::default() };
+        Self { world: World::new(settings, now(0)), services: Services::parse(services).unwrap(), now: 0 }
+    }
+
+    fn at(mut self, ms: u64) -> Self {
+        self.now = ms;
+        self
+    }
+
+    fn metrics(id: &str, max: u32, cpu: f64, replicas: Vec<ReplicaStatus>) -> WorkerMetrics {
+        WorkerMetrics {
+            v: 1,
+            worker: id.parse().unwrap(),
+            seq: 1,
+            ts_ms: 0,
+            started_ms: 0,
+            interval_ms: 1000,
+            runtime: RuntimeKind::Process,
+            host: HostMetrics { cpu_pct: cpu, cpus: 2, ..Default::default() },
+            capacity: Capacity { max_replicas: max, running: replicas.len() as u32 },
+            replicas,
+            rejected: 0,
+        }
+    }
+
+    /// A worker reporting `replicas` as (id, service, state).
+    fn worker(mut self, id: &str, max: u32, cpu: f64, replicas: &[(&str, &str, ReplicaState)]) -> Self {
+        let rs = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, (rid, svc, st))| ReplicaStatus {
+                id: rid.parse().unwrap(),
+                service: svc.parse().unwrap(),
+                addr: format!("127.0.0.1:{}", 40000 + i + 100 * id.len()),
+                state: *st,
+                cpu_pct: 10.0,
+                mem_bytes: 0,
+                started_ms: i as u64,
+                restarts: 0,
+            })
+            .collect();
+        let m = Self::metrics(id, max, cpu, rs);
+        self.world.apply(Event::WorkerMetrics(m), self.now);
+        self
+    }
+
+    /// A proxy that applied `version` of `web`, with `rps` and per-backend in-flight counts.
+    fn proxy(mut self, version: u64, rps: f64, in_flight: &[(&str, u64)]) -> Self {
+        let backends = in_flight
+            .iter()
+            .map(|(id, n)| BackendTraffic {
+                id: id.parse().unwrap(),
+                traffic: Traffic { in_flight: *n, ..Default::default() },
+                draining: false,
+                ejected: false,
+            })
+            .collect();
+        let m = ProxyMetrics {
+            v: 1,
+            proxy: "p1".parse().unwrap(),
+            ts_ms: 0,
+            interval_ms: 1000,
+            services: vec![ServiceTraffic {
+                service: "web".parse().unwrap(),
+                version,
+                totals: Traffic { rps, in_flight: in_flight.iter().map(|x| x.1).sum(), ..Default::default() },
+                backends,
+            }],
+            unrouted: 0,
+            rejected: 0,
+        };
+        self.world.apply(Event::Proxy(m), self.now);
+        self
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&self.world, &self.services, now(self.now))
+    }
+
+    /// Plans and records the plan as sent.
+    fn step(&mut self) -> Plan {
+        let p = self.plan();
+        self.world.commit(&p, self.now);
+        p
+    }
+
+    fn version(&self) -> u64 {
+        self.world.services[&"web".parse::<ServiceName>().unwrap()].version
+    }
+}
+
+fn starts(p: &Plan) -> Vec<(String, String)> {
+    p.commands
+        .iter()
+        .filter(|c| c.is_start())
+        .map(|c| (c.worker.to_string(), c.replica.to_string()))
+        .collect()
+}
+
+fn stops(p: &Plan) -> Vec<String> {
+    p.commands
+        .iter()
+        .filter_map(|c| match &c.cmd.action {
+            Action::Stop { replica, .. } => Some(replica.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn changes(p: &Plan) -> Vec<String> {
+    p.updates
+        .iter()
+        .map(|u| match &u.change {
+            BackendChange::Reset { backends, .. } => {
+                format!("reset[{}]", backends.iter().map(|b| format!("{}{}", b.id, if b.draining { "~" } else { "" })).collect::<Vec<_>>().join(","))
+            }
+            BackendChange::Add { backends } => {
+                format!("add[{}]", backends.iter().map(|b| b.id.to_string()).collect::<Vec<_>>().join(","))
+            }
+            BackendChange::Drain { ids } => format!("drain[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+            BackendChange::Remove { ids } => format!("remove[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+        })
+        .collect()
+}
+
+fn healthy(id: &str) -> (&str, &str, ReplicaState) {
+    (id, "web", ReplicaState::Healthy)
+}
+
+#[test]
+fn waits_for_warm_up_before_acting() {
+    let mut c = Cluster::new(WEB);
+    c.world.settings.warmup_ms = 2_500;
+    let mut c = c.at(1000).worker("w1", 4, 5.0, &[]);
+    let p = c.step();
+    assert!(p.commands.is_empty() && p.updates.is_empty());
+    assert_eq!(p.worker_events.len(), 1, "worker up is announced at once");
+    let mut c = c.at(2600).worker("w1", 4, 5.0, &[]);
+    assert_eq!(starts(&c.step()).len(), 1, "min_replicas 1 after warm-up");
+}
+
+#[test]
+fn places_min_replicas_spread_over_workers() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 3");
+    let mut c = Cluster::new(&svc).worker("w1", 4, 5.0, &[]).worker("w2", 4, 50.0, &[]);
+    let p = c.step();
+    let s = starts(&p);
+    assert_eq!(s.len(), 3);
+    let on_w1 = s.iter().filter(|(w, _)| w == "w1").count();
+    assert_eq!(on_w1, 2, "spread 2/1, the less loaded host first: {s:?}");
+    assert_eq!(p.decisions.iter().filter(|d| matches!(d.action, DecisionAction::Place { .. })).count(), 3);
+    // The starts are remembered: nothing more is started on the next tick.
+    assert!(starts(&c.at(500).step()).is_empty());
+}
+
+#[test]
+fn capacity_is_respected_and_blocked_is_said_once() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 3");
+    let mut c = Cluster::new(&svc).worker("w1", 1, 5.0, &[]).worker("w2", 1, 5.0, &[]);
+    let p = c.step();
+    assert_eq!(starts(&p).len(), 2);
+    let blocked: Vec<_> = p.decisions.iter().filter(|d| d.action == DecisionAction::Blocked).collect();
+    assert_eq!(blocked.len(), 1);
+    assert!(blocked[0].reason.contains("1 of 3 replicas cannot be placed"), "{}", blocked[0].reason);
+    let p = c.at(500).step();
+    assert!(p.decisions.iter().all(|d| d.action != DecisionAction::Blocked), "said once");
+}
+
+#[test]
+fn healthy_replicas_become_backends_with_growing_versions() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 2");
+    let mut c = Cluster::new(&svc).worker("w1", 4, 5.0, &[healthy("web-a"), ("web-b", "web", ReplicaState::Starting)]);
+    let p = c.step();
+    assert_eq!(changes(&p), ["reset[web-a]"], "a starting replica is not routable");
+    assert!(p.commands.is_empty());
+    let v1 = c.version();
+    assert!(v1 > 1_000_000, "versions are seeded from the clock: {v1}");
+    let mut c = c.at(1000).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    let p = c.step();
+    assert_eq!(changes(&p), ["add[web-b]"]);
+    assert_eq!(p.updates[0].version, v1 + 1);
+}
+
+#[test]
+fn scales_out_on_requests_per_replica() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a")]).worker("w2", 4, 5.0, &[]);
+    c.step();
+    let v = c.version();
+    let mut c = c.at(1000).proxy(v, 70.0, &[("web-a", 3)]);
+    let p = c.step();
+    let scale: Vec<_> = p.decisions.iter().filter(|d| matches!(d.action, DecisionAction::Scale { .. })).collect();
+    assert_eq!(scale.len(), 1);
+    assert_eq!(scale[0].action, DecisionAction::Scale { from: 1, to: 4, manual: false });
+    assert!(scale[0].reason.contains("rps 70.0"), "{}", scale[0].reason);
+    assert_eq!(scale[0].inputs["rps_per_replica"], 70.0);
+    let s = starts(&p);
+    assert_eq!(s.len(), 3);
+    assert_eq!(s.iter().filter(|(w, _)| w == "w2").count(), 2, "spread: {s:?}");
+}
+
+#[test]
+fn scale_in_drains_then_stops_then_removes() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    c.step();
+    // Load gone; after the 10 s scale-down window, one step down.
+    let v0 = c.version();
+    let mut c = c.at(1000).proxy(v0, 0.0, &[]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    assert!(c.step().commands.is_empty());
+    let mut c = c.at(12_000).proxy(v0, 0.0, &[]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    let p = c.step();
+    assert!(p.decisions.iter().any(|d| d.action == DecisionAction::Scale { from: 2, to: 1, manual: false }));
+    assert_eq!(changes(&p), ["drain[web-b]"], "newest replica drains first");
+    assert!(stops(&p).is_empty(), "no stop before the drain completes");
+    let drain_v = p.updates[0].version;
+
+    // The proxy has not applied the drain yet: wait, even with nothing in flight.
+    let mut c = c.at(12_500).proxy(drain_v - 1, 0.0, &[]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    assert!(stops(&c.step()).is_empty());
+    // Applied, but two requests still in flight: wait.
+    let mut c = c.at(13_000).proxy(drain_v, 0.0, &[("web-b", 2)]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    assert!(stops(&c.step()).is_empty());
+    // Drained: stop, and remove it from the proxies.
+    let mut c = c.at(13_500).proxy(drain_v, 0.0, &[("web-b", 0)]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    let p = c.step();
+    assert_eq!(stops(&p), ["web-b"]);
+    assert_eq!(changes(&p), ["remove[web-b]"]);
+    assert!(p.decisions.iter().any(|d| d.reason.starts_with("drained")));
+    // The worker stops it; nothing else happens.
+    let mut c = c.at(14_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert!(p.commands.is_empty() && p.updates.is_empty(), "{p:?}");
+    assert!(c.world.records.is_empty());
+}
+
+#[test]
+fn drain_deadline_stops_anyway() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    c.step();
+    c.world.services.get_mut(&"web".parse::<ServiceName>().unwrap()).unwrap().manual = Some(1);
+    let p = c.step();
+    assert_eq!(changes(&p), ["drain[web-b]"]);
+    let v = p.updates[0].version;
+    let mut c = c.at(4_000).proxy(v, 0.0, &[("web-b", 1)]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    assert!(stops(&c.step()).is_empty());
+    let mut c = c.at(5_100).proxy(v, 0.0, &[("web-b", 1)]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
+    let p = c.step();
+    assert_eq!(stops(&p), ["web-b"]);
+    assert!(p.decisions.iter().any(|d| d.reason.contains("deadline")));
+}
+
+#[test]
+fn dead_worker_replicas_are_lost_and_replaced() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 2");
+    let mut c = Cluster::new(&svc)
+        .worker("w1", 4, 5.0, &[healthy("web-a")])
+        .worker("w2", 4, 5.0, &[healthy("web-b")]);
+    c.step();
+    // w1 keeps reporting; w2 goes silent.
+    let mut c = c.at(4_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert_eq!(p.worker_events.len(), 1);
+    assert_eq!(p.worker_events[0].health, WorkerHealth::Down);
+    assert!(p.decisions.iter().any(|d| matches!(&d.action, DecisionAction::Lost { replica, .. } if replica.as_str() == "web-b")));
+    assert_eq!(changes(&p), ["remove[web-b]"]);
+    assert_eq!(starts(&p).iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["w1"]);
+}
+
+#[test]
+fn refused_start_is_placed_elsewhere() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[]).worker("w2", 4, 50.0, &[]);
+    let p = c.step();
+    let (w, r) = starts(&p)[0].clone();
+    assert_eq!(w, "w1");
+    c.world.apply(
+        Event::CommandResult {
+            worker: w.parse().unwrap(),
+            replica: r.parse().unwrap(),
+            start: true,
+            result: Ok(CommandAck::error(None, "worker w1 is full")),
+        },
+        100,
+    );
+    let p = c.at(200).step();
+    assert_eq!(starts(&p)[0].0, "w2");
+}
+
+#[test]
+fn undeclared_service_replicas_are_stopped() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a"), ("old-1", "old", ReplicaState::Healthy)]);
+    let p = c.step();
+    assert_eq!(stops(&p), ["old-1"]);
+    assert!(c.at(500).step().commands.is_empty(), "not stopped twice");
+}
+
+#[test]
+fn manual_scale_overrides_and_explains() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    c.step();
+    let req = ScaleRequest { v: 1, service: "web".parse().unwrap(), replicas: Some(6), auto: false };
+    let r = control::manual_scale(&mut c.world, &c.services, &req, now(0));
+    assert!(r.ok);
+    assert_eq!(r.mode, Some(ScaleMode::Manual));
+    assert_eq!((r.previous, r.replicas), (Some(1), Some(6)));
+    let note = r.note.unwrap();
+    assert!(note.contains("overridden") && note.contains("only 4 can run now"), "{note}");
+    let p = c.step();
+    assert!(p.decisions.iter().any(|d| d.action == DecisionAction::Scale { from: 1, to: 6, manual: true }));
+    assert_eq!(starts(&p).len(), 3, "beyond max_replicas 4, limited by the worker's room");
+
+    let req = ScaleRequest { v: 1, service: "nope".parse().unwrap(), replicas: Some(1), auto: false };
+    let r = control::manual_scale(&mut c.world, &c.services, &req, now(0));
+    assert!(!r.ok);
+    assert!(r.error.unwrap().contains("unknown service \"nope\"; known services: web"));
+}
+
+#[test]
+fn status_reports_services_and_workers() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    c.step();
+    let s = control::status(&c.world, &c.services, now(100));
+    assert_eq!(s.services.len(), 1);
+    assert_eq!((s.services[0].desired, s.services[0].running), (1, 1));
+    assert_eq!(s.services[0].backends[0].id.as_str(), "web-a");
+    assert_eq!(s.workers[0].health, WorkerHealth::Up);
+    let sync = control::sync(&c.world, &c.services, &SyncRequest::default(), now(100));
+    assert_eq!(sync.updates.len(), 1);
+    assert_eq!(sync.updates[0].version, c.version());
+}
+
+#[test]
+fn plans_are_deterministic() {
+    let build = || {
+        Cluster::new(&WEB.replace("min_replicas = 1", "min_replicas = 4"))
+            .worker("w3", 4, 5.0, &[])
+            .worker("w1", 4, 5.0, &[])
+            .worker("w2", 4, 5.0, &[])
+    };
+    assert_eq!(build().plan(), build().plan());
+}
+
+#[test]
+fn snapshots_are_republished_periodically() {
+    let mut c = Cluster::new(WEB);
+    c.world.settings.reset_every_ms = 5_000;
+    let mut c = c.worker("w1", 4, 5.0, &[healthy("web-a")]);
+    assert_eq!(changes(&c.step()), ["reset[web-a]"]);
+    let mut c = c.at(1_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    assert!(changes(&c.step()).is_empty());
+    let v = c.version();
+    let mut c = c.at(5_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert_eq!(changes(&p), ["reset[web-a]"]);
+    assert_eq!(p.updates[0].version, v + 1);
+}
