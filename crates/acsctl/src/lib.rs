@@ -1,1 +1,86 @@
-//! placeholder
+//! `acsctl`: the Auto Cloud Scaler command line, and the local cluster launcher.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the clap definitions (every flag also from an environment variable) and the small
+//!   parsers behind them (durations like `30s`, scale targets like `3` or `auto`).
+//! - [`client`]: NATS connection and the request/reply helpers (`status`, `scale`) that turn
+//!   "no responders", timeouts and `{"ok":false}` replies into readable [`Error`]s.
+//! - [`status`]: renders a `StatusReply` as tables (pure).
+//! - [`scale`]: builds the `ScaleRequest` and renders the `ScaleReply` (pure).
+//! - [`watch`]: `describe(subject, payload)`, one readable line per NATS message (pure), and
+//!   the subscription loop around it: a readable `nats sub 'acs.>'`.
+//! - [`load`]: a small open-loop HTTP load generator (hyper client) with per-second reports.
+//! - [`cluster`]: [`cluster::LocalCluster`], which starts nats-server, vim-brain, N vmm-workers
+//!   and the proxy as child processes, waits until they are ready, and stops them in order.
+//! - [`up`]: the `acsctl up` command: a `LocalCluster` in the foreground until Ctrl-C.
+//!
+//! `main.rs` only parses flags, sets up tracing and calls [`run`].
+
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod error;
+pub mod load;
+pub mod scale;
+pub mod status;
+pub mod up;
+pub mod watch;
+
+use std::future::Future;
+
+pub use error::{Error, Result};
+
+use cli::{Cli, Command};
+
+/// Runs one `acsctl` command. `shutdown` resolves on Ctrl-C / SIGTERM; long-running commands
+/// (`watch`, `load`, `up`) stop cleanly when it does, one-shot commands ignore it.
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let subjects = acs_events::Subjects::new(cli.prefix.clone()).map_err(Error::Usage)?;
+    match cli.command {
+        Command::Status { json } => {
+            let nc = client::connect(&cli.nats, cli.timeout).await?;
+            if json {
+                let raw = client::status_raw(&nc, &subjects, cli.timeout).await?;
+                println!("{}", serde_json::to_string_pretty(&raw).unwrap_or_default());
+            } else {
+                let reply = client::status(&nc, &subjects, cli.timeout).await?;
+                print!("{}", status::render(&reply));
+            }
+            Ok(())
+        }
+        Command::Scale { service, target } => {
+            let nc = client::connect(&cli.nats, cli.timeout).await?;
+            let req = scale::request(service, target);
+            let reply = client::scale(&nc, &subjects, &req, cli.timeout).await?;
+            println!("{}", scale::render(&req, &reply));
+            Ok(())
+        }
+        Command::Watch {
+            subject,
+            json,
+            no_metrics,
+        } => {
+            let opts = watch::WatchOptions {
+                subject: subject.unwrap_or_else(|| subjects.all()),
+                json,
+                no_metrics,
+            };
+            let nc = client::connect_background(&cli.nats, "acsctl-watch").await?;
+            watch::run(&nc, &subjects, &opts, shutdown).await
+        }
+        Command::Load(args) => {
+            let opts = args.into_options();
+            let report = load::run(&opts, shutdown, |tick| println!("{tick}")).await?;
+            println!("{report}");
+            if report.ok == 0 && report.sent > 0 {
+                return Err(Error::Failed("no request succeeded".into()));
+            }
+            Ok(())
+        }
+        Command::Up(args) => {
+            let opts = args.into_options(cli.prefix.clone());
+            up::run(opts, shutdown).await
+        }
+    }
+}

@@ -17,6 +17,8 @@ use crate::control;
 use crate::plan::{plan, Plan};
 use crate::world::{Event, Now, Settings, World};
 
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub nats_url: String,
@@ -98,6 +100,7 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
 
     loop {
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
             _ = tick.tick() => brain.reconcile(clock.now(), &results_tx).await,
             Some(m) = metrics.next() => {
@@ -130,8 +133,10 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         }
     }
     info!("vim-brain stopping");
-    if let Err(e) = client.flush().await {
-        warn!(error = %e, "flush on shutdown failed");
+    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "flush on shutdown failed"),
+        Err(_) => warn!("NATS unreachable; unsent messages dropped on shutdown"),
     }
     Ok(())
 }
@@ -189,9 +194,14 @@ impl Brain {
         }
     }
 
+    /// Publishes without ever holding up the loop: during a NATS outage the client's buffer
+    /// fills and a publish would wait; we drop the message instead. Nothing is lost for good:
+    /// the loop is level-triggered and republishes snapshots once NATS is back.
     async fn publish(&self, subject: String, payload: Vec<u8>) {
-        if let Err(e) = self.client.publish(subject.clone(), payload.into()).await {
-            warn!(%subject, error = %e, "publish failed");
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.client.publish(subject.clone(), payload.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%subject, error = %e, "publish failed"),
+            Err(_) => warn!(%subject, "publish dropped: NATS client buffer full (outage?)"),
         }
     }
 
@@ -257,11 +267,7 @@ impl Brain {
 
     async fn reply(&mut self, m: &Message, payload: Vec<u8>) {
         match &m.reply {
-            Some(reply) => {
-                if let Err(e) = self.client.publish(reply.clone(), payload.into()).await {
-                    warn!(subject = %m.subject, error = %e, "reply failed");
-                }
-            }
+            Some(reply) => self.publish(reply.to_string(), payload).await,
             None => {
                 self.reject(m, "no_reply", "request sent without a reply subject (use request-reply)".into())
                     .await

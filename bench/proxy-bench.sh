@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# proxy-bench.sh — what acs-proxy costs, and how fast it follows the brain.
+#
+# In one run, on this machine (everything on loopback):
+#   1. throughput and latency (wrk: req/s, p50, p99) straight to a backend vs through acs-proxy,
+#      with the same connections and duration, and the ratio between them;
+#   2. route propagation: time from publishing a backend `add` on NATS until the proxy routes
+#      to the new backend (crates/proxy/examples/route_latency.rs, N samples, p50/p99).
+#
+# Usage: bench/proxy-bench.sh            (env knobs below; a run takes ~1 min after the build)
+#   DURATION=10s CONNS=32 WRK_THREADS=2 PROXY_THREADS=2 SAMPLES=50 bench/proxy-bench.sh
+#
+# Needs: cargo, nats-server, wrk (installed with apt-get when missing). The backend is demo-web
+# (`demo-web --port N --id X --work-ms 0`, GET /whoami); if it cannot be built or does not
+# answer, a stand-in (examples/bench_backend.rs) is used and the summary says so.
+# Note: wrk, the proxy and the backend share this machine's cores, so the ratio is a lower
+# bound of what the proxy does on its own hardware.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+WRK_THREADS=${WRK_THREADS:-2}
+PROXY_THREADS=${PROXY_THREADS:-2}
+SAMPLES=${SAMPLES:-50}
+WARMUP=${WARMUP:-2s}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+REL="$TARGET_DIR/release"
+WORK=$(mktemp -d -t acs-proxy-bench.XXXXXX)
+PIDS=()
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+ensure_pkg() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  [[ "$1" == nats-server && -x /usr/sbin/nats-server ]] && return 0
+  log "$1 missing: installing Debian package $2"
+  as_root apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "could not install $2"
+}
+
+nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! port_in_use "$p"; then echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+
+wait_port() { # port what
+  for _ in $(seq 1 300); do port_in_use "$1" && return 0; sleep 0.05; done
+  die "$2 did not listen on 127.0.0.1:$1"
+}
+
+wait_http() { # url  -> 0 when it answers 200 within ~10 s
+  for _ in $(seq 1 100); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null) == 200 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# wrk --latency output -> "rps p50_ms p99_ms"
+to_ms() { # value with unit (us|ms|s)
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "%s", v }'
+}
+parse_wrk() { # file
+  local rps p50 p99 errs
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
+  p50=$(awk '$1 == "50%" {print $2}' "$1")
+  p99=$(awk '$1 == "99%" {print $2}' "$1")
+  errs=$(awk '/Socket errors:/ {gsub(",", ""); s += $4 + $6 + $8 + $10}
+              /Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}' "$1")
+  echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}") ${errs:-0}"
+}
+
+run_wrk() { # name url duration
+  local out="$WORK/wrk-$1.txt"
+  wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3" --latency "$2" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $1"; }
+  echo "$out"
+}
+
+# ---- prerequisites --------------------------------------------------------------------------
+ensure_pkg wrk wrk
+ensure_pkg nats-server nats-server
+ensure_pkg curl curl
+
+log "building release binaries (first build of Pingora takes a few minutes)"
+cargo build --release -q -p acs-proxy --bin acs-proxy --example route_latency --example bench_backend
+
+BACKEND_KIND="demo-web"
+if ! cargo build --release -q -p demo-web --bin demo-web 2>"$WORK/demo-web-build.log"; then
+  log "demo-web does not build; using the stand-in backend"
+  BACKEND_KIND="stand-in"
+fi
+
+# ---- processes ------------------------------------------------------------------------------
+NATS_PORT=$(free_port)
+"$(nats_bin)" -a 127.0.0.1 -p "$NATS_PORT" >"$WORK/nats.log" 2>&1 &
+PIDS+=($!)
+wait_port "$NATS_PORT" nats-server
+NATS_URL="nats://127.0.0.1:$NATS_PORT"
+
+BE_PORT=$(free_port)
+start_backend() {
+  if [[ $1 == demo-web ]]; then
+    DEMO_BIND=127.0.0.1 RUST_LOG=warn "$REL/demo-web" --port "$BE_PORT" --id be1 --work-ms 0 \
+      >"$WORK/backend.log" 2>&1 &
+  else
+    "$REL/examples/bench_backend" --port "$BE_PORT" --id be1 >"$WORK/backend.log" 2>&1 &
+  fi
+  PIDS+=($!)
+}
+start_backend "$BACKEND_KIND"
+if ! wait_http "http://127.0.0.1:$BE_PORT/whoami"; then
+  if [[ $BACKEND_KIND == demo-web ]]; then
+    log "demo-web does not answer GET /whoami; using the stand-in backend"
+    kill "${PIDS[-1]}" 2>/dev/null || true
+    BACKEND_KIND="stand-in"
+    BE_PORT=$(free_port)
+    start_backend stand-in
+    wait_http "http://127.0.0.1:$BE_PORT/whoami" || die "the stand-in backend does not answer"
+  else
+    die "the backend does not answer"
+  fi
+fi
+
+PROXY_PORT=$(free_port)
+RUST_LOG=warn "$REL/acs-proxy" --listen "127.0.0.1:$PROXY_PORT" --nats "$NATS_URL" --prefix acs \
+  --id bench --metrics-interval-ms 1000 --threads "$PROXY_THREADS" >"$WORK/proxy.log" 2>&1 &
+PIDS+=($!)
+wait_port "$PROXY_PORT" acs-proxy
+
+log "publishing a reset for service 'bench' -> be1 (127.0.0.1:$BE_PORT)"
+"$REL/examples/route_latency" --nats "$NATS_URL" --proxy "127.0.0.1:$PROXY_PORT" --service bench \
+  --backend "be1=127.0.0.1:$BE_PORT" --setup-only
+
+DIRECT_URL="http://127.0.0.1:$BE_PORT/whoami"
+PROXY_URL="http://127.0.0.1:$PROXY_PORT/whoami"
+
+# ---- throughput and latency -----------------------------------------------------------------
+log "warm-up ($WARMUP each)"
+run_wrk warm-direct "$DIRECT_URL" "$WARMUP" >/dev/null
+run_wrk warm-proxy "$PROXY_URL" "$WARMUP" >/dev/null
+log "wrk direct: -t$WRK_THREADS -c$CONNS -d$DURATION $DIRECT_URL"
+read -r D_RPS D_P50 D_P99 D_ERR < <(parse_wrk "$(run_wrk direct "$DIRECT_URL" "$DURATION")")
+log "wrk proxy:  -t$WRK_THREADS -c$CONNS -d$DURATION $PROXY_URL"
+read -r P_RPS P_P50 P_P99 P_ERR < <(parse_wrk "$(run_wrk proxy "$PROXY_URL" "$DURATION")")
+
+# ---- route propagation ----------------------------------------------------------------------
+log "route propagation: $SAMPLES samples of publish(add) -> first answer from the new backend"
+RL_OUT=$("$REL/examples/route_latency" --nats "$NATS_URL" --proxy "127.0.0.1:$PROXY_PORT" \
+  --service bench --backend "be1=127.0.0.1:$BE_PORT" --samples "$SAMPLES")
+RL_P50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$RL_OUT")
+RL_P99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$RL_OUT")
+RL_MAX=$(sed -n 's/.*max_ms=\([0-9.]*\).*/\1/p' <<<"$RL_OUT")
+
+# ---- summary --------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
+
+echo
+echo "acs-proxy benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, backend: $BACKEND_KIND"
+echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION GET /whoami; proxy --threads $PROXY_THREADS"
+echo
+printf '%-22s %14s %14s %14s\n' "" "direct" "via proxy" "proxy/direct"
+printf '%-22s %14s %14s %14s\n' "----------------------" "--------------" "--------------" "--------------"
+printf '%-22s %14.0f %14.0f %14s\n' "requests/s" "$D_RPS" "$P_RPS" "$(ratio "$P_RPS" "$D_RPS")"
+printf '%-22s %14.3f %14.3f %14s\n' "latency p50 (ms)" "$D_P50" "$P_P50" "$(diff_ms "$P_P50" "$D_P50")"
+printf '%-22s %14.3f %14.3f %14s\n' "latency p99 (ms)" "$D_P99" "$P_P99" "$(diff_ms "$P_P99" "$D_P99")"
+printf '%-22s %14s %14s\n' "errors (non-2xx/sock)" "$D_ERR" "$P_ERR"
+echo
+printf '%-38s %10s %10s %10s\n' "route propagation (publish -> routed)" "p50 ms" "p99 ms" "max ms"
+printf '%-38s %10s %10s %10s\n' "add, $SAMPLES samples" "$RL_P50" "$RL_P99" "$RL_MAX"
+echo

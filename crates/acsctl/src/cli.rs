@@ -1,0 +1,313 @@
+//! Command-line definitions. Every flag can also come from an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use acs_events::{ServiceName, MAX_REPLICAS};
+use clap::{Args, Parser, Subcommand};
+
+use crate::cluster::ClusterOptions;
+use crate::load::LoadOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "acsctl",
+    version,
+    about = "Auto Cloud Scaler: inspect and steer a cluster through NATS, or run one locally",
+    after_help = "Start a local cluster with `acsctl up`, then try `acsctl status` and `acsctl watch` in another terminal."
+)]
+pub struct Cli {
+    /// NATS server URL (ignored by `up`, which starts its own server).
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats: String,
+
+    /// Subject prefix shared by every component of the cluster.
+    #[arg(long, env = "ACS_PREFIX", default_value = "acs", global = true)]
+    pub prefix: String,
+
+    /// How long to wait for connections and replies (e.g. `5s`, `500ms`).
+    #[arg(long, env = "ACS_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Services (desired, running, backends) and workers, as the brain sees them.
+    Status {
+        /// Print the brain's reply as JSON instead of tables.
+        #[arg(long, env = "ACSCTL_JSON")]
+        json: bool,
+    },
+
+    /// Pin SERVICE at N replicas, or hand it back to its autoscaling policy with `auto`.
+    Scale {
+        /// Service name, as declared in the brain's services file.
+        #[arg(value_parser = parse_service)]
+        service: ServiceName,
+        /// A replica count (0..=1000) or `auto`.
+        #[arg(allow_hyphen_values = true, value_parser = parse_scale_target)]
+        target: ScaleTarget,
+    },
+
+    /// Print every message on the cluster's subjects, one readable line each.
+    Watch {
+        /// Subject to subscribe to; default `<prefix>.>` (everything).
+        #[arg(env = "ACSCTL_WATCH_SUBJECT")]
+        subject: Option<String>,
+        /// Print raw `{"subject":..,"payload":..}` JSON lines instead.
+        #[arg(long, env = "ACSCTL_JSON")]
+        json: bool,
+        /// Hide the once-a-second worker and proxy metrics.
+        #[arg(long, env = "ACSCTL_NO_METRICS")]
+        no_metrics: bool,
+    },
+
+    /// Open-loop HTTP load: a fixed request rate, whatever the answers take.
+    Load(LoadArgs),
+
+    /// Run a local cluster (nats-server, vim-brain, workers, proxy) until Ctrl-C.
+    Up(UpArgs),
+}
+
+/// What `acsctl scale` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleTarget {
+    Replicas(u32),
+    Auto,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// URL to GET, e.g. http://127.0.0.1:8080/whoami (plain http only).
+    #[arg(env = "ACSCTL_LOAD_URL")]
+    pub url: String,
+    /// Requests started per second.
+    #[arg(long, env = "ACSCTL_LOAD_RPS", default_value_t = 50.0)]
+    pub rps: f64,
+    /// How long to send (e.g. `30s`, `2m`).
+    #[arg(long, env = "ACSCTL_LOAD_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Most requests in flight at once; when full, a due request is counted as skipped.
+    #[arg(long, env = "ACSCTL_LOAD_CONCURRENCY", default_value_t = 256)]
+    pub concurrency: usize,
+    /// Per-request timeout.
+    #[arg(long, env = "ACSCTL_LOAD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Host header to send (for host-routed services).
+    #[arg(long, env = "ACSCTL_LOAD_HOST")]
+    pub host: Option<String>,
+}
+
+impl LoadArgs {
+    pub fn into_options(self) -> LoadOptions {
+        LoadOptions {
+            url: self.url,
+            rps: self.rps,
+            duration: self.duration,
+            concurrency: self.concurrency,
+            request_timeout: self.request_timeout,
+            host: self.host,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of vmm-workers (w1..wN).
+    #[arg(long, env = "ACS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// Replica capacity of each worker.
+    #[arg(long, env = "ACS_MAX_REPLICAS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_replicas: u32,
+    /// The brain's services file.
+    #[arg(
+        long,
+        env = "ACS_SERVICES",
+        default_value = "config/services.local.toml"
+    )]
+    pub services: PathBuf,
+    /// Where the proxy listens.
+    #[arg(long, env = "ACS_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub proxy_listen: SocketAddr,
+    /// Port of the local nats-server (on 127.0.0.1).
+    #[arg(long, env = "ACS_NATS_PORT", default_value_t = 4222)]
+    pub nats_port: u16,
+    /// nats-server config file; default `nats/local.conf` when it exists. Port and address
+    /// always come from --nats-port.
+    #[arg(long, env = "ACS_NATS_CONFIG")]
+    pub nats_config: Option<PathBuf>,
+    /// Directory for logs and worker state.
+    #[arg(long, env = "ACS_DIR", default_value = ".acs")]
+    pub dir: PathBuf,
+    /// Directory holding vim-brain, vmm-worker and acs-proxy; default: next to acsctl.
+    #[arg(long, env = "ACS_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// How long to wait for the cluster to become ready.
+    #[arg(long, env = "ACS_READY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+}
+
+impl UpArgs {
+    pub fn into_options(self, prefix: String) -> ClusterOptions {
+        let mut o = ClusterOptions::new(self.dir);
+        o.workers = self.workers;
+        o.max_replicas = self.max_replicas;
+        o.services = self.services;
+        o.proxy_listen = self.proxy_listen;
+        o.nats_port = self.nats_port;
+        o.nats_config = self.nats_config.or_else(|| {
+            let default = crate::cluster::resolve_path(std::path::Path::new("nats/local.conf"));
+            default.is_file().then_some(default)
+        });
+        o.bin_dir = self.bin_dir;
+        o.prefix = prefix;
+        o.ready_timeout = self.ready_timeout;
+        o
+    }
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}; use e.g. 500ms, 30s, 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs > 365.0 * 86400.0 {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A service name that is a valid subject token.
+pub fn parse_service(s: &str) -> Result<ServiceName, String> {
+    ServiceName::new(s).map_err(|e| e.to_string())
+}
+
+/// `auto`, or a replica count in `0..=MAX_REPLICAS`.
+pub fn parse_scale_target(s: &str) -> Result<ScaleTarget, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(ScaleTarget::Auto);
+    }
+    match s.parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!("replicas must be >= 0, got {n}")),
+        Ok(n) if n > MAX_REPLICAS => Err(format!("replicas must be <= {MAX_REPLICAS}, got {n}")),
+        Ok(n) => Ok(ScaleTarget::Replicas(n as u32)),
+        Err(_) => Err(format!(
+            "expected a replica count (0..={MAX_REPLICAS}) or `auto`, got {s:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("acsctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "s", "abc", "10x", "-1s", "1e999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scale_targets() {
+        assert_eq!(parse_scale_target("3").unwrap(), ScaleTarget::Replicas(3));
+        assert_eq!(parse_scale_target("0").unwrap(), ScaleTarget::Replicas(0));
+        assert_eq!(parse_scale_target("auto").unwrap(), ScaleTarget::Auto);
+        assert_eq!(parse_scale_target("AUTO").unwrap(), ScaleTarget::Auto);
+        assert!(parse_scale_target("-1").unwrap_err().contains(">= 0"));
+        assert!(parse_scale_target("1001").unwrap_err().contains("<= 1000"));
+        assert!(parse_scale_target("three").unwrap_err().contains("auto"));
+        assert!(parse_scale_target("2.5").is_err());
+    }
+
+    #[test]
+    fn scale_command_line() {
+        let cli = parse(&["scale", "web", "3"]).unwrap();
+        match cli.command {
+            Command::Scale { service, target } => {
+                assert_eq!(service.as_str(), "web");
+                assert_eq!(target, ScaleTarget::Replicas(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["scale", "web", "-2"]).unwrap_err().to_string();
+        assert!(err.contains("replicas must be >= 0"), "{err}");
+        let err = parse(&["scale", "we.b", "2"]).unwrap_err().to_string();
+        assert!(err.contains("service name"), "{err}");
+        assert!(parse(&["scale", "web"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = parse(&["status", "--json", "--prefix", "t1", "--timeout", "2s"]).unwrap();
+        assert_eq!(cli.prefix, "t1");
+        assert_eq!(cli.timeout, Duration::from_secs(2));
+        assert!(matches!(cli.command, Command::Status { json: true }));
+    }
+
+    #[test]
+    fn up_defaults() {
+        let cli = parse(&["up"]).unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!()
+        };
+        assert_eq!(up.workers, 2);
+        assert_eq!(up.max_replicas, 4);
+        assert_eq!(up.proxy_listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(parse(&["up", "--workers", "0"]).is_err());
+    }
+
+    #[test]
+    fn load_args() {
+        let cli = parse(&[
+            "load",
+            "http://127.0.0.1:1/x",
+            "--rps",
+            "5",
+            "--duration",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Load(l) = cli.command else {
+            panic!()
+        };
+        let o = l.into_options();
+        assert_eq!(o.rps, 5.0);
+        assert_eq!(o.duration, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,227 @@
+//! `acsctl status`: a `StatusReply` as readable tables. Pure.
+
+use std::fmt::Write as _;
+
+use acs_events::{ReplicaState, ScaleMode, StatusReply, WorkerHealth};
+
+/// Renders the services table (with each service's replicas and backends) and the workers table.
+pub fn render(s: &StatusReply) -> String {
+    let mut out = String::new();
+
+    if s.services.is_empty() {
+        out.push_str("SERVICES: none (is the services file empty?)\n");
+    } else {
+        let mut t = Table::new([
+            "SERVICE", "MODE", "DESIRED", "RUNNING", "VERSION", "BACKENDS",
+        ]);
+        for svc in &s.services {
+            let mode = match svc.mode {
+                ScaleMode::Auto => "auto",
+                ScaleMode::Manual => "manual",
+            };
+            let backends = if svc.backends.is_empty() {
+                "-".to_string()
+            } else {
+                svc.backends
+                    .iter()
+                    .map(|b| {
+                        let drain = if b.draining { " (draining)" } else { "" };
+                        format!("{}@{}{drain}", b.id, b.addr)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            t.row([
+                svc.name.to_string(),
+                mode.to_string(),
+                svc.desired.to_string(),
+                svc.running.to_string(),
+                svc.version.to_string(),
+                backends,
+            ]);
+        }
+        out.push_str(&t.render());
+
+        let mut r = Table::new(["  REPLICA", "SERVICE", "WORKER", "STATE", "ADDR"]);
+        let mut any = false;
+        for svc in &s.services {
+            for rep in &svc.replicas {
+                any = true;
+                let mut state = state_name(rep.state).to_string();
+                if rep.draining {
+                    state.push_str(" (draining)");
+                }
+                r.row([
+                    format!("  {}", rep.id),
+                    svc.name.to_string(),
+                    rep.worker.to_string(),
+                    state,
+                    rep.addr.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+        }
+        if any {
+            out.push('\n');
+            out.push_str(&r.render());
+        }
+    }
+
+    out.push('\n');
+    if s.workers.is_empty() {
+        out.push_str("WORKERS: none seen yet (no vmm-worker is publishing metrics)\n");
+    } else {
+        let mut t = Table::new(["WORKER", "HEALTH", "REPLICAS", "CPU", "LAST SEEN"]);
+        for w in &s.workers {
+            let health = match w.health {
+                WorkerHealth::Up => "up",
+                WorkerHealth::Down => "DOWN",
+            };
+            t.row([
+                w.id.to_string(),
+                health.to_string(),
+                format!("{}/{}", w.replicas, w.max_replicas),
+                format!("{:.0}%", w.cpu_pct),
+                ago(w.last_seen_ms_ago),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if s.rejected > 0 {
+        let _ = writeln!(
+            out,
+            "\nThe brain has refused {} malformed message(s) since it started.",
+            s.rejected
+        );
+    }
+    out
+}
+
+pub fn state_name(s: ReplicaState) -> &'static str {
+    match s {
+        ReplicaState::Starting => "starting",
+        ReplicaState::Healthy => "healthy",
+        ReplicaState::Unhealthy => "unhealthy",
+        ReplicaState::Stopping => "stopping",
+        ReplicaState::Exited => "exited",
+    }
+}
+
+/// `0.4s ago`, `12s ago`, `3m ago`, `2h ago`.
+pub fn ago(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s ago", ms as f64 / 1000.0)
+    } else if ms < 120_000 {
+        format!("{}s ago", ms / 1000)
+    } else if ms < 7_200_000 {
+        format!("{}m ago", ms / 60_000)
+    } else {
+        format!("{}h ago", ms / 3_600_000)
+    }
+}
+
+/// A left-aligned text table; the last column is not padded.
+struct Table<const N: usize> {
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(header: [&str; N]) -> Self {
+        Self {
+            rows: vec![header.map(str::to_string)],
+        }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let mut widths = [0usize; N];
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for r in &self.rows {
+            let mut line = String::new();
+            for (i, c) in r.iter().enumerate() {
+                if i + 1 == N {
+                    line.push_str(c);
+                } else {
+                    let _ = write!(line, "{c:<w$}  ", w = widths[i]);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StatusReply {
+        serde_json::from_value(serde_json::json!({
+            "ok": true, "ts_ms": 1, "rejected": 2,
+            "services": [{
+                "name": "web", "mode": "manual", "desired": 3, "running": 2, "version": 17,
+                "replicas": [
+                    {"id": "web-a", "worker": "w1", "state": "healthy", "addr": "127.0.0.1:40001"},
+                    {"id": "web-b", "worker": "w2", "state": "healthy", "addr": "127.0.0.1:40002", "draining": true},
+                    {"id": "web-c", "worker": "w2", "state": "starting"}
+                ],
+                "backends": [
+                    {"id": "web-a", "addr": "127.0.0.1:40001", "worker": "w1"},
+                    {"id": "web-b", "addr": "127.0.0.1:40002", "worker": "w2", "draining": true}
+                ]
+            }],
+            "workers": [
+                {"id": "w1", "health": "up", "last_seen_ms_ago": 400, "replicas": 1, "max_replicas": 4, "cpu_pct": 12.34},
+                {"id": "w2", "health": "down", "last_seen_ms_ago": 65000, "replicas": 2, "max_replicas": 4, "cpu_pct": 0.0}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_tables() {
+        let out = render(&sample());
+        let expected = "\
+SERVICE  MODE    DESIRED  RUNNING  VERSION  BACKENDS
+web      manual  3        2        17       web-a@127.0.0.1:40001, web-b@127.0.0.1:40002 (draining)
+
+  REPLICA  SERVICE  WORKER  STATE               ADDR
+  web-a    web      w1      healthy             127.0.0.1:40001
+  web-b    web      w2      healthy (draining)  127.0.0.1:40002
+  web-c    web      w2      starting            -
+
+WORKER  HEALTH  REPLICAS  CPU  LAST SEEN
+w1      up      1/4       12%  0.4s ago
+w2      DOWN    2/4       0%   65s ago
+
+The brain has refused 2 malformed message(s) since it started.
+";
+        assert_eq!(out, expected, "\n{out}");
+    }
+
+    #[test]
+    fn empty_cluster_says_so() {
+        let s: StatusReply =
+            serde_json::from_str(r#"{"ts_ms":1,"services":[],"workers":[]}"#).unwrap();
+        let out = render(&s);
+        assert!(out.contains("SERVICES: none"), "{out}");
+        assert!(out.contains("WORKERS: none seen yet"), "{out}");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(ago(0), "0.0s ago");
+        assert_eq!(ago(9_940), "9.9s ago");
+        assert_eq!(ago(61_000), "61s ago");
+        assert_eq!(ago(600_000), "10m ago");
+        assert_eq!(ago(10_800_000), "3h ago");
+    }
+}

@@ -1,0 +1,62 @@
+//! `demo-web`: the demo workload. See the library docs for the routes.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "demo-web",
+    version,
+    about = "Demo workload: CPU work per request, /whoami, /healthz"
+)]
+struct Args {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, env = "DEMO_BIND", default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Instance id shown in answers (default: <hostname>-<pid>).
+    #[arg(long, env = "ACS_REPLICA")]
+    id: Option<String>,
+    /// CPU milliseconds burnt per request when `?ms=` is not given.
+    #[arg(long, env = "WORK_MS", default_value_t = 10)]
+    work_ms: u64,
+    /// Seconds to wait for requests in flight on shutdown.
+    #[arg(long, env = "DRAIN_TIMEOUT_S", default_value_t = 30)]
+    drain_timeout_s: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = demo_web::Config::new(args.port);
+    config.bind = args.bind;
+    if let Some(id) = args.id.filter(|s| !s.is_empty()) {
+        config.id = id;
+    }
+    config.work_ms = args.work_ms.min(demo_web::MAX_WORK_MS);
+    config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
+    demo_web::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,118 @@
+//! Runs the built `demo-web` binary: routes, and graceful exit on SIGTERM with a request in flight.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read response");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn start(extra_env: &[(&str, &str)]) -> (KillOnDrop, SocketAddr) {
+    let port = acs_testkit::free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo-web"));
+    cmd.args(["--bind", "127.0.0.1"])
+        .env("PORT", port.to_string())
+        .env_remove("ACS_REPLICA")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = KillOnDrop(cmd.spawn().expect("spawn demo-web"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    acs_testkit::wait_for_port(addr, Duration::from_secs(20)).expect("demo-web listens");
+    (child, addr)
+}
+
+#[test]
+fn routes() {
+    let (_child, addr) = start(&[("ACS_REPLICA", "r-7"), ("WORK_MS", "3")]);
+    assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(addr, "/"), (200, "r-7 did 3 ms of work\n".to_string()));
+    let t = Instant::now();
+    assert_eq!(
+        get(addr, "/work?ms=20"),
+        (200, "r-7 did 20 ms of work\n".to_string())
+    );
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    assert_eq!(get(addr, "/work?ms=-5").0, 400);
+    assert_eq!(get(addr, "/nope").0, 404);
+    let (status, body) = get(addr, "/whoami");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("whoami is JSON");
+    assert_eq!(v["instance"], "r-7");
+    assert_eq!(v["port"], addr.port());
+    assert!(v["pid"].as_u64().unwrap() > 0);
+    assert!(v["hostname"].as_str().is_some());
+    assert!(v["requests"].as_u64().unwrap() >= 6, "{v}");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let (mut child, addr) = start(&[]);
+    let slow = std::thread::spawn(move || get(addr, "/work?ms=1500"));
+    // Wait until the request is being served (the counter includes it).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = get(addr, "/whoami");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["requests"].as_u64().unwrap() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow request never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe_kill(child.0.id(), "TERM");
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ms of work"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo-web did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

@@ -1,0 +1,115 @@
+//! The proxy's configuration, validated once at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use acs_events::{ProxyId, Subjects};
+
+use crate::backend::EjectPolicy;
+use crate::snapshot::PeerTimeouts;
+
+/// Most tries (first attempt plus retries) a request may take; bounds the CTX's fixed array.
+pub const MAX_TRIES_CAP: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid subject prefix: {0}")]
+    Prefix(String),
+    #[error("--metrics-interval-ms must be > 0")]
+    Interval,
+    #[error("--max-tries must be between 1 and {MAX_TRIES_CAP}, got {0}")]
+    Tries(u32),
+    #[error("--threads must be > 0")]
+    Threads,
+}
+
+/// How requests are retried and backends ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Tries per request (first attempt included), each on a different backend; only idempotent
+    /// or body-less requests are retried, and only after connect failures (or a stale pooled
+    /// connection).
+    pub max_tries: u32,
+    pub eject: EjectPolicy,
+    pub timeouts: PeerTimeouts,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { max_tries: 3, eject: EjectPolicy::default(), timeouts: PeerTimeouts::default() }
+    }
+}
+
+/// Everything [`crate::run`] needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub subjects: Subjects,
+    pub id: ProxyId,
+    pub metrics_interval: Duration,
+    /// Pingora worker threads for the proxy service.
+    pub threads: usize,
+    pub tuning: Tuning,
+}
+
+impl Config {
+    /// A config with defaults for everything but the essentials.
+    pub fn new(listen: SocketAddr, nats_url: impl Into<String>, id: ProxyId) -> Self {
+        Self {
+            listen,
+            nats_url: nats_url.into(),
+            subjects: Subjects::default(),
+            id,
+            metrics_interval: Duration::from_secs(1),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tuning: Tuning::default(),
+        }
+    }
+
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, ConfigError> {
+        self.subjects = Subjects::new(prefix).map_err(ConfigError::Prefix)?;
+        Ok(self)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.metrics_interval.is_zero() {
+            return Err(ConfigError::Interval);
+        }
+        if self.tuning.max_tries == 0 || self.tuning.max_tries as usize > MAX_TRIES_CAP {
+            return Err(ConfigError::Tries(self.tuning.max_tries));
+        }
+        if self.threads == 0 {
+            return Err(ConfigError::Threads);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::new("127.0.0.1:0".parse().unwrap(), "nats://x", ProxyId::new("p1").unwrap())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        cfg().validate().unwrap();
+        assert_eq!(cfg().tuning.max_tries, 3);
+        assert_eq!(cfg().subjects.prefix(), "acs");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut c = cfg();
+        c.metrics_interval = Duration::ZERO;
+        assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.tuning.max_tries = 9;
+        assert!(c.validate().unwrap_err().to_string().contains("max-tries"));
+        assert!(cfg().with_prefix("a..b").is_err());
+        assert_eq!(cfg().with_prefix("prod.acs").unwrap().subjects.prefix(), "prod.acs");
+    }
+}

@@ -1,0 +1,96 @@
+//! `acs-proxy`: parse flags, set up tracing (Pingora's `log` records included), run.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use acs_events::ProxyId;
+use acs_proxy::backend::EjectPolicy;
+use acs_proxy::snapshot::PeerTimeouts;
+use acs_proxy::{Config, Tuning};
+use anyhow::Context;
+use clap::Parser;
+
+/// Auto Cloud Scaler reverse proxy: routes HTTP to the backends the brain announces on NATS.
+#[derive(Debug, Parser)]
+#[command(name = "acs-proxy", version)]
+struct Args {
+    /// Address to accept HTTP on.
+    #[arg(long, env = "ACS_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Subject prefix.
+    #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
+    prefix: String,
+    /// This proxy's id (metrics go to `<prefix>.metrics.proxy.<id>`).
+    #[arg(long, env = "ACS_PROXY_ID", default_value = "p1")]
+    id: ProxyId,
+    /// Traffic metrics interval.
+    #[arg(long, env = "ACS_PROXY_METRICS_INTERVAL_MS", default_value_t = 1000)]
+    metrics_interval_ms: u64,
+    /// Proxy worker threads (default: number of CPUs).
+    #[arg(long, env = "ACS_PROXY_THREADS")]
+    threads: Option<usize>,
+    /// Tries per request, each on a different backend (idempotent or body-less requests only).
+    #[arg(long, env = "ACS_PROXY_MAX_TRIES", default_value_t = 3)]
+    max_tries: u32,
+    /// Consecutive failures that eject a backend (0 = never eject).
+    #[arg(long, env = "ACS_PROXY_EJECT_AFTER", default_value_t = 3)]
+    eject_after: u32,
+    /// How long an ejected backend stays out of rotation.
+    #[arg(long, env = "ACS_PROXY_EJECT_MS", default_value_t = 5000)]
+    eject_ms: u64,
+    /// Upstream connect timeout.
+    #[arg(long, env = "ACS_PROXY_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
+    connect_timeout_ms: u64,
+    /// Upstream read/write timeout.
+    #[arg(long, env = "ACS_PROXY_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
+    upstream_timeout_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // `init` also installs a LogTracer (tracing-log), so Pingora's `log` records show up here.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let mut config = Config::new(args.listen, args.nats, args.id).with_prefix(&args.prefix)?;
+    config.metrics_interval = Duration::from_millis(args.metrics_interval_ms);
+    if let Some(t) = args.threads {
+        config.threads = t;
+    }
+    config.tuning = Tuning {
+        max_tries: args.max_tries,
+        eject: EjectPolicy { after: args.eject_after, duration: Duration::from_millis(args.eject_ms) },
+        timeouts: PeerTimeouts {
+            connect: Duration::from_millis(args.connect_timeout_ms),
+            io: Duration::from_millis(args.upstream_timeout_ms),
+            ..PeerTimeouts::default()
+        },
+    };
+    acs_proxy::run(config, shutdown_signal()).context("acs-proxy failed")
+}
+
+/// Resolves on SIGINT or SIGTERM (polled on Pingora's runtime).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; use SIGINT to stop");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,702 @@
+//! End-to-end tests: a real nats-server (acs-testkit), the real `acs-proxy` binary, tiny in-test
+//! HTTP backends that answer with their own id, and a fake brain that answers sync requests.
+//! Every wait polls with a generous deadline; nothing asserts on timing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use acs_events::{
+    decode, encode, Backend, BackendChange, BackendUpdate, ProxyId, ProxyMetrics, Rejection,
+    ReplicaId, Route, Selection, ServiceName, Subjects, SyncReply, WorkerId,
+};
+use acs_testkit::{free_port, wait_for_port, NatsServer};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+// ---- backends ------------------------------------------------------------------------------
+
+/// An HTTP server answering every request with its id. `/slow?ms=N` waits N ms first.
+struct TestBackend {
+    id: String,
+    addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestBackend {
+    async fn start(id: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let (id2, hits2) = (id.to_string(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (id, hits) = (id2.clone(), hits2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (id, hits) = (id.clone(), hits.clone());
+                        async move {
+                            hits.fetch_add(1, Ordering::Relaxed);
+                            if req.uri().path().starts_with("/slow") {
+                                let ms = req
+                                    .uri()
+                                    .query()
+                                    .and_then(|q| q.strip_prefix("ms="))
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(1500);
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(id),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { id: id.to_string(), addr, hits, task }
+    }
+
+    fn backend(&self) -> Backend {
+        backend(&self.id, &self.addr.to_string())
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn backend(id: &str, addr: &str) -> Backend {
+    Backend {
+        id: ReplicaId::new(id).unwrap(),
+        addr: addr.to_string(),
+        worker: WorkerId::new("w1").unwrap(),
+        draining: false,
+    }
+}
+
+/// An address where nothing listens.
+fn closed_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+// ---- messages ------------------------------------------------------------------------------
+
+fn update(service: &str, version: u64, change: BackendChange) -> BackendUpdate {
+    BackendUpdate {
+        v: 1,
+        service: ServiceName::new(service).unwrap(),
+        version,
+        ts_ms: 0,
+        selection: Selection::RoundRobin,
+        change,
+    }
+}
+
+fn reset(service: &str, version: u64, route: Route, backends: Vec<Backend>) -> BackendUpdate {
+    update(service, version, BackendChange::Reset { route, backends })
+}
+
+fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
+    Route { host: host.map(Into::into), path_prefix: prefix.map(Into::into) }
+}
+
+fn ids(v: &[&str]) -> Vec<ReplicaId> {
+    v.iter().map(|s| ReplicaId::new(*s).unwrap()).collect()
+}
+
+// ---- the world: nats, fake brain, proxy ----------------------------------------------------
+
+/// The real `acs-proxy` binary, killed on drop. Its log goes to a file that is printed when
+/// the test fails (`RUST_LOG` for it comes from `PROXY_LOG`, default `info`).
+struct ProxyProc {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl ProxyProc {
+    fn start(nats_url: &str, id: &str) -> Self {
+        let port = free_port();
+        let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url])
+            .args(["--prefix", "acs", "--id", id, "--metrics-interval-ms", "300", "--threads", "1"])
+            .env("RUST_LOG", std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("proxy log file"))
+            .spawn()
+            .expect("start acs-proxy");
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), DEADLINE).expect("proxy listens");
+        Self { child, port, log }
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<_> = text.lines().collect();
+            eprintln!("---- acs-proxy log (last 200 lines) ----");
+            for l in &lines[lines.len().saturating_sub(200)..] {
+                eprintln!("{l}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A stand-in for vim-brain's sync responder: answers `acs.sync.backends` with the resets it
+/// holds, and counts the requests.
+#[derive(Clone, Default)]
+struct FakeBrain {
+    state: Arc<Mutex<BTreeMap<String, BackendUpdate>>>,
+    syncs: Arc<AtomicU64>,
+}
+
+impl FakeBrain {
+    async fn start(nc: &async_nats::Client) -> Self {
+        let brain = FakeBrain::default();
+        let mut sub = nc.subscribe(Subjects::default().backends_sync()).await.unwrap();
+        nc.flush().await.unwrap();
+        let (b, nc) = (brain.clone(), nc.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let updates: Vec<_> = b.state.lock().unwrap().values().cloned().collect();
+                b.syncs.fetch_add(1, Ordering::SeqCst);
+                if let Some(reply) = msg.reply {
+                    let _ = nc.publish(reply, encode(&SyncReply { v: 1, updates }).into()).await;
+                }
+            }
+        });
+        brain
+    }
+
+    fn set(&self, u: BackendUpdate) {
+        self.state.lock().unwrap().insert(u.service.to_string(), u);
+    }
+
+    fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+}
+
+/// Fields drop in order: the proxy goes before the NATS server it talks to.
+struct World {
+    proxy: ProxyProc,
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    brain: FakeBrain,
+    nc: async_nats::Client,
+    _nats: NatsServer,
+}
+
+impl World {
+    /// Starts NATS, the fake brain (holding `initial` resets) and the proxy, and waits until
+    /// the proxy has synced.
+    async fn start(initial: Vec<BackendUpdate>) -> Self {
+        let nats = NatsServer::start();
+        let nc = async_nats::connect(nats.url()).await.unwrap();
+        let brain = FakeBrain::start(&nc).await;
+        for u in initial {
+            brain.set(u);
+        }
+        let proxy = ProxyProc::start(&nats.url(), "p1");
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let w = World { _nats: nats, nc, brain, proxy, http };
+        w.until("the proxy asks for a sync", || async { w.brain.syncs() >= 1 }).await;
+        w
+    }
+
+    async fn publish(&self, u: &BackendUpdate) {
+        self.publish_raw(&Subjects::default().backends(&u.service), encode(u)).await;
+    }
+
+    async fn publish_raw(&self, subject: &str, payload: Vec<u8>) {
+        self.nc.publish(subject.to_string(), payload.into()).await.unwrap();
+        self.nc.flush().await.unwrap();
+    }
+
+    /// GET through the proxy with a Host header: `(status, body)`; `(0, error)` on failure.
+    async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{}{path}", self.proxy.port))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(15), self.http.request(req)).await {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+            Ok(Err(e)) => (0, e.to_string()),
+            Err(_) => (0, "timeout".into()),
+        }
+    }
+
+    async fn get_full(&self, host: &str, path: &str) -> hyper::Response<Bytes> {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{}{path}", self.proxy.port))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.http.request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        hyper::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+    }
+
+    /// Polls `cond` until it holds, or panics after [`DEADLINE`].
+    async fn until<F, Fut>(&self, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if cond().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    /// Polls until `n` GETs in a row all answer with a body in `want`.
+    async fn until_served_by(&self, host: &str, path: &str, want: &[&str], n: usize) {
+        let what = format!("{host}{path} is served only by {want:?}");
+        self.until(&what, || async {
+            for _ in 0..n {
+                let (status, body) = self.get(host, path).await;
+                if status != 200 || !want.contains(&body.as_str()) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    /// Hit counts by backend over `n` GETs.
+    async fn spread(&self, host: &str, path: &str, n: usize) -> HashMap<String, usize> {
+        let mut hits = HashMap::new();
+        for _ in 0..n {
+            let (status, body) = self.get(host, path).await;
+            assert_eq!(status, 200, "{body}");
+            *hits.entry(body).or_default() += 1;
+        }
+        hits
+    }
+
+    async fn metrics_sub(&self) -> async_nats::Subscriber {
+        let s = self
+            .nc
+            .subscribe(Subjects::default().proxy_metrics(&ProxyId::new("p1").unwrap()))
+            .await
+            .unwrap();
+        self.nc.flush().await.unwrap();
+        s
+    }
+}
+
+async fn next_metrics(sub: &mut async_nats::Subscriber) -> ProxyMetrics {
+    let msg = tokio::time::timeout(DEADLINE, sub.next()).await.expect("metrics arrive").unwrap();
+    decode(&msg.payload).expect("metrics decode and validate")
+}
+
+// ---- tests ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path_prefix() {
+    let (web, api, api2, def) = (
+        TestBackend::start("web-1").await,
+        TestBackend::start("api-1").await,
+        TestBackend::start("api2-1").await,
+        TestBackend::start("def-1").await,
+    );
+    let w = World::start(vec![
+        reset("web", 10, route(Some("Web.Test"), None), vec![web.backend()]),
+        reset("api", 10, route(None, Some("/api")), vec![api.backend()]),
+        reset("apiv2", 10, route(None, Some("/api/v2")), vec![api2.backend()]),
+        reset("fallback", 10, route(None, None), vec![def.backend()]),
+    ])
+    .await;
+
+    w.until_served_by("web.test", "/", &["web-1"], 1).await;
+    assert_eq!(w.get("WEB.test:8080", "/anything").await, (200, "web-1".into()));
+    assert_eq!(w.get("other.test", "/api").await, (200, "api-1".into()));
+    assert_eq!(w.get("other.test", "/api/v1/users?x=1").await, (200, "api-1".into()));
+    assert_eq!(w.get("other.test", "/api/v2/users").await, (200, "api2-1".into()));
+    assert_eq!(w.get("other.test", "/apix").await, (200, "def-1".into()));
+    assert_eq!(w.get("other.test", "/").await, (200, "def-1".into()));
+    // Host routes win over path routes for their host.
+    assert_eq!(w.get("web.test", "/api").await, (200, "web-1".into()));
+
+    // Take the default away (its route now needs /only): unmatched requests get a JSON 404.
+    w.publish(&reset("fallback", 11, route(None, Some("/only")), vec![def.backend()])).await;
+    w.until("the default route is gone", || async { w.get("other.test", "/").await.0 == 404 })
+        .await;
+    let resp = w.get_full("other.test", "/nothing").await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(body["error"], "no_route");
+    assert_eq!(w.get("other.test", "/only/x").await, (200, "def-1".into()));
+
+    // A service without usable backends: 503 with Retry-After.
+    w.publish(&reset("web", 11, route(Some("web.test"), None), vec![])).await;
+    w.until("web has no backends", || async { w.get("web.test", "/").await.0 == 503 }).await;
+    let resp = w.get_full("web.test", "/").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(body["error"], "no_backend");
+    // Other services are unaffected.
+    assert_eq!(w.get("x", "/api").await, (200, "api-1".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_drain_remove_and_round_robin() {
+    let (b1, b2, b3) = (
+        TestBackend::start("b1").await,
+        TestBackend::start("b2").await,
+        TestBackend::start("b3").await,
+    );
+    let w = World::start(vec![reset("web", 100, Route::default(), vec![b1.backend()])]).await;
+    w.until_served_by("web.test", "/", &["b1"], 3).await;
+
+    // add → both serve, round-robin spreads evenly.
+    w.publish(&update("web", 101, BackendChange::Add { backends: vec![b2.backend(), b3.backend()] }))
+        .await;
+    w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" }).await;
+    let hits = w.spread("x", "/", 30).await;
+    for id in ["b1", "b2", "b3"] {
+        let n = hits.get(id).copied().unwrap_or(0);
+        assert!((8..=12).contains(&n), "round-robin spread {hits:?}");
+    }
+
+    // Requests in flight on b1 when it is drained still finish.
+    let total = || [&b1, &b2, &b3].iter().map(|b| b.hits.load(Ordering::Relaxed)).sum::<u64>();
+    let before = total();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let port = w.proxy.port;
+            tokio::spawn(async move {
+                let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+                let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=5000"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let resp = http.request(req).await.unwrap();
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            })
+        })
+        .collect();
+    w.until("the slow requests reach the backends", || async { total() >= before + 3 }).await;
+    let mut sub = w.metrics_sub().await;
+    w.publish(&update("web", 102, BackendChange::Drain { ids: ids(&["b1"]) })).await;
+    w.until_served_by("x", "/", &["b2", "b3"], 12).await;
+    // What the brain watches: b1 draining at version 102 with its request in flight, then none.
+    let (mut seen_busy, start) = (false, Instant::now());
+    loop {
+        assert!(start.elapsed() < DEADLINE, "b1 never drained to zero in flight");
+        let m = next_metrics(&mut sub).await;
+        let web = &m.services[0];
+        let b = web.backends.iter().find(|b| b.id.as_str() == "b1").unwrap();
+        if web.version == 102 && b.draining {
+            if b.traffic.in_flight > 0 {
+                seen_busy = true;
+            } else if seen_busy {
+                break;
+            }
+        }
+    }
+    let mut slow_bodies = vec![];
+    for s in slow {
+        let (status, body) = s.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        slow_bodies.push(body);
+    }
+    assert!(slow_bodies.contains(&"b1".to_string()), "{slow_bodies:?}");
+
+    // remove → b1 is forgotten; the others keep serving.
+    w.publish(&update("web", 103, BackendChange::Remove { ids: ids(&["b1", "b2"]) })).await;
+    w.until_served_by("x", "/", &["b3"], 6).await;
+    let m = next_metrics(&mut sub).await;
+    let web = m.services.iter().find(|s| s.service.as_str() == "web").unwrap();
+    assert_eq!(web.version, 103);
+    let listed: Vec<_> = web.backends.iter().map(|b| b.id.to_string()).collect();
+    assert_eq!(listed, ["b3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_around_a_closed_port_and_ejects_it() {
+    let (b1, b2) = (TestBackend::start("b1").await, TestBackend::start("b2").await);
+    let dead = backend("dead", &closed_addr());
+    let w = World::start(vec![reset(
+        "web",
+        1,
+        Route::default(),
+        vec![b1.backend(), dead.clone(), b2.backend()],
+    )])
+    .await;
+    w.until_served_by("x", "/", &["b1", "b2"], 1).await;
+
+    // Every GET succeeds although one backend in three refuses connections.
+    let hits = w.spread("x", "/", 60).await;
+    assert_eq!(hits.values().sum::<usize>(), 60);
+    assert!(hits.contains_key("b1") && hits.contains_key("b2"), "{hits:?}");
+
+    // After repeated failures the dead backend is ejected (reported in the metrics).
+    let mut sub = w.metrics_sub().await;
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "dead backend never reported as ejected");
+        w.get("x", "/").await;
+        let m = next_metrics(&mut sub).await;
+        let web = &m.services[0];
+        let d = web.backends.iter().find(|b| b.id.as_str() == "dead").unwrap();
+        if d.ejected {
+            assert!(!web.backends.iter().find(|b| b.id.as_str() == "b1").unwrap().ejected);
+            break;
+        }
+    }
+
+    // With every backend dead, GETs fail cleanly (502), nothing hangs.
+    let dead2 = backend("dead2", &closed_addr());
+    w.publish(&reset("web", 2, Route::default(), vec![dead, dead2])).await;
+    w.until("all-dead service answers 5xx", || async {
+        let s = w.get("x", "/").await.0;
+        s == 502 || s == 503
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_with_body_is_not_retried() {
+    let b1 = TestBackend::start("b1").await;
+    let dead = backend("dead", &closed_addr());
+    let w = World::start(vec![reset("web", 1, Route::default(), vec![dead, b1.backend()])]).await;
+    w.until_served_by("x", "/", &["b1"], 1).await;
+    let mut statuses = vec![];
+    for _ in 0..4 {
+        let req = hyper::Request::post(format!("http://127.0.0.1:{}/", w.proxy.port))
+            .header("content-length", "5")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        let resp = w.http.request(req).await.unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    // Round-robin sends some of them to the dead backend, and those are not retried.
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_versions_are_ignored() {
+    let (b1, b2, b3) = (
+        TestBackend::start("b1").await,
+        TestBackend::start("b2").await,
+        TestBackend::start("b3").await,
+    );
+    let w = World::start(vec![reset("web", 100, Route::default(), vec![b1.backend()])]).await;
+    w.until_served_by("x", "/", &["b1"], 2).await;
+
+    // Same version delta, older reset: both stale.
+    w.publish(&update("web", 100, BackendChange::Add { backends: vec![b2.backend()] })).await;
+    w.publish(&reset("web", 50, Route::default(), vec![b2.backend()])).await;
+    // A marker update at the next version proves the earlier ones were processed.
+    w.publish(&update("web", 101, BackendChange::Add { backends: vec![b3.backend()] })).await;
+    w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" }).await;
+    let hits = w.spread("x", "/", 20).await;
+    assert!(!hits.contains_key("b2"), "stale update applied: {hits:?}");
+    assert_eq!(b2.hits.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_triggers_a_sync() {
+    let (b1, b2) = (TestBackend::start("b1").await, TestBackend::start("b2").await);
+    let w = World::start(vec![reset("web", 10, Route::default(), vec![b1.backend()])]).await;
+    w.until_served_by("x", "/", &["b1"], 2).await;
+    let before = w.brain.syncs();
+
+    // The brain moved on to version 20 (b2 only); the proxy sees version 12 and a gap.
+    w.brain.set(reset("web", 20, Route::default(), vec![b2.backend()]));
+    w.publish(&update("web", 12, BackendChange::Add { backends: vec![b2.backend()] })).await;
+    w.until("the proxy asks for a sync", || async { w.brain.syncs() > before }).await;
+    w.until_served_by("x", "/", &["b2"], 5).await;
+
+    let mut sub = w.metrics_sub().await;
+    let m = next_metrics(&mut sub).await;
+    assert_eq!(m.services[0].version, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_updates_are_rejected_and_the_proxy_keeps_serving() {
+    let b1 = TestBackend::start("b1").await;
+    let w = World::start(vec![reset("web", 1, Route::default(), vec![b1.backend()])]).await;
+    w.until_served_by("x", "/", &["b1"], 1).await;
+    let mut rejections = w.nc.subscribe(Subjects::default().rejections("proxy")).await.unwrap();
+    w.nc.flush().await.unwrap();
+
+    let subject = "acs.backends.web";
+    let oversize = {
+        let mut v = br#"{"service":"web","version":2,"change":"add","backends":[],"pad":""#.to_vec();
+        v.extend(vec![b'x'; acs_events::MAX_PAYLOAD]);
+        v.extend(br#""}"#);
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (subject, b"{not json".to_vec(), "bad_json"),
+        (subject, br#"{"service":"web","version":"two","change":"add","backends":[]}"#.to_vec(), "bad_field"),
+        (subject, br#"{"service":"web","version":2,"change":"drain","ids":["a.b"]}"#.to_vec(), "bad_field"),
+        (subject, br#"{"service":"we b","version":2,"change":"remove","ids":["b1"]}"#.to_vec(), "bad_field"),
+        (subject, br#"{"service":"web","version":2,"change":"add","backends":[{"id":"x","addr":"nope","worker":"w1"}]}"#.to_vec(), "invalid"),
+        (subject, oversize, "too_large"),
+        ("acs.backends.other", encode(&update("web", 2, BackendChange::Remove { ids: ids(&["b1"]) })), "invalid"),
+    ];
+    for (i, (subj, payload, kind)) in cases.iter().enumerate() {
+        w.publish_raw(subj, payload.clone()).await;
+        let msg = tokio::time::timeout(DEADLINE, rejections.next())
+            .await
+            .unwrap_or_else(|_| panic!("no rejection for case {i} ({kind})"))
+            .unwrap();
+        let r: Rejection = decode(&msg.payload).unwrap();
+        assert_eq!(r.component, "proxy");
+        assert_eq!(r.kind, *kind, "case {i}: {}", r.error);
+        assert_eq!(r.subject, *subj);
+        assert_eq!(r.total, i as u64 + 1);
+        assert!(!r.error.is_empty());
+    }
+
+    // Still serving, with the table untouched (the mismatched remove of b1 was refused).
+    assert_eq!(w.get("x", "/").await, (200, "b1".into()));
+    let mut sub = w.metrics_sub().await;
+    let m = next_metrics(&mut sub).await;
+    assert_eq!(m.rejected, cases.len() as u64);
+    assert_eq!(m.services[0].version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_metrics_have_sane_numbers() {
+    let (b1, b2) = (TestBackend::start("b1").await, TestBackend::start("b2").await);
+    let mut idle = b2.backend();
+    idle.draining = true;
+    let w = World::start(vec![reset(
+        "web",
+        7,
+        route(Some("web.test"), None),
+        vec![b1.backend(), idle],
+    )])
+    .await;
+    w.until_served_by("web.test", "/", &["b1"], 1).await;
+    let mut sub = w.metrics_sub().await;
+    // Let one window pass so that the warm-up request is not counted below.
+    next_metrics(&mut sub).await;
+    next_metrics(&mut sub).await;
+
+    for _ in 0..40 {
+        assert_eq!(w.get("web.test", "/").await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(w.get("unknown.test", "/").await.0, 404);
+    }
+
+    let (mut requests, mut unrouted, mut b1_requests) = (0, 0, 0);
+    let start = Instant::now();
+    while (requests < 40 || unrouted < 3) && start.elapsed() < DEADLINE {
+        let m = next_metrics(&mut sub).await;
+        assert_eq!(m.proxy.as_str(), "p1");
+        assert!(m.interval_ms > 0);
+        unrouted += m.unrouted;
+        let web = &m.services[0];
+        assert_eq!(web.service.as_str(), "web");
+        assert_eq!(web.version, 7);
+        assert_eq!(web.backends.len(), 2, "idle backends are listed too");
+        let (a, b) = (&web.backends[0], &web.backends[1]);
+        assert_eq!((a.id.as_str(), a.draining), ("b1", false));
+        assert_eq!((b.id.as_str(), b.draining, b.traffic.requests), ("b2", true, 0));
+        assert_eq!(b.traffic.in_flight, 0);
+        assert_eq!(web.totals.errors, 0);
+        if web.totals.requests > 0 {
+            assert!(web.totals.rps > 0.0);
+            assert!(web.totals.p50_ms > 0.0 && web.totals.p50_ms <= web.totals.p99_ms);
+            assert!(web.totals.p99_ms < 5000.0);
+            assert_eq!(a.traffic.requests, web.totals.requests);
+        }
+        requests += web.totals.requests;
+        b1_requests += a.traffic.requests;
+    }
+    assert_eq!(requests, 40);
+    assert_eq!(b1_requests, 40);
+    assert_eq!(unrouted, 3);
+}
+
+/// The NATS task runs in-process too: after a NATS restart it reconnects and asks for a sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_task_resyncs_after_reconnect() {
+    let mut nats = NatsServer::start();
+    let shared = Arc::new(acs_proxy::Shared::new(acs_proxy::Tuning::default()));
+    let settings = acs_proxy::NatsSettings {
+        url: nats.url(),
+        subjects: Subjects::default(),
+        id: ProxyId::new("inproc").unwrap(),
+        metrics_interval: Duration::from_millis(200),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(acs_proxy::sync::run(settings, shared.clone(), async {
+        let _ = stop_rx.await;
+    }));
+
+    let start_brain = |url: String, version: u64| async move {
+        let nc = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .unwrap();
+        let brain = FakeBrain::start(&nc).await;
+        brain.set(reset("web", version, Route::default(), vec![backend("a", "127.0.0.1:9")]));
+        (nc, brain)
+    };
+    let (_nc, brain) = start_brain(nats.url(), 5).await;
+    let version = |shared: &acs_proxy::Shared| shared.snapshot.load().service("web").map(|s| s.version);
+    let start = Instant::now();
+    while version(&shared) != Some(5) {
+        assert!(start.elapsed() < DEADLINE, "initial sync never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(brain.syncs() >= 1);
+
+    // While NATS is down the brain moves on; nothing is published, so only the resync that
+    // follows the reconnect (retried until the brain's own connection is back) can bring it.
+    tokio::time::sleep(Duration::from_secs(1)).await; // let start-up syncs settle
+    let before = brain.syncs();
+    brain.set(reset("web", 9, Route::default(), vec![backend("a", "127.0.0.1:9")]));
+    nats.restart();
+    let start = Instant::now();
+    while version(&shared) != Some(9) {
+        assert!(start.elapsed() < DEADLINE, "no resync after reconnect (syncs: {})", brain.syncs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(brain.syncs() > before);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(DEADLINE, task).await.expect("task stops").unwrap();
+}

@@ -1,0 +1,98 @@
+//! The worker's settings, built by `main.rs` from flags and environment variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use acs_events::{RuntimeKind, Subjects, WorkerId};
+
+use crate::health::HealthConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub worker_id: WorkerId,
+    /// Most replicas this worker runs at once (`starting`, `healthy`, `unhealthy`).
+    pub max_replicas: u32,
+    pub runtime: RuntimeKind,
+    pub nats_url: String,
+    pub subjects: Subjects,
+    /// Metrics (heartbeat) period.
+    pub interval: Duration,
+    /// Host part of the addresses handed to proxies (process runtime, and Docker with
+    /// [`Advertise::HostPort`]).
+    pub advertise_host: String,
+    /// Docker runtime: how replicas are reached.
+    pub advertise: Advertise,
+    /// Docker runtime: network the replica containers join (default: Docker's default bridge).
+    pub docker_network: Option<String>,
+    /// State files and replica logs.
+    pub state_dir: PathBuf,
+    /// On shutdown, leave replicas running for the next worker to adopt.
+    pub keep_replicas: bool,
+    /// Grace period for replicas stopped at shutdown.
+    pub shutdown_grace: Duration,
+    pub health: HealthConfig,
+}
+
+/// How the Docker runtime advertises a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertise {
+    /// Publish the container port on a free host port: `<advertise_host>:<host port>`.
+    HostPort,
+    /// The container's IP on its network and the container port: `<container ip>:<port>`
+    /// (proxies on the same Docker network; nothing is published on the host).
+    ContainerIp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--max-replicas must be >= 1")]
+    MaxReplicas,
+    #[error("--interval-ms must be >= 10, got {0}")]
+    Interval(u128),
+    #[error("--docker-network {0:?} is not a valid network name")]
+    Network(String),
+    #[error("--advertise-host must not be empty or contain whitespace or ':' (got {0:?}); use an IP or host name")]
+    AdvertiseHost(String),
+}
+
+impl Config {
+    /// Defaults: 4 replicas, process runtime, 1 s interval, `127.0.0.1`,
+    /// state in `.acs/worker-<id>`.
+    pub fn new(worker_id: WorkerId) -> Self {
+        Self {
+            state_dir: PathBuf::from(format!(".acs/worker-{worker_id}")),
+            worker_id,
+            max_replicas: 4,
+            runtime: RuntimeKind::Process,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            subjects: Subjects::default(),
+            interval: Duration::from_secs(1),
+            advertise_host: "127.0.0.1".into(),
+            advertise: Advertise::HostPort,
+            docker_network: None,
+            keep_replicas: false,
+            shutdown_grace: Duration::from_secs(5),
+            health: HealthConfig::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_replicas == 0 {
+            return Err(ConfigError::MaxReplicas);
+        }
+        if self.interval < Duration::from_millis(10) {
+            return Err(ConfigError::Interval(self.interval.as_millis()));
+        }
+        let h = &self.advertise_host;
+        // IPv6 literals would need brackets in host:port; not supported for now.
+        if h.is_empty() || h.contains(':') || h.chars().any(char::is_whitespace) {
+            return Err(ConfigError::AdvertiseHost(h.clone()));
+        }
+        if let Some(n) = &self.docker_network {
+            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(ConfigError::Network(n.clone()));
+            }
+        }
+        Ok(())
+    }
+}

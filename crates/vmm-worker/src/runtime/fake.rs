@@ -1,0 +1,178 @@
+//! A runtime that runs nothing and records every call, for unit tests of the command logic.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use acs_events::{ReplicaId, ReplicaSpec, RuntimeKind};
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{Result, RunningReplica, Runtime, RuntimeError, RuntimeEvent};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Start {
+        replica: ReplicaId,
+        spec: ReplicaSpec,
+    },
+    Stop {
+        replica: ReplicaId,
+        grace: Duration,
+    },
+    Adopt,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    running: BTreeMap<ReplicaId, RunningReplica>,
+    /// Returned by the next `adopt`.
+    leftovers: Vec<RunningReplica>,
+    fail_next_start: Option<String>,
+    next_port: u16,
+}
+
+pub struct FakeRuntime {
+    state: Mutex<State>,
+    events_tx: mpsc::UnboundedSender<RuntimeEvent>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<RuntimeEvent>>>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Self {
+            state: Mutex::new(State {
+                next_port: 20000,
+                ..State::default()
+            }),
+            events_tx,
+            events_rx: Mutex::new(Some(events_rx)),
+        }
+    }
+
+    /// Everything the worker asked for, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn starts(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Start { .. }))
+            .count()
+    }
+
+    pub fn stops(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Stop { .. }))
+            .count()
+    }
+
+    /// The next `start` fails with `message`.
+    pub fn fail_next_start(&self, message: &str) {
+        self.state.lock().unwrap().fail_next_start = Some(message.to_string());
+    }
+
+    /// Replicas the next `adopt` reports as already running.
+    pub fn leave_running(&self, replicas: Vec<RunningReplica>) {
+        self.state.lock().unwrap().leftovers = replicas;
+    }
+
+    /// Simulates a crash: forgets the replica and reports the exit.
+    pub fn exit(&self, replica: &ReplicaId, code: i32) {
+        self.state.lock().unwrap().running.remove(replica);
+        let _ = self.events_tx.send(RuntimeEvent::Exited {
+            replica: replica.clone(),
+            code: Some(code),
+            reason: format!("exited with status {code}"),
+        });
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Process
+    }
+
+    async fn start(&self, replica: &ReplicaId, spec: &ReplicaSpec) -> Result<RunningReplica> {
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(Call::Start {
+            replica: replica.clone(),
+            spec: spec.clone(),
+        });
+        if let Some(message) = st.fail_next_start.take() {
+            return Err(RuntimeError::Start {
+                replica: replica.clone(),
+                message,
+            });
+        }
+        st.next_port += 1;
+        let port = st.next_port;
+        let r = RunningReplica {
+            id: replica.clone(),
+            service: spec.service.clone(),
+            addr: format!("127.0.0.1:{port}"),
+            health_addr: format!("127.0.0.1:{port}"),
+            health_path: spec.health_path.clone(),
+            pid: None,
+            container_id: None,
+            started_ms: 1,
+            adopted: false,
+        };
+        st.running.insert(replica.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn stop(&self, replica: &ReplicaId, grace: Duration) -> Result<()> {
+        let was_running = {
+            let mut st = self.state.lock().unwrap();
+            st.calls.push(Call::Stop {
+                replica: replica.clone(),
+                grace,
+            });
+            st.running.remove(replica).is_some()
+        };
+        if was_running {
+            let _ = self.events_tx.send(RuntimeEvent::Exited {
+                replica: replica.clone(),
+                code: Some(0),
+                reason: "stopped".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn adopt(&self) -> Result<Vec<RunningReplica>> {
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(Call::Adopt);
+        let left = std::mem::take(&mut st.leftovers);
+        for r in &left {
+            st.running.insert(r.id.clone(), r.clone());
+        }
+        Ok(left)
+    }
+
+    async fn list(&self) -> Vec<RunningReplica> {
+        self.state
+            .lock()
+            .unwrap()
+            .running
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<RuntimeEvent>> {
+        self.events_rx.lock().unwrap().take()
+    }
+}
