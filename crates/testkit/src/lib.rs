@@ -7,6 +7,10 @@
 //! - [`free_port`], [`wait_for_port`]: loopback port helpers.
 //! - [`workspace_bin`]: the path of a binary built from this workspace (`target/<profile>/<name>`).
 //! - [`TempDir`]: a scratch directory removed on drop.
+//! - [`docker`]: the real Docker engine through the `docker` CLI: a throwaway `FROM scratch`
+//!   image of a workspace binary, and guards that remove containers, networks and images.
+
+pub mod docker;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -14,6 +14,14 @@ enum RuntimeArg {
     Docker,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AdvertiseArg {
+    /// Publish the container port on a free host port, advertised as <advertise-host>:<port>.
+    HostPort,
+    /// Advertise the container's IP on its network (proxies on the same Docker network).
+    ContainerIp,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vmm-worker",
@@ -41,6 +49,12 @@ struct Args {
     /// Host in the replica addresses handed to proxies.
     #[arg(long, env = "ACS_ADVERTISE_HOST", default_value = "127.0.0.1")]
     advertise_host: String,
+    /// Docker runtime: how replicas are reached.
+    #[arg(long, env = "ACS_ADVERTISE", value_enum, default_value_t = AdvertiseArg::HostPort)]
+    advertise: AdvertiseArg,
+    /// Docker runtime: network the replica containers join (default: Docker's bridge).
+    #[arg(long, env = "ACS_DOCKER_NETWORK")]
+    docker_network: Option<String>,
     /// State files and replica logs; default `.acs/worker-<id>`.
     #[arg(long, env = "ACS_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -80,6 +94,11 @@ async fn main() -> anyhow::Result<()> {
         .context("--prefix")?;
     config.interval = Duration::from_millis(args.interval_ms);
     config.advertise_host = args.advertise_host;
+    config.advertise = match args.advertise {
+        AdvertiseArg::HostPort => vmm_worker::config::Advertise::HostPort,
+        AdvertiseArg::ContainerIp => vmm_worker::config::Advertise::ContainerIp,
+    };
+    config.docker_network = args.docker_network.filter(|n| !n.is_empty());
     if let Some(dir) = args.state_dir {
         config.state_dir = dir;
     }

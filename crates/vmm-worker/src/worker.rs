@@ -33,7 +33,7 @@ pub const COMPONENT: &str = "vmm-worker";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -195,8 +195,10 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Shutdown first, then the heartbeat, so a flood of commands cannot delay it.
                 biased;
                 _ = &mut shutdown => break,
+                _ = tick.tick() => self.publish_metrics().await,
                 msg = next_message(&mut sub) => match msg {
                     Some(msg) => self.on_command(msg).await,
                     None => {
@@ -211,7 +213,6 @@ impl Worker {
                     Ok((replica, Ok(()))) => debug!(replica = %replica, "stop finished"),
                     Err(e) => error!(error = %e, "stop task failed"),
                 },
-                _ = tick.tick() => self.publish_metrics().await,
                 _ = resubscribe.tick(), if sub.is_none() => {
                     let subject = self.config.subjects.worker_command(&self.config.worker_id);
                     match self.client.subscribe(subject.clone()).await {

@@ -1,86 +1,19 @@
 //! The worker against a real nats-server, running the real `demo-web` binary through the
 //! process runtime. Build it first: `cargo build -p demo-web`.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use acs_events::{
-    CommandAck, Rejection, ReplicaEvent, ReplicaState, RuntimeKind, Subjects, WorkerId,
-    WorkerMetrics,
-};
+use acs_events::{Rejection, ReplicaState, RuntimeKind, WorkerId};
 use acs_testkit::NatsServer;
 use futures::StreamExt;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use vmm_worker::runtime::process::{pid_alive, read_record, signal_group};
+use vmm_worker::runtime::process::{pid_alive, signal_group};
 use vmm_worker::Config;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
 
-/// A state dir that is removed, and whose replicas are killed, on drop (also when a test fails).
-struct StateDir(PathBuf);
-
-impl StateDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "vmm-worker-it-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        let Ok(rd) = std::fs::read_dir(self.0.join("replicas")) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| read_record(&e.path()).ok())
-            .map(|r| r.pid)
-            .collect()
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        for pid in self.pids() {
-            signal_group(pid, libc::SIGKILL);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Worker {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), vmm_worker::Error>>,
-}
-
-impl Worker {
-    fn spawn(config: Config) -> Self {
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(vmm_worker::run(config, async move {
-            let _ = rx.await;
-        }));
-        Self {
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let res = tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("worker stops in time");
-        res.expect("worker task").expect("worker ran without error");
-    }
-}
+use common::*;
 
 fn config(nats: &NatsServer, dir: &Path) -> Config {
     let mut c = Config::new(WorkerId::new("w1").unwrap());
@@ -114,149 +47,11 @@ fn stop_cmd(id: &str, replica: &str) -> serde_json::Value {
     json!({"id": id, "action": "stop", "replica": replica, "grace_ms": 3000})
 }
 
-struct Bus {
-    client: async_nats::Client,
-    subjects: Subjects,
-    events: async_nats::Subscriber,
-    metrics: async_nats::Subscriber,
-}
-
-impl Bus {
-    async fn connect(nats: &NatsServer) -> Self {
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(nats.url())
-            .await
-            .unwrap();
-        let subjects = Subjects::default();
-        let w = WorkerId::new("w1").unwrap();
-        let events = client.subscribe(subjects.replica_events(&w)).await.unwrap();
-        let metrics = client.subscribe(subjects.worker_metrics(&w)).await.unwrap();
-        client.flush().await.unwrap();
-        Self {
-            client,
-            subjects,
-            events,
-            metrics,
-        }
-    }
-
-    async fn raw_request(&self, payload: Vec<u8>) -> CommandAck {
-        let subject = self.subjects.worker_command(&WorkerId::new("w1").unwrap());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            // The worker may not be subscribed yet right after it starts: retry on "no responders".
-            match tokio::time::timeout(
-                Duration::from_secs(10),
-                self.client.request(subject.clone(), payload.clone().into()),
-            )
-            .await
-            {
-                Ok(Ok(msg)) => {
-                    return serde_json::from_slice(&msg.payload).expect("ack is a CommandAck")
-                }
-                other => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "no answer to the command: {other:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    async fn request(&self, cmd: serde_json::Value) -> CommandAck {
-        self.raw_request(serde_json::to_vec(&cmd).unwrap()).await
-    }
-
-    async fn event_where(&mut self, what: &str, f: impl Fn(&ReplicaEvent) -> bool) -> ReplicaEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.events.next())
-                .await
-                .unwrap_or_else(|_| panic!("no replica event: {what}"))
-                .unwrap();
-            let ev: ReplicaEvent = acs_events::decode(&msg.payload).expect("valid replica event");
-            if f(&ev) {
-                return ev;
-            }
-        }
-    }
-
-    async fn metrics_where(
-        &mut self,
-        what: &str,
-        f: impl Fn(&WorkerMetrics) -> bool,
-    ) -> WorkerMetrics {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.metrics.next())
-                .await
-                .unwrap_or_else(|_| panic!("no metrics: {what}"))
-                .unwrap();
-            let m: WorkerMetrics = acs_events::decode(&msg.payload).expect("valid worker metrics");
-            if f(&m) {
-                return m;
-            }
-        }
-    }
-}
-
-fn is(ev: &ReplicaEvent, replica: &str, state: ReplicaState) -> bool {
-    ev.replica.id.as_str() == replica && ev.replica.state == state
-}
-
-/// `GET path` on `addr`; (status, body).
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| "timeout".to_string())?
-}
-
-async fn whoami(addr: &str) -> serde_json::Value {
-    let (status, body) = http_get(addr, "/whoami").await.expect("replica answers");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_becomes_healthy_serves_and_stops() {
     let nats = NatsServer::start();
     let dir = StateDir::new("basic");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let worker = Worker::spawn(config(&nats, &dir.0));
 
     let ack = bus.request(start_cmd("c1", "r1")).await;
@@ -319,7 +114,7 @@ async fn start_becomes_healthy_serves_and_stops() {
 async fn capacity_and_duplicate_command_ids() {
     let nats = NatsServer::start();
     let dir = StateDir::new("cap");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let mut cfg = config(&nats, &dir.0);
     cfg.max_replicas = 1;
     let worker = Worker::spawn(cfg);
@@ -362,7 +157,7 @@ async fn capacity_and_duplicate_command_ids() {
 async fn malformed_commands_get_error_acks_and_the_worker_keeps_serving() {
     let nats = NatsServer::start();
     let dir = StateDir::new("bad");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let worker = Worker::spawn(config(&nats, &dir.0));
     let mut rejections = bus
         .client
@@ -435,7 +230,7 @@ async fn malformed_commands_get_error_acks_and_the_worker_keeps_serving() {
 async fn restarted_worker_adopts_running_replicas() {
     let nats = NatsServer::start();
     let dir = StateDir::new("adopt");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let mut cfg = config(&nats, &dir.0);
     cfg.keep_replicas = true;
 
@@ -486,7 +281,7 @@ async fn restarted_worker_adopts_running_replicas() {
 async fn crashed_replica_is_reported_exited_and_forgotten() {
     let nats = NatsServer::start();
     let dir = StateDir::new("crash");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let worker = Worker::spawn(config(&nats, &dir.0));
     let ack = bus.request(start_cmd("c1", "r1")).await;
     let addr = ack.replica.unwrap().addr;
@@ -512,7 +307,7 @@ async fn crashed_replica_is_reported_exited_and_forgotten() {
 async fn replica_that_never_gets_healthy_is_stopped() {
     let nats = NatsServer::start();
     let dir = StateDir::new("unhealthy");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let mut cfg = config(&nats, &dir.0);
     cfg.health.start_timeout = Duration::from_secs(2);
     let worker = Worker::spawn(cfg);
@@ -539,7 +334,7 @@ async fn replica_that_never_gets_healthy_is_stopped() {
 async fn nats_outage_keeps_replicas_and_metrics_resume() {
     let mut nats = NatsServer::start();
     let dir = StateDir::new("outage");
-    let mut bus = Bus::connect(&nats).await;
+    let mut bus = Bus::connect(&nats, "w1").await;
     let worker = Worker::spawn(config(&nats, &dir.0));
     let ack = bus.request(start_cmd("c1", "r1")).await;
     let addr = ack.replica.unwrap().addr;
@@ -573,18 +368,4 @@ async fn nats_outage_keeps_replicas_and_metrics_resume() {
     let ack = bus.request(start_cmd("c2", "r1")).await;
     assert!(ack.ok, "{ack:?}");
     worker.shutdown().await;
-}
-
-#[tokio::test]
-async fn docker_runtime_is_refused_clearly() {
-    let dir = StateDir::new("docker");
-    let mut c = Config::new(WorkerId::new("w1").unwrap());
-    c.runtime = RuntimeKind::Docker;
-    c.state_dir = dir.0.clone();
-    c.nats_url = "nats://127.0.0.1:1".into();
-    let err = vmm_worker::run(c, std::future::pending())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("not yet implemented"), "{err}");
 }

@@ -25,8 +25,8 @@ use acs_events::{ReplicaId, ReplicaSpec, RuntimeKind, ServiceName, WorkerId};
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, EndpointSettings, HostConfig,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, EndpointSettings,
+    HostConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
@@ -79,7 +79,10 @@ pub struct DockerRuntime {
 }
 
 fn docker_err(what: &str, e: DockerError) -> RuntimeError {
-    RuntimeError::Io { what: format!("docker: {what}"), source: std::io::Error::other(e.to_string()) }
+    RuntimeError::Io {
+        what: format!("docker: {what}"),
+        err: std::io::Error::other(e.to_string()),
+    }
 }
 
 fn status_of(e: &DockerError) -> Option<u16> {
@@ -94,10 +97,12 @@ impl DockerRuntime {
     /// this worker's containers.
     pub async fn connect(opts: DockerOptions) -> Result<Self> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| docker_err("connect", e))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| docker_err("cannot reach the Docker engine (is it running? is the socket mounted?)", e))?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            docker_err(
+                "cannot reach the Docker engine (is it running? is the socket mounted?)",
+                e,
+            )
+        })?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             docker,
@@ -108,7 +113,11 @@ impl DockerRuntime {
         });
         let watcher = tokio::spawn(watch_events(inner.clone())).abort_handle();
         info!(worker = %inner.opts.worker, network = ?inner.opts.network, advertise = ?inner.opts.advertise, "Docker runtime ready");
-        Ok(Self { inner, events_rx: Mutex::new(Some(events_rx)), watcher })
+        Ok(Self {
+            inner,
+            events_rx: Mutex::new(Some(events_rx)),
+            watcher,
+        })
     }
 
     pub fn container_name(&self, replica: &ReplicaId) -> String {
@@ -118,7 +127,13 @@ impl DockerRuntime {
 
 impl Inner {
     /// The container of `replica` is gone: forget it, report it (once), remove the container.
-    fn gone(self: &Arc<Self>, replica: &ReplicaId, container: &str, code: Option<i32>, reason: String) {
+    fn gone(
+        self: &Arc<Self>,
+        replica: &ReplicaId,
+        container: &str,
+        code: Option<i32>,
+        reason: String,
+    ) {
         {
             let mut entries = self.entries.lock().unwrap();
             match entries.get(replica) {
@@ -132,7 +147,11 @@ impl Inner {
         }
         self.stats.lock().unwrap().remove(replica);
         info!(replica = %replica, container = %short(container), %reason, "replica container is gone");
-        let _ = self.events_tx.send(RuntimeEvent::Exited { replica: replica.clone(), code, reason });
+        let _ = self.events_tx.send(RuntimeEvent::Exited {
+            replica: replica.clone(),
+            code,
+            reason,
+        });
         let this = self.clone();
         let container = container.to_string();
         tokio::spawn(async move { this.remove(&container).await });
@@ -148,8 +167,15 @@ impl Inner {
     }
 
     /// Advertised address and health-check address of a running container.
-    fn addresses(&self, info: &ContainerInspectResponse, port: u16) -> std::result::Result<(String, String), String> {
-        let net = info.network_settings.as_ref().ok_or("no network settings")?;
+    fn addresses(
+        &self,
+        info: &ContainerInspectResponse,
+        port: u16,
+    ) -> std::result::Result<(String, String), String> {
+        let net = info
+            .network_settings
+            .as_ref()
+            .ok_or("no network settings")?;
         match self.opts.advertise {
             Advertise::HostPort => {
                 let key = format!("{port}/tcp");
@@ -158,9 +184,15 @@ impl Inner {
                     .as_ref()
                     .and_then(|p| p.get(&key))
                     .and_then(|b| b.as_ref())
-                    .and_then(|b| b.iter().find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok()))
+                    .and_then(|b| {
+                        b.iter()
+                            .find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+                    })
                     .ok_or_else(|| format!("container port {key} is not published on the host"))?;
-                Ok((format!("{}:{host_port}", self.opts.advertise_host), format!("127.0.0.1:{host_port}")))
+                Ok((
+                    format!("{}:{host_port}", self.opts.advertise_host),
+                    format!("127.0.0.1:{host_port}"),
+                ))
             }
             Advertise::ContainerIp => {
                 let networks = net.networks.as_ref().ok_or("container has no network")?;
@@ -182,7 +214,10 @@ impl Inner {
         let this = self.clone();
         let (replica, container) = (replica.clone(), container.to_string());
         tokio::spawn(async move {
-            let opts = StatsOptionsBuilder::default().stream(true).one_shot(false).build();
+            let opts = StatsOptionsBuilder::default()
+                .stream(true)
+                .one_shot(false)
+                .build();
             let mut stream = this.docker.stats(&container, Some(opts));
             while let Some(item) = stream.next().await {
                 match item {
@@ -206,8 +241,15 @@ impl Inner {
 pub fn stats_of(s: &ContainerStatsResponse) -> Option<ReplicaStats> {
     let cpu = s.cpu_stats.as_ref()?;
     let pre = s.precpu_stats.as_ref();
-    let total = cpu.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
-    let pre_total = pre.and_then(|p| p.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
+    let total = cpu
+        .cpu_usage
+        .as_ref()
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
+    let pre_total = pre
+        .and_then(|p| p.cpu_usage.as_ref())
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
     let system = cpu.system_cpu_usage.unwrap_or(0);
     let pre_system = pre.and_then(|p| p.system_cpu_usage).unwrap_or(0);
     let online = cpu.online_cpus.filter(|n| *n > 0).unwrap_or(1) as f64;
@@ -220,10 +262,18 @@ pub fn stats_of(s: &ContainerStatsResponse) -> Option<ReplicaStats> {
     let usage = mem.and_then(|m| m.usage).unwrap_or(0);
     let cache = mem
         .and_then(|m| m.stats.as_ref())
-        .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")).copied())
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+                .copied()
+        })
         .unwrap_or(0);
     Some(ReplicaStats {
-        cpu_pct: if cpu_pct.is_finite() && cpu_pct >= 0.0 { cpu_pct } else { 0.0 },
+        cpu_pct: if cpu_pct.is_finite() && cpu_pct >= 0.0 {
+            cpu_pct
+        } else {
+            0.0
+        },
         mem_bytes: usage.saturating_sub(cache),
     })
 }
@@ -234,7 +284,10 @@ async fn watch_events(inner: Arc<Inner>) {
     let mut filters: HashMap<&str, Vec<String>> = HashMap::new();
     filters.insert("type", vec!["container".into()]);
     filters.insert("event", vec!["die".into()]);
-    filters.insert("label", vec![format!("{LABEL_WORKER}={}", inner.opts.worker)]);
+    filters.insert(
+        "label",
+        vec![format!("{LABEL_WORKER}={}", inner.opts.worker)],
+    );
     loop {
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
         let mut stream = inner.docker.events(Some(opts));
@@ -243,8 +296,12 @@ async fn watch_events(inner: Arc<Inner>) {
             match ev {
                 Ok(ev) => {
                     let Some(actor) = ev.actor else { continue };
-                    let (Some(id), Some(attrs)) = (actor.id, actor.attributes) else { continue };
-                    let Some(replica) = attrs.get(LABEL_REPLICA).and_then(|r| ReplicaId::new(r.as_str()).ok())
+                    let (Some(id), Some(attrs)) = (actor.id, actor.attributes) else {
+                        continue;
+                    };
+                    let Some(replica) = attrs
+                        .get(LABEL_REPLICA)
+                        .and_then(|r| ReplicaId::new(r.as_str()).ok())
                     else {
                         continue;
                     };
@@ -267,15 +324,22 @@ async fn watch_events(inner: Arc<Inner>) {
 
 /// Reports every tracked replica whose container no longer runs.
 async fn reconcile(inner: &Arc<Inner>) {
-    let tracked: Vec<(ReplicaId, String)> =
-        inner.entries.lock().unwrap().iter().map(|(r, e)| (r.clone(), e.container.clone())).collect();
+    let tracked: Vec<(ReplicaId, String)> = inner
+        .entries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(r, e)| (r.clone(), e.container.clone()))
+        .collect();
     for (replica, container) in tracked {
         match inner.docker.inspect_container(&container, None).await {
             Ok(info) => {
                 let state = info.state.unwrap_or_default();
                 if state.running != Some(true) {
                     let code = state.exit_code.map(|c| c as i32);
-                    let reason = code.map(|c| format!("exited with status {c}")).unwrap_or_else(|| "exited".into());
+                    let reason = code
+                        .map(|c| format!("exited with status {c}"))
+                        .unwrap_or_else(|| "exited".into());
                     inner.gone(&replica, &container, code, reason);
                 }
             }
@@ -298,7 +362,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, replica: &ReplicaId, spec: &ReplicaSpec) -> Result<RunningReplica> {
-        let start_err = |message: String| RuntimeError::Start { replica: replica.clone(), message };
+        let start_err = |message: String| RuntimeError::Start {
+            replica: replica.clone(),
+            message,
+        };
         let image = spec.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| {
             RuntimeError::InvalidSpec(format!(
                 "service {} has no image; the Docker runtime runs spec.image (a command alone needs --runtime process)",
@@ -339,13 +406,21 @@ impl Runtime for DockerRuntime {
         env.push(format!("ACS_REPLICA={replica}"));
         let host_config = HostConfig {
             nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
-            memory: spec.memory_mb.map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+            memory: spec
+                .memory_mb
+                .map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
             network_mode: o.network.clone(),
             port_bindings: (o.advertise == Advertise::HostPort).then(|| {
                 HashMap::from([(
                     port_key.clone(),
-                    Some(vec![PortBinding { host_ip: None, host_port: Some(String::new()) }]),
+                    Some(vec![PortBinding {
+                        host_ip: None,
+                        host_port: Some(String::new()),
+                    }]),
                 )])
             }),
             ..Default::default()
@@ -366,10 +441,15 @@ impl Runtime for DockerRuntime {
         let created = self
             .inner
             .docker
-            .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
             .await
             .map_err(|e| match status_of(&e) {
-                Some(404) => start_err(format!("image {image:?} not found locally (nothing is pulled): {e}")),
+                Some(404) => start_err(format!(
+                    "image {image:?} not found locally (nothing is pulled): {e}"
+                )),
                 _ => start_err(format!("create container: {e}")),
             })?;
         let id = created.id;
@@ -378,7 +458,10 @@ impl Runtime for DockerRuntime {
             let id = id.clone();
             async move {
                 inner.remove(&id).await;
-                RuntimeError::Start { replica: replica.clone(), message }
+                RuntimeError::Start {
+                    replica: replica.clone(),
+                    message,
+                }
             }
         };
         if let Err(e) = self.inner.docker.start_container(&id, None).await {
@@ -404,11 +487,14 @@ impl Runtime for DockerRuntime {
             adopted: false,
         };
         let stats_task = Some(self.inner.start_stats(replica, &id));
-        self.inner
-            .entries
-            .lock()
-            .unwrap()
-            .insert(replica.clone(), Entry { running: running.clone(), container: id.clone(), stats_task });
+        self.inner.entries.lock().unwrap().insert(
+            replica.clone(),
+            Entry {
+                running: running.clone(),
+                container: id.clone(),
+                stats_task,
+            },
+        );
         info!(replica = %replica, service = %spec.service, container = %short(&id), %image, addr = %running.addr, "replica container started");
         // It may have died between `start` and now, before it was tracked.
         if info.state.and_then(|s| s.running) != Some(true) {
@@ -418,18 +504,33 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, replica: &ReplicaId, grace: Duration) -> Result<()> {
-        let Some(container) = self.inner.entries.lock().unwrap().get(replica).map(|e| e.container.clone()) else {
+        let Some(container) = self
+            .inner
+            .entries
+            .lock()
+            .unwrap()
+            .get(replica)
+            .map(|e| e.container.clone())
+        else {
             debug!(replica = %replica, "stop: not running");
             return Ok(());
         };
         let t = grace.as_secs_f64().ceil().min(i32::MAX as f64) as i32;
         info!(replica = %replica, container = %short(&container), grace_s = t, "stopping replica container");
         let opts = StopContainerOptionsBuilder::default().t(t).build();
-        match self.inner.docker.stop_container(&container, Some(opts)).await {
+        match self
+            .inner
+            .docker
+            .stop_container(&container, Some(opts))
+            .await
+        {
             Ok(()) => {}
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
             Err(e) => {
-                return Err(RuntimeError::Stop { replica: replica.clone(), message: e.to_string() });
+                return Err(RuntimeError::Stop {
+                    replica: replica.clone(),
+                    message: e.to_string(),
+                });
             }
         }
         // The `die` event normally reports it first; `gone` reports only once.
@@ -440,11 +541,19 @@ impl Runtime for DockerRuntime {
 
     async fn adopt(&self) -> Result<Vec<RunningReplica>> {
         let mut filters: HashMap<&str, Vec<String>> = HashMap::new();
-        filters.insert("label", vec![format!("{LABEL_WORKER}={}", self.inner.opts.worker)]);
+        filters.insert(
+            "label",
+            vec![format!("{LABEL_WORKER}={}", self.inner.opts.worker)],
+        );
         let list = self
             .inner
             .docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(|e| docker_err("list containers", e))?;
         let mut adopted = Vec::new();
@@ -455,8 +564,14 @@ impl Runtime for DockerRuntime {
                 let replica = ReplicaId::new(labels.get(LABEL_REPLICA)?.as_str()).ok()?;
                 let service = ServiceName::new(labels.get(LABEL_SERVICE)?.as_str()).ok()?;
                 let port = labels.get(LABEL_PORT)?.parse::<u16>().ok()?;
-                let health = labels.get(LABEL_HEALTH).cloned().unwrap_or_else(|| "/healthz".into());
-                let started = labels.get(LABEL_STARTED).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let health = labels
+                    .get(LABEL_HEALTH)
+                    .cloned()
+                    .unwrap_or_else(|| "/healthz".into());
+                let started = labels
+                    .get(LABEL_STARTED)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 Some((replica, service, port, health, started))
             })();
             let Some((replica, service, port, health_path, started_ms)) = parsed else {
@@ -500,11 +615,14 @@ impl Runtime for DockerRuntime {
             };
             info!(replica = %replica, container = %short(&id), addr = %running.addr, "adopting running container");
             let stats_task = Some(self.inner.start_stats(&replica, &id));
-            self.inner
-                .entries
-                .lock()
-                .unwrap()
-                .insert(replica, Entry { running: running.clone(), container: id, stats_task });
+            self.inner.entries.lock().unwrap().insert(
+                replica,
+                Entry {
+                    running: running.clone(),
+                    container: id,
+                    stats_task,
+                },
+            );
             adopted.push(running);
         }
         adopted.sort_by(|a, b| a.id.cmp(&b.id));
@@ -514,7 +632,14 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Vec<RunningReplica> {
-        let mut v: Vec<_> = self.inner.entries.lock().unwrap().values().map(|e| e.running.clone()).collect();
+        let mut v: Vec<_> = self
+            .inner
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| e.running.clone())
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -524,7 +649,15 @@ impl Runtime for DockerRuntime {
         if !self.inner.entries.lock().unwrap().contains_key(replica) {
             return None;
         }
-        Some(self.inner.stats.lock().unwrap().get(replica).copied().unwrap_or_default())
+        Some(
+            self.inner
+                .stats
+                .lock()
+                .unwrap()
+                .get(replica)
+                .copied()
+                .unwrap_or_default(),
+        )
     }
 
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<RuntimeEvent>> {
@@ -559,16 +692,30 @@ mod tests {
     use super::*;
     use bollard::models::{ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats};
 
-    fn sample(total: u64, pre_total: u64, sys: u64, pre_sys: u64, cpus: u32, usage: u64, cache: u64) -> ContainerStatsResponse {
+    fn sample(
+        total: u64,
+        pre_total: u64,
+        sys: u64,
+        pre_sys: u64,
+        cpus: u32,
+        usage: u64,
+        cache: u64,
+    ) -> ContainerStatsResponse {
         ContainerStatsResponse {
             cpu_stats: Some(ContainerCpuStats {
-                cpu_usage: Some(ContainerCpuUsage { total_usage: Some(total), ..Default::default() }),
+                cpu_usage: Some(ContainerCpuUsage {
+                    total_usage: Some(total),
+                    ..Default::default()
+                }),
                 system_cpu_usage: Some(sys),
                 online_cpus: Some(cpus),
                 ..Default::default()
             }),
             precpu_stats: Some(ContainerCpuStats {
-                cpu_usage: Some(ContainerCpuUsage { total_usage: Some(pre_total), ..Default::default() }),
+                cpu_usage: Some(ContainerCpuUsage {
+                    total_usage: Some(pre_total),
+                    ..Default::default()
+                }),
                 system_cpu_usage: Some(pre_sys),
                 ..Default::default()
             }),

@@ -70,11 +70,8 @@ pub enum RuntimeError {
     Start { replica: ReplicaId, message: String },
     #[error("cannot stop replica {replica}: {message}")]
     Stop { replica: ReplicaId, message: String },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

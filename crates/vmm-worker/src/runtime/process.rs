@@ -75,7 +75,7 @@ impl ProcessRuntime {
         for d in [&replicas_dir, &logs_dir] {
             std::fs::create_dir_all(d).map_err(|source| RuntimeError::Io {
                 what: format!("create {}", d.display()),
-                source,
+                err: source,
             })?;
         }
         // Ports are probed on the advertise host when it is a local address, else on all.
@@ -120,7 +120,7 @@ impl ProcessRuntime {
                 TcpListener::bind(SocketAddr::new(self.inner.bind_ip, 0)).map_err(|source| {
                     RuntimeError::Io {
                         what: "probe a free port".into(),
-                        source,
+                        err: source,
                     }
                 })?;
             let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -208,11 +208,11 @@ impl Runtime for ProcessRuntime {
             .open(&log_path)
             .map_err(|source| RuntimeError::Io {
                 what: format!("open {}", log_path.display()),
-                source,
+                err: source,
             })?;
         let log2 = log.try_clone().map_err(|source| RuntimeError::Io {
             what: "duplicate log file".into(),
-            source,
+            err: source,
         })?;
 
         let mut cmd = tokio::process::Command::new(&program);
@@ -316,7 +316,7 @@ impl Runtime for ProcessRuntime {
         let dir = &self.inner.replicas_dir;
         let read = std::fs::read_dir(dir).map_err(|source| RuntimeError::Io {
             what: format!("read {}", dir.display()),
-            source,
+            err: source,
         })?;
         let mut adopted = Vec::new();
         for ent in read.flatten() {
@@ -562,7 +562,7 @@ pub fn write_record(path: &Path, record: &StateRecord) -> Result<()> {
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|source| RuntimeError::Io {
             what: format!("write {}", path.display()),
-            source,
+            err: source,
         })
 }
 
