@@ -4,8 +4,10 @@
 //! - the time from a scale-in request (2 -> 1) until the drained replica is stopped and gone;
 //! - failed requests through the proxy while all of that happens, under steady load.
 //!
-//!     cargo build --release --workspace --bins --examples
-//!     target/release/examples/scale_latency [ROUNDS] [RPS]
+//! ```text
+//! cargo build --release --workspace --bins --examples
+//! target/release/examples/scale_latency [ROUNDS] [RPS]
+//! ```
 //!
 //! `bench/scale.sh` wraps it.
 

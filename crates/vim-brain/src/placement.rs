@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn victims() {
-        let mut vs = vec![
+        let mut vs = [
             v("a", "w1", false, 1, 10),
             v("b", "w2", false, 2, 5),
             v("c", "w2", false, 2, 20),

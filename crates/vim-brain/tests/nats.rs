@@ -19,6 +19,10 @@ policy = { min_replicas = 1, max_replicas = 4, target_rps_per_replica = 20, scal
 "#;
 
 fn start_brain(url: &str) -> tokio::sync::oneshot::Sender<()> {
+    start_brain_task(url).0
+}
+
+fn start_brain_task(url: &str) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let config = Config {
         nats_url: url.to_string(),
@@ -27,14 +31,14 @@ fn start_brain(url: &str) -> tokio::sync::oneshot::Sender<()> {
         ..Config::default()
     };
     let services = Services::parse(SERVICES).unwrap();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         vim_brain::run(config, services, async {
             let _ = rx.await;
         })
         .await
         .unwrap();
     });
-    tx
+    (tx, task)
 }
 
 fn metrics(seq: u64, replicas: Vec<ReplicaStatus>) -> WorkerMetrics {
@@ -234,4 +238,26 @@ async fn bad_input_gets_clear_errors_and_is_counted() {
     let s = status(&client).await;
     assert!(s.rejected >= 13, "every refusal counted: {}", s.rejected);
     assert!(s.workers.is_empty(), "nothing bad was folded in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_nats_outage() {
+    let mut nats = NatsServer::start();
+    let (stop, task) = start_brain_task(&nats.url());
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
+
+    nats.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.restart();
+    // The brain reconnects and resubscribes by itself.
+    eventually("brain answers after the outage", || async { try_status(&client).await.is_some() }).await;
+
+    // And it still shuts down promptly when told to, even right after an outage.
+    nats.stop();
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("brain stops within 10 s with NATS down")
+        .unwrap();
 }
