@@ -90,20 +90,28 @@ to_ms() { # value with unit (us|ms|s)
     else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
     else printf "%s", v }'
 }
-parse_wrk() { # file
-  local rps p50 p99 errs
+parse_wrk() { # file -> "rps p50_ms p99_ms errors requests"
+  local rps p50 p99 errs reqs
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
+  reqs=$(awk '/requests in/ {print $1}' "$1")
   p50=$(awk '$1 == "50%" {print $2}' "$1")
   p99=$(awk '$1 == "99%" {print $2}' "$1")
   errs=$(awk '/Socket errors:/ {gsub(",", ""); s += $4 + $6 + $8 + $10}
               /Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}' "$1")
-  echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}") ${errs:-0}"
+  echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}") ${errs:-0} ${reqs:-0}"
 }
 
 run_wrk() { # name url duration
   local out="$WORK/wrk-$1.txt"
   wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3" --latency "$2" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $1"; }
   echo "$out"
+}
+
+# CPU time (utime + stime, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+us_per_req() { # ticks requests
+  awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'
 }
 
 # ---- prerequisites --------------------------------------------------------------------------
@@ -136,6 +144,7 @@ start_backend() {
     "$REL/examples/bench_backend" --port "$BE_PORT" --id be1 >"$WORK/backend.log" 2>&1 &
   fi
   PIDS+=($!)
+  BACKEND_PID=$!
 }
 start_backend "$BACKEND_KIND"
 if ! wait_http "http://127.0.0.1:$BE_PORT/whoami"; then
@@ -155,6 +164,7 @@ PROXY_PORT=$(free_port)
 RUST_LOG=warn "$REL/acs-proxy" --listen "127.0.0.1:$PROXY_PORT" --nats "$NATS_URL" --prefix acs \
   --id bench --metrics-interval-ms 1000 --threads "$PROXY_THREADS" >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
+PROXY_PID=$!
 wait_port "$PROXY_PORT" acs-proxy
 
 log "publishing a reset for service 'bench' -> be1 (127.0.0.1:$BE_PORT)"
@@ -169,9 +179,14 @@ log "warm-up ($WARMUP each)"
 run_wrk warm-direct "$DIRECT_URL" "$WARMUP" >/dev/null
 run_wrk warm-proxy "$PROXY_URL" "$WARMUP" >/dev/null
 log "wrk direct: -t$WRK_THREADS -c$CONNS -d$DURATION $DIRECT_URL"
-read -r D_RPS D_P50 D_P99 D_ERR < <(parse_wrk "$(run_wrk direct "$DIRECT_URL" "$DURATION")")
+B0=$(cpu_ticks "$BACKEND_PID")
+read -r D_RPS D_P50 D_P99 D_ERR D_REQS < <(parse_wrk "$(run_wrk direct "$DIRECT_URL" "$DURATION")")
+D_BE_CPU=$(us_per_req $(( $(cpu_ticks "$BACKEND_PID") - B0 )) "$D_REQS")
 log "wrk proxy:  -t$WRK_THREADS -c$CONNS -d$DURATION $PROXY_URL"
-read -r P_RPS P_P50 P_P99 P_ERR < <(parse_wrk "$(run_wrk proxy "$PROXY_URL" "$DURATION")")
+B0=$(cpu_ticks "$BACKEND_PID"); X0=$(cpu_ticks "$PROXY_PID")
+read -r P_RPS P_P50 P_P99 P_ERR P_REQS < <(parse_wrk "$(run_wrk proxy "$PROXY_URL" "$DURATION")")
+P_BE_CPU=$(us_per_req $(( $(cpu_ticks "$BACKEND_PID") - B0 )) "$P_REQS")
+P_PX_CPU=$(us_per_req $(( $(cpu_ticks "$PROXY_PID") - X0 )) "$P_REQS")
 
 # ---- route propagation ----------------------------------------------------------------------
 log "route propagation: $SAMPLES samples of publish(add) -> first answer from the new backend"
@@ -195,6 +210,8 @@ printf '%-22s %14.0f %14.0f %14s\n' "requests/s" "$D_RPS" "$P_RPS" "$(ratio "$P_
 printf '%-22s %14.3f %14.3f %14s\n' "latency p50 (ms)" "$D_P50" "$P_P50" "$(diff_ms "$P_P50" "$D_P50")"
 printf '%-22s %14.3f %14.3f %14s\n' "latency p99 (ms)" "$D_P99" "$P_P99" "$(diff_ms "$P_P99" "$D_P99")"
 printf '%-22s %14s %14s\n' "errors (non-2xx/sock)" "$D_ERR" "$P_ERR"
+printf '%-22s %14s %14s\n' "backend CPU us/req" "$D_BE_CPU" "$P_BE_CPU"
+printf '%-22s %14s %14s\n' "proxy CPU us/req" "-" "$P_PX_CPU"
 echo
 printf '%-38s %10s %10s %10s\n' "route propagation (publish -> routed)" "p50 ms" "p99 ms" "max ms"
 printf '%-38s %10s %10s %10s\n' "add, $SAMPLES samples" "$RL_P50" "$RL_P99" "$RL_MAX"

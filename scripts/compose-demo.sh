@@ -94,9 +94,21 @@ need_acsctl() {
 }
 
 # --- helpers --------------------------------------------------------------------------------
-missing_images() {
+# The acs images this cluster needs: all but acs/nats when compose.yaml uses another NATS image
+# (e.g. the official nats:2.9, docs/DOCKER.md).
+needed_images() {
   local img
   for img in "${IMAGES[@]}"; do
+    if [ "$img" = nats ] && ! compose config 2>/dev/null | grep -q 'image: acs/nats:'; then
+      continue
+    fi
+    printf '%s\n' "$img"
+  done
+}
+
+missing_images() {
+  local img
+  for img in $(needed_images); do
     docker image inspect "acs/$img:dev" >/dev/null 2>&1 || printf '%s\n' "$img"
   done
 }
@@ -129,7 +141,8 @@ cmd_up() {
   command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
 
   if [ "$rebuild" -eq 1 ]; then
-    scripts/build-images.sh
+    # shellcheck disable=SC2046 # one word per image
+    scripts/build-images.sh $(needed_images)
   else
     local missing
     missing=$(missing_images | tr '\n' ' ')
@@ -166,11 +179,12 @@ cmd_up() {
   say "ready: $(curl -s --max-time 2 "$PROXY_URL/whoami")"
   cat <<EOF
 
-  curl -s $PROXY_URL/whoami                 which replica answered
-  scripts/compose-demo.sh watch             the event stream (acsctl watch on $NATS_URL_HOST)
-  scripts/compose-demo.sh load              100 req/s for 60 s: watch it scale out
-  scripts/compose-demo.sh status            containers, services, workers
-  scripts/compose-demo.sh down              stop and remove everything
+  curl -s $PROXY_URL/whoami   which replica answered
+  scripts/compose-demo.sh watch           the event stream (acsctl watch on $NATS_URL_HOST)
+  scripts/compose-demo.sh load            100 req/s for 60 s: watch it scale out
+  scripts/compose-demo.sh status          containers, services, workers
+  acsctl scale web 5 / acsctl scale web auto   pin a replica count / back to the policy
+  scripts/compose-demo.sh down            stop and remove everything
 EOF
 }
 

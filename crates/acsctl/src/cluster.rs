@@ -137,12 +137,10 @@ impl ClusterOptions {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1 (outside the ephemeral range; see
+/// `acs_testkit::free_port`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    acs_testkit::free_port()
 }
 
 /// `p` as given when it exists (or is absolute); otherwise relative to this workspace's root,

@@ -26,17 +26,25 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     let whoami = Bytes::from(format!("{{\"instance\":\"{}\"}}", args.id));
     let plain = Bytes::from(args.id.clone());
     loop {
         let (stream, _) = listener.accept().await?;
         let (whoami, plain) = (whoami.clone(), plain.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let body = if req.uri().path() == "/whoami" { whoami.clone() } else { plain.clone() };
-                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body))) }
-            });
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = if req.uri().path() == "/whoami" {
+                        whoami.clone()
+                    } else {
+                        plain.clone()
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                    }
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;

@@ -64,8 +64,13 @@ fn parse_backend(s: &str) -> Result<Backend, String> {
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 async fn get(http: &Http, url: &str) -> Option<(u16, Bytes)> {
-    let req = hyper::Request::get(url).body(Full::new(Bytes::new())).ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req)).await.ok()?.ok()?;
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req))
+        .await
+        .ok()?
+        .ok()?;
     let status = resp.status().as_u16();
     Some((status, resp.into_body().collect().await.ok()?.to_bytes()))
 }
@@ -80,7 +85,9 @@ async fn tiny_backend(id: String) -> anyhow::Result<(SocketAddr, tokio::task::Jo
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |_req| {
                     let body = Bytes::from(id.clone());
-                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body))) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -103,13 +110,17 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let subjects = Subjects::new(args.prefix.clone()).map_err(anyhow::Error::msg)?;
-    let nc = async_nats::connect(&args.nats).await.context("connect to NATS")?;
+    let nc = async_nats::connect(&args.nats)
+        .await
+        .context("connect to NATS")?;
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("http://{}{}", args.proxy, args.path);
     let subject = subjects.backends(&args.service);
 
     // Versions seeded from the clock, like the brain's: later runs always win.
-    let mut version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let mut version = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as u64;
     let update = |version: u64, change: BackendChange| BackendUpdate {
         v: 1,
         service: args.service.clone(),
@@ -119,7 +130,13 @@ async fn main() -> anyhow::Result<()> {
         change,
     };
 
-    let reset = update(version, BackendChange::Reset { route: Route::default(), backends: args.backends.clone() });
+    let reset = update(
+        version,
+        BackendChange::Reset {
+            route: Route::default(),
+            backends: args.backends.clone(),
+        },
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // Re-published until it routes (the proxy may not be subscribed yet); stale repeats are
@@ -130,11 +147,18 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the proxy at {} never routed {} after the reset", args.proxy, args.service);
+            bail!(
+                "the proxy at {} never routed {} after the reset",
+                args.proxy,
+                args.service
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("route_latency: {} routes through {} (version {version})", args.service, args.proxy);
+    eprintln!(
+        "route_latency: {} routes through {} (version {version})",
+        args.service, args.proxy
+    );
     if args.setup_only {
         return Ok(());
     }
@@ -168,7 +192,12 @@ async fn main() -> anyhow::Result<()> {
         }
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
         version += 1;
-        let remove = encode(&update(version, BackendChange::Remove { ids: vec![ReplicaId::new(&id)?] }));
+        let remove = encode(&update(
+            version,
+            BackendChange::Remove {
+                ids: vec![ReplicaId::new(&id)?],
+            },
+        ));
         nc.publish(subject.clone(), remove.into()).await?;
         nc.flush().await?;
         // Let the removal land before the backend goes away.
@@ -176,7 +205,11 @@ async fn main() -> anyhow::Result<()> {
         task.abort();
     }
     samples.sort_by(|a, b| a.total_cmp(b));
-    let (p50, p99, max) = (percentile(&samples, 0.5), percentile(&samples, 0.99), percentile(&samples, 1.0));
+    let (p50, p99, max) = (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        percentile(&samples, 1.0),
+    );
     println!(
         "route_latency samples={} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} requests={requests}",
         samples.len()

@@ -31,7 +31,10 @@ pub struct EjectPolicy {
 
 impl Default for EjectPolicy {
     fn default() -> Self {
-        Self { after: 3, duration: Duration::from_secs(5) }
+        Self {
+            after: 3,
+            duration: Duration::from_secs(5),
+        }
     }
 }
 
@@ -80,7 +83,10 @@ impl BackendState {
     /// Records a failure; returns `true` when this failure ejected the backend.
     pub fn record_failure(&self, now_ms: u64, policy: &EjectPolicy) -> bool {
         self.window.error();
-        let n = self.consecutive_failures.fetch_add(1, Relaxed).saturating_add(1);
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
         if policy.after > 0 && n >= policy.after && !self.is_ejected(now_ms) {
             let until = now_ms + policy.duration.as_millis() as u64;
             self.ejected_until_ms.store(until, Relaxed);
@@ -89,10 +95,14 @@ impl BackendState {
         false
     }
 
-    /// A request went through: the failure streak ends.
+    /// A request went through: the failure streak ends, and so does an ejection (the backend
+    /// was used because every other one was ejected too, and it answered).
     pub fn record_success(&self) {
         if self.consecutive_failures.load(Relaxed) != 0 {
             self.consecutive_failures.store(0, Relaxed);
+        }
+        if self.ejected_until_ms.load(Relaxed) != 0 {
+            self.ejected_until_ms.store(0, Relaxed);
         }
     }
 }
@@ -127,7 +137,10 @@ mod tests {
     use super::*;
 
     fn state() -> Arc<BackendState> {
-        Arc::new(BackendState::new(ServiceName::new("web").unwrap(), ReplicaId::new("a").unwrap()))
+        Arc::new(BackendState::new(
+            ServiceName::new("web").unwrap(),
+            ReplicaId::new("a").unwrap(),
+        ))
     }
 
     #[test]
@@ -145,7 +158,10 @@ mod tests {
     #[test]
     fn ejects_after_consecutive_failures_and_comes_back() {
         let b = state();
-        let p = EjectPolicy { after: 3, duration: Duration::from_millis(5000) };
+        let p = EjectPolicy {
+            after: 3,
+            duration: Duration::from_millis(5000),
+        };
         let t = 1000;
         assert!(!b.record_failure(t, &p));
         assert!(!b.record_failure(t, &p));
@@ -167,6 +183,12 @@ mod tests {
         b.record_failure(1, &p);
         b.record_success();
         assert_eq!(b.consecutive_failures(), 0);
+        b.record_failure(1, &p);
+        b.record_failure(1, &p);
+        assert!(b.record_failure(1, &p));
+        assert!(b.is_ejected(2));
+        b.record_success();
+        assert!(!b.is_ejected(2), "a success ends the ejection");
         assert!(!b.record_failure(1, &p));
         assert!(!b.is_ejected(1));
     }
@@ -174,7 +196,10 @@ mod tests {
     #[test]
     fn zero_threshold_never_ejects() {
         let b = state();
-        let p = EjectPolicy { after: 0, duration: Duration::from_secs(5) };
+        let p = EjectPolicy {
+            after: 0,
+            duration: Duration::from_secs(5),
+        };
         for _ in 0..10 {
             assert!(!b.record_failure(1, &p));
         }

@@ -36,7 +36,11 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { max_tries: 3, eject: EjectPolicy::default(), timeouts: PeerTimeouts::default() }
+        Self {
+            max_tries: 3,
+            eject: EjectPolicy::default(),
+            timeouts: PeerTimeouts::default(),
+        }
     }
 }
 
@@ -91,7 +95,11 @@ mod tests {
     use super::*;
 
     fn cfg() -> Config {
-        Config::new("127.0.0.1:0".parse().unwrap(), "nats://x", ProxyId::new("p1").unwrap())
+        Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "nats://x",
+            ProxyId::new("p1").unwrap(),
+        )
     }
 
     #[test]
@@ -110,6 +118,9 @@ mod tests {
         c.tuning.max_tries = 9;
         assert!(c.validate().unwrap_err().to_string().contains("max-tries"));
         assert!(cfg().with_prefix("a..b").is_err());
-        assert_eq!(cfg().with_prefix("prod.acs").unwrap().subjects.prefix(), "prod.acs");
+        assert_eq!(
+            cfg().with_prefix("prod.acs").unwrap().subjects.prefix(),
+            "prod.acs"
+        );
     }
 }

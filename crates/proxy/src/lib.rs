@@ -49,7 +49,10 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Seconds Pingora waits for in-flight requests after `shutdown` before stopping its runtimes.
@@ -59,11 +62,16 @@ const RUNTIME_SHUTDOWN_SECS: u64 = 5;
 /// Runs the proxy until `shutdown` resolves, then shuts down gracefully (requests in flight get
 /// [`GRACE_SECS`]). Blocking: Pingora builds its own runtimes, so call this from `main`, not from
 /// inside a tokio runtime. `shutdown` is polled on Pingora's main runtime.
-pub fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     config.validate()?;
     // Pingora panics on a listener it cannot bind; check first for a clean error.
-    std::net::TcpListener::bind(config.listen)
-        .map_err(|source| Error::Bind { addr: config.listen, source })?;
+    std::net::TcpListener::bind(config.listen).map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
 
     let shared = Arc::new(Shared::new(config.tuning));
     let conf = ServerConf {
@@ -96,7 +104,9 @@ pub fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) 
 
     tracing::info!(listen = %config.listen, proxy = %config.id, nats = %config.nats_url,
         threads = config.threads, "acs-proxy starting");
-    server.run(RunArgs { shutdown_signal: Box::new(FutureSignal::new(shutdown)) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(FutureSignal::new(shutdown)),
+    });
     tracing::info!("acs-proxy stopped");
     Ok(())
 }

@@ -68,7 +68,10 @@ fn main() -> anyhow::Result<()> {
     }
     config.tuning = Tuning {
         max_tries: args.max_tries,
-        eject: EjectPolicy { after: args.eject_after, duration: Duration::from_millis(args.eject_ms) },
+        eject: EjectPolicy {
+            after: args.eject_after,
+            duration: Duration::from_millis(args.eject_ms),
+        },
         timeouts: PeerTimeouts {
             connect: Duration::from_millis(args.connect_timeout_ms),
             io: Duration::from_millis(args.upstream_timeout_ms),

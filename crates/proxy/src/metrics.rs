@@ -135,15 +135,31 @@ mod tests {
         let s = snapshot();
         let web = &s.services[0];
         for _ in 0..10 {
-            web.backends[0].state.window.done(Duration::from_millis(4), false);
+            web.backends[0]
+                .state
+                .window
+                .done(Duration::from_millis(4), false);
         }
-        web.backends[0].state.window.done(Duration::from_millis(4), true);
+        web.backends[0]
+            .state
+            .window
+            .done(Duration::from_millis(4), true);
         let _busy = web.backends[1].state.begin();
         web.state.unbacked.fetch_add(2, Relaxed);
 
-        let m = collect(&s, &ProxyId::new("p1").unwrap(), Duration::from_secs(2), 3, 1, 99);
+        let m = collect(
+            &s,
+            &ProxyId::new("p1").unwrap(),
+            Duration::from_secs(2),
+            3,
+            1,
+            99,
+        );
         m.validate().unwrap();
-        assert_eq!((m.unrouted, m.rejected, m.interval_ms, m.ts_ms), (3, 1, 2000, 99));
+        assert_eq!(
+            (m.unrouted, m.rejected, m.interval_ms, m.ts_ms),
+            (3, 1, 2000, 99)
+        );
         let svc = &m.services[0];
         assert_eq!(svc.version, 42);
         assert_eq!(svc.totals.requests, 13);
@@ -152,14 +168,27 @@ mod tests {
         assert!((svc.totals.rps - 6.5).abs() < 1e-9);
         assert_eq!(svc.backends.len(), 2);
         let a = &svc.backends[0];
-        assert_eq!((a.traffic.requests, a.traffic.errors, a.draining), (11, 1, false));
+        assert_eq!(
+            (a.traffic.requests, a.traffic.errors, a.draining),
+            (11, 1, false)
+        );
         assert!((a.traffic.p50_ms - 4.0).abs() < 0.3, "{}", a.traffic.p50_ms);
         let b = &svc.backends[1];
-        assert_eq!((b.traffic.requests, b.traffic.in_flight, b.draining), (0, 1, true));
+        assert_eq!(
+            (b.traffic.requests, b.traffic.in_flight, b.draining),
+            (0, 1, true)
+        );
         assert_eq!(b.traffic.p99_ms, 0.0);
 
         // The window was reset.
-        let m = collect(&s, &ProxyId::new("p1").unwrap(), Duration::from_secs(1), 0, 1, 100);
+        let m = collect(
+            &s,
+            &ProxyId::new("p1").unwrap(),
+            Duration::from_secs(1),
+            0,
+            1,
+            100,
+        );
         assert_eq!(m.services[0].totals.requests, 0);
         assert_eq!(m.services[0].totals.in_flight, 1);
     }

@@ -216,7 +216,11 @@ impl Router {
                 let winner = if prefix.is_none() {
                     table.root
                 } else {
-                    table.prefixes.iter().find(|(q, _)| Some(&**q) == prefix).map(|(_, i)| *i)
+                    table
+                        .prefixes
+                        .iter()
+                        .find(|(q, _)| Some(&**q) == prefix)
+                        .map(|(_, i)| *i)
                 };
                 r.conflicts.push((winner.unwrap_or(idx), idx));
             }
@@ -307,7 +311,10 @@ mod tests {
     }
 
     fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
-        Route { host: host.map(Into::into), path_prefix: prefix.map(Into::into) }
+        Route {
+            host: host.map(Into::into),
+            path_prefix: prefix.map(Into::into),
+        }
     }
 
     fn update(service: &str, version: u64, change: BackendChange) -> BackendUpdate {
@@ -322,7 +329,14 @@ mod tests {
     }
 
     fn reset(service: &str, version: u64, backends: Vec<Backend>) -> BackendUpdate {
-        update(service, version, BackendChange::Reset { route: Route::default(), backends })
+        update(
+            service,
+            version,
+            BackendChange::Reset {
+                route: Route::default(),
+                backends,
+            },
+        )
     }
 
     fn add(service: &str, version: u64, backends: Vec<Backend>) -> BackendUpdate {
@@ -334,13 +348,21 @@ mod tests {
     }
 
     fn backend_ids(t: &RouteTable, s: &str) -> Vec<String> {
-        t.get(s).unwrap().backends.keys().map(|k| k.to_string()).collect()
+        t.get(s)
+            .unwrap()
+            .backends
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     #[test]
     fn reset_on_empty_table_applies() {
         let mut t = RouteTable::new();
-        assert_eq!(t.apply(&reset("web", 10, vec![backend("a", 1)])), Outcome::Applied);
+        assert_eq!(
+            t.apply(&reset("web", 10, vec![backend("a", 1)])),
+            Outcome::Applied
+        );
         assert_eq!(t.version("web"), Some(10));
         assert_eq!(backend_ids(&t, "web"), ["a"]);
     }
@@ -349,7 +371,10 @@ mod tests {
     fn delta_applies_only_at_next_version() {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 10, vec![backend("a", 1)]));
-        assert_eq!(t.apply(&add("web", 11, vec![backend("b", 2)])), Outcome::Applied);
+        assert_eq!(
+            t.apply(&add("web", 11, vec![backend("b", 2)])),
+            Outcome::Applied
+        );
         assert_eq!(backend_ids(&t, "web"), ["a", "b"]);
         assert_eq!(t.version("web"), Some(11));
     }
@@ -359,8 +384,14 @@ mod tests {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 10, vec![backend("a", 1)]));
         let before = t.clone();
-        assert_eq!(t.apply(&add("web", 10, vec![backend("b", 2)])), Outcome::Stale);
-        assert_eq!(t.apply(&add("web", 3, vec![backend("b", 2)])), Outcome::Stale);
+        assert_eq!(
+            t.apply(&add("web", 10, vec![backend("b", 2)])),
+            Outcome::Stale
+        );
+        assert_eq!(
+            t.apply(&add("web", 3, vec![backend("b", 2)])),
+            Outcome::Stale
+        );
         assert_eq!(t, before);
     }
 
@@ -369,7 +400,10 @@ mod tests {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 10, vec![backend("a", 1)]));
         let before = t.clone();
-        assert_eq!(t.apply(&add("web", 12, vec![backend("b", 2)])), Outcome::Gap);
+        assert_eq!(
+            t.apply(&add("web", 12, vec![backend("b", 2)])),
+            Outcome::Gap
+        );
         assert_eq!(t, before);
     }
 
@@ -384,11 +418,20 @@ mod tests {
     fn reset_applies_only_when_newer() {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 10, vec![backend("a", 1)]));
-        assert_eq!(t.apply(&reset("web", 10, vec![backend("z", 9)])), Outcome::Stale);
-        assert_eq!(t.apply(&reset("web", 9, vec![backend("z", 9)])), Outcome::Stale);
+        assert_eq!(
+            t.apply(&reset("web", 10, vec![backend("z", 9)])),
+            Outcome::Stale
+        );
+        assert_eq!(
+            t.apply(&reset("web", 9, vec![backend("z", 9)])),
+            Outcome::Stale
+        );
         assert_eq!(backend_ids(&t, "web"), ["a"]);
         // A much newer reset (e.g. after a brain restart) replaces everything.
-        assert_eq!(t.apply(&reset("web", 5000, vec![backend("z", 9)])), Outcome::Applied);
+        assert_eq!(
+            t.apply(&reset("web", 5000, vec![backend("z", 9)])),
+            Outcome::Applied
+        );
         assert_eq!(backend_ids(&t, "web"), ["z"]);
         assert_eq!(t.version("web"), Some(5000));
     }
@@ -398,7 +441,10 @@ mod tests {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 1, vec![backend("a", 1)]));
         t.apply(&add("web", 2, vec![backend("a", 7)]));
-        assert_eq!(t.get("web").unwrap().backends[&ReplicaId::new("a").unwrap()].addr, "127.0.0.1:7");
+        assert_eq!(
+            t.get("web").unwrap().backends[&ReplicaId::new("a").unwrap()].addr,
+            "127.0.0.1:7"
+        );
     }
 
     #[test]
@@ -412,7 +458,11 @@ mod tests {
         let a = ReplicaId::new("a").unwrap();
         assert!(t.get("web").unwrap().backends[&a].draining);
         assert_eq!(
-            t.apply(&update("web", 3, BackendChange::Remove { ids: ids(&["a"]) })),
+            t.apply(&update(
+                "web",
+                3,
+                BackendChange::Remove { ids: ids(&["a"]) }
+            )),
             Outcome::Applied
         );
         assert_eq!(backend_ids(&t, "web"), ["b"]);
@@ -423,11 +473,23 @@ mod tests {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 1, vec![backend("a", 1)]));
         assert_eq!(
-            t.apply(&update("web", 2, BackendChange::Drain { ids: ids(&["nope"]) })),
+            t.apply(&update(
+                "web",
+                2,
+                BackendChange::Drain {
+                    ids: ids(&["nope"])
+                }
+            )),
             Outcome::Applied
         );
         assert_eq!(
-            t.apply(&update("web", 3, BackendChange::Remove { ids: ids(&["nope"]) })),
+            t.apply(&update(
+                "web",
+                3,
+                BackendChange::Remove {
+                    ids: ids(&["nope"])
+                }
+            )),
             Outcome::Applied
         );
         assert_eq!(t.version("web"), Some(3));
@@ -449,8 +511,14 @@ mod tests {
         let mut t = RouteTable::new();
         t.apply(&reset("web", 10, vec![backend("a", 1)]));
         t.apply(&reset("api", 500, vec![backend("x", 1)]));
-        assert_eq!(t.apply(&add("api", 501, vec![backend("y", 2)])), Outcome::Applied);
-        assert_eq!(t.apply(&add("web", 11, vec![backend("b", 2)])), Outcome::Applied);
+        assert_eq!(
+            t.apply(&add("api", 501, vec![backend("y", 2)])),
+            Outcome::Applied
+        );
+        assert_eq!(
+            t.apply(&add("web", 11, vec![backend("b", 2)])),
+            Outcome::Applied
+        );
         assert_eq!(t.len(), 2);
         let names: Vec<_> = t.services().map(|(n, _)| n.to_string()).collect();
         assert_eq!(names, ["api", "web"]);
@@ -520,10 +588,10 @@ mod tests {
     #[test]
     fn host_routes_beat_hostless_routes_and_default() {
         let r = router(&[
-            route(None, None),                       // 0: default
-            route(Some("a.test"), None),             // 1: host a, any path
-            route(Some("a.test"), Some("/admin")),   // 2: host a, /admin
-            route(None, Some("/admin")),             // 3: any host, /admin
+            route(None, None),                     // 0: default
+            route(Some("a.test"), None),           // 1: host a, any path
+            route(Some("a.test"), Some("/admin")), // 2: host a, /admin
+            route(None, Some("/admin")),           // 3: any host, /admin
         ]);
         assert_eq!(r.lookup(Some(b"a.test"), "/admin/x"), Some(2));
         assert_eq!(r.lookup(Some(b"a.test"), "/x"), Some(1));
@@ -547,7 +615,12 @@ mod tests {
 
     #[test]
     fn conflicting_routes_first_service_wins() {
-        let r = router(&[route(None, Some("/a")), route(None, Some("/a")), route(None, None), route(None, None)]);
+        let r = router(&[
+            route(None, Some("/a")),
+            route(None, Some("/a")),
+            route(None, None),
+            route(None, None),
+        ]);
         assert_eq!(r.lookup(None, "/a"), Some(0));
         assert_eq!(r.lookup(None, "/b"), Some(2));
         assert_eq!(r.conflicts(), &[(0, 1), (2, 3)]);
@@ -568,10 +641,16 @@ mod tests {
     fn compile_follows_service_order() {
         let mut t = RouteTable::new();
         let mut u = reset("web", 1, vec![]);
-        u.change = BackendChange::Reset { route: route(Some("web.test"), None), backends: vec![] };
+        u.change = BackendChange::Reset {
+            route: route(Some("web.test"), None),
+            backends: vec![],
+        };
         t.apply(&u);
         let mut u = reset("api", 1, vec![]);
-        u.change = BackendChange::Reset { route: route(None, Some("/api")), backends: vec![] };
+        u.change = BackendChange::Reset {
+            route: route(None, Some("/api")),
+            backends: vec![],
+        };
         t.apply(&u);
         let r = t.compile();
         // "api" sorts first.

@@ -90,7 +90,10 @@ pub fn pick<C: Candidate>(
 
 /// `true` when [`pick`] would find a candidate (used to decide whether a retry is worth it).
 pub fn has_candidate<C: Candidate>(cands: &[C], skip: impl Fn(usize) -> bool) -> bool {
-    cands.iter().enumerate().any(|(i, c)| c.available() && !skip(i))
+    cands
+        .iter()
+        .enumerate()
+        .any(|(i, c)| c.available() && !skip(i))
 }
 
 fn count<C>(cands: &[C], f: impl Fn(usize, &C) -> bool) -> usize {
@@ -98,7 +101,12 @@ fn count<C>(cands: &[C], f: impl Fn(usize, &C) -> bool) -> usize {
 }
 
 fn nth<C>(cands: &[C], f: Filter<C>, k: usize) -> Option<usize> {
-    cands.iter().enumerate().filter(|(i, c)| f(*i, c)).nth(k).map(|(i, _)| i)
+    cands
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| f(*i, c))
+        .nth(k)
+        .map(|(i, _)| i)
 }
 
 /// A uniform random number in `0..n` from the thread-local generator.
@@ -163,7 +171,10 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_evenly() {
-        assert_eq!(spread(Selection::RoundRobin, &plain(3), 300), [100, 100, 100]);
+        assert_eq!(
+            spread(Selection::RoundRobin, &plain(3), 300),
+            [100, 100, 100]
+        );
     }
 
     #[test]
@@ -219,7 +230,10 @@ mod tests {
         let mut c = plain(2);
         c[1].ejected = true;
         // Backend 0 was tried; only the ejected one is left: use it.
-        assert_eq!(pick(Selection::RoundRobin, &c, |i| i == 0, &rr, 0, seq()), Some(1));
+        assert_eq!(
+            pick(Selection::RoundRobin, &c, |i| i == 0, &rr, 0, seq()),
+            Some(1)
+        );
     }
 
     #[test]

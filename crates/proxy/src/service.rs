@@ -49,7 +49,8 @@ impl Shared {
     }
 }
 
-const NO_ROUTE: &[u8] = b"{\"error\":\"no_route\",\"message\":\"no service matches this host and path\"}\n";
+const NO_ROUTE: &[u8] =
+    b"{\"error\":\"no_route\",\"message\":\"no service matches this host and path\"}\n";
 const NO_BACKEND: &[u8] =
     b"{\"error\":\"no_backend\",\"message\":\"the service has no usable backend right now\"}\n";
 
@@ -88,6 +89,12 @@ impl Ctx {
     }
 }
 
+/// GET, HEAD and OPTIONS: retried on another backend even when the request was already sent
+/// on a fresh connection, as long as no response byte came back.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// GET, HEAD, OPTIONS, and any request without a body may go to another backend after a
 /// connect failure.
 fn is_retryable(req: &RequestHeader) -> bool {
@@ -113,7 +120,9 @@ async fn respond_json(
         resp.insert_header("retry-after", "1")?;
     }
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(Bytes::from_static(body)), true).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body)), true)
+        .await?;
     Ok(())
 }
 
@@ -176,7 +185,10 @@ impl ProxyHttp for AcsProxy {
         };
         ctx.tried[ctx.n_tried] = idx;
         ctx.n_tried += 1;
-        ctx.attempt = Some(Attempt { guard: svc.backends[idx].state.begin(), start: Instant::now() });
+        ctx.attempt = Some(Attempt {
+            guard: svc.backends[idx].state.begin(),
+            start: Instant::now(),
+        });
         Ok(Box::new(peer.clone()))
     }
 
@@ -220,9 +232,14 @@ impl ProxyHttp for AcsProxy {
         if !ctx.retryable || session.as_ref().retry_buffer_truncated() || ctx.n_tried >= max {
             e.set_retry(false);
         } else {
-            // Only a stale pooled connection is retried (Pingora's default policy): the request
-            // may have reached the backend otherwise.
-            e.retry.decide_reuse(client_reused);
+            // Errors before any response byte (reset or closed while sending the request or
+            // reading the response header; Pingora marks exactly those `ReusedOnly`) are retried
+            // on a stale pooled connection (Pingora's default policy), and for safe methods on a
+            // fresh connection too: a replica killed with a request in flight, or Docker's
+            // userland proxy accepting a connection for a container that just died and then
+            // resetting it, must not fail a GET. Other body-less requests may have had effects.
+            e.retry
+                .decide_reuse(client_reused || is_safe(&session.req_header().method));
         }
         if e.retry() {
             if let Some(a) = ctx.attempt.take() {
@@ -230,14 +247,18 @@ impl ProxyHttp for AcsProxy {
                 // retry go to any backend again, this one included.
                 if client_reused {
                     if let Some(pos) = ctx.tried().iter().position(|&i| {
-                        ctx.service.as_ref().is_some_and(|s| Arc::ptr_eq(&s.backends[i].state, a.guard.backend()))
+                        ctx.service
+                            .as_ref()
+                            .is_some_and(|s| Arc::ptr_eq(&s.backends[i].state, a.guard.backend()))
                     }) {
                         ctx.tried.copy_within(pos + 1..ctx.n_tried, pos);
                         ctx.n_tried -= 1;
                     }
                 } else {
                     a.guard.backend().window.error();
-                    a.guard.backend().record_failure(now_ms(), &self.shared.tuning.eject);
+                    a.guard
+                        .backend()
+                        .record_failure(now_ms(), &self.shared.tuning.eject);
                 }
             }
         }
@@ -249,7 +270,10 @@ impl ProxyHttp for AcsProxy {
             if let Err(err) = respond_json(session, 503, NO_BACKEND, true).await {
                 tracing::debug!(error = %err, "could not write the 503 response");
             }
-            return FailToProxy { error_code: 503, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: false,
+            };
         }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
@@ -267,12 +291,24 @@ impl ProxyHttp for AcsProxy {
                 tracing::debug!(error = %err, "could not write the error response");
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
-        // "No usable backend" is an expected answer, counted in the metrics.
-        ctx.no_backend
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        // "No usable backend" is an expected answer (counted in the metrics), and a client that
+        // hung up mid-request is not our error.
+        let client_gone = *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_gone {
+            tracing::debug!(error = %e, "client went away mid-request");
+        }
+        ctx.no_backend || client_gone
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -280,7 +316,8 @@ impl ProxyHttp for AcsProxy {
         let upstream_error = e.is_some_and(|e| *e.esource() == ErrorSource::Upstream);
         if let Some(a) = ctx.attempt.take() {
             let b = a.guard.backend();
-            b.window.done(a.start.elapsed(), upstream_error || status >= 500);
+            b.window
+                .done(a.start.elapsed(), upstream_error || status >= 500);
             if upstream_error {
                 b.record_failure(now_ms(), &self.shared.tuning.eject);
             } else if e.is_none() {
@@ -313,6 +350,19 @@ mod tests {
         assert!(is_retryable(&req("POST", &[])));
         assert!(is_retryable(&req("DELETE", &[("content-length", "0")])));
         assert!(!is_retryable(&req("POST", &[("content-length", "12")])));
-        assert!(!is_retryable(&req("PUT", &[("transfer-encoding", "chunked")])));
+        assert!(!is_retryable(&req(
+            "PUT",
+            &[("transfer-encoding", "chunked")]
+        )));
+    }
+
+    #[test]
+    fn only_safe_methods_are_retried_after_reaching_a_fresh_connection() {
+        assert!(is_safe(&Method::GET));
+        assert!(is_safe(&Method::HEAD));
+        assert!(is_safe(&Method::OPTIONS));
+        assert!(!is_safe(&Method::POST));
+        assert!(!is_safe(&Method::DELETE));
+        assert!(!is_safe(&Method::PUT));
     }
 }

@@ -88,8 +88,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds from `table`, reusing runtime state from `prev`.
     pub fn build(table: &RouteTable, prev: &Snapshot, timeouts: &PeerTimeouts) -> Snapshot {
-        let prev_services: HashMap<&str, &ServiceRt> =
-            prev.services.iter().map(|s| (s.name.as_str(), &**s)).collect();
+        let prev_services: HashMap<&str, &ServiceRt> = prev
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), &**s))
+            .collect();
         let services = table
             .services()
             .map(|(name, entry)| {
@@ -144,7 +147,9 @@ impl Snapshot {
 
     /// Looks a request up: the matching service, if any.
     pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<&Arc<ServiceRt>> {
-        self.router.lookup(host, path).and_then(|i| self.services.get(i))
+        self.router
+            .lookup(host, path)
+            .and_then(|i| self.services.get(i))
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceRt>> {
@@ -191,7 +196,10 @@ mod tests {
             version,
             ts_ms: 0,
             selection: Selection::LeastConn,
-            change: BackendChange::Reset { route: Route::default(), backends },
+            change: BackendChange::Reset {
+                route: Route::default(),
+                backends,
+            },
         }
     }
 
@@ -199,11 +207,19 @@ mod tests {
     fn state_survives_rebuilds() {
         let t0 = PeerTimeouts::default();
         let mut table = RouteTable::new();
-        table.apply(&reset("web", 1, vec![backend("a", "127.0.0.1:1"), backend("b", "127.0.0.1:2")]));
+        table.apply(&reset(
+            "web",
+            1,
+            vec![backend("a", "127.0.0.1:1"), backend("b", "127.0.0.1:2")],
+        ));
         let s1 = Snapshot::build(&table, &Snapshot::default(), &t0);
         let a1 = s1.services[0].backends[0].state.clone();
         let guard = a1.begin();
-        table.apply(&reset("web", 2, vec![backend("a", "127.0.0.1:1"), backend("c", "127.0.0.1:3")]));
+        table.apply(&reset(
+            "web",
+            2,
+            vec![backend("a", "127.0.0.1:1"), backend("c", "127.0.0.1:3")],
+        ));
         let s2 = Snapshot::build(&table, &s1, &t0);
         let web = s2.service("web").unwrap();
         assert_eq!(web.version, 2);
@@ -220,7 +236,11 @@ mod tests {
     #[test]
     fn unresolvable_backend_is_not_available() {
         let mut table = RouteTable::new();
-        table.apply(&reset("web", 1, vec![backend("a", "no-such-host.invalid:80")]));
+        table.apply(&reset(
+            "web",
+            1,
+            vec![backend("a", "no-such-host.invalid:80")],
+        ));
         let s = Snapshot::build(&table, &Snapshot::default(), &PeerTimeouts::default());
         assert!(s.services[0].backends[0].peer.is_none());
         assert!(!s.services[0].backends[0].available());

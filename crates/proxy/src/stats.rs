@@ -45,7 +45,9 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { buckets: Box::new(std::array::from_fn(|_| AtomicU64::new(0))) }
+        Self {
+            buckets: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
     }
 }
 
@@ -79,13 +81,17 @@ pub struct HistSnapshot {
 
 impl Default for HistSnapshot {
     fn default() -> Self {
-        Self { counts: Box::new([0; BUCKETS]) }
+        Self {
+            counts: Box::new([0; BUCKETS]),
+        }
     }
 }
 
 impl std::fmt::Debug for HistSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HistSnapshot").field("count", &self.count()).finish()
+        f.debug_struct("HistSnapshot")
+            .field("count", &self.count())
+            .finish()
     }
 }
 
@@ -180,7 +186,11 @@ mod tests {
             let b = bucket_of(us);
             assert!(b == last || b == last + 1, "us={us} b={b} last={last}");
             let (low, width) = bucket_range(b);
-            assert!(low <= us && us < low + width, "us={us} in [{low}, {})", low + width);
+            assert!(
+                low <= us && us < low + width,
+                "us={us} in [{low}, {})",
+                low + width
+            );
             last = b;
         }
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);

@@ -40,7 +40,10 @@ pub struct Refused {
 
 impl From<DecodeError> for Refused {
     fn from(e: DecodeError) -> Self {
-        Self { kind: e.kind(), error: e.to_string() }
+        Self {
+            kind: e.kind(),
+            error: e.to_string(),
+        }
     }
 }
 
@@ -54,7 +57,11 @@ pub struct Updater {
 
 impl Updater {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { table: RouteTable::new(), pending: BTreeMap::new(), shared }
+        Self {
+            table: RouteTable::new(),
+            pending: BTreeMap::new(),
+            shared,
+        }
     }
 
     pub fn table(&self) -> &RouteTable {
@@ -110,7 +117,10 @@ impl Updater {
         let outcome = self.table.apply(&u);
         match outcome {
             Outcome::Applied => {
-                let n = self.table.get(service.as_str()).map_or(0, |s| s.backends.len());
+                let n = self
+                    .table
+                    .get(service.as_str())
+                    .map_or(0, |s| s.backends.len());
                 info!(service = %service, version, change = kind, backends = n, "backends updated");
                 self.drain_pending(&service);
             }
@@ -133,7 +143,9 @@ impl Updater {
 
     /// Applies buffered deltas that now follow the current version.
     fn drain_pending(&mut self, service: &ServiceName) {
-        let Some(q) = self.pending.get_mut(service) else { return };
+        let Some(q) = self.pending.get_mut(service) else {
+            return;
+        };
         let mut current = self.table.version(service.as_str()).unwrap_or(0);
         loop {
             while q.first_key_value().is_some_and(|(v, _)| *v <= current) {
@@ -224,12 +236,21 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
     let mut tasks = tokio::task::JoinSet::new();
 
     // Traffic metrics, every interval.
-    tasks.spawn(metrics_loop(client.clone(), settings.clone(), shared.clone()));
+    tasks.spawn(metrics_loop(
+        client.clone(),
+        settings.clone(),
+        shared.clone(),
+    ));
 
     // Sync requests: triggered through a 1-slot channel so that bursts coalesce.
     let (sync_tx, sync_rx) = mpsc::channel::<()>(1);
     let (reply_tx, mut reply_rx) = mpsc::channel::<Bytes>(4);
-    tasks.spawn(sync_loop(client.clone(), subjects.backends_sync(), sync_rx, reply_tx));
+    tasks.spawn(sync_loop(
+        client.clone(),
+        subjects.backends_sync(),
+        sync_rx,
+        reply_tx,
+    ));
     let want_sync = || {
         let _ = sync_tx.try_send(());
     };
@@ -310,7 +331,10 @@ async fn reject(
         error: r.error,
         total,
     };
-    if let Err(e) = client.publish(subjects.rejections("proxy"), encode(&rejection).into()).await {
+    if let Err(e) = client
+        .publish(subjects.rejections("proxy"), encode(&rejection).into())
+        .await
+    {
         warn!(error = %e, "cannot publish a rejection");
     }
 }
@@ -329,7 +353,9 @@ async fn sync_loop(
             // Triggers that arrive while we are asking are answered by this request.
             while trigger.try_recv().is_ok() {}
             attempt += 1;
-            let req = async_nats::Request::new().payload(payload.clone()).timeout(Some(SYNC_TIMEOUT));
+            let req = async_nats::Request::new()
+                .payload(payload.clone())
+                .timeout(Some(SYNC_TIMEOUT));
             match client.send_request(subject.clone(), req).await {
                 Ok(msg) => {
                     debug!(attempt, bytes = msg.payload.len(), "sync answered");
@@ -402,17 +428,27 @@ mod tests {
     fn reset(version: u64, ids: &[&str]) -> BackendUpdate {
         upd(
             version,
-            BackendChange::Reset { route: Route::default(), backends: ids.iter().map(|i| backend(i)).collect() },
+            BackendChange::Reset {
+                route: Route::default(),
+                backends: ids.iter().map(|i| backend(i)).collect(),
+            },
         )
     }
 
     fn add(version: u64, id: &str) -> BackendUpdate {
-        upd(version, BackendChange::Add { backends: vec![backend(id)] })
+        upd(
+            version,
+            BackendChange::Add {
+                backends: vec![backend(id)],
+            },
+        )
     }
 
     fn live_ids(u: &Updater) -> Vec<String> {
         let snap = u.shared.snapshot.load();
-        snap.service("web").map_or(vec![], |s| s.backends.iter().map(|b| b.id().to_string()).collect())
+        snap.service("web").map_or(vec![], |s| {
+            s.backends.iter().map(|b| b.id().to_string()).collect()
+        })
     }
 
     #[test]
@@ -445,7 +481,10 @@ mod tests {
         u.apply(reset(1, &["a"]));
         u.apply(add(3, "c"));
         u.apply(add(6, "f"));
-        let reply = SyncReply { v: 1, updates: vec![reset(5, &["x"])] };
+        let reply = SyncReply {
+            v: 1,
+            updates: vec![reset(5, &["x"])],
+        };
         assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 1);
         // 3 is older than the reset (dropped); 6 follows it (applied).
         assert_eq!(live_ids(&u), ["f", "x"]);
@@ -456,7 +495,11 @@ mod tests {
     fn deltas_before_any_reset_wait_for_the_sync() {
         let mut u = updater();
         assert_eq!(u.apply(add(8, "b")), Outcome::Gap);
-        u.on_sync_reply(&encode(&SyncReply { v: 1, updates: vec![reset(7, &["a"])] })).unwrap();
+        u.on_sync_reply(&encode(&SyncReply {
+            v: 1,
+            updates: vec![reset(7, &["a"])],
+        }))
+        .unwrap();
         assert_eq!(live_ids(&u), ["a", "b"]);
     }
 
@@ -493,6 +536,9 @@ mod tests {
         assert!(u.table().is_empty());
         assert_eq!(u.on_sync_reply(b"[1,2]").unwrap_err().kind, "bad_field");
         // A good one still goes through afterwards.
-        assert_eq!(u.on_update(s, &encode(&reset(1, &["a"]))).unwrap(), Outcome::Applied);
+        assert_eq!(
+            u.on_update(s, &encode(&reset(1, &["a"]))).unwrap(),
+            Outcome::Applied
+        );
     }
 }

@@ -41,7 +41,9 @@ impl TestBackend {
         let (id2, hits2) = (id.to_string(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (id, hits) = (id2.clone(), hits2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -68,7 +70,12 @@ impl TestBackend {
                 });
             }
         });
-        Self { id: id.to_string(), addr, hits, task }
+        Self {
+            id: id.to_string(),
+            addr,
+            hits,
+            task,
+        }
     }
 
     fn backend(&self) -> Backend {
@@ -114,7 +121,10 @@ fn reset(service: &str, version: u64, route: Route, backends: Vec<Backend>) -> B
 }
 
 fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
-    Route { host: host.map(Into::into), path_prefix: prefix.map(Into::into) }
+    Route {
+        host: host.map(Into::into),
+        path_prefix: prefix.map(Into::into),
+    }
 }
 
 fn ids(v: &[&str]) -> Vec<ReplicaId> {
@@ -132,13 +142,39 @@ struct ProxyProc {
 }
 
 impl ProxyProc {
+    /// Starts the proxy on a free port; tries another port if the proxy exits at once (another
+    /// test may have bound the "free" port in between).
     fn start(nats_url: &str, id: &str) -> Self {
+        for _ in 0..5 {
+            let mut p = Self::start_once(nats_url, id);
+            std::thread::sleep(Duration::from_millis(100));
+            if p.child.try_wait().ok().flatten().is_none() {
+                return p;
+            }
+        }
+        panic!("acs-proxy did not stay up");
+    }
+
+    fn start_once(nats_url: &str, id: &str) -> Self {
         let port = free_port();
-        let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
+        let log =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url])
-            .args(["--prefix", "acs", "--id", id, "--metrics-interval-ms", "300", "--threads", "1"])
-            .env("RUST_LOG", std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()))
+            .args([
+                "--prefix",
+                "acs",
+                "--id",
+                id,
+                "--metrics-interval-ms",
+                "300",
+                "--threads",
+                "1",
+            ])
+            .env(
+                "RUST_LOG",
+                std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("proxy log file"))
@@ -176,7 +212,10 @@ struct FakeBrain {
 impl FakeBrain {
     async fn start(nc: &async_nats::Client) -> Self {
         let brain = FakeBrain::default();
-        let mut sub = nc.subscribe(Subjects::default().backends_sync()).await.unwrap();
+        let mut sub = nc
+            .subscribe(Subjects::default().backends_sync())
+            .await
+            .unwrap();
         nc.flush().await.unwrap();
         let (b, nc) = (brain.clone(), nc.clone());
         tokio::spawn(async move {
@@ -184,7 +223,9 @@ impl FakeBrain {
                 let updates: Vec<_> = b.state.lock().unwrap().values().cloned().collect();
                 b.syncs.fetch_add(1, Ordering::SeqCst);
                 if let Some(reply) = msg.reply {
-                    let _ = nc.publish(reply, encode(&SyncReply { v: 1, updates }).into()).await;
+                    let _ = nc
+                        .publish(reply, encode(&SyncReply { v: 1, updates }).into())
+                        .await;
                 }
             }
         });
@@ -213,25 +254,37 @@ impl World {
     /// Starts NATS, the fake brain (holding `initial` resets) and the proxy, and waits until
     /// the proxy has synced.
     async fn start(initial: Vec<BackendUpdate>) -> Self {
-        let nats = NatsServer::start();
-        let nc = async_nats::connect(nats.url()).await.unwrap();
+        let (nats, nc) = nats_and_client().await;
         let brain = FakeBrain::start(&nc).await;
         for u in initial {
             brain.set(u);
         }
         let proxy = ProxyProc::start(&nats.url(), "p1");
         let http = Client::builder(TokioExecutor::new()).build_http();
-        let w = World { _nats: nats, nc, brain, proxy, http };
-        w.until("the proxy asks for a sync", || async { w.brain.syncs() >= 1 }).await;
+        let w = World {
+            _nats: nats,
+            nc,
+            brain,
+            proxy,
+            http,
+        };
+        w.until("the proxy asks for a sync", || async {
+            w.brain.syncs() >= 1
+        })
+        .await;
         w
     }
 
     async fn publish(&self, u: &BackendUpdate) {
-        self.publish_raw(&Subjects::default().backends(&u.service), encode(u)).await;
+        self.publish_raw(&Subjects::default().backends(&u.service), encode(u))
+            .await;
     }
 
     async fn publish_raw(&self, subject: &str, payload: Vec<u8>) {
-        self.nc.publish(subject.to_string(), payload.into()).await.unwrap();
+        self.nc
+            .publish(subject.to_string(), payload.into())
+            .await
+            .unwrap();
         self.nc.flush().await.unwrap();
     }
 
@@ -244,7 +297,12 @@ impl World {
         match tokio::time::timeout(Duration::from_secs(15), self.http.request(req)).await {
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
-                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 (status, String::from_utf8_lossy(&body).into_owned())
             }
             Ok(Err(e)) => (0, e.to_string()),
@@ -316,8 +374,24 @@ impl World {
 }
 
 async fn next_metrics(sub: &mut async_nats::Subscriber) -> ProxyMetrics {
-    let msg = tokio::time::timeout(DEADLINE, sub.next()).await.expect("metrics arrive").unwrap();
+    let msg = tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("metrics arrive")
+        .unwrap();
     decode(&msg.payload).expect("metrics decode and validate")
+}
+
+/// A nats-server and a client on it. Retried with a new server when the connection fails: with
+/// tests running in parallel, the port the server was given may have been taken in between.
+async fn nats_and_client() -> (NatsServer, async_nats::Client) {
+    for _ in 0..5 {
+        let nats = NatsServer::start();
+        let connect = async_nats::ConnectOptions::new().connect(nats.url());
+        if let Ok(Ok(nc)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+            return (nats, nc);
+        }
+    }
+    panic!("could not start and reach a nats-server");
 }
 
 // ---- tests ---------------------------------------------------------------------------------
@@ -331,27 +405,54 @@ async fn routes_by_host_and_path_prefix() {
         TestBackend::start("def-1").await,
     );
     let w = World::start(vec![
-        reset("web", 10, route(Some("Web.Test"), None), vec![web.backend()]),
+        reset(
+            "web",
+            10,
+            route(Some("Web.Test"), None),
+            vec![web.backend()],
+        ),
         reset("api", 10, route(None, Some("/api")), vec![api.backend()]),
-        reset("apiv2", 10, route(None, Some("/api/v2")), vec![api2.backend()]),
+        reset(
+            "apiv2",
+            10,
+            route(None, Some("/api/v2")),
+            vec![api2.backend()],
+        ),
         reset("fallback", 10, route(None, None), vec![def.backend()]),
     ])
     .await;
 
     w.until_served_by("web.test", "/", &["web-1"], 1).await;
-    assert_eq!(w.get("WEB.test:8080", "/anything").await, (200, "web-1".into()));
+    assert_eq!(
+        w.get("WEB.test:8080", "/anything").await,
+        (200, "web-1".into())
+    );
     assert_eq!(w.get("other.test", "/api").await, (200, "api-1".into()));
-    assert_eq!(w.get("other.test", "/api/v1/users?x=1").await, (200, "api-1".into()));
-    assert_eq!(w.get("other.test", "/api/v2/users").await, (200, "api2-1".into()));
+    assert_eq!(
+        w.get("other.test", "/api/v1/users?x=1").await,
+        (200, "api-1".into())
+    );
+    assert_eq!(
+        w.get("other.test", "/api/v2/users").await,
+        (200, "api2-1".into())
+    );
     assert_eq!(w.get("other.test", "/apix").await, (200, "def-1".into()));
     assert_eq!(w.get("other.test", "/").await, (200, "def-1".into()));
     // Host routes win over path routes for their host.
     assert_eq!(w.get("web.test", "/api").await, (200, "web-1".into()));
 
     // Take the default away (its route now needs /only): unmatched requests get a JSON 404.
-    w.publish(&reset("fallback", 11, route(None, Some("/only")), vec![def.backend()])).await;
-    w.until("the default route is gone", || async { w.get("other.test", "/").await.0 == 404 })
-        .await;
+    w.publish(&reset(
+        "fallback",
+        11,
+        route(None, Some("/only")),
+        vec![def.backend()],
+    ))
+    .await;
+    w.until("the default route is gone", || async {
+        w.get("other.test", "/").await.0 == 404
+    })
+    .await;
     let resp = w.get_full("other.test", "/nothing").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/json");
@@ -360,8 +461,12 @@ async fn routes_by_host_and_path_prefix() {
     assert_eq!(w.get("other.test", "/only/x").await, (200, "def-1".into()));
 
     // A service without usable backends: 503 with Retry-After.
-    w.publish(&reset("web", 11, route(Some("web.test"), None), vec![])).await;
-    w.until("web has no backends", || async { w.get("web.test", "/").await.0 == 503 }).await;
+    w.publish(&reset("web", 11, route(Some("web.test"), None), vec![]))
+        .await;
+    w.until("web has no backends", || async {
+        w.get("web.test", "/").await.0 == 503
+    })
+    .await;
     let resp = w.get_full("web.test", "/").await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
@@ -378,13 +483,26 @@ async fn add_drain_remove_and_round_robin() {
         TestBackend::start("b2").await,
         TestBackend::start("b3").await,
     );
-    let w = World::start(vec![reset("web", 100, Route::default(), vec![b1.backend()])]).await;
+    let w = World::start(vec![reset(
+        "web",
+        100,
+        Route::default(),
+        vec![b1.backend()],
+    )])
+    .await;
     w.until_served_by("web.test", "/", &["b1"], 3).await;
 
     // add → both serve, round-robin spreads evenly.
-    w.publish(&update("web", 101, BackendChange::Add { backends: vec![b2.backend(), b3.backend()] }))
+    w.publish(&update(
+        "web",
+        101,
+        BackendChange::Add {
+            backends: vec![b2.backend(), b3.backend()],
+        },
+    ))
+    .await;
+    w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" })
         .await;
-    w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" }).await;
     let hits = w.spread("x", "/", 30).await;
     for id in ["b1", "b2", "b3"] {
         let n = hits.get(id).copied().unwrap_or(0);
@@ -392,13 +510,19 @@ async fn add_drain_remove_and_round_robin() {
     }
 
     // Requests in flight on b1 when it is drained still finish.
-    let total = || [&b1, &b2, &b3].iter().map(|b| b.hits.load(Ordering::Relaxed)).sum::<u64>();
+    let total = || {
+        [&b1, &b2, &b3]
+            .iter()
+            .map(|b| b.hits.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let before = total();
     let slow: Vec<_> = (0..3)
         .map(|_| {
             let port = w.proxy.port;
             tokio::spawn(async move {
-                let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+                let http: Client<_, Full<Bytes>> =
+                    Client::builder(TokioExecutor::new()).build_http();
                 let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=5000"))
                     .body(Full::new(Bytes::new()))
                     .unwrap();
@@ -409,14 +533,25 @@ async fn add_drain_remove_and_round_robin() {
             })
         })
         .collect();
-    w.until("the slow requests reach the backends", || async { total() >= before + 3 }).await;
+    w.until("the slow requests reach the backends", || async {
+        total() >= before + 3
+    })
+    .await;
     let mut sub = w.metrics_sub().await;
-    w.publish(&update("web", 102, BackendChange::Drain { ids: ids(&["b1"]) })).await;
+    w.publish(&update(
+        "web",
+        102,
+        BackendChange::Drain { ids: ids(&["b1"]) },
+    ))
+    .await;
     w.until_served_by("x", "/", &["b2", "b3"], 12).await;
     // What the brain watches: b1 draining at version 102 with its request in flight, then none.
     let (mut seen_busy, start) = (false, Instant::now());
     loop {
-        assert!(start.elapsed() < DEADLINE, "b1 never drained to zero in flight");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "b1 never drained to zero in flight"
+        );
         let m = next_metrics(&mut sub).await;
         let web = &m.services[0];
         let b = web.backends.iter().find(|b| b.id.as_str() == "b1").unwrap();
@@ -437,18 +572,54 @@ async fn add_drain_remove_and_round_robin() {
     assert!(slow_bodies.contains(&"b1".to_string()), "{slow_bodies:?}");
 
     // remove → b1 is forgotten; the others keep serving.
-    w.publish(&update("web", 103, BackendChange::Remove { ids: ids(&["b1", "b2"]) })).await;
+    w.publish(&update(
+        "web",
+        103,
+        BackendChange::Remove {
+            ids: ids(&["b1", "b2"]),
+        },
+    ))
+    .await;
     w.until_served_by("x", "/", &["b3"], 6).await;
     let m = next_metrics(&mut sub).await;
-    let web = m.services.iter().find(|s| s.service.as_str() == "web").unwrap();
+    let web = m
+        .services
+        .iter()
+        .find(|s| s.service.as_str() == "web")
+        .unwrap();
     assert_eq!(web.version, 103);
     let listed: Vec<_> = web.backends.iter().map(|b| b.id.to_string()).collect();
     assert_eq!(listed, ["b3"]);
+
+    // A request in flight on a backend that is removed still completes.
+    let before = b3.hits.load(Ordering::Relaxed);
+    let port = w.proxy.port;
+    let slow = tokio::spawn(async move {
+        let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=1500"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = http.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+    w.until("the slow request reaches b3", || async {
+        b3.hits.load(Ordering::Relaxed) > before
+    })
+    .await;
+    w.publish(&reset("web", 104, Route::default(), vec![b2.backend()]))
+        .await;
+    w.until_served_by("x", "/", &["b2"], 3).await;
+    assert_eq!(slow.await.unwrap(), (200, "b3".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_around_a_closed_port_and_ejects_it() {
-    let (b1, b2) = (TestBackend::start("b1").await, TestBackend::start("b2").await);
+    let (b1, b2) = (
+        TestBackend::start("b1").await,
+        TestBackend::start("b2").await,
+    );
     let dead = backend("dead", &closed_addr());
     let w = World::start(vec![reset(
         "web",
@@ -462,26 +633,43 @@ async fn retries_around_a_closed_port_and_ejects_it() {
     // Every GET succeeds although one backend in three refuses connections.
     let hits = w.spread("x", "/", 60).await;
     assert_eq!(hits.values().sum::<usize>(), 60);
-    assert!(hits.contains_key("b1") && hits.contains_key("b2"), "{hits:?}");
+    assert!(
+        hits.contains_key("b1") && hits.contains_key("b2"),
+        "{hits:?}"
+    );
 
     // After repeated failures the dead backend is ejected (reported in the metrics).
     let mut sub = w.metrics_sub().await;
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < DEADLINE, "dead backend never reported as ejected");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "dead backend never reported as ejected"
+        );
         w.get("x", "/").await;
         let m = next_metrics(&mut sub).await;
         let web = &m.services[0];
-        let d = web.backends.iter().find(|b| b.id.as_str() == "dead").unwrap();
+        let d = web
+            .backends
+            .iter()
+            .find(|b| b.id.as_str() == "dead")
+            .unwrap();
         if d.ejected {
-            assert!(!web.backends.iter().find(|b| b.id.as_str() == "b1").unwrap().ejected);
+            assert!(
+                !web.backends
+                    .iter()
+                    .find(|b| b.id.as_str() == "b1")
+                    .unwrap()
+                    .ejected
+            );
             break;
         }
     }
 
     // With every backend dead, GETs fail cleanly (502), nothing hangs.
     let dead2 = backend("dead2", &closed_addr());
-    w.publish(&reset("web", 2, Route::default(), vec![dead, dead2])).await;
+    w.publish(&reset("web", 2, Route::default(), vec![dead, dead2]))
+        .await;
     w.until("all-dead service answers 5xx", || async {
         let s = w.get("x", "/").await.0;
         s == 502 || s == 503
@@ -493,7 +681,13 @@ async fn retries_around_a_closed_port_and_ejects_it() {
 async fn post_with_body_is_not_retried() {
     let b1 = TestBackend::start("b1").await;
     let dead = backend("dead", &closed_addr());
-    let w = World::start(vec![reset("web", 1, Route::default(), vec![dead, b1.backend()])]).await;
+    let w = World::start(vec![reset(
+        "web",
+        1,
+        Route::default(),
+        vec![dead, b1.backend()],
+    )])
+    .await;
     w.until_served_by("x", "/", &["b1"], 1).await;
     let mut statuses = vec![];
     for _ in 0..4 {
@@ -516,15 +710,37 @@ async fn stale_versions_are_ignored() {
         TestBackend::start("b2").await,
         TestBackend::start("b3").await,
     );
-    let w = World::start(vec![reset("web", 100, Route::default(), vec![b1.backend()])]).await;
+    let w = World::start(vec![reset(
+        "web",
+        100,
+        Route::default(),
+        vec![b1.backend()],
+    )])
+    .await;
     w.until_served_by("x", "/", &["b1"], 2).await;
 
     // Same version delta, older reset: both stale.
-    w.publish(&update("web", 100, BackendChange::Add { backends: vec![b2.backend()] })).await;
-    w.publish(&reset("web", 50, Route::default(), vec![b2.backend()])).await;
+    w.publish(&update(
+        "web",
+        100,
+        BackendChange::Add {
+            backends: vec![b2.backend()],
+        },
+    ))
+    .await;
+    w.publish(&reset("web", 50, Route::default(), vec![b2.backend()]))
+        .await;
     // A marker update at the next version proves the earlier ones were processed.
-    w.publish(&update("web", 101, BackendChange::Add { backends: vec![b3.backend()] })).await;
-    w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" }).await;
+    w.publish(&update(
+        "web",
+        101,
+        BackendChange::Add {
+            backends: vec![b3.backend()],
+        },
+    ))
+    .await;
+    w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" })
+        .await;
     let hits = w.spread("x", "/", 20).await;
     assert!(!hits.contains_key("b2"), "stale update applied: {hits:?}");
     assert_eq!(b2.hits.load(Ordering::Relaxed), 0);
@@ -532,15 +748,29 @@ async fn stale_versions_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_triggers_a_sync() {
-    let (b1, b2) = (TestBackend::start("b1").await, TestBackend::start("b2").await);
+    let (b1, b2) = (
+        TestBackend::start("b1").await,
+        TestBackend::start("b2").await,
+    );
     let w = World::start(vec![reset("web", 10, Route::default(), vec![b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 2).await;
     let before = w.brain.syncs();
 
     // The brain moved on to version 20 (b2 only); the proxy sees version 12 and a gap.
-    w.brain.set(reset("web", 20, Route::default(), vec![b2.backend()]));
-    w.publish(&update("web", 12, BackendChange::Add { backends: vec![b2.backend()] })).await;
-    w.until("the proxy asks for a sync", || async { w.brain.syncs() > before }).await;
+    w.brain
+        .set(reset("web", 20, Route::default(), vec![b2.backend()]));
+    w.publish(&update(
+        "web",
+        12,
+        BackendChange::Add {
+            backends: vec![b2.backend()],
+        },
+    ))
+    .await;
+    w.until("the proxy asks for a sync", || async {
+        w.brain.syncs() > before
+    })
+    .await;
     w.until_served_by("x", "/", &["b2"], 5).await;
 
     let mut sub = w.metrics_sub().await;
@@ -553,12 +783,16 @@ async fn malformed_updates_are_rejected_and_the_proxy_keeps_serving() {
     let b1 = TestBackend::start("b1").await;
     let w = World::start(vec![reset("web", 1, Route::default(), vec![b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 1).await;
-    let mut rejections = w.nc.subscribe(Subjects::default().rejections("proxy")).await.unwrap();
+    let mut rejections =
+        w.nc.subscribe(Subjects::default().rejections("proxy"))
+            .await
+            .unwrap();
     w.nc.flush().await.unwrap();
 
     let subject = "acs.backends.web";
     let oversize = {
-        let mut v = br#"{"service":"web","version":2,"change":"add","backends":[],"pad":""#.to_vec();
+        let mut v =
+            br#"{"service":"web","version":2,"change":"add","backends":[],"pad":""#.to_vec();
         v.extend(vec![b'x'; acs_events::MAX_PAYLOAD]);
         v.extend(br#""}"#);
         v
@@ -596,7 +830,10 @@ async fn malformed_updates_are_rejected_and_the_proxy_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_metrics_have_sane_numbers() {
-    let (b1, b2) = (TestBackend::start("b1").await, TestBackend::start("b2").await);
+    let (b1, b2) = (
+        TestBackend::start("b1").await,
+        TestBackend::start("b2").await,
+    );
     let mut idle = b2.backend();
     idle.draining = true;
     let w = World::start(vec![reset(
@@ -632,7 +869,10 @@ async fn traffic_metrics_have_sane_numbers() {
         assert_eq!(web.backends.len(), 2, "idle backends are listed too");
         let (a, b) = (&web.backends[0], &web.backends[1]);
         assert_eq!((a.id.as_str(), a.draining), ("b1", false));
-        assert_eq!((b.id.as_str(), b.draining, b.traffic.requests), ("b2", true, 0));
+        assert_eq!(
+            (b.id.as_str(), b.draining, b.traffic.requests),
+            ("b2", true, 0)
+        );
         assert_eq!(b.traffic.in_flight, 0);
         assert_eq!(web.totals.errors, 0);
         if web.totals.requests > 0 {
@@ -672,11 +912,17 @@ async fn nats_task_resyncs_after_reconnect() {
             .await
             .unwrap();
         let brain = FakeBrain::start(&nc).await;
-        brain.set(reset("web", version, Route::default(), vec![backend("a", "127.0.0.1:9")]));
+        brain.set(reset(
+            "web",
+            version,
+            Route::default(),
+            vec![backend("a", "127.0.0.1:9")],
+        ));
         (nc, brain)
     };
     let (_nc, brain) = start_brain(nats.url(), 5).await;
-    let version = |shared: &acs_proxy::Shared| shared.snapshot.load().service("web").map(|s| s.version);
+    let version =
+        |shared: &acs_proxy::Shared| shared.snapshot.load().service("web").map(|s| s.version);
     let start = Instant::now();
     while version(&shared) != Some(5) {
         assert!(start.elapsed() < DEADLINE, "initial sync never applied");
@@ -688,15 +934,73 @@ async fn nats_task_resyncs_after_reconnect() {
     // follows the reconnect (retried until the brain's own connection is back) can bring it.
     tokio::time::sleep(Duration::from_secs(1)).await; // let start-up syncs settle
     let before = brain.syncs();
-    brain.set(reset("web", 9, Route::default(), vec![backend("a", "127.0.0.1:9")]));
+    brain.set(reset(
+        "web",
+        9,
+        Route::default(),
+        vec![backend("a", "127.0.0.1:9")],
+    ));
     nats.restart();
     let start = Instant::now();
     while version(&shared) != Some(9) {
-        assert!(start.elapsed() < DEADLINE, "no resync after reconnect (syncs: {})", brain.syncs());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no resync after reconnect (syncs: {})",
+            brain.syncs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(brain.syncs() > before);
 
     let _ = stop_tx.send(());
-    tokio::time::timeout(DEADLINE, task).await.expect("task stops").unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("task stops")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_selection_avoids_a_busy_backend() {
+    let (b1, b2) = (
+        TestBackend::start("b1").await,
+        TestBackend::start("b2").await,
+    );
+    let mut r = reset("web", 1, Route::default(), vec![b1.backend(), b2.backend()]);
+    r.selection = Selection::LeastConn;
+    let w = World::start(vec![r]).await;
+    w.until_served_by("x", "/", &["b1", "b2"], 1).await;
+
+    // One long request occupies one backend...
+    let hits = || {
+        (
+            b1.hits.load(Ordering::Relaxed),
+            b2.hits.load(Ordering::Relaxed),
+        )
+    };
+    let before = hits();
+    let port = w.proxy.port;
+    let slow = tokio::spawn(async move {
+        let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=3000"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = http.request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    });
+    w.until("the slow request reaches a backend", || async {
+        hits() != before
+    })
+    .await;
+    let busy = if hits().0 != before.0 { "b1" } else { "b2" };
+    let idle = if busy == "b1" { "b2" } else { "b1" };
+
+    // ... so every quick request goes to the other one while it lasts.
+    let spread = w.spread("x", "/", 6).await;
+    assert_eq!(
+        spread.get(idle),
+        Some(&6),
+        "least_conn picked the busy {busy}: {spread:?}"
+    );
+    assert_eq!(slow.await.unwrap(), busy);
 }
