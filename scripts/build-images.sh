@@ -13,8 +13,9 @@
 #   --no-build   skip `cargo build`; use the binaries already in target/$TARGET/release
 #   --no-verify  skip the smoke checks (each image runs; demo-web answers /whoami)
 #
-# Rust binaries are linked statically against glibc (`-C target-feature=+crt-static` with an
-# explicit --target, so build scripts and proc-macros stay dynamic). Each image's build context
+# The Rust binaries (and acsctl, for scripts/compose-demo.sh) are linked statically against
+# glibc (`-C target-feature=+crt-static` with an explicit --target, so build scripts and
+# proc-macros stay dynamic). Each image's build context
 # is staged in a temporary directory holding only what that image needs (never the repository
 # root: target/ is huge). Idempotent: unchanged inputs give the same image (the layer cache).
 # The Dockerfiles live in docker/<image>/; docs/DOCKER.md explains the images.
@@ -49,20 +50,24 @@ done
 command -v docker >/dev/null 2>&1 || die "docker not found"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine (is it running? are you in the docker group?)"
 
-# image -> binary (empty for nats, which uses the host's nats-server) and cargo package
+# image -> binary (empty for nats, which uses the host's nats-server)
 declare -A BIN=([demo-web]=demo-web [vmm-worker]=vmm-worker [vim-brain]=vim-brain [proxy]=acs-proxy [nats]="")
-declare -A PKG=([demo-web]=demo-web [vmm-worker]=vmm-worker [vim-brain]=vim-brain [proxy]=acs-proxy)
 
 # --- the static binaries --------------------------------------------------------------------
-pkgs=()
+# Always the same package set, whichever images are asked for: cargo unifies dependency features
+# over the packages of one invocation, so building a subset would recompile shared dependencies
+# with other features (and the next full build would recompile them back). acsctl comes along:
+# scripts/compose-demo.sh uses it for load/status/watch, and it costs little on top.
+pkgs=(-p demo-web -p vmm-worker -p vim-brain -p acs-proxy -p acsctl)
+need_bins=0
 for img in "${images[@]}"; do
-  [ -n "${PKG[$img]:-}" ] && pkgs+=(-p "${PKG[$img]}")
+  [ -n "${BIN[$img]}" ] && need_bins=1
 done
-if [ "${#pkgs[@]}" -gt 0 ]; then
+if [ "$need_bins" -eq 1 ]; then
   if [ "$build" -eq 1 ]; then
     rustup target list --installed 2>/dev/null | grep -qx "$TARGET" \
       || say "note: rust target $TARGET is not listed by rustup; cargo may fail"
-    say "cargo build --release --target $TARGET ${pkgs[*]} (static)"
+    say "cargo build --release --target $TARGET ${pkgs[*]} (static; all of them, see above)"
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
       cargo build --release --target "$TARGET" "${pkgs[@]}"
   else
@@ -167,6 +172,10 @@ for img in "${images[@]}"; do
     die "docker build of acs/$img:$TAG failed"
   fi
 done
+
+# Earlier builds of these images, now untagged, are of no use: remove them (only dangling images
+# with our label; nothing a container uses).
+docker image prune -f --filter label=org.acs.project=acs >/dev/null || true
 
 # --- smoke checks ---------------------------------------------------------------------------
 verify_image() {

@@ -26,9 +26,11 @@ pub enum ConfigError {
 /// How requests are retried and backends ejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
-    /// Tries per request (first attempt included), each on a different backend; only idempotent
-    /// or body-less requests are retried, and only after connect failures (or a stale pooled
-    /// connection).
+    /// Tries per request (first attempt included), each on a different backend. Retried: GET,
+    /// HEAD, OPTIONS and body-less requests after a connect failure; GET, HEAD and OPTIONS also
+    /// after the upstream reset or closed the connection before any response byte (a backend
+    /// that died mid-request, or docker-proxy accepting for a dead container). Never after a
+    /// response has started, and never after a timeout.
     pub max_tries: u32,
     pub eject: EjectPolicy,
     pub timeouts: PeerTimeouts,

@@ -10,6 +10,8 @@
 //! - [`ContainerGuard`]: every container matching some label filters (and name prefixes);
 //!   `docker rm -f` on drop.
 //! - [`NetworkGuard`]: a user-defined network; `docker network rm` on drop.
+//! - [`sweep_stale`]: removes images and networks (label `acs.test=1`) of runs that were
+//!   killed before their guards ran, once they are an hour old.
 //!
 //! Guards are plain values: declare them *before* whatever starts containers, so Rust drops
 //! them last (after the processes that could still create containers are gone).
@@ -74,6 +76,37 @@ fn base36(mut n: u64) -> String {
     String::from_utf8(out).expect("ascii")
 }
 
+/// Removes unused images and networks that tests made (label `acs.test=1`) more than an hour
+/// ago: leftovers of runs that were killed before their guards ran. Best effort; only objects
+/// nothing uses any more, and old enough that no test still running can own them.
+pub fn sweep_stale() {
+    for args in [
+        &[
+            "image",
+            "prune",
+            "-a",
+            "-f",
+            "--filter",
+            "label=acs.test=1",
+            "--filter",
+            "until=1h",
+        ][..],
+        &[
+            "network",
+            "prune",
+            "-f",
+            "--filter",
+            "label=acs.test=1",
+            "--filter",
+            "until=1h",
+        ][..],
+    ] {
+        if let Err(e) = docker(args) {
+            eprintln!("warning: cannot sweep stale test objects: {e}");
+        }
+    }
+}
+
 /// A local image built `FROM scratch` from a workspace binary; removed (`docker rmi`) on drop.
 pub struct TestImage {
     tag: String,
@@ -131,15 +164,7 @@ impl TestImage {
         let image = TestImage {
             tag: tag.to_string(),
         };
-        docker(&[
-            "build",
-            "-q",
-            "--label",
-            "acs.test=1",
-            "-t",
-            tag,
-            ctx_dir,
-        ])?;
+        docker(&["build", "-q", "--label", "acs.test=1", "-t", tag, ctx_dir])?;
         Ok(image)
     }
 
@@ -281,12 +306,7 @@ impl NetworkGuard {
 impl Drop for NetworkGuard {
     fn drop(&mut self) {
         // Containers still attached make this fail: force them off first.
-        if let Ok(ids) = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("network={}", self.name),
-        ]) {
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("network={}", self.name)]) {
             for id in ids.lines() {
                 let _ = docker(&["rm", "-f", id]);
             }
@@ -310,7 +330,8 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("e2e"), "{a}");
         assert!(
-            a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
             "{a}"
         );
         assert!(a.len() <= 3 + 7 + 6, "{a}");
