@@ -15,6 +15,8 @@
 #   watch [ARGS...]  `acsctl watch ARGS` on nats://127.0.0.1:4222 (Ctrl-C to stop)
 #   logs [SERVICE]   follow the logs (all services, or one: nats brain proxy worker1..3)
 #   config           validate compose.yaml and print it resolved
+#   check            every component is connected to NATS by name, the proxy serves /whoami
+#                    (`up` ends with it)
 #
 # Environment: COMPOSE_PROJECT_NAME (default acs), ACS_LOG (RUST_LOG of the components, default
 # info), ACS_READY_TIMEOUT (seconds `up` waits for a served request, default 120).
@@ -30,6 +32,7 @@ COMPOSE_FILE_PATH="$ROOT/compose.yaml"
 NETWORK=acs-demo
 PROXY_URL=http://127.0.0.1:8080
 NATS_URL_HOST=nats://127.0.0.1:4222
+NATS_MONITOR=http://127.0.0.1:8222
 IMAGES=(demo-web vmm-worker vim-brain proxy nats)
 WORKER_SERVICES=(worker1 worker2 worker3)
 WORKER_IDS=(w1 w2 w3)
@@ -86,10 +89,12 @@ find_acsctl() {
 
 need_acsctl() {
   find_acsctl && return 0
-  # The same target and flags as scripts/build-images.sh, so its dependencies are built already.
-  say "building acsctl (cargo build --release --target $STATIC_TARGET -p acsctl)"
+  # The same target, flags and package set as scripts/build-images.sh (which builds acsctl too),
+  # so cargo reuses everything that script built.
+  say "building acsctl with the image binaries (cargo build --release --target $STATIC_TARGET)"
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --target "$STATIC_TARGET" -p acsctl
+    cargo build --release --target "$STATIC_TARGET" \
+      -p demo-web -p vmm-worker -p vim-brain -p acs-proxy -p acsctl
   find_acsctl || die "acsctl not found after the build"
 }
 
@@ -177,6 +182,7 @@ cmd_up() {
     code=$(http_code "$PROXY_URL/whoami")
   done
   say "ready: $(curl -s --max-time 2 "$PROXY_URL/whoami")"
+  cmd_check
   cat <<EOF
 
   curl -s $PROXY_URL/whoami   which replica answered
@@ -186,6 +192,31 @@ cmd_up() {
   acsctl scale web 5 / acsctl scale web auto   pin a replica count / back to the policy
   scripts/compose-demo.sh down            stop and remove everything
 EOF
+}
+
+# Every component reached NATS by its compose name (nats://nats:4222): their static glibc
+# binaries resolved `nats` through Docker's embedded DNS. The NATS monitoring endpoint lists the
+# connections by client name.
+cmd_check() {
+  command -v curl >/dev/null 2>&1 || die "curl not found"
+  local want=("vim-brain" "acs-proxy-p1") id deadline names missing
+  for id in "${WORKER_IDS[@]}"; do want+=("vmm-worker $id"); done
+  deadline=$((SECONDS + 30))
+  while :; do
+    names=$(curl -s --max-time 2 "$NATS_MONITOR/connz?limit=1024" | grep -o '"name": *"[^"]*"' | sed 's/.*: *"//; s/"$//')
+    missing=()
+    for id in "${want[@]}"; do
+      grep -qxF "$id" <<<"$names" || missing+=("$id")
+    done
+    [ "${#missing[@]}" -eq 0 ] && break
+    [ "$SECONDS" -lt "$deadline" ] || die "not connected to nats://nats:4222 within 30s: ${missing[*]} (scripts/compose-demo.sh logs)"
+    sleep 1
+  done
+  say "check: connected to NATS by name (nats://nats:4222): ${want[*]}"
+  local code
+  code=$(http_code "$PROXY_URL/whoami")
+  [ "$code" = 200 ] || die "check: $PROXY_URL/whoami answered HTTP $code"
+  say "check: $PROXY_URL/whoami answers 200"
 }
 
 cmd_down() {
@@ -276,6 +307,7 @@ case "$cmd" in
   watch) cmd_watch "$@" ;;
   logs) cmd_logs "$@" ;;
   config) cmd_config "$@" ;;
+  check) cmd_check "$@" ;;
   -h|--help|help) usage ;;
   '') usage; exit 2 ;;
   *) usage >&2; die "unknown command $cmd" ;;

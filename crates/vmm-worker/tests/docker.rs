@@ -1,82 +1,31 @@
 //! The worker with `--runtime docker` against a real nats-server and the real Docker engine.
 //!
-//! The replica image is built here from the workspace's `demo-web` binary (plus the glibc files
-//! it links, so `FROM scratch` works without pulling anything). Every test name contains
+//! Each test builds its replica image from the workspace's `demo-web` binary (plus the glibc
+//! files it links, so `FROM scratch` works without pulling anything) and removes it on drop. Every test name contains
 //! `docker`, so `.config/nextest.toml` runs them one at a time. Without a reachable Docker engine
 //! the tests print why and pass (skipped).
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use acs_events::{ReplicaState, RuntimeKind, WorkerId};
+use acs_testkit::docker::{docker, docker_available, unique_id, TestImage};
 use acs_testkit::NatsServer;
 use common::*;
 use serde_json::json;
 use vmm_worker::Config;
 
-const IMAGE: &str = "acs-test/demo-web:vmm-worker-it";
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Builds [`IMAGE`] from `target/<profile>/demo-web`; `None` (skip) without a Docker engine.
-fn test_image() -> Option<&'static str> {
-    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
+/// Builds a throwaway `FROM scratch` image of the workspace's `demo-web` (removed on drop);
+/// `None` (skip) without a Docker engine.
+fn test_image() -> Option<TestImage> {
+    if let Err(e) = docker_available() {
         eprintln!("skipping: no Docker engine ({e})");
         return None;
     }
-    let bin = acs_testkit::workspace_bin("demo-web");
-    let ctx = StateDir::new("docker-image");
-    let root = ctx.0.join("rootfs");
-    std::fs::create_dir_all(&root).unwrap();
-    // The binary without debug info, and the shared objects `ldd` names (absolute paths).
-    let dst = ctx.0.join("demo-web");
-    let stripped = Command::new("strip")
-        .args(["--strip-debug", "-o"])
-        .arg(&dst)
-        .arg(&bin)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !stripped {
-        std::fs::copy(&bin, &dst).unwrap();
-    }
-    let ldd = Command::new("ldd").arg(&bin).output().expect("ldd");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rhs)) => rhs.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        let Some(path) = path.filter(|p| p.starts_with('/')) else {
-            continue;
-        };
-        let target = root.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(Path::new(path), &target).unwrap_or_else(|e| panic!("copy {path}: {e}"));
-    }
-    std::fs::write(
-        ctx.0.join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nCOPY demo-web /demo-web\nUSER 10001\nEXPOSE 8000\nENTRYPOINT [\"/demo-web\"]\n",
-    )
-    .unwrap();
-    docker(&["build", "-q", "-t", IMAGE, ctx.0.to_str().unwrap()]).expect("build the test image");
-    Some(IMAGE)
+    let tag = format!("acs-test/demo-web:{}", unique_id("vmmw"));
+    Some(TestImage::from_workspace_bin("demo-web", &tag, 8000).expect("build the test image"))
 }
 
 /// Removes every container of `worker` on drop.
@@ -135,6 +84,7 @@ fn stop_cmd(id: &str, replica: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_replica_lifecycle() {
     let Some(image) = test_image() else { return };
+    let image = image.tag();
     let nats = NatsServer::start();
     let dir = StateDir::new("docker-life");
     let w = worker_id("life");
@@ -192,6 +142,7 @@ async fn docker_replica_lifecycle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_restart_adopts_containers_by_label() {
     let Some(image) = test_image() else { return };
+    let image = image.tag();
     let nats = NatsServer::start();
     let dir = StateDir::new("docker-adopt");
     let w = worker_id("adopt");
@@ -239,6 +190,7 @@ async fn docker_restart_adopts_containers_by_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_bad_specs_get_clear_errors() {
     let Some(image) = test_image() else { return };
+    let image = image.tag();
     let nats = NatsServer::start();
     let dir = StateDir::new("docker-bad");
     let w = worker_id("bad");
@@ -288,6 +240,7 @@ impl Drop for Network {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_container_ip_on_a_network() {
     let Some(image) = test_image() else { return };
+    let image = image.tag();
     let nats = NatsServer::start();
     let dir = StateDir::new("docker-net");
     let w = worker_id("net");
