@@ -140,6 +140,7 @@ stage() {
       check_static "$BIN_DIR/vim-brain"
       cp "$BIN_DIR/vim-brain" "$ctx/"
       cp "$ROOT/config/services.compose.toml" "$ctx/services.toml"
+      mkdir -p "$ctx/data"
       ;;
     vmm-worker)
       check_static "$BIN_DIR/vmm-worker"

@@ -429,6 +429,8 @@ impl LocalCluster {
             nats_url.clone(),
             "--prefix".into(),
             prefix.clone(),
+            "--state-file".into(),
+            dir.join("brain-state.json").display().to_string(),
         ];
         cluster.spawn(Spec {
             name: "vim-brain".into(),

@@ -110,6 +110,10 @@ pub struct Policy {
     /// Most replicas removed by one decision.
     #[serde(default = "one")]
     pub max_step_down: u32,
+    /// Least time between two automatic changes of the desired count, so that one step's
+    /// replicas are running (and measured) before the next step is decided.
+    #[serde(default = "step_interval")]
+    pub step_interval_s: f64,
     /// Longest a draining replica waits for its in-flight requests before it is stopped.
     #[serde(default = "drain_timeout")]
     pub drain_timeout_s: f64,
@@ -133,6 +137,9 @@ fn down_window() -> f64 {
 fn step_up() -> u32 {
     4
 }
+fn step_interval() -> f64 {
+    3.0
+}
 fn drain_timeout() -> f64 {
     30.0
 }
@@ -153,6 +160,7 @@ impl Default for Policy {
             scale_down_window_s: down_window(),
             max_step_up: step_up(),
             max_step_down: one(),
+            step_interval_s: step_interval(),
             drain_timeout_s: drain_timeout(),
             stop_grace_s: stop_grace(),
         }
@@ -297,6 +305,7 @@ impl Policy {
             ("tolerance", self.tolerance),
             ("scale_up_window_s", self.scale_up_window_s),
             ("scale_down_window_s", self.scale_down_window_s),
+            ("step_interval_s", self.step_interval_s),
             ("drain_timeout_s", self.drain_timeout_s),
             ("stop_grace_s", self.stop_grace_s),
         ] {

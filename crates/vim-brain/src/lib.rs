@@ -11,6 +11,7 @@
 //!   I/O; tested with plain data (see `tests/plan.rs`).
 //! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
 //! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out.
+//! - [`state`]: manual pins saved to `--state-file`, so they survive a restart.
 
 pub mod config;
 pub mod control;
@@ -18,6 +19,7 @@ pub mod placement;
 pub mod plan;
 pub mod policy;
 pub mod reconciler;
+pub mod state;
 pub mod world;
 
 pub use config::{ConfigError, Policy, ServiceConfig, Services};

@@ -30,6 +30,9 @@ struct Args {
     /// Listen only, for this long after start (ms), so a restarted brain learns what runs.
     #[arg(long, env = "ACS_WARMUP_MS", default_value_t = 2500)]
     warmup_ms: u64,
+    /// Keep manual pins in this file so they survive a restart.
+    #[arg(long, env = "ACS_BRAIN_STATE_FILE")]
+    state_file: Option<PathBuf>,
     /// A replica not healthy this long after its start is replaced (ms).
     #[arg(long, env = "ACS_START_TIMEOUT_MS", default_value_t = 60_000)]
     start_timeout_ms: u64,
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             ..Settings::default()
         },
         tick: Duration::from_millis(args.tick_ms.max(10)),
+        state_file: args.state_file,
         ..Config::default()
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");

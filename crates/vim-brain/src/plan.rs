@@ -320,9 +320,16 @@ fn plan_service(
         None => {
             let signals = signals(world, t, name, svc, &members);
             let rec = policy::recommend(policy, current, &signals);
-            let st = policy::stabilize(policy, current, rec.replicas, &state.history, t);
-            let changed = state.desired.is_some_and(|d| d != st.desired);
-            if changed {
+            let mut st = policy::stabilize(policy, current, rec.replicas, &state.history, t);
+            let step_ms = (policy.step_interval_s * 1000.0) as u64;
+            if state.desired.is_none() {
+                // First plan since the brain started: keep what runs. Recording `current` as a
+                // recommendation makes the scale-down window hold it until there is evidence.
+                st.desired = current;
+            } else if st.desired != current && state.last_change.is_some_and(|c| t.saturating_sub(c) < step_ms) {
+                st.desired = current;
+            }
+            if state.desired.is_some() && st.desired != current {
                 let mut reason = rec.reason.clone();
                 if let Some(l) = &st.limited_by {
                     reason.push_str(&format!("; limited by {l}"));
@@ -335,7 +342,8 @@ fn plan_service(
                     rec.inputs,
                 ));
             }
-            (st.desired, Some(rec.replicas))
+            let remembered = if state.desired.is_none() { rec.replicas.max(current) } else { rec.replicas };
+            (st.desired, Some(remembered))
         }
     };
     p.desired.push((name.clone(), desired, proposal));
@@ -652,6 +660,9 @@ impl World {
         }
         for (svc, desired, proposal) in &plan.desired {
             let st = self.services.entry(svc.clone()).or_default();
+            if st.desired.is_some_and(|d| d != *desired) {
+                st.last_change = Some(now);
+            }
             st.desired = Some(*desired);
             if let Some(p) = proposal {
                 st.history.push_back((now, *p));

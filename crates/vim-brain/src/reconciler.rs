@@ -28,6 +28,8 @@ pub struct Config {
     pub tick: Duration,
     /// How long to wait for a worker's answer to a command.
     pub command_timeout: Duration,
+    /// Where manual pins are kept across restarts (`None`: not kept).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             settings: Settings::default(),
             tick: Duration::from_millis(500),
             command_timeout: Duration::from_secs(5),
+            state_file: None,
         }
     }
 }
@@ -86,12 +89,29 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
     info!(nats = %config.nats_url, services = ?services.names(), "vim-brain running");
 
     let clock = Clock { start: Instant::now() };
+    let mut world = World::new(config.settings.clone(), clock.now());
+    if let Some(path) = &config.state_file {
+        match crate::state::load(path) {
+            Ok(pins) => {
+                for (service, n) in pins {
+                    if services.get(&service).is_some() {
+                        info!(%service, replicas = n, "manual pin restored");
+                        world.services.entry(service).or_default().manual = Some(n);
+                    } else {
+                        warn!(%service, "manual pin for a service no longer declared; dropped");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the state file; starting without manual pins"),
+        }
+    }
     let mut brain = Brain {
         client: client.clone(),
         subjects: config.subjects.clone(),
-        world: World::new(config.settings.clone(), clock.now()),
+        world,
         services,
         command_timeout: config.command_timeout,
+        state_file: config.state_file.clone(),
     };
     let (results_tx, mut results) = mpsc::unbounded_channel::<Event>();
     let mut tick = tokio::time::interval(config.tick);
@@ -147,6 +167,7 @@ struct Brain {
     world: World,
     services: Services,
     command_timeout: Duration,
+    state_file: Option<std::path::PathBuf>,
 }
 
 impl Brain {
@@ -278,9 +299,17 @@ impl Brain {
     async fn handle_scale(&mut self, m: &Message, now: Now) {
         let reply = match decode::<ScaleRequest>(&m.payload) {
             Ok(req) => {
-                let r = control::manual_scale(&mut self.world, &self.services, &req, now);
+                let mut r = control::manual_scale(&mut self.world, &self.services, &req, now);
                 if r.ok {
                     info!(service = %req.service, replicas = ?req.replicas, auto = req.auto, "manual scale");
+                    if let Some(path) = &self.state_file {
+                        if let Err(e) = crate::state::save(path, &self.world) {
+                            warn!(error = %e, "cannot save manual pins");
+                            if let Some(note) = r.note.as_mut() {
+                                note.push_str(&format!("; warning: not saved, a brain restart forgets it ({e})"));
+                            }
+                        }
+                    }
                 } else {
                     self.count_refused(m, r.error.as_deref().unwrap_or_default());
                 }

@@ -112,6 +112,8 @@ pub struct ServiceState {
     pub desired: Option<u32>,
     /// Pinned by a manual scale.
     pub manual: Option<u32>,
+    /// When the desired count last changed.
+    pub last_change: Option<Millis>,
     /// Policy recommendations with their time, for the stabilisation windows.
     pub history: VecDeque<(Millis, u32)>,
     /// Version of the last backend update published.

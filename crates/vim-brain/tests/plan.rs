@@ -380,3 +380,39 @@ fn snapshots_are_republished_periodically() {
     assert_eq!(changes(&p), ["reset[web-a]"]);
     assert_eq!(p.updates[0].version, v + 1);
 }
+
+fn scale_targets(p: &Plan) -> Vec<u32> {
+    p.decisions
+        .iter()
+        .filter_map(|d| match d.action {
+            DecisionAction::Scale { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn restarted_brain_holds_what_runs_then_steps_down_slowly() {
+    // A new brain finds 4 replicas and no load: it must not tear them down at once.
+    let running = [healthy("web-a"), healthy("web-b"), healthy("web-c"), healthy("web-d")];
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &running);
+    let p = c.step();
+    assert!(scale_targets(&p).is_empty() && stops(&p).is_empty());
+    let v = c.version();
+    // Within the 10 s scale-down window: hold, tick after tick.
+    for t in (500..10_000).step_by(500) {
+        c = c.at(t).proxy(v, 0.0, &[]).worker("w1", 4, 5.0, &running);
+        assert!(scale_targets(&c.step()).is_empty(), "held at {t} ms");
+    }
+    // After it: one step down (max_step_down 1), then no other before step_interval_s (3 s).
+    let mut downs = Vec::new();
+    for t in (10_500..17_000).step_by(500) {
+        c = c.at(t).proxy(v, 0.0, &[]).worker("w1", 4, 5.0, &running);
+        for to in scale_targets(&c.step()) {
+            downs.push((t, to));
+        }
+    }
+    let targets: Vec<u32> = downs.iter().map(|d| d.1).collect();
+    assert_eq!(targets, [3, 2, 1], "{downs:?}");
+    assert!(downs.windows(2).all(|w| w[1].0 - w[0].0 >= 3_000), "{downs:?}");
+}
