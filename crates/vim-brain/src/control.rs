@@ -45,13 +45,14 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
         let running = world
             .workers
             .values()
+            .filter(|w| w.is_up(now.mono, &world.settings))
             .flat_map(|w| w.last.replicas.iter())
             .filter(|r| r.service == req.service && r.state != ReplicaState::Exited)
             .count() as u32;
-        if n > running + free {
+        if n > running.saturating_add(free) {
             note.push_str(&format!(
                 "; only {} can run now ({running} running + {free} free slots on live workers)",
-                running + free
+                running.saturating_add(free)
             ));
         }
         (Some(n), ScaleMode::Manual, note)
@@ -74,7 +75,7 @@ fn free_slots(world: &World, now: Now) -> u32 {
         .values()
         .filter(|w| w.is_up(now.mono, &world.settings))
         .map(|w| w.last.capacity.max_replicas.saturating_sub(w.last.replicas.len() as u32))
-        .sum()
+        .fold(0u32, u32::saturating_add)
 }
 
 pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {

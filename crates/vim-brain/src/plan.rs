@@ -148,9 +148,14 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
             };
             if services.get(&r.service).is_none() {
                 // A replica of a service that is not declared (any more): stop it.
-                if !matches!(phase, Phase::Stopping { .. }) {
-                    stop(&mut p, now, &r.service, &r.id, wid, 1, 0.0,
-                        format!("service {} is not declared in the services file", r.service));
+                match phase {
+                    Phase::Stopping { sent, attempt } => {
+                        if t.saturating_sub(sent) >= s.stop_retry_ms {
+                            stop(&mut p, now, &r.service, &r.id, wid, attempt + 1, 0.0, String::new());
+                        }
+                    }
+                    _ => stop(&mut p, now, &r.service, &r.id, wid, 1, 0.0,
+                        format!("service {} is not declared in the services file", r.service)),
                 }
                 continue;
             }
@@ -216,7 +221,7 @@ fn stop(
 ) {
     let cmd = WorkerCommand {
         v: SCHEMA_VERSION,
-        id: command_id(&format!("stop-{replica}-{attempt}")),
+        id: command_id("stop", replica, attempt),
         issued_ms: now.unix_ms,
         action: Action::Stop { replica: replica.clone(), grace_ms: (grace_s * 1000.0) as u64 },
     };
@@ -240,8 +245,14 @@ fn stop(
     }
 }
 
-fn command_id(s: &str) -> CommandId {
-    CommandId::new(s).expect("command ids are built from valid ids and fit in 64 bytes")
+/// `<kind>-<replica>-<attempt>`, or with the replica id hashed when that would not fit in an id
+/// (replica ids reported by workers may be up to 64 bytes).
+fn command_id(kind: &str, replica: &ReplicaId, attempt: u32) -> CommandId {
+    CommandId::new(format!("{kind}-{replica}-{attempt}")).unwrap_or_else(|_| {
+        // FNV-1a: stable across runs, so a retried command keeps its id.
+        let h = replica.as_str().bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        CommandId::new(format!("{kind}-{h:016x}-{attempt}")).expect("short ascii id")
+    })
 }
 
 fn decision(
@@ -373,7 +384,7 @@ fn plan_service(
                 replica: replica.clone(),
                 cmd: WorkerCommand {
                     v: SCHEMA_VERSION,
-                    id: command_id(&format!("start-{replica}")),
+                    id: command_id("start", &replica, 1),
                     issued_ms: now.unix_ms,
                     action: Action::Start { replica: replica.clone(), spec: svc.replica_spec() },
                 },
@@ -461,6 +472,9 @@ fn plan_service(
                 let left = in_flight_left(world, t, name, &m.id, version);
                 let reason = match left {
                     None => Some(format!("drained in {} ms: no request in flight", t - since)),
+                    Some(u64::MAX) if t >= deadline => {
+                        Some("drain deadline passed before every proxy applied the drain".to_string())
+                    }
                     Some(n) if t >= deadline => {
                         Some(format!("drain deadline passed with {n} request(s) still in flight"))
                     }
@@ -582,7 +596,7 @@ fn signals(world: &World, t: Millis, name: &ServiceName, svc: &ServiceConfig, me
     for proxy in world.live_proxies(t) {
         if let Some(st) = proxy.last.services.iter().find(|s| &s.service == name) {
             *rps.get_or_insert(0.0) += st.totals.rps;
-            *in_flight.get_or_insert(0.0) += st.totals.in_flight as f64;
+            *in_flight.get_or_insert(0.0) += st.totals.in_flight as f64; // f64: no overflow
         }
     }
     Signals { ready: healthy.len() as u32, cpu_pct_sum, rps, in_flight }
@@ -634,7 +648,7 @@ fn in_flight_left(world: &World, t: Millis, service: &ServiceName, replica: &Rep
             return Some(u64::MAX);
         }
         if let Some(b) = st.backends.iter().find(|b| &b.id == replica) {
-            left += b.traffic.in_flight;
+            left = left.saturating_add(b.traffic.in_flight);
         }
     }
     (left > 0).then_some(left)

@@ -218,6 +218,12 @@ impl World {
                     ReplicaState::Exited => {
                         w.last.replicas.retain(|x| x.id != r.id);
                         w.unhealthy_since.remove(&r.id);
+                        // Exited while starting (crashed, or its health check timed out): forget
+                        // the start, so the next plan replaces it now rather than after the
+                        // start timeout.
+                        if matches!(self.records.get(&r.id), Some(Record { intent: Intent::Starting { .. }, .. })) {
+                            self.records.remove(&r.id);
+                        }
                     }
                     state => {
                         if state == ReplicaState::Unhealthy {

@@ -416,3 +416,38 @@ fn restarted_brain_holds_what_runs_then_steps_down_slowly() {
     assert_eq!(targets, [3, 2, 1], "{downs:?}");
     assert!(downs.windows(2).all(|w| w[1].0 - w[0].0 >= 3_000), "{downs:?}");
 }
+
+#[test]
+fn long_replica_ids_from_workers_do_not_break_commands() {
+    let long = "x".repeat(64);
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a"), (long.as_str(), "old", ReplicaState::Healthy)]);
+    let p = c.step();
+    assert_eq!(stops(&p), [long]);
+    assert!(p.commands.iter().all(|c| c.cmd.id.as_str().len() <= 64));
+}
+
+#[test]
+fn a_replica_that_exits_while_starting_is_replaced_at_once() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[]);
+    let p = c.step();
+    let (w, r) = starts(&p)[0].clone();
+    let exited = ReplicaEvent {
+        v: 1,
+        worker: w.parse().unwrap(),
+        ts_ms: 0,
+        replica: ReplicaStatus {
+            id: r.parse().unwrap(),
+            service: "web".parse().unwrap(),
+            addr: "127.0.0.1:1".into(),
+            state: ReplicaState::Exited,
+            cpu_pct: 0.0,
+            mem_bytes: 0,
+            started_ms: 0,
+            restarts: 0,
+        },
+        reason: "exited with status 1".into(),
+    };
+    c.world.apply(Event::Replica(exited), 300);
+    let p = c.at(400).step();
+    assert_eq!(starts(&p).len(), 1, "replaced without waiting for the start timeout");
+}

@@ -209,7 +209,17 @@ impl Worker {
                 Some(ev) = recv_opt(&mut runtime_events) => self.on_runtime_event(ev),
                 Some(report) = health_rx.recv() => self.on_health(report),
                 Some(done) = self.stops.join_next(), if !self.stops.is_empty() => match done {
-                    Ok((replica, Err(e))) => error!(replica = %replica, error = %e, "stop failed"),
+                    Ok((replica, Err(e))) => {
+                        error!(replica = %replica, error = %e, "stop failed; a repeated stop command tries again");
+                        // Leave `stopping`, or every later stop would be answered "already
+                        // stopping" and the replica would never stop. Its health check decides
+                        // whether it is still healthy.
+                        if let Some(r) = self.replicas.get_mut(&replica) {
+                            if r.state == ReplicaState::Stopping {
+                                r.state = ReplicaState::Unhealthy;
+                            }
+                        }
+                    }
                     Ok((replica, Ok(()))) => debug!(replica = %replica, "stop finished"),
                     Err(e) => error!(error = %e, "stop task failed"),
                 },
