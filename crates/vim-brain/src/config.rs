@@ -236,27 +236,16 @@ impl ServiceConfig {
         if self.name.as_str().len() > MAX_SERVICE_NAME {
             return Err(format!("name must be at most {MAX_SERVICE_NAME} bytes"));
         }
-        if self.command.is_empty() && self.image.is_none() {
-            return Err("needs `command` (process runtime) or `image` (Docker runtime)".into());
-        }
         if self.command.first().is_some_and(|c| c.trim().is_empty()) {
             return Err("command[0] must not be empty".into());
         }
         if self.port == 0 {
             return Err("port must be 1..=65535".into());
         }
-        if !self.health_path.starts_with('/') {
-            return Err(format!("health_path {:?} must start with '/'", self.health_path));
-        }
-        if let Some(c) = self.cpus {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(format!("cpus must be > 0, got {c}"));
-            }
-        }
-        if self.memory_mb == Some(0) {
-            return Err("memory_mb must be > 0".into());
-        }
         use acs_events::Validate;
+        // What a worker would refuse (no command or image, health_path, limits) is refused here
+        // by the same check, so a file that loads never produces commands workers reject.
+        self.replica_spec().validate()?;
         self.route.validate()?;
         self.policy.validate().map_err(|e| format!("policy.{e}"))
     }

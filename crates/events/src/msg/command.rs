@@ -111,7 +111,9 @@ impl Validate for WorkerCommand {
 impl Validate for ReplicaSpec {
     fn validate(&self) -> Result<(), String> {
         if self.command.is_empty() && self.image.is_none() {
-            return Err(format!("service {}: spec needs a command or an image", self.service));
+            return Err(
+                "needs a command or an image (`command` for the process runtime, `image` for Docker)".into(),
+            );
         }
         if !self.health_path.starts_with('/') {
             return Err(format!("health_path {:?} must start with '/'", self.health_path));
