@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # The acs demo cluster in containers (compose.yaml): NATS, vim-brain, the proxy on
 # 127.0.0.1:8080 and three Docker-runtime workers (capacity 2, 3, 4) that start the `web`
-# replicas as containers on the network `acs-demo`. See docs/DOCKER.md.
+# replicas as containers on the network `acs-data`. See docs/DOCKER.md.
+#
+# Secure by default: every component has its own NATS identity (nkey) and client certificate,
+# NATS requires both (mutual TLS) and gives each identity only its role's subjects, and the
+# replicas' network `acs-data` does not reach NATS (which is on `acs-control`).
 #
 # Usage: scripts/compose-demo.sh COMMAND [ARGS...]
 #   up [--rebuild]   install missing tools, build the images that are missing (all with
-#                    --rebuild), start the cluster, wait until the proxy serves /whoami
+#                    --rebuild), make the credentials (`auth`), start the cluster, wait until
+#                    the proxy serves /whoami
+#   auth             make the missing credentials for the services of compose.yaml in
+#                    .acs/compose/auth (`acsctl auth init --tls`; existing ones are kept), copy
+#                    each container's own files to .acs/compose/mounts/<service>, and reload
+#                    NATS if it runs (after adding or revoking a worker)
 #   down             stop the workers (they stop their replicas), remove every container
-#                    including leftover replicas, the network acs-demo and the NATS volume
+#                    including leftover replicas, the networks and the NATS volume (the
+#                    credentials stay; `rm -rf .acs/compose` to start afresh)
 #   load [ARGS...]   load through the proxy: `acsctl load ARGS` (default
 #                    http://127.0.0.1:8080/ --rps 100 --duration 60s), or wrk when
 #                    ACS_LOAD_TOOL=wrk
 #   status           containers (cluster and replicas), then `acsctl status`
 #   watch [ARGS...]  `acsctl watch ARGS` on nats://127.0.0.1:4222 (Ctrl-C to stop)
+#   acsctl [ARGS...] any acsctl command as the operator of this cluster (`acsctl scale web 3`)
 #   logs [SERVICE]   follow the logs (all services, or one: nats brain proxy worker1..3)
 #   config           validate compose.yaml and print it resolved
-#   check            every component is connected to NATS by name, the proxy serves /whoami
-#                    (`up` ends with it)
+#   check            every component is connected to NATS by name, over TLS, as its own nkey
+#                    user; the proxy serves /whoami (`up` ends with it)
 #
 # Environment: COMPOSE_PROJECT_NAME (default acs), ACS_LOG (RUST_LOG of the components, default
 # info), ACS_READY_TIMEOUT (seconds `up` waits for a served request, default 120).
@@ -29,13 +40,26 @@ die() { printf 'compose-demo: error: %s\n' "$*" >&2; exit 1; }
 
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-acs}
 COMPOSE_FILE_PATH="$ROOT/compose.yaml"
-NETWORK=acs-demo
+# The replicas' network (the workers' --docker-network) and the control plane's (NATS).
+DATA_NETWORK=acs-data
+CONTROL_NETWORK=acs-control
 PROXY_URL=http://127.0.0.1:8080
 NATS_URL_HOST=nats://127.0.0.1:4222
 NATS_MONITOR=http://127.0.0.1:8222
 IMAGES=(demo-web vmm-worker vim-brain proxy nats)
-WORKER_SERVICES=(worker1 worker2 worker3)
-WORKER_IDS=(w1 w2 w3)
+# The credentials (acsctl's COMPOSE_AUTH_DIR: `acsctl status|watch|scale` run in this
+# repository find the operator identity there by themselves), and each container's copy of its
+# own files.
+AUTH_DIR_REL=.acs/compose/auth
+AUTH_DIR="$ROOT/$AUTH_DIR_REL"
+MOUNTS_DIR="$ROOT/.acs/compose/mounts"
+# The names the server certificate is made for: `nats` in the compose network, the host's
+# loopback for acsctl. Always the same order: acsctl keeps the certificate while they match.
+TLS_HOSTS=nats,localhost,127.0.0.1
+# Filled from compose.yaml by load_services (services with image acs/vmm-worker, their --id).
+WORKER_SERVICES=()
+WORKER_IDS=()
+PROXY_IDS=()
 # The label the Docker runtime puts on the replica containers it starts, with the worker id as
 # value (crates/vmm-worker/src/runtime/docker.rs).
 WORKER_LABEL=${ACS_WORKER_LABEL:-acs.worker}
@@ -76,15 +100,31 @@ install_compose() {
   find_compose || die "docker-compose still missing after apt-get install"
 }
 
-# --- acsctl for load / status / watch ---------------------------------------------------------
+# --- acsctl for auth / load / status / watch --------------------------------------------------
 ACSCTL=
+# The newer of the host build and the static one scripts/build-images.sh makes (an old build
+# may predate `acsctl auth`), else acsctl on PATH.
 find_acsctl() {
   local c
+  ACSCTL=
   for c in "$ROOT/target/release/acsctl" "$ROOT/target/$STATIC_TARGET/release/acsctl"; do
-    [ -x "$c" ] && { ACSCTL=$c; return 0; }
+    [ -x "$c" ] || continue
+    if [ -z "$ACSCTL" ] || [ "$c" -nt "$ACSCTL" ]; then ACSCTL=$c; fi
   done
-  ACSCTL=$(command -v acsctl 2>/dev/null || true)
+  [ -n "$ACSCTL" ] || ACSCTL=$(command -v acsctl 2>/dev/null || true)
   [ -n "$ACSCTL" ]
+}
+
+# acsctl as this cluster's operator: its nkey, inbox prefix and client certificate, explicitly
+# (acsctl would find them in .acs/compose/auth by itself, but a local cluster's credentials in
+# .acs/auth would be tried first).
+operator_acsctl() {
+  need_acsctl
+  [ -f "$AUTH_DIR/operator.nk" ] || die "no operator credentials in $AUTH_DIR_REL (scripts/compose-demo.sh up makes them)"
+  NATS_NKEY="$AUTH_DIR/operator.nk" NATS_INBOX_PREFIX=_INBOX_operator \
+    NATS_CA="$AUTH_DIR/tls/ca.pem" NATS_CERT="$AUTH_DIR/tls/operator.pem" \
+    NATS_KEY="$AUTH_DIR/tls/operator-key.pem" \
+    "$ACSCTL" --nats "$NATS_URL_HOST" "$@"
 }
 
 need_acsctl() {
@@ -118,17 +158,150 @@ missing_images() {
   done
 }
 
-# Replica containers of this cluster's workers: the worker label AND the demo network, so
+# Replica containers of this cluster's workers: the worker label AND the data network, so
 # containers of other acs clusters on this engine (e.g. tests) are never touched.
 replica_containers() {
   local id
   for id in "${WORKER_IDS[@]}"; do
-    docker ps -aq --filter "label=$WORKER_LABEL=$id" --filter "network=$NETWORK"
+    docker ps -aq --filter "label=$WORKER_LABEL=$id" --filter "network=$DATA_NETWORK"
   done | sort -u
+}
+
+# "<service> <image> <id>" per service of compose.yaml; id is the value after `--id` in its
+# command, or `-`. Reads `compose config` (docker-compose 1.29 and v2 both print the command
+# one list item per line).
+compose_services() {
+  compose config | awk '
+    function flush() { if (svc != "") print svc, img, id }
+    /^services:/ { in_s = 1; next }
+    in_s && /^[^ ]/ { in_s = 0 }
+    !in_s { next }
+    /^  [A-Za-z0-9_.-]+:$/ { flush(); svc = $1; sub(":$", "", svc); img = "-"; id = "-"; want = 0; next }
+    /^    image:/ { img = $2 }
+    want && /^ *- / { id = $2; want = 0; next }
+    /^ *- --id$/ { want = 1 }
+    END { flush() }'
+}
+
+# The workers and proxies compose.yaml declares, from their images and --id.
+load_services() {
+  local svc img id
+  WORKER_SERVICES=() WORKER_IDS=() PROXY_IDS=()
+  while read -r svc img id; do
+    case "$img" in
+      acs/vmm-worker:*) WORKER_SERVICES+=("$svc"); WORKER_IDS+=("$id") ;;
+      acs/proxy:*) PROXY_IDS+=("$id") ;;
+    esac
+  done < <(compose_services)
+  [ "${#WORKER_IDS[@]}" -gt 0 ] || die "compose.yaml declares no worker (a service with image acs/vmm-worker and --id)"
 }
 
 http_code() {
   curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
+}
+
+# --- credentials ----------------------------------------------------------------------------
+# Files of the auth dir are the invoking user's (seeds and keys 0600, folders 0700), but most
+# containers run as uid 10001: each container gets a copy of only its own files, owned by the
+# uid its image runs as, with the same modes. That needs root (or sudo) to chown.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n "$@"
+  else
+    die "copying the credentials for the containers needs root (to chown them to the containers' uid): run as root or with passwordless sudo"
+  fi
+}
+
+# uid:gid the image runs as (its USER; root when unset or when the image is not here yet, as
+# the official nats image, which runs as root).
+image_owner() {
+  local user
+  user=$(docker image inspect --format '{{.Config.User}}' "$1" 2>/dev/null || true)
+  case "$user" in
+    '') echo 0:0 ;;
+    *[!0-9:]*) die "image $1 runs as user name $user; give it a numeric uid:gid (USER 10001:10001)" ;;
+    *:*) echo "$user" ;;
+    *) echo "$user:$user" ;;
+  esac
+}
+
+# The files (relative to the auth dir) one service's container needs: the server gets
+# auth.conf (public keys and permissions) and its certificate; a component its own seed and
+# client certificate. Nothing else: a broken-into brain does not hold a worker's key.
+service_files() {
+  local svc=$1 img=$2 id=$3
+  case "$img" in
+    acs/vim-brain:*) echo brain.nk tls/ca.pem tls/brain.pem tls/brain-key.pem ;;
+    acs/proxy:*) echo "proxies/$id.nk tls/ca.pem tls/proxies/$id.pem tls/proxies/$id-key.pem" ;;
+    acs/vmm-worker:*) echo "workers/$id.nk tls/ca.pem tls/workers/$id.pem tls/workers/$id-key.pem" ;;
+    *nats*) [ "$svc" = nats ] && echo auth.conf tls/ca.pem tls/server.pem tls/server-key.pem ;;
+  esac
+}
+
+# Copies FILES from the auth dir to mounts/SERVICE (folders 0700, files with their modes, all
+# owned by OWNER) and removes what is no longer listed. The folder itself stays: it is
+# bind-mounted, and a running container keeps seeing the same folder.
+stage_service() {
+  local svc=$1 owner=$2 f dst mode
+  shift 2
+  dst="$MOUNTS_DIR/$svc"
+  as_root install -d -m 0700 -o "${owner%%:*}" -g "${owner##*:}" "$dst"
+  for f in "$@"; do
+    [ -f "$AUTH_DIR/$f" ] || die "$AUTH_DIR_REL/$f is missing (scripts/compose-demo.sh auth makes it)"
+    mode=$(stat -c %a "$AUTH_DIR/$f")
+    as_root install -d -m 0700 -o "${owner%%:*}" -g "${owner##*:}" "$dst/$(dirname "$f")"
+    as_root install -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$AUTH_DIR/$f" "$dst/$f"
+  done
+  while IFS= read -r f; do
+    [[ " $* " == *" ${f#"$dst"/} "* ]] || as_root rm -f "$f"
+  done < <(as_root find "$dst" -type f)
+}
+
+# Makes what is missing (keeps every existing seed and certificate), then stages each
+# service's files and removes the copies of services compose.yaml no longer has.
+cmd_auth() {
+  need_docker
+  need_compose
+  load_services
+  need_acsctl
+  local workers proxies svc img id files staged=()
+  workers=$(IFS=,; echo "${WORKER_IDS[*]}")
+  proxies=$(IFS=,; echo "${PROXY_IDS[*]}")
+  say "credentials in $AUTH_DIR_REL: acsctl auth init --workers $workers --proxies $proxies --tls-host $TLS_HOSTS"
+  "$ACSCTL" auth --dir "$AUTH_DIR" init --workers "$workers" ${proxies:+--proxies "$proxies"} \
+    --tls --tls-host "$TLS_HOSTS" | sed 's/^/  /'
+  mkdir -p "$MOUNTS_DIR"
+  chmod 0700 "$ROOT/.acs/compose" "$MOUNTS_DIR"
+  while read -r svc img id; do
+    files=$(service_files "$svc" "$img" "$id")
+    [ -n "$files" ] || continue
+    # shellcheck disable=SC2086 # one word per file
+    stage_service "$svc" "$(image_owner "$img")" $files
+    staged+=("$svc")
+  done < <(compose_services)
+  for svc in "$MOUNTS_DIR"/*; do
+    [ -d "$svc" ] || continue
+    [[ " ${staged[*]} " == *" $(basename "$svc") "* ]] || { as_root rm -rf "$svc"; say "removed the copy for $(basename "$svc")"; }
+  done
+  say "each container's own credentials: .acs/compose/mounts/{$(IFS=,; echo "${staged[*]}")}"
+  if [ -n "$(compose ps -q nats 2>/dev/null)" ]; then
+    compose kill -s HUP nats >/dev/null 2>&1 && say "NATS reloaded auth.conf"
+  fi
+}
+
+# nats-server -t with the mounts compose.yaml gives it: a bad config or a missing certificate
+# shows here with the server's own words, not as a restarting container.
+check_nats_config() {
+  local img
+  img=$(compose_services | awk '$1 == "nats" { print $2 }')
+  [ -n "$img" ] && docker image inspect "$img" >/dev/null 2>&1 || return 0
+  docker run --rm --network none \
+    -v "$ROOT/nats/compose.conf:/etc/nats/nats.conf:ro" \
+    -v "$MOUNTS_DIR/nats:/etc/nats/auth:ro" \
+    "$img" -c /etc/nats/nats.conf -t >/dev/null 2>&1 \
+    || die "nats-server rejects nats/compose.conf with the credentials: docker run --rm -v \$PWD/nats/compose.conf:/etc/nats/nats.conf:ro -v \$PWD/.acs/compose/mounts/nats:/etc/nats/auth:ro $img -c /etc/nats/nats.conf -t"
 }
 
 # --- commands -------------------------------------------------------------------------------
@@ -160,6 +333,9 @@ cmd_up() {
     fi
   fi
 
+  cmd_auth
+  check_nats_config
+
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME up -d"
   compose up -d
 
@@ -190,38 +366,59 @@ cmd_up() {
   scripts/compose-demo.sh load            100 req/s for 60 s: watch it scale out
   scripts/compose-demo.sh status          containers, services, workers
   acsctl scale web 5 / acsctl scale web auto   pin a replica count / back to the policy
+                                          (acsctl finds the operator credentials in $AUTH_DIR_REL)
+  bench/compose-security.sh               try the attacks of issue 7 against this cluster
   scripts/compose-demo.sh down            stop and remove everything
 EOF
 }
 
 # Every component reached NATS by its compose name (nats://nats:4222): their static glibc
 # binaries resolved `nats` through Docker's embedded DNS. The NATS monitoring endpoint lists the
-# connections by client name.
+# connections by client name, with the TLS version and the nkey each one authenticated as.
 cmd_check() {
   command -v curl >/dev/null 2>&1 || die "curl not found"
-  local want=("vim-brain" "acs-proxy-p1") id deadline names missing
+  need_compose
+  load_services
+  local want=("vim-brain") id deadline conns missing
+  for id in "${PROXY_IDS[@]}"; do want+=("acs-proxy $id"); done
   for id in "${WORKER_IDS[@]}"; do want+=("vmm-worker $id"); done
   deadline=$((SECONDS + 30))
   while :; do
-    names=$(curl -s --max-time 2 "$NATS_MONITOR/connz?limit=1024" | grep -o '"name": *"[^"]*"' | sed 's/.*: *"//; s/"$//')
+    conns=$(curl -s --max-time 2 "$NATS_MONITOR/connz?limit=1024&auth=true" || true)
     missing=()
     for id in "${want[@]}"; do
-      grep -qxF "$id" <<<"$names" || missing+=("$id")
+      connected_securely "$id" <<<"$conns" || missing+=("$id")
     done
     [ "${#missing[@]}" -eq 0 ] && break
-    [ "$SECONDS" -lt "$deadline" ] || die "not connected to nats://nats:4222 within 30s: ${missing[*]} (scripts/compose-demo.sh logs)"
+    [ "$SECONDS" -lt "$deadline" ] || die "not connected to nats://nats:4222 (over TLS, with an nkey) within 30s: ${missing[*]} (scripts/compose-demo.sh logs)"
     sleep 1
   done
-  say "check: connected to NATS by name (nats://nats:4222): ${want[*]}"
+  say "check: connected to NATS by name (nats://nats:4222), each over TLS as its own nkey user: ${want[*]}"
   local code
   code=$(http_code "$PROXY_URL/whoami")
   [ "$code" = 200 ] || die "check: $PROXY_URL/whoami answered HTTP $code"
   say "check: $PROXY_URL/whoami answers 200"
 }
 
+# Whether the connz JSON on stdin has a connection named $1 with TLS and an nkey user (U...).
+# Without python3 only the name is checked.
+connected_securely() {
+  if ! command -v python3 >/dev/null 2>&1; then
+    grep -q "\"name\": *\"$1\"" && return 0
+    return 1
+  fi
+  python3 -c '
+import json, sys
+conns = json.load(sys.stdin).get("connections") or []
+ok = any(c.get("name") == sys.argv[1] and c.get("tls_version")
+         and str(c.get("authorized_user", "")).startswith("U") for c in conns)
+sys.exit(0 if ok else 1)' "$1" 2>/dev/null
+}
+
 cmd_down() {
   need_docker
   need_compose
+  load_services
   # Workers first, while NATS still runs: on SIGTERM each stops the replicas it started.
   say "stopping the workers (they stop their replicas)"
   compose stop -t 30 "${WORKER_SERVICES[@]}" || true
@@ -234,17 +431,19 @@ cmd_down() {
   fi
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME down --volumes --remove-orphans"
   compose down --volumes --remove-orphans
-  if docker network inspect "$NETWORK" >/dev/null 2>&1; then
+  local net attached left_net=0
+  for net in "$DATA_NETWORK" "$CONTROL_NETWORK"; do
+    docker network inspect "$net" >/dev/null 2>&1 || continue
     # Still there: something else is attached. Say what instead of removing foreign containers.
-    local attached
-    attached=$(docker network inspect "$NETWORK" --format '{{range .Containers}}{{.Name}} {{end}}')
+    attached=$(docker network inspect "$net" --format '{{range .Containers}}{{.Name}} {{end}}')
     if [ -z "${attached// /}" ]; then
-      docker network rm "$NETWORK" >/dev/null && say "removed network $NETWORK"
+      docker network rm "$net" >/dev/null && say "removed network $net"
     else
-      say "network $NETWORK still has containers attached: $attached(remove them, then: docker network rm $NETWORK)"
-      return 1
+      say "network $net still has containers attached: $attached(remove them, then: docker network rm $net)"
+      left_net=1
     fi
-  fi
+  done
+  [ "$left_net" -eq 0 ] || return 1
   say "down"
 }
 
@@ -263,26 +462,25 @@ cmd_load() {
 cmd_status() {
   need_docker
   need_compose
+  load_services
   compose ps
   echo
-  echo "replica containers (label $WORKER_LABEL, network $NETWORK):"
+  echo "replica containers (label $WORKER_LABEL, network $DATA_NETWORK):"
   local ids
   ids=$(replica_containers)
   if [ -n "$ids" ]; then
     # shellcheck disable=SC2086
-    docker ps -a --filter "network=$NETWORK" --filter "label=$WORKER_LABEL" \
+    docker ps -a --filter "network=$DATA_NETWORK" --filter "label=$WORKER_LABEL" \
       --format 'table {{.Names}}\t{{.Label "'"$WORKER_LABEL"'"}}\t{{.Status}}\t{{.Image}}'
   else
     echo "  (none)"
   fi
   echo
-  need_acsctl
-  "$ACSCTL" --nats "$NATS_URL_HOST" status || say "acsctl status failed (is the cluster up?)"
+  operator_acsctl status || say "acsctl status failed (is the cluster up?)"
 }
 
 cmd_watch() {
-  need_acsctl
-  exec "$ACSCTL" --nats "$NATS_URL_HOST" watch "$@"
+  operator_acsctl watch "$@"
 }
 
 cmd_logs() {
@@ -301,7 +499,9 @@ cmd=${1:-}
 [ "$#" -eq 0 ] || shift
 case "$cmd" in
   up) cmd_up "$@" ;;
+  auth) cmd_auth "$@" ;;
   down) cmd_down "$@" ;;
+  acsctl) operator_acsctl "$@" ;;
   load) cmd_load "$@" ;;
   status) cmd_status "$@" ;;
   watch) cmd_watch "$@" ;;

@@ -2,15 +2,29 @@
 # The test suite, as CI runs it (.ci/run calls exactly this).
 #
 #   1. installs what the machine lacks (scripts/install-deps.sh: nats-server, cmake, wrk, nextest)
-#   2. builds every binary (integration tests start the real binaries)
-#   3. runs unit, integration and end-to-end tests with cargo-nextest
+#   2. checks that a Docker engine answers: the Docker tests fail without one, so this stops
+#      early and says so, unless ACS_SKIP_DOCKER_TESTS=1 skips them
+#   3. builds every binary (integration tests start the real binaries)
+#   4. runs unit, integration and end-to-end tests with cargo-nextest
 #
-# Integration tests start their own nats-server on free loopback ports; nothing is mocked.
+# What is real and what is faked: the README's "Tests" section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 export PATH="$PATH:/usr/sbin"
+
+if [[ "${ACS_SKIP_DOCKER_TESTS:-}" == 1 ]]; then
+  echo "test: ACS_SKIP_DOCKER_TESTS=1: the Docker tests are skipped (they pass without running)"
+elif version=$(docker info --format '{{.ServerVersion}}' 2>&1); then
+  echo "test: Docker engine ${version} answers; the Docker tests run against it"
+else
+  echo "test: no Docker engine answers \`docker info\`:" >&2
+  grep -v '^$' <<<"${version}" | sed 's/^/test:   /' >&2
+  echo "test: the Docker tests need one. Start Docker (or point DOCKER_HOST at an engine)," >&2
+  echo "test: or run ACS_SKIP_DOCKER_TESTS=1 ./scripts/test.sh to skip the Docker tests." >&2
+  exit 1
+fi
 
 echo "test: building workspace binaries"
 cargo build --locked --workspace --bins --examples

@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cluster = LocalCluster::start(opts).await?;
     let web = |s: &acs_events::StatusReply| s.services[0].clone();
     cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 1).await?;
-    let nats = async_nats::connect(cluster.nats_url()).await?;
+    let nats = cluster.operator_client().await?;
     let whoami = format!("{}/whoami", cluster.proxy_url());
 
     // Steady load for the whole run; its failures are the figure that must be 0.

@@ -18,14 +18,9 @@ use crate::load::LoadOptions;
     after_help = "Start a local cluster with `acsctl up`, then try `acsctl status` and `acsctl watch` in another terminal."
 )]
 pub struct Cli {
-    /// NATS server URL (ignored by `up`, which starts its own server).
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    pub nats: String,
+    /// NATS servers, credentials and TLS (ignored by `up`, which starts its own server).
+    #[command(flatten)]
+    pub nats: acs_node::NatsArgs,
 
     /// Subject prefix shared by every component of the cluster.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs", global = true)]
@@ -76,6 +71,10 @@ pub enum Command {
 
     /// Run a local cluster (nats-server, vim-brain, workers, proxy) until Ctrl-C.
     Up(UpArgs),
+
+    /// Make and manage the cluster's NATS credentials: one nkey per identity, the
+    /// least-privilege auth.conf the server includes, and (with --tls) a local CA.
+    Auth(crate::auth::AuthArgs),
 }
 
 /// What `acsctl scale` asks for.

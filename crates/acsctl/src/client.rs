@@ -5,46 +5,98 @@ use std::time::Duration;
 use acs_events::{
     decode, encode, DecodeError, ScaleReply, ScaleRequest, StatusReply, Subjects, Validate,
 };
-use async_nats::{Client, ConnectOptions, Request, RequestErrorKind};
+use acs_node::{NatsArgs, NatsOptions};
+
+use crate::auth::{AuthDir, Role};
+use async_nats::{Client, Request, RequestErrorKind};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// Where `acsctl` looks for an operator identity when no credential flag is given: the local
+/// cluster's (`acsctl up` writes `$ACS_DIR/auth`, default `.acs/auth`) and the compose demo's
+/// (`scripts/compose-demo.sh` writes `.acs/compose/auth`), relative to the working directory
+/// or the workspace.
+pub const COMPOSE_AUTH_DIR: &str = ".acs/compose/auth";
+
+/// The ways to connect, best first. Explicit flags (or `--nats-insecure`) give exactly one;
+/// without them, one per cluster whose operator credentials are found on disk.
+pub fn candidates(args: &NatsArgs, subjects: &Subjects, name: &str) -> Result<Vec<NatsOptions>> {
+    let explicit = args.creds.is_some()
+        || args.nkey.is_some()
+        || args.user.is_some()
+        || args.token.is_some()
+        || args.insecure;
+    if explicit {
+        return Ok(vec![args.clone().into_options(name)?]);
+    }
+    let local = std::env::var_os("ACS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ".acs".into())
+        .join("auth");
+    let mut found = Vec::new();
+    for dir in [local, COMPOSE_AUTH_DIR.into()] {
+        let dir = crate::cluster::resolve_path(&dir);
+        let auth = AuthDir::new(&dir, subjects.clone());
+        if auth.seed_file(&Role::Operator).is_file() {
+            for url in &args.servers {
+                let mut o = auth.nats_options(&Role::Operator, url).with_name(name);
+                o.servers = args.servers.clone();
+                if !found.contains(&o) {
+                    found.push(o);
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        // No cluster credentials on disk: the plain error says which flags to pass.
+        return Ok(vec![args.clone().into_options(name)?]);
+    }
+    Ok(found)
+}
+
+/// [`connect`] with each candidate in turn; the first that is admitted wins.
+pub async fn connect_any(candidates: &[NatsOptions], timeout: Duration) -> Result<(Client, NatsOptions)> {
+    let mut last = None;
+    for c in candidates {
+        match connect(c, timeout).await {
+            Ok(nc) => return Ok((nc, c.clone())),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Usage("no way to connect to NATS".into())))
+}
+
 /// Connects once and fails fast with a readable error: for one-shot commands, where a user waits.
-pub async fn connect(url: &str, timeout: Duration) -> Result<Client> {
-    ConnectOptions::new()
-        .name("acsctl")
-        .connection_timeout(timeout)
-        .request_timeout(Some(timeout))
-        .connect(url)
-        .await
-        .map_err(|e| Error::Connect {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+pub async fn connect(nats: &NatsOptions, timeout: Duration) -> Result<Client> {
+    Ok(nats.connect_once(timeout).await?)
 }
 
 /// Connects in the background and keeps reconnecting: for long-running commands (`watch`),
 /// which should survive a NATS restart. Disconnects are reported on stderr.
-pub async fn connect_background(url: &str, name: &str) -> Result<Client> {
-    ConnectOptions::new()
-        .name(name)
+pub async fn connect_background(nats: &NatsOptions) -> Result<Client> {
+    let who = nats.name.clone();
+    nats.connect_options()
+        .await?
         .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Disconnected => {
-                    eprintln!("-- disconnected from NATS; reconnecting")
+        .event_callback(move |event| {
+            let who = who.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        eprintln!("-- disconnected from NATS; reconnecting")
+                    }
+                    async_nats::Event::Connected => eprintln!("-- connected to NATS"),
+                    // Failed reconnect attempts repeat with backoff; one "disconnected" says enough.
+                    async_nats::Event::ClientError(_) => {}
+                    other => acs_node::nats::log_event(&who, &other),
                 }
-                async_nats::Event::Connected => eprintln!("-- connected to NATS"),
-                // Failed reconnect attempts repeat with backoff; one "disconnected" says enough.
-                async_nats::Event::ClientError(_) => {}
-                other => eprintln!("-- NATS: {other}"),
             }
         })
-        .connect(url)
+        .connect(&nats.servers)
         .await
         .map_err(|e| Error::Connect {
-            url: url.to_string(),
+            url: nats.servers_display(),
             reason: e.to_string(),
         })
 }

@@ -13,6 +13,10 @@ pub enum Error {
     #[error("cannot connect to NATS at {url}: {reason}. Is nats-server running? (`acsctl up` starts a local cluster)")]
     Connect { url: String, reason: String },
 
+    /// Bad NATS options, an unreadable credential, or a refused connection; says what to fix.
+    #[error("{0}")]
+    Nats(#[from] acs_node::NatsError),
+
     #[error("nothing answers on {subject}: no vim-brain is running on this NATS server with prefix {prefix:?} (start one, or `acsctl up`)")]
     NoResponders { subject: String, prefix: String },
 

@@ -8,15 +8,24 @@
 //!   "no responders", timeouts and `{"ok":false}` replies into readable [`Error`]s.
 //! - [`status`]: renders a `StatusReply` as tables (pure).
 //! - [`scale`]: builds the `ScaleRequest` and renders the `ScaleReply` (pure).
-//! - [`watch`]: `describe(subject, payload)`, one readable line per NATS message (pure), and
-//!   the subscription loop around it: a readable `nats sub 'acs.>'`.
-//! - [`load`]: a small open-loop HTTP load generator (hyper client) with per-second reports.
+//! - [`watch`]: the subscription loop, a readable `nats sub 'acs.>'`; `watch/describe.rs`:
+//!   `describe(subject, payload)`, one readable line per NATS message (pure), with one formatter
+//!   per message type in `watch/lines.rs`.
+//! - [`load`]: a small open-loop HTTP load generator (hyper client) with per-second reports:
+//!   options in `load/mod.rs`, the request schedule in `load/generator.rs`, the counts and
+//!   latency histogram in `load/report.rs`.
 //! - [`cluster`]: [`cluster::LocalCluster`], which starts nats-server, vim-brain, N vmm-workers
-//!   and the proxy as child processes, waits until they are ready, and stops them in order.
+//!   and the proxy as child processes, waits until they are ready, and stops them in order:
+//!   `cluster/options.rs` (settings, paths, its own `free_port`), `cluster/start.rs` (preflight
+//!   and the start sequence), `cluster/process.rs` (spawning, exits, signals, ordered stop).
+//! - [`auth`]: `acsctl auth`: an nkey per identity (brain, each worker and proxy, operator,
+//!   viewer, monitor), the least-privilege `auth.conf` a nats-server includes, and a local CA
+//!   with server and client certificates.
 //! - [`up`]: the `acsctl up` command: a `LocalCluster` in the foreground until Ctrl-C.
 //!
 //! `main.rs` only parses flags, sets up tracing and calls [`run`].
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;
@@ -37,9 +46,10 @@ use cli::{Cli, Command};
 /// (`watch`, `load`, `up`) stop cleanly when it does, one-shot commands ignore it.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let subjects = acs_events::Subjects::new(cli.prefix.clone()).map_err(Error::Usage)?;
+    let nats = || client::candidates(&cli.nats, &subjects, "acsctl");
     match cli.command {
         Command::Status { json } => {
-            let nc = client::connect(&cli.nats, cli.timeout).await?;
+            let (nc, _) = client::connect_any(&nats()?, cli.timeout).await?;
             if json {
                 let raw = client::status_raw(&nc, &subjects, cli.timeout).await?;
                 println!("{}", serde_json::to_string_pretty(&raw).unwrap_or_default());
@@ -50,7 +60,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             Ok(())
         }
         Command::Scale { service, target } => {
-            let nc = client::connect(&cli.nats, cli.timeout).await?;
+            let (nc, _) = client::connect_any(&nats()?, cli.timeout).await?;
             let req = scale::request(service, target);
             let reply = client::scale(&nc, &subjects, &req, cli.timeout).await?;
             println!("{}", scale::render(&req, &reply));
@@ -66,7 +76,17 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
                 json,
                 no_metrics,
             };
-            let nc = client::connect_background(&cli.nats, "acsctl-watch").await?;
+            // Pick the cluster that admits us, then stay connected through outages.
+            let candidates = nats()?;
+            let chosen = match client::connect_any(&candidates, cli.timeout).await {
+                Ok((probe, chosen)) => {
+                    drop(probe);
+                    chosen
+                }
+                // Nothing answers yet: wait for the first candidate's server to come up.
+                Err(_) => candidates[0].clone(),
+            };
+            let nc = client::connect_background(&chosen.with_name("acsctl watch")).await?;
             watch::run(&nc, &subjects, &opts, shutdown).await
         }
         Command::Load(args) => {
@@ -78,6 +98,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             }
             Ok(())
         }
+        Command::Auth(args) => auth::command::run(args, subjects),
         Command::Up(args) => {
             let opts = args.into_options(cli.prefix.clone());
             up::run(opts, shutdown).await

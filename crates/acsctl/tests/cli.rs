@@ -8,7 +8,8 @@ use std::time::Duration;
 use acs_events::{decode, encode, ScaleMode, ScaleReply, ScaleRequest, ServiceName};
 use acs_testkit::NatsServer;
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
 const STATUS: &str = r#"{"v":1,"ok":true,"ts_ms":1,"services":[{"name":"web","mode":"auto","desired":2,"running":2,"version":42,
  "replicas":[{"id":"web-a","worker":"w1","state":"healthy","addr":"127.0.0.1:40001"},
@@ -53,6 +54,8 @@ async fn acsctl(args: &[&str]) -> Output {
         .env_remove("NATS_URL")
         .env_remove("ACS_PREFIX")
         .env_remove("ACS_TIMEOUT")
+        // These tests talk to a plain nats-server; the secured set-up has tests of its own.
+        .env("ACS_NATS_INSECURE", "true")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .output();
@@ -272,19 +275,29 @@ async fn scale_without_brain_says_so() {
     assert!(stderr.contains("no vim-brain is running"), "{stderr}");
 }
 
-#[tokio::test]
-async fn watch_prints_readable_lines() {
-    let nats = NatsServer::start();
-    let nc = connect(&nats).await;
+/// `acsctl watch <flags>` on `nats`, running until killed (or dropped): the child and the
+/// lines it prints.
+fn watch(nats: &NatsServer, flags: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
-        .args(["watch", "--nats", &nats.url()])
+        .arg("watch")
+        .args(flags)
+        .args(["--nats", &nats.url()])
+        .env("ACS_NATS_INSECURE", "true")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[tokio::test]
+async fn watch_prints_readable_lines() {
+    let nats = NatsServer::start();
+    let nc = connect(&nats).await;
+    let (mut child, mut lines) = watch(&nats, &[]);
 
     let decision = br#"{"service":"web","ts_ms":1,"action":"scale","from":2,"to":4,"manual":false,"reason":"cpu high"}"#;
     let wanted = [
@@ -329,14 +342,7 @@ async fn watch_prints_readable_lines() {
 async fn watch_json_and_no_metrics() {
     let nats = NatsServer::start();
     let nc = connect(&nats).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
-        .args(["watch", "--json", "--no-metrics", "--nats", &nats.url()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = watch(&nats, &["--json", "--no-metrics"]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         assert!(

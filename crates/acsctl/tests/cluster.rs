@@ -113,6 +113,25 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
         .unwrap_or_else(|e| panic!("web never ran: {e}"));
     let replica_addr = status.services[0].backends[0].addr.clone();
 
+    // Secured by default: nobody without a credential gets in, and the viewer may watch but
+    // not steer (its scale request is refused by the server and changes nothing).
+    let anonymous = acs_node::NatsOptions::new(cluster.nats_url()).connect_once(Duration::from_secs(3)).await;
+    let err = anonymous.err().expect("an anonymous client is refused").to_string();
+    assert!(err.contains("refused these credentials"), "{err}");
+    let viewer = acsctl::client::connect(&cluster.nats_options(&acsctl::auth::Role::Viewer), Duration::from_secs(3))
+        .await
+        .expect("the viewer connects");
+    let mut watch = viewer.subscribe("acs.metrics.>").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch)).await;
+    assert!(matches!(seen, Ok(Some(_))), "the viewer sees metrics");
+    let refused = viewer
+        .request("acs.cmd.scale", r#"{"service":"web","replicas":0}"#.into())
+        .await;
+    assert!(refused.is_err(), "a viewer's scale request gets no answer: {refused:?}");
+    let web = |s: &acs_events::StatusReply| s.services.iter().find(|x| x.name.as_str() == "web").map(|x| (x.desired, x.mode));
+    let after = cluster.status().await.unwrap();
+    assert_eq!(web(&after), web(&status), "the viewer's request changed nothing");
+
     // Traffic through the proxy reaches a demo-web replica (poll: the proxy learns the
     // backend a moment after the brain counts it).
     let url = format!("{}/whoami", cluster.proxy_url());

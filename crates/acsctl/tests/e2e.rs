@@ -1,18 +1,17 @@
 //! End to end: a real local cluster (nats-server, vim-brain, two vmm-workers on the process
 //! runtime, the Pingora proxy, demo-web replicas). Load through the proxy scales `web` out, the
 //! new backends take traffic, the load drops and `web` scales in with drain, and not one request
-//! fails through the proxy at any point.
+//! fails through the proxy at any point. Each replica that scale-in stops is drained first.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use acs_events::{decode, Decision, DecisionAction, StatusReply};
+use acs_events::{decode, Action, BackendChange, BackendUpdate, Decision, DecisionAction, ReplicaEvent, ReplicaState, WorkerCommand};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
-use acsctl::load::{self, LoadOptions, LoadReport};
-use futures::StreamExt;
-use tokio::sync::oneshot;
-
+use common::{background_load, decoded, record, web, Recording};
 
 /// Scales on requests/s only (CPU is too noisy on shared CI machines to assert counts on),
 /// with a short scale-down window so the test sees scale-in within seconds.
@@ -35,47 +34,35 @@ drain_timeout_s = 15
 stop_grace_s = 5
 "#;
 
-fn web(s: &StatusReply) -> &acs_events::ServiceStatus {
-    s.services.iter().find(|x| x.name.as_str() == "web").expect("web in status")
-}
-
-/// Runs load in the background until the returned sender fires (or `max` passes).
-fn background_load(url: String, rps: f64, max: Duration) -> (oneshot::Sender<()>, tokio::task::JoinHandle<LoadReport>) {
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let mut opts = LoadOptions::new(url, rps, max);
-        opts.request_timeout = Duration::from_secs(20);
-        load::run(&opts, async { let _ = rx.await; }, |_| {}).await.expect("load options are valid")
-    });
-    (tx, handle)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_scales_out_and_in_with_zero_failed_requests() {
-    let tmp = TempDir::new("scale");
+/// A local cluster serving [`SERVICES`] from `tmp`, with workers that report every 500 ms and
+/// `tune` applied to the options; the temp dir lives as long as the cluster needs it.
+async fn start_cluster(tag: &str, tune: impl FnOnce(&mut ClusterOptions)) -> (TempDir, LocalCluster) {
+    let tmp = TempDir::new(tag);
     let services = tmp.path().join("services.toml");
     std::fs::write(&services, SERVICES).unwrap();
     let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
     opts.services = services;
-    opts.workers = 2;
-    opts.max_replicas = 4;
     opts.worker_interval_ms = 500;
     opts.ready_timeout = Duration::from_secs(90);
-    let mut cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    tune(&mut opts);
+    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    (tmp, cluster)
+}
 
-    let client = async_nats::connect(cluster.nats_url()).await.unwrap();
-    let decisions: Arc<Mutex<Vec<Decision>>> = Arc::default();
-    {
-        let mut sub = client.subscribe("acs.events.decision.web").await.unwrap();
-        let decisions = decisions.clone();
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                if let Ok(d) = decode::<Decision>(&m.payload) {
-                    decisions.lock().unwrap().push(d);
-                }
-            }
-        });
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_scales_out_and_in_with_zero_failed_requests() {
+    let (_tmp, mut cluster) = start_cluster("scale", |o| {
+        o.workers = 2;
+        o.max_replicas = 4;
+    })
+    .await;
+
+    let client = cluster.operator_client().await.unwrap();
+    let decisions = record(&client, "acs.events.decision.web".into()).await;
+    // Backend updates, worker commands and replica events on one subscription, in the order
+    // they happened: the brain publishes updates and commands on one connection, and a worker
+    // reports an exit only after it got the stop.
+    let trail = record(&client, "acs.>".into()).await;
 
     cluster
         .wait_for_status(Duration::from_secs(60), |s| web(s).running == 1)
@@ -84,7 +71,22 @@ async fn e2e_scales_out_and_in_with_zero_failed_requests() {
 
     // 1. Load: 45 requests/s against a target of 10 per replica asks for 4 replicas (the max).
     let url = format!("{}/whoami", cluster.proxy_url());
+    // `web` is held at 1 while the load ramps up, then handed back to its policy: the first
+    // automatic decision then reads full seconds of load. A proxy window that caught only the
+    // start of the load reads low (17 req/s of 45), and acting on it alone would take two
+    // steps (1 -> 2 -> 4) where the load asks for one.
+    let scale = |body: &'static str| {
+        let client = client.clone();
+        async move {
+            let reply = client.request("acs.cmd.scale", body.into()).await.unwrap();
+            let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+            assert_eq!(reply["ok"], true, "{reply}");
+        }
+    };
+    scale(r#"{"service":"web","replicas":1}"#).await;
     let (stop_heavy, heavy) = background_load(url.clone(), 45.0, Duration::from_secs(180));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    scale(r#"{"service":"web","auto":true}"#).await;
     let out = cluster
         .wait_for_status(Duration::from_secs(90), |s| web(s).running >= 4 && web(s).backends.len() >= 4)
         .await
@@ -116,13 +118,18 @@ async fn e2e_scales_out_and_in_with_zero_failed_requests() {
     assert!(light.ok > 0);
 
     // 3. Every step was explained.
-    let ds = decisions.lock().unwrap().clone();
+    let ds: Vec<Decision> = decoded(&decisions);
     let has = |f: &dyn Fn(&DecisionAction) -> bool| ds.iter().any(|d| f(&d.action));
     assert!(has(&|a| matches!(a, DecisionAction::Scale { from: 1, to, manual: false } if *to >= 3)), "scale-out decision: {ds:#?}");
     assert!(has(&|a| matches!(a, DecisionAction::Scale { to: 1, .. })), "scale-in decision");
     assert!(has(&|a| matches!(a, DecisionAction::Place { .. })));
     assert!(has(&|a| matches!(a, DecisionAction::Drain { .. })));
     assert!(has(&|a| matches!(a, DecisionAction::Stop { .. })));
+
+    // 4. Each victim left the rotation (drained) before its worker was told to stop it, and
+    //    before it exited.
+    let stops = drained_before_stopped(&trail);
+    assert!(stops >= 3, "scale-in from 4 to 1 stops at least 3 replicas, saw {stops}");
     let exited = cluster.check_children();
     assert!(exited.is_empty(), "no component died: {exited:?}");
     cluster.stop();
@@ -130,19 +137,66 @@ async fn e2e_scales_out_and_in_with_zero_failed_requests() {
 
 /// A manual scale through `acs.cmd.scale` takes effect, shows in `acs.status`, and the new
 /// replicas serve through the proxy.
+/// Checks, for every replica in rotation that a worker was told to stop in `trail` (a victim):
+/// a backend update drained it (a `drain` naming it, or a `reset` listing it as draining)
+/// before the first stop command, and its exit event came after that drain. The number of
+/// victims. A replica stopped before it was ever in rotation needs no drain and is not counted.
+fn drained_before_stopped(trail: &Recording) -> usize {
+    let trail = trail.lock().unwrap().clone();
+    let mut first_stop: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, m) in trail.iter().enumerate() {
+        if !m.subject.starts_with("acs.cmd.worker.") {
+            continue;
+        }
+        if let Ok(WorkerCommand { action: Action::Stop { replica, .. }, .. }) = decode(&m.payload) {
+            first_stop.entry(replica.to_string()).or_insert(i);
+        }
+    }
+    let change = |m: &async_nats::Message| (m.subject.as_str() == "acs.backends.web").then(|| decode::<BackendUpdate>(&m.payload).ok()).flatten().map(|u| u.change);
+    let drains = |m: &async_nats::Message, victim: &str| match change(m) {
+        Some(BackendChange::Drain { ids }) => ids.iter().any(|id| id.as_str() == victim),
+        Some(BackendChange::Reset { backends, .. }) => backends.iter().any(|b| b.id.as_str() == victim && b.draining),
+        _ => false,
+    };
+    let serves = |m: &async_nats::Message, victim: &str| match change(m) {
+        Some(BackendChange::Add { backends } | BackendChange::Reset { backends, .. }) => backends.iter().any(|b| b.id.as_str() == victim && !b.draining),
+        _ => false,
+    };
+    let exits = |m: &async_nats::Message, victim: &str| {
+        m.subject.starts_with("acs.events.replica.")
+            && decode::<ReplicaEvent>(&m.payload).is_ok_and(|e| e.replica.id.as_str() == victim && e.replica.state == ReplicaState::Exited)
+    };
+    first_stop.retain(|victim, stop_at| trail[..*stop_at].iter().any(|m| serves(m, victim)));
+    for (victim, &stop_at) in &first_stop {
+        let drained_at = trail[..stop_at].iter().position(|m| drains(m, victim));
+        let Some(drained_at) = drained_at else {
+            panic!("{victim}: stopped (message {stop_at}) without being drained first: {:#?}", subjects(&trail));
+        };
+        let exited_at = trail.iter().position(|m| exits(m, victim));
+        assert!(
+            exited_at.is_some_and(|e| e > drained_at),
+            "{victim}: drained at message {drained_at}, exit at {exited_at:?}: {:#?}",
+            subjects(&trail)
+        );
+    }
+    first_stop.len()
+}
+
+/// The subjects of `trail` (without the metrics), for a readable panic message.
+fn subjects(trail: &[async_nats::Message]) -> Vec<String> {
+    trail
+        .iter()
+        .filter(|m| !m.subject.starts_with("acs.metrics."))
+        .map(|m| format!("{} {}", m.subject, String::from_utf8_lossy(&m.payload)))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_manual_scale_shows_in_status_and_serves() {
-    let tmp = TempDir::new("manual");
-    let services = tmp.path().join("services.toml");
-    std::fs::write(&services, SERVICES).unwrap();
-    let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
-    opts.services = services;
-    opts.worker_interval_ms = 500;
-    opts.ready_timeout = Duration::from_secs(90);
-    let mut cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    let (_tmp, mut cluster) = start_cluster("manual", |_| {}).await;
     cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 1).await.unwrap();
 
-    let client = async_nats::connect(cluster.nats_url()).await.unwrap();
+    let client = cluster.operator_client().await.unwrap();
     let reply = client.request("acs.cmd.scale", r#"{"service":"web","replicas":3}"#.into()).await.unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["ok"], true, "{reply}");

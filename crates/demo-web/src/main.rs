@@ -4,7 +4,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,12 +31,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    acs_node::init_tracing("info");
     let args = Args::parse();
     let mut config = demo_web::Config::new(args.port);
     config.bind = args.bind;
@@ -46,17 +40,6 @@ async fn main() -> anyhow::Result<()> {
     }
     config.work_ms = args.work_ms.min(demo_web::MAX_WORK_MS);
     config.drain_timeout = Duration::from_secs(args.drain_timeout_s);
-    demo_web::run(config, shutdown_signal()).await?;
+    demo_web::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
 }

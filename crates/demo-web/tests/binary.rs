@@ -1,9 +1,10 @@
 //! Runs the built `demo-web` binary: routes, and graceful exit on SIGTERM with a request in flight.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use acs_testkit::poll::eventually;
 
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
@@ -13,26 +14,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read response");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+/// `GET path`: `(status, body)`; panics when the request fails.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    acs_testkit::http::get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 fn start(extra_env: &[(&str, &str)]) -> (KillOnDrop, SocketAddr) {
@@ -52,20 +38,23 @@ fn start(extra_env: &[(&str, &str)]) -> (KillOnDrop, SocketAddr) {
     (child, addr)
 }
 
-#[test]
-fn routes() {
+#[tokio::test]
+async fn routes() {
     let (_child, addr) = start(&[("ACS_REPLICA", "r-7"), ("WORK_MS", "3")]);
-    assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_string()));
-    assert_eq!(get(addr, "/"), (200, "r-7 did 3 ms of work\n".to_string()));
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(
+        get(addr, "/").await,
+        (200, "r-7 did 3 ms of work\n".to_string())
+    );
     let t = Instant::now();
     assert_eq!(
-        get(addr, "/work?ms=20"),
+        get(addr, "/work?ms=20").await,
         (200, "r-7 did 20 ms of work\n".to_string())
     );
     assert!(t.elapsed() >= Duration::from_millis(20));
-    assert_eq!(get(addr, "/work?ms=-5").0, 400);
-    assert_eq!(get(addr, "/nope").0, 404);
-    let (status, body) = get(addr, "/whoami");
+    assert_eq!(get(addr, "/work?ms=-5").await.0, 400);
+    assert_eq!(get(addr, "/nope").await.0, 404);
+    let (status, body) = get(addr, "/whoami").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("whoami is JSON");
     assert_eq!(v["instance"], "r-7");
@@ -75,36 +64,33 @@ fn routes() {
     assert!(v["requests"].as_u64().unwrap() >= 6, "{v}");
 }
 
-#[test]
-fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let (mut child, addr) = start(&[]);
-    let slow = std::thread::spawn(move || get(addr, "/work?ms=1500"));
+    let slow = tokio::spawn(async move { get(addr, "/work?ms=1500").await });
     // Wait until the request is being served (the counter includes it).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = get(addr, "/whoami");
+    let every = Duration::from_millis(20);
+    eventually(Duration::from_secs(20), every, || async {
+        let (_, body) = get(addr, "/whoami").await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if v["requests"].as_u64().unwrap() >= 2 {
-            break;
+            Ok(())
+        } else {
+            Err(())
         }
-        assert!(Instant::now() < deadline, "slow request never arrived");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
+    .await
+    .expect("slow request never arrived");
     unsafe_kill(child.0.id(), "TERM");
-    let (status, body) = slow.join().unwrap();
+    let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("ms of work"), "{body}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "demo-web did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = eventually(Duration::from_secs(20), every, || {
+        let exited = child.0.try_wait().unwrap().ok_or(());
+        async move { exited }
+    })
+    .await
+    .expect("demo-web did not exit after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
 }

@@ -21,7 +21,7 @@ pub mod subjects;
 pub use codec::{decode, decode_with_limit, encode, DecodeError, Validate, MAX_PAYLOAD};
 pub use id::{IdError, ReplicaId, ServiceName, WorkerId};
 pub use msg::*;
-pub use subjects::Subjects;
+pub use subjects::{check_sender, Subjects};
 
 /// The schema version this build writes. Readers accept any version `<=` this one; fields added
 /// in later versions carry `#[serde(default)]` so older payloads still parse.

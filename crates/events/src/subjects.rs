@@ -131,6 +131,20 @@ impl Subjects {
     }
 }
 
+/// Checks that a subject's last token names the sender that its payload names, as in
+/// `acs.metrics.worker.w1` carrying `worker: "w1"`. Returns the error sentence to put in a
+/// [`Rejection`](crate::Rejection) (kind `invalid`) when it does not.
+pub fn check_sender(subject: &str, named: &str) -> Result<(), String> {
+    let token = subject.rsplit('.').next().unwrap_or_default();
+    if token == named {
+        Ok(())
+    } else {
+        Err(format!(
+            "subject {subject:?} names {token:?} but the payload names {named:?}; publish on the subject that ends in .{named}"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +168,14 @@ mod tests {
         assert!(Subjects::new("a..b").is_err());
         assert!(Subjects::new("a.*").is_err());
         assert!(Subjects::new("a b").is_err());
+    }
+
+    #[test]
+    fn check_sender_matches_last_token() {
+        assert_eq!(check_sender("acs.metrics.worker.w1", "w1"), Ok(()));
+        let err = check_sender("acs.metrics.worker.w1", "w2").unwrap_err();
+        assert!(err.contains("names \"w1\"") && err.contains("names \"w2\""), "{err}");
+        assert!(check_sender("", "w1").is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::stats::Window;
 
 /// Milliseconds on a monotonic clock that starts with the process (never 0 after start-up
 /// because we add 1, so 0 can mean "not ejected").
-pub fn now_ms() -> u64 {
+pub fn mono_now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     epoch.elapsed().as_millis() as u64 + 1
@@ -45,7 +45,7 @@ pub struct BackendState {
     pub id: ReplicaId,
     in_flight: AtomicU64,
     consecutive_failures: AtomicU32,
-    /// `now_ms()` until which the backend is ejected; 0 = never ejected.
+    /// `mono_now_ms()` until which the backend is ejected; 0 = never ejected.
     ejected_until_ms: AtomicU64,
     pub window: Window,
 }
@@ -208,8 +208,8 @@ mod tests {
 
     #[test]
     fn clock_is_monotonic_and_nonzero() {
-        let a = now_ms();
-        let b = now_ms();
+        let a = mono_now_ms();
+        let b = mono_now_ms();
         assert!(a >= 1 && b >= a);
     }
 }

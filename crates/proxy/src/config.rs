@@ -50,7 +50,8 @@ impl Default for Tuning {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub nats_url: String,
+    /// Servers, credentials and TLS; [`Config::new`] gives a plain connection to one URL.
+    pub nats: acs_node::NatsOptions,
     pub subjects: Subjects,
     pub id: ProxyId,
     pub metrics_interval: Duration,
@@ -64,7 +65,7 @@ impl Config {
     pub fn new(listen: SocketAddr, nats_url: impl Into<String>, id: ProxyId) -> Self {
         Self {
             listen,
-            nats_url: nats_url.into(),
+            nats: acs_node::NatsOptions::new(nats_url.into()).with_name(format!("acs-proxy {id}")),
             subjects: Subjects::default(),
             id,
             metrics_interval: Duration::from_secs(1),

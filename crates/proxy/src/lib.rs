@@ -4,17 +4,19 @@
 //! # Layout
 //!
 //! - [`config`]: [`Config`] and [`Tuning`] (retries, ejection, timeouts), validated at start.
-//! - [`routes`]: the pure [`RouteTable`] (`apply(&BackendUpdate) -> Outcome`, versions, gaps) and
-//!   the compiled [`routes::Router`] (Host + longest path prefix, no allocation per lookup).
+//! - [`routes`]: the pure [`RouteTable`] (`apply(&BackendUpdate) -> Outcome`, versions, gaps) and,
+//!   in `routes/router.rs`, the compiled [`routes::Router`] (Host + longest path prefix, no
+//!   allocation per lookup); their tests in `routes/tests.rs`.
 //! - [`select`]: round-robin, least-connections and power-of-two-choices over plain candidates.
 //! - [`backend`]: per-backend runtime state (in flight, failure streak, ejection, window) that
-//!   survives table swaps.
+//!   survives table swaps, and `mono_now_ms`, the monotonic clock ejection and selection read.
 //! - [`stats`]: the fixed-bucket atomic latency histogram and per-window counters.
 //! - [`snapshot`]: the immutable value behind the `ArcSwap` that the request path reads.
 //! - [`service`]: the Pingora `ProxyHttp` implementation (routing, retries, 404/503 answers).
 //! - [`metrics`]: builds `ProxyMetrics` from a snapshot every interval.
-//! - [`sync`]: the NATS task: subscribe, apply, sync on start/gap/reconnect, reject bad input,
-//!   publish metrics.
+//! - [`sync`]: live updates. `sync/updater.rs`: the pure [`Updater`] (decode, check, apply,
+//!   buffer out-of-order deltas, swap the snapshot); `sync/nats.rs`: the NATS task around it
+//!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics).
 //! - [`run`]: wires it all into a Pingora `Server` and runs until `shutdown` resolves.
 //!
 //! Pingora logs through the `log` crate; the binary bridges it into `tracing`
@@ -93,7 +95,7 @@ pub fn run(
 
     let nats = NatsTask {
         settings: NatsSettings {
-            url: config.nats_url.clone(),
+            nats: config.nats.clone(),
             subjects: config.subjects.clone(),
             id: config.id.clone(),
             metrics_interval: config.metrics_interval,
@@ -102,7 +104,7 @@ pub fn run(
     };
     server.add_service(background_service("nats", nats));
 
-    tracing::info!(listen = %config.listen, proxy = %config.id, nats = %config.nats_url,
+    tracing::info!(listen = %config.listen, proxy = %config.id, nats = %config.nats.servers_display(),
         threads = config.threads, "acs-proxy starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(FutureSignal::new(shutdown)),

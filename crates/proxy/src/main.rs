@@ -17,9 +17,8 @@ struct Args {
     /// Address to accept HTTP on.
     #[arg(long, env = "ACS_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    #[command(flatten)]
+    nats: acs_node::NatsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -51,17 +50,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // `init` also installs a LogTracer (tracing-log), so Pingora's `log` records show up here.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    acs_node::init_tracing("info");
 
-    let mut config = Config::new(args.listen, args.nats, args.id).with_prefix(&args.prefix)?;
+    let nats = args.nats.into_options(format!("acs-proxy {}", args.id))?;
+    let mut config = Config::new(args.listen, acs_node::nats::DEFAULT_URL, args.id).with_prefix(&args.prefix)?;
+    config.nats = nats;
     config.metrics_interval = Duration::from_millis(args.metrics_interval_ms);
     if let Some(t) = args.threads {
         config.threads = t;
@@ -78,22 +71,5 @@ fn main() -> anyhow::Result<()> {
             ..PeerTimeouts::default()
         },
     };
-    acs_proxy::run(config, shutdown_signal()).context("acs-proxy failed")
-}
-
-/// Resolves on SIGINT or SIGTERM (polled on Pingora's runtime).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; use SIGINT to stop");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-    }
+    acs_proxy::run(config, acs_node::shutdown_signal()).context("acs-proxy failed")
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use acs_events::{BackendTraffic, ProxyId, ProxyMetrics, ServiceTraffic, Traffic, UnixMs};
 
-use crate::backend::now_ms;
+use crate::backend::mono_now_ms;
 use crate::service::Shared;
 use crate::snapshot::Snapshot;
 use crate::stats::WindowStats;
@@ -22,7 +22,7 @@ pub fn collect(
     ts_ms: UnixMs,
 ) -> ProxyMetrics {
     let secs = window.as_secs_f64().max(1e-3);
-    let now = now_ms();
+    let now = mono_now_ms();
     let services = snapshot
         .services
         .iter()

@@ -21,7 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::backend::{now_ms, InFlight};
+use crate::backend::{mono_now_ms, BackendState, InFlight};
 use crate::config::{Tuning, MAX_TRIES_CAP};
 use crate::select;
 use crate::snapshot::{ServiceRt, Snapshot};
@@ -63,6 +63,23 @@ impl AcsProxy {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// Tries per request, the first one included.
+    fn max_tries(&self) -> usize {
+        (self.shared.tuning.max_tries as usize).min(MAX_TRIES_CAP)
+    }
+
+    /// Counts a failure towards `b`'s ejection streak; `true` when it ejected the backend.
+    fn record_failure(&self, b: &BackendState) -> bool {
+        b.record_failure(mono_now_ms(), &self.shared.tuning.eject)
+    }
+
+    /// An attempt that ended without a response: one error in the window, one failure in the
+    /// streak. `true` when it ejected the backend.
+    fn attempt_failed(&self, b: &BackendState) -> bool {
+        b.window.error();
+        self.record_failure(b)
+    }
 }
 
 /// One try on one backend.
@@ -87,6 +104,41 @@ impl Ctx {
     fn tried(&self) -> &[usize] {
         &self.tried[..self.n_tried]
     }
+
+    fn tries_left(&self, max_tries: usize) -> bool {
+        self.n_tried < max_tries
+    }
+
+    /// The service still has a usable backend this request has not tried.
+    fn has_untried(&self) -> bool {
+        let tried = self.tried();
+        self.service
+            .as_ref()
+            .is_some_and(|s| select::has_candidate(&s.backends, |i| tried.contains(&i)))
+    }
+
+    /// Starts a try on backend `idx` of the service.
+    fn begin_try(&mut self, idx: usize, backend: &Arc<BackendState>) {
+        self.tried[self.n_tried] = idx;
+        self.n_tried += 1;
+        self.attempt = Some(Attempt {
+            guard: backend.begin(),
+            start: Instant::now(),
+        });
+    }
+
+    /// Takes `backend` off the tried list, so a retry may pick it again.
+    fn untry(&mut self, backend: &Arc<BackendState>) {
+        let Some(svc) = &self.service else { return };
+        let pos = self
+            .tried()
+            .iter()
+            .position(|&i| Arc::ptr_eq(&svc.backends[i].state, backend));
+        if let Some(pos) = pos {
+            self.tried.copy_within(pos + 1..self.n_tried, pos);
+            self.n_tried -= 1;
+        }
+    }
 }
 
 /// GET, HEAD and OPTIONS: retried on another backend even when the request was already sent
@@ -98,7 +150,7 @@ fn is_safe(method: &Method) -> bool {
 /// GET, HEAD, OPTIONS, and any request without a body may go to another backend after a
 /// connect failure.
 fn is_retryable(req: &RequestHeader) -> bool {
-    if matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if is_safe(&req.method) {
         return true;
     }
     let h = &req.headers;
@@ -164,8 +216,7 @@ impl ProxyHttp for AcsProxy {
         let Some(svc) = ctx.service.clone() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
-        let max = (self.shared.tuning.max_tries as usize).min(MAX_TRIES_CAP);
-        let picked = if ctx.n_tried >= max {
+        let picked = if !ctx.tries_left(self.max_tries()) {
             None
         } else {
             let tried = ctx.tried();
@@ -174,7 +225,7 @@ impl ProxyHttp for AcsProxy {
                 &svc.backends,
                 |i| tried.contains(&i),
                 &svc.state.rr,
-                now_ms(),
+                mono_now_ms(),
                 select::thread_random,
             )
         };
@@ -183,12 +234,7 @@ impl ProxyHttp for AcsProxy {
             ctx.no_backend = true;
             return Error::e_explain(ErrorType::HTTPStatus(503), "no usable backend");
         };
-        ctx.tried[ctx.n_tried] = idx;
-        ctx.n_tried += 1;
-        ctx.attempt = Some(Attempt {
-            guard: svc.backends[idx].state.begin(),
-            start: Instant::now(),
-        });
+        ctx.begin_try(idx, &svc.backends[idx].state);
         Ok(Box::new(peer.clone()))
     }
 
@@ -201,21 +247,13 @@ impl ProxyHttp for AcsProxy {
     ) -> Box<Error> {
         if let Some(a) = ctx.attempt.take() {
             let b = a.guard.backend();
-            b.window.error();
-            if b.record_failure(now_ms(), &self.shared.tuning.eject) {
+            if self.attempt_failed(b) {
                 tracing::warn!(service = %b.service, backend = %b.id, %peer,
                     secs = self.shared.tuning.eject.duration.as_secs_f64(),
                     "backend ejected after consecutive failures");
             }
         }
-        let max = (self.shared.tuning.max_tries as usize).min(MAX_TRIES_CAP);
-        let retry = ctx.retryable
-            && ctx.n_tried < max
-            && ctx.service.as_ref().is_some_and(|s| {
-                let tried = ctx.tried();
-                select::has_candidate(&s.backends, |i| tried.contains(&i))
-            });
-        e.set_retry(retry);
+        e.set_retry(ctx.retryable && ctx.tries_left(self.max_tries()) && ctx.has_untried());
         e
     }
 
@@ -228,8 +266,10 @@ impl ProxyHttp for AcsProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let max = (self.shared.tuning.max_tries as usize).min(MAX_TRIES_CAP);
-        if !ctx.retryable || session.as_ref().retry_buffer_truncated() || ctx.n_tried >= max {
+        if !ctx.retryable
+            || session.as_ref().retry_buffer_truncated()
+            || !ctx.tries_left(self.max_tries())
+        {
             e.set_retry(false);
         } else {
             // Errors before any response byte (reset or closed while sending the request or
@@ -246,19 +286,9 @@ impl ProxyHttp for AcsProxy {
                 // A reused connection the backend had closed is not the backend's fault: let the
                 // retry go to any backend again, this one included.
                 if client_reused {
-                    if let Some(pos) = ctx.tried().iter().position(|&i| {
-                        ctx.service
-                            .as_ref()
-                            .is_some_and(|s| Arc::ptr_eq(&s.backends[i].state, a.guard.backend()))
-                    }) {
-                        ctx.tried.copy_within(pos + 1..ctx.n_tried, pos);
-                        ctx.n_tried -= 1;
-                    }
+                    ctx.untry(a.guard.backend());
                 } else {
-                    a.guard.backend().window.error();
-                    a.guard
-                        .backend()
-                        .record_failure(now_ms(), &self.shared.tuning.eject);
+                    self.attempt_failed(a.guard.backend());
                 }
             }
         }
@@ -319,7 +349,7 @@ impl ProxyHttp for AcsProxy {
             b.window
                 .done(a.start.elapsed(), upstream_error || status >= 500);
             if upstream_error {
-                b.record_failure(now_ms(), &self.shared.tuning.eject);
+                self.record_failure(b);
             } else if e.is_none() {
                 b.record_success();
             }

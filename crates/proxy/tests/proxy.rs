@@ -13,6 +13,7 @@ use acs_events::{
     decode, encode, Backend, BackendChange, BackendUpdate, ProxyId, ProxyMetrics, Rejection,
     ReplicaId, Route, Selection, ServiceName, Subjects, SyncReply, WorkerId,
 };
+use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, wait_for_port, NatsServer};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -83,6 +84,18 @@ impl TestBackend {
     }
 }
 
+/// One [`TestBackend`] per id, in order.
+async fn test_backends<const N: usize>(ids: [&str; N]) -> [TestBackend; N] {
+    let mut started = Vec::with_capacity(N);
+    for id in ids {
+        started.push(TestBackend::start(id).await);
+    }
+    match started.try_into() {
+        Ok(all) => all,
+        Err(_) => unreachable!("one backend per id"),
+    }
+}
+
 impl Drop for TestBackend {
     fn drop(&mut self) {
         self.task.abort();
@@ -118,6 +131,15 @@ fn update(service: &str, version: u64, change: BackendChange) -> BackendUpdate {
 
 fn reset(service: &str, version: u64, route: Route, backends: Vec<Backend>) -> BackendUpdate {
     update(service, version, BackendChange::Reset { route, backends })
+}
+
+/// `web` on the default route (every request) with `backends`.
+fn web_reset(version: u64, backends: Vec<Backend>) -> BackendUpdate {
+    reset("web", version, Route::default(), backends)
+}
+
+fn add(version: u64, backends: Vec<Backend>) -> BackendUpdate {
+    update("web", version, BackendChange::Add { backends })
 }
 
 fn route(host: Option<&str>, prefix: Option<&str>) -> Route {
@@ -160,7 +182,7 @@ impl ProxyProc {
         let log =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url, "--nats-insecure"])
             .args([
                 "--prefix",
                 "acs",
@@ -310,30 +332,43 @@ impl World {
         }
     }
 
-    async fn get_full(&self, host: &str, path: &str) -> hyper::Response<Bytes> {
+    /// GET through the proxy for an answer with a JSON body (the proxy's own errors): the
+    /// response and its body, parsed.
+    async fn get_json(&self, host: &str, path: &str) -> (hyper::Response<()>, serde_json::Value) {
         let req = hyper::Request::get(format!("http://127.0.0.1:{}{path}", self.proxy.port))
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = self.http.request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
-        hyper::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+        let body = body.collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&body).expect("a JSON body");
+        (hyper::Response::from_parts(parts, ()), json)
     }
 
     /// Polls `cond` until it holds, or panics after [`DEADLINE`].
-    async fn until<F, Fut>(&self, what: &str, mut cond: F)
+    async fn until<F, Fut>(&self, what: &str, cond: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if cond().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting until {what}");
+        acs_testkit::poll::until(what, DEADLINE, cond).await
+    }
+
+    /// A `GET path` through the proxy on a connection of its own, in a task of its own (for
+    /// requests that stay in flight while the test goes on): `(status, body)`.
+    fn spawn_get(&self, path: &str) -> tokio::task::JoinHandle<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.proxy.port);
+        tokio::spawn(async move {
+            let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+            let req = hyper::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = http.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
     }
 
     /// Polls until `n` GETs in a row all answer with a body in `want`.
@@ -398,12 +433,7 @@ async fn nats_and_client() -> (NatsServer, async_nats::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_path_prefix() {
-    let (web, api, api2, def) = (
-        TestBackend::start("web-1").await,
-        TestBackend::start("api-1").await,
-        TestBackend::start("api2-1").await,
-        TestBackend::start("def-1").await,
-    );
+    let [web, api, api2, def] = test_backends(["web-1", "api-1", "api2-1", "def-1"]).await;
     let w = World::start(vec![
         reset(
             "web",
@@ -453,10 +483,9 @@ async fn routes_by_host_and_path_prefix() {
         w.get("other.test", "/").await.0 == 404
     })
     .await;
-    let resp = w.get_full("other.test", "/nothing").await;
+    let (resp, body) = w.get_json("other.test", "/nothing").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/json");
-    let body: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(body["error"], "no_route");
     assert_eq!(w.get("other.test", "/only/x").await, (200, "def-1".into()));
 
@@ -467,10 +496,9 @@ async fn routes_by_host_and_path_prefix() {
         w.get("web.test", "/").await.0 == 503
     })
     .await;
-    let resp = w.get_full("web.test", "/").await;
+    let (resp, body) = w.get_json("web.test", "/").await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
-    let body: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(body["error"], "no_backend");
     // Other services are unaffected.
     assert_eq!(w.get("x", "/api").await, (200, "api-1".into()));
@@ -478,29 +506,12 @@ async fn routes_by_host_and_path_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_drain_remove_and_round_robin() {
-    let (b1, b2, b3) = (
-        TestBackend::start("b1").await,
-        TestBackend::start("b2").await,
-        TestBackend::start("b3").await,
-    );
-    let w = World::start(vec![reset(
-        "web",
-        100,
-        Route::default(),
-        vec![b1.backend()],
-    )])
-    .await;
+    let [b1, b2, b3] = test_backends(["b1", "b2", "b3"]).await;
+    let w = World::start(vec![web_reset(100, vec![b1.backend()])]).await;
     w.until_served_by("web.test", "/", &["b1"], 3).await;
 
     // add → both serve, round-robin spreads evenly.
-    w.publish(&update(
-        "web",
-        101,
-        BackendChange::Add {
-            backends: vec![b2.backend(), b3.backend()],
-        },
-    ))
-    .await;
+    w.publish(&add(101, vec![b2.backend(), b3.backend()])).await;
     w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" })
         .await;
     let hits = w.spread("x", "/", 30).await;
@@ -517,22 +528,7 @@ async fn add_drain_remove_and_round_robin() {
             .sum::<u64>()
     };
     let before = total();
-    let slow: Vec<_> = (0..3)
-        .map(|_| {
-            let port = w.proxy.port;
-            tokio::spawn(async move {
-                let http: Client<_, Full<Bytes>> =
-                    Client::builder(TokioExecutor::new()).build_http();
-                let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=5000"))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                let resp = http.request(req).await.unwrap();
-                let status = resp.status().as_u16();
-                let body = resp.into_body().collect().await.unwrap().to_bytes();
-                (status, String::from_utf8_lossy(&body).into_owned())
-            })
-        })
-        .collect();
+    let slow: Vec<_> = (0..3).map(|_| w.spawn_get("/slow?ms=5000")).collect();
     w.until("the slow requests reach the backends", || async {
         total() >= before + 3
     })
@@ -593,38 +589,22 @@ async fn add_drain_remove_and_round_robin() {
 
     // A request in flight on a backend that is removed still completes.
     let before = b3.hits.load(Ordering::Relaxed);
-    let port = w.proxy.port;
-    let slow = tokio::spawn(async move {
-        let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=1500"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = http.request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    });
+    let slow = w.spawn_get("/slow?ms=1500");
     w.until("the slow request reaches b3", || async {
         b3.hits.load(Ordering::Relaxed) > before
     })
     .await;
-    w.publish(&reset("web", 104, Route::default(), vec![b2.backend()]))
-        .await;
+    w.publish(&web_reset(104, vec![b2.backend()])).await;
     w.until_served_by("x", "/", &["b2"], 3).await;
     assert_eq!(slow.await.unwrap(), (200, "b3".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_around_a_closed_port_and_ejects_it() {
-    let (b1, b2) = (
-        TestBackend::start("b1").await,
-        TestBackend::start("b2").await,
-    );
+    let [b1, b2] = test_backends(["b1", "b2"]).await;
     let dead = backend("dead", &closed_addr());
-    let w = World::start(vec![reset(
-        "web",
+    let w = World::start(vec![web_reset(
         1,
-        Route::default(),
         vec![b1.backend(), dead.clone(), b2.backend()],
     )])
     .await;
@@ -668,8 +648,7 @@ async fn retries_around_a_closed_port_and_ejects_it() {
 
     // With every backend dead, GETs fail cleanly (502), nothing hangs.
     let dead2 = backend("dead2", &closed_addr());
-    w.publish(&reset("web", 2, Route::default(), vec![dead, dead2]))
-        .await;
+    w.publish(&web_reset(2, vec![dead, dead2])).await;
     w.until("all-dead service answers 5xx", || async {
         let s = w.get("x", "/").await.0;
         s == 502 || s == 503
@@ -681,13 +660,7 @@ async fn retries_around_a_closed_port_and_ejects_it() {
 async fn post_with_body_is_not_retried() {
     let b1 = TestBackend::start("b1").await;
     let dead = backend("dead", &closed_addr());
-    let w = World::start(vec![reset(
-        "web",
-        1,
-        Route::default(),
-        vec![dead, b1.backend()],
-    )])
-    .await;
+    let w = World::start(vec![web_reset(1, vec![dead, b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 1).await;
     let mut statuses = vec![];
     for _ in 0..4 {
@@ -705,40 +678,15 @@ async fn post_with_body_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_versions_are_ignored() {
-    let (b1, b2, b3) = (
-        TestBackend::start("b1").await,
-        TestBackend::start("b2").await,
-        TestBackend::start("b3").await,
-    );
-    let w = World::start(vec![reset(
-        "web",
-        100,
-        Route::default(),
-        vec![b1.backend()],
-    )])
-    .await;
+    let [b1, b2, b3] = test_backends(["b1", "b2", "b3"]).await;
+    let w = World::start(vec![web_reset(100, vec![b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 2).await;
 
     // Same version delta, older reset: both stale.
-    w.publish(&update(
-        "web",
-        100,
-        BackendChange::Add {
-            backends: vec![b2.backend()],
-        },
-    ))
-    .await;
-    w.publish(&reset("web", 50, Route::default(), vec![b2.backend()]))
-        .await;
+    w.publish(&add(100, vec![b2.backend()])).await;
+    w.publish(&web_reset(50, vec![b2.backend()])).await;
     // A marker update at the next version proves the earlier ones were processed.
-    w.publish(&update(
-        "web",
-        101,
-        BackendChange::Add {
-            backends: vec![b3.backend()],
-        },
-    ))
-    .await;
+    w.publish(&add(101, vec![b3.backend()])).await;
     w.until("b3 is added", || async { w.get("x", "/").await.1 == "b3" })
         .await;
     let hits = w.spread("x", "/", 20).await;
@@ -748,25 +696,14 @@ async fn stale_versions_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_triggers_a_sync() {
-    let (b1, b2) = (
-        TestBackend::start("b1").await,
-        TestBackend::start("b2").await,
-    );
-    let w = World::start(vec![reset("web", 10, Route::default(), vec![b1.backend()])]).await;
+    let [b1, b2] = test_backends(["b1", "b2"]).await;
+    let w = World::start(vec![web_reset(10, vec![b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 2).await;
     let before = w.brain.syncs();
 
     // The brain moved on to version 20 (b2 only); the proxy sees version 12 and a gap.
-    w.brain
-        .set(reset("web", 20, Route::default(), vec![b2.backend()]));
-    w.publish(&update(
-        "web",
-        12,
-        BackendChange::Add {
-            backends: vec![b2.backend()],
-        },
-    ))
-    .await;
+    w.brain.set(web_reset(20, vec![b2.backend()]));
+    w.publish(&add(12, vec![b2.backend()])).await;
     w.until("the proxy asks for a sync", || async {
         w.brain.syncs() > before
     })
@@ -781,7 +718,7 @@ async fn a_gap_triggers_a_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_updates_are_rejected_and_the_proxy_keeps_serving() {
     let b1 = TestBackend::start("b1").await;
-    let w = World::start(vec![reset("web", 1, Route::default(), vec![b1.backend()])]).await;
+    let w = World::start(vec![web_reset(1, vec![b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 1).await;
     let mut rejections =
         w.nc.subscribe(Subjects::default().rejections("proxy"))
@@ -830,10 +767,7 @@ async fn malformed_updates_are_rejected_and_the_proxy_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_metrics_have_sane_numbers() {
-    let (b1, b2) = (
-        TestBackend::start("b1").await,
-        TestBackend::start("b2").await,
-    );
+    let [b1, b2] = test_backends(["b1", "b2"]).await;
     let mut idle = b2.backend();
     idle.draining = true;
     let w = World::start(vec![reset(
@@ -895,7 +829,7 @@ async fn nats_task_resyncs_after_reconnect() {
     let mut nats = NatsServer::start();
     let shared = Arc::new(acs_proxy::Shared::new(acs_proxy::Tuning::default()));
     let settings = acs_proxy::NatsSettings {
-        url: nats.url(),
+        nats: acs_node::NatsOptions::new(nats.url()),
         subjects: Subjects::default(),
         id: ProxyId::new("inproc").unwrap(),
         metrics_interval: Duration::from_millis(200),
@@ -912,44 +846,33 @@ async fn nats_task_resyncs_after_reconnect() {
             .await
             .unwrap();
         let brain = FakeBrain::start(&nc).await;
-        brain.set(reset(
-            "web",
-            version,
-            Route::default(),
-            vec![backend("a", "127.0.0.1:9")],
-        ));
+        brain.set(web_reset(version, vec![backend("a", "127.0.0.1:9")]));
         (nc, brain)
     };
     let (_nc, brain) = start_brain(nats.url(), 5).await;
     let version =
         |shared: &acs_proxy::Shared| shared.snapshot.load().service("web").map(|s| s.version);
-    let start = Instant::now();
-    while version(&shared) != Some(5) {
-        assert!(start.elapsed() < DEADLINE, "initial sync never applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    acs_testkit::poll::until("the initial sync is applied", DEADLINE, || async {
+        version(&shared) == Some(5)
+    })
+    .await;
     assert!(brain.syncs() >= 1);
 
     // While NATS is down the brain moves on; nothing is published, so only the resync that
     // follows the reconnect (retried until the brain's own connection is back) can bring it.
     tokio::time::sleep(Duration::from_secs(1)).await; // let start-up syncs settle
     let before = brain.syncs();
-    brain.set(reset(
-        "web",
-        9,
-        Route::default(),
-        vec![backend("a", "127.0.0.1:9")],
-    ));
+    brain.set(web_reset(9, vec![backend("a", "127.0.0.1:9")]));
     nats.restart();
-    let start = Instant::now();
-    while version(&shared) != Some(9) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no resync after reconnect (syncs: {})",
-            brain.syncs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every = Duration::from_millis(50);
+    eventually(DEADLINE, every, || async {
+        match version(&shared) {
+            Some(9) => Ok(()),
+            _ => Err(brain.syncs()),
+        }
+    })
+    .await
+    .unwrap_or_else(|syncs| panic!("no resync after reconnect (syncs: {syncs})"));
     assert!(brain.syncs() > before);
 
     let _ = stop_tx.send(());
@@ -961,11 +884,8 @@ async fn nats_task_resyncs_after_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_selection_avoids_a_busy_backend() {
-    let (b1, b2) = (
-        TestBackend::start("b1").await,
-        TestBackend::start("b2").await,
-    );
-    let mut r = reset("web", 1, Route::default(), vec![b1.backend(), b2.backend()]);
+    let [b1, b2] = test_backends(["b1", "b2"]).await;
+    let mut r = web_reset(1, vec![b1.backend(), b2.backend()]);
     r.selection = Selection::LeastConn;
     let w = World::start(vec![r]).await;
     w.until_served_by("x", "/", &["b1", "b2"], 1).await;
@@ -978,16 +898,7 @@ async fn least_conn_selection_avoids_a_busy_backend() {
         )
     };
     let before = hits();
-    let port = w.proxy.port;
-    let slow = tokio::spawn(async move {
-        let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/slow?ms=3000"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = http.request(req).await.unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8_lossy(&body).into_owned()
-    });
+    let slow = w.spawn_get("/slow?ms=3000");
     w.until("the slow request reaches a backend", || async {
         hits() != before
     })
@@ -1002,5 +913,5 @@ async fn least_conn_selection_avoids_a_busy_backend() {
         Some(&6),
         "least_conn picked the busy {busy}: {spread:?}"
     );
-    assert_eq!(slow.await.unwrap(), busy);
+    assert_eq!(slow.await.unwrap().1, busy);
 }

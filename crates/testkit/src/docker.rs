@@ -3,7 +3,9 @@
 //! that remove what a test created even when it fails.
 //!
 //! - [`docker`]: run one `docker` command, stdout on success, a readable error otherwise.
-//! - [`docker_available`]: `Err(why)` when no Docker engine answers (tests skip on it).
+//! - [`docker_available`]: `Err(why)` when no Docker engine answers.
+//! - [`require_docker`]: the first call of every Docker test: panics when no engine answers,
+//!   unless `ACS_SKIP_DOCKER_TESTS=1` says to skip.
 //! - [`unique_id`]: a short id unique to this test run, for worker ids, labels, tags, networks.
 //! - [`TestImage`]: `FROM scratch` + a workspace binary + the shared objects it links; `docker
 //!   rmi` on drop.
@@ -41,6 +43,31 @@ pub fn docker(args: &[&str]) -> Result<String, String> {
 /// The engine's version when a Docker engine answers `docker info`; the reason otherwise.
 pub fn docker_available() -> Result<String, String> {
     docker(&["info", "--format", "{{.ServerVersion}}"])
+}
+
+/// The variable that skips the Docker tests, for machines without a Docker engine.
+pub const SKIP_VAR: &str = "ACS_SKIP_DOCKER_TESTS";
+
+/// The first call of every test that needs the Docker engine. `Some(engine version)`: run the
+/// test. `None` (with a line on stderr saying so): `ACS_SKIP_DOCKER_TESTS=1` is set, the test
+/// returns at once. Otherwise, when no engine answers `docker info`, it panics: a Docker test
+/// must not pass without Docker.
+pub fn require_docker() -> Option<String> {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: {SKIP_VAR}=1 (this Docker test ran nothing)");
+        return None;
+    }
+    match docker_available() {
+        Ok(version) => Some(version),
+        Err(e) => panic!(
+            "{test} needs a Docker engine, and none answers `docker info`: {e}\n\
+             Start Docker (or point DOCKER_HOST at one), or set {SKIP_VAR}=1 to skip the Docker tests."
+        ),
+    }
 }
 
 /// `<tag><pid base36><nanos base36>`: lowercase letters and digits only, so it is valid in

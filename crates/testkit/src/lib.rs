@@ -1,5 +1,6 @@
-//! Test harness shared by integration tests. Nothing here is mocked: [`NatsServer`] runs the real
-//! `nats-server` binary on a free loopback port, as async-nats's own test harness does.
+//! Test harness shared by integration tests. What it starts is real: [`NatsServer`] runs the
+//! `nats-server` binary on a free loopback port, as async-nats's own test harness does, and
+//! [`docker`] drives the local Docker engine.
 //!
 //! # Layout
 //!
@@ -7,10 +8,15 @@
 //! - [`free_port`], [`wait_for_port`]: loopback port helpers.
 //! - [`workspace_bin`]: the path of a binary built from this workspace (`target/<profile>/<name>`).
 //! - [`TempDir`]: a scratch directory removed on drop.
-//! - [`docker`]: the real Docker engine through the `docker` CLI: a throwaway `FROM scratch`
+//! - [`http`]: one raw HTTP/1.1 GET on a fresh connection, `(status, body)`.
+//! - [`poll`]: [`poll::eventually`] / [`poll::until`], polling a condition with a deadline.
+//! - [`docker`]: the real Docker engine through the `docker` CLI: [`docker::require_docker`]
+//!   (fail without an engine, unless `ACS_SKIP_DOCKER_TESTS=1`), a throwaway `FROM scratch`
 //!   image of a workspace binary, and guards that remove containers, networks and images.
 
 pub mod docker;
+pub mod http;
+pub mod poll;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

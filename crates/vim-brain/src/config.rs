@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Parsing uses `deny_unknown_fields`, so a typo is refused with the field name and line; the
-//! semantic checks in [`ServiceFile::validate`] name the service and the field they refuse.
+//! semantic checks in `ServiceFile::validate` name the service and the field they refuse.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -56,6 +56,10 @@ pub struct ServiceConfig {
     pub health_path: String,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secrets by name: environment variable -> secret name, resolved by each worker from its
+    /// own `--secrets-dir`. Only the names travel on the bus, never the values.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
     /// CPU limit per replica, in cores.
     #[serde(default)]
     pub cpus: Option<f64>,
@@ -78,7 +82,8 @@ fn default_health() -> String {
 }
 
 /// Scaling policy of one service. Every target is optional; with none the service stays at
-/// `min_replicas` unless scaled by hand.
+/// `min_replicas` unless scaled by hand. Each `target_*` field has its entry in
+/// [`crate::policy::SIGNALS`], which measures, validates and prints it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -95,6 +100,9 @@ pub struct Policy {
     /// Target in-flight requests per replica.
     #[serde(default)]
     pub target_inflight_per_replica: Option<f64>,
+    /// Target p99 latency in ms, the slowest live proxy's figure for the service.
+    #[serde(default)]
+    pub target_p99_ms: Option<f64>,
     /// Ratio band around 1.0 inside which no change is proposed (HPA's 10 %).
     #[serde(default = "tolerance")]
     pub tolerance: f64,
@@ -148,22 +156,9 @@ fn stop_grace() -> f64 {
 }
 
 impl Default for Policy {
+    /// An empty `policy = {}`: the serde defaults above are the only list of them.
     fn default() -> Self {
-        Self {
-            min_replicas: one(),
-            max_replicas: ten(),
-            target_cpu_pct: None,
-            target_rps_per_replica: None,
-            target_inflight_per_replica: None,
-            tolerance: tolerance(),
-            scale_up_window_s: 0.0,
-            scale_down_window_s: down_window(),
-            max_step_up: step_up(),
-            max_step_down: one(),
-            step_interval_s: step_interval(),
-            drain_timeout_s: drain_timeout(),
-            stop_grace_s: stop_grace(),
-        }
+        toml::from_str("").expect("every policy field has a default")
     }
 }
 
@@ -250,6 +245,19 @@ impl ServiceConfig {
         self.policy.validate().map_err(|e| format!("policy.{e}"))
     }
 
+    /// One line for `vim-brain --check`.
+    pub fn summary(&self) -> String {
+        let p = &self.policy;
+        format!(
+            "service {}: min {} max {}, targets: {}, route {:?}",
+            self.name,
+            p.min_replicas,
+            p.max_replicas,
+            crate::policy::describe_targets(p),
+            self.route
+        )
+    }
+
     /// What a worker needs to start one replica.
     pub fn replica_spec(&self) -> acs_events::ReplicaSpec {
         acs_events::ReplicaSpec {
@@ -261,6 +269,7 @@ impl ServiceConfig {
             env: self.env.clone(),
             cpus: self.cpus,
             memory_mb: self.memory_mb,
+            secrets: self.secrets.clone(),
         }
     }
 }
@@ -279,14 +288,10 @@ impl Policy {
         if self.max_replicas as i64 > acs_events::MAX_REPLICAS {
             return Err(format!("max_replicas must be <= {}", acs_events::MAX_REPLICAS));
         }
-        for (name, v) in [
-            ("target_cpu_pct", self.target_cpu_pct),
-            ("target_rps_per_replica", self.target_rps_per_replica),
-            ("target_inflight_per_replica", self.target_inflight_per_replica),
-        ] {
-            if let Some(v) = v {
+        for signal in crate::policy::SIGNALS {
+            if let Some(v) = (signal.target)(self) {
                 if !(v.is_finite() && v > 0.0) {
-                    return Err(format!("{name} must be > 0, got {v}"));
+                    return Err(format!("{} must be > 0, got {v}", signal.key));
                 }
             }
         }
@@ -348,6 +353,16 @@ mod tests {
     }
 
     #[test]
+    fn secrets_travel_by_name_and_bad_names_are_refused() {
+        let text = "[[service]]\nname = \"web\"\ncommand = [\"x\"]\nsecrets = { DB_PASSWORD = \"db-password\" }\n";
+        let s = Services::parse(text).unwrap();
+        let spec = s.get(&"web".parse().unwrap()).unwrap().replica_spec();
+        assert_eq!(spec.secrets.get("DB_PASSWORD").map(String::as_str), Some("db-password"));
+        let e = err("[[service]]\nname = \"web\"\ncommand = [\"x\"]\nsecrets = { DB = \"../etc/shadow\" }\n");
+        assert!(e.contains("service \"web\"") && e.contains("../etc/shadow"), "{e}");
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let e = err("[[service]]\nname = \"web\"\ncommand = [\"x\"]\nreplicas = 3\n");
         assert!(e.contains("replicas"), "{e}");
@@ -363,6 +378,19 @@ mod tests {
             "[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={target_cpu_pct=-1.0}\n",
         );
         assert!(e.contains("policy.target_cpu_pct"), "{e}");
+    }
+
+    #[test]
+    fn every_signal_key_is_a_policy_field() {
+        for signal in crate::policy::SIGNALS {
+            let file = format!("[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={{{}=7}}\n", signal.key);
+            let services = Services::parse(&file).unwrap_or_else(|e| panic!("{}: {e}", signal.key));
+            let policy = &services.get(&"web".parse().unwrap()).unwrap().policy;
+            assert_eq!((signal.target)(policy), Some(7.0), "{}", signal.key);
+            let zero = file.replace("=7}", "=0}");
+            assert!(err(&zero).contains(&format!("policy.{} must be > 0", signal.key)), "{}", signal.key);
+        }
+        assert!(crate::policy::describe_targets(&Policy::default()).starts_with("no target"));
     }
 
     #[test]

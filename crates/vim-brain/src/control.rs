@@ -1,15 +1,17 @@
 //! Answers to users and proxies: manual scale, status, backend snapshots. Pure functions over
-//! the `World`; the reconciler only decodes requests and sends the replies.
+//! the `World` (a manual scale changes it through `World::apply`); the reconciler only decodes
+//! requests and sends the replies.
 
 use acs_events::{
-    BackendChange, BackendUpdate, ReplicaInfo, ReplicaState, ScaleMode, ScaleReply, ScaleRequest,
-    ServiceStatus, StatusReply, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
+    BackendChange, BackendUpdate, ReplicaInfo, ScaleMode, ScaleReply, ScaleRequest, ServiceStatus,
+    StatusReply, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
 };
 
 use crate::config::Services;
-use crate::world::{Intent, Now, World};
+use crate::world::{Event, Intent, Now, World};
 
-/// Applies a manual scale request. Unknown services are refused with the list of known ones.
+/// Applies a manual scale request: a pin, or (`auto`) the service handed back to its policy.
+/// Unknown services are refused with the list of known ones.
 pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, now: Now) -> ScaleReply {
     let Some(svc) = services.get(&req.service) else {
         return ScaleReply::error(format!(
@@ -18,13 +20,9 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
             services.names().join(", ")
         ));
     };
-    let st = world.services.entry(req.service.clone()).or_default();
-    let previous = st.desired;
+    let previous = world.service(&req.service).and_then(|st| st.desired);
     let policy = &svc.policy;
     let (replicas, mode, note) = if req.auto {
-        st.manual = None;
-        // Restart the stabilisation history: the pinned period says nothing about the load.
-        st.history.clear();
         let from = previous.unwrap_or(policy.min_replicas);
         (
             None,
@@ -36,18 +34,14 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
         )
     } else {
         let n = req.replicas.expect("validated: replicas or auto") as u32;
-        st.manual = Some(n);
         let mut note = format!(
             "{} pinned at {n} replicas; its policy (min {}, max {}) is overridden until `acsctl scale {} auto`",
             req.service, policy.min_replicas, policy.max_replicas, req.service
         );
         let free = free_slots(world, now);
-        let running = world
-            .workers
-            .values()
-            .filter(|w| w.is_up(now.mono, &world.settings))
+        let running = live_workers(world, now)
             .flat_map(|w| w.last.replicas.iter())
-            .filter(|r| r.service == req.service && r.state != ReplicaState::Exited)
+            .filter(|r| r.service == req.service && r.state.takes_slot())
             .count() as u32;
         if n > running.saturating_add(free) {
             note.push_str(&format!(
@@ -57,6 +51,7 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
         }
         (Some(n), ScaleMode::Manual, note)
     };
+    world.apply(Event::Pin { service: req.service.clone(), replicas }, now.mono);
     ScaleReply {
         v: SCHEMA_VERSION,
         ok: true,
@@ -69,28 +64,34 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
     }
 }
 
+fn live_workers(world: &World, now: Now) -> impl Iterator<Item = &crate::world::WorkerView> {
+    world.workers().values().filter(move |w| w.is_up(now.mono, world.settings()))
+}
+
 fn free_slots(world: &World, now: Now) -> u32 {
-    world
-        .workers
-        .values()
-        .filter(|w| w.is_up(now.mono, &world.settings))
-        .map(|w| w.last.capacity.max_replicas.saturating_sub(w.last.replicas.len() as u32))
+    live_workers(world, now)
+        .map(|w| {
+            let taken = w.last.replicas.iter().filter(|r| r.state.takes_slot()).count() as u32;
+            w.last.capacity.max_replicas.saturating_sub(taken)
+        })
         .fold(0u32, u32::saturating_add)
 }
 
+/// The status of every service and worker. `rejected` is left at 0: that count belongs to the
+/// reconciler loop, which fills it in.
 pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
     let t = now.mono;
     let mut out = Vec::new();
     for (name, svc) in services.iter() {
-        let st = world.services.get(name);
+        let st = world.service(name);
         let mut replicas = Vec::new();
-        for (wid, w) in &world.workers {
-            if !w.is_up(t, &world.settings) {
+        for (wid, w) in world.workers() {
+            if !w.is_up(t, world.settings()) {
                 continue;
             }
             for r in w.last.replicas.iter().filter(|r| &r.service == name) {
                 let draining =
-                    matches!(world.records.get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
+                    matches!(world.records().get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
                 replicas.push(ReplicaInfo {
                     id: r.id.clone(),
                     worker: wid.clone(),
@@ -112,18 +113,18 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
         });
     }
     let workers = world
-        .workers
+        .workers()
         .iter()
         .map(|(id, w)| WorkerStatus {
             id: id.clone(),
-            health: if w.is_up(t, &world.settings) { WorkerHealth::Up } else { WorkerHealth::Down },
+            health: if w.is_up(t, world.settings()) { WorkerHealth::Up } else { WorkerHealth::Down },
             last_seen_ms_ago: t.saturating_sub(w.last_seen),
             replicas: w.last.replicas.len() as u32,
             max_replicas: w.last.capacity.max_replicas,
             cpu_pct: (w.last.host.cpu_pct * 10.0).round() / 10.0,
         })
         .collect();
-    StatusReply { v: SCHEMA_VERSION, ok: true, ts_ms: now.unix_ms, services: out, workers, rejected: world.rejected }
+    StatusReply { v: SCHEMA_VERSION, ok: true, ts_ms: now.unix_ms, services: out, workers, rejected: 0 }
 }
 
 /// Snapshots of what has been published, one `reset` per service. Before the brain has
@@ -134,7 +135,7 @@ pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> 
         if !req.services.is_empty() && !req.services.contains(name) {
             continue;
         }
-        let Some(st) = world.services.get(name) else { continue };
+        let Some(st) = world.service(name) else { continue };
         if st.last_reset.is_none() {
             continue;
         }

@@ -3,14 +3,18 @@
 //! # Layout
 //!
 //! - [`config`]: the services file (TOML), validated into [`Services`]; `--check` uses it.
-//! - [`world`]: the [`World`], folded from events by a synchronous `apply`; plus the brain's own
-//!   bookkeeping (starts in flight, drains, manual pins, published backend sets).
-//! - [`policy`]: target tracking, stabilisation windows, step limits. Pure.
+//! - [`world`]: the [`World`], folded from events by a synchronous `apply`, its only door
+//!   (reports, command results, manual pins, sent plans); plus the brain's own bookkeeping
+//!   (starts in flight, drains, manual pins, published backend sets).
+//! - [`policy`]: [`policy::SIGNALS`], the one list of scaling signals; target tracking,
+//!   stabilisation windows, step limits. Pure.
 //! - [`placement`]: which worker gets a replica, which replica goes first. Pure.
-//! - [`plan`]: `plan(&World, &Services, now) -> Plan`, the whole decision. Pure: no clock, no
-//!   I/O; tested with plain data (see `tests/plan.rs`).
+//! - [`plan`](mod@plan): `plan(&World, &Services, now) -> Plan`, the whole decision, one file per step
+//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `scale_in`, `backends`). Pure: no
+//!   clock, no I/O; tested with plain data (each step's unit tests, and `tests/plan.rs`).
 //! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
-//! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out.
+//! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out; it
+//!   counts refused messages.
 //! - [`state`]: manual pins saved to `--state-file`, so they survive a restart.
 
 pub mod config;

@@ -16,8 +16,8 @@ struct Args {
     /// Validate the services file and exit.
     #[arg(long)]
     check: bool,
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    #[command(flatten)]
+    nats: acs_node::NatsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -40,13 +40,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    acs_node::init_tracing("info");
     let services = match Services::load(&args.services) {
         Ok(s) => s,
         Err(e) => {
@@ -55,13 +49,8 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        for (name, s) in services.iter() {
-            let p = &s.policy;
-            println!(
-                "ok: service {name}: min {} max {}, targets cpu {:?} rps {:?} in-flight {:?}, route {:?}",
-                p.min_replicas, p.max_replicas, p.target_cpu_pct, p.target_rps_per_replica,
-                p.target_inflight_per_replica, s.route
-            );
+        for (_, service) in services.iter() {
+            println!("ok: {}", service.summary());
         }
         println!("{}: {} service(s) valid", args.services.display(), services.0.len());
         return ExitCode::SUCCESS;
@@ -73,8 +62,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let nats = match args.nats.into_options("vim-brain") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
-        nats_url: args.nats,
+        nats,
         subjects,
         settings: Settings {
             worker_timeout_ms: args.worker_timeout_ms,
@@ -87,20 +83,11 @@ fn main() -> ExitCode {
         ..Config::default()
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(vim_brain::run(config, services, shutdown_signal())) {
+    match rt.block_on(vim_brain::run(config, services, acs_node::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

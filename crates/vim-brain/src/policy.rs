@@ -1,22 +1,90 @@
 //! How many replicas a service should have: target tracking, stabilisation and step limits.
 //! Pure functions over plain numbers.
+//!
+//! [`SIGNALS`] is the one list of scaling signals: recommendation, the services file's
+//! validation and `vim-brain --check` all read it. A new signal is its `Policy` field (config.rs)
+//! plus one entry here.
 
 use std::collections::{BTreeMap, VecDeque};
+
+use acs_events::Traffic;
 
 use crate::config::Policy;
 use crate::world::Millis;
 
-/// The figures a recommendation is computed from.
+/// What the signals are measured from: one service's replicas in rotation and its traffic.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Signals {
+pub struct Measured {
     /// Replicas in rotation (healthy, not draining).
     pub ready: u32,
-    /// Sum over ready replicas of CPU use in percent of each replica's limit (or of one core).
-    pub cpu_pct_sum: Option<f64>,
-    /// Requests per second to the service, summed over live proxies.
-    pub rps: Option<f64>,
-    /// Requests in flight to the service, summed over live proxies.
-    pub in_flight: Option<f64>,
+    /// CPU use of each ready replica, in percent of its limit (`cpus`, or one core).
+    pub replica_cpu_pct: Vec<f64>,
+    /// The service's traffic totals, one per live proxy that reports it.
+    pub proxies: Vec<Traffic>,
+}
+
+/// One scaling signal: how it is configured, measured and explained.
+pub struct Signal {
+    /// Name in reasons and decision inputs (`<name>_total`, `<name>_target`, `<name>_per_replica`).
+    pub name: &'static str,
+    /// The key of its target under `policy` in the services file.
+    pub key: &'static str,
+    /// Printed after its figures in reasons.
+    pub unit: &'static str,
+    /// The configured target per replica, if any.
+    pub target: fn(&Policy) -> Option<f64>,
+    /// The service's total (`None`: nothing measured now); per replica is `total / ready`.
+    pub total: fn(&Measured) -> Option<f64>,
+}
+
+/// Every scaling signal, in the order they are weighed (on a tie the first one explains).
+pub const SIGNALS: &[Signal] = &[
+    Signal {
+        name: "cpu_pct",
+        key: "target_cpu_pct",
+        unit: "%",
+        target: |p| p.target_cpu_pct,
+        total: |m| (!m.replica_cpu_pct.is_empty()).then(|| m.replica_cpu_pct.iter().sum()),
+    },
+    Signal {
+        name: "rps",
+        key: "target_rps_per_replica",
+        unit: " rps",
+        target: |p| p.target_rps_per_replica,
+        total: |m| sum_over_proxies(m, |t| t.rps),
+    },
+    Signal {
+        name: "in_flight",
+        key: "target_inflight_per_replica",
+        unit: " in flight",
+        target: |p| p.target_inflight_per_replica,
+        total: |m| sum_over_proxies(m, |t| t.in_flight as f64), // f64: no overflow
+    },
+    Signal {
+        name: "p99_ms",
+        key: "target_p99_ms",
+        unit: " ms",
+        target: |p| p.target_p99_ms,
+        // Latency is not split over replicas: scaled by `ready` so that per replica reads the
+        // p99 itself and the proposal is `ceil(ready * p99 / target)`, the HPA's ratio form.
+        total: |m| m.proxies.iter().map(|t| t.p99_ms).reduce(f64::max).map(|p99| p99 * m.ready as f64),
+    },
+];
+
+/// Summed over the proxies that report the service; `None` if none does.
+fn sum_over_proxies(m: &Measured, figure: fn(&Traffic) -> f64) -> Option<f64> {
+    (!m.proxies.is_empty()).then(|| m.proxies.iter().fold(0.0, |sum, t| sum + figure(t)))
+}
+
+/// The configured targets, for `vim-brain --check`.
+pub fn describe_targets(policy: &Policy) -> String {
+    let set: Vec<String> =
+        SIGNALS.iter().filter_map(|s| (s.target)(policy).map(|t| format!("{} {t}", s.key))).collect();
+    if set.is_empty() {
+        "no target (stays at min_replicas unless scaled by hand)".into()
+    } else {
+        set.join(", ")
+    }
 }
 
 /// A policy recommendation and why.
@@ -30,24 +98,21 @@ pub struct Recommendation {
 /// Target tracking (the HPA formula): for each configured target, `ceil(total / target)`, unless
 /// the per-replica value is within `tolerance` of the target (then keep `current`). The largest
 /// proposal wins. Signals with no ready replicas to measure are skipped.
-pub fn recommend(policy: &Policy, current: u32, s: &Signals) -> Recommendation {
+pub fn recommend(policy: &Policy, current: u32, measured: &Measured) -> Recommendation {
+    let ready = measured.ready;
     let mut inputs = BTreeMap::new();
     inputs.insert("current".to_string(), current as f64);
-    inputs.insert("ready".to_string(), s.ready as f64);
+    inputs.insert("ready".to_string(), ready as f64);
     let mut best: Option<(u32, String)> = None;
-    let targets = [
-        ("cpu_pct", policy.target_cpu_pct, s.cpu_pct_sum, "%"),
-        ("rps", policy.target_rps_per_replica, s.rps, " rps"),
-        ("in_flight", policy.target_inflight_per_replica, s.in_flight, " in flight"),
-    ];
-    for (name, target, total, unit) in targets {
-        let (Some(target), Some(total)) = (target, total) else { continue };
+    for signal in SIGNALS {
+        let (name, unit) = (signal.name, signal.unit);
+        let (Some(target), Some(total)) = ((signal.target)(policy), (signal.total)(measured)) else { continue };
         inputs.insert(format!("{name}_total"), round2(total));
         inputs.insert(format!("{name}_target"), target);
-        if s.ready == 0 {
+        if ready == 0 {
             continue;
         }
-        let per = total / s.ready as f64;
+        let per = total / ready as f64;
         inputs.insert(format!("{name}_per_replica"), round2(per));
         let ratio = per / target;
         let proposal = if (ratio - 1.0).abs() <= policy.tolerance {
@@ -55,10 +120,7 @@ pub fn recommend(policy: &Policy, current: u32, s: &Signals) -> Recommendation {
         } else {
             (total / target - 1e-9).ceil().max(0.0) as u32
         };
-        let why = format!(
-            "{name} {per:.1}{unit}/replica over {} ready vs target {target}{unit} -> {proposal}",
-            s.ready
-        );
+        let why = format!("{name} {per:.1}{unit}/replica over {ready} ready vs target {target}{unit} -> {proposal}");
         if best.as_ref().is_none_or(|(b, _)| proposal > *b) {
             best = Some((proposal, why));
         }
@@ -133,10 +195,14 @@ pub fn stabilize(
     Stabilized { desired, limited_by }
 }
 
-/// Drops history older than both windows.
-pub fn prune(policy: &Policy, history: &mut VecDeque<(Millis, u32)>, now: Millis) {
-    let keep = (policy.scale_up_window_s.max(policy.scale_down_window_s) * 1000.0) as u64;
-    while history.front().is_some_and(|(t, _)| now.saturating_sub(*t) > keep) {
+/// How long a recommendation can matter: the longer of the two windows.
+pub fn history_keep_ms(policy: &Policy) -> Millis {
+    (policy.scale_up_window_s.max(policy.scale_down_window_s) * 1000.0) as u64
+}
+
+/// Drops history older than `keep_ms`.
+pub fn prune(history: &mut VecDeque<(Millis, u32)>, keep_ms: Millis, now: Millis) {
+    while history.front().is_some_and(|(t, _)| now.saturating_sub(*t) > keep_ms) {
         history.pop_front();
     }
 }
@@ -162,9 +228,14 @@ mod tests {
         }
     }
 
+    /// `ready` replicas and one proxy reporting `rps` (CPU not measured).
+    fn rps(ready: u32, rps: f64) -> Measured {
+        Measured { ready, proxies: vec![Traffic { rps, ..Default::default() }], ..Default::default() }
+    }
+
     #[test]
     fn rps_target_tracking() {
-        let r = recommend(&policy(), 2, &Signals { ready: 2, rps: Some(100.0), ..Default::default() });
+        let r = recommend(&policy(), 2, &rps(2, 100.0));
         assert_eq!(r.replicas, 5);
         assert!(r.reason.contains("rps 50.0"), "{}", r.reason);
         assert_eq!(r.inputs["rps_per_replica"], 50.0);
@@ -172,29 +243,41 @@ mod tests {
 
     #[test]
     fn largest_signal_wins() {
-        let s = Signals { ready: 2, rps: Some(30.0), cpu_pct_sum: Some(240.0), ..Default::default() };
+        let s = Measured { replica_cpu_pct: vec![120.0, 120.0], ..rps(2, 30.0) };
         let r = recommend(&policy(), 2, &s);
         assert_eq!(r.replicas, 4, "cpu 120%/replica vs 60% doubles");
         assert!(r.reason.starts_with("cpu_pct"));
     }
 
     #[test]
+    fn p99_latency_scales_by_its_ratio_to_the_target() {
+        let p = Policy { target_p99_ms: Some(100.0), target_rps_per_replica: None, target_cpu_pct: None, ..policy() };
+        let slow = Traffic { p99_ms: 250.0, ..Default::default() };
+        let fast = Traffic { p99_ms: 40.0, ..Default::default() };
+        let m = Measured { ready: 2, proxies: vec![fast, slow], ..Default::default() };
+        let r = recommend(&p, 2, &m);
+        assert_eq!(r.replicas, 5, "the slowest proxy counts: ceil(2 * 250 / 100)");
+        assert_eq!(r.inputs["p99_ms_per_replica"], 250.0);
+        assert!(r.reason.starts_with("p99_ms 250.0 ms/replica over 2 ready vs target 100 ms"), "{}", r.reason);
+    }
+
+    #[test]
     fn tolerance_keeps_current() {
-        let r = recommend(&policy(), 3, &Signals { ready: 3, rps: Some(63.0), ..Default::default() });
+        let r = recommend(&policy(), 3, &rps(3, 63.0));
         assert_eq!(r.replicas, 3);
     }
 
     #[test]
     fn exact_multiple_is_not_rounded_up() {
-        let r = recommend(&policy(), 1, &Signals { ready: 1, rps: Some(80.0), ..Default::default() });
+        let r = recommend(&policy(), 1, &rps(1, 80.0));
         assert_eq!(r.replicas, 4);
     }
 
     #[test]
     fn no_ready_replicas_holds() {
-        let r = recommend(&policy(), 2, &Signals { ready: 0, rps: Some(80.0), ..Default::default() });
+        let r = recommend(&policy(), 2, &rps(0, 80.0));
         assert_eq!(r.replicas, 2);
-        let r = recommend(&Policy::default(), 3, &Signals { ready: 3, rps: Some(80.0), ..Default::default() });
+        let r = recommend(&Policy::default(), 3, &rps(3, 80.0));
         assert_eq!(r.replicas, 3, "no targets configured");
     }
 
@@ -245,7 +328,7 @@ mod tests {
     fn prune_drops_old_history() {
         let p = policy();
         let mut h: VecDeque<_> = [(0, 1), (20_000, 2), (40_000, 3)].into_iter().collect();
-        prune(&p, &mut h, 45_000);
+        prune(&mut h, history_keep_ms(&p), 45_000);
         assert_eq!(h.len(), 2);
     }
 }

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use acs_events::{
-    decode, encode, CommandAck, DecodeError, ProxyMetrics, ReplicaEvent, Rejection, ScaleReply,
-    ScaleRequest, StatusRequest, Subjects, SyncRequest, WorkerMetrics, SCHEMA_VERSION,
+    check_sender, decode, encode, CommandAck, DecodeError, ProxyMetrics, ReplicaEvent, Rejection,
+    ScaleReply, ScaleRequest, StatusReply, StatusRequest, Subjects, SyncRequest, WorkerMetrics, SCHEMA_VERSION,
 };
 use async_nats::{Client, Message};
 use futures::StreamExt;
@@ -21,7 +21,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub nats_url: String,
+    /// Servers, credentials and TLS (`acs-node`).
+    pub nats: acs_node::NatsOptions,
     pub subjects: Subjects,
     pub settings: Settings,
     /// How often the reconciler plans without being prompted by an event.
@@ -35,7 +36,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            nats_url: "nats://127.0.0.1:4222".into(),
+            nats: acs_node::NatsOptions::new(acs_node::nats::DEFAULT_URL),
             subjects: Subjects::default(),
             settings: Settings::default(),
             tick: Duration::from_millis(500),
@@ -47,8 +48,8 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    #[error(transparent)]
+    Nats(#[from] acs_node::NatsError),
     #[error("cannot subscribe to {subject}: {source}")]
     Subscribe { subject: String, source: async_nats::SubscribeError },
 }
@@ -67,12 +68,8 @@ impl Clock {
 
 /// Runs the brain until `shutdown` completes.
 pub async fn run(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let client = async_nats::ConnectOptions::new()
-        .name("vim-brain")
-        .retry_on_initial_connect()
-        .connect(&config.nats_url)
-        .await
-        .map_err(|source| Error::Connect { url: config.nats_url.clone(), source })?;
+    let nats = if config.nats.name.is_empty() { config.nats.clone().with_name("vim-brain") } else { config.nats.clone() };
+    let client = nats.connect().await?;
     let s = &config.subjects;
     let sub = |subject: String| {
         let client = client.clone();
@@ -86,7 +83,7 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
     let mut scale = sub(s.scale()).await?;
     let mut status = sub(s.status()).await?;
     let mut sync = sub(s.backends_sync()).await?;
-    info!(nats = %config.nats_url, services = ?services.names(), "vim-brain running");
+    info!(nats = %config.nats.servers_display(), services = ?services.names(), "vim-brain running");
 
     let clock = Clock { start: Instant::now() };
     let mut world = World::new(config.settings.clone(), clock.now());
@@ -96,7 +93,7 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
                 for (service, n) in pins {
                     if services.get(&service).is_some() {
                         info!(%service, replicas = n, "manual pin restored");
-                        world.services.entry(service).or_default().manual = Some(n);
+                        world.apply(Event::Pin { service, replicas: Some(n) }, clock.now().mono);
                     } else {
                         warn!(%service, "manual pin for a service no longer declared; dropped");
                     }
@@ -112,6 +109,7 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         services,
         command_timeout: config.command_timeout,
         state_file: config.state_file.clone(),
+        rejected: 0,
     };
     let (results_tx, mut results) = mpsc::unbounded_channel::<Event>();
     let mut tick = tokio::time::interval(config.tick);
@@ -124,19 +122,19 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
             _ = &mut shutdown => break,
             _ = tick.tick() => brain.reconcile(clock.now(), &results_tx).await,
             Some(m) = metrics.next() => {
-                if let Some(ev) = brain.decode_worker_metrics(&m).await {
+                if let Some(ev) = brain.decode_from_sender::<WorkerMetrics>(&m, |ev| ev.worker.as_str()).await {
                     brain.world.apply(Event::WorkerMetrics(ev), clock.now().mono);
                 }
             }
             Some(m) = replica_events.next() => {
-                if let Some(ev) = brain.decode_replica_event(&m).await {
+                if let Some(ev) = brain.decode_from_sender::<ReplicaEvent>(&m, |ev| ev.worker.as_str()).await {
                     debug!(worker = %ev.worker, replica = %ev.replica.id, state = ?ev.replica.state, "replica event");
                     brain.world.apply(Event::Replica(ev), clock.now().mono);
                     brain.reconcile(clock.now(), &results_tx).await;
                 }
             }
             Some(m) = proxies.next() => {
-                if let Some(ev) = brain.decode_proxy_metrics(&m).await {
+                if let Some(ev) = brain.decode_from_sender::<ProxyMetrics>(&m, |ev| ev.proxy.as_str()).await {
                     brain.world.apply(Event::Proxy(ev), clock.now().mono);
                 }
             }
@@ -168,14 +166,15 @@ struct Brain {
     services: Services,
     command_timeout: Duration,
     state_file: Option<std::path::PathBuf>,
+    /// Messages refused since start (malformed input, refused requests); reported in status.
+    rejected: u64,
 }
 
 impl Brain {
     async fn reconcile(&mut self, now: Now, results: &mpsc::UnboundedSender<Event>) {
         let plan = plan(&self.world, &self.services, now);
         self.send(&plan, results).await;
-        self.world.commit(&plan, now.mono);
-        self.world.prune(&self.services, now.mono);
+        self.world.apply(Event::PlanSent(plan.bookkeeping), now.mono);
     }
 
     async fn send(&self, plan: &Plan, results: &mpsc::UnboundedSender<Event>) {
@@ -228,17 +227,9 @@ impl Brain {
 
     /// Counts and reports a message that was refused and that nobody waits on.
     async fn reject(&mut self, m: &Message, kind: &str, error: String) {
-        self.world.rejected += 1;
-        warn!(subject = %m.subject, kind, %error, total = self.world.rejected, "rejected message");
-        let r = Rejection {
-            v: SCHEMA_VERSION,
-            component: "brain".into(),
-            subject: m.subject.to_string(),
-            ts_ms: now_unix_ms(),
-            kind: kind.into(),
-            error,
-            total: self.world.rejected,
-        };
+        self.rejected += 1;
+        warn!(subject = %m.subject, kind, %error, total = self.rejected, "rejected message");
+        let r = Rejection::new("brain", m.subject.as_str(), kind, error, now_unix_ms(), self.rejected);
         self.publish(self.subjects.rejections("brain"), encode(&r)).await;
     }
 
@@ -246,39 +237,19 @@ impl Brain {
         self.reject(m, e.kind(), e.to_string()).await;
     }
 
-    /// Checks that the last subject token names the sender the payload names.
-    async fn subject_matches(&mut self, m: &Message, who: &str) -> bool {
-        let token = m.subject.rsplit('.').next().unwrap_or_default();
-        if token == who {
-            return true;
-        }
-        self.reject(m, "invalid", format!("subject names {token:?} but payload names {who:?}")).await;
-        false
-    }
-
-    async fn decode_worker_metrics(&mut self, m: &Message) -> Option<WorkerMetrics> {
-        match decode::<WorkerMetrics>(&m.payload) {
-            Ok(ev) => self.subject_matches(m, ev.worker.as_str()).await.then_some(ev),
-            Err(e) => {
-                self.reject_decode(m, e).await;
-                None
-            }
-        }
-    }
-
-    async fn decode_replica_event(&mut self, m: &Message) -> Option<ReplicaEvent> {
-        match decode::<ReplicaEvent>(&m.payload) {
-            Ok(ev) => self.subject_matches(m, ev.worker.as_str()).await.then_some(ev),
-            Err(e) => {
-                self.reject_decode(m, e).await;
-                None
-            }
-        }
-    }
-
-    async fn decode_proxy_metrics(&mut self, m: &Message) -> Option<ProxyMetrics> {
-        match decode::<ProxyMetrics>(&m.payload) {
-            Ok(ev) => self.subject_matches(m, ev.proxy.as_str()).await.then_some(ev),
+    /// Decodes a report whose subject must end in the sender its payload names.
+    async fn decode_from_sender<T>(&mut self, m: &Message, sender: fn(&T) -> &str) -> Option<T>
+    where
+        T: serde::de::DeserializeOwned + acs_events::Validate + acs_events::codec::Versioned,
+    {
+        match decode::<T>(&m.payload) {
+            Ok(ev) => match check_sender(m.subject.as_str(), sender(&ev)) {
+                Ok(()) => Some(ev),
+                Err(error) => {
+                    self.reject(m, "invalid", error).await;
+                    None
+                }
+            },
             Err(e) => {
                 self.reject_decode(m, e).await;
                 None
@@ -325,13 +296,16 @@ impl Brain {
 
     /// A request answered with an error: the reply carries the message, and we count it.
     fn count_refused(&mut self, m: &Message, error: &str) {
-        self.world.rejected += 1;
-        warn!(subject = %m.subject, %error, total = self.world.rejected, "refused request");
+        self.rejected += 1;
+        warn!(subject = %m.subject, %error, total = self.rejected, "refused request");
     }
 
     async fn handle_status(&mut self, m: &Message, now: Now) {
         let payload = match decode_or_default::<StatusRequest>(&m.payload) {
-            Ok(_) => encode(&control::status(&self.world, &self.services, now)),
+            Ok(_) => {
+                let reply = control::status(&self.world, &self.services, now);
+                encode(&StatusReply { rejected: self.rejected, ..reply })
+            }
             Err(e) => {
                 self.count_refused(m, &e.to_string());
                 error_reply(&e.to_string())

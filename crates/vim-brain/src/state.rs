@@ -35,7 +35,7 @@ pub fn load(path: &Path) -> Result<BTreeMap<ServiceName, u32>, String> {
 pub fn save(path: &Path, world: &World) -> Result<(), String> {
     let saved = Saved {
         v: acs_events::SCHEMA_VERSION,
-        manual: world.services.iter().filter_map(|(k, s)| s.manual.map(|n| (k.clone(), n))).collect(),
+        manual: world.pins().map(|(service, n)| (service.clone(), n)).collect(),
     };
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
@@ -51,7 +51,7 @@ pub fn save(path: &Path, world: &World) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::{Now, Settings};
+    use crate::world::{Event, Now, Settings};
 
     #[test]
     fn round_trip_and_missing_file() {
@@ -59,8 +59,8 @@ mod tests {
         let path = dir.join("state.json");
         assert!(load(&path).unwrap().is_empty());
         let mut w = World::new(Settings::default(), Now { mono: 0, unix_ms: 0 });
-        w.services.entry("web".parse().unwrap()).or_default().manual = Some(3);
-        w.services.entry("api".parse().unwrap()).or_default();
+        w.apply(Event::Pin { service: "web".parse().unwrap(), replicas: Some(3) }, 0);
+        w.apply(Event::Pin { service: "api".parse().unwrap(), replicas: None }, 0);
         save(&path, &w).unwrap();
         let pins = load(&path).unwrap();
         assert_eq!(pins.len(), 1);

@@ -6,6 +6,17 @@
 //!   progress, stops in flight, per-service desired counts, manual pins, recommendation history
 //!   and the backend sets it has published.
 //!
+//! # One door
+//!
+//! Like kube-rs's reflector `Store` (`apply_watcher_event`), the world changes only through:
+//! - [`World::new`]: an empty world at brain start;
+//! - [`World::apply`]: one [`Event`]: a worker's or proxy's report, a command's result, a manual
+//!   pin ([`Event::Pin`], from `acs.cmd.scale` or the state file), or the bookkeeping of a plan
+//!   once it has been sent ([`Event::PlanSent`]).
+//!
+//! The fields are private; everything else is a read ([`World::settings`], [`World::workers`],
+//! [`World::records`], [`World::service`], ...).
+//!
 //! Time is a plain number of milliseconds on a monotonic clock that the caller passes in.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -14,6 +25,9 @@ use acs_events::{
     Backend, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaState,
     ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
 };
+
+use crate::plan::{Bookkeeping, RecordChange};
+use crate::policy;
 
 /// Milliseconds on the brain's monotonic clock.
 pub type Millis = u64;
@@ -128,19 +142,17 @@ pub struct ServiceState {
 /// Everything the brain knows. `BTreeMap`s everywhere: iteration order decides outcomes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct World {
-    pub settings: Settings,
+    settings: Settings,
     /// Brain start, on the monotonic clock.
-    pub started: Millis,
+    started: Millis,
     /// Brain start, wall clock in ms; makes replica ids unique across brain restarts and seeds
     /// backend versions so they keep growing across restarts.
-    pub epoch: UnixMs,
-    pub next_seq: u64,
-    pub workers: BTreeMap<WorkerId, WorkerView>,
-    pub proxies: BTreeMap<ProxyId, ProxyView>,
-    pub records: BTreeMap<ReplicaId, Record>,
-    pub services: BTreeMap<ServiceName, ServiceState>,
-    /// Refused messages (malformed input) since start.
-    pub rejected: u64,
+    epoch: UnixMs,
+    next_seq: u64,
+    workers: BTreeMap<WorkerId, WorkerView>,
+    proxies: BTreeMap<ProxyId, ProxyView>,
+    records: BTreeMap<ReplicaId, Record>,
+    services: BTreeMap<ServiceName, ServiceState>,
 }
 
 /// Everything that can change the world.
@@ -151,6 +163,10 @@ pub enum Event {
     Proxy(ProxyMetrics),
     /// A worker's answer to a command (or the failure to get one).
     CommandResult { worker: WorkerId, replica: ReplicaId, start: bool, result: Result<CommandAck, String> },
+    /// A manual pin at `replicas`, or (`None`) the service handed back to its policy.
+    Pin { service: ServiceName, replicas: Option<u32> },
+    /// A plan has been sent: record what it started, drained, stopped, decided and published.
+    PlanSent(Bookkeeping),
 }
 
 impl World {
@@ -164,8 +180,38 @@ impl World {
             proxies: BTreeMap::new(),
             records: BTreeMap::new(),
             services: BTreeMap::new(),
-            rejected: 0,
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn workers(&self) -> &BTreeMap<WorkerId, WorkerView> {
+        &self.workers
+    }
+
+    /// What the brain is doing with replicas beyond what workers report.
+    pub fn records(&self) -> &BTreeMap<ReplicaId, Record> {
+        &self.records
+    }
+
+    pub fn services(&self) -> &BTreeMap<ServiceName, ServiceState> {
+        &self.services
+    }
+
+    pub fn service(&self, name: &ServiceName) -> Option<&ServiceState> {
+        self.services.get(name)
+    }
+
+    /// The sequence number the next new replica id takes.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Manual pins, by service.
+    pub fn pins(&self) -> impl Iterator<Item = (&ServiceName, u32)> {
+        self.services.iter().filter_map(|(name, st)| st.manual.map(|n| (name, n)))
     }
 
     pub fn warmed_up(&self, now: Millis) -> bool {
@@ -175,108 +221,179 @@ impl World {
     /// Folds one event in. Never fails: events were validated at decode time.
     pub fn apply(&mut self, event: Event, now: Millis) {
         match event {
-            Event::WorkerMetrics(m) => {
-                let id = m.worker.clone();
-                match self.workers.get_mut(&id) {
-                    Some(w) => {
-                        w.last = m;
-                        w.last_seen = now;
-                    }
-                    None => {
-                        self.workers.insert(
-                            id.clone(),
-                            WorkerView {
-                                last: m,
-                                last_seen: now,
-                                announced_up: false,
-                                backoff_until: 0,
-                                unhealthy_since: BTreeMap::new(),
-                            },
-                        );
-                    }
-                }
-                let w = self.workers.get_mut(&id).expect("just inserted");
-                let unhealthy: Vec<ReplicaId> = w
-                    .last
-                    .replicas
-                    .iter()
-                    .filter(|r| r.state == ReplicaState::Unhealthy)
-                    .map(|r| r.id.clone())
-                    .collect();
-                w.unhealthy_since.retain(|id, _| unhealthy.contains(id));
-                for id in unhealthy {
-                    w.unhealthy_since.entry(id).or_insert(now);
-                }
-            }
-            Event::Replica(ev) => {
-                // A replica event is news from a live worker; fold it into its last report so
-                // the plan sees it before the next metrics tick. Unknown worker: wait for metrics.
-                let Some(w) = self.workers.get_mut(&ev.worker) else { return };
-                w.last_seen = w.last_seen.max(now);
-                let r = ev.replica;
-                match r.state {
-                    ReplicaState::Exited => {
-                        w.last.replicas.retain(|x| x.id != r.id);
-                        w.unhealthy_since.remove(&r.id);
-                        // Exited while starting (crashed, or its health check timed out): forget
-                        // the start, so the next plan replaces it now rather than after the
-                        // start timeout.
-                        if matches!(self.records.get(&r.id), Some(Record { intent: Intent::Starting { .. }, .. })) {
-                            self.records.remove(&r.id);
-                        }
-                    }
-                    state => {
-                        if state == ReplicaState::Unhealthy {
-                            w.unhealthy_since.entry(r.id.clone()).or_insert(now);
-                        } else {
-                            w.unhealthy_since.remove(&r.id);
-                        }
-                        upsert(&mut w.last.replicas, r);
-                    }
-                }
-                w.last.capacity.running = w.last.replicas.len() as u32;
-            }
+            Event::WorkerMetrics(m) => self.worker_metrics(m, now),
+            Event::Replica(ev) => self.replica_event(ev, now),
             Event::Proxy(m) => {
                 let id = m.proxy.clone();
                 self.proxies.insert(id, ProxyView { last: m, last_seen: now });
             }
             Event::CommandResult { worker, replica, start, result } => {
-                let failed = match &result {
-                    Ok(ack) if ack.ok => None,
-                    Ok(ack) => Some(ack.error.clone().unwrap_or_else(|| "refused".into())),
-                    Err(e) => Some(e.clone()),
-                };
-                if start {
-                    match failed {
-                        // The worker said no (full, bad spec, runtime error): forget the
-                        // attempt so the next plan places it again, elsewhere for a while.
-                        Some(_) => {
-                            self.records.remove(&replica);
-                            if let Some(w) = self.workers.get_mut(&worker) {
-                                w.backoff_until = now + self.settings.refusal_backoff_ms;
-                            }
-                        }
-                        None => {
-                            if let (Ok(ack), Some(w)) = (&result, self.workers.get_mut(&worker)) {
-                                if let Some(r) = &ack.replica {
-                                    if !w.last.replicas.iter().any(|x| x.id == r.id) {
-                                        w.last.replicas.push(r.clone());
-                                        w.last.capacity.running = w.last.replicas.len() as u32;
-                                    }
-                                }
-                            }
-                        }
+                self.command_result(worker, replica, start, result, now)
+            }
+            Event::Pin { service, replicas } => {
+                let st = self.services.entry(service).or_default();
+                st.manual = replicas;
+                if replicas.is_none() {
+                    // Restart the stabilisation history: the pinned period says nothing about the load.
+                    st.history.clear();
+                }
+            }
+            Event::PlanSent(bookkeeping) => self.plan_sent(bookkeeping, now),
+        }
+    }
+
+    fn worker_metrics(&mut self, m: WorkerMetrics, now: Millis) {
+        let id = m.worker.clone();
+        match self.workers.get_mut(&id) {
+            Some(w) => {
+                w.last = m;
+                w.last_seen = now;
+            }
+            None => {
+                self.workers.insert(
+                    id.clone(),
+                    WorkerView {
+                        last: m,
+                        last_seen: now,
+                        announced_up: false,
+                        backoff_until: 0,
+                        unhealthy_since: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        let w = self.workers.get_mut(&id).expect("just inserted");
+        let unhealthy: Vec<ReplicaId> = w
+            .last
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Unhealthy)
+            .map(|r| r.id.clone())
+            .collect();
+        w.unhealthy_since.retain(|id, _| unhealthy.contains(id));
+        for id in unhealthy {
+            w.unhealthy_since.entry(id).or_insert(now);
+        }
+    }
+
+    fn replica_event(&mut self, ev: ReplicaEvent, now: Millis) {
+        // A replica event is news from a live worker; fold it into its last report so
+        // the plan sees it before the next metrics tick. Unknown worker: wait for metrics.
+        let Some(w) = self.workers.get_mut(&ev.worker) else { return };
+        w.last_seen = w.last_seen.max(now);
+        let r = ev.replica;
+        match r.state {
+            ReplicaState::Exited => {
+                w.last.replicas.retain(|x| x.id != r.id);
+                w.unhealthy_since.remove(&r.id);
+                // Exited while starting (crashed, or its health check timed out): forget
+                // the start, so the next plan replaces it now rather than after the
+                // start timeout.
+                if matches!(self.records.get(&r.id), Some(Record { intent: Intent::Starting { .. }, .. })) {
+                    self.records.remove(&r.id);
+                }
+            }
+            state => {
+                if state == ReplicaState::Unhealthy {
+                    w.unhealthy_since.entry(r.id.clone()).or_insert(now);
+                } else {
+                    w.unhealthy_since.remove(&r.id);
+                }
+                upsert(&mut w.last.replicas, r);
+            }
+        }
+        w.last.capacity.running = slots_taken(&w.last.replicas);
+    }
+
+    fn command_result(
+        &mut self,
+        worker: WorkerId,
+        replica: ReplicaId,
+        start: bool,
+        result: Result<CommandAck, String>,
+        now: Millis,
+    ) {
+        let failed = match &result {
+            Ok(ack) if ack.ok => None,
+            Ok(ack) => Some(ack.error.clone().unwrap_or_else(|| "refused".into())),
+            Err(e) => Some(e.clone()),
+        };
+        if start {
+            match failed {
+                // The worker said no (full, bad spec, runtime error): forget the
+                // attempt so the next plan places it again, elsewhere for a while.
+                Some(_) => {
+                    self.records.remove(&replica);
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.backoff_until = now + self.settings.refusal_backoff_ms;
                     }
-                } else if failed.is_some() {
-                    // Retry the stop on the next plan.
-                    if let Some(Record { intent: Intent::Stopping { sent, .. }, .. }) =
-                        self.records.get_mut(&replica)
-                    {
-                        *sent = 0;
+                }
+                None => {
+                    if let (Ok(ack), Some(w)) = (&result, self.workers.get_mut(&worker)) {
+                        if let Some(r) = &ack.replica {
+                            if !w.last.replicas.iter().any(|x| x.id == r.id) {
+                                w.last.replicas.push(r.clone());
+                                w.last.capacity.running = slots_taken(&w.last.replicas);
+                            }
+                        }
                     }
                 }
             }
+        } else if failed.is_some() {
+            // Retry the stop on the next plan.
+            if let Some(Record { intent: Intent::Stopping { sent, .. }, .. }) =
+                self.records.get_mut(&replica)
+            {
+                *sent = 0;
+            }
         }
+    }
+
+    /// Folds a sent plan's bookkeeping in.
+    fn plan_sent(&mut self, b: Bookkeeping, now: Millis) {
+        for h in b.worker_health {
+            if let Some(w) = self.workers.get_mut(&h.worker) {
+                w.announced_up = h.up;
+            }
+        }
+        for change in b.records {
+            match change {
+                RecordChange::Upsert(id, record) => {
+                    self.records.insert(id, record);
+                }
+                RecordChange::Remove(id) => {
+                    self.records.remove(&id);
+                }
+            }
+        }
+        for d in b.desired {
+            let st = self.services.entry(d.service).or_default();
+            if st.desired.is_some_and(|was| was != d.desired) {
+                st.last_change = Some(now);
+            }
+            st.desired = Some(d.desired);
+            if let Some(r) = d.recommendation {
+                st.history.push_back((now, r));
+                // Bound the history even with very long windows.
+                while st.history.len() > 4096 {
+                    st.history.pop_front();
+                }
+            }
+            // Drop recommendations that no window can use any more.
+            policy::prune(&mut st.history, d.history_keep_ms, now);
+        }
+        for p in b.published {
+            let st = self.services.entry(p.service).or_default();
+            st.version = p.version;
+            st.published = p.backends;
+            if p.reset {
+                st.last_reset = Some(now);
+            }
+        }
+        for blocked in b.blocked {
+            self.services.entry(blocked.service).or_default().blocked = blocked.reason;
+        }
+        self.next_seq = b.next_seq;
     }
 
     /// Replicas a worker reports, if the worker is known.
@@ -301,6 +418,11 @@ impl World {
     pub fn first_version(&self) -> u64 {
         self.epoch.saturating_mul(1000)
     }
+}
+
+/// Replicas that occupy one of the worker's slots.
+fn slots_taken(replicas: &[ReplicaStatus]) -> u32 {
+    replicas.iter().filter(|r| r.state.takes_slot()).count() as u32
 }
 
 fn upsert(list: &mut Vec<ReplicaStatus>, r: ReplicaStatus) {

@@ -2,147 +2,17 @@
 //! answers commands and publishes metrics) so it can check what the brain sends and how it
 //! answers bad input.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use acs_events::*;
 use acs_testkit::NatsServer;
+use common::*;
 use futures::StreamExt;
-use vim_brain::{Config, Services, Settings};
 
-const SERVICES: &str = r#"
-[[service]]
-name = "web"
-command = ["demo-web", "--port", "{port}"]
-route = { path_prefix = "/" }
-policy = { min_replicas = 1, max_replicas = 4, target_rps_per_replica = 20, scale_down_window_s = 1, drain_timeout_s = 5 }
-"#;
-
-fn start_brain(url: &str) -> tokio::sync::oneshot::Sender<()> {
-    start_brain_task(url).0
-}
-
-fn start_brain_task(url: &str) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        nats_url: url.to_string(),
-        settings: Settings { warmup_ms: 300, ..Settings::default() },
-        tick: Duration::from_millis(100),
-        ..Config::default()
-    };
-    let services = Services::parse(SERVICES).unwrap();
-    let task = tokio::spawn(async move {
-        vim_brain::run(config, services, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (tx, task)
-}
-
-fn metrics(seq: u64, replicas: Vec<ReplicaStatus>) -> WorkerMetrics {
-    WorkerMetrics {
-        v: 1,
-        worker: "w1".parse().unwrap(),
-        seq,
-        ts_ms: 0,
-        started_ms: 0,
-        interval_ms: 200,
-        runtime: RuntimeKind::Process,
-        host: HostMetrics { cpus: 2, ..Default::default() },
-        capacity: Capacity { max_replicas: 4, running: replicas.len() as u32 },
-        replicas,
-        rejected: 0,
-    }
-}
-
-/// A pretend worker over real NATS: answers start/stop and reports what it "runs".
-fn fake_worker(client: async_nats::Client) -> Arc<Mutex<Vec<ReplicaStatus>>> {
-    let running: Arc<Mutex<Vec<ReplicaStatus>>> = Arc::default();
-    let s = Subjects::default();
-    let w: WorkerId = "w1".parse().unwrap();
-    {
-        let (client, running, s, w) = (client.clone(), running.clone(), s.clone(), w.clone());
-        tokio::spawn(async move {
-            let mut seq = 0;
-            loop {
-                seq += 1;
-                let m = metrics(seq, running.lock().unwrap().clone());
-                let _ = client.publish(s.worker_metrics(&w), encode(&m).into()).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
-    {
-        let running = running.clone();
-        tokio::spawn(async move {
-            let mut cmds = client.subscribe(s.worker_command(&w)).await.unwrap();
-            let mut port = 41000;
-            while let Some(m) = cmds.next().await {
-                let cmd: WorkerCommand = decode(&m.payload).unwrap();
-                let ack = match cmd.action {
-                    Action::Start { replica, spec } => {
-                        port += 1;
-                        let r = ReplicaStatus {
-                            id: replica,
-                            service: spec.service,
-                            addr: format!("127.0.0.1:{port}"),
-                            state: ReplicaState::Healthy,
-                            cpu_pct: 0.0,
-                            mem_bytes: 0,
-                            started_ms: port,
-                            restarts: 0,
-                        };
-                        running.lock().unwrap().push(r.clone());
-                        let ev = ReplicaEvent { v: 1, worker: w.clone(), ts_ms: 0, replica: r.clone(), reason: "health check passed".into() };
-                        let _ = client.publish(s.replica_events(&w), encode(&ev).into()).await;
-                        CommandAck { v: 1, id: Some(cmd.id), ok: true, error: None, replica: Some(r), duplicate: false }
-                    }
-                    Action::Stop { replica, .. } => {
-                        running.lock().unwrap().retain(|r| r.id != replica);
-                        CommandAck { v: 1, id: Some(cmd.id), ok: true, error: None, replica: None, duplicate: false }
-                    }
-                };
-                let _ = client.publish(m.reply.unwrap(), encode(&ack).into()).await;
-            }
-        });
-    }
-    running
-}
-
-async fn request(client: &async_nats::Client, subject: String, payload: Vec<u8>) -> serde_json::Value {
-    let m = tokio::time::timeout(Duration::from_secs(10), client.request(subject, payload.into()))
-        .await
-        .expect("answer within 10 s")
-        .expect("request");
-    serde_json::from_slice(&m.payload).unwrap()
-}
-
-async fn status(client: &async_nats::Client) -> StatusReply {
-    let v = request(client, Subjects::default().status(), b"{}".to_vec()).await;
-    serde_json::from_value(v).unwrap()
-}
-
-/// Status, or `None` while the brain is not yet subscribed.
-async fn try_status(client: &async_nats::Client) -> Option<StatusReply> {
-    let m = tokio::time::timeout(Duration::from_secs(2), client.request("acs.status", "{}".into())).await.ok()?.ok()?;
-    serde_json::from_slice(&m.payload).ok()
-}
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
+fn start_brain(url: &str) -> Brain {
+    Brain::start(url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,8 +21,8 @@ async fn places_publishes_backends_and_scales_by_hand() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut backends = client.subscribe("acs.backends.web").await.unwrap();
     let mut decisions = client.subscribe("acs.events.decision.web").await.unwrap();
-    let running = fake_worker(client.clone());
-    let _stop = start_brain(&nats.url());
+    let worker = fake_worker(client.clone());
+    let _brain = start_brain(&nats.url());
 
     // min_replicas 1: the brain places one replica and publishes it once healthy.
     eventually("one backend in status", || async {
@@ -174,13 +44,13 @@ async fn places_publishes_backends_and_scales_by_hand() {
         s.services[0].running == 3 && s.services[0].desired == 3 && s.services[0].mode == ScaleMode::Manual
     })
     .await;
-    assert_eq!(running.lock().unwrap().len(), 3);
+    assert_eq!(worker.running.lock().unwrap().len(), 3);
 
     // Back to 1 by hand: drains (no proxy is running, so drains finish at once), stops, removes.
     let reply = request(&client, "acs.cmd.scale".into(), br#"{"service":"web","replicas":1}"#.to_vec()).await;
     assert_eq!(reply["ok"], true);
     eventually("1 running", || async {
-        status(&client).await.services[0].backends.len() == 1 && running.lock().unwrap().len() == 1
+        status(&client).await.services[0].backends.len() == 1 && worker.running.lock().unwrap().len() == 1
     })
     .await;
     let s = status(&client).await;
@@ -192,7 +62,7 @@ async fn bad_input_gets_clear_errors_and_is_counted() {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut rejections = client.subscribe("acs.events.error.brain").await.unwrap();
-    let _stop = start_brain(&nats.url());
+    let _brain = start_brain(&nats.url());
     let scale = |body: &'static str| {
         let client = client.clone();
         async move { request(&client, "acs.cmd.scale".into(), body.as_bytes().to_vec()).await }
@@ -234,28 +104,89 @@ async fn bad_input_gets_clear_errors_and_is_counted() {
         let r: Rejection = decode(&m.payload).unwrap();
         kinds.push((r.subject, r.error));
     }
-    assert!(kinds.iter().any(|(_, e)| e.contains("subject names \"w9\" but payload names \"w1\"")), "{kinds:?}");
+    assert!(kinds.iter().any(|(_, e)| e.contains("names \"w9\" but the payload names \"w1\"")), "{kinds:?}");
     let s = status(&client).await;
     assert!(s.rejected >= 13, "every refusal counted: {}", s.rejected);
     assert!(s.workers.is_empty(), "nothing bad was folded in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_status_and_sync_requests_get_error_replies_and_are_counted() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let _brain = start_brain(&nats.url());
+    eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
+
+    let cases = [
+        ("acs.status", "{not json", "invalid JSON"),
+        ("acs.status", r#"{"v":"one"}"#, "invalid type"),
+        ("acs.status", r#"{"v":99}"#, "schema version 99"),
+        ("acs.sync.backends", "[1,2", "invalid JSON"),
+        ("acs.sync.backends", r#"{"services":"web"}"#, "invalid type"),
+        ("acs.sync.backends", r#"{"services":["we.b"]}"#, "service name"),
+    ];
+    for (subject, body, expect) in cases {
+        let r = request(&client, subject.into(), body.as_bytes().to_vec()).await;
+        assert_eq!(r["ok"], false, "{subject} {body} -> {r}");
+        let err = r["error"].as_str().unwrap_or_default();
+        assert!(err.contains(expect), "{subject} {body} -> {err}");
+    }
+    // Empty payloads mean the defaults, and a good request still gets its answer.
+    let sync = request(&client, "acs.sync.backends".into(), Vec::new()).await;
+    assert!(sync["updates"].is_array(), "{sync}");
+    let s = status(&client).await;
+    assert_eq!(s.rejected, cases.len() as u64, "each refusal counted once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_nats_outage() {
     let mut nats = NatsServer::start();
-    let (stop, task) = start_brain_task(&nats.url());
+    let brain = start_brain(&nats.url());
     let client = async_nats::connect(nats.url()).await.unwrap();
-    eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
+    let worker = fake_worker(client.clone());
+    let load = fake_proxy(client.clone());
+    eventually("min_replicas placed before the outage", || async {
+        try_status(&client).await.is_some_and(|s| s.services[0].running == 1)
+    })
+    .await;
+    let mut decisions = client.subscribe("acs.events.decision.web").await.unwrap();
 
     nats.stop();
     tokio::time::sleep(Duration::from_secs(1)).await;
     nats.restart();
-    // The brain reconnects and resubscribes by itself.
+    // The brain reconnects and resubscribes by itself: it answers requests again...
     eventually("brain answers after the outage", || async { try_status(&client).await.is_some() }).await;
+    // ...hears the worker's metrics again...
+    eventually("worker metrics arrive again", || async {
+        try_status(&client).await.is_some_and(|s| {
+            s.workers.first().is_some_and(|w| w.health == WorkerHealth::Up && w.last_seen_ms_ago < 1_000)
+        })
+    })
+    .await;
+    // ...and acts on load reported only after the outage: 70 rps over a target of 20 per
+    // replica is 4 replicas.
+    *load.lock().unwrap() = 70.0;
+    eventually("scaled out to 4 on fresh proxy metrics", || async {
+        try_status(&client).await.is_some_and(|s| s.services[0].running == 4 && s.services[0].desired == 4)
+    })
+    .await;
+    assert_eq!(worker.running.lock().unwrap().len(), 4);
+    let scale = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = decisions.next().await {
+            let d: Decision = decode(&m.payload).unwrap();
+            if let DecisionAction::Scale { to: 4, manual: false, .. } = d.action {
+                return d;
+            }
+        }
+        panic!("decision subscription ended");
+    })
+    .await
+    .expect("a scale decision published after the outage");
+    assert!(scale.reason.starts_with("rps 70.0"), "{}", scale.reason);
 
     // And it still shuts down promptly when told to, even right after an outage.
     nats.stop();
-    let _ = stop.send(());
+    let task = brain.signal_stop();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("brain stops within 10 s with NATS down")

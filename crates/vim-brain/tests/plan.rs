@@ -25,8 +25,13 @@ fn now(ms: u64) -> Now {
 
 impl Cluster {
     fn new(services: &str) -> Self {
+        Self::with_settings(services, |_| {})
+    }
+
+    fn with_settings(services: &str, change: impl FnOnce(&mut Settings)) -> Self {
         // Periodic resets off by default so that tests see deltas; one test turns them on.
-        let settings = Settings { warmup_ms: 0, reset_every_ms: u64::MAX, ..Settings::default() };
+        let mut settings = Settings { warmup_ms: 0, reset_every_ms: u64::MAX, ..Settings::default() };
+        change(&mut settings);
         Self { world: World::new(settings, now(0)), services: Services::parse(services).unwrap(), now: 0 }
     }
 
@@ -108,12 +113,12 @@ impl Cluster {
     /// Plans and records the plan as sent.
     fn step(&mut self) -> Plan {
         let p = self.plan();
-        self.world.commit(&p, self.now);
+        self.world.apply(Event::PlanSent(p.bookkeeping.clone()), self.now);
         p
     }
 
     fn version(&self) -> u64 {
-        self.world.services[&"web".parse::<ServiceName>().unwrap()].version
+        self.world.services()[&"web".parse::<ServiceName>().unwrap()].version
     }
 }
 
@@ -157,8 +162,7 @@ fn healthy(id: &str) -> (&str, &str, ReplicaState) {
 
 #[test]
 fn waits_for_warm_up_before_acting() {
-    let mut c = Cluster::new(WEB);
-    c.world.settings.warmup_ms = 2_500;
+    let c = Cluster::with_settings(WEB, |s| s.warmup_ms = 2_500);
     let mut c = c.at(1000).worker("w1", 4, 5.0, &[]);
     let p = c.step();
     assert!(p.commands.is_empty() && p.updates.is_empty());
@@ -257,14 +261,14 @@ fn scale_in_drains_then_stops_then_removes() {
     let mut c = c.at(14_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
     let p = c.step();
     assert!(p.commands.is_empty() && p.updates.is_empty(), "{p:?}");
-    assert!(c.world.records.is_empty());
+    assert!(c.world.records().is_empty());
 }
 
 #[test]
 fn drain_deadline_stops_anyway() {
     let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a"), healthy("web-b")]);
     c.step();
-    c.world.services.get_mut(&"web".parse::<ServiceName>().unwrap()).unwrap().manual = Some(1);
+    c.world.apply(Event::Pin { service: "web".parse().unwrap(), replicas: Some(1) }, c.now);
     let p = c.step();
     assert_eq!(changes(&p), ["drain[web-b]"]);
     let v = p.updates[0].version;
@@ -368,8 +372,7 @@ fn plans_are_deterministic() {
 
 #[test]
 fn snapshots_are_republished_periodically() {
-    let mut c = Cluster::new(WEB);
-    c.world.settings.reset_every_ms = 5_000;
+    let c = Cluster::with_settings(WEB, |s| s.reset_every_ms = 5_000);
     let mut c = c.worker("w1", 4, 5.0, &[healthy("web-a")]);
     assert_eq!(changes(&c.step()), ["reset[web-a]"]);
     let mut c = c.at(1_000).worker("w1", 4, 5.0, &[healthy("web-a")]);

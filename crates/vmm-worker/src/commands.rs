@@ -1,4 +1,5 @@
-//! Worker commands: decoding, idempotency, capacity, and the replica table they act on.
+//! Worker commands: decoding, idempotency and capacity, acting on the
+//! [replica table](crate::replicas).
 //!
 //! [`Commands::handle`] turns one command payload into a [`CommandAck`] plus [`Effect`]s the run
 //! loop carries out (watch a new replica's health, stop a replica in the background). It talks
@@ -9,10 +10,13 @@
 //!   and nothing else happens (the last [`ACK_MEMORY`] answers are remembered);
 //! - `start` of a replica that runs succeeds with its status; `stop` of an unknown replica
 //!   succeeds;
-//! - `start` is refused when `starting + healthy + unhealthy >= max_replicas`;
+//! - `start` of a spec this host does not allow ([`Policy::admit`]: image, program, environment,
+//!   secrets) is refused before the runtime is asked; nothing runs;
+//! - `start` is refused when the replicas that take a slot
+//!   ([`ReplicaState::takes_slot`]: all but `exited`, so `stopping` ones too) reach `max_replicas`;
 //! - `start` is acknowledged once the replica is launched (state `starting`, address known).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use acs_events::{
@@ -21,62 +25,12 @@ use acs_events::{
 };
 use tracing::{info, warn};
 
-use crate::runtime::{RunningReplica, Runtime};
+use crate::policy::Policy;
+use crate::replicas::{running, Replica, Replicas};
+use crate::runtime::Runtime;
 
 /// How many answers are kept for duplicate detection.
 pub const ACK_MEMORY: usize = 4096;
-
-/// One replica as the worker tracks it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Replica {
-    pub info: RunningReplica,
-    pub state: ReplicaState,
-    pub cpu_pct: f64,
-    pub mem_bytes: u64,
-}
-
-impl Replica {
-    pub fn new(info: RunningReplica) -> Self {
-        Self {
-            info,
-            state: ReplicaState::Starting,
-            cpu_pct: 0.0,
-            mem_bytes: 0,
-        }
-    }
-
-    pub fn status(&self) -> ReplicaStatus {
-        ReplicaStatus {
-            id: self.info.id.clone(),
-            service: self.info.service.clone(),
-            addr: self.info.addr.clone(),
-            state: self.state,
-            cpu_pct: if self.cpu_pct.is_finite() && self.cpu_pct >= 0.0 {
-                self.cpu_pct
-            } else {
-                0.0
-            },
-            mem_bytes: self.mem_bytes,
-            started_ms: self.info.started_ms,
-            restarts: 0,
-        }
-    }
-
-    /// Occupies a slot of capacity (everything but `stopping` / `exited`).
-    pub fn counts(&self) -> bool {
-        matches!(
-            self.state,
-            ReplicaState::Starting | ReplicaState::Healthy | ReplicaState::Unhealthy
-        )
-    }
-}
-
-pub type Replicas = BTreeMap<ReplicaId, Replica>;
-
-/// Replicas that occupy capacity.
-pub fn running(replicas: &Replicas) -> u32 {
-    replicas.values().filter(|r| r.counts()).count() as u32
-}
 
 /// What the run loop must do after a command.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +47,9 @@ pub struct Outcome {
     pub effects: Vec<Effect>,
     /// Set when the payload was malformed: `(kind, message)` for the counter and the log.
     pub rejected: Option<(&'static str, String)>,
+    /// Set when the policy refused a start: `(kind, message)` for the counter, the log and a
+    /// `Rejection` event.
+    pub refused: Option<(&'static str, String)>,
 }
 
 /// Recent answers by command id, oldest evicted first.
@@ -139,14 +96,16 @@ impl AckCache {
 pub struct Commands {
     worker: WorkerId,
     max_replicas: u32,
+    policy: Policy,
     recent: AckCache,
 }
 
 impl Commands {
-    pub fn new(worker: WorkerId, max_replicas: u32) -> Self {
+    pub fn new(worker: WorkerId, max_replicas: u32, policy: Policy) -> Self {
         Self {
             worker,
             max_replicas,
+            policy,
             recent: AckCache::new(ACK_MEMORY),
         }
     }
@@ -170,11 +129,14 @@ impl Commands {
                 ack,
                 effects: vec![],
                 rejected: None,
+                refused: None,
             };
         }
+        let mut refused = None;
         let (ack, effects) = match cmd.action {
             Action::Start { replica, spec } => {
-                self.start(&cmd.id, replica, spec, replicas, runtime).await
+                self.start(&cmd.id, replica, spec, replicas, runtime, &mut refused)
+                    .await
             }
             Action::Stop { replica, grace_ms } => Self::stop(&cmd.id, replica, grace_ms, replicas),
         };
@@ -183,6 +145,7 @@ impl Commands {
             ack,
             effects,
             rejected: None,
+            refused,
         }
     }
 
@@ -193,6 +156,7 @@ impl Commands {
             ack: CommandAck::error(id, msg.clone()),
             effects: vec![],
             rejected: Some((e.kind(), msg)),
+            refused: None,
         }
     }
 
@@ -203,6 +167,7 @@ impl Commands {
         spec: ReplicaSpec,
         replicas: &mut Replicas,
         runtime: &dyn Runtime,
+        refused: &mut Option<(&'static str, String)>,
     ) -> (CommandAck, Vec<Effect>) {
         if let Some(r) = replicas.get(&replica) {
             if r.info.service != spec.service {
@@ -231,6 +196,21 @@ impl Commands {
             warn!(command = %id, replica = %replica, "{msg}");
             return (CommandAck::error(Some(id.clone()), msg), vec![]);
         }
+        // Before the runtime is asked for anything: what is not allowed never runs.
+        let path = std::env::var_os("PATH");
+        let spec = match self.policy.admit(runtime.kind(), spec, path.as_deref()) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let msg = format!("worker {}: {e}", self.worker);
+                if let Some(kind) = e.kind() {
+                    warn!(command = %id, replica = %replica, kind, error = %e, "start refused by this worker's policy");
+                    *refused = Some((kind, msg.clone()));
+                } else {
+                    warn!(command = %id, replica = %replica, error = %e, "start failed");
+                }
+                return (CommandAck::error(Some(id.clone()), msg), vec![]);
+            }
+        };
         match runtime.start(&replica, &spec).await {
             Ok(info) => {
                 let r = Replica::new(info);
@@ -301,177 +281,4 @@ pub fn command_id_of(payload: &[u8]) -> Option<CommandId> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runtime::fake::{Call, FakeRuntime};
-    use serde_json::json;
-
-    fn worker() -> Commands {
-        Commands::new(WorkerId::new("w1").unwrap(), 2)
-    }
-
-    fn start(id: &str, replica: &str) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "id": id, "action": "start", "replica": replica,
-            "spec": {"service": "web", "command": ["demo-web", "--port", "{port}"]}
-        }))
-        .unwrap()
-    }
-
-    fn stop(id: &str, replica: &str) -> Vec<u8> {
-        serde_json::to_vec(
-            &json!({"id": id, "action": "stop", "replica": replica, "grace_ms": 100}),
-        )
-        .unwrap()
-    }
-
-    fn rid(s: &str) -> ReplicaId {
-        ReplicaId::new(s).unwrap()
-    }
-
-    #[tokio::test]
-    async fn start_then_duplicate_replays_without_starting_again() {
-        let (mut c, rt, mut reps) = (worker(), FakeRuntime::new(), Replicas::new());
-        let out = c.handle(&start("c1", "r1"), &mut reps, &rt).await;
-        assert!(out.ack.ok, "{:?}", out.ack);
-        assert!(!out.ack.duplicate);
-        let st = out.ack.replica.clone().unwrap();
-        assert_eq!(st.state, ReplicaState::Starting);
-        assert!(st.addr.starts_with("127.0.0.1:"));
-        assert_eq!(out.effects, vec![Effect::WatchHealth(rid("r1"))]);
-
-        let again = c.handle(&start("c1", "r1"), &mut reps, &rt).await;
-        assert!(again.ack.duplicate);
-        assert_eq!(
-            CommandAck {
-                duplicate: false,
-                ..again.ack.clone()
-            },
-            out.ack
-        );
-        assert!(again.effects.is_empty());
-        assert_eq!(rt.starts(), 1);
-    }
-
-    #[tokio::test]
-    async fn start_of_a_running_replica_succeeds_with_its_status() {
-        let (mut c, rt, mut reps) = (worker(), FakeRuntime::new(), Replicas::new());
-        c.handle(&start("c1", "r1"), &mut reps, &rt).await;
-        reps.get_mut(&rid("r1")).unwrap().state = ReplicaState::Healthy;
-        let out = c.handle(&start("c2", "r1"), &mut reps, &rt).await;
-        assert!(out.ack.ok && !out.ack.duplicate);
-        assert_eq!(out.ack.replica.unwrap().state, ReplicaState::Healthy);
-        assert!(out.effects.is_empty());
-        assert_eq!(rt.starts(), 1);
-    }
-
-    #[tokio::test]
-    async fn refuses_start_when_full() {
-        let (mut c, rt, mut reps) = (worker(), FakeRuntime::new(), Replicas::new());
-        assert!(c.handle(&start("c1", "r1"), &mut reps, &rt).await.ack.ok);
-        assert!(c.handle(&start("c2", "r2"), &mut reps, &rt).await.ack.ok);
-        let out = c.handle(&start("c3", "r3"), &mut reps, &rt).await;
-        assert!(!out.ack.ok);
-        assert_eq!(
-            out.ack.error.as_deref(),
-            Some("worker w1 is full: 2/2 replicas")
-        );
-        assert_eq!(out.ack.id, Some(CommandId::new("c3").unwrap()));
-        assert!(out.rejected.is_none());
-        assert_eq!(rt.starts(), 2);
-
-        // A stopping replica frees its slot.
-        let out = c.handle(&stop("c4", "r1"), &mut reps, &rt).await;
-        assert!(out.ack.ok);
-        assert_eq!(out.ack.replica.unwrap().state, ReplicaState::Stopping);
-        assert_eq!(
-            out.effects,
-            vec![Effect::Stop {
-                replica: rid("r1"),
-                grace: Duration::from_millis(100)
-            }]
-        );
-        assert!(c.handle(&start("c5", "r3"), &mut reps, &rt).await.ack.ok);
-        // Starting a replica that is stopping is refused, clearly.
-        let out = c.handle(&start("c6", "r1"), &mut reps, &rt).await;
-        assert!(out.ack.error.unwrap().contains("stopping"));
-    }
-
-    #[tokio::test]
-    async fn stop_of_unknown_replica_is_ok_and_stop_is_idempotent() {
-        let (mut c, rt, mut reps) = (worker(), FakeRuntime::new(), Replicas::new());
-        let out = c.handle(&stop("c1", "ghost"), &mut reps, &rt).await;
-        assert!(out.ack.ok && out.ack.replica.is_none() && out.effects.is_empty());
-        c.handle(&start("c2", "r1"), &mut reps, &rt).await;
-        let first = c.handle(&stop("c3", "r1"), &mut reps, &rt).await;
-        assert_eq!(first.effects.len(), 1);
-        let second = c.handle(&stop("c4", "r1"), &mut reps, &rt).await;
-        assert!(second.ack.ok && second.effects.is_empty());
-        let dup = c.handle(&stop("c3", "r1"), &mut reps, &rt).await;
-        assert!(dup.ack.duplicate && dup.effects.is_empty());
-        // Stops are carried out by the run loop, not by `handle`.
-        assert!(!rt.calls().iter().any(|c| matches!(c, Call::Stop { .. })));
-    }
-
-    #[tokio::test]
-    async fn runtime_failure_becomes_an_error_ack() {
-        let (mut c, rt, mut reps) = (worker(), FakeRuntime::new(), Replicas::new());
-        rt.fail_next_start("no such program");
-        let out = c.handle(&start("c1", "r1"), &mut reps, &rt).await;
-        assert!(!out.ack.ok);
-        assert!(out.ack.error.unwrap().contains("no such program"));
-        assert!(reps.is_empty());
-        assert!(out.rejected.is_none());
-    }
-
-    #[tokio::test]
-    async fn malformed_payloads_get_error_acks() {
-        let (mut c, rt, mut reps) = (worker(), FakeRuntime::new(), Replicas::new());
-        let big = format!("{{\"id\":\"c1\",\"pad\":\"{}\"}}", "x".repeat(MAX_PAYLOAD));
-        let cases: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
-            (b"{not json".to_vec(), None, "bad_json"),
-            (b"".to_vec(), None, "empty"),
-            (br#"{"id":"c1","action":"start","replica":"r1"}"#.to_vec(), Some("c1"), "bad_field"),
-            (br#"{"id":"c2","action":"explode","replica":"r1"}"#.to_vec(), Some("c2"), "bad_field"),
-            (br#"{"id":"c3","action":"stop","replica":"a.b"}"#.to_vec(), Some("c3"), "bad_field"),
-            (br#"{"id":"c4","action":"stop","replica":"r1","grace_ms":-5}"#.to_vec(), Some("c4"), "bad_field"),
-            (br#"{"id":"c5","action":"stop","replica":7}"#.to_vec(), Some("c5"), "bad_field"),
-            (br#"{"id":"bad id","action":"stop","replica":"r1"}"#.to_vec(), None, "bad_field"),
-            (
-                br#"{"id":"c6","action":"start","replica":"r1","spec":{"service":"web","command":["x"],"cpus":-1}}"#.to_vec(),
-                Some("c6"),
-                "invalid",
-            ),
-            (big.into_bytes(), None, "too_large"),
-        ];
-        for (payload, id, kind) in cases {
-            let out = c.handle(&payload, &mut reps, &rt).await;
-            let shown = String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();
-            assert!(!out.ack.ok, "{shown}");
-            assert_eq!(out.ack.id.as_ref().map(|i| i.as_str()), id, "{shown}");
-            let err = out.ack.error.clone().unwrap();
-            assert!(err.starts_with("worker w1: bad command: "), "{err}");
-            assert_eq!(
-                out.rejected.as_ref().map(|r| r.0),
-                Some(kind),
-                "{shown}: {err}"
-            );
-        }
-        assert!(reps.is_empty());
-        assert_eq!(rt.starts(), 0);
-        // A malformed command does not poison its id: a good one with the same id runs.
-        assert!(c.handle(&start("c1", "r1"), &mut reps, &rt).await.ack.ok);
-    }
-
-    #[test]
-    fn ack_cache_is_bounded() {
-        let mut cache = AckCache::new(3);
-        for i in 0..5 {
-            let id = CommandId::new(format!("c{i}")).unwrap();
-            cache.insert(id.clone(), CommandAck::error(Some(id), "x"));
-        }
-        assert_eq!(cache.len(), 3);
-        assert!(cache.get(&CommandId::new("c0").unwrap()).is_none());
-        assert!(cache.get(&CommandId::new("c4").unwrap()).is_some());
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use acs_events::{RuntimeKind, Subjects, WorkerId};
 
 use crate::health::HealthConfig;
+use crate::policy::Policy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -13,7 +14,7 @@ pub struct Config {
     /// Most replicas this worker runs at once (`starting`, `healthy`, `unhealthy`).
     pub max_replicas: u32,
     pub runtime: RuntimeKind,
-    pub nats_url: String,
+    pub nats: acs_node::NatsOptions,
     pub subjects: Subjects,
     /// Metrics (heartbeat) period.
     pub interval: Duration,
@@ -31,6 +32,11 @@ pub struct Config {
     /// Grace period for replicas stopped at shutdown.
     pub shutdown_grace: Duration,
     pub health: HealthConfig,
+    /// What this host allows replicas to run, and where their secrets are. The default allows
+    /// nothing: every start is refused until an allow-list names what may run.
+    pub policy: Policy,
+    /// Docker runtime: most processes per container (`PidsLimit`); 0 = no limit.
+    pub pids_limit: u32,
 }
 
 /// How the Docker runtime advertises a replica.
@@ -51,20 +57,22 @@ pub enum ConfigError {
     Interval(u128),
     #[error("--docker-network {0:?} is not a valid network name")]
     Network(String),
+    #[error("{0}")]
+    Policy(String),
     #[error("--advertise-host must not be empty or contain whitespace or ':' (got {0:?}); use an IP or host name")]
     AdvertiseHost(String),
 }
 
 impl Config {
     /// Defaults: 4 replicas, process runtime, 1 s interval, `127.0.0.1`,
-    /// state in `.acs/worker-<id>`.
+    /// state in `.acs/worker-<id>`, nothing allowed, 256 pids per container.
     pub fn new(worker_id: WorkerId) -> Self {
         Self {
             state_dir: PathBuf::from(format!(".acs/worker-{worker_id}")),
             worker_id,
             max_replicas: 4,
             runtime: RuntimeKind::Process,
-            nats_url: "nats://127.0.0.1:4222".into(),
+            nats: acs_node::NatsOptions::new(acs_node::nats::DEFAULT_URL),
             subjects: Subjects::default(),
             interval: Duration::from_secs(1),
             advertise_host: "127.0.0.1".into(),
@@ -73,6 +81,8 @@ impl Config {
             keep_replicas: false,
             shutdown_grace: Duration::from_secs(5),
             health: HealthConfig::default(),
+            policy: Policy::default(),
+            pids_limit: 256,
         }
     }
 
@@ -93,6 +103,6 @@ impl Config {
                 return Err(ConfigError::Network(n.clone()));
             }
         }
-        Ok(())
+        self.policy.validate().map_err(ConfigError::Policy)
     }
 }

@@ -6,23 +6,38 @@
 //!
 //! - [`config`]: [`Config`], built from flags by `main.rs`.
 //! - [`worker`]: [`run`] / [`run_with_runtime`], the loop that owns the replica table and talks
-//!   to NATS (commands in, metrics / replica events / acks out).
-//! - [`commands`]: decoding, idempotency by command id, capacity, the replica table. Pure apart
-//!   from launching through the runtime; unit-tested with the fake runtime.
+//!   to NATS (commands in, metrics / replica events / acks out); `worker/handle.rs` reacts to
+//!   commands, health reports and exits, `worker/publish.rs` sends through a queue.
+//! - [`commands`]: decoding, idempotency by command id, capacity. Pure apart from launching
+//!   through the runtime; unit-tested with the fake runtime.
+//! - [`replicas`]: the replica table ([`replicas::Replica`], [`replicas::Replicas`]) and how many
+//!   slots it takes.
+//! - [`policy`]: what this host allows ([`policy::Policy`]: `--allow-image`, `--allow-command`,
+//!   `--allow-cap`, `--secrets-dir`, `--policy FILE`), checked by [`commands`] before any runtime
+//!   call; `policy/secrets.rs` reads secrets by name.
+//! - [`spec`]: what a `ReplicaSpec` means for any runtime: placeholders in the command, the
+//!   replica's environment, the environment variables refused, the spec without secret values.
+//! - [`clock`]: [`clock::unix_now_ms`], the wall clock for timestamps that leave the worker.
 //! - [`health`]: HTTP health checks (`starting` → `healthy` ⇄ `unhealthy`).
 //! - [`metrics`]: sysinfo sampling of the host and of replica pids.
-//! - [`runtime`]: the `Runtime` trait and its implementations: [`runtime::process`] (default),
-//!   [`runtime::docker`] (containers), [`runtime::fake`] (tests).
+//! - [`runtime`]: the `Runtime` trait and its implementations: [`runtime::process`] (default;
+//!   state files and `/proc` checks in its submodules), [`runtime::docker`] (containers; the
+//!   create body is a pure function in `docker/body.rs`), [`runtime::fake`] (tests).
 //!
 //! Subjects (prefix `acs`): publishes `acs.metrics.worker.<id>` every interval,
 //! `acs.events.replica.<id>` on every replica state change, `acs.events.error.vmm-worker` for
-//! refused messages nobody waits on; answers requests on `acs.cmd.worker.<id>`.
+//! refused messages nobody waits on and for starts the policy refused; answers requests on
+//! `acs.cmd.worker.<id>`.
 
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod policy;
+pub mod replicas;
 pub mod runtime;
+pub mod spec;
 pub mod worker;
 
 pub use config::Config;

@@ -6,7 +6,6 @@ use std::time::Duration;
 use acs_events::{RuntimeKind, Subjects, WorkerId};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RuntimeArg {
@@ -38,8 +37,8 @@ struct Args {
     /// How replicas run.
     #[arg(long, env = "ACS_RUNTIME", value_enum, default_value_t = RuntimeArg::Process)]
     runtime: RuntimeArg,
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    #[command(flatten)]
+    nats: acs_node::NatsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -67,16 +66,37 @@ struct Args {
     /// Grace period in milliseconds for replicas stopped at shutdown.
     #[arg(long, env = "ACS_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     shutdown_grace_ms: u64,
+    /// Docker runtime: an image replicas may run, exactly (`repo:tag`) or as a prefix ending in
+    /// `*` (`acs/demo-web:*`). Repeat or separate by commas. None: no image runs.
+    #[arg(long = "allow-image", env = "ACS_ALLOW_IMAGES", value_delimiter = ',')]
+    allow_images: Vec<String>,
+    /// Process runtime: an absolute program path replicas may run (compared after resolving
+    /// `PATH` and symlinks). Repeat or separate by commas. None: no command runs.
+    #[arg(
+        long = "allow-command",
+        env = "ACS_ALLOW_COMMANDS",
+        value_delimiter = ','
+    )]
+    allow_commands: Vec<PathBuf>,
+    /// Docker runtime: a Linux capability replicas keep (`NET_BIND_SERVICE`); all others are
+    /// dropped. Default: none.
+    #[arg(long = "allow-cap", env = "ACS_ALLOW_CAPS", value_delimiter = ',')]
+    allow_caps: Vec<String>,
+    /// Directory of secrets: a spec's secret `<name>` is the file `<dir>/<name>`.
+    #[arg(long, env = "ACS_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// TOML file with `allow_images`, `allow_commands`, `allow_caps` and `secrets_dir`, added to
+    /// the flags.
+    #[arg(long, env = "ACS_POLICY_FILE")]
+    policy: Option<PathBuf>,
+    /// Docker runtime: most processes per replica container; 0 = no limit.
+    #[arg(long, env = "ACS_PIDS_LIMIT", default_value_t = 256)]
+    pids_limit: u32,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    acs_node::init_tracing("info");
     let args = Args::parse();
     let id = match args.id {
         Some(id) => WorkerId::new(id).context("--id")?,
@@ -88,7 +108,9 @@ async fn main() -> anyhow::Result<()> {
         RuntimeArg::Process => RuntimeKind::Process,
         RuntimeArg::Docker => RuntimeKind::Docker,
     };
-    config.nats_url = args.nats;
+    config.nats = args
+        .nats
+        .into_options(format!("vmm-worker {}", config.worker_id))?;
     config.subjects = Subjects::new(args.prefix)
         .map_err(anyhow::Error::msg)
         .context("--prefix")?;
@@ -105,7 +127,20 @@ async fn main() -> anyhow::Result<()> {
     config.keep_replicas = args.keep_replicas;
     config.health.start_timeout = Duration::from_millis(args.health_timeout_ms);
     config.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
-    vmm_worker::run(config, shutdown_signal()).await?;
+    config.policy = vmm_worker::policy::Policy {
+        allow_images: args.allow_images,
+        allow_commands: args.allow_commands,
+        allow_caps: args.allow_caps,
+        secrets_dir: args.secrets_dir,
+    };
+    if let Some(file) = &args.policy {
+        let file = vmm_worker::policy::PolicyFile::load(file)
+            .map_err(anyhow::Error::msg)
+            .context("--policy")?;
+        config.policy.merge(file);
+    }
+    config.pids_limit = args.pids_limit;
+    vmm_worker::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -130,15 +165,4 @@ fn default_id() -> anyhow::Result<WorkerId> {
         clean
     })
     .context("cannot derive a worker id from the host name; pass --id")
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
 }

@@ -15,13 +15,24 @@ mod common;
 
 use common::*;
 
+/// What every test starts with: a nats-server, a state dir, a bus watching worker `w1`, and the
+/// worker's config (the test tunes it, then spawns the worker).
+async fn setup(tag: &str) -> (NatsServer, StateDir, Bus, Config) {
+    let nats = NatsServer::start();
+    let dir = StateDir::new(tag);
+    let bus = Bus::connect(&nats, "w1").await;
+    let cfg = config(&nats, &dir.0);
+    (nats, dir, bus, cfg)
+}
+
 fn config(nats: &NatsServer, dir: &Path) -> Config {
     let mut c = Config::new(WorkerId::new("w1").unwrap());
-    c.nats_url = nats.url();
+    c.nats = acs_node::NatsOptions::new(nats.url());
     c.state_dir = dir.to_path_buf();
     c.interval = Duration::from_millis(300);
     c.health.interval = Duration::from_millis(500);
     c.shutdown_grace = Duration::from_secs(5);
+    c.policy.allow_commands = vec![acs_testkit::workspace_bin("demo-web")];
     c
 }
 
@@ -49,10 +60,8 @@ fn stop_cmd(id: &str, replica: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_becomes_healthy_serves_and_stops() {
-    let nats = NatsServer::start();
-    let dir = StateDir::new("basic");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let worker = Worker::spawn(config(&nats, &dir.0));
+    let (_nats, dir, mut bus, cfg) = setup("basic").await;
+    let worker = Worker::spawn(cfg);
 
     let ack = bus.request(start_cmd("c1", "r1")).await;
     assert!(ack.ok, "{ack:?}");
@@ -112,10 +121,7 @@ async fn start_becomes_healthy_serves_and_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_and_duplicate_command_ids() {
-    let nats = NatsServer::start();
-    let dir = StateDir::new("cap");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let mut cfg = config(&nats, &dir.0);
+    let (_nats, dir, mut bus, mut cfg) = setup("cap").await;
     cfg.max_replicas = 1;
     let worker = Worker::spawn(cfg);
 
@@ -155,10 +161,8 @@ async fn capacity_and_duplicate_command_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_commands_get_error_acks_and_the_worker_keeps_serving() {
-    let nats = NatsServer::start();
-    let dir = StateDir::new("bad");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let worker = Worker::spawn(config(&nats, &dir.0));
+    let (_nats, _dir, mut bus, cfg) = setup("bad").await;
+    let worker = Worker::spawn(cfg);
     let mut rejections = bus
         .client
         .subscribe(bus.subjects.rejections("vmm-worker"))
@@ -219,26 +223,17 @@ async fn malformed_commands_get_error_acks_and_the_worker_keeps_serving() {
     assert_eq!(m.rejected, n + 1);
 
     // Still serving.
-    let ack = bus.request(start_cmd("c9", "r1")).await;
-    assert!(ack.ok, "{ack:?}");
-    bus.event_where("r1 healthy", |e| is(e, "r1", ReplicaState::Healthy))
-        .await;
+    bus.start_healthy(start_cmd("c9", "r1")).await;
     worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_worker_adopts_running_replicas() {
-    let nats = NatsServer::start();
-    let dir = StateDir::new("adopt");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let mut cfg = config(&nats, &dir.0);
+    let (_nats, dir, mut bus, mut cfg) = setup("adopt").await;
     cfg.keep_replicas = true;
 
     let worker = Worker::spawn(cfg.clone());
-    let ack = bus.request(start_cmd("c1", "r1")).await;
-    let addr = ack.replica.expect("status").addr;
-    bus.event_where("r1 healthy", |e| is(e, "r1", ReplicaState::Healthy))
-        .await;
+    let addr = bus.start_healthy(start_cmd("c1", "r1")).await;
     let pid = whoami(&addr).await["pid"].as_u64().unwrap();
     worker.shutdown().await;
 
@@ -279,14 +274,9 @@ async fn restarted_worker_adopts_running_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_replica_is_reported_exited_and_forgotten() {
-    let nats = NatsServer::start();
-    let dir = StateDir::new("crash");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let worker = Worker::spawn(config(&nats, &dir.0));
-    let ack = bus.request(start_cmd("c1", "r1")).await;
-    let addr = ack.replica.unwrap().addr;
-    bus.event_where("r1 healthy", |e| is(e, "r1", ReplicaState::Healthy))
-        .await;
+    let (_nats, dir, mut bus, cfg) = setup("crash").await;
+    let worker = Worker::spawn(cfg);
+    let addr = bus.start_healthy(start_cmd("c1", "r1")).await;
     let pid = whoami(&addr).await["pid"].as_u64().unwrap() as u32;
     signal_group(pid, libc::SIGKILL);
     let ev = bus
@@ -297,18 +287,13 @@ async fn crashed_replica_is_reported_exited_and_forgotten() {
         .await;
     assert!(dir.pids().is_empty());
     // The id can be started again.
-    assert!(bus.request(start_cmd("c2", "r1")).await.ok);
-    bus.event_where("r1 healthy", |e| is(e, "r1", ReplicaState::Healthy))
-        .await;
+    bus.start_healthy(start_cmd("c2", "r1")).await;
     worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_that_never_gets_healthy_is_stopped() {
-    let nats = NatsServer::start();
-    let dir = StateDir::new("unhealthy");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let mut cfg = config(&nats, &dir.0);
+    let (_nats, dir, mut bus, mut cfg) = setup("unhealthy").await;
     cfg.health.start_timeout = Duration::from_secs(2);
     let worker = Worker::spawn(cfg);
     let mut cmd = start_cmd("c1", "r1");
@@ -332,14 +317,9 @@ async fn replica_that_never_gets_healthy_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_keeps_replicas_and_metrics_resume() {
-    let mut nats = NatsServer::start();
-    let dir = StateDir::new("outage");
-    let mut bus = Bus::connect(&nats, "w1").await;
-    let worker = Worker::spawn(config(&nats, &dir.0));
-    let ack = bus.request(start_cmd("c1", "r1")).await;
-    let addr = ack.replica.unwrap().addr;
-    bus.event_where("r1 healthy", |e| is(e, "r1", ReplicaState::Healthy))
-        .await;
+    let (mut nats, _dir, mut bus, cfg) = setup("outage").await;
+    let worker = Worker::spawn(cfg);
+    let addr = bus.start_healthy(start_cmd("c1", "r1")).await;
     let before = bus.metrics_where("a heartbeat", |_| true).await;
 
     nats.stop();

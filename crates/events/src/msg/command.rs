@@ -68,6 +68,29 @@ pub struct ReplicaSpec {
     pub cpus: Option<f64>,
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// Secrets by reference: environment variable name → secret name. The worker reads each
+    /// value from its own secrets dir (`<dir>/<secret name>`); values never travel on the bus.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Longest secret name.
+pub const MAX_SECRET_NAME: usize = 128;
+
+/// A secret name is a plain file name: letters, digits, `.`, `_`, `-`, starting with a letter or
+/// digit (so never `.`, `..` or a path), at most [`MAX_SECRET_NAME`] bytes.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SECRET_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "secret name {name:?} must be 1-{MAX_SECRET_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+    }
 }
 
 fn default_health() -> String {
@@ -125,6 +148,15 @@ impl Validate for ReplicaSpec {
         }
         if self.memory_mb == Some(0) {
             return Err("memory_mb must be > 0".into());
+        }
+        for (var, secret) in &self.secrets {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                return Err(format!("secrets: {var:?} is not an environment variable name"));
+            }
+            if self.env.contains_key(var) {
+                return Err(format!("{var} is set both in env and in secrets"));
+            }
+            check_secret_name(secret).map_err(|e| format!("secrets.{var}: {e}"))?;
         }
         Ok(())
     }

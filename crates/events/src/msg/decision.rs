@@ -76,6 +76,29 @@ pub struct Rejection {
 }
 versioned!(Rejection);
 
+impl Rejection {
+    /// A rejection by `component` of a message that arrived on `subject`; `total` is the
+    /// component's running count, kept by whoever owns the receiving loop.
+    pub fn new(
+        component: impl Into<String>,
+        subject: impl Into<String>,
+        kind: impl Into<String>,
+        error: impl Into<String>,
+        ts_ms: UnixMs,
+        total: u64,
+    ) -> Self {
+        Rejection {
+            v: crate::SCHEMA_VERSION,
+            component: component.into(),
+            subject: subject.into(),
+            ts_ms,
+            kind: kind.into(),
+            error: error.into(),
+            total,
+        }
+    }
+}
+
 impl Validate for Decision {
     fn validate(&self) -> Result<(), String> {
         Ok(())

@@ -81,6 +81,17 @@ pub enum ReplicaState {
     Exited,
 }
 
+impl ReplicaState {
+    /// Whether a replica in this state occupies one of its worker's `max_replicas` slots.
+    ///
+    /// The one definition the brain (placement, free slots) and the worker (capacity checks)
+    /// share. A `Stopping` replica still holds its process or container, and so its slot,
+    /// until it has `Exited`.
+    pub fn takes_slot(self) -> bool {
+        !matches!(self, ReplicaState::Exited)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
     pub id: ReplicaId,

@@ -76,6 +76,12 @@ pub enum RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// Replicas in id order, as [`Runtime::adopt`] and [`Runtime::list`] return them.
+fn by_id(mut replicas: Vec<RunningReplica>) -> Vec<RunningReplica> {
+    replicas.sort_by(|a, b| a.id.cmp(&b.id));
+    replicas
+}
+
 /// Runs replicas. Object-safe (`Arc<dyn Runtime>`); every method is cheap to call concurrently.
 #[async_trait]
 pub trait Runtime: Send + Sync {

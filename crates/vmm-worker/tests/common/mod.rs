@@ -1,14 +1,18 @@
 //! Helpers shared by the integration tests: a worker run in-process, a NATS client that sends
-//! commands and watches events and metrics, plain HTTP GETs.
+//! commands and watches events and metrics; plain HTTP GETs and polling come from acs-testkit.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use acs_events::{CommandAck, ReplicaEvent, ReplicaState, Subjects, WorkerId, WorkerMetrics};
+use acs_events::codec::Versioned;
+use acs_events::{
+    CommandAck, ReplicaEvent, ReplicaState, Subjects, Validate, WorkerId, WorkerMetrics,
+};
+pub use acs_testkit::http::get as http_get;
 use acs_testkit::NatsServer;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vmm_worker::runtime::process::{read_record, signal_group};
@@ -137,22 +141,28 @@ impl Bus {
         self.raw_request(serde_json::to_vec(&cmd).unwrap()).await
     }
 
+    /// Sends `start` (a start command) and waits until its replica is healthy; its address.
+    pub async fn start_healthy(&mut self, start: serde_json::Value) -> String {
+        let replica = start["replica"]
+            .as_str()
+            .expect("a start command names its replica")
+            .to_string();
+        let ack = self.request(start).await;
+        assert!(ack.ok, "{ack:?}");
+        let addr = ack.replica.expect("status in the ack").addr;
+        self.event_where(&format!("{replica} healthy"), |e| {
+            is(e, &replica, ReplicaState::Healthy)
+        })
+        .await;
+        addr
+    }
+
     pub async fn event_where(
         &mut self,
         what: &str,
         f: impl Fn(&ReplicaEvent) -> bool,
     ) -> ReplicaEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.events.next())
-                .await
-                .unwrap_or_else(|_| panic!("no replica event: {what}"))
-                .unwrap();
-            let ev: ReplicaEvent = acs_events::decode(&msg.payload).expect("valid replica event");
-            if f(&ev) {
-                return ev;
-            }
-        }
+        next_where(&mut self.events, "replica event", what, f).await
     }
 
     pub async fn metrics_where(
@@ -160,16 +170,31 @@ impl Bus {
         what: &str,
         f: impl Fn(&WorkerMetrics) -> bool,
     ) -> WorkerMetrics {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.metrics.next())
-                .await
-                .unwrap_or_else(|_| panic!("no metrics: {what}"))
-                .unwrap();
-            let m: WorkerMetrics = acs_events::decode(&msg.payload).expect("valid worker metrics");
-            if f(&m) {
-                return m;
-            }
+        next_where(&mut self.metrics, "metrics", what, f).await
+    }
+}
+
+/// The next message on `sub` that decodes as `T` and satisfies `f`; panics `no <kind>: <what>`
+/// when none comes within [`WAIT`].
+async fn next_where<T>(
+    sub: &mut async_nats::Subscriber,
+    kind: &str,
+    what: &str,
+    f: impl Fn(&T) -> bool,
+) -> T
+where
+    T: DeserializeOwned + Validate + Versioned,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind}: {what}"))
+            .unwrap();
+        let m: T =
+            acs_events::decode(&msg.payload).unwrap_or_else(|e| panic!("invalid {kind}: {e}"));
+        if f(&m) {
+            return m;
         }
     }
 }
@@ -178,47 +203,13 @@ pub fn is(ev: &ReplicaEvent, replica: &str, state: ReplicaState) -> bool {
     ev.replica.id.as_str() == replica && ev.replica.state == state
 }
 
-/// `GET path` on `addr`; (status, body).
-pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| "timeout".to_string())?
-}
-
 pub async fn whoami(addr: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, "/whoami").await.expect("replica answers");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
+/// Polls the synchronous `f` until it holds; panics after [`WAIT`].
 pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    acs_testkit::poll::until(what, WAIT, || std::future::ready(f())).await
 }

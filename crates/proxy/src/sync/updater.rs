@@ -1,35 +1,31 @@
-//! Live updates from NATS: subscribe to `Subjects::backends_all()`, fold every update into the
-//! [`RouteTable`] the moment it arrives and swap in a new [`Snapshot`]; ask for a snapshot on
-//! `Subjects::backends_sync()` at start (retrying with backoff until answered), after a version
-//! gap and after every NATS (re)connect. Also publishes the traffic metrics every interval.
-//!
-//! - [`Updater`]: the synchronous part (decode, check, apply, buffer out-of-order deltas, rebuild
-//!   the snapshot); unit-tested without NATS.
-//! - [`run`]: the async loop around it; runs on a Pingora background service in the binary, or
-//!   on any tokio runtime in tests.
+//! [`Updater`]: decode, check and fold backend updates into the [`RouteTable`], buffer deltas
+//! that arrive ahead of a gap, and swap a new [`Snapshot`] into [`Shared`]. No I/O.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use acs_events::{
-    decode, encode, BackendChange, BackendUpdate, DecodeError, ProxyId, Rejection, ServiceName,
-    Subjects, SyncReply, SyncRequest,
+    check_sender, decode, BackendChange, BackendUpdate, DecodeError, ServiceName, SyncReply,
 };
-use bytes::Bytes;
-use futures::StreamExt;
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::metrics;
 use crate::routes::{Outcome, RouteTable};
 use crate::service::Shared;
 use crate::snapshot::Snapshot;
 
 /// Out-of-order deltas kept per service while a sync is under way.
 const MAX_PENDING: usize = 64;
+
+/// How far past this proxy's own wall clock a backend version may reach. The brain seeds
+/// versions with its start time in microseconds and adds one per update, so an honest version
+/// never runs ahead of the clock; one beyond this (forged, or from a clock an hour fast) would
+/// make every later update look stale and freeze the service's routes, and is refused.
+pub const MAX_VERSION_AHEAD_MS: u64 = 3_600_000;
+
+/// The highest version accepted at wall-clock time `now_unix_ms`.
+pub fn version_ceiling(now_unix_ms: u64) -> u64 {
+    now_unix_ms.saturating_add(MAX_VERSION_AHEAD_MS).saturating_mul(1000)
+}
 
 /// A refused message, as published in a `Rejection`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +49,9 @@ pub struct Updater {
     /// Deltas that arrived ahead of their turn (a gap), applied once the gap is filled.
     pending: BTreeMap<ServiceName, BTreeMap<u64, BackendUpdate>>,
     shared: Arc<Shared>,
+    /// Versions above this are refused ([`version_ceiling`]); the caller moves it with its
+    /// clock ([`Self::set_version_ceiling`]), so the updater itself reads no clock.
+    ceiling: u64,
 }
 
 impl Updater {
@@ -61,7 +60,34 @@ impl Updater {
             table: RouteTable::new(),
             pending: BTreeMap::new(),
             shared,
+            ceiling: u64::MAX,
         }
+    }
+
+    pub fn set_version_ceiling(&mut self, ceiling: u64) {
+        self.ceiling = ceiling;
+    }
+
+    /// Sets the version ceiling for wall-clock time `now_unix_ms`; chain the update after it.
+    pub fn with_clock(&mut self, now_unix_ms: u64) -> &mut Self {
+        self.set_version_ceiling(version_ceiling(now_unix_ms));
+        self
+    }
+
+    fn check_version(&self, u: &BackendUpdate) -> Result<(), Refused> {
+        if u.version <= self.ceiling {
+            return Ok(());
+        }
+        Err(Refused {
+            kind: "invalid",
+            error: format!(
+                "version {} for service {:?} is beyond any version a brain can have produced by now (> {}); \
+                 refused so that it cannot freeze the service's routes",
+                u.version,
+                u.service.as_str(),
+                self.ceiling
+            ),
+        })
     }
 
     pub fn table(&self) -> &RouteTable {
@@ -71,18 +97,11 @@ impl Updater {
     /// A message on `<prefix>.backends.<service>`. `Ok(Gap)` means: request a sync.
     pub fn on_update(&mut self, subject: &str, payload: &[u8]) -> Result<Outcome, Refused> {
         let u: BackendUpdate = decode(payload)?;
-        if let Some(token) = subject.rsplit('.').next() {
-            if token != u.service.as_str() {
-                return Err(Refused {
-                    kind: "invalid",
-                    error: format!(
-                        "update for service {:?} published on {subject:?}; expected the subject to end in .{}",
-                        u.service.as_str(),
-                        u.service
-                    ),
-                });
-            }
-        }
+        check_sender(subject, u.service.as_str()).map_err(|error| Refused {
+            kind: "invalid",
+            error,
+        })?;
+        self.check_version(&u)?;
         Ok(self.apply(u))
     }
 
@@ -90,7 +109,12 @@ impl Updater {
     pub fn on_sync_reply(&mut self, payload: &[u8]) -> Result<usize, Refused> {
         let reply: SyncReply = decode(payload)?;
         let mut applied = 0;
+        let mut refused = None;
         for u in reply.updates {
+            if let Err(r) = self.check_version(&u) {
+                refused = Some(r);
+                continue;
+            }
             if self.apply_one(u) == Outcome::Applied {
                 applied += 1;
             }
@@ -98,7 +122,8 @@ impl Updater {
         if applied > 0 {
             self.publish();
         }
-        Ok(applied)
+        // The good snapshots are applied; the forged one is reported.
+        refused.map_or(Ok(applied), Err)
     }
 
     /// Applies one update (plus any buffered deltas it unblocks) and swaps in a new snapshot.
@@ -185,221 +210,11 @@ fn change_kind(c: &BackendChange) -> &'static str {
     }
 }
 
-/// What [`run`] needs to know.
-#[derive(Debug, Clone)]
-pub struct NatsSettings {
-    pub url: String,
-    pub subjects: Subjects,
-    pub id: ProxyId,
-    pub metrics_interval: Duration,
-}
-
-/// Backoff of sync requests: 200 ms doubling to 5 s.
-const SYNC_BACKOFF_START: Duration = Duration::from_millis(200);
-const SYNC_BACKOFF_MAX: Duration = Duration::from_secs(5);
-const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Runs until `shutdown` resolves. Never returns an error: NATS outages are waited out
-/// (async-nats reconnects by itself) and bad messages are refused one by one.
-pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let client = {
-        let mut delay = SYNC_BACKOFF_START;
-        loop {
-            let tx = ev_tx.clone();
-            let connect = async_nats::ConnectOptions::new()
-                .name(format!("acs-proxy-{}", settings.id))
-                .retry_on_initial_connect()
-                .max_reconnects(None)
-                .event_callback(move |ev| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(ev);
-                    }
-                })
-                .connect(settings.url.as_str());
-            tokio::select! {
-                _ = &mut shutdown => return,
-                res = connect => match res {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        warn!(url = %settings.url, error = %e, "cannot set up the NATS client; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(SYNC_BACKOFF_MAX);
-                    }
-                }
-            }
-        }
-    };
-    let subjects = settings.subjects.clone();
-    let mut tasks = tokio::task::JoinSet::new();
-
-    // Traffic metrics, every interval.
-    tasks.spawn(metrics_loop(
-        client.clone(),
-        settings.clone(),
-        shared.clone(),
-    ));
-
-    // Sync requests: triggered through a 1-slot channel so that bursts coalesce.
-    let (sync_tx, sync_rx) = mpsc::channel::<()>(1);
-    let (reply_tx, mut reply_rx) = mpsc::channel::<Bytes>(4);
-    tasks.spawn(sync_loop(
-        client.clone(),
-        subjects.backends_sync(),
-        sync_rx,
-        reply_tx,
-    ));
-    let want_sync = || {
-        let _ = sync_tx.try_send(());
-    };
-
-    let mut updater = Updater::new(shared.clone());
-    // Subscribe before the first sync request: both go out on the same connection, in order, so
-    // no update published after the snapshot was taken can slip between the two.
-    let mut sub = subscribe(&client, &subjects).await;
-    info!(subject = %subjects.backends_all(), proxy = %settings.id, "listening for backend updates");
-    want_sync();
-
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            msg = sub.next() => match msg {
-                Some(m) => match updater.on_update(m.subject.as_str(), &m.payload) {
-                    Ok(Outcome::Gap) => want_sync(),
-                    Ok(_) => {}
-                    Err(r) => reject(&client, &subjects, &shared, m.subject.as_str(), r).await,
-                },
-                None => {
-                    warn!("backend subscription closed; subscribing again");
-                    tokio::time::sleep(SYNC_BACKOFF_START).await;
-                    sub = subscribe(&client, &subjects).await;
-                    want_sync();
-                }
-            },
-            Some(payload) = reply_rx.recv() => match updater.on_sync_reply(&payload) {
-                Ok(n) => info!(applied = n, services = updater.table().len(), "sync reply applied"),
-                Err(r) => {
-                    let subject = subjects.backends_sync();
-                    reject(&client, &subjects, &shared, &subject, r).await;
-                }
-            },
-            Some(ev) = ev_rx.recv() => match ev {
-                async_nats::Event::Connected => {
-                    info!(url = %settings.url, "connected to NATS; asking for a backend sync");
-                    want_sync();
-                }
-                async_nats::Event::Disconnected => warn!(url = %settings.url, "disconnected from NATS; serving the last known routes"),
-                other => debug!(event = %other, "NATS event"),
-            },
-        }
-    }
-    tasks.shutdown().await;
-    let _ = client.flush().await;
-}
-
-async fn subscribe(client: &async_nats::Client, subjects: &Subjects) -> async_nats::Subscriber {
-    let mut delay = SYNC_BACKOFF_START;
-    loop {
-        match client.subscribe(subjects.backends_all()).await {
-            Ok(s) => return s,
-            Err(e) => {
-                warn!(error = %e, "cannot subscribe to backend updates; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(SYNC_BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-async fn reject(
-    client: &async_nats::Client,
-    subjects: &Subjects,
-    shared: &Shared,
-    subject: &str,
-    r: Refused,
-) {
-    let total = shared.rejected.fetch_add(1, Relaxed) + 1;
-    warn!(subject, kind = r.kind, error = %r.error, total, "refused a backend update");
-    let rejection = Rejection {
-        v: acs_events::SCHEMA_VERSION,
-        component: "proxy".into(),
-        subject: subject.into(),
-        ts_ms: metrics::unix_ms(),
-        kind: r.kind.into(),
-        error: r.error,
-        total,
-    };
-    if let Err(e) = client
-        .publish(subjects.rejections("proxy"), encode(&rejection).into())
-        .await
-    {
-        warn!(error = %e, "cannot publish a rejection");
-    }
-}
-
-async fn sync_loop(
-    client: async_nats::Client,
-    subject: String,
-    mut trigger: mpsc::Receiver<()>,
-    replies: mpsc::Sender<Bytes>,
-) {
-    let payload: Bytes = encode(&SyncRequest::default()).into();
-    while trigger.recv().await.is_some() {
-        let mut delay = SYNC_BACKOFF_START;
-        let mut attempt = 0u32;
-        loop {
-            // Triggers that arrive while we are asking are answered by this request.
-            while trigger.try_recv().is_ok() {}
-            attempt += 1;
-            let req = async_nats::Request::new()
-                .payload(payload.clone())
-                .timeout(Some(SYNC_TIMEOUT));
-            match client.send_request(subject.clone(), req).await {
-                Ok(msg) => {
-                    debug!(attempt, bytes = msg.payload.len(), "sync answered");
-                    if replies.send(msg.payload).await.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                Err(e) => {
-                    if attempt == 1 || attempt.is_multiple_of(10) {
-                        warn!(subject = %subject, attempt, error = %e, "backend sync not answered yet; retrying");
-                    } else {
-                        debug!(subject = %subject, attempt, error = %e, "backend sync not answered yet");
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(SYNC_BACKOFF_MAX);
-                }
-            }
-        }
-    }
-}
-
-async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared: Arc<Shared>) {
-    let subject = settings.subjects.proxy_metrics(&settings.id);
-    let mut tick = tokio::time::interval(settings.metrics_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut last = Instant::now();
-    loop {
-        tick.tick().await;
-        let now = Instant::now();
-        let m = metrics::collect_shared(&shared, &settings.id, now - last);
-        last = now;
-        if let Err(e) = client.publish(subject.clone(), encode(&m).into()).await {
-            debug!(error = %e, "cannot publish traffic metrics");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Tuning;
-    use acs_events::{Backend, ReplicaId, Route, Selection, WorkerId};
+    use acs_events::{encode, Backend, ReplicaId, Route, Selection, WorkerId};
 
     fn updater() -> Updater {
         Updater::new(Arc::new(Shared::new(Tuning::default())))
@@ -540,5 +355,24 @@ mod tests {
             u.on_update(s, &encode(&reset(1, &["a"]))).unwrap(),
             Outcome::Applied
         );
+    }
+
+    #[test]
+    fn a_version_beyond_the_clock_is_refused_and_does_not_lock_the_service() {
+        let mut u = updater();
+        u.set_version_ceiling(version_ceiling(1_000));
+        let forged = reset(1 << 63, &["evil"]);
+        let r = u.on_update("acs.backends.web", &encode(&forged)).unwrap_err();
+        assert_eq!(r.kind, "invalid");
+        assert!(r.error.contains("beyond any version"), "{}", r.error);
+        assert_eq!(u.table().version("web"), None, "nothing applied");
+        // A legitimate update still applies afterwards.
+        let honest = reset(900_000, &["a"]);
+        assert_eq!(u.on_update("acs.backends.web", &encode(&honest)).unwrap(), Outcome::Applied);
+        // In a sync reply the forged snapshot is refused and the honest one applied.
+        let reply = SyncReply { v: 1, updates: vec![reset(u64::MAX, &["evil"]), reset(900_001, &["b"])] };
+        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap_err().kind, "invalid");
+        assert_eq!(u.table().version("web"), Some(900_001));
+        assert_eq!(live_ids(&u), ["b"]);
     }
 }

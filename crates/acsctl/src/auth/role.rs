@@ -1,0 +1,166 @@
+//! Who may connect, and what each one may publish and subscribe to (pure).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use acs_events::{ProxyId, Subjects, WorkerId};
+
+/// One identity of the cluster: a NATS user with its own nkey.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// vim-brain: decides, commands workers, publishes backends.
+    Brain,
+    /// A person (or script) steering the cluster: `acsctl status`, `scale`, `watch`.
+    Operator,
+    /// Read-only: `acsctl watch`, dashboards.
+    Viewer,
+    /// The alarm/history monitor: reads everything, raises alarms, keeps history in JetStream.
+    Monitor,
+    Worker(WorkerId),
+    Proxy(ProxyId),
+}
+
+/// The component name `vmm-worker` puts in its rejection subject (`vmm_worker::COMPONENT`).
+/// Shared by every worker: the subject does not name the worker.
+pub const WORKER_COMPONENT: &str = "vmm-worker";
+
+impl Role {
+    /// The identities every cluster has, whatever its workers and proxies.
+    pub const FIXED: [Role; 4] = [Role::Brain, Role::Operator, Role::Viewer, Role::Monitor];
+
+    /// Path of this identity's files below the auth directory, without extension:
+    /// `brain`, `workers/w1`, `proxies/p1`.
+    pub fn file_stem(&self) -> PathBuf {
+        match self {
+            Role::Brain => "brain".into(),
+            Role::Operator => "operator".into(),
+            Role::Viewer => "viewer".into(),
+            Role::Monitor => "monitor".into(),
+            Role::Worker(id) => PathBuf::from("workers").join(id.as_str()),
+            Role::Proxy(id) => PathBuf::from("proxies").join(id.as_str()),
+        }
+    }
+
+    /// `brain`, `worker`, `proxy`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Role::Brain => "brain",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+            Role::Monitor => "monitor",
+            Role::Worker(_) => "worker",
+            Role::Proxy(_) => "proxy",
+        }
+    }
+
+    /// The worker or proxy id, if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Role::Worker(id) => Some(id.as_str()),
+            Role::Proxy(id) => Some(id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The inbox prefix this identity's client must use (async-nats `custom_inbox_prefix`),
+    /// or `None` for identities that never make requests (workers, viewer) and so get no inbox.
+    ///
+    /// Each requester gets its own prefix, and only it may subscribe below it: with the
+    /// default `_INBOX`, anyone allowed `_INBOX.>` could read everyone's replies (status,
+    /// worker acks, backend snapshots).
+    pub fn inbox_prefix(&self) -> Option<String> {
+        match self {
+            Role::Brain | Role::Operator | Role::Monitor => Some(format!("_INBOX_{}", self.kind())),
+            Role::Proxy(id) => Some(format!("_INBOX_proxy_{id}")),
+            Role::Worker(_) | Role::Viewer => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id() {
+            Some(id) => write!(f, "{} {id}", self.kind()),
+            None => f.write_str(self.kind()),
+        }
+    }
+}
+
+/// What the server lets one user do. An empty `publish` list means "nothing" (rendered as
+/// `deny: [">"]`, since an empty allow list would allow everything).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// May answer requests it received (publish once on their reply subject, within 2 min).
+    pub allow_responses: bool,
+}
+
+/// The permission table: issue 7's least privilege, every subject from [`Subjects`].
+pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
+    let p = s.prefix();
+    let inbox = role.inbox_prefix().map(|i| format!("{i}.>"));
+    let (publish, mut subscribe, allow_responses) = match role {
+        Role::Worker(id) => (
+            vec![
+                s.worker_metrics(id),
+                s.replica_events(id),
+                s.rejections(WORKER_COMPONENT),
+            ],
+            vec![s.worker_command(id)],
+            true, // acks to the brain's commands
+        ),
+        Role::Brain => (
+            vec![
+                format!("{p}.cmd.worker.*"),
+                s.backends_all(),
+                s.decisions_all(),
+                format!("{p}.events.worker.*"),
+                s.rejections("brain"),
+                // JetStream and KV for the leader lease and the pins (reliability issue). KV
+                // watches deliver to the brain's own inbox, below.
+                "$JS.API.>".into(),
+                "$KV.>".into(),
+            ],
+            vec![
+                s.worker_metrics_all(),
+                s.proxy_metrics_all(),
+                s.replica_events_all(),
+                s.scale(),
+                s.status(),
+                s.backends_sync(),
+            ],
+            true, // status, scale and sync replies
+        ),
+        Role::Proxy(id) => (
+            vec![
+                s.proxy_metrics(id),
+                s.backends_sync(),
+                s.rejections("proxy"),
+            ],
+            vec![s.backends_all()],
+            false,
+        ),
+        Role::Operator => (
+            vec![
+                s.scale(),
+                s.status(),
+                // Cordon and drain requests (to come) go here.
+            ],
+            vec![s.all()],
+            false,
+        ),
+        Role::Viewer => (vec![], vec![s.all()], false),
+        Role::Monitor => (
+            vec![format!("{p}.events.alarm.*"), "$JS.API.>".into()],
+            vec![s.all()],
+            true, // JetStream acks ride on reply subjects
+        ),
+    };
+    subscribe.extend(inbox);
+    Permissions {
+        publish,
+        subscribe,
+        allow_responses,
+    }
+}

@@ -1,0 +1,166 @@
+//! Step 7: the backend set to route (healthy and draining replicas), diffed with what the
+//! proxies were told: a full `reset` when one is due, else `add`, `drain` and `remove` deltas,
+//! each with the next version.
+
+use std::collections::BTreeMap;
+
+use acs_events::{Backend, BackendChange, BackendUpdate, ReplicaId, Route, ServiceName, SCHEMA_VERSION};
+
+use super::{Member, Phase, Published};
+use crate::config::ServiceConfig;
+use crate::world::{Now, ServiceState};
+
+#[derive(Debug, PartialEq)]
+pub(super) struct Publish {
+    pub updates: Vec<BackendUpdate>,
+    /// The new set, when anything was published.
+    pub published: Option<Published>,
+    /// The version that told the proxies about new drains (the last one if none did).
+    pub drain_version: u64,
+}
+
+/// Healthy replicas are routed; draining ones stay listed, marked, so proxies finish them.
+pub(super) fn wanted(members: &[Member]) -> BTreeMap<ReplicaId, Backend> {
+    let mut want = BTreeMap::new();
+    for m in members {
+        let draining = match m.phase {
+            Phase::Healthy => false,
+            Phase::Draining { .. } => true,
+            _ => continue,
+        };
+        if let Some(addr) = &m.addr {
+            let backend = Backend { id: m.id.clone(), addr: addr.clone(), worker: m.worker.clone(), draining };
+            want.insert(m.id.clone(), backend);
+        }
+    }
+    want
+}
+
+/// What to tell the proxies so that `published` becomes `want`: everything (a reset on
+/// `reset_route`), or the deltas.
+pub(super) fn changes(
+    published: &BTreeMap<ReplicaId, Backend>,
+    want: &BTreeMap<ReplicaId, Backend>,
+    reset_route: Option<&Route>,
+) -> Vec<BackendChange> {
+    if let Some(route) = reset_route {
+        return vec![BackendChange::Reset { route: route.clone(), backends: want.values().cloned().collect() }];
+    }
+    let was = |id: &ReplicaId| published.get(id);
+    let add: Vec<Backend> = want
+        .values()
+        .filter(|b| was(&b.id).is_none_or(|old| old.addr != b.addr || (old.draining && !b.draining)))
+        .cloned()
+        .collect();
+    let drain: Vec<ReplicaId> =
+        want.values().filter(|b| b.draining && was(&b.id).is_some_and(|old| !old.draining)).map(|b| b.id.clone()).collect();
+    let remove: Vec<ReplicaId> = published.keys().filter(|id| !want.contains_key(*id)).cloned().collect();
+    let mut changes = Vec::new();
+    if !add.is_empty() {
+        changes.push(BackendChange::Add { backends: add });
+    }
+    if !drain.is_empty() {
+        changes.push(BackendChange::Drain { ids: drain });
+    }
+    if !remove.is_empty() {
+        changes.push(BackendChange::Remove { ids: remove });
+    }
+    changes
+}
+
+/// The updates to publish for one service, versioned after `state.version` (or `first_version`
+/// for a service this brain never published).
+pub(super) fn publish(
+    service: &ServiceName,
+    svc: &ServiceConfig,
+    state: &ServiceState,
+    first_version: u64,
+    members: &[Member],
+    reset_due: bool,
+    now: Now,
+) -> Publish {
+    let want = wanted(members);
+    let mut version = state.version.max(first_version);
+    let mut drain_version = None;
+    let mut updates = Vec::new();
+    for change in changes(&state.published, &want, reset_due.then_some(&svc.route)) {
+        version += 1;
+        if matches!(change, BackendChange::Drain { .. } | BackendChange::Reset { .. }) {
+            drain_version = Some(version);
+        }
+        updates.push(BackendUpdate {
+            v: SCHEMA_VERSION,
+            service: service.clone(),
+            version,
+            ts_ms: now.unix_ms,
+            selection: svc.selection,
+            change,
+        });
+    }
+    let published = (version != state.version || reset_due)
+        .then(|| Published { service: service.clone(), version, backends: want, reset: reset_due });
+    Publish { updates, published, drain_version: drain_version.unwrap_or(version) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, member, now};
+    use super::*;
+
+    fn draining() -> Phase {
+        Phase::Draining { since: 0, version: 0, deadline: 0 }
+    }
+
+    fn names(changes: &[BackendChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                BackendChange::Reset { backends, .. } => format!("reset {}", backends.len()),
+                BackendChange::Add { backends } => format!("add {}", backends[0].id),
+                BackendChange::Drain { ids } => format!("drain {}", ids[0]),
+                BackendChange::Remove { ids } => format!("remove {}", ids[0]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_healthy_and_draining_replicas_are_routed() {
+        let members = [
+            member("web-a", "w1", Phase::Healthy),
+            member("web-b", "w1", draining()),
+            member("web-c", "w1", Phase::Starting),
+            member("web-d", "w1", Phase::Stopping { sent: 0, attempt: 1 }),
+        ];
+        let want = wanted(&members);
+        assert_eq!(want.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["web-a", "web-b"]);
+        assert!(want[&id::<ReplicaId>("web-b")].draining);
+    }
+
+    #[test]
+    fn deltas_add_drain_and_remove() {
+        let published = wanted(&[member("web-a", "w1", Phase::Healthy), member("web-b", "w1", Phase::Healthy)]);
+        let want = wanted(&[member("web-a", "w1", draining()), member("web-c", "w1", Phase::Healthy)]);
+        assert_eq!(names(&changes(&published, &want, None)), ["add web-c", "drain web-a", "remove web-b"]);
+        assert!(changes(&want, &want, None).is_empty());
+        assert_eq!(names(&changes(&published, &want, Some(&Route::default()))), ["reset 2"]);
+    }
+
+    #[test]
+    fn versions_grow_and_the_drain_version_is_the_drains() {
+        let services = crate::Services::parse("[[service]]\nname = \"web\"\ncommand = [\"x\"]\n").unwrap();
+        let svc = services.get(&id("web")).unwrap();
+        let state = ServiceState {
+            version: 10,
+            published: wanted(&[member("web-a", "w1", Phase::Healthy), member("web-b", "w1", Phase::Healthy)]),
+            ..ServiceState::default()
+        };
+        let members = [member("web-a", "w1", draining()), member("web-c", "w1", Phase::Healthy)];
+        let out = publish(&id("web"), svc, &state, 0, &members, false, now(0));
+        assert_eq!(out.updates.iter().map(|u| u.version).collect::<Vec<_>>(), [11, 12, 13]);
+        assert_eq!(out.drain_version, 12);
+        assert_eq!(out.published.unwrap().version, 13);
+        let unchanged = ServiceState { published: wanted(&members), ..state };
+        let out = publish(&id("web"), svc, &unchanged, 0, &members, false, now(0));
+        assert_eq!((out.updates.len(), out.published, out.drain_version), (0, None, 10));
+    }
+}

@@ -1,0 +1,143 @@
+//! Step 2: each service's replicas as the plan sees them, from what live workers report and from
+//! the brain's own records of what it asked for. Replicas of services no longer declared are
+//! stopped; records of replicas no worker reports any more are forgotten (or, for a start that
+//! never showed up in time, stopped in case).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use acs_events::{ReplicaId, ReplicaState, ServiceName, WorkerId};
+
+use super::{Member, Phase, Stop};
+use crate::config::Services;
+use crate::world::{Intent, Millis, Record, World};
+
+#[derive(Debug, Default)]
+pub(super) struct Gathered {
+    pub by_service: BTreeMap<ServiceName, Vec<Member>>,
+    /// Stops to send, with the service each replica belongs to.
+    pub stops: Vec<(ServiceName, Stop)>,
+    /// Records to drop.
+    pub forget: Vec<ReplicaId>,
+}
+
+pub(super) fn gather(world: &World, services: &Services, up: &BTreeSet<WorkerId>, now: Millis) -> Gathered {
+    let settings = world.settings();
+    let mut out = Gathered::default();
+    let mut seen: BTreeSet<&ReplicaId> = BTreeSet::new();
+    for worker_id in up {
+        let worker = &world.workers()[worker_id];
+        for reported in worker.last.replicas.iter().filter(|r| r.state != ReplicaState::Exited) {
+            seen.insert(&reported.id);
+            let unhealthy_since = worker.unhealthy_since.get(&reported.id).copied();
+            let phase = phase(world.records().get(&reported.id), reported.state, unhealthy_since, now);
+            if services.get(&reported.service).is_none() {
+                let reason = format!("service {} is not declared in the services file", reported.service);
+                if let Some((attempt, reason)) = undeclared_stop(phase, now, settings.stop_retry_ms, reason) {
+                    let stop = Stop { replica: reported.id.clone(), worker: worker_id.clone(), attempt, grace_s: 0.0, reason };
+                    out.stops.push((reported.service.clone(), stop));
+                }
+                continue;
+            }
+            out.by_service.entry(reported.service.clone()).or_default().push(Member {
+                id: reported.id.clone(),
+                worker: worker_id.clone(),
+                phase,
+                addr: Some(reported.addr.clone()),
+                cpu_pct: reported.cpu_pct,
+                started_ms: reported.started_ms,
+            });
+        }
+    }
+
+    // Our own records of replicas the workers do not (or no longer) report.
+    for (id, record) in world.records().iter().filter(|(id, _)| !seen.contains(id)) {
+        let worker_up = up.contains(&record.worker);
+        match record.intent {
+            Intent::Starting { since } if worker_up && now.saturating_sub(since) < settings.start_timeout_ms => {
+                if services.get(&record.service).is_some() {
+                    out.by_service.entry(record.service.clone()).or_default().push(Member {
+                        id: id.clone(),
+                        worker: record.worker.clone(),
+                        phase: Phase::Pending,
+                        addr: None,
+                        cpu_pct: 0.0,
+                        started_ms: 0,
+                    });
+                } else {
+                    out.forget.push(id.clone());
+                }
+            }
+            Intent::Starting { .. } if worker_up => {
+                // Timed out before the worker ever reported it: give up, stop it in case.
+                let reason = format!("not healthy within {} s; replacing it", settings.start_timeout_ms / 1000);
+                let stop = Stop { replica: id.clone(), worker: record.worker.clone(), attempt: 1, grace_s: 0.0, reason };
+                out.stops.push((record.service.clone(), stop));
+            }
+            // Gone (stopped, exited) or its worker is down: forget it.
+            _ => out.forget.push(id.clone()),
+        }
+    }
+    out
+}
+
+/// A reported replica's phase: the brain's intent (stopping, draining) first, then what its
+/// worker says. `reported` is never `Exited` (those are skipped).
+fn phase(record: Option<&Record>, reported: ReplicaState, unhealthy_since: Option<Millis>, now: Millis) -> Phase {
+    match (record.map(|r| &r.intent), reported) {
+        (Some(Intent::Stopping { sent, attempt }), _) => Phase::Stopping { sent: *sent, attempt: *attempt },
+        (_, ReplicaState::Stopping) => Phase::Stopping { sent: now, attempt: 0 },
+        (Some(Intent::Draining { since, version, deadline }), _) => {
+            Phase::Draining { since: *since, version: *version, deadline: *deadline }
+        }
+        (_, ReplicaState::Starting) => Phase::Starting,
+        (_, ReplicaState::Healthy) => Phase::Healthy,
+        (_, ReplicaState::Unhealthy) => Phase::Unhealthy { since: unhealthy_since.unwrap_or(now) },
+        (_, ReplicaState::Exited) => unreachable!("exited replicas are skipped"),
+    }
+}
+
+/// The stop (attempt, reason) due for a replica of an undeclared service: the first one, or a
+/// retry once `stop_retry_ms` has passed since the last.
+fn undeclared_stop(phase: Phase, now: Millis, stop_retry_ms: Millis, reason: String) -> Option<(u32, String)> {
+    match phase {
+        Phase::Stopping { sent, attempt } => {
+            (now.saturating_sub(sent) >= stop_retry_ms).then(|| (attempt + 1, String::new()))
+        }
+        _ => Some((1, reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::id;
+    use super::*;
+
+    fn record(intent: Intent) -> Record {
+        Record { service: id("web"), worker: id("w1"), intent }
+    }
+
+    #[test]
+    fn the_brains_intent_comes_before_the_workers_state() {
+        let stopping = record(Intent::Stopping { sent: 5, attempt: 2 });
+        assert_eq!(phase(Some(&stopping), ReplicaState::Healthy, None, 100), Phase::Stopping { sent: 5, attempt: 2 });
+        let draining = record(Intent::Draining { since: 1, version: 7, deadline: 9 });
+        assert_eq!(
+            phase(Some(&draining), ReplicaState::Healthy, None, 100),
+            Phase::Draining { since: 1, version: 7, deadline: 9 }
+        );
+        assert_eq!(phase(Some(&draining), ReplicaState::Stopping, None, 100), Phase::Stopping { sent: 100, attempt: 0 });
+        let starting = record(Intent::Starting { since: 0 });
+        assert_eq!(phase(Some(&starting), ReplicaState::Healthy, None, 100), Phase::Healthy);
+        assert_eq!(phase(None, ReplicaState::Unhealthy, Some(40), 100), Phase::Unhealthy { since: 40 });
+        assert_eq!(phase(None, ReplicaState::Unhealthy, None, 100), Phase::Unhealthy { since: 100 });
+    }
+
+    #[test]
+    fn undeclared_replicas_are_stopped_then_retried_after_the_retry_time() {
+        let first = undeclared_stop(Phase::Healthy, 0, 15_000, "why".into());
+        assert_eq!(first, Some((1, "why".to_string())));
+        let sent = Phase::Stopping { sent: 1_000, attempt: 1 };
+        assert_eq!(undeclared_stop(sent, 10_000, 15_000, "why".into()), None);
+        assert_eq!(undeclared_stop(sent, 16_000, 15_000, "why".into()), Some((2, String::new())));
+    }
+}

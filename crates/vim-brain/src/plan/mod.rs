@@ -1,0 +1,379 @@
+//! The decision: `plan(&World, &Services, now) -> Plan`. Pure: no clock, no I/O, no awaits.
+//!
+//! Level-triggered: every call compares what should be with what is, from scratch. A `Plan` is
+//! plain data: commands to send, backend updates and explanations to publish, and the
+//! [`Bookkeeping`] that the world folds in (`Event::PlanSent`) once the reconciler has sent it.
+//!
+//! One file per step, each a pure function over plain data, in the order they run:
+//! - `health.rs`: which workers are up, and the transitions to announce;
+//! - `members.rs`: each service's replicas as the plan sees them, from the workers' reports and
+//!   the brain's records; stops for undeclared services and for starts never reported;
+//! - `lost.rs`: replicas gone without a stop, unhealthy ones to replace, records no longer needed;
+//! - `desired.rs`: the desired count: a manual pin, or the policy over measured signals;
+//! - `scale_out.rs`: which workers take the missing replicas;
+//! - `scale_in.rs`: which replicas go, their drains, and stops to send or retry;
+//! - `backends.rs`: the backend set to route, diffed with what the proxies were told.
+
+mod backends;
+mod desired;
+mod health;
+mod lost;
+mod members;
+mod scale_in;
+mod scale_out;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use acs_events::{
+    Action, Backend, BackendUpdate, CommandId, Decision, DecisionAction, ReplicaId, ServiceName,
+    ServiceTraffic, WorkerCommand, WorkerEvent, WorkerId, SCHEMA_VERSION,
+};
+
+use crate::config::{ServiceConfig, Services};
+use crate::policy;
+use crate::world::{Intent, Millis, Now, Record, ServiceState, World};
+
+/// A command for one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub worker: WorkerId,
+    pub replica: ReplicaId,
+    pub cmd: WorkerCommand,
+}
+
+impl Command {
+    pub fn is_start(&self) -> bool {
+        matches!(self.cmd.action, Action::Start { .. })
+    }
+}
+
+/// What to do now, and the bookkeeping to record once it is sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Starts and stops, each sent to its worker as a request.
+    pub commands: Vec<Command>,
+    /// Backend set changes for the proxies (`acs.backends.<service>`).
+    pub updates: Vec<BackendUpdate>,
+    /// Every decision with its reason (`acs.events.decision.<service>`).
+    pub decisions: Vec<Decision>,
+    /// Worker health transitions (`acs.events.worker.<worker>`).
+    pub worker_events: Vec<WorkerEvent>,
+    /// Folded into the world once the plan is sent: `world.apply(Event::PlanSent(..))`.
+    pub bookkeeping: Bookkeeping,
+}
+
+/// What a plan changes in the world's own records; read only by `World::apply`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bookkeeping {
+    pub(crate) worker_health: Vec<HealthAnnounced>,
+    pub(crate) desired: Vec<DesiredChange>,
+    /// Replicas started, draining or stopping; records no longer needed.
+    pub(crate) records: Vec<RecordChange>,
+    pub(crate) published: Vec<Published>,
+    pub(crate) blocked: Vec<BlockedChange>,
+    /// The sequence number the next new replica id takes.
+    pub(crate) next_seq: u64,
+}
+
+/// A worker health transition that the plan announces.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HealthAnnounced {
+    pub(crate) worker: WorkerId,
+    pub(crate) up: bool,
+}
+
+/// A service's desired count, and what to remember for the stabilisation windows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DesiredChange {
+    pub(crate) service: ServiceName,
+    pub(crate) desired: u32,
+    /// The policy recommendation to remember (`None` while pinned by hand).
+    pub(crate) recommendation: Option<u32>,
+    /// Recommendations older than this are of no use to any window.
+    pub(crate) history_keep_ms: Millis,
+}
+
+/// A change to the brain's record of one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RecordChange {
+    Upsert(ReplicaId, Record),
+    Remove(ReplicaId),
+}
+
+/// A backend set the proxies have been told.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Published {
+    pub(crate) service: ServiceName,
+    pub(crate) version: u64,
+    pub(crate) backends: BTreeMap<ReplicaId, Backend>,
+    pub(crate) reset: bool,
+}
+
+/// Why a service cannot reach its desired count (`None`: it can again).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BlockedChange {
+    pub(crate) service: ServiceName,
+    pub(crate) reason: Option<String>,
+}
+
+/// How the plan sees one replica of a service.
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    id: ReplicaId,
+    worker: WorkerId,
+    phase: Phase,
+    addr: Option<String>,
+    cpu_pct: f64,
+    started_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Start sent, not yet reported by the worker.
+    Pending,
+    Starting,
+    Healthy,
+    Unhealthy { since: Millis },
+    Draining { since: Millis, version: u64, deadline: Millis },
+    Stopping { sent: Millis, attempt: u32 },
+}
+
+impl Phase {
+    /// Counts towards the desired count.
+    fn active(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Starting | Phase::Healthy | Phase::Unhealthy { .. })
+    }
+}
+
+/// A stop to send; a step's output.
+#[derive(Debug, Clone, PartialEq)]
+struct Stop {
+    replica: ReplicaId,
+    worker: WorkerId,
+    attempt: u32,
+    grace_s: f64,
+    /// Published as a decision on the first attempt.
+    reason: String,
+}
+
+pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
+    let health = health::worker_health(world, now);
+    let mut plan = Plan {
+        worker_events: health.events,
+        bookkeeping: Bookkeeping {
+            worker_health: health.announced,
+            next_seq: world.next_seq(),
+            ..Bookkeeping::default()
+        },
+        ..Plan::default()
+    };
+    // Until warmed up, only listen: a restarted brain must learn what runs first.
+    if !world.warmed_up(now.mono) {
+        return plan;
+    }
+    let mut gathered = members::gather(world, services, &health.up, now.mono);
+    for (service, stop) in gathered.stops {
+        plan.stop(&service, stop, now);
+    }
+    for id in gathered.forget {
+        plan.bookkeeping.records.push(RecordChange::Remove(id));
+    }
+    for (name, svc) in services.iter() {
+        let members = gathered.by_service.remove(name).unwrap_or_default();
+        plan_service(&mut plan, world, now, name, svc, members, &health.up);
+    }
+    plan
+}
+
+/// Every step for one service, in order; each feeds the next through `members` and `plan`.
+fn plan_service(
+    plan: &mut Plan,
+    world: &World,
+    now: Now,
+    name: &ServiceName,
+    svc: &ServiceConfig,
+    mut members: Vec<Member>,
+    up: &BTreeSet<WorkerId>,
+) {
+    let default_state = ServiceState::default();
+    let state = world.service(name).unwrap_or(&default_state);
+    let policy = &svc.policy;
+    let settings = world.settings();
+    let traffic: Vec<&ServiceTraffic> = world
+        .live_proxies(now.mono)
+        .filter_map(|proxy| proxy.last.services.iter().find(|s| &s.service == name))
+        .collect();
+
+    let being_stopped = plan.upserted_records();
+    let lost = lost::lost_replicas(name, now, &state.published, &members, &being_stopped, up);
+    plan.decisions.extend(lost);
+    for stop in lost::replace_unhealthy(&mut members, now.mono, settings.unhealthy_grace_ms, policy.stop_grace_s) {
+        plan.stop(name, stop, now);
+    }
+
+    let active = members.iter().filter(|m| m.phase.active()).count() as u32;
+    let measured = desired::measure(&members, svc.cpus, &traffic);
+    let desired = desired::desired_count(name, policy, state, active, &measured, now);
+    plan.decisions.extend(desired.decision);
+    plan.bookkeeping.desired.push(DesiredChange {
+        service: name.clone(),
+        desired: desired.count,
+        recommendation: desired.recommendation,
+        history_keep_ms: policy::history_keep_ms(policy),
+    });
+
+    let blocked = if active < desired.count {
+        let mut candidates = scale_out::candidates(world, now.mono, name, up);
+        let planned: Vec<&WorkerId> = plan.commands.iter().filter(|c| c.is_start()).map(|c| &c.worker).collect();
+        scale_out::count_planned_starts(&mut candidates, &planned);
+        let out = scale_out::scale_out(candidates, name, active, desired.count);
+        for placement in out.placements {
+            plan.start(world, name, svc, placement, now);
+        }
+        out.blocked
+    } else {
+        None
+    };
+    plan.set_blocked(name, state.blocked.as_ref(), blocked, now);
+
+    let worker_cpu_pct = |worker: &WorkerId| world.workers().get(worker).map_or(0.0, |w| w.last.host.cpu_pct);
+    let scale_in = scale_in::scale_in(name, &mut members, desired.count, policy, worker_cpu_pct, now);
+    for step in scale_in.steps {
+        match step {
+            scale_in::Victim::Stop(stop) => plan.stop(name, stop, now),
+            scale_in::Victim::Drain(decision) => plan.decisions.push(decision),
+        }
+    }
+    let (grace_s, retry_ms) = (policy.stop_grace_s, settings.stop_retry_ms);
+    for stop in scale_in::finish_drains(&mut members, &scale_in.newly_draining, &traffic, now.mono, grace_s, retry_ms) {
+        plan.stop(name, stop, now);
+    }
+
+    let reset_due = state.last_reset.is_none_or(|at| now.mono.saturating_sub(at) >= settings.reset_every_ms);
+    let publish = backends::publish(name, svc, state, world.first_version(), &members, reset_due, now);
+    plan.updates.extend(publish.updates);
+    plan.bookkeeping.published.extend(publish.published);
+
+    // Record drains with the version that told the proxies.
+    for m in members.iter().filter(|m| scale_in.newly_draining.contains(&m.id)) {
+        if let Phase::Draining { since, deadline, .. } = m.phase {
+            let intent = Intent::Draining { since, version: publish.drain_version, deadline };
+            plan.record(&m.id, name, &m.worker, intent);
+        }
+    }
+    let started = lost::started_records_done(&members, world.records());
+    plan.bookkeeping.records.extend(started.into_iter().map(RecordChange::Remove));
+}
+
+impl Plan {
+    fn record(&mut self, replica: &ReplicaId, service: &ServiceName, worker: &WorkerId, intent: Intent) {
+        let record = Record { service: service.clone(), worker: worker.clone(), intent };
+        self.bookkeeping.records.push(RecordChange::Upsert(replica.clone(), record));
+    }
+
+    /// Replicas this plan has recorded an intent for so far.
+    fn upserted_records(&self) -> BTreeSet<ReplicaId> {
+        let upserted = self.bookkeeping.records.iter().filter_map(|change| match change {
+            RecordChange::Upsert(id, _) => Some(id.clone()),
+            RecordChange::Remove(_) => None,
+        });
+        upserted.collect()
+    }
+
+    /// The stop command, its record, and on the first attempt its decision.
+    fn stop(&mut self, service: &ServiceName, stop: Stop, now: Now) {
+        let Stop { replica, worker, attempt, grace_s, reason } = stop;
+        let cmd = WorkerCommand {
+            v: SCHEMA_VERSION,
+            id: command_id("stop", &replica, attempt),
+            issued_ms: now.unix_ms,
+            action: Action::Stop { replica: replica.clone(), grace_ms: (grace_s * 1000.0) as u64 },
+        };
+        self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });
+        self.record(&replica, service, &worker, Intent::Stopping { sent: now.mono, attempt });
+        if attempt == 1 {
+            let action = DecisionAction::Stop { replica, worker };
+            self.decisions.push(decision(service, now, action, reason, BTreeMap::new()));
+        }
+    }
+
+    /// A start on the chosen worker, with a fresh replica id.
+    fn start(&mut self, world: &World, service: &ServiceName, svc: &ServiceConfig, placement: scale_out::Placement, now: Now) {
+        let seq = self.bookkeeping.next_seq;
+        self.bookkeeping.next_seq += 1;
+        let replica = world.replica_id(service, seq);
+        let worker = placement.worker;
+        let cmd = WorkerCommand {
+            v: SCHEMA_VERSION,
+            id: command_id("start", &replica, 1),
+            issued_ms: now.unix_ms,
+            action: Action::Start { replica: replica.clone(), spec: svc.replica_spec() },
+        };
+        self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });
+        self.record(&replica, service, &worker, Intent::Starting { since: now.mono });
+        let action = DecisionAction::Place { replica, worker };
+        self.decisions.push(decision(service, now, action, placement.reason, BTreeMap::new()));
+    }
+
+    /// Announces a blocked service once, and records the change.
+    fn set_blocked(&mut self, service: &ServiceName, was: Option<&String>, blocked: Option<String>, now: Now) {
+        if was != blocked.as_ref() {
+            if let Some(reason) = &blocked {
+                self.decisions.push(decision(service, now, DecisionAction::Blocked, reason.clone(), BTreeMap::new()));
+            }
+            self.bookkeeping.blocked.push(BlockedChange { service: service.clone(), reason: blocked });
+        }
+    }
+}
+
+/// `<kind>-<replica>-<attempt>`, or with the replica id hashed when that would not fit in an id
+/// (replica ids reported by workers may be up to 64 bytes).
+fn command_id(kind: &str, replica: &ReplicaId, attempt: u32) -> CommandId {
+    CommandId::new(format!("{kind}-{replica}-{attempt}")).unwrap_or_else(|_| {
+        // FNV-1a: stable across runs, so a retried command keeps its id.
+        let h = replica.as_str().bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        CommandId::new(format!("{kind}-{h:016x}-{attempt}")).expect("short ascii id")
+    })
+}
+
+fn decision(
+    service: &ServiceName,
+    now: Now,
+    action: DecisionAction,
+    reason: String,
+    inputs: BTreeMap<String, f64>,
+) -> Decision {
+    Decision { v: SCHEMA_VERSION, service: service.clone(), ts_ms: now.unix_ms, action, reason, inputs }
+}
+
+/// Builders shared by the steps' unit tests.
+#[cfg(test)]
+mod test_support {
+    use super::*;
+
+    pub fn now(ms: Millis) -> Now {
+        Now { mono: ms, unix_ms: 1_700_000_000_000 + ms }
+    }
+
+    pub fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
+    }
+
+    pub fn member(replica: &str, worker: &str, phase: Phase) -> Member {
+        Member {
+            id: id(replica),
+            worker: id(worker),
+            phase,
+            addr: Some(format!("127.0.0.1:4{}", replica.len())),
+            cpu_pct: 0.0,
+            started_ms: 0,
+        }
+    }
+
+    pub fn ids(stops: &[Stop]) -> Vec<&str> {
+        stops.iter().map(|s| s.replica.as_str()).collect()
+    }
+}
