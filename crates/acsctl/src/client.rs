@@ -5,7 +5,7 @@ use std::time::Duration;
 use acs_events::{
     decode, encode, DecodeError, ScaleReply, ScaleRequest, StatusReply, Subjects, Validate,
 };
-use acs_node::{NatsArgs, NatsOptions};
+use acs_node::{NatsArgs, NatsOptions, Refusals};
 
 use crate::auth::{AuthDir, Role};
 use async_nats::{Client, Request, RequestErrorKind};
@@ -55,16 +55,27 @@ pub fn candidates(args: &NatsArgs, subjects: &Subjects, name: &str) -> Result<Ve
     Ok(found)
 }
 
-/// [`connect`] with each candidate in turn; the first that is admitted wins.
-pub async fn connect_any(candidates: &[NatsOptions], timeout: Duration) -> Result<(Client, NatsOptions)> {
+/// [`connect`] with each candidate in turn; the first that is admitted wins. Also returns the
+/// server's refusals on that connection, for [`unless_refused`].
+pub async fn connect_any(candidates: &[NatsOptions], timeout: Duration) -> Result<(Client, NatsOptions, Refusals)> {
     let mut last = None;
     for c in candidates {
-        match connect(c, timeout).await {
-            Ok(nc) => return Ok((nc, c.clone())),
-            Err(e) => last = Some(e),
+        match c.connect_once_watched(timeout).await {
+            Ok((nc, refusals)) => return Ok((nc, c.clone(), refusals)),
+            Err(e) => last = Some(Error::from(e)),
         }
     }
     Err(last.unwrap_or_else(|| Error::Usage("no way to connect to NATS".into())))
+}
+
+/// Runs a request, and fails at once with [`Error::Denied`] if the server refuses something on
+/// the connection meanwhile (a permissions violation: the request itself would only time out).
+pub async fn unless_refused<T>(refusals: &Refusals, request: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mark = refusals.mark();
+    tokio::select! {
+        r = request => r,
+        e = refusals.since(mark) => Err(Error::Denied(e)),
+    }
 }
 
 /// Connects once and fails fast with a readable error: for one-shot commands, where a user waits.

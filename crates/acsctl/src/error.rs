@@ -26,6 +26,10 @@ pub enum Error {
     #[error("request on {subject} failed: {reason}")]
     Request { subject: String, reason: String },
 
+    /// The NATS server refused this identity something (a permissions violation).
+    #[error("NATS refused it: {0}. This identity may not do that; steer with the operator's credential (docs/SECURITY.md)")]
+    Denied(String),
+
     /// The brain answered `{"ok":false,"error":...}`.
     #[error("the brain refused: {0}")]
     Refused(String),

@@ -49,20 +49,20 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
     let nats = || client::candidates(&cli.nats, &subjects, "acsctl");
     match cli.command {
         Command::Status { json } => {
-            let (nc, _) = client::connect_any(&nats()?, cli.timeout).await?;
+            let (nc, _, refusals) = client::connect_any(&nats()?, cli.timeout).await?;
             if json {
-                let raw = client::status_raw(&nc, &subjects, cli.timeout).await?;
+                let raw = client::unless_refused(&refusals, client::status_raw(&nc, &subjects, cli.timeout)).await?;
                 println!("{}", serde_json::to_string_pretty(&raw).unwrap_or_default());
             } else {
-                let reply = client::status(&nc, &subjects, cli.timeout).await?;
+                let reply = client::unless_refused(&refusals, client::status(&nc, &subjects, cli.timeout)).await?;
                 print!("{}", status::render(&reply));
             }
             Ok(())
         }
         Command::Scale { service, target } => {
-            let (nc, _) = client::connect_any(&nats()?, cli.timeout).await?;
+            let (nc, _, refusals) = client::connect_any(&nats()?, cli.timeout).await?;
             let req = scale::request(service, target);
-            let reply = client::scale(&nc, &subjects, &req, cli.timeout).await?;
+            let reply = client::unless_refused(&refusals, client::scale(&nc, &subjects, &req, cli.timeout)).await?;
             println!("{}", scale::render(&req, &reply));
             Ok(())
         }
@@ -79,7 +79,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             // Pick the cluster that admits us, then stay connected through outages.
             let candidates = nats()?;
             let chosen = match client::connect_any(&candidates, cli.timeout).await {
-                Ok((probe, chosen)) => {
+                Ok((probe, chosen, _)) => {
                     drop(probe);
                     chosen
                 }

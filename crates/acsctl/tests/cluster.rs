@@ -128,6 +128,19 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
         .request("acs.cmd.scale", r#"{"service":"web","replicas":0}"#.into())
         .await;
     assert!(refused.is_err(), "a viewer's scale request gets no answer: {refused:?}");
+    // The CLI as the viewer: a permissions error that says so, not a time-out.
+    let viewer_seed = cluster.auth_dir().seed_file(&acsctl::auth::Role::Viewer);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
+        .args(["--prefix", "acs", "scale", "web", "0", "--timeout", "20s", "--nats", &cluster.nats_url()])
+        .arg("--nats-nkey")
+        .arg(&viewer_seed)
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NATS refused it") && stderr.contains("Permissions Violation"), "{stderr}");
     let web = |s: &acs_events::StatusReply| s.services.iter().find(|x| x.name.as_str() == "web").map(|x| (x.desired, x.mode));
     let after = cluster.status().await.unwrap();
     assert_eq!(web(&after), web(&status), "the viewer's request changed nothing");

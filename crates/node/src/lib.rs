@@ -18,5 +18,5 @@ pub mod nats;
 pub mod shutdown;
 
 pub use logging::init_tracing;
-pub use nats::{Auth, NatsArgs, NatsError, NatsOptions, Tls};
+pub use nats::{Auth, NatsArgs, NatsError, NatsOptions, Refusals, Tls};
 pub use shutdown::shutdown_signal;

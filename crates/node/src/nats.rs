@@ -300,25 +300,35 @@ impl NatsOptions {
     /// For one-shot commands, where a user waits: one attempt within `timeout`, and a clear
     /// error if it fails.
     pub async fn connect_once(&self, timeout: Duration) -> Result<Client, NatsError> {
+        Ok(self.connect_once_watched(timeout).await?.0)
+    }
+
+    /// [`Self::connect_once`], plus the server's refusals on this connection: a permissions
+    /// violation arrives as an event while the request itself only times out, so a one-shot
+    /// command can wait on [`Refusals::next`] beside its request and fail at once, saying why.
+    pub async fn connect_once_watched(&self, timeout: Duration) -> Result<(Client, Refusals), NatsError> {
         self.warn_if_insecure();
         let who = self.name.clone();
-        self.connect_options()
+        let refusals = Refusals::default();
+        let seen = refusals.clone();
+        let client = self
+            .connect_options()
             .await?
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
-            // A permissions violation arrives as an event, while the request only times out:
-            // say it, so the user learns why.
             .event_callback(move |event| {
-                let who = who.clone();
+                let (who, seen) = (who.clone(), seen.clone());
                 async move {
-                    if matches!(event, Event::ServerError(_)) {
-                        log_event(&who, &event)
+                    if let Event::ServerError(e) = &event {
+                        log_event(&who, &event);
+                        seen.record(e.to_string());
                     }
                 }
             })
             .connect(&self.servers)
             .await
-            .map_err(|e| self.connect_error(e.kind(), e.to_string()))
+            .map_err(|e| self.connect_error(e.kind(), e.to_string()))?;
+        Ok((client, refusals))
     }
 
     fn warn_if_insecure(&self) {
@@ -345,6 +355,41 @@ impl NatsOptions {
             servers: self.servers_display(),
             hint: hint(kind).to_string(),
             detail,
+        }
+    }
+}
+
+/// Errors the server sent on one connection (permissions violations and the like).
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(std::sync::Arc<(std::sync::Mutex<Vec<String>>, tokio::sync::Notify)>);
+
+impl Refusals {
+    fn record(&self, error: String) {
+        self.0 .0.lock().unwrap_or_else(|p| p.into_inner()).push(error);
+        self.0 .1.notify_waiters();
+    }
+
+    /// Every refusal so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.0 .0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many refusals there were so far: pass it to [`Self::since`] before sending.
+    pub fn mark(&self) -> usize {
+        self.seen().len()
+    }
+
+    /// Waits until a refusal after `mark` arrives and returns it.
+    pub async fn since(&self, mark: usize) -> String {
+        loop {
+            let notified = self.0 .1.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a refusal between the check and the wait wakes us.
+            notified.as_mut().enable();
+            if let Some(e) = self.seen().get(mark) {
+                return e.clone();
+            }
+            notified.await;
         }
     }
 }
