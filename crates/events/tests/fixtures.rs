@@ -47,6 +47,9 @@ fn v1_payloads_parse() {
     for f in ["backends_reset.json", "backends_add.json", "backends_drain.json", "backends_remove.json"] {
         let _: BackendUpdate = good(f);
     }
+    let w: BackendUpdate = good("backends_withdraw.json");
+    assert_eq!(w.change, BackendChange::Withdraw, "added after v1");
+    assert_eq!(decode::<BackendUpdate>(&encode(&w)).unwrap(), w, "round-trips");
     let u: BackendUpdate = good("backends_drain.json");
     assert_eq!(u.selection, Selection::RoundRobin, "selection defaults");
     let _: SyncReply = good("sync_reply.json");

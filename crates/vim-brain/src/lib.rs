@@ -4,21 +4,25 @@
 //!
 //! - [`config`]: the services file (TOML), validated into [`Services`]; `--check` uses it.
 //! - [`world`]: the [`World`], folded from events by a synchronous `apply`, its only door
-//!   (reports, command results, manual pins, sent plans); plus the brain's own bookkeeping
-//!   (starts in flight, drains, manual pins, published backend sets).
+//!   (reports, command results, manual pins, the brain's own NATS link, sent plans); plus the
+//!   brain's own bookkeeping (starts in flight, drains, manual pins, published backend sets).
+//!   `world/liveness.rs`: the link and the full-disruption rule that hold down-marking.
 //! - [`policy`]: [`policy::SIGNALS`], the one list of scaling signals; target tracking,
 //!   stabilisation windows, step limits. Pure.
 //! - [`placement`]: which worker gets a replica, which replica goes first. Pure.
 //! - [`plan`](mod@plan): `plan(&World, &Services, now) -> Plan`, the whole decision, one file per step
-//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `scale_in`, `backends`). Pure: no
+//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `scale_in`, `backends`, `withdraw`). Pure: no
 //!   clock, no I/O; tested with plain data (each step's unit tests, and `tests/plan.rs`).
 //! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
 //! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out; it
-//!   counts refused messages.
-//! - [`state`]: manual pins saved to `--state-file`, so they survive a restart.
+//!   counts refused messages. Before each plan it folds in what is already queued.
+//! - `inbox`: the loop's subscriptions; one whose stream ends is resubscribed with backoff.
+//! - [`state`]: manual pins saved to `--state-file` (fsynced), so they survive a restart; a
+//!   corrupt file is a startup error.
 
 pub mod config;
 pub mod control;
+mod inbox;
 pub mod placement;
 pub mod plan;
 pub mod policy;

@@ -36,6 +36,12 @@ struct Args {
     /// A replica not healthy this long after its start is replaced (ms).
     #[arg(long, env = "ACS_START_TIMEOUT_MS", default_value_t = 60_000)]
     start_timeout_ms: u64,
+    /// A worker announced down, or a proxy, silent this long is forgotten (ms; default: 10 worker timeouts).
+    #[arg(long, env = "ACS_FORGET_AFTER_MS")]
+    forget_after_ms: Option<u64>,
+    /// Most distinct worker ids, and most distinct proxy ids, kept; reports from more are refused.
+    #[arg(long, env = "ACS_MAX_IDS", default_value_t = 100_000)]
+    max_ids: usize,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +82,8 @@ fn main() -> ExitCode {
             worker_timeout_ms: args.worker_timeout_ms,
             warmup_ms: args.warmup_ms,
             start_timeout_ms: args.start_timeout_ms,
+            forget_after_ms: args.forget_after_ms.unwrap_or(args.worker_timeout_ms.saturating_mul(10)),
+            max_ids: args.max_ids.max(1),
             ..Settings::default()
         },
         tick: Duration::from_millis(args.tick_ms.max(10)),

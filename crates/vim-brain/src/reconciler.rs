@@ -8,16 +8,18 @@ use acs_events::{
     ScaleReply, ScaleRequest, StatusReply, StatusRequest, Subjects, SyncRequest, WorkerMetrics, SCHEMA_VERSION,
 };
 use async_nats::{Client, Message};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Services;
 use crate::control;
+use crate::inbox::Sub;
 use crate::plan::{plan, Plan};
 use crate::world::{Event, Now, Settings, World};
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
+/// Most queued messages folded in before one plan, so a flood cannot starve the loop.
+const MAX_QUEUED_PER_PLAN: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,6 +54,8 @@ pub enum Error {
     Nats(#[from] acs_node::NatsError),
     #[error("cannot subscribe to {subject}: {source}")]
     Subscribe { subject: String, source: async_nats::SubscribeError },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// Monotonic and wall clocks, read only here.
@@ -68,38 +72,24 @@ impl Clock {
 
 /// Runs the brain until `shutdown` completes.
 pub async fn run(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    // Before anything else: a corrupt state file stops the start, rather than lose the pins.
+    let pins = match &config.state_file {
+        Some(path) => crate::state::load(path)?,
+        None => Default::default(),
+    };
     let nats = if config.nats.name.is_empty() { config.nats.clone().with_name("vim-brain") } else { config.nats.clone() };
     let client = nats.connect().await?;
-    let s = &config.subjects;
-    let sub = |subject: String| {
-        let client = client.clone();
-        async move {
-            client.subscribe(subject.clone()).await.map_err(|source| Error::Subscribe { subject, source })
-        }
-    };
-    let mut metrics = sub(s.worker_metrics_all()).await?;
-    let mut replica_events = sub(s.replica_events_all()).await?;
-    let mut proxies = sub(s.proxy_metrics_all()).await?;
-    let mut scale = sub(s.scale()).await?;
-    let mut status = sub(s.status()).await?;
-    let mut sync = sub(s.backends_sync()).await?;
+    let mut inbox = Inbox::subscribe(&client, &config.subjects).await?;
     info!(nats = %config.nats.servers_display(), services = ?services.names(), "vim-brain running");
 
     let clock = Clock { start: Instant::now() };
     let mut world = World::new(config.settings.clone(), clock.now());
-    if let Some(path) = &config.state_file {
-        match crate::state::load(path) {
-            Ok(pins) => {
-                for (service, n) in pins {
-                    if services.get(&service).is_some() {
-                        info!(%service, replicas = n, "manual pin restored");
-                        world.apply(Event::Pin { service, replicas: Some(n) }, clock.now().mono);
-                    } else {
-                        warn!(%service, "manual pin for a service no longer declared; dropped");
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read the state file; starting without manual pins"),
+    for (service, n) in pins {
+        if services.get(&service).is_some() {
+            info!(%service, replicas = n, "manual pin restored");
+            world.apply(Event::Pin { service, replicas: Some(n) }, clock.now().mono);
+        } else {
+            warn!(%service, "manual pin for a service no longer declared; dropped");
         }
     }
     let mut brain = Brain {
@@ -111,7 +101,6 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         state_file: config.state_file.clone(),
         rejected: 0,
     };
-    let (results_tx, mut results) = mpsc::unbounded_channel::<Event>();
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -120,33 +109,27 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            _ = tick.tick() => brain.reconcile(clock.now(), &results_tx).await,
-            Some(m) = metrics.next() => {
-                if let Some(ev) = brain.decode_from_sender::<WorkerMetrics>(&m, |ev| ev.worker.as_str()).await {
-                    brain.world.apply(Event::WorkerMetrics(ev), clock.now().mono);
+            _ = tick.tick() => {
+                for sub in inbox.subs() {
+                    sub.revive(&client).await;
                 }
+                brain.reconcile(&clock, &mut inbox).await;
             }
-            Some(m) = replica_events.next() => {
-                if let Some(ev) = brain.decode_from_sender::<ReplicaEvent>(&m, |ev| ev.worker.as_str()).await {
-                    debug!(worker = %ev.worker, replica = %ev.replica.id, state = ?ev.replica.state, "replica event");
-                    brain.world.apply(Event::Replica(ev), clock.now().mono);
-                    brain.reconcile(clock.now(), &results_tx).await;
-                }
+            m = inbox.metrics.recv() => brain.on_metrics(&m, clock.now()).await,
+            m = inbox.replica_events.recv() => {
+                brain.on_replica_event(&m, clock.now()).await;
+                brain.reconcile(&clock, &mut inbox).await;
             }
-            Some(m) = proxies.next() => {
-                if let Some(ev) = brain.decode_from_sender::<ProxyMetrics>(&m, |ev| ev.proxy.as_str()).await {
-                    brain.world.apply(Event::Proxy(ev), clock.now().mono);
-                }
-            }
-            Some(m) = scale.next() => {
+            m = inbox.proxies.recv() => brain.on_proxy(&m, clock.now()).await,
+            m = inbox.scale.recv() => {
                 brain.handle_scale(&m, clock.now()).await;
-                brain.reconcile(clock.now(), &results_tx).await;
+                brain.reconcile(&clock, &mut inbox).await;
             }
-            Some(m) = status.next() => brain.handle_status(&m, clock.now()).await,
-            Some(m) = sync.next() => brain.handle_sync(&m, clock.now()).await,
-            Some(ev) = results.recv() => {
+            m = inbox.status.recv() => brain.handle_status(&m, clock.now()).await,
+            m = inbox.sync.recv() => brain.handle_sync(&m, clock.now()).await,
+            Some(ev) = inbox.results.recv() => {
                 brain.world.apply(ev, clock.now().mono);
-                brain.reconcile(clock.now(), &results_tx).await;
+                brain.reconcile(&clock, &mut inbox).await;
             }
         }
     }
@@ -170,11 +153,123 @@ struct Brain {
     rejected: u64,
 }
 
+/// The brain's subscriptions, and the channel command results come back on.
+struct Inbox {
+    metrics: Sub,
+    replica_events: Sub,
+    proxies: Sub,
+    scale: Sub,
+    status: Sub,
+    sync: Sub,
+    results_tx: mpsc::UnboundedSender<Event>,
+    results: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Inbox {
+    async fn subscribe(client: &Client, s: &Subjects) -> Result<Self, Error> {
+        let sub = |subject: String| async move {
+            Sub::new(client, subject.clone()).await.map_err(|source| Error::Subscribe { subject, source })
+        };
+        let (results_tx, results) = mpsc::unbounded_channel::<Event>();
+        Ok(Self {
+            metrics: sub(s.worker_metrics_all()).await?,
+            replica_events: sub(s.replica_events_all()).await?,
+            proxies: sub(s.proxy_metrics_all()).await?,
+            scale: sub(s.scale()).await?,
+            status: sub(s.status()).await?,
+            sync: sub(s.backends_sync()).await?,
+            results_tx,
+            results,
+        })
+    }
+
+    fn subs(&mut self) -> [&mut Sub; 6] {
+        [&mut self.metrics, &mut self.replica_events, &mut self.proxies, &mut self.scale, &mut self.status, &mut self.sync]
+    }
+}
+
 impl Brain {
-    async fn reconcile(&mut self, now: Now, results: &mpsc::UnboundedSender<Event>) {
+    /// Tells the world about the link, folds in what is already queued, then plans and sends.
+    async fn reconcile(&mut self, clock: &Clock, inbox: &mut Inbox) {
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if connected != self.world.link().connected {
+            if connected {
+                info!(grace_ms = self.world.settings().worker_timeout_ms, "NATS link back; no worker is marked down during the grace");
+            } else {
+                warn!("NATS link lost; no worker is marked down while the brain cannot hear");
+            }
+            self.world.apply(Event::Connection { connected }, clock.now().mono);
+        }
+        self.drain_queued(clock, inbox).await;
+        let now = clock.now();
         let plan = plan(&self.world, &self.services, now);
-        self.send(&plan, results).await;
+        match &plan.disruption {
+            Some((true, reason)) => warn!(%reason, "full disruption"),
+            Some((false, reason)) => info!(%reason, "full disruption over"),
+            None => {}
+        }
+        let b = &plan.bookkeeping;
+        if !b.forget_workers.is_empty() || !b.forget_proxies.is_empty() {
+            let forget_after_ms = self.world.settings().forget_after_ms;
+            info!(workers = ?b.forget_workers, proxies = ?b.forget_proxies, forget_after_ms, "forgotten: silent too long");
+        }
+        for service in &plan.withdrawn {
+            info!(%service, "withdrawn from the proxies: no longer declared in the services file");
+        }
+        self.send(&plan, &inbox.results_tx).await;
         self.world.apply(Event::PlanSent(plan.bookkeeping), now.mono);
+    }
+
+    /// Reports and command results already queued, folded in without waiting, so that a plan
+    /// after a stall does not run on a stale world. Requests wait for the loop.
+    async fn drain_queued(&mut self, clock: &Clock, inbox: &mut Inbox) {
+        for _ in 0..MAX_QUEUED_PER_PLAN {
+            if let Some(m) = inbox.metrics.try_next() {
+                self.on_metrics(&m, clock.now()).await;
+            } else if let Some(m) = inbox.replica_events.try_next() {
+                self.on_replica_event(&m, clock.now()).await;
+            } else if let Some(m) = inbox.proxies.try_next() {
+                self.on_proxy(&m, clock.now()).await;
+            } else if let Ok(ev) = inbox.results.try_recv() {
+                self.world.apply(ev, clock.now().mono);
+            } else {
+                return;
+            }
+        }
+        debug!(max = MAX_QUEUED_PER_PLAN, "more queued than one plan folds in; the rest comes next");
+    }
+
+    async fn on_metrics(&mut self, m: &Message, now: Now) {
+        if let Some(ev) = self.decode_from_sender::<WorkerMetrics>(m, |ev| ev.worker.as_str()).await {
+            self.apply_capped(m, "worker", Event::WorkerMetrics(ev), now).await;
+        }
+    }
+
+    /// Applies a report, and says so loudly if the world refused it for its id cap.
+    async fn apply_capped(&mut self, m: &Message, kind: &str, event: Event, now: Now) {
+        let refused = self.world.refused_ids();
+        self.world.apply(event, now.mono);
+        if self.world.refused_ids() > refused {
+            let max = self.world.settings().max_ids;
+            let error = format!(
+                "refused a report from a new {kind}: {max} distinct {kind} ids are known already (max_ids); \
+                 ids silent for forget_after_ms are forgotten, or raise the cap"
+            );
+            self.reject(m, "limit", error).await;
+        }
+    }
+
+    async fn on_replica_event(&mut self, m: &Message, now: Now) {
+        if let Some(ev) = self.decode_from_sender::<ReplicaEvent>(m, |ev| ev.worker.as_str()).await {
+            debug!(worker = %ev.worker, replica = %ev.replica.id, state = ?ev.replica.state, "replica event");
+            self.world.apply(Event::Replica(ev), now.mono);
+        }
+    }
+
+    async fn on_proxy(&mut self, m: &Message, now: Now) {
+        if let Some(ev) = self.decode_from_sender::<ProxyMetrics>(m, |ev| ev.proxy.as_str()).await {
+            self.apply_capped(m, "proxy", Event::Proxy(ev), now).await;
+        }
     }
 
     async fn send(&self, plan: &Plan, results: &mpsc::UnboundedSender<Event>) {

@@ -46,7 +46,7 @@ async fn places_publishes_backends_and_scales_by_hand() {
     .await;
     assert_eq!(worker.running.lock().unwrap().len(), 3);
 
-    // Back to 1 by hand: drains (no proxy is running, so drains finish at once), stops, removes.
+    // Back to 1 by hand: drains (no proxy is running, so each drain waits for its 5 s deadline), stops, removes.
     let reply = request(&client, "acs.cmd.scale".into(), br#"{"service":"web","replicas":1}"#.to_vec()).await;
     assert_eq!(reply["ok"], true);
     eventually("1 running", || async {
@@ -138,9 +138,9 @@ async fn bad_status_and_sync_requests_get_error_replies_and_are_counted() {
     assert_eq!(s.rejected, cases.len() as u64, "each refusal counted once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn survives_a_nats_outage() {
-    let mut nats = NatsServer::start();
+/// A brain, the fake worker and proxy, and min_replicas placed: the start of an outage test.
+async fn before_an_outage() -> (NatsServer, Brain, async_nats::Client, FakeWorker, std::sync::Arc<std::sync::Mutex<f64>>) {
+    let nats = NatsServer::start();
     let brain = start_brain(&nats.url());
     let client = async_nats::connect(nats.url()).await.unwrap();
     let worker = fake_worker(client.clone());
@@ -149,6 +149,12 @@ async fn survives_a_nats_outage() {
         try_status(&client).await.is_some_and(|s| s.services[0].running == 1)
     })
     .await;
+    (nats, brain, client, worker, load)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_nats_outage() {
+    let (mut nats, brain, client, worker, load) = before_an_outage().await;
     let mut decisions = client.subscribe("acs.events.decision.web").await.unwrap();
 
     nats.stop();
@@ -191,4 +197,75 @@ async fn survives_a_nats_outage() {
         .await
         .expect("brain stops within 10 s with NATS down")
         .unwrap();
+}
+
+/// A client that reconnects within 50 ms of the server coming back: it sees what the brain
+/// publishes right after its own (slower, default) reconnect.
+async fn quick_observer(url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .reconnect_delay_callback(|_| Duration::from_millis(50))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_worker_timeout_marks_no_worker_down() {
+    let (mut nats, brain, client, worker, _load) = before_an_outage().await;
+    let observer = quick_observer(&nats.url()).await;
+    let mut health = observer.subscribe("acs.events.worker.>").await.unwrap();
+    let mut decisions = observer.subscribe("acs.events.decision.web").await.unwrap();
+    observer.flush().await.unwrap();
+    let (before, starts_before) = (worker.running_ids(), worker.start_count());
+
+    // Longer than the 3 s worker timeout: on the brain's clock every worker looks dead.
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    nats.restart();
+    eventually("brain answers after the outage", || async { try_status(&client).await.is_some() }).await;
+    // Past the reconnect grace (one worker timeout), and then some.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut seen = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), health.next()).await {
+        let ev: WorkerEvent = decode(&m.payload).unwrap();
+        seen.push((ev.health, ev.reason));
+    }
+    assert!(seen.iter().all(|(h, _)| *h == WorkerHealth::Up), "no worker marked down: {seen:?}");
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), decisions.next()).await {
+        let d: Decision = decode(&m.payload).unwrap();
+        assert!(!matches!(d.action, DecisionAction::Lost { .. } | DecisionAction::Place { .. }), "{d:?}");
+    }
+    assert_eq!(worker.start_count(), starts_before, "no replacement");
+    assert_eq!(worker.running_ids(), before, "the same replica runs, routed");
+    let s = status(&client).await;
+    assert_eq!((s.services[0].running, s.workers[0].health), (1, WorkerHealth::Up));
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_no_longer_declared_is_withdrawn_from_the_proxies() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut old = client.subscribe("acs.backends.old").await.unwrap();
+    let _worker = fake_worker(client.clone());
+    let _brain = start_brain(&nats.url());
+    // A proxy still routing `old`, left over from a brain that ran with another services file.
+    let reporter = client.clone();
+    tokio::spawn(async move {
+        let proxy: ProxyId = "p9".parse().unwrap();
+        loop {
+            let backend = BackendTraffic { id: "old-a".parse().unwrap(), traffic: Traffic::default(), draining: false, ejected: false };
+            let svc = ServiceTraffic { service: "old".parse().unwrap(), version: 3, totals: Traffic::default(), backends: vec![backend] };
+            let m = ProxyMetrics { v: 1, proxy: proxy.clone(), ts_ms: 0, interval_ms: 200, services: vec![svc], unrouted: 0, rejected: 0 };
+            let _ = reporter.publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let m = tokio::time::timeout(Duration::from_secs(10), old.next()).await.expect("a withdrawal within 10 s").unwrap();
+    let u: BackendUpdate = decode(&m.payload).unwrap();
+    assert!(u.change == BackendChange::Withdraw && u.version > 3, "{u:?}");
+    let sync = request(&client, "acs.sync.backends".into(), b"{}".to_vec()).await;
+    let names: Vec<&str> = sync["updates"].as_array().unwrap().iter().map(|u| u["service"].as_str().unwrap()).collect();
+    assert!(names.iter().all(|n| *n == "web"), "declared services only: {sync}");
 }

@@ -107,3 +107,27 @@ async fn a_restarted_brain_restores_its_pins_and_places_nothing_twice() {
     assert_eq!((s.services[0].mode, s.services[0].desired, s.services[0].running), (ScaleMode::Manual, 2, 2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_stops_the_start_and_is_kept() {
+    let dir = std::env::temp_dir().join(format!("acs-brain-corrupt-start-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_file = dir.join("brain-state.json");
+    std::fs::write(&state_file, br#"{"v":1,"manual":{"web":3"#).unwrap(); // cut short
+    let nats = NatsServer::start();
+    let config = vim_brain::Config {
+        nats: acs_node::NatsOptions::new(nats.url()),
+        state_file: Some(state_file.clone()),
+        ..vim_brain::Config::default()
+    };
+    let services = vim_brain::Services::parse(SERVICES).unwrap();
+    let run = vim_brain::run(config, services, std::future::pending());
+    let err = tokio::time::timeout(Duration::from_secs(10), run).await.expect("refuses at once").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&state_file.display().to_string()), "names the file: {msg}");
+    assert!(msg.contains("corrupt") && msg.contains("repair it") && msg.contains("remove it"), "{msg}");
+    let kept = std::fs::read(&state_file).unwrap();
+    assert_eq!(kept, br#"{"v":1,"manual":{"web":3"#, "the file is left for the operator");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -152,6 +152,7 @@ fn changes(p: &Plan) -> Vec<String> {
             }
             BackendChange::Drain { ids } => format!("drain[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
             BackendChange::Remove { ids } => format!("remove[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+            BackendChange::Withdraw => "withdraw".to_string(),
         })
         .collect()
 }
@@ -453,4 +454,137 @@ fn a_replica_that_exits_while_starting_is_replaced_at_once() {
     c.world.apply(Event::Replica(exited), 300);
     let p = c.at(400).step();
     assert_eq!(starts(&p).len(), 1, "replaced without waiting for the start timeout");
+}
+
+fn downs(p: &Plan) -> Vec<String> {
+    p.worker_events.iter().filter(|e| e.health == WorkerHealth::Down).map(|e| e.worker.to_string()).collect()
+}
+
+#[test]
+fn a_brain_that_cannot_hear_marks_no_worker_down() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 2");
+    let mut c = Cluster::new(&svc).worker("w1", 4, 5.0, &[healthy("web-a")]).worker("w2", 4, 5.0, &[healthy("web-b")]);
+    c.step();
+    // The brain loses NATS: every worker looks silent on its clock. It acts on nothing.
+    c.world.apply(Event::Connection { connected: false }, 1_000);
+    let mut c = c.at(5_000);
+    let p = c.step();
+    assert_eq!((downs(&p), p.commands.len(), p.updates.len()), (vec![], 0, 0), "{p:?}");
+    // Back: for one worker timeout (3 s) plus the reconnect slack (5 s) every worker has time
+    // to reconnect and report again.
+    c.world.apply(Event::Connection { connected: true }, 6_000);
+    let mut c = c.at(6_500);
+    let p = c.step();
+    assert_eq!((downs(&p), starts(&p), changes(&p)), (vec![], vec![], vec![]), "held after the reconnect");
+    let mut c = c.at(7_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    assert_eq!(downs(&c.step()), Vec::<String>::new());
+    let mut c = c.at(13_500).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    assert_eq!(downs(&c.step()), Vec::<String>::new(), "still within the grace");
+    // w2 never reported after the grace: that is evidence about w2, and only w2.
+    let mut c = c.at(14_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert_eq!(downs(&p), ["w2"]);
+    assert_eq!(changes(&p), ["remove[web-b]"]);
+    assert_eq!(starts(&p).iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["w1"]);
+}
+
+#[test]
+fn most_workers_silent_at_once_is_the_brains_own_problem() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 3");
+    let mut c = Cluster::new(&svc)
+        .worker("w1", 4, 5.0, &[healthy("web-a")])
+        .worker("w2", 4, 5.0, &[healthy("web-b")])
+        .worker("w3", 4, 5.0, &[healthy("web-c")]);
+    c.step();
+    // w2 and w3 fall silent together: 2 of 3. Nobody is marked down, nothing leaves rotation,
+    // nothing is replaced, and it is said once.
+    let mut c = c.at(4_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert_eq!((downs(&p), starts(&p), changes(&p)), (vec![], vec![], vec![]), "{p:?}");
+    let said: Vec<&Decision> = p.decisions.iter().filter(|d| d.action == DecisionAction::Blocked).collect();
+    assert_eq!(said.len(), 1, "{:?}", p.decisions);
+    assert!(said[0].reason.starts_with("full disruption: 2 of 3 workers went silent at once"), "{}", said[0].reason);
+    assert!(p.disruption.as_ref().is_some_and(|(on, _)| *on));
+    let mut c = c.at(5_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert!(p.decisions.is_empty() && p.disruption.is_none() && p.updates.is_empty(), "said once: {p:?}");
+    // w2 reports again: 1 of 3 silent is no longer most. w3 is down on its own evidence.
+    let mut c = c.at(6_000).worker("w1", 4, 5.0, &[healthy("web-a")]).worker("w2", 4, 5.0, &[healthy("web-b")]);
+    let p = c.step();
+    assert!(p.disruption.as_ref().is_some_and(|(on, _)| !*on), "{:?}", p.disruption);
+    assert_eq!(downs(&p), ["w3"]);
+    assert_eq!(changes(&p), ["remove[web-c]"]);
+    assert_eq!(starts(&p).len(), 1);
+}
+
+#[test]
+fn one_worker_of_two_dying_is_still_marked_down() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 2");
+    let mut c = Cluster::new(&svc).worker("w1", 4, 5.0, &[healthy("web-a")]).worker("w2", 4, 5.0, &[healthy("web-b")]);
+    c.step();
+    let mut c = c.at(4_000).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    let p = c.step();
+    assert_eq!(downs(&p), ["w2"], "1 of 2 is not a disruption");
+    assert!(p.disruption.is_none());
+}
+
+#[test]
+fn workers_and_proxies_gone_long_ago_are_forgotten() {
+    let svc = WEB.replace("min_replicas = 1", "min_replicas = 0");
+    let mut c = Cluster::new(&svc).worker("w1", 4, 5.0, &[]).worker("w2", 4, 5.0, &[]).proxy(0, 0.0, &[]);
+    c.step();
+    assert_eq!(c.world.settings().forget_after_ms, 30_000, "10 worker timeouts");
+    // w2 dies: marked down at once, forgotten only after 30 s of silence.
+    let mut c = c.at(4_000).worker("w1", 4, 5.0, &[]);
+    assert_eq!(downs(&c.step()), ["w2"]);
+    let mut c = c.at(29_000).worker("w1", 4, 5.0, &[]);
+    c.step();
+    assert_eq!(c.world.workers().len(), 2, "still remembered");
+    assert_eq!(c.world.proxies().len(), 1);
+    let mut c = c.at(30_100).worker("w1", 4, 5.0, &[]);
+    let p = c.step();
+    assert!(p.worker_events.is_empty(), "forgetting is not news: {:?}", p.worker_events);
+    assert_eq!(c.world.workers().keys().map(|w| w.as_str()).collect::<Vec<_>>(), ["w1"]);
+    assert!(c.world.proxies().is_empty(), "the proxy went silent at 0");
+    // Back after all: a new worker, announced up again.
+    let mut c = c.at(31_000).worker("w2", 4, 5.0, &[]);
+    let p = c.step();
+    assert_eq!(p.worker_events.iter().map(|e| (e.worker.as_str(), e.health)).collect::<Vec<_>>(), [("w2", WorkerHealth::Up)]);
+}
+
+#[test]
+fn distinct_ids_are_capped() {
+    let c = Cluster::with_settings(WEB, |s| s.max_ids = 2);
+    let c = c.worker("w1", 4, 5.0, &[]).worker("w2", 4, 5.0, &[]).worker("w3", 4, 5.0, &[]);
+    assert_eq!(c.world.refused_ids(), 1);
+    assert_eq!(c.world.workers().keys().map(|w| w.as_str()).collect::<Vec<_>>(), ["w1", "w2"]);
+    // Known ids still report.
+    let mut c = c.at(100).worker("w2", 4, 5.0, &[]);
+    assert_eq!((c.world.refused_ids(), c.world.workers()[&"w2".parse::<WorkerId>().unwrap()].last_seen), (1, 100));
+    c.step();
+}
+
+#[test]
+fn a_removed_service_is_withdrawn_and_left_out_of_syncs() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    // A proxy still routes `old`, from a brain that ran with another services file.
+    let old = ServiceTraffic {
+        service: "old".parse().unwrap(),
+        version: 7,
+        totals: Traffic::default(),
+        backends: vec![BackendTraffic { id: "old-a".parse().unwrap(), traffic: Traffic::default(), draining: false, ejected: false }],
+    };
+    let m = ProxyMetrics { v: 1, proxy: "p1".parse().unwrap(), ts_ms: 0, interval_ms: 1000, services: vec![old], unrouted: 0, rejected: 0 };
+    c.world.apply(Event::Proxy(m), 0);
+    let p = c.step();
+    assert_eq!(p.withdrawn, ["old".parse::<ServiceName>().unwrap()]);
+    let withdrawal = p.updates.iter().find(|u| u.service.as_str() == "old").expect("an explicit message for old");
+    assert_eq!(withdrawal.change, BackendChange::Withdraw, "the proxies drop the route: no backend left to reach a reused port");
+    assert!(withdrawal.version > 7, "newer than what the proxy holds");
+    // A full sync holds the declared services only.
+    let sync = control::sync(&c.world, &c.services, &SyncRequest::default(), now(c.now));
+    assert_eq!(sync.updates.iter().map(|u| u.service.as_str()).collect::<Vec<_>>(), ["web"]);
+    // Said once per reset period, not on every plan.
+    let mut c = c.at(500).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    assert!(c.step().withdrawn.is_empty());
 }

@@ -1,9 +1,9 @@
 //! Worker commands: decoding, idempotency and capacity, acting on the
 //! [replica table](crate::replicas).
 //!
-//! [`Commands::handle`] turns one command payload into a [`CommandAck`] plus [`Effect`]s the run
-//! loop carries out (watch a new replica's health, stop a replica in the background). It talks
-//! to the [`Runtime`] only to launch replicas, so it is unit-tested with the fake runtime.
+//! One command payload becomes a [`CommandAck`] plus [`Effect`]s the run loop carries out (watch
+//! a new replica's health, stop a replica in the background). Deciding never touches the
+//! runtime; only [`Commands::handle`] launches inline, for tests with the fake runtime.
 //!
 //! Rules (see `docs/ARCHITECTURE.md`):
 //! - idempotent by command id: a repeated id gets the first answer again with `duplicate: true`
@@ -14,20 +14,33 @@
 //!   secrets) is refused before the runtime is asked; nothing runs;
 //! - `start` is refused when the replicas that take a slot
 //!   ([`ReplicaState::takes_slot`]: all but `exited`, so `stopping` ones too) reach `max_replicas`;
-//! - `start` is acknowledged once the replica is launched (state `starting`, address known).
+//! - `start` is acknowledged once the replica is launched (state `starting`, address known);
+//! - a command whose `issued_ms` is more than `max_age` behind this worker's wall clock is
+//!   refused as `stale` and nothing runs (0 = unset, and an `issued_ms` ahead of the clock is
+//!   accepted: only clearly stale commands are refused, the two clocks may differ a little).
+//!
+//! The run loop launches in the background: [`Commands::decide`] answers at once or hands back a
+//! [`Launch`]; a start in flight takes its slot ([`InFlight`]) until [`Commands::launched`] turns
+//! its result into the answer. [`Commands::handle`] does both in one go (tests).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use acs_events::{
     decode, Action, CommandAck, CommandId, DecodeError, ReplicaId, ReplicaSpec, ReplicaState,
-    ReplicaStatus, WorkerCommand, WorkerId, MAX_PAYLOAD, SCHEMA_VERSION,
+    ReplicaStatus, RuntimeKind, ServiceName, UnixMs, WorkerCommand, WorkerId, MAX_PAYLOAD,
+    SCHEMA_VERSION,
 };
 use tracing::{info, warn};
 
+use crate::clock::unix_now_ms;
 use crate::policy::Policy;
 use crate::replicas::{running, Replica, Replicas};
-use crate::runtime::Runtime;
+use crate::runtime::{RunningReplica, Runtime, RuntimeError};
+
+mod launch;
+
+pub use launch::{InFlight, Launch, LaunchResult, Starting, Waiter};
 
 /// How many answers are kept for duplicate detection.
 pub const ACK_MEMORY: usize = 4096;
@@ -39,6 +52,10 @@ pub enum Effect {
     WatchHealth(ReplicaId),
     /// Stop a replica in the background (it is already marked `stopping`).
     Stop { replica: ReplicaId, grace: Duration },
+    /// The replica's start is in flight: stop it once it has started.
+    StopAfterStart { replica: ReplicaId, grace: Duration },
+    /// A replica that never got to run (its start was abandoned): report it `exited`.
+    Gone { replica: Replica, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +64,8 @@ pub struct Outcome {
     pub effects: Vec<Effect>,
     /// Set when the payload was malformed: `(kind, message)` for the counter and the log.
     pub rejected: Option<(&'static str, String)>,
-    /// Set when the policy refused a start: `(kind, message)` for the counter, the log and a
-    /// `Rejection` event.
+    /// Set when the policy refused a start or the command was stale: `(kind, message)` for the
+    /// counter, the log and a `Rejection` event.
     pub refused: Option<(&'static str, String)>,
 }
 
@@ -93,11 +110,29 @@ impl AckCache {
     }
 }
 
+/// What [`Commands::decide`] makes of one command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answered now.
+    Done(Outcome),
+    /// Launch in the background; the answer waits for [`Commands::launched`].
+    Launch(Launch),
+    /// The replica's start is already in flight: answer this command (`id`) with that start's
+    /// result once it is known (`duplicate`: the very same command id again).
+    Join {
+        replica: ReplicaId,
+        id: CommandId,
+        duplicate: bool,
+    },
+}
+
 pub struct Commands {
     worker: WorkerId,
     max_replicas: u32,
     policy: Policy,
     recent: AckCache,
+    /// Commands issued longer ago than this (by the wall clocks) are refused; `None`: never.
+    max_age: Option<Duration>,
 }
 
 impl Commands {
@@ -107,46 +142,114 @@ impl Commands {
             max_replicas,
             policy,
             recent: AckCache::new(ACK_MEMORY),
+            max_age: None,
         }
     }
 
-    /// Decodes and carries out one command payload. Never panics on input.
+    /// Refuses commands whose `issued_ms` is more than `max_age` old (`Duration::ZERO`: never).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = (!max_age.is_zero()).then_some(max_age);
+        self
+    }
+
+    /// Decodes and carries out one command payload, launching inline. Never panics on input.
     pub async fn handle(
         &mut self,
         payload: &[u8],
         replicas: &mut Replicas,
         runtime: &dyn Runtime,
     ) -> Outcome {
+        let none = InFlight::new();
+        match self.decide(payload, replicas, &none, runtime.kind(), unix_now_ms()) {
+            Decision::Done(out) => out,
+            Decision::Launch(l) => {
+                let res = match runtime.start(&l.replica, &l.spec).await {
+                    Ok(info) => LaunchResult::Started(info),
+                    Err(e) => LaunchResult::Failed(e),
+                };
+                self.launched(l, res, None, replicas)
+            }
+            // Nothing is in flight here.
+            Decision::Join { id, .. } => Outcome::answer(CommandAck::error(Some(id), "busy")),
+        }
+    }
+
+    /// Decodes one command and answers it, or says what to launch. `now_ms`: the wall clock.
+    pub fn decide(
+        &mut self,
+        payload: &[u8],
+        replicas: &mut Replicas,
+        in_flight: &InFlight,
+        kind: RuntimeKind,
+        now_ms: UnixMs,
+    ) -> Decision {
         let cmd: WorkerCommand = match decode(payload) {
             Ok(c) => c,
-            Err(e) => return self.malformed(payload, e),
+            Err(e) => return Decision::Done(self.malformed(payload, e)),
         };
         if let Some(prev) = self.recent.get(&cmd.id) {
             info!(command = %cmd.id, "duplicate command id: replaying the first answer");
             let mut ack = prev.clone();
             ack.duplicate = true;
-            return Outcome {
-                ack,
-                effects: vec![],
-                rejected: None,
-                refused: None,
+            return Decision::Done(Outcome::answer(ack));
+        }
+        if let Some(replica) = in_flight.command(&cmd.id) {
+            info!(command = %cmd.id, replica = %replica, "duplicate command id: its start is in flight");
+            return Decision::Join {
+                replica: replica.clone(),
+                id: cmd.id,
+                duplicate: true,
             };
         }
         let mut refused = None;
-        let (ack, effects) = match cmd.action {
-            Action::Start { replica, spec } => {
-                self.start(&cmd.id, replica, spec, replicas, runtime, &mut refused)
-                    .await
+        let (ack, effects) = if let Some(msg) = self.stale(&cmd, now_ms) {
+            warn!(command = %cmd.id, issued_ms = cmd.issued_ms, now_ms, "{msg}");
+            refused = Some(("stale", msg.clone()));
+            (CommandAck::error(Some(cmd.id.clone()), msg), vec![])
+        } else {
+            match cmd.action {
+                Action::Start { replica, spec } => {
+                    match self.start(
+                        &cmd.id,
+                        replica,
+                        spec,
+                        replicas,
+                        in_flight,
+                        kind,
+                        &mut refused,
+                    ) {
+                        Ok(done) => done,
+                        Err(d) => return *d,
+                    }
+                }
+                Action::Stop { replica, grace_ms } => {
+                    Self::stop(&cmd.id, replica, grace_ms, replicas, in_flight)
+                }
             }
-            Action::Stop { replica, grace_ms } => Self::stop(&cmd.id, replica, grace_ms, replicas),
         };
         self.recent.insert(cmd.id, ack.clone());
-        Outcome {
+        Decision::Done(Outcome {
             ack,
             effects,
             rejected: None,
             refused,
-        }
+        })
+    }
+
+    /// Why `cmd` is too old to carry out, if it is.
+    fn stale(&self, cmd: &WorkerCommand, now_ms: UnixMs) -> Option<String> {
+        let max = self.max_age?;
+        let age = now_ms
+            .checked_sub(cmd.issued_ms)
+            .filter(|_| cmd.issued_ms > 0)?;
+        (age > max.as_millis() as u64).then(|| {
+            format!(
+                "worker {}: command {} is stale: issued {age} ms ago (by the wall clocks), more than --command-max-age-ms {}; nothing was done",
+                self.worker,
+                cmd.id,
+                max.as_millis()
+            )
+        })
     }
 
     fn malformed(&self, payload: &[u8], e: DecodeError) -> Outcome {
@@ -160,45 +263,64 @@ impl Commands {
         }
     }
 
-    async fn start(
+    /// `Err`: not answered yet (a launch, or a join of the start in flight).
+    #[allow(clippy::too_many_arguments)]
+    fn start(
         &self,
         id: &CommandId,
         replica: ReplicaId,
         spec: ReplicaSpec,
-        replicas: &mut Replicas,
-        runtime: &dyn Runtime,
+        replicas: &Replicas,
+        in_flight: &InFlight,
+        kind: RuntimeKind,
         refused: &mut Option<(&'static str, String)>,
-    ) -> (CommandAck, Vec<Effect>) {
+    ) -> Result<(CommandAck, Vec<Effect>), Box<Decision>> {
+        if let Some(service) = in_flight.service(&replica) {
+            if *service != spec.service {
+                let msg = format!(
+                    "replica {replica} is starting on worker {} for service {service}, not {}",
+                    self.worker, spec.service
+                );
+                return Ok((CommandAck::error(Some(id.clone()), msg), vec![]));
+            }
+            info!(command = %id, replica = %replica, "start: replica is already starting");
+            return Err(Box::new(Decision::Join {
+                replica,
+                id: id.clone(),
+                duplicate: false,
+            }));
+        }
         if let Some(r) = replicas.get(&replica) {
             if r.info.service != spec.service {
                 let msg = format!(
                     "replica {replica} already runs on worker {} for service {}, not {}",
                     self.worker, r.info.service, spec.service
                 );
-                return (CommandAck::error(Some(id.clone()), msg), vec![]);
+                return Ok((CommandAck::error(Some(id.clone()), msg), vec![]));
             }
             if r.state == ReplicaState::Stopping {
                 let msg = format!(
                     "replica {replica} is stopping on worker {}; start it again once it has exited",
                     self.worker
                 );
-                return (CommandAck::error(Some(id.clone()), msg), vec![]);
+                return Ok((CommandAck::error(Some(id.clone()), msg), vec![]));
             }
             info!(command = %id, replica = %replica, state = ?r.state, "start: replica already runs");
-            return (ok(id, r.status()), vec![]);
+            return Ok((ok(id, r.status()), vec![]));
         }
-        let used = running(replicas);
+        // A start in flight takes its slot.
+        let used = running(replicas) + in_flight.len() as u32;
         if used >= self.max_replicas {
             let msg = format!(
                 "worker {} is full: {used}/{} replicas",
                 self.worker, self.max_replicas
             );
             warn!(command = %id, replica = %replica, "{msg}");
-            return (CommandAck::error(Some(id.clone()), msg), vec![]);
+            return Ok((CommandAck::error(Some(id.clone()), msg), vec![]));
         }
         // Before the runtime is asked for anything: what is not allowed never runs.
         let path = std::env::var_os("PATH");
-        let spec = match self.policy.admit(runtime.kind(), spec, path.as_deref()) {
+        let spec = match self.policy.admit(kind, spec, path.as_deref()) {
             Ok(spec) => spec,
             Err(e) => {
                 let msg = format!("worker {}: {e}", self.worker);
@@ -208,25 +330,14 @@ impl Commands {
                 } else {
                     warn!(command = %id, replica = %replica, error = %e, "start failed");
                 }
-                return (CommandAck::error(Some(id.clone()), msg), vec![]);
+                return Ok((CommandAck::error(Some(id.clone()), msg), vec![]));
             }
         };
-        match runtime.start(&replica, &spec).await {
-            Ok(info) => {
-                let r = Replica::new(info);
-                let status = r.status();
-                info!(command = %id, replica = %replica, service = %spec.service, addr = %status.addr, "replica starting");
-                replicas.insert(replica.clone(), r);
-                (ok(id, status), vec![Effect::WatchHealth(replica)])
-            }
-            Err(e) => {
-                warn!(command = %id, replica = %replica, error = %e, "start failed");
-                (
-                    CommandAck::error(Some(id.clone()), format!("worker {}: {e}", self.worker)),
-                    vec![],
-                )
-            }
-        }
+        Err(Box::new(Decision::Launch(Launch {
+            id: id.clone(),
+            replica,
+            spec,
+        })))
     }
 
     fn stop(
@@ -234,7 +345,16 @@ impl Commands {
         replica: ReplicaId,
         grace_ms: u64,
         replicas: &mut Replicas,
+        in_flight: &InFlight,
     ) -> (CommandAck, Vec<Effect>) {
+        let grace = Duration::from_millis(grace_ms.min(10 * 60 * 1000));
+        if in_flight.service(&replica).is_some() {
+            info!(command = %id, replica = %replica, grace_ms, "stop: replica is still starting; stopped as soon as its start finishes");
+            return (
+                ok_without_replica(id),
+                vec![Effect::StopAfterStart { replica, grace }],
+            );
+        }
         let Some(r) = replicas.get_mut(&replica) else {
             info!(command = %id, replica = %replica, "stop: replica not here (already gone)");
             return (ok_without_replica(id), vec![]);
@@ -244,8 +364,19 @@ impl Commands {
         }
         r.state = ReplicaState::Stopping;
         info!(command = %id, replica = %replica, grace_ms, "stopping replica");
-        let grace = Duration::from_millis(grace_ms.min(10 * 60 * 1000));
         (ok(id, r.status()), vec![Effect::Stop { replica, grace }])
+    }
+}
+
+impl Outcome {
+    /// An answer with nothing else to do.
+    pub fn answer(ack: CommandAck) -> Self {
+        Self {
+            ack,
+            effects: vec![],
+            rejected: None,
+            refused: None,
+        }
     }
 }
 

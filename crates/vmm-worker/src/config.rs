@@ -37,6 +37,14 @@ pub struct Config {
     pub policy: Policy,
     /// Docker runtime: most processes per container (`PidsLimit`); 0 = no limit.
     pub pids_limit: u32,
+    /// Most starts run by the runtime at once; more wait for a free one (within their deadline).
+    pub max_concurrent_starts: u32,
+    /// A start not done within this (waiting for a slot, remove, create, start, inspect) is
+    /// abandoned: what it left is removed, the replica is reported exited, the ack says so.
+    pub start_deadline: Duration,
+    /// A command issued longer ago than this (its `issued_ms` against this host's wall clock)
+    /// is refused as stale; zero: never refused.
+    pub command_max_age: Duration,
 }
 
 /// How the Docker runtime advertises a replica.
@@ -59,13 +67,18 @@ pub enum ConfigError {
     Network(String),
     #[error("{0}")]
     Policy(String),
+    #[error("--max-concurrent-starts must be >= 1")]
+    MaxConcurrentStarts,
+    #[error("--start-deadline-ms must be >= 1")]
+    StartDeadline,
     #[error("--advertise-host must not be empty or contain whitespace or ':' (got {0:?}); use an IP or host name")]
     AdvertiseHost(String),
 }
 
 impl Config {
     /// Defaults: 4 replicas, process runtime, 1 s interval, `127.0.0.1`,
-    /// state in `.acs/worker-<id>`, nothing allowed, 256 pids per container.
+    /// state in `.acs/worker-<id>`, nothing allowed, 256 pids per container, 4 starts at once
+    /// with 30 s each, commands older than 10 s refused.
     pub fn new(worker_id: WorkerId) -> Self {
         Self {
             state_dir: PathBuf::from(format!(".acs/worker-{worker_id}")),
@@ -83,12 +96,21 @@ impl Config {
             health: HealthConfig::default(),
             policy: Policy::default(),
             pids_limit: 256,
+            max_concurrent_starts: 4,
+            start_deadline: Duration::from_secs(30),
+            command_max_age: Duration::from_secs(10),
         }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_replicas == 0 {
             return Err(ConfigError::MaxReplicas);
+        }
+        if self.max_concurrent_starts == 0 {
+            return Err(ConfigError::MaxConcurrentStarts);
+        }
+        if self.start_deadline.is_zero() {
+            return Err(ConfigError::StartDeadline);
         }
         if self.interval < Duration::from_millis(10) {
             return Err(ConfigError::Interval(self.interval.as_millis()));

@@ -6,10 +6,13 @@
 //!
 //! - [`config`]: [`Config`], built from flags by `main.rs`.
 //! - [`worker`]: [`run`] / [`run_with_runtime`], the loop that owns the replica table and talks
-//!   to NATS (commands in, metrics / replica events / acks out); `worker/handle.rs` reacts to
-//!   commands, health reports and exits, `worker/publish.rs` sends through a queue.
-//! - [`commands`]: decoding, idempotency by command id, capacity. Pure apart from launching
-//!   through the runtime; unit-tested with the fake runtime.
+//!   to NATS (commands in, replica events / acks out) without waiting for the runtime;
+//!   `worker/handle.rs` reacts to commands, health reports and exits, `worker/starts.rs` runs
+//!   starts in the background (bounded, with deadlines), `worker/heartbeat.rs` is the metrics
+//!   task (reads a snapshot of the table), `worker/publish.rs` sends through a queue.
+//! - [`commands`]: decoding, idempotency by command id, staleness (`issued_ms`), capacity
+//!   (starts in flight included); pure: [`commands::Commands::decide`] answers or hands back a
+//!   launch, `commands/launch.rs` turns its result into the answer.
 //! - [`replicas`]: the replica table ([`replicas::Replica`], [`replicas::Replicas`]) and how many
 //!   slots it takes.
 //! - [`policy`]: what this host allows ([`policy::Policy`]: `--allow-image`, `--allow-command`,

@@ -92,6 +92,17 @@ struct Args {
     /// Docker runtime: most processes per replica container; 0 = no limit.
     #[arg(long, env = "ACS_PIDS_LIMIT", default_value_t = 256)]
     pids_limit: u32,
+    /// Most starts the runtime runs at once; further starts wait (within their deadline).
+    #[arg(long, env = "ACS_MAX_CONCURRENT_STARTS", default_value_t = 4)]
+    max_concurrent_starts: u32,
+    /// Milliseconds a start may take (waiting for a slot, remove, create, start, inspect) before
+    /// it is abandoned and what it left removed.
+    #[arg(long, env = "ACS_START_DEADLINE_MS", default_value_t = 30_000)]
+    start_deadline_ms: u64,
+    /// Refuse a command issued (its `issued_ms`, by the sender's wall clock) more than this many
+    /// milliseconds ago by this host's wall clock; 0 = never. Keep it well above the clock skew.
+    #[arg(long, env = "ACS_COMMAND_MAX_AGE_MS", default_value_t = 10_000)]
+    command_max_age_ms: u64,
 }
 
 #[tokio::main]
@@ -140,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
         config.policy.merge(file);
     }
     config.pids_limit = args.pids_limit;
+    config.max_concurrent_starts = args.max_concurrent_starts;
+    config.start_deadline = Duration::from_millis(args.start_deadline_ms);
+    config.command_max_age = Duration::from_millis(args.command_max_age_ms);
     vmm_worker::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
 }

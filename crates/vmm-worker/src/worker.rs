@@ -1,35 +1,40 @@
 //! The run loop: one task owns the replica table and reacts to commands, health reports, runtime
-//! exits, the metrics tick and shutdown. Publishing goes through a [`Publisher`] task, so a NATS
-//! outage never blocks the loop (heartbeats are dropped while disconnected; events and replies
-//! are queued, up to a bound).
+//! exits, finished starts and stops, and shutdown; it never waits for the runtime (starts and
+//! stops run in tasks of their own). The heartbeat is a task of its own too, reading a snapshot
+//! of the table the loop refreshes after every step. Publishing goes through a [`Publisher`]
+//! task, so a NATS outage never blocks the loop (heartbeats are dropped while disconnected;
+//! events and replies are queued, up to a bound).
 //!
 //! Here: start-up, the `select!` loop and shutdown. [`handle`]: what the loop does with each
-//! input. [`publish`]: events, heartbeats and the publish queue.
+//! input. [`starts`]: background starts, bounded and with deadlines. [`heartbeat`]: the metrics
+//! task. [`publish`]: events and the publish queue.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use acs_events::{ReplicaId, ReplicaState};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::clock::unix_now_ms;
-use crate::commands::Commands;
+use crate::commands::{Commands, InFlight};
 use crate::config::{Config, ConfigError};
 use crate::health::HealthReport;
-use crate::metrics::Sampler;
 use crate::replicas::{Replica, Replicas};
 use crate::runtime::docker::{DockerOptions, DockerRuntime};
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent};
 
 mod handle;
+mod heartbeat;
 mod publish;
+mod starts;
 
+use heartbeat::{snapshot_of, Heartbeat, Measured, Snapshot};
 use publish::Publisher;
 
 /// Name used in `acs.events.error.<component>` and in `Rejection::component`.
@@ -90,9 +95,26 @@ pub async fn run_with_runtime(
     let runtime_events = runtime.take_events();
     let (publisher, publisher_task) = Publisher::start(client.clone());
     let (health_tx, health_rx) = mpsc::unbounded_channel();
+    let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
+    let order = Arc::new(std::sync::Mutex::new(()));
+    let (measured_tx, measured_rx) = mpsc::unbounded_channel();
+    let heartbeat = Heartbeat {
+        worker: id.clone(),
+        subject: config.subjects.worker_metrics(&id),
+        interval: config.interval,
+        max_replicas: config.max_replicas,
+        runtime: runtime.clone(),
+        publisher: publisher.clone(),
+        snapshot: snapshot_rx,
+        measured: measured_tx,
+        started_ms: unix_now_ms(),
+        order: order.clone(),
+    };
 
     let mut w = Worker {
-        commands: Commands::new(id.clone(), config.max_replicas, config.policy.clone()),
+        commands: Commands::new(id.clone(), config.max_replicas, config.policy.clone())
+            .with_max_age(config.command_max_age),
+        start_slots: Arc::new(Semaphore::new(config.max_concurrent_starts as usize)),
         config,
         runtime,
         client,
@@ -101,15 +123,19 @@ pub async fn run_with_runtime(
         health_tasks: HashMap::new(),
         health_tx,
         stops: JoinSet::new(),
-        sampler: Arc::new(Mutex::new(None)),
-        seq: 0,
+        in_flight: InFlight::new(),
+        launches: JoinSet::new(),
+        snapshot,
+        order,
         rejected: 0,
-        started_ms: unix_now_ms(),
     };
     info!(
         worker = %id,
         runtime = ?w.runtime.kind(),
         max_replicas = w.config.max_replicas,
+        max_concurrent_starts = w.config.max_concurrent_starts,
+        start_deadline_ms = w.config.start_deadline.as_millis() as u64,
+        command_max_age_ms = w.config.command_max_age.as_millis() as u64,
         subject = %cmd_subject,
         state_dir = %w.config.state_dir.display(),
         allow_images = ?w.config.policy.allow_images,
@@ -118,7 +144,12 @@ pub async fn run_with_runtime(
     );
     warn_if_nothing_allowed(&w.config, w.runtime.kind());
     w.adopt().await;
-    w.run_loop(sub, runtime_events, health_rx, shutdown).await;
+    w.share();
+    let heartbeat = heartbeat.spawn();
+    w.run_loop(sub, runtime_events, health_rx, measured_rx, shutdown)
+        .await;
+    heartbeat.abort();
+    let _ = heartbeat.await;
     w.shutdown().await;
 
     drop(w.publisher);
@@ -160,14 +191,30 @@ struct Worker {
     health_tasks: HashMap<ReplicaId, AbortHandle>,
     health_tx: mpsc::UnboundedSender<HealthReport>,
     stops: JoinSet<(ReplicaId, Result<(), RuntimeError>)>,
-    /// Created lazily on the blocking pool (the first refresh reads all of /proc).
-    sampler: Arc<Mutex<Option<Sampler>>>,
-    seq: u64,
+    /// Starts launched and not finished; each takes a slot.
+    in_flight: InFlight,
+    launches: starts::Launches,
+    /// At most `--max-concurrent-starts` runtime starts at once.
+    start_slots: Arc<Semaphore>,
+    /// What the heartbeat reports; refreshed after every step of the loop.
+    snapshot: watch::Sender<Snapshot>,
+    /// Held while the snapshot is shared and an event queued, and by the heartbeat while it
+    /// reads the snapshot and queues its metrics: so a heartbeat never goes out after an event
+    /// with a table older than that event (the brain would see a replica come and go).
+    order: Arc<std::sync::Mutex<()>>,
     rejected: u64,
-    started_ms: u64,
 }
 
 impl Worker {
+    /// Hands the heartbeat the table as it is now.
+    fn share(&self) {
+        self.snapshot.send_replace(snapshot_of(
+            &self.replicas,
+            self.in_flight.len(),
+            self.rejected,
+        ));
+    }
+
     async fn adopt(&mut self) {
         match self.runtime.adopt().await {
             Ok(found) => {
@@ -194,20 +241,17 @@ impl Worker {
         sub: async_nats::Subscriber,
         runtime_events: Option<mpsc::UnboundedReceiver<RuntimeEvent>>,
         mut health_rx: mpsc::UnboundedReceiver<HealthReport>,
+        mut measured_rx: mpsc::UnboundedReceiver<Measured>,
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
         let mut sub = Some(sub);
         let mut resubscribe = tokio::time::interval(Duration::from_secs(1));
         let mut runtime_events = runtime_events;
-        let mut tick = tokio::time::interval(self.config.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                // Shutdown first, then the heartbeat, so a flood of commands cannot delay it.
                 biased;
                 _ = &mut shutdown => break,
-                _ = tick.tick() => self.publish_metrics().await,
                 msg = next_message(&mut sub) => match msg {
                     Some(msg) => self.on_command(msg).await,
                     None => {
@@ -218,6 +262,8 @@ impl Worker {
                 Some(ev) = recv_opt(&mut runtime_events) => self.on_runtime_event(ev),
                 Some(report) = health_rx.recv() => self.on_health(report),
                 Some(done) = self.stops.join_next(), if !self.stops.is_empty() => self.on_stop_done(done),
+                Some(done) = self.launches.join_next(), if !self.launches.is_empty() => self.on_launch_done(done),
+                Some(m) = measured_rx.recv() => self.on_measured(m),
                 _ = resubscribe.tick(), if sub.is_none() => {
                     let subject = self.config.subjects.worker_command(&self.config.worker_id);
                     match self.client.subscribe(subject.clone()).await {
@@ -226,6 +272,7 @@ impl Worker {
                     }
                 }
             }
+            self.share();
         }
     }
 
@@ -233,6 +280,7 @@ impl Worker {
         for (_, t) in self.health_tasks.drain() {
             t.abort();
         }
+        self.abandon_launches().await;
         if self.config.keep_replicas {
             info!(
                 replicas = self.replicas.len(),

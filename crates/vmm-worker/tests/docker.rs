@@ -350,3 +350,29 @@ async fn docker_refuses_images_and_env_not_allowed_and_creates_nothing() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_starts_cut_short_by_their_deadline_leave_no_container() {
+    let Some(t) = setup("deadline").await else {
+        return;
+    };
+    // Deadlines that cut a start short at different points: before, during and after
+    // remove / create / start / inspect.
+    for (n, ms) in [5u64, 40, 100, 200, 400].into_iter().enumerate() {
+        let mut cfg = t.config();
+        cfg.start_deadline = Duration::from_millis(ms);
+        let worker = Worker::spawn(cfg);
+        let id = format!("c{n}");
+        let replica = format!("r{n}");
+        let ack = t.bus.request(start_cmd(&id, &replica, &t.image)).await;
+        if !ack.ok {
+            let err = ack.error.as_deref().unwrap_or("");
+            assert!(
+                err.contains(&format!("did not finish within {ms} ms")),
+                "{ack:?}"
+            );
+        }
+        // Started ones go with the worker; abandoned ones must not have left anything.
+        t.shut_down_and_clean_up(worker).await;
+    }
+}

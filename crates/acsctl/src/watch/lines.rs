@@ -175,6 +175,7 @@ pub(super) fn backend_update(u: &BackendUpdate) -> String {
         BackendChange::Add { backends } => format!("{head} add {}", list(backends)),
         BackendChange::Drain { ids: i } => format!("{head} drain {}", ids(i)),
         BackendChange::Remove { ids: i } => format!("{head} remove {}", ids(i)),
+        BackendChange::Withdraw => format!("{head} withdraw (no longer declared)"),
     }
 }
 

@@ -41,6 +41,9 @@ pub enum BackendChange {
     Drain { ids: Vec<ReplicaId> },
     /// Forget these backends.
     Remove { ids: Vec<ReplicaId> },
+    /// The service is no longer declared: drop its route and backends (added after v1; a
+    /// proxy that does not know it refuses the update with a `Rejection`).
+    Withdraw,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,7 +104,7 @@ impl Validate for BackendUpdate {
                 backends.iter().try_for_each(Backend::validate)
             }
             BackendChange::Add { backends } => backends.iter().try_for_each(Backend::validate),
-            BackendChange::Drain { .. } | BackendChange::Remove { .. } => Ok(()),
+            BackendChange::Drain { .. } | BackendChange::Remove { .. } | BackendChange::Withdraw => Ok(()),
         }
     }
 }

@@ -49,7 +49,13 @@ pub struct ServiceEntry {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteTable {
     services: BTreeMap<ServiceName, ServiceEntry>,
+    /// Versions of withdrawn services, so a late update from before the withdrawal cannot
+    /// bring the route back. Bounded: the oldest are forgotten first.
+    withdrawn: BTreeMap<ServiceName, u64>,
 }
+
+/// Withdrawn services remembered (their versions), at most.
+const MAX_WITHDRAWN: usize = 10_000;
 
 impl RouteTable {
     pub fn new() -> Self {
@@ -63,11 +69,30 @@ impl RouteTable {
     /// `drain` / `remove` of ids the table does not hold are no-ops (the version still moves on).
     pub fn apply(&mut self, u: &BackendUpdate) -> Outcome {
         let current = self.services.get(&u.service).map(|s| s.version);
+        let tombstone = self.withdrawn.get(&u.service).copied();
+        if tombstone.is_some_and(|w| u.version <= w) {
+            return Outcome::Stale;
+        }
         match &u.change {
+            BackendChange::Withdraw => {
+                if current.is_some_and(|c| u.version <= c) {
+                    return Outcome::Stale;
+                }
+                self.services.remove(&u.service);
+                self.withdrawn.insert(u.service.clone(), u.version);
+                if self.withdrawn.len() > MAX_WITHDRAWN {
+                    // Lowest version = withdrawn longest ago (versions grow with the clock).
+                    if let Some(oldest) = self.withdrawn.iter().min_by_key(|(_, v)| **v).map(|(s, _)| s.clone()) {
+                        self.withdrawn.remove(&oldest);
+                    }
+                }
+                Outcome::Applied
+            }
             BackendChange::Reset { route, backends } => {
                 if current.is_some_and(|c| u.version <= c) {
                     return Outcome::Stale;
                 }
+                self.withdrawn.remove(&u.service);
                 let backends = backends.iter().map(|b| (b.id.clone(), b.clone())).collect();
                 self.services.insert(
                     u.service.clone(),
@@ -109,7 +134,7 @@ impl RouteTable {
                             entry.backends.remove(id);
                         }
                     }
-                    BackendChange::Reset { .. } => unreachable!("handled above"),
+                    BackendChange::Reset { .. } | BackendChange::Withdraw => unreachable!("handled above"),
                 }
                 Outcome::Applied
             }
@@ -128,6 +153,16 @@ impl RouteTable {
     /// Services in name order; [`Router`] indices refer to this order.
     pub fn services(&self) -> impl Iterator<Item = (&ServiceName, &ServiceEntry)> {
         self.services.iter()
+    }
+
+    /// Drops every service not in `keep` (a full sync names all the services the brain
+    /// declares); returns the names dropped.
+    pub fn retain_only(&mut self, keep: &std::collections::BTreeSet<ServiceName>) -> Vec<ServiceName> {
+        let gone: Vec<ServiceName> = self.services.keys().filter(|s| !keep.contains(*s)).cloned().collect();
+        for s in &gone {
+            self.services.remove(s);
+        }
+        gone
     }
 
     pub fn len(&self) -> usize {

@@ -105,10 +105,19 @@ impl Updater {
         Ok(self.apply(u))
     }
 
-    /// A reply from `<prefix>.sync.backends`; returns how many updates applied.
+    /// A reply from `<prefix>.sync.backends` to a full sync (every service the brain
+    /// declares); returns how many updates applied. Services the reply does not name are no
+    /// longer declared and are dropped, unless the reply is empty: a brain still warming up
+    /// after its start answers with no updates, and the proxy keeps what it has.
     pub fn on_sync_reply(&mut self, payload: &[u8]) -> Result<usize, Refused> {
         let reply: SyncReply = decode(payload)?;
-        let mut applied = 0;
+        let declared: std::collections::BTreeSet<ServiceName> = reply.updates.iter().map(|u| u.service.clone()).collect();
+        let dropped = if declared.is_empty() { Vec::new() } else { self.table.retain_only(&declared) };
+        for service in &dropped {
+            info!(service = %service, "service not in the brain's full sync; route dropped");
+            self.pending.remove(service);
+        }
+        let mut applied = dropped.len();
         let mut refused = None;
         for u in reply.updates {
             if let Err(r) = self.check_version(&u) {
@@ -207,6 +216,7 @@ fn change_kind(c: &BackendChange) -> &'static str {
         BackendChange::Add { .. } => "add",
         BackendChange::Drain { .. } => "drain",
         BackendChange::Remove { .. } => "remove",
+        BackendChange::Withdraw => "withdraw",
     }
 }
 
@@ -374,5 +384,23 @@ mod tests {
         assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap_err().kind, "invalid");
         assert_eq!(u.table().version("web"), Some(900_001));
         assert_eq!(live_ids(&u), ["b"]);
+    }
+
+    #[test]
+    fn a_full_sync_drops_services_the_brain_no_longer_declares() {
+        let mut u = updater();
+        u.apply(reset(1, &["a"]));
+        assert_eq!(live_ids(&u), ["a"]);
+        // A brain warming up answers with nothing: keep what we have.
+        let reply = SyncReply { v: 1, updates: vec![] };
+        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 0);
+        assert_eq!(live_ids(&u), ["a"]);
+        // A full reply that does not name web: web is no longer declared.
+        let mut api = reset(3, &[]);
+        api.service = ServiceName::new("api").unwrap();
+        let reply = SyncReply { v: 1, updates: vec![api] };
+        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 2, "api applied, web dropped");
+        assert!(u.table().get("web").is_none());
+        assert!(live_ids(&u).is_empty(), "the live snapshot no longer routes it");
     }
 }

@@ -119,6 +119,7 @@ mod tests {
                 BackendChange::Add { backends } => format!("add {}", backends[0].id),
                 BackendChange::Drain { ids } => format!("drain {}", ids[0]),
                 BackendChange::Remove { ids } => format!("remove {}", ids[0]),
+                BackendChange::Withdraw => "withdraw".to_string(),
             })
             .collect()
     }

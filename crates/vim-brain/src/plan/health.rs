@@ -1,29 +1,72 @@
 //! Step 1: which workers are up, and the health transitions to announce.
+//!
+//! A worker is marked down only on evidence about that worker: it fell silent while the brain
+//! could hear the others. So no worker is marked down while the brain's own link is held (see
+//! [`crate::world::Link`]), nor in a full disruption, when most workers fall silent at once:
+//! that is taken for the brain's own problem (Kubernetes' node controller does the same), the
+//! silent workers keep their replicas routed, and it is announced once, until reports resume.
 
 use std::collections::BTreeSet;
 
-use acs_events::{WorkerEvent, WorkerHealth, WorkerId, SCHEMA_VERSION};
+use acs_events::{ProxyId, WorkerEvent, WorkerHealth, WorkerId, SCHEMA_VERSION};
 
 use super::HealthAnnounced;
-use crate::world::{Now, World};
+use crate::world::{is_full_disruption, Now, World};
 
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Health {
-    /// Workers whose metrics are recent enough.
+    /// Workers counted as up: recent metrics, or silent but held (their replicas stay routed).
     pub up: BTreeSet<WorkerId>,
+    /// Workers whose metrics are recent enough: the only ones new replicas go to.
+    pub fresh: BTreeSet<WorkerId>,
     /// Transitions since the last announcement, to record...
     pub announced: Vec<HealthAnnounced>,
     /// ...and to publish.
     pub events: Vec<WorkerEvent>,
+    /// A full disruption begins (`Some(true)`) or ends (`Some(false)`) now, and why.
+    pub disruption: Option<(bool, String)>,
+    /// Workers announced down, and proxies, silent for `forget_after_ms`: to forget.
+    pub forget_workers: Vec<WorkerId>,
+    pub forget_proxies: Vec<ProxyId>,
 }
 
 pub(super) fn worker_health(world: &World, now: Now) -> Health {
     let settings = world.settings();
     let mut health = Health::default();
     for (id, worker) in world.workers() {
-        let is_up = worker.is_up(now.mono, settings);
+        if worker.is_up(now.mono, settings) {
+            health.fresh.insert(id.clone());
+        }
+    }
+    let believed = world.workers().iter().filter(|(id, w)| w.announced_up || health.fresh.contains(*id)).count();
+    let silent = believed - health.fresh.len();
+    let link = world.link();
+    let hold = match link.hold_reason(now.mono) {
+        Some(reason) => Some(reason),
+        None => {
+            let disrupted = is_full_disruption(silent, believed);
+            let reason = format!(
+                "full disruption: {silent} of {believed} workers went silent at once; taken for the brain's own \
+                 problem: no worker is marked down and their replicas stay routed until reports resume"
+            );
+            if disrupted != link.disruption {
+                let why = if disrupted { reason.clone() } else { format!("full disruption over: {silent} of {believed} workers silent") };
+                health.disruption = Some((disrupted, why));
+            }
+            disrupted.then_some(reason)
+        }
+    };
+    for (id, worker) in world.workers() {
+        let fresh = health.fresh.contains(id);
+        // Held: a silent worker keeps the health it was announced with.
+        let is_up = fresh || (hold.is_some() && worker.announced_up);
         if is_up {
             health.up.insert(id.clone());
+        }
+        let gone = now.mono.saturating_sub(worker.last_seen) >= settings.forget_after_ms;
+        if gone && !is_up && !worker.announced_up && hold.is_none() {
+            health.forget_workers.push(id.clone());
+            continue;
         }
         if is_up == worker.announced_up {
             continue;
@@ -47,6 +90,9 @@ pub(super) fn worker_health(world: &World, now: Now) -> Health {
             reason,
         });
     }
+    let gone = |seen| now.mono.saturating_sub(seen) >= settings.forget_after_ms;
+    let proxies = world.proxies().iter().filter(|(_, p)| gone(p.last_seen));
+    health.forget_proxies = proxies.map(|(id, _)| id.clone()).collect();
     health
 }
 

@@ -12,7 +12,8 @@
 //! - `desired.rs`: the desired count: a manual pin, or the policy over measured signals;
 //! - `scale_out.rs`: which workers take the missing replicas;
 //! - `scale_in.rs`: which replicas go, their drains, and stops to send or retry;
-//! - `backends.rs`: the backend set to route, diffed with what the proxies were told.
+//! - `backends.rs`: the backend set to route, diffed with what the proxies were told;
+//! - `withdraw.rs`: services no longer declared that proxies still route: withdrawn.
 
 mod backends;
 mod desired;
@@ -21,11 +22,12 @@ mod lost;
 mod members;
 mod scale_in;
 mod scale_out;
+mod withdraw;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use acs_events::{
-    Action, Backend, BackendUpdate, CommandId, Decision, DecisionAction, ReplicaId, ServiceName,
+    Action, Backend, BackendUpdate, CommandId, ProxyId, Decision, DecisionAction, ReplicaId, ServiceName,
     ServiceTraffic, WorkerCommand, WorkerEvent, WorkerId, SCHEMA_VERSION,
 };
 
@@ -58,6 +60,11 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Worker health transitions (`acs.events.worker.<worker>`).
     pub worker_events: Vec<WorkerEvent>,
+    /// A full disruption begins (`true`) or ends (`false`), and why; the reconciler logs it
+    /// (its start is also a `blocked` decision for every service).
+    pub disruption: Option<(bool, String)>,
+    /// Services no longer declared that this plan withdraws from the proxies (in `updates`).
+    pub withdrawn: Vec<ServiceName>,
     /// Folded into the world once the plan is sent: `world.apply(Event::PlanSent(..))`.
     pub bookkeeping: Bookkeeping,
 }
@@ -66,6 +73,11 @@ pub struct Plan {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bookkeeping {
     pub(crate) worker_health: Vec<HealthAnnounced>,
+    /// A full disruption began (`true`) or ended (`false`) with this plan.
+    pub(crate) disruption: Option<bool>,
+    /// Workers and proxies gone for `forget_after_ms`: dropped from the world.
+    pub(crate) forget_workers: Vec<WorkerId>,
+    pub(crate) forget_proxies: Vec<ProxyId>,
     pub(crate) desired: Vec<DesiredChange>,
     /// Replicas started, draining or stopping; records no longer needed.
     pub(crate) records: Vec<RecordChange>,
@@ -157,18 +169,28 @@ struct Stop {
 }
 
 pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
-    let health = health::worker_health(world, now);
+    let mut health = health::worker_health(world, now);
     let mut plan = Plan {
-        worker_events: health.events,
+        worker_events: std::mem::take(&mut health.events),
         bookkeeping: Bookkeeping {
-            worker_health: health.announced,
+            worker_health: std::mem::take(&mut health.announced),
+            disruption: health.disruption.as_ref().map(|(on, _)| *on),
+            forget_workers: std::mem::take(&mut health.forget_workers),
+            forget_proxies: std::mem::take(&mut health.forget_proxies),
             next_seq: world.next_seq(),
             ..Bookkeeping::default()
         },
+        disruption: health.disruption.take(),
         ..Plan::default()
     };
-    // Until warmed up, only listen: a restarted brain must learn what runs first.
-    if !world.warmed_up(now.mono) {
+    if let Some((true, reason)) = &plan.disruption {
+        for name in services.0.keys() {
+            plan.decisions.push(decision(name, now, DecisionAction::Blocked, reason.clone(), BTreeMap::new()));
+        }
+    }
+    // Until warmed up, only listen: a restarted brain must learn what runs first. Disconnected,
+    // nothing it sends would arrive, and what it hears is stale: wait for the link.
+    if !world.warmed_up(now.mono) || !world.link().connected {
         return plan;
     }
     let mut gathered = members::gather(world, services, &health.up, now.mono);
@@ -180,7 +202,12 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
     }
     for (name, svc) in services.iter() {
         let members = gathered.by_service.remove(name).unwrap_or_default();
-        plan_service(&mut plan, world, now, name, svc, members, &health.up);
+        plan_service(&mut plan, world, now, name, svc, members, &health);
+    }
+    for w in withdraw::withdrawals(world, services, now) {
+        plan.withdrawn.push(w.update.service.clone());
+        plan.updates.push(w.update);
+        plan.bookkeeping.published.push(w.published);
     }
     plan
 }
@@ -193,16 +220,21 @@ fn plan_service(
     name: &ServiceName,
     svc: &ServiceConfig,
     mut members: Vec<Member>,
-    up: &BTreeSet<WorkerId>,
+    health: &health::Health,
 ) {
+    let up = &health.up;
     let default_state = ServiceState::default();
     let state = world.service(name).unwrap_or(&default_state);
     let policy = &svc.policy;
     let settings = world.settings();
-    let traffic: Vec<&ServiceTraffic> = world
+    let proxies: Vec<scale_in::ProxyReport> = world
         .live_proxies(now.mono)
-        .filter_map(|proxy| proxy.last.services.iter().find(|s| &s.service == name))
+        .map(|proxy| scale_in::ProxyReport {
+            seen: proxy.last_seen,
+            traffic: proxy.last.services.iter().find(|s| &s.service == name),
+        })
         .collect();
+    let traffic: Vec<&ServiceTraffic> = proxies.iter().filter_map(|p| p.traffic).collect();
 
     let being_stopped = plan.upserted_records();
     let lost = lost::lost_replicas(name, now, &state.published, &members, &being_stopped, up);
@@ -223,7 +255,7 @@ fn plan_service(
     });
 
     let blocked = if active < desired.count {
-        let mut candidates = scale_out::candidates(world, now.mono, name, up);
+        let mut candidates = scale_out::candidates(world, now.mono, name, &health.fresh);
         let planned: Vec<&WorkerId> = plan.commands.iter().filter(|c| c.is_start()).map(|c| &c.worker).collect();
         scale_out::count_planned_starts(&mut candidates, &planned);
         let out = scale_out::scale_out(candidates, name, active, desired.count);
@@ -245,7 +277,7 @@ fn plan_service(
         }
     }
     let (grace_s, retry_ms) = (policy.stop_grace_s, settings.stop_retry_ms);
-    for stop in scale_in::finish_drains(&mut members, &scale_in.newly_draining, &traffic, now.mono, grace_s, retry_ms) {
+    for stop in scale_in::finish_drains(&mut members, &scale_in.newly_draining, &proxies, now.mono, grace_s, retry_ms) {
         plan.stop(name, stop, now);
     }
 

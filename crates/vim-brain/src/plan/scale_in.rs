@@ -70,7 +70,7 @@ pub(super) fn scale_in(
             out.newly_draining.insert(m.id.clone());
             let action = DecisionAction::Drain { replica: m.id.clone(), worker: m.worker.clone() };
             let reason = format!(
-                "scale-in to {desired}: no new requests; stops when in-flight reaches 0 or after {} s",
+                "scale-in to {desired}: no new requests; stops once every live proxy reports 0 in flight, or after {} s",
                 policy.drain_timeout_s
             );
             out.steps.push(Victim::Drain(decision(service, now, action, reason, BTreeMap::new())));
@@ -79,12 +79,21 @@ pub(super) fn scale_in(
     out
 }
 
+/// One live proxy's latest report, as the drains see it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ProxyReport<'a> {
+    /// When the brain received it (monotonic).
+    pub seen: Millis,
+    /// Its entry for the service; `None` if it does not route the service (yet).
+    pub traffic: Option<&'a ServiceTraffic>,
+}
+
 /// Stops for drains that are done (or past their deadline) and retries of stops not yet
-/// reflected after `stop_retry_ms`. `traffic` is the service's entry at each live proxy.
+/// reflected after `stop_retry_ms`. `proxies` holds every live proxy's latest report.
 pub(super) fn finish_drains(
     members: &mut [Member],
     newly_draining: &BTreeSet<ReplicaId>,
-    traffic: &[&ServiceTraffic],
+    proxies: &[ProxyReport],
     now: Millis,
     stop_grace_s: f64,
     stop_retry_ms: Millis,
@@ -94,13 +103,17 @@ pub(super) fn finish_drains(
         let stop = |attempt, reason| Stop { replica: m.id.clone(), worker: m.worker.clone(), attempt, grace_s: stop_grace_s, reason };
         match m.phase {
             Phase::Draining { since, version, deadline } if !newly_draining.contains(&m.id) => {
-                let reason = match in_flight_left(traffic, &m.id, version) {
-                    None => Some(format!("drained in {} ms: no request in flight", now - since)),
-                    Some(u64::MAX) if now >= deadline => {
-                        Some("drain deadline passed before every proxy applied the drain".to_string())
+                let evidence = drain_evidence(proxies, &m.id, since, version);
+                let reason = match evidence {
+                    Evidence::Drained { proxies } => Some(format!(
+                        "drained in {} ms: no request in flight at any of the {proxies} live proxies",
+                        now - since
+                    )),
+                    _ if now < deadline => None,
+                    Evidence::NoLiveProxy => {
+                        Some("drain deadline passed with no live proxy to confirm it; stopped anyway".to_string())
                     }
-                    Some(n) if now >= deadline => Some(format!("drain deadline passed with {n} request(s) still in flight")),
-                    Some(_) => None,
+                    Evidence::Waiting { not_fresh, not_applied, in_flight } => Some(deadline_reason(not_fresh, not_applied, in_flight)),
                 };
                 if let Some(reason) = reason {
                     stops.push(stop(1, reason));
@@ -116,19 +129,56 @@ pub(super) fn finish_drains(
     stops
 }
 
-/// `None` when every proxy has applied `version` (or a later one) and has no request in flight
-/// to `replica`; otherwise how many are left (`u64::MAX` if a proxy has not applied the drain).
-fn in_flight_left(traffic: &[&ServiceTraffic], replica: &ReplicaId, version: u64) -> Option<u64> {
-    let mut left = 0u64;
-    for at_proxy in traffic {
-        if at_proxy.version < version {
-            return Some(u64::MAX);
-        }
-        if let Some(backend) = at_proxy.backends.iter().find(|b| &b.id == replica) {
-            left = left.saturating_add(backend.traffic.in_flight);
+fn deadline_reason(not_fresh: usize, not_applied: usize, in_flight: u64) -> String {
+    let mut why = Vec::new();
+    if not_applied > 0 {
+        why.push("before every proxy applied the drain".to_string());
+    }
+    if not_fresh > 0 {
+        why.push("before every proxy reported since the drain began".to_string());
+    }
+    if in_flight > 0 {
+        why.push(format!("with {in_flight} request(s) still in flight"));
+    }
+    format!("drain deadline passed {}", why.join("; "))
+}
+
+/// What the live proxies say about a drain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Evidence {
+    /// No live proxy: nobody can confirm it; only the deadline ends it.
+    NoLiveProxy,
+    /// Every live proxy reported after the drain began, has applied its version, and has no
+    /// request in flight to the replica.
+    Drained { proxies: usize },
+    /// Not yet: how many proxies have not reported since, have not applied it, and how many
+    /// requests the others still have in flight.
+    Waiting { not_fresh: usize, not_applied: usize, in_flight: u64 },
+}
+
+/// Fresh evidence only: a report the brain received after `since` (the drain's start), from a
+/// proxy that has applied `version` (or a later one). A proxy that does not route the service
+/// has not applied it.
+fn drain_evidence(proxies: &[ProxyReport], replica: &ReplicaId, since: Millis, version: u64) -> Evidence {
+    if proxies.is_empty() {
+        return Evidence::NoLiveProxy;
+    }
+    let (mut not_fresh, mut not_applied, mut in_flight) = (0, 0, 0u64);
+    for p in proxies {
+        match p.traffic {
+            _ if p.seen <= since => not_fresh += 1,
+            Some(t) if t.version >= version => {
+                let n = t.backends.iter().find(|b| &b.id == replica).map_or(0, |b| b.traffic.in_flight);
+                in_flight = in_flight.saturating_add(n);
+            }
+            _ => not_applied += 1,
         }
     }
-    (left > 0).then_some(left)
+    if not_fresh == 0 && not_applied == 0 && in_flight == 0 {
+        Evidence::Drained { proxies: proxies.len() }
+    } else {
+        Evidence::Waiting { not_fresh, not_applied, in_flight }
+    }
 }
 
 #[cfg(test)]
@@ -172,20 +222,44 @@ mod tests {
         assert_eq!(scale_in(&id("web"), &mut members, 1, &policy(), |_| 0.0, now(1_000)), ScaleIn::default());
     }
 
+    fn report(seen: Millis, traffic: &ServiceTraffic) -> ProxyReport<'_> {
+        ProxyReport { seen, traffic: Some(traffic) }
+    }
+
+    /// `web-b`, draining since 1 000 at version 7 until 6 000, as the live `proxies` see it `at`.
+    fn run(proxies: &[ProxyReport], at: Millis) -> Vec<Stop> {
+        let mut members = [member("web-b", "w1", Phase::Draining { since: 1_000, version: 7, deadline: 6_000 })];
+        finish_drains(&mut members, &BTreeSet::new(), proxies, at, 10.0, 15_000)
+    }
+
     #[test]
     fn a_drain_ends_when_every_proxy_applied_it_and_nothing_is_in_flight() {
-        let draining = Phase::Draining { since: 1_000, version: 7, deadline: 6_000 };
-        let run = |traffic: &[&ServiceTraffic], at| {
-            let mut members = [member("web-b", "w1", draining)];
-            finish_drains(&mut members, &BTreeSet::new(), traffic, at, 10.0, 15_000)
-        };
-        assert!(run(&[&at_proxy(6, &[])], 2_000).is_empty(), "drain not applied yet");
-        assert!(run(&[&at_proxy(7, &[("web-b", 2)])], 2_000).is_empty(), "two still in flight");
-        assert_eq!(run(&[&at_proxy(7, &[("web-b", 0)])], 2_000)[0].reason, "drained in 1000 ms: no request in flight");
-        let late = run(&[&at_proxy(7, &[("web-b", 2)])], 6_000);
+        let (old, busy, idle) = (at_proxy(6, &[]), at_proxy(7, &[("web-b", 2)]), at_proxy(7, &[("web-b", 0)]));
+        assert!(run(&[report(1_500, &old)], 2_000).is_empty(), "drain not applied yet");
+        assert!(run(&[report(1_500, &busy)], 2_000).is_empty(), "two still in flight");
+        assert_eq!(run(&[report(1_500, &idle)], 2_000)[0].reason, "drained in 1000 ms: no request in flight at any of the 1 live proxies");
+        let late = run(&[report(5_500, &busy)], 6_000);
         assert_eq!(late[0].reason, "drain deadline passed with 2 request(s) still in flight");
-        let late = run(&[&at_proxy(6, &[])], 6_000);
+        let late = run(&[report(5_500, &old)], 6_000);
         assert_eq!(late[0].reason, "drain deadline passed before every proxy applied the drain");
+    }
+
+    #[test]
+    fn a_drain_needs_fresh_evidence_from_every_live_proxy() {
+        let idle = at_proxy(7, &[("web-b", 0)]);
+        // No live proxy at all: nobody can say it drained; only the deadline ends it.
+        assert!(run(&[], 2_000).is_empty(), "no evidence, no stop");
+        assert_eq!(run(&[], 6_000)[0].reason, "drain deadline passed with no live proxy to confirm it; stopped anyway");
+        // A report from before the drain began says nothing about it.
+        assert!(run(&[report(1_000, &idle)], 2_000).is_empty(), "stale report");
+        // Every live proxy must confirm: one idle, one that does not route the service yet.
+        let unrouted = ProxyReport { seen: 1_500, traffic: None };
+        assert!(run(&[report(1_500, &idle), unrouted], 2_000).is_empty(), "one proxy has not applied it");
+        assert!(run(&[report(1_500, &idle), report(900, &idle)], 2_000).is_empty(), "one proxy not fresh");
+        let late = run(&[report(1_500, &idle), report(900, &idle)], 6_000);
+        assert_eq!(late[0].reason, "drain deadline passed before every proxy reported since the drain began");
+        let both = run(&[report(1_500, &idle), report(1_600, &idle)], 2_000);
+        assert_eq!(both[0].reason, "drained in 1000 ms: no request in flight at any of the 2 live proxies");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use serde_json::json;
 
 /// A worker that allows `/bin/sh` (the fake runtime runs nothing, but the policy resolves the
 /// program on this host).
-fn worker() -> Commands {
+pub(super) fn worker() -> Commands {
     let policy = Policy {
         allow_commands: vec!["/bin/sh".into()],
         ..Policy::default()
@@ -12,7 +12,7 @@ fn worker() -> Commands {
     Commands::new(WorkerId::new("w1").unwrap(), 2, policy)
 }
 
-fn start(id: &str, replica: &str) -> Vec<u8> {
+pub(super) fn start(id: &str, replica: &str) -> Vec<u8> {
     start_with(
         id,
         replica,
@@ -20,17 +20,17 @@ fn start(id: &str, replica: &str) -> Vec<u8> {
     )
 }
 
-fn start_with(id: &str, replica: &str, spec: serde_json::Value) -> Vec<u8> {
+pub(super) fn start_with(id: &str, replica: &str, spec: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": id, "action": "start", "replica": replica, "spec": spec}))
         .unwrap()
 }
 
-fn stop(id: &str, replica: &str) -> Vec<u8> {
+pub(super) fn stop(id: &str, replica: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": id, "action": "stop", "replica": replica, "grace_ms": 100}))
         .unwrap()
 }
 
-fn rid(s: &str) -> ReplicaId {
+pub(super) fn rid(s: &str) -> ReplicaId {
     ReplicaId::new(s).unwrap()
 }
 

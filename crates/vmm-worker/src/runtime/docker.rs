@@ -335,6 +335,15 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    /// Stops it if it got tracked, and removes the container by name either way (a create or
+    /// start that was cut short leaves one nobody tracks; a later start of the same replica, and
+    /// adoption, would also remove it by name).
+    async fn abandon(&self, replica: &ReplicaId) -> Result<()> {
+        let stopped = self.stop(replica, Duration::ZERO).await;
+        self.inner.remove(&self.container_name(replica)).await;
+        stopped
+    }
+
     async fn adopt(&self) -> Result<Vec<RunningReplica>> {
         let filters = HashMap::from([("label", vec![self.inner.own_label()])]);
         let list = self

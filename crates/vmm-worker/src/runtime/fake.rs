@@ -31,6 +31,21 @@ struct State {
     leftovers: Vec<RunningReplica>,
     fail_next_start: Option<String>,
     next_port: u16,
+    /// Every `start` takes this long before it does anything.
+    start_delay: Duration,
+    /// Starts under way now, and the most there ever were at once.
+    active_starts: usize,
+    peak_starts: usize,
+}
+
+/// Counts a start as under way until dropped (also when its future is dropped mid-way).
+struct Active<'a>(&'a Mutex<State>);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.active_starts -= 1;
+    }
 }
 
 pub struct FakeRuntime {
@@ -82,6 +97,21 @@ impl FakeRuntime {
         self.state.lock().unwrap().fail_next_start = Some(message.to_string());
     }
 
+    /// Every later `start` waits `delay` (a slow engine) before it records and does anything.
+    pub fn set_start_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().start_delay = delay;
+    }
+
+    /// The most starts that were under way at the same time.
+    pub fn peak_concurrent_starts(&self) -> usize {
+        self.state.lock().unwrap().peak_starts
+    }
+
+    /// Replicas it runs now.
+    pub fn running(&self) -> Vec<ReplicaId> {
+        self.state.lock().unwrap().running.keys().cloned().collect()
+    }
+
     /// Replicas the next `adopt` reports as already running.
     pub fn leave_running(&self, replicas: Vec<RunningReplica>) {
         self.state.lock().unwrap().leftovers = replicas;
@@ -105,6 +135,16 @@ impl Runtime for FakeRuntime {
     }
 
     async fn start(&self, replica: &ReplicaId, spec: &ReplicaSpec) -> Result<RunningReplica> {
+        let delay = {
+            let mut st = self.state.lock().unwrap();
+            st.active_starts += 1;
+            st.peak_starts = st.peak_starts.max(st.active_starts);
+            st.start_delay
+        };
+        let _active = Active(&self.state);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.state.lock().unwrap();
         st.calls.push(Call::Start {
             replica: replica.clone(),

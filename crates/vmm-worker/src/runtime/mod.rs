@@ -96,6 +96,13 @@ pub trait Runtime: Send + Sync {
     /// [`RuntimeEvent::Exited`].
     async fn stop(&self, replica: &ReplicaId, grace: Duration) -> Result<()>;
 
+    /// A start of `replica` was given up part-way (its deadline passed and its future was
+    /// dropped): remove whatever it may have left (a process, a created or running container),
+    /// tracked or not. Like [`Runtime::stop`] with no grace by default.
+    async fn abandon(&self, replica: &ReplicaId) -> Result<()> {
+        self.stop(replica, Duration::ZERO).await
+    }
+
     /// Finds replicas left running by an earlier worker (state files, container labels), takes
     /// them over and returns them; forgets records of replicas that are gone. Called once at start.
     async fn adopt(&self) -> Result<Vec<RunningReplica>>;
@@ -104,7 +111,8 @@ pub trait Runtime: Send + Sync {
     async fn list(&self) -> Vec<RunningReplica>;
 
     /// CPU/memory of a replica when the runtime measures them itself; `None` means "sample the
-    /// pid" (the process runtime).
+    /// pid" (the process runtime). Answers from what the runtime already has (the heartbeat
+    /// calls it every interval), never with a call to the engine.
     async fn stats(&self, _replica: &ReplicaId) -> Option<ReplicaStats> {
         None
     }

@@ -1,5 +1,6 @@
 //! How the loop reacts: commands (through [`Commands`](crate::commands::Commands)) and their
-//! effects, runtime exits, health reports, finished stops. Each reaction updates the replica
+//! effects, runtime exits, health reports, finished stops, the heartbeat's measurements. Starts
+//! are launched in the background (`starts.rs`): nothing here waits for the runtime. Each reaction updates the replica
 //! table and publishes the replica's new state.
 
 use std::time::Duration;
@@ -9,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Worker, COMPONENT};
 use crate::clock::unix_now_ms;
-use crate::commands::Effect;
+use crate::commands::{Decision, Effect, Waiter};
 use crate::health::{self, HealthChange, HealthReport};
 use crate::runtime::{RuntimeError, RuntimeEvent};
 
@@ -22,10 +23,32 @@ impl Worker {
             self.publish_rejection(msg.subject.as_str(), "no_reply", error);
             return;
         };
-        let out = self
-            .commands
-            .handle(&msg.payload, &mut self.replicas, &*self.runtime)
-            .await;
+        let decision = self.commands.decide(
+            &msg.payload,
+            &mut self.replicas,
+            &self.in_flight,
+            self.runtime.kind(),
+            unix_now_ms(),
+        );
+        let out = match decision {
+            Decision::Done(out) => out,
+            Decision::Launch(l) => return self.spawn_launch(l, reply.to_string()),
+            Decision::Join {
+                replica,
+                id,
+                duplicate,
+            } => {
+                let reply = reply.to_string();
+                return self.join_launch(
+                    &replica,
+                    Waiter {
+                        reply,
+                        id,
+                        duplicate,
+                    },
+                );
+            }
+        };
         if let Some((kind, error)) = &out.rejected {
             self.rejected += 1;
             warn!(kind, %error, total = self.rejected, "rejected a malformed command");
@@ -37,7 +60,12 @@ impl Worker {
         }
         self.publisher
             .send(reply.to_string(), encode(&out.ack), false);
-        for effect in out.effects {
+        self.apply(out.effects);
+    }
+
+    /// Carries out what a command's answer asks for.
+    pub(super) fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
             match effect {
                 Effect::WatchHealth(id) => {
                     self.publish_event(&id, "launched; waiting for the health check".into());
@@ -51,6 +79,12 @@ impl Worker {
                     );
                     self.spawn_stop(replica, grace);
                 }
+                Effect::StopAfterStart { replica, grace } => {
+                    if let Some(s) = self.in_flight.get_mut(&replica) {
+                        s.stop_after = Some(grace);
+                    }
+                }
+                Effect::Gone { replica, reason } => self.publish_status(&replica, reason),
             }
         }
     }
@@ -174,6 +208,15 @@ impl Worker {
                 r.state = ReplicaState::Exited;
                 self.publish_status(&r, reason);
                 self.spawn_stop(id, self.config.shutdown_grace);
+            }
+        }
+    }
+
+    /// The heartbeat measured CPU / memory.
+    pub(super) fn on_measured(&mut self, measured: super::heartbeat::Measured) {
+        for (id, stats) in measured {
+            if let Some(r) = self.replicas.get_mut(&id) {
+                r.measured(stats);
             }
         }
     }

@@ -1,11 +1,11 @@
-//! Everything the worker publishes: replica events, the metrics heartbeat, and the
-//! [`Publisher`] queue in front of the NATS client that sends them.
+//! What the run loop publishes (replica events) and the [`Publisher`] queue in front of the NATS
+//! client that sends everything, the heartbeat's metrics included.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use acs_events::{encode, Capacity, ReplicaEvent, ReplicaId, WorkerMetrics, SCHEMA_VERSION};
+use acs_events::{encode, ReplicaEvent, ReplicaId, SCHEMA_VERSION};
 use async_nats::connection::State as ConnState;
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -13,8 +13,7 @@ use tracing::{debug, warn};
 
 use super::Worker;
 use crate::clock::unix_now_ms;
-use crate::metrics::Sampler;
-use crate::replicas::{running, Replica};
+use crate::replicas::Replica;
 
 impl Worker {
     pub(super) fn publish_event(&self, id: &ReplicaId, reason: String) {
@@ -24,6 +23,8 @@ impl Worker {
     }
 
     pub(super) fn publish_status(&self, r: &Replica, reason: String) {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        self.share();
         let ev = ReplicaEvent {
             v: SCHEMA_VERSION,
             worker: self.config.worker_id.clone(),
@@ -37,51 +38,6 @@ impl Worker {
             false,
         );
     }
-
-    pub(super) async fn publish_metrics(&mut self) {
-        let pids: Vec<u32> = self.replicas.values().filter_map(|r| r.info.pid).collect();
-        let sampler = self.sampler.clone();
-        let sample = tokio::task::spawn_blocking(move || {
-            let mut guard = sampler.lock().unwrap_or_else(|e| e.into_inner());
-            guard.get_or_insert_with(Sampler::new).sample(&pids)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            warn!(error = %e, "sampling failed; publishing without measurements");
-            Default::default()
-        });
-        for (id, r) in self.replicas.iter_mut() {
-            if let Some(stats) = self.runtime.stats(id).await {
-                r.cpu_pct = stats.cpu_pct;
-                r.mem_bytes = stats.mem_bytes;
-            } else if let Some(stats) = r.info.pid.and_then(|p| sample.procs.get(&p)) {
-                r.cpu_pct = stats.cpu_pct;
-                r.mem_bytes = stats.mem_bytes;
-            }
-        }
-        self.seq += 1;
-        let m = WorkerMetrics {
-            v: SCHEMA_VERSION,
-            worker: self.config.worker_id.clone(),
-            seq: self.seq,
-            ts_ms: unix_now_ms(),
-            started_ms: self.started_ms,
-            interval_ms: self.config.interval.as_millis() as u64,
-            runtime: self.runtime.kind(),
-            host: sample.host,
-            capacity: Capacity {
-                max_replicas: self.config.max_replicas,
-                running: running(&self.replicas),
-            },
-            replicas: self.replicas.values().map(Replica::status).collect(),
-            rejected: self.rejected,
-        };
-        self.publisher.send(
-            self.config.subjects.worker_metrics(&self.config.worker_id),
-            encode(&m),
-            true,
-        );
-    }
 }
 
 struct Outgoing {
@@ -92,6 +48,7 @@ struct Outgoing {
 }
 
 /// Queue in front of the NATS client; `send` never blocks.
+#[derive(Clone)]
 pub(super) struct Publisher {
     tx: mpsc::Sender<Outgoing>,
     dropped: Arc<AtomicU64>,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acs_events::codec::Versioned;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vmm_worker::runtime::process::{read_record, signal_group};
+use vmm_worker::runtime::Runtime;
 use vmm_worker::Config;
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -68,6 +70,19 @@ impl Worker {
         let task = tokio::spawn(vmm_worker::run(config, async move {
             let _ = rx.await;
         }));
+        Self {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// A worker with a given runtime (the fake).
+    pub fn spawn_with(config: Config, runtime: Arc<dyn Runtime>) -> Self {
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(vmm_worker::run_with_runtime(config, runtime, shutdown));
         Self {
             stop: Some(tx),
             task,
@@ -141,6 +156,32 @@ impl Bus {
         self.raw_request(serde_json::to_vec(&cmd).unwrap()).await
     }
 
+    /// A subscription to the worker's rejections, ready before this returns.
+    pub async fn watch_rejections(&self) -> async_nats::Subscriber {
+        let sub = self
+            .client
+            .subscribe(self.subjects.rejections("vmm-worker"))
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        sub
+    }
+
+    /// Sends `cmd` from a task of its own, so the test can watch the bus meanwhile. The worker
+    /// must be subscribed already (it is once it has sent a heartbeat).
+    pub fn request_later(&self, cmd: serde_json::Value) -> JoinHandle<CommandAck> {
+        let client = self.client.clone();
+        let subject = self.subjects.worker_command(&self.worker);
+        tokio::spawn(async move {
+            let payload = serde_json::to_vec(&cmd).unwrap();
+            let msg = tokio::time::timeout(WAIT, client.request(subject, payload.into()))
+                .await
+                .expect("an answer in time")
+                .expect("an answer");
+            serde_json::from_slice(&msg.payload).expect("ack is a CommandAck")
+        })
+    }
+
     /// Sends `start` (a start command) and waits until its replica is healthy; its address.
     pub async fn start_healthy(&mut self, start: serde_json::Value) -> String {
         let replica = start["replica"]
@@ -197,6 +238,15 @@ where
             return m;
         }
     }
+}
+
+/// The next rejection on `sub` (from [`Bus::watch_rejections`]).
+pub async fn next_rejection(sub: &mut async_nats::Subscriber) -> acs_events::Rejection {
+    let msg = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a rejection")
+        .unwrap();
+    acs_events::decode(&msg.payload).expect("a valid rejection")
 }
 
 pub fn is(ev: &ReplicaEvent, replica: &str, state: ReplicaState) -> bool {

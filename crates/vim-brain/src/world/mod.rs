@@ -19,6 +19,9 @@
 //!
 //! Time is a plain number of milliseconds on a monotonic clock that the caller passes in.
 
+mod liveness;
+mod settings;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use acs_events::{
@@ -28,6 +31,12 @@ use acs_events::{
 
 use crate::plan::{Bookkeeping, RecordChange};
 use crate::policy;
+
+pub use liveness::{is_full_disruption, Link};
+pub use settings::Settings;
+
+/// Added to the worker timeout as the grace after the brain reconnects to NATS.
+pub const RECONNECT_SLACK_MS: Millis = 5_000;
 
 /// Milliseconds on the brain's monotonic clock.
 pub type Millis = u64;
@@ -39,43 +48,6 @@ pub struct Now {
     pub mono: Millis,
     /// Wall clock, only for timestamps in messages.
     pub unix_ms: UnixMs,
-}
-
-/// Timings that are not per-service policy.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// A worker with no metrics for this long is down.
-    pub worker_timeout_ms: Millis,
-    /// A proxy with no metrics for this long no longer counts (for drains and traffic).
-    pub proxy_timeout_ms: Millis,
-    /// After start-up the brain only listens for this long before it acts, so that a restarted
-    /// brain learns what runs before it starts or stops anything.
-    pub warmup_ms: Millis,
-    /// A start that has not turned healthy in this long is given up and replaced.
-    pub start_timeout_ms: Millis,
-    /// A replica unhealthy for this long is stopped and replaced.
-    pub unhealthy_grace_ms: Millis,
-    /// A stop not yet reflected by the worker is retried after this long.
-    pub stop_retry_ms: Millis,
-    /// A worker that refused a start is not chosen again for this long.
-    pub refusal_backoff_ms: Millis,
-    /// Full `reset` snapshots are republished this often.
-    pub reset_every_ms: Millis,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            worker_timeout_ms: 3_000,
-            proxy_timeout_ms: 3_000,
-            warmup_ms: 2_500,
-            start_timeout_ms: 60_000,
-            unhealthy_grace_ms: 30_000,
-            stop_retry_ms: 15_000,
-            refusal_backoff_ms: 3_000,
-            reset_every_ms: 5_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +125,10 @@ pub struct World {
     proxies: BTreeMap<ProxyId, ProxyView>,
     records: BTreeMap<ReplicaId, Record>,
     services: BTreeMap<ServiceName, ServiceState>,
+    /// The brain's own connection to NATS; holds down-marking while it cannot hear.
+    link: Link,
+    /// Reports refused because `max_ids` workers or proxies are known already.
+    refused_ids: u64,
 }
 
 /// Everything that can change the world.
@@ -167,6 +143,8 @@ pub enum Event {
     Pin { service: ServiceName, replicas: Option<u32> },
     /// A plan has been sent: record what it started, drained, stopped, decided and published.
     PlanSent(Bookkeeping),
+    /// The brain's own NATS connection went down (`false`) or came back (`true`).
+    Connection { connected: bool },
 }
 
 impl World {
@@ -180,7 +158,23 @@ impl World {
             proxies: BTreeMap::new(),
             records: BTreeMap::new(),
             services: BTreeMap::new(),
+            link: Link::default(),
+            refused_ids: 0,
         }
+    }
+
+    /// Reports refused so far because `max_ids` distinct workers or proxies are known already.
+    pub fn refused_ids(&self) -> u64 {
+        self.refused_ids
+    }
+
+    pub fn proxies(&self) -> &BTreeMap<ProxyId, ProxyView> {
+        &self.proxies
+    }
+
+    /// The brain's own connection, and the hold on down-marking it implies.
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 
     pub fn settings(&self) -> &Settings {
@@ -224,6 +218,10 @@ impl World {
             Event::WorkerMetrics(m) => self.worker_metrics(m, now),
             Event::Replica(ev) => self.replica_event(ev, now),
             Event::Proxy(m) => {
+                if !self.proxies.contains_key(&m.proxy) && self.proxies.len() >= self.settings.max_ids {
+                    self.refused_ids += 1;
+                    return;
+                }
                 let id = m.proxy.clone();
                 self.proxies.insert(id, ProxyView { last: m, last_seen: now });
             }
@@ -239,15 +237,25 @@ impl World {
                 }
             }
             Event::PlanSent(bookkeeping) => self.plan_sent(bookkeeping, now),
+            // Workers reconnect on their own backoff (async-nats waits up to 4 s between
+            // attempts), so they get the slack on top of the worker timeout to report again.
+            Event::Connection { connected } => {
+                self.link.set(connected, now, self.settings.worker_timeout_ms + RECONNECT_SLACK_MS)
+            }
         }
     }
 
     fn worker_metrics(&mut self, m: WorkerMetrics, now: Millis) {
         let id = m.worker.clone();
+        let full = self.workers.len() >= self.settings.max_ids;
         match self.workers.get_mut(&id) {
             Some(w) => {
                 w.last = m;
                 w.last_seen = now;
+            }
+            None if full => {
+                self.refused_ids += 1;
+                return;
             }
             None => {
                 self.workers.insert(
@@ -351,6 +359,15 @@ impl World {
 
     /// Folds a sent plan's bookkeeping in.
     fn plan_sent(&mut self, b: Bookkeeping, now: Millis) {
+        if let Some(disruption) = b.disruption {
+            self.link.disruption = disruption;
+        }
+        for id in &b.forget_workers {
+            self.workers.remove(id);
+        }
+        for id in &b.forget_proxies {
+            self.proxies.remove(id);
+        }
         for h in b.worker_health {
             if let Some(w) = self.workers.get_mut(&h.worker) {
                 w.announced_up = h.up;
