@@ -87,12 +87,12 @@ async fn starts_run_side_by_side_up_to_the_bound() {
     let acks: Vec<_> = (1..=3)
         .map(|i| bus.request_later(start_cmd(&format!("c{i}"), &format!("r{i}"))))
         .collect();
-    // The same command again while its start is in flight: answered once it is done, as a
-    // duplicate, without a second start.
-    let dup = bus.request_later(start_cmd("c1", "r1"));
     // Three slots taken at once (two starting, one waiting for its turn).
     bus.metrics_where("three starts in flight", |m| m.capacity.running == 3)
         .await;
+    // The same command again while its start is in flight (sent only now, so that it cannot
+    // overtake the first): answered once it is done, as a duplicate, without a second start.
+    let dup = bus.request_later(start_cmd("c1", "r1"));
     for a in acks {
         let ack = a.await.unwrap();
         assert!(ack.ok && !ack.duplicate, "{ack:?}");
