@@ -75,6 +75,7 @@ pub fn render(s: &StatusReply) -> String {
             let health = match w.health {
                 WorkerHealth::Up => "up",
                 WorkerHealth::Down => "DOWN",
+                WorkerHealth::Duplicate => "DUPLICATE",
             };
             t.row([
                 w.id.to_string(),

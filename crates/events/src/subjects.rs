@@ -100,6 +100,11 @@ impl Subjects {
     pub fn decisions_all(&self) -> String {
         format!("{}.events.decision.*", self.prefix)
     }
+    /// `acs.events.leader`: a brain took, renewed or gave up the leader lease (`LeaderEvent`).
+    /// Workers and proxies raise their fencing term from it.
+    pub fn leader(&self) -> String {
+        format!("{}.events.leader", self.prefix)
+    }
     /// `acs.events.worker.<worker>`: the brain saw a worker come up or go down.
     pub fn worker_events(&self, worker: &WorkerId) -> String {
         format!("{}.events.worker.{worker}", self.prefix)
@@ -115,6 +120,10 @@ impl Subjects {
     /// `acs.cmd.scale`: request-reply manual scale.
     pub fn scale(&self) -> String {
         format!("{}.cmd.scale", self.prefix)
+    }
+    /// `acs.cmd.maintenance`: request-reply cordon / uncordon / drain of a worker.
+    pub fn maintenance(&self) -> String {
+        format!("{}.cmd.maintenance", self.prefix)
     }
     /// `acs.status`: request-reply cluster status.
     pub fn status(&self) -> String {

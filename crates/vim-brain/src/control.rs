@@ -110,6 +110,7 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
             replicas,
             version: st.map_or(0, |s| s.version),
             backends,
+            lifecycle: Default::default(),
         });
     }
     let workers = world
@@ -118,13 +119,15 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
         .map(|(id, w)| WorkerStatus {
             id: id.clone(),
             health: if w.is_up(t, world.settings()) { WorkerHealth::Up } else { WorkerHealth::Down },
+            cordoned: false,
+            draining: false,
             last_seen_ms_ago: t.saturating_sub(w.last_seen),
             replicas: w.last.replicas.len() as u32,
             max_replicas: w.last.capacity.max_replicas,
             cpu_pct: (w.last.host.cpu_pct * 10.0).round() / 10.0,
         })
         .collect();
-    StatusReply { v: SCHEMA_VERSION, ok: true, ts_ms: now.unix_ms, services: out, workers, rejected: 0 }
+    StatusReply { v: SCHEMA_VERSION, ok: true, ts_ms: now.unix_ms, services: out, workers, rejected: 0, brain: None }
 }
 
 /// Snapshots of what has been published, one `reset` per service. Before the brain has

@@ -47,6 +47,7 @@ impl Cluster {
             seq: 1,
             ts_ms: 0,
             started_ms: 0,
+            instance: String::new(),
             interval_ms: 1000,
             runtime: RuntimeKind::Process,
             host: HostMetrics { cpu_pct: cpu, cpus: 2, ..Default::default() },

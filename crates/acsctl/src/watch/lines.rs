@@ -116,6 +116,9 @@ pub(super) fn decision(d: &Decision) -> String {
         DecisionAction::Drain { replica, worker } => format!("drain {replica} on {worker}"),
         DecisionAction::Stop { replica, worker } => format!("stop {replica} on {worker}"),
         DecisionAction::Lost { replica, worker } => format!("lost {replica} on {worker}"),
+        DecisionAction::Relocate { replica, from, replacement, to } => {
+            format!("relocate {replica} on {from} → {replacement} on {to}")
+        }
         DecisionAction::Blocked => "blocked".to_string(),
     };
     if d.reason.is_empty() {
@@ -129,6 +132,7 @@ pub(super) fn worker_event(e: &WorkerEvent) -> String {
     let health = match e.health {
         WorkerHealth::Up => "up",
         WorkerHealth::Down => "DOWN",
+        WorkerHealth::Duplicate => "DUPLICATE (refused)",
     };
     format!("worker {} {health}: {}", e.worker, e.reason)
 }

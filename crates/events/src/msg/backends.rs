@@ -1,7 +1,8 @@
 //! Backend changes per service (`acs.backends.<service>`), brain → proxies.
 //!
-//! Modelled on linkerd2-proxy's discovery updates. `version` only grows (the brain seeds it from
-//! the clock at start-up, so it grows across brain restarts too). A proxy applies a delta only
+//! Modelled on linkerd2-proxy's discovery updates. `version` is `(term, sequence)` packed in a
+//! `u64` ([`crate::pack_version`]): it grows within a leader's term, and any newer leader's
+//! versions are above every older leader's, whatever the clocks say. A proxy applies a delta only
 //! when it is exactly `current + 1`; an older version is stale and ignored; a gap means a message
 //! was missed and the proxy asks for a snapshot on `acs.sync.backends`. A `reset` always applies
 //! when it is newer. The brain also republishes a `reset` periodically, so even a proxy that

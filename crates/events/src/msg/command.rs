@@ -21,6 +21,15 @@ pub struct WorkerCommand {
     pub id: CommandId,
     #[serde(default)]
     pub issued_ms: UnixMs,
+    /// The leader term of the brain that sent it ([`crate::Term`]). A worker refuses a command
+    /// from a term older than the newest it has seen (rejection kind `fenced`): a paused old
+    /// leader that wakes up cannot undo the new leader's work. 0: sent by a brain without a lease.
+    #[serde(default)]
+    pub term: u64,
+    /// The worker instance (`WorkerMetrics::instance`) this command is for. A second process
+    /// that took the same worker id refuses commands meant for the first. `None`: any instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     #[serde(flatten)]
     pub action: Action,
 }

@@ -107,8 +107,18 @@ pub struct StatusReply {
     /// Malformed or refused messages the brain has seen since it started.
     #[serde(default)]
     pub rejected: u64,
+    /// The answering brain: its instance, term and role (only the leader answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brain: Option<BrainInfo>,
 }
 versioned!(StatusReply);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrainInfo {
+    pub instance: String,
+    pub term: u64,
+    pub leader: bool,
+}
 
 fn yes() -> bool {
     true
@@ -125,6 +135,37 @@ pub struct ServiceStatus {
     /// What the proxies are told (`version` and backends).
     pub version: u64,
     pub backends: Vec<Backend>,
+    /// Where the service is in its life (seed 004's Partial-Running), with the reason.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+/// A service's lifecycle state, with why when it is not plainly `running`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    pub state: LifecycleState,
+    /// Why (`"1 of 3 replicas starting on w2"`, `"no worker has a free slot"`, the last error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleState {
+    /// Declared, no replica has served yet.
+    #[default]
+    Creating,
+    /// As many healthy replicas as desired, and nothing changing.
+    Running,
+    /// Some replicas serve, fewer than desired, and the brain is not (or cannot be) adding more
+    /// right now; shown as `Partial-Running 2/3`.
+    PartialRunning,
+    /// The desired count changed and replicas are starting or draining toward it.
+    Scaling,
+    /// Pinned at 0 replicas.
+    Suspended,
+    /// Cannot be placed, or keeps crashing (with the last error).
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,10 +183,74 @@ pub struct ReplicaInfo {
 pub struct WorkerStatus {
     pub id: WorkerId,
     pub health: WorkerHealth,
+    /// No new replicas are placed here (cordon or drain).
+    #[serde(default)]
+    pub cordoned: bool,
+    /// Its replicas are being moved off, make-before-break.
+    #[serde(default)]
+    pub draining: bool,
     pub last_seen_ms_ago: u64,
     pub replicas: u32,
     pub max_replicas: u32,
     pub cpu_pct: f64,
+}
+
+/// `acs.cmd.maintenance`: cordon, uncordon or drain a worker (request-reply).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub worker: WorkerId,
+    pub action: MaintenanceAction,
+}
+versioned!(MaintenanceRequest);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceAction {
+    /// No new placements on the worker; what runs there stays.
+    Cordon,
+    /// Placements allowed again (also ends a drain).
+    Uncordon,
+    /// Cordon, then move every replica off, each make-before-break.
+    Drain,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceReply {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<MaintenanceAction>,
+    /// Replicas that will move (drain) or that stay (cordon).
+    #[serde(default)]
+    pub replicas: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+versioned!(MaintenanceReply);
+
+impl MaintenanceReply {
+    pub fn error(error: impl Into<String>) -> Self {
+        Self { v: v1(), ok: false, worker: None, action: None, replicas: 0, note: None, error: Some(error.into()) }
+    }
+}
+
+impl Validate for MaintenanceRequest {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+impl Validate for MaintenanceReply {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Validate for StatusRequest {

@@ -23,6 +23,12 @@ pub struct Decision {
     /// The figures the decision used (`cpu_pct`, `rps_per_replica`, `target`, ...).
     #[serde(default)]
     pub inputs: BTreeMap<String, f64>,
+    /// The service's lifecycle state after this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<crate::msg::Lifecycle>,
+    /// The leader term the deciding brain held.
+    #[serde(default)]
+    pub term: u64,
 }
 versioned!(Decision);
 
@@ -39,6 +45,9 @@ pub enum DecisionAction {
     Stop { replica: ReplicaId, worker: WorkerId },
     /// A replica was lost (its worker died or it exited) and will be replaced.
     Lost { replica: ReplicaId, worker: WorkerId },
+    /// A replica is moved make-before-break (worker drain or rebalance): `replacement` starts on
+    /// `to`; `replica` on `from` is drained and stopped only once the replacement serves.
+    Relocate { replica: ReplicaId, from: WorkerId, replacement: ReplicaId, to: WorkerId },
     /// The brain wanted to act but could not (no capacity, worker refused, ...).
     Blocked,
 }
@@ -59,6 +68,9 @@ versioned!(WorkerEvent);
 pub enum WorkerHealth {
     Up,
     Down,
+    /// A second process reported under a worker id another instance already holds; the brain
+    /// refuses it (`reason` names both instances) and keeps the first.
+    Duplicate,
 }
 
 /// `acs.events.error.<component>`: a message was refused and nobody was waiting for a reply.

@@ -27,6 +27,10 @@ pub struct WorkerMetrics {
     pub ts_ms: UnixMs,
     /// When this worker process started; changes across restarts.
     pub started_ms: UnixMs,
+    /// A random id this worker process drew at start. Two processes that claim the same worker
+    /// id differ here, so the brain can tell them apart and refuse the second.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     /// Publication interval, so a reader knows when a heartbeat is late.
     pub interval_ms: u64,
     pub runtime: RuntimeKind,

@@ -4,6 +4,7 @@ mod backends;
 mod command;
 mod control;
 mod decision;
+mod leader;
 mod metrics;
 mod traffic;
 
@@ -11,6 +12,7 @@ pub use backends::*;
 pub use command::*;
 pub use control::*;
 pub use decision::*;
+pub use leader::*;
 pub use metrics::*;
 pub use traffic::*;
 

@@ -110,6 +110,7 @@ mod tests {
             seq: 1,
             ts_ms: 0,
             started_ms: 0,
+            instance: String::new(),
             interval_ms: 1000,
             runtime: RuntimeKind::Process,
             host: HostMetrics::default(),

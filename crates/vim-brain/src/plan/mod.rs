@@ -319,6 +319,8 @@ impl Plan {
             v: SCHEMA_VERSION,
             id: command_id("stop", &replica, attempt),
             issued_ms: now.unix_ms,
+            term: 0,
+            instance: None,
             action: Action::Stop { replica: replica.clone(), grace_ms: (grace_s * 1000.0) as u64 },
         };
         self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });
@@ -339,6 +341,8 @@ impl Plan {
             v: SCHEMA_VERSION,
             id: command_id("start", &replica, 1),
             issued_ms: now.unix_ms,
+            term: 0,
+            instance: None,
             action: Action::Start { replica: replica.clone(), spec: svc.replica_spec() },
         };
         self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });
@@ -375,7 +379,7 @@ fn decision(
     reason: String,
     inputs: BTreeMap<String, f64>,
 ) -> Decision {
-    Decision { v: SCHEMA_VERSION, service: service.clone(), ts_ms: now.unix_ms, action, reason, inputs }
+    Decision { v: SCHEMA_VERSION, service: service.clone(), ts_ms: now.unix_ms, action, reason, inputs, lifecycle: None, term: 0 }
 }
 
 /// Builders shared by the steps' unit tests.

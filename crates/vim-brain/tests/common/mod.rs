@@ -76,6 +76,7 @@ pub fn metrics(seq: u64, replicas: Vec<ReplicaStatus>) -> WorkerMetrics {
         seq,
         ts_ms: 0,
         started_ms: 0,
+        instance: String::new(),
         interval_ms: 200,
         runtime: RuntimeKind::Process,
         host: HostMetrics { cpus: 2, ..Default::default() },

@@ -82,6 +82,7 @@ impl Heartbeat {
                 seq,
                 ts_ms: unix_now_ms(),
                 started_ms: self.started_ms,
+                instance: String::new(),
                 interval_ms: self.interval.as_millis() as u64,
                 runtime: self.runtime.kind(),
                 host: sample.host,
