@@ -84,23 +84,33 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 /// A real `nats-server` child process, killed on drop.
+///
+/// JetStream is on, as in every acs cluster (the brains' lease and state live in its KV), with
+/// its store in a temporary directory that survives [`restart`](Self::restart).
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    store: TempDir,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts connections.
     pub fn start() -> Self {
-        let mut s = Self { child: None, port: free_port() };
+        let mut s = Self { child: None, port: free_port(), store: TempDir::new("nats-js") };
         s.spawn();
         s
     }
 
+    /// Where JetStream keeps its files.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
     fn spawn(&mut self) {
         let bin = nats_server_bin();
+        let store = self.store.path().to_string_lossy().into_owned();
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd", &store])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
