@@ -67,7 +67,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- the cluster ----------------------------------------------------------------------------
-nats_running() { [ -n "$(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter label=com.docker.compose.service=nats)" ]; }
+nats_running() { [ -n "$(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter label=com.docker.compose.service=nats-1)" ]; }
 if nats_running && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$PROXY_URL/whoami" || true)" = 200 ]; then
   say "using the running compose cluster (project $COMPOSE_PROJECT_NAME)"
 else
@@ -78,7 +78,7 @@ fi
 [ -f "$AUTH/operator.nk" ] || die "no credentials in $AUTH ($DEMO up makes them)"
 
 container_of() { docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter "label=com.docker.compose.service=$1" | head -n1; }
-NATS_CID=$(container_of nats)
+NATS_CID=$(container_of nats-1)   # one server of the 3-node cluster; they share auth.conf
 PROXY_CID=$(container_of proxy)
 NATS_IP=$(docker inspect -f '{{with index .NetworkSettings.Networks "acs-control"}}{{.IPAddress}}{{end}}' "$NATS_CID")
 GATEWAY=$(docker network inspect acs-control -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}')

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The acs demo cluster in containers (compose.yaml): NATS, vim-brain, the proxy on
+# The acs demo cluster in containers (compose.yaml): a 3-node NATS cluster, two vim-brains
+# (the second only once the brain has its leader lease, see compose.yaml), the proxy on
 # 127.0.0.1:8080 and three Docker-runtime workers (capacity 2, 3, 4) that start the `web`
 # replicas as containers on the network `acs-data`. See docs/DOCKER.md.
 #
@@ -24,7 +25,8 @@
 #   status           containers (cluster and replicas), then `acsctl status`
 #   watch [ARGS...]  `acsctl watch ARGS` on nats://127.0.0.1:4222 (Ctrl-C to stop)
 #   acsctl [ARGS...] any acsctl command as the operator of this cluster (`acsctl scale web 3`)
-#   logs [SERVICE]   follow the logs (all services, or one: nats brain proxy worker1..3)
+#   logs [SERVICE]   follow the logs (all services, or one: nats-1..3 brain-1 brain-2 proxy
+#                    worker1..3)
 #   config           validate compose.yaml and print it resolved
 #   check            every component is connected to NATS by name, over TLS, as its own nkey
 #                    user; the proxy serves /whoami (`up` ends with it)
@@ -44,8 +46,10 @@ COMPOSE_FILE_PATH="$ROOT/compose.yaml"
 DATA_NETWORK=acs-data
 CONTROL_NETWORK=acs-control
 PROXY_URL=http://127.0.0.1:8080
-NATS_URL_HOST=nats://127.0.0.1:4222
-NATS_MONITOR=http://127.0.0.1:8222
+# The three servers as published on the host's loopback (nats-1..3).
+NATS_URL_HOST=nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
+NATS_MONITORS=(http://127.0.0.1:8222 http://127.0.0.1:8223 http://127.0.0.1:8224)
+NATS_SERVICES=(nats-1 nats-2 nats-3)
 IMAGES=(demo-web vmm-worker vim-brain proxy nats)
 # The credentials (acsctl's COMPOSE_AUTH_DIR: `acsctl status|watch|scale` run in this
 # repository find the operator identity there by themselves), and each container's copy of its
@@ -55,7 +59,7 @@ AUTH_DIR="$ROOT/$AUTH_DIR_REL"
 MOUNTS_DIR="$ROOT/.acs/compose/mounts"
 # The names the server certificate is made for: `nats` in the compose network, the host's
 # loopback for acsctl. Always the same order: acsctl keeps the certificate while they match.
-TLS_HOSTS=nats,localhost,127.0.0.1
+TLS_HOSTS=nats,nats-1,nats-2,nats-3,localhost,127.0.0.1
 # Filled from compose.yaml by load_services (services with image acs/vmm-worker, their --id).
 WORKER_SERVICES=()
 WORKER_IDS=()
@@ -236,7 +240,7 @@ service_files() {
     acs/vim-brain:*) echo brain.nk tls/ca.pem tls/brain.pem tls/brain-key.pem ;;
     acs/proxy:*) echo "proxies/$id.nk tls/ca.pem tls/proxies/$id.pem tls/proxies/$id-key.pem" ;;
     acs/vmm-worker:*) echo "workers/$id.nk tls/ca.pem tls/workers/$id.pem tls/workers/$id-key.pem" ;;
-    *nats*) [ "$svc" = nats ] && echo auth.conf tls/ca.pem tls/server.pem tls/server-key.pem ;;
+    *nats*) [[ "$svc" == nats-[0-9]* ]] && echo auth.conf "$svc/cluster.conf" tls/ca.pem tls/server.pem tls/server-key.pem ;;
   esac
 }
 
@@ -251,11 +255,14 @@ stage_service() {
   for f in "$@"; do
     [ -f "$AUTH_DIR/$f" ] || die "$AUTH_DIR_REL/$f is missing (scripts/compose-demo.sh auth makes it)"
     mode=$(stat -c %a "$AUTH_DIR/$f")
-    as_root install -d -m 0700 -o "${owner%%:*}" -g "${owner##*:}" "$dst/$(dirname "$f")"
-    as_root install -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$AUTH_DIR/$f" "$dst/$f"
+    # A per-server file (nats-N/cluster.conf) goes to the top of that server's copy.
+    local to=${f#"$svc"/}
+    as_root install -d -m 0700 -o "${owner%%:*}" -g "${owner##*:}" "$dst/$(dirname "$to")"
+    as_root install -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$AUTH_DIR/$f" "$dst/$to"
   done
   while IFS= read -r f; do
-    [[ " $* " == *" ${f#"$dst"/} "* ]] || as_root rm -f "$f"
+    f=${f#"$dst"/}
+    [[ " $* " == *" $f "* || " $* " == *" $svc/$f "* ]] || as_root rm -f "$dst/$f"
   done < <(as_root find "$dst" -type f)
 }
 
@@ -272,6 +279,7 @@ cmd_auth() {
   say "credentials in $AUTH_DIR_REL: acsctl auth init --workers $workers --proxies $proxies --tls-host $TLS_HOSTS"
   "$ACSCTL" auth --dir "$AUTH_DIR" init --workers "$workers" ${proxies:+--proxies "$proxies"} \
     --tls --tls-host "$TLS_HOSTS" | sed 's/^/  /'
+  make_cluster_confs
   mkdir -p "$MOUNTS_DIR"
   chmod 0700 "$ROOT/.acs/compose" "$MOUNTS_DIR"
   while read -r svc img id; do
@@ -286,22 +294,61 @@ cmd_auth() {
     [[ " ${staged[*]} " == *" $(basename "$svc") "* ]] || { as_root rm -rf "$svc"; say "removed the copy for $(basename "$svc")"; }
   done
   say "each container's own credentials: .acs/compose/mounts/{$(IFS=,; echo "${staged[*]}")}"
-  if [ -n "$(compose ps -q nats 2>/dev/null)" ]; then
-    compose kill -s HUP nats >/dev/null 2>&1 && say "NATS reloaded auth.conf"
+  local n
+  for n in "${NATS_SERVICES[@]}"; do
+    if [ -n "$(compose ps -q "$n" 2>/dev/null)" ]; then
+      compose kill -s HUP "$n" >/dev/null 2>&1 && say "$n reloaded auth.conf"
+    fi
+  done
+}
+
+# The route password (made once, 0600) and, per server, its cluster block: routes to the other
+# two over TLS (verified against the local CA, by host name) with that password. Routes are
+# server-to-server only; clients never see the password.
+make_cluster_confs() {
+  local pass_file="$AUTH_DIR/route.pass" n other routes
+  if [ ! -s "$pass_file" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$pass_file")
   fi
+  local pass
+  pass=$(cat "$pass_file")
+  for n in "${NATS_SERVICES[@]}"; do
+    routes=
+    for other in "${NATS_SERVICES[@]}"; do
+      [ "$other" = "$n" ] && continue
+      routes+="    \"nats://route:$pass@$other:6222\"\n"
+    done
+    mkdir -p "$AUTH_DIR/$n"
+    chmod 0700 "$AUTH_DIR/$n"
+    (umask 077; printf '%b' "# GENERATED by scripts/compose-demo.sh auth: the routes of $n.
+cluster {
+  name: acs
+  listen: 0.0.0.0:6222
+  authorization { user: route, password: \"$pass\", timeout: 2 }
+  tls {
+    cert_file: \"/etc/nats/auth/tls/server.pem\"
+    key_file: \"/etc/nats/auth/tls/server-key.pem\"
+    ca_file: \"/etc/nats/auth/tls/ca.pem\"
+    timeout: 2
+  }
+  routes: [
+$routes  ]
+}
+" >"$AUTH_DIR/$n/cluster.conf")
+  done
 }
 
 # nats-server -t with the mounts compose.yaml gives it: a bad config or a missing certificate
 # shows here with the server's own words, not as a restarting container.
 check_nats_config() {
   local img
-  img=$(compose_services | awk '$1 == "nats" { print $2 }')
+  img=$(compose_services | awk '$1 == "nats-1" { print $2 }')
   [ -n "$img" ] && docker image inspect "$img" >/dev/null 2>&1 || return 0
-  docker run --rm --network none \
+  docker run --rm --network none -e NATS_SERVER_NAME=nats-1 \
     -v "$ROOT/nats/compose.conf:/etc/nats/nats.conf:ro" \
-    -v "$MOUNTS_DIR/nats:/etc/nats/auth:ro" \
+    -v "$MOUNTS_DIR/nats-1:/etc/nats/auth:ro" \
     "$img" -c /etc/nats/nats.conf -t >/dev/null 2>&1 \
-    || die "nats-server rejects nats/compose.conf with the credentials: docker run --rm -v \$PWD/nats/compose.conf:/etc/nats/nats.conf:ro -v \$PWD/.acs/compose/mounts/nats:/etc/nats/auth:ro $img -c /etc/nats/nats.conf -t"
+    || die "nats-server rejects nats/compose.conf with the credentials: docker run --rm -e NATS_SERVER_NAME=nats-1 -v \$PWD/nats/compose.conf:/etc/nats/nats.conf:ro -v \$PWD/.acs/compose/mounts/nats-1:/etc/nats/auth:ro $img -c /etc/nats/nats.conf -t"
 }
 
 # --- commands -------------------------------------------------------------------------------
@@ -335,6 +382,13 @@ cmd_up() {
 
   cmd_auth
   check_nats_config
+  # The second brain only with the leader lease (compose.yaml, profile `standby`).
+  if brain_has_lease; then
+    export COMPOSE_PROFILES=${COMPOSE_PROFILES:-standby}
+    say "vim-brain has the leader lease: starting brain-1 and brain-2"
+  else
+    say "vim-brain has no --lease-ms yet: starting brain-1 only (two would both act)"
+  fi
 
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME up -d"
   compose up -d
@@ -372,6 +426,11 @@ cmd_up() {
 EOF
 }
 
+# Whether the brain image has the leader lease (`vim-brain --help` lists --lease-ms).
+brain_has_lease() {
+  docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -q -- '--lease-ms'
+}
+
 # Every component reached NATS by its compose name (nats://nats:4222): their static glibc
 # binaries resolved `nats` through Docker's embedded DNS. The NATS monitoring endpoint lists the
 # connections by client name, with the TLS version and the nkey each one authenticated as.
@@ -379,21 +438,23 @@ cmd_check() {
   command -v curl >/dev/null 2>&1 || die "curl not found"
   need_compose
   load_services
-  local want=("vim-brain") id deadline conns missing
+  local want=("vim-brain") id deadline conns missing m
   for id in "${PROXY_IDS[@]}"; do want+=("acs-proxy $id"); done
   for id in "${WORKER_IDS[@]}"; do want+=("vmm-worker $id"); done
   deadline=$((SECONDS + 30))
   while :; do
-    conns=$(curl -s --max-time 2 "$NATS_MONITOR/connz?limit=1024&auth=true" || true)
+    # Each component is connected to one of the three servers: all of their connections.
+    conns=$(for m in "${NATS_MONITORS[@]}"; do curl -s --max-time 2 "$m/connz?limit=1024&auth=true" || true; echo; done)
     missing=()
     for id in "${want[@]}"; do
       connected_securely "$id" <<<"$conns" || missing+=("$id")
     done
     [ "${#missing[@]}" -eq 0 ] && break
-    [ "$SECONDS" -lt "$deadline" ] || die "not connected to nats://nats:4222 (over TLS, with an nkey) within 30s: ${missing[*]} (scripts/compose-demo.sh logs)"
+    [ "$SECONDS" -lt "$deadline" ] || die "not connected to the NATS cluster (over TLS, with an nkey) within 30s: ${missing[*]} (scripts/compose-demo.sh logs)"
     sleep 1
   done
-  say "check: connected to NATS by name (nats://nats:4222), each over TLS as its own nkey user: ${want[*]}"
+  say "check: connected to the NATS cluster by name (nats-1..3), each over TLS as its own nkey user: ${want[*]}"
+  check_routes
   local code
   code=$(http_code "$PROXY_URL/whoami")
   [ "$code" = 200 ] || die "check: $PROXY_URL/whoami answered HTTP $code"
@@ -409,10 +470,27 @@ connected_securely() {
   fi
   python3 -c '
 import json, sys
-conns = json.load(sys.stdin).get("connections") or []
+conns, text, i, dec = [], sys.stdin.read(), 0, json.JSONDecoder()
+while True:  # one JSON document per server, one after the other
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    doc, i = dec.raw_decode(text, i)
+    conns += doc.get("connections") or []
 ok = any(c.get("name") == sys.argv[1] and c.get("tls_version")
          and str(c.get("authorized_user", "")).startswith("U") for c in conns)
 sys.exit(0 if ok else 1)' "$1" 2>/dev/null
+}
+
+# Each server has routes to the two others (the cluster formed over TLS with the route password).
+check_routes() {
+  local m n
+  for m in "${NATS_MONITORS[@]}"; do
+    n=$(curl -s --max-time 2 "$m/routez" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("num_routes", 0))' 2>/dev/null || echo 0)
+    [ "$n" -ge 2 ] || die "check: $m/routez shows $n routes (want 2: the NATS cluster did not form; scripts/compose-demo.sh logs nats-1)"
+  done
+  say "check: the 3 NATS servers are routed to each other"
 }
 
 cmd_down() {
@@ -430,7 +508,7 @@ cmd_down() {
     docker rm -f $left >/dev/null
   fi
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME down --volumes --remove-orphans"
-  compose down --volumes --remove-orphans
+  COMPOSE_PROFILES=standby compose down --volumes --remove-orphans
   local net attached left_net=0
   for net in "$DATA_NETWORK" "$CONTROL_NETWORK"; do
     docker network inspect "$net" >/dev/null 2>&1 || continue

@@ -53,6 +53,18 @@ pub enum Command {
         target: ScaleTarget,
     },
 
+    /// No new replicas on WORKER; what runs there stays.
+    Cordon { worker: acs_events::WorkerId },
+    /// Placements allowed on WORKER again (also ends a drain).
+    Uncordon { worker: acs_events::WorkerId },
+    /// Cordon WORKER and move its replicas off, each replacement serving before the old one stops.
+    Drain {
+        worker: acs_events::WorkerId,
+        /// Wait until the worker runs no replica, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+
     /// Print every message on the cluster's subjects, one readable line each.
     Watch {
         /// Subject to subscribe to; default `<prefix>.>` (everything).

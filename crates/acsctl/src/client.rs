@@ -197,6 +197,18 @@ pub async fn scale(
     parse_reply(&subject, &payload)
 }
 
+/// `acs.cmd.maintenance`: cordon, uncordon or drain a worker.
+pub async fn maintenance(
+    nc: &Client,
+    subjects: &Subjects,
+    req: &acs_events::MaintenanceRequest,
+    timeout: Duration,
+) -> Result<acs_events::MaintenanceReply> {
+    let subject = subjects.maintenance();
+    let payload = request(nc, subjects, subject.clone(), encode(req), timeout).await?;
+    parse_reply(&subject, &payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

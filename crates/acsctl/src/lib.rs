@@ -7,6 +7,7 @@
 //! - [`client`]: NATS connection and the request/reply helpers (`status`, `scale`) that turn
 //!   "no responders", timeouts and `{"ok":false}` replies into readable [`Error`]s.
 //! - [`status`]: renders a `StatusReply` as tables (pure).
+//! - [`maintenance`]: `cordon`, `uncordon`, `drain [--wait]` on `acs.cmd.maintenance`.
 //! - [`scale`]: builds the `ScaleRequest` and renders the `ScaleReply` (pure).
 //! - [`watch`]: the subscription loop, a readable `nats sub 'acs.>'`; `watch/describe.rs`:
 //!   `describe(subject, payload)`, one readable line per NATS message (pure), with one formatter
@@ -31,6 +32,7 @@ pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod load;
+pub mod maintenance;
 pub mod scale;
 pub mod status;
 pub mod up;
@@ -66,6 +68,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             println!("{}", scale::render(&req, &reply));
             Ok(())
         }
+        Command::Cordon { worker } => maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Cordon, false).await,
+        Command::Uncordon { worker } => {
+            maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Uncordon, false).await
+        }
+        Command::Drain { worker, wait } => maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Drain, wait).await,
         Command::Watch {
             subject,
             json,

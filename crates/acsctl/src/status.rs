@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use acs_events::{ReplicaState, ScaleMode, StatusReply, WorkerHealth};
+use acs_events::{Lifecycle, LifecycleState, ReplicaState, ScaleMode, ServiceStatus, StatusReply, WorkerHealth};
 
 /// Renders the services table (with each service's replicas and backends) and the workers table.
 pub fn render(s: &StatusReply) -> String {
@@ -12,7 +12,7 @@ pub fn render(s: &StatusReply) -> String {
         out.push_str("SERVICES: none (is the services file empty?)\n");
     } else {
         let mut t = Table::new([
-            "SERVICE", "MODE", "DESIRED", "RUNNING", "VERSION", "BACKENDS",
+            "SERVICE", "STATE", "MODE", "DESIRED", "RUNNING", "VERSION", "BACKENDS",
         ]);
         for svc in &s.services {
             let mode = match svc.mode {
@@ -33,6 +33,7 @@ pub fn render(s: &StatusReply) -> String {
             };
             t.row([
                 svc.name.to_string(),
+                lifecycle_cell(svc),
                 mode.to_string(),
                 svc.desired.to_string(),
                 svc.running.to_string(),
@@ -41,6 +42,12 @@ pub fn render(s: &StatusReply) -> String {
             ]);
         }
         out.push_str(&t.render());
+        for svc in &s.services {
+            let lc = &svc.lifecycle;
+            if let (Some(reason), false) = (&lc.reason, lc.state == LifecycleState::Failed) {
+                let _ = writeln!(out, "  {}: {}: {reason}", svc.name, lc.state.name());
+            }
+        }
 
         let mut r = Table::new(["  REPLICA", "SERVICE", "WORKER", "STATE", "ADDR"]);
         let mut any = false;
@@ -77,9 +84,15 @@ pub fn render(s: &StatusReply) -> String {
                 WorkerHealth::Down => "DOWN",
                 WorkerHealth::Duplicate => "DUPLICATE",
             };
+            // Maintenance rides in the health column: `up, draining` / `up, cordoned`.
+            let health = match (w.draining, w.cordoned) {
+                (true, _) => format!("{health}, draining"),
+                (false, true) => format!("{health}, cordoned"),
+                _ => health.to_string(),
+            };
             t.row([
                 w.id.to_string(),
-                health.to_string(),
+                health,
                 format!("{}/{}", w.replicas, w.max_replicas),
                 format!("{:.0}%", w.cpu_pct),
                 ago(w.last_seen_ms_ago),
@@ -95,6 +108,25 @@ pub fn render(s: &StatusReply) -> String {
         );
     }
     out
+}
+
+/// `Running`, `Partial-Running 2/3`, `Scaling 2/3`, `Suspended`, `Failed: <reason>`, `Creating`.
+/// The reasons of other states follow the table, one line per service.
+fn lifecycle_cell(svc: &ServiceStatus) -> String {
+    let Lifecycle { state, reason } = &svc.lifecycle;
+    match state {
+        LifecycleState::PartialRunning | LifecycleState::Scaling => {
+            // The brain's reason opens with its `ready/desired`; else the routed count.
+            let frac = reason.as_deref().and_then(|r| r.split_once(':')).map(|(f, _)| f.to_string());
+            let frac = frac.filter(|f| f.contains('/')).unwrap_or_else(|| format!("{}/{}", svc.running, svc.desired));
+            format!("{} {frac}", state.name())
+        }
+        LifecycleState::Failed => match reason {
+            Some(r) => format!("Failed: {r}"),
+            None => "Failed".to_string(),
+        },
+        _ => state.name().to_string(),
+    }
 }
 
 pub fn state_name(s: ReplicaState) -> &'static str {
@@ -169,6 +201,7 @@ mod tests {
             "ok": true, "ts_ms": 1, "rejected": 2,
             "services": [{
                 "name": "web", "mode": "manual", "desired": 3, "running": 2, "version": 17,
+                "lifecycle": {"state": "partial_running", "reason": "2/3: no worker has a free slot"},
                 "replicas": [
                     {"id": "web-a", "worker": "w1", "state": "healthy", "addr": "127.0.0.1:40001"},
                     {"id": "web-b", "worker": "w2", "state": "healthy", "addr": "127.0.0.1:40002", "draining": true},
@@ -191,8 +224,9 @@ mod tests {
     fn renders_tables() {
         let out = render(&sample());
         let expected = "\
-SERVICE  MODE    DESIRED  RUNNING  VERSION  BACKENDS
-web      manual  3        2        17       web-a@127.0.0.1:40001, web-b@127.0.0.1:40002 (draining)
+SERVICE  STATE                MODE    DESIRED  RUNNING  VERSION  BACKENDS
+web      Partial-Running 2/3  manual  3        2        17       web-a@127.0.0.1:40001, web-b@127.0.0.1:40002 (draining)
+  web: Partial-Running: 2/3: no worker has a free slot
 
   REPLICA  SERVICE  WORKER  STATE               ADDR
   web-a    web      w1      healthy             127.0.0.1:40001
@@ -206,6 +240,21 @@ w2      DOWN    2/4       0%   65s ago
 The brain has refused 2 malformed message(s) since it started.
 ";
         assert_eq!(out, expected, "\n{out}");
+    }
+
+    #[test]
+    fn lifecycle_cells() {
+        let mut svc = sample().services.remove(0);
+        let mut cell = |state, reason: Option<&str>| {
+            svc.lifecycle = Lifecycle { state, reason: reason.map(str::to_string) };
+            lifecycle_cell(&svc)
+        };
+        assert_eq!(cell(LifecycleState::Running, None), "Running");
+        assert_eq!(cell(LifecycleState::Scaling, Some("1/3: 2 starting")), "Scaling 1/3");
+        assert_eq!(cell(LifecycleState::PartialRunning, None), "Partial-Running 2/3", "routed/desired");
+        assert_eq!(cell(LifecycleState::Suspended, Some("pinned at 0")), "Suspended");
+        let crash = "crash loop: web-7 exited with status 1; next start in 8 s";
+        assert_eq!(cell(LifecycleState::Failed, Some(crash)), format!("Failed: {crash}"));
     }
 
     #[test]

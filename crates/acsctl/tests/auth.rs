@@ -326,6 +326,26 @@ async fn a_worker_speaks_only_as_itself() {
 }
 
 #[tokio::test]
+async fn workers_and_proxies_hear_the_leader_and_cannot_speak_for_it() {
+    let rig = Rig::start("auth-leader", &["w1"], &["p1"]);
+    let brain = rig.connect(&Role::Brain).await;
+    let (w1, mut w_violations) = rig.connect_watching(&worker("w1")).await;
+    let proxy = Role::Proxy(ProxyId::new("p1").unwrap());
+    let (p1, mut p_violations) = rig.connect_watching(&proxy).await;
+    let mut at_worker = w1.subscribe("acs.events.leader").await.unwrap();
+    let mut at_proxy = p1.subscribe("acs.events.leader").await.unwrap();
+    w1.flush().await.unwrap();
+    p1.flush().await.unwrap();
+    deliver(&brain, "acs.events.leader", &mut at_worker, &[]).await;
+    deliver(&brain, "acs.events.leader", &mut at_proxy, &[]).await;
+    // Only a brain may claim a term.
+    send(&w1, "acs.events.leader").await;
+    expect_violation(&mut w_violations, "publish", "acs.events.leader").await;
+    send(&p1, "acs.events.leader").await;
+    expect_violation(&mut p_violations, "publish", "acs.events.leader").await;
+}
+
+#[tokio::test]
 async fn a_proxy_cannot_publish_backends() {
     let rig = Rig::start("auth-proxy", &[], &["p1"]);
     let brain = rig.connect(&Role::Brain).await;

@@ -130,6 +130,13 @@ impl Subjects {
         format!("{}.status", self.prefix)
     }
 
+    // ---- monitor ---------------------------------------------------------------------------
+
+    /// `acs.monitor.stats`: request-reply metrics history query (`StatsRequest` → `StatsReply`).
+    pub fn monitor_stats(&self) -> String {
+        format!("{}.monitor.stats", self.prefix)
+    }
+
     /// Which kind of subject `subject` is, for readable output in `acsctl watch`.
     pub fn classify<'a>(&self, subject: &'a str) -> Option<(&'a str, Option<&'a str>)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;

@@ -3,12 +3,12 @@
 //! requests and sends the replies.
 
 use acs_events::{
-    BackendChange, BackendUpdate, ReplicaInfo, ScaleMode, ScaleReply, ScaleRequest, ServiceStatus,
+    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaInfo, ScaleMode, ScaleReply, ScaleRequest, ServiceStatus,
     StatusReply, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
 };
 
 use crate::config::Services;
-use crate::world::{Event, Intent, Now, World};
+use crate::world::{Event, Intent, Maintenance, Now, World};
 
 /// Applies a manual scale request: a pin, or (`auto`) the service handed back to its policy.
 /// Unknown services are refused with the list of known ones.
@@ -110,7 +110,7 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
             replicas,
             version: st.map_or(0, |s| s.version),
             backends,
-            lifecycle: Default::default(),
+            lifecycle: st.map(|s| s.lifecycle.clone()).unwrap_or_default(),
         });
     }
     let workers = world
@@ -119,8 +119,8 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
         .map(|(id, w)| WorkerStatus {
             id: id.clone(),
             health: if w.is_up(t, world.settings()) { WorkerHealth::Up } else { WorkerHealth::Down },
-            cordoned: false,
-            draining: false,
+            cordoned: world.maintenance_of(id).cordoned,
+            draining: world.maintenance_of(id).draining,
             last_seen_ms_ago: t.saturating_sub(w.last_seen),
             replicas: w.last.replicas.len() as u32,
             max_replicas: w.last.capacity.max_replicas,
@@ -152,4 +152,46 @@ pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> 
         });
     }
     SyncReply { v: SCHEMA_VERSION, updates }
+}
+
+/// Applies a maintenance request (`acs.cmd.maintenance`): cordon, uncordon or drain a worker.
+/// Unknown workers are refused with the list of known ones. The drain itself is planned by
+/// [`crate::plan`] (make-before-break moves); this only records the state.
+pub fn maintenance(world: &mut World, req: &MaintenanceRequest, now: Now) -> MaintenanceReply {
+    let Some(worker) = world.workers().get(&req.worker) else {
+        let known: Vec<&str> = world.workers().keys().map(|w| w.as_str()).collect();
+        return MaintenanceReply::error(format!(
+            "unknown worker {:?}; known workers: {}",
+            req.worker.as_str(),
+            if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+        ));
+    };
+    let replicas = worker.last.replicas.iter().filter(|r| r.state.takes_slot()).count() as u32;
+    let (state, note) = match req.action {
+        MaintenanceAction::Cordon => (
+            Maintenance { cordoned: true, draining: world.maintenance_of(&req.worker).draining },
+            format!("{} cordoned: no new replicas are placed there; its {replicas} replicas stay", req.worker),
+        ),
+        MaintenanceAction::Uncordon => (
+            Maintenance::default(),
+            format!("{} uncordoned: placements allowed again (any drain in progress stops)", req.worker),
+        ),
+        MaintenanceAction::Drain => (
+            Maintenance { cordoned: true, draining: true },
+            format!(
+                "{} draining: cordoned, and its {replicas} replicas move off one at a time, each replacement serving before the old one is drained",
+                req.worker
+            ),
+        ),
+    };
+    world.apply(Event::Maintenance { worker: req.worker.clone(), state }, now.mono);
+    MaintenanceReply {
+        v: SCHEMA_VERSION,
+        ok: true,
+        worker: Some(req.worker.clone()),
+        action: Some(req.action),
+        replicas,
+        note: Some(note),
+        error: None,
+    }
 }

@@ -11,23 +11,28 @@
 //!   stabilisation windows, step limits. Pure.
 //! - [`placement`]: which worker gets a replica, which replica goes first. Pure.
 //! - [`plan`](mod@plan): `plan(&World, &Services, now) -> Plan`, the whole decision, one file per step
-//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `scale_in`, `backends`, `withdraw`). Pure: no
+//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `scale_in`, `backends`, `withdraw`),
+//!   with `backoff` (crash loops) and `lifecycle` (each service's state). Pure: no
 //!   clock, no I/O; tested with plain data (each step's unit tests, and `tests/plan.rs`).
 //! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
 //! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out; it
 //!   counts refused messages. Before each plan it folds in what is already queued.
 //! - `inbox`: the loop's subscriptions; one whose stream ends is resubscribed with backoff.
-//! - [`state`]: manual pins saved to `--state-file` (fsynced), so they survive a restart; a
-//!   corrupt file is a startup error.
+//! - [`lease`]: many brains, one leader. The lease's driver task and the JetStream KV bucket
+//!   (`acs_brain`: key `leader`, `pin.<service>`, `maintenance`), which is what outlives a
+//!   brain; `lease/machine.rs` is the lease as a pure state machine (renewal, expiry on the
+//!   standby's own clock, step-down before a standby can take over, CAS loss). Only a brain
+//!   inside its acting window plans, sends and answers; every command, decision and backend
+//!   version carries its term.
 
 pub mod config;
 pub mod control;
 mod inbox;
+pub mod lease;
 pub mod placement;
 pub mod plan;
 pub mod policy;
 pub mod reconciler;
-pub mod state;
 pub mod world;
 
 pub use config::{ConfigError, Policy, ServiceConfig, Services};

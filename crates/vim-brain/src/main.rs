@@ -30,9 +30,20 @@ struct Args {
     /// Listen only, for this long after start (ms), so a restarted brain learns what runs.
     #[arg(long, env = "ACS_WARMUP_MS", default_value_t = 2500)]
     warmup_ms: u64,
-    /// Keep manual pins in this file so they survive a restart.
-    #[arg(long, env = "ACS_BRAIN_STATE_FILE")]
-    state_file: Option<PathBuf>,
+    /// JetStream KV bucket for the leader lease, manual pins and maintenance (shared by every
+    /// brain of the cluster).
+    #[arg(long, env = "ACS_KV_BUCKET", default_value = "acs_brain")]
+    kv_bucket: String,
+    /// Replicas of the bucket (3 on a 3-node NATS cluster).
+    #[arg(long, env = "ACS_KV_REPLICAS", default_value_t = 1)]
+    kv_replicas: usize,
+    /// A leader that has not renewed its lease for this long is replaced (ms). It stops acting
+    /// a third of this earlier.
+    #[arg(long, env = "ACS_LEASE_MS", default_value_t = 1500)]
+    lease_ms: u64,
+    /// This brain's instance id in the lease and in logs (default: host-pid-random).
+    #[arg(long, env = "ACS_BRAIN_INSTANCE")]
+    instance: Option<String>,
     /// A replica not healthy this long after its start is replaced (ms).
     #[arg(long, env = "ACS_START_TIMEOUT_MS", default_value_t = 60_000)]
     start_timeout_ms: u64,
@@ -68,6 +79,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.lease_ms < 100 {
+        eprintln!("error: --lease-ms must be at least 100 (got {})", args.lease_ms);
+        return ExitCode::from(2);
+    }
+    if args.kv_bucket.is_empty() || !args.kv_bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        eprintln!("error: --kv-bucket {:?}: a KV bucket name is letters, digits, '_' and '-'", args.kv_bucket);
+        return ExitCode::from(2);
+    }
     let nats = match args.nats.into_options("vim-brain") {
         Ok(n) => n,
         Err(e) => {
@@ -87,7 +106,12 @@ fn main() -> ExitCode {
             ..Settings::default()
         },
         tick: Duration::from_millis(args.tick_ms.max(10)),
-        state_file: args.state_file,
+        lease: vim_brain::lease::LeaseConfig {
+            bucket: args.kv_bucket,
+            lease_ms: args.lease_ms,
+            replicas: args.kv_replicas,
+            instance: args.instance.unwrap_or_else(vim_brain::lease::default_instance),
+        },
         ..Config::default()
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");

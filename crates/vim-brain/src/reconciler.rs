@@ -31,8 +31,8 @@ pub struct Config {
     pub tick: Duration,
     /// How long to wait for a worker's answer to a command.
     pub command_timeout: Duration,
-    /// Where manual pins are kept across restarts (`None`: not kept).
-    pub state_file: Option<std::path::PathBuf>,
+    /// The leader lease and the KV bucket that keeps pins and maintenance across brains.
+    pub lease: crate::lease::LeaseConfig,
 }
 
 impl Default for Config {
@@ -43,7 +43,7 @@ impl Default for Config {
             settings: Settings::default(),
             tick: Duration::from_millis(500),
             command_timeout: Duration::from_secs(5),
-            state_file: None,
+            lease: crate::lease::LeaseConfig::default(),
         }
     }
 }
@@ -55,7 +55,7 @@ pub enum Error {
     #[error("cannot subscribe to {subject}: {source}")]
     Subscribe { subject: String, source: async_nats::SubscribeError },
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    Lease(#[from] crate::lease::LeaseError),
 }
 
 /// Monotonic and wall clocks, read only here.
@@ -72,33 +72,27 @@ impl Clock {
 
 /// Runs the brain until `shutdown` completes.
 pub async fn run(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    // Before anything else: a corrupt state file stops the start, rather than lose the pins.
-    let pins = match &config.state_file {
-        Some(path) => crate::state::load(path)?,
-        None => Default::default(),
-    };
     let nats = if config.nats.name.is_empty() { config.nats.clone().with_name("vim-brain") } else { config.nats.clone() };
     let client = nats.connect().await?;
+    let kv = crate::lease::open_bucket(&client, &config.lease).await?;
     let mut inbox = Inbox::subscribe(&client, &config.subjects).await?;
-    info!(nats = %config.nats.servers_display(), services = ?services.names(), "vim-brain running");
+    let (lease, mut elections, lease_task) =
+        crate::lease::spawn(client.clone(), kv.clone(), config.subjects.clone(), config.lease.clone());
+    info!(
+        nats = %config.nats.servers_display(), services = ?services.names(), instance = %lease.instance,
+        bucket = %config.lease.bucket, lease_ms = config.lease.lease_ms, "vim-brain running (standby until elected)"
+    );
 
     let clock = Clock { start: Instant::now() };
-    let mut world = World::new(config.settings.clone(), clock.now());
-    for (service, n) in pins {
-        if services.get(&service).is_some() {
-            info!(%service, replicas = n, "manual pin restored");
-            world.apply(Event::Pin { service, replicas: Some(n) }, clock.now().mono);
-        } else {
-            warn!(%service, "manual pin for a service no longer declared; dropped");
-        }
-    }
+    let world = World::new(config.settings.clone(), clock.now());
     let mut brain = Brain {
         client: client.clone(),
         subjects: config.subjects.clone(),
         world,
         services,
         command_timeout: config.command_timeout,
-        state_file: config.state_file.clone(),
+        kv,
+        lease,
         rejected: 0,
     };
     let mut tick = tokio::time::interval(config.tick);
@@ -125,6 +119,16 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
                 brain.handle_scale(&m, clock.now()).await;
                 brain.reconcile(&clock, &mut inbox).await;
             }
+            m = inbox.maintenance.recv() => {
+                brain.handle_maintenance(&m, clock.now()).await;
+                brain.reconcile(&clock, &mut inbox).await;
+            }
+            Some(t) = elections.recv() => {
+                if let crate::lease::Transition::Elected(term) = t {
+                    brain.take_over(term, clock.now()).await;
+                    brain.reconcile(&clock, &mut inbox).await;
+                }
+            }
             m = inbox.status.recv() => brain.handle_status(&m, clock.now()).await,
             m = inbox.sync.recv() => brain.handle_sync(&m, clock.now()).await,
             Some(ev) = inbox.results.recv() => {
@@ -134,6 +138,8 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         }
     }
     info!("vim-brain stopping");
+    lease_task.abort();
+    crate::lease::release(&brain.kv, &brain.lease).await;
     match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "flush on shutdown failed"),
@@ -148,7 +154,10 @@ struct Brain {
     world: World,
     services: Services,
     command_timeout: Duration,
-    state_file: Option<std::path::PathBuf>,
+    /// The bucket holding the lease, pins and maintenance.
+    kv: async_nats::jetstream::kv::Store,
+    /// Only a brain inside its acting window plans, sends and answers; the others listen.
+    lease: crate::lease::Lease,
     /// Messages refused since start (malformed input, refused requests); reported in status.
     rejected: u64,
 }
@@ -159,6 +168,7 @@ struct Inbox {
     replica_events: Sub,
     proxies: Sub,
     scale: Sub,
+    maintenance: Sub,
     status: Sub,
     sync: Sub,
     results_tx: mpsc::UnboundedSender<Event>,
@@ -176,6 +186,7 @@ impl Inbox {
             replica_events: sub(s.replica_events_all()).await?,
             proxies: sub(s.proxy_metrics_all()).await?,
             scale: sub(s.scale()).await?,
+            maintenance: sub(s.maintenance()).await?,
             status: sub(s.status()).await?,
             sync: sub(s.backends_sync()).await?,
             results_tx,
@@ -183,8 +194,16 @@ impl Inbox {
         })
     }
 
-    fn subs(&mut self) -> [&mut Sub; 6] {
-        [&mut self.metrics, &mut self.replica_events, &mut self.proxies, &mut self.scale, &mut self.status, &mut self.sync]
+    fn subs(&mut self) -> [&mut Sub; 7] {
+        [
+            &mut self.metrics,
+            &mut self.replica_events,
+            &mut self.proxies,
+            &mut self.scale,
+            &mut self.maintenance,
+            &mut self.status,
+            &mut self.sync,
+        ]
     }
 }
 
@@ -201,8 +220,16 @@ impl Brain {
             self.world.apply(Event::Connection { connected }, clock.now().mono);
         }
         self.drain_queued(clock, inbox).await;
+        // A standby keeps its world warm and sends nothing.
+        let Some(term) = self.lease.acting() else { return };
         let now = clock.now();
-        let plan = plan(&self.world, &self.services, now);
+        let mut plan = plan(&self.world, &self.services, now);
+        for c in &mut plan.commands {
+            c.cmd.term = term;
+        }
+        for d in &mut plan.decisions {
+            d.term = term;
+        }
         match &plan.disruption {
             Some((true, reason)) => warn!(%reason, "full disruption"),
             Some((false, reason)) => info!(%reason, "full disruption over"),
@@ -216,8 +243,38 @@ impl Brain {
         for service in &plan.withdrawn {
             info!(%service, "withdrawn from the proxies: no longer declared in the services file");
         }
+        // The lease may have lapsed while planning; a plan not sent is not recorded.
+        if self.lease.acting() != Some(term) {
+            return;
+        }
         self.send(&plan, &inbox.results_tx).await;
         self.world.apply(Event::PlanSent(plan.bookkeeping), now.mono);
+    }
+
+    /// Elected: stamp the new term, and read what the previous leader kept in KV (pins and
+    /// maintenance) before the first plan.
+    async fn take_over(&mut self, term: acs_events::Term, now: Now) {
+        self.world.apply(Event::Term(term), now.mono);
+        let loaded = crate::lease::load_pins(&self.kv, self.services.iter().map(|(name, _)| name)).await;
+        for (service, replicas) in loaded.pins {
+            if let Some(n) = replicas {
+                info!(%service, replicas = n, term, "manual pin taken over");
+            }
+            self.world.apply(Event::Pin { service, replicas }, now.mono);
+        }
+        for (service, error) in loaded.errors {
+            self.rejected += 1;
+            warn!(%service, %error, total = self.rejected, "cannot read the manual pin kept in KV; the service keeps its current mode");
+        }
+        let maintenance = crate::lease::load_maintenance(&self.kv).await;
+        for (worker, state) in maintenance.states {
+            info!(%worker, ?state, term, "maintenance taken over");
+            self.world.apply(Event::Maintenance { worker, state }, now.mono);
+        }
+        for (key, error) in maintenance.errors {
+            self.rejected += 1;
+            warn!(%key, %error, total = self.rejected, "cannot read a maintenance entry kept in KV");
+        }
     }
 
     /// Reports and command results already queued, folded in without waiting, so that a plan
@@ -241,7 +298,23 @@ impl Brain {
 
     async fn on_metrics(&mut self, m: &Message, now: Now) {
         if let Some(ev) = self.decode_from_sender::<WorkerMetrics>(m, |ev| ev.worker.as_str()).await {
+            let id = ev.worker.clone();
+            let refused = self.world.duplicates().get(&id).map_or(0, |d| d.refused);
             self.apply_capped(m, "worker", Event::WorkerMetrics(ev), now).await;
+            // A second process under a live worker's id: refused (not applied), counted on every
+            // report, announced once.
+            if let Some(d) = self.world.duplicates().get(&id).filter(|d| d.refused > refused) {
+                self.rejected += 1;
+                if refused == 0 {
+                    let ev = crate::world::duplicate_event(&id, d, now.unix_ms);
+                    warn!(worker = %id, reason = %ev.reason, total = self.rejected, "duplicate worker id refused");
+                    if self.lease.acting().is_some() {
+                        self.publish(self.subjects.worker_events(&id), encode(&ev)).await;
+                    }
+                } else {
+                    debug!(worker = %id, refused = d.refused, "report from a duplicate worker instance refused");
+                }
+            }
         }
     }
 
@@ -363,17 +436,19 @@ impl Brain {
     }
 
     async fn handle_scale(&mut self, m: &Message, now: Now) {
+        if self.lease.acting().is_none() {
+            return; // only the leader answers; a standby stays silent
+        }
         let reply = match decode::<ScaleRequest>(&m.payload) {
             Ok(req) => {
                 let mut r = control::manual_scale(&mut self.world, &self.services, &req, now);
                 if r.ok {
                     info!(service = %req.service, replicas = ?req.replicas, auto = req.auto, "manual scale");
-                    if let Some(path) = &self.state_file {
-                        if let Err(e) = crate::state::save(path, &self.world) {
-                            warn!(error = %e, "cannot save manual pins");
-                            if let Some(note) = r.note.as_mut() {
-                                note.push_str(&format!("; warning: not saved, a brain restart forgets it ({e})"));
-                            }
+                    let pin = self.world.pins().find(|(s, _)| **s == req.service).map(|(_, n)| n);
+                    if let Err(e) = crate::lease::save_pin(&self.kv, &req.service, pin).await {
+                        warn!(error = %e, "cannot save the manual pin in KV");
+                        if let Some(note) = r.note.as_mut() {
+                            note.push_str(&format!("; warning: not saved, a new leader would not know it ({e})"));
                         }
                     }
                 } else {
@@ -389,6 +464,33 @@ impl Brain {
         self.reply(m, encode(&reply)).await;
     }
 
+    /// `acs.cmd.maintenance`: the logic is in [`control::maintenance`]; the plan does the moves.
+    async fn handle_maintenance(&mut self, m: &Message, now: Now) {
+        if self.lease.acting().is_none() {
+            return; // only the leader answers; a standby stays silent
+        }
+        let reply = match decode::<acs_events::MaintenanceRequest>(&m.payload) {
+            Ok(req) => control::maintenance(&mut self.world, &req, now),
+            Err(e) => acs_events::MaintenanceReply::error(e.to_string()),
+        };
+        let mut reply = reply;
+        match &reply.error {
+            Some(e) => self.count_refused(m, &e.clone()),
+            None => {
+                info!(note = reply.note.as_deref().unwrap_or_default(), "maintenance");
+                if let Err(e) = crate::lease::save_maintenance(&self.kv, self.world.maintenance()).await {
+                    warn!(error = %e, "cannot save the maintenance state in KV");
+                    let warning = format!("warning: not saved, a new leader would not know it ({e})");
+                    reply.note = Some(match reply.note.take() {
+                        Some(n) => format!("{n}; {warning}"),
+                        None => warning,
+                    });
+                }
+            }
+        }
+        self.reply(m, encode(&reply)).await;
+    }
+
     /// A request answered with an error: the reply carries the message, and we count it.
     fn count_refused(&mut self, m: &Message, error: &str) {
         self.rejected += 1;
@@ -396,10 +498,18 @@ impl Brain {
     }
 
     async fn handle_status(&mut self, m: &Message, now: Now) {
+        if self.lease.acting().is_none() {
+            return; // only the leader answers; a standby stays silent
+        }
         let payload = match decode_or_default::<StatusRequest>(&m.payload) {
             Ok(_) => {
                 let reply = control::status(&self.world, &self.services, now);
-                encode(&StatusReply { rejected: self.rejected, ..reply })
+                let brain = acs_events::BrainInfo {
+                    instance: self.lease.instance.clone(),
+                    term: self.world.term(),
+                    leader: true,
+                };
+                encode(&StatusReply { rejected: self.rejected, brain: Some(brain), ..reply })
             }
             Err(e) => {
                 self.count_refused(m, &e.to_string());
@@ -410,6 +520,9 @@ impl Brain {
     }
 
     async fn handle_sync(&mut self, m: &Message, now: Now) {
+        if self.lease.acting().is_none() {
+            return; // only the leader answers; a standby stays silent
+        }
         let payload = match decode_or_default::<SyncRequest>(&m.payload) {
             Ok(req) => encode(&control::sync(&self.world, &self.services, &req, now)),
             Err(e) => {
@@ -436,6 +549,6 @@ fn error_reply(error: &str) -> Vec<u8> {
     encode(&serde_json::json!({ "v": SCHEMA_VERSION, "ok": false, "error": error }))
 }
 
-fn now_unix_ms() -> u64 {
+pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

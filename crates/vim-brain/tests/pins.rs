@@ -1,6 +1,6 @@
 //! Manual pins against a real nats-server, with the fake worker and proxy of `common`: a pin
 //! holds against the policy, `auto` hands the service back, and a restarted brain restores its
-//! pins from the state file and places nothing twice.
+//! pins from the brains' JetStream KV bucket and places nothing twice.
 
 mod common;
 
@@ -70,33 +70,39 @@ async fn a_pin_holds_past_the_scale_down_window_and_auto_hands_it_back() {
     eventually("scaled out by the policy", || async { status(&client).await.services[0].running == 4 }).await;
 }
 
+/// The brains' KV bucket, as the tests see it.
+async fn bucket(client: &async_nats::Client) -> async_nats::jetstream::kv::Store {
+    async_nats::jetstream::new(client.clone()).get_key_value("acs_brain").await.expect("the brain made its bucket")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_brain_restores_its_pins_and_places_nothing_twice() {
-    let dir = std::env::temp_dir().join(format!("acs-brain-restart-{}", std::process::id()));
-    let state_file = dir.join("brain-state.json");
-    let _ = std::fs::remove_dir_all(&dir);
+async fn a_restarted_brain_restores_its_pins_from_kv_and_places_nothing_twice() {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let worker = fake_worker(client.clone());
     let _load = fake_proxy(client.clone()); // idle: without the pin, the policy would want 1
 
-    let brain = Brain::start_with(&nats.url(), Some(state_file.clone()));
+    let brain = Brain::start(&nats.url());
     eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
     scale(&client, r#"{"service":"web","replicas":2}"#).await;
     eventually("2 running", || async {
         status(&client).await.services[0].running == 2 && worker.running.lock().unwrap().len() == 2
     })
     .await;
+    let term_before = status(&client).await.brain.expect("the leader says who it is").term;
     brain.stop().await;
-    let saved = std::fs::read_to_string(&state_file).expect("state file kept");
-    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
-    assert_eq!(saved["manual"]["web"], 2, "{saved}");
+    let kept = bucket(&client).await.get("pin.web").await.unwrap().expect("pin kept in KV");
+    assert_eq!(&kept[..], b"2");
     let before = worker.running_ids();
     let starts_before = worker.start_count();
 
-    let _brain = Brain::start_with(&nats.url(), Some(state_file.clone()));
+    let _brain = Brain::start_as(&nats.url(), "brain-2", 1500);
     eventually("the new brain answers", || async { try_status(&client).await.is_some() }).await;
-    assert_eq!(status(&client).await.services[0].mode, ScaleMode::Manual, "pin restored");
+    let s = status(&client).await;
+    assert_eq!(s.services[0].mode, ScaleMode::Manual, "pin restored");
+    let info = s.brain.expect("brain info");
+    assert_eq!(info.instance, "brain-2");
+    assert!(info.term > term_before, "a new leader has a higher term: {} then {}", term_before, info.term);
     // Past warm-up (300 ms) and many ticks: it adopts what runs, and starts or stops nothing.
     eventually("the running replicas are routed again", || async { status(&client).await.services[0].running == 2 })
         .await;
@@ -105,29 +111,25 @@ async fn a_restarted_brain_restores_its_pins_and_places_nothing_twice() {
     assert_eq!(worker.running_ids(), before, "the same replicas, none stopped, none added");
     let s = status(&client).await;
     assert_eq!((s.services[0].mode, s.services[0].desired, s.services[0].running), (ScaleMode::Manual, 2, 2));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_state_file_stops_the_start_and_is_kept() {
-    let dir = std::env::temp_dir().join(format!("acs-brain-corrupt-start-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let state_file = dir.join("brain-state.json");
-    std::fs::write(&state_file, br#"{"v":1,"manual":{"web":3"#).unwrap(); // cut short
+async fn a_corrupt_pin_in_kv_is_reported_and_counted_not_taken_as_auto() {
     let nats = NatsServer::start();
-    let config = vim_brain::Config {
-        nats: acs_node::NatsOptions::new(nats.url()),
-        state_file: Some(state_file.clone()),
-        ..vim_brain::Config::default()
-    };
-    let services = vim_brain::Services::parse(SERVICES).unwrap();
-    let run = vim_brain::run(config, services, std::future::pending());
-    let err = tokio::time::timeout(Duration::from_secs(10), run).await.expect("refuses at once").unwrap_err();
-    let msg = err.to_string();
-    assert!(msg.contains(&state_file.display().to_string()), "names the file: {msg}");
-    assert!(msg.contains("corrupt") && msg.contains("repair it") && msg.contains("remove it"), "{msg}");
-    let kept = std::fs::read(&state_file).unwrap();
-    assert_eq!(kept, br#"{"v":1,"manual":{"web":3"#, "the file is left for the operator");
-    let _ = std::fs::remove_dir_all(&dir);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let worker = fake_worker(client.clone());
+    let _load = fake_proxy(client.clone());
+    let brain = Brain::start(&nats.url());
+    eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
+    scale(&client, r#"{"service":"web","replicas":2}"#).await;
+    eventually("2 running", || async { worker.running.lock().unwrap().len() == 2 }).await;
+    brain.stop().await;
+    bucket(&client).await.put("pin.web", "two".into()).await.unwrap();
+
+    let _brain = Brain::start_as(&nats.url(), "brain-2", 1500);
+    eventually("the new brain answers", || async { try_status(&client).await.is_some() }).await;
+    let s = status(&client).await;
+    assert!(s.rejected >= 1, "the unreadable pin is counted: {s:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(worker.running.lock().unwrap().len(), 2, "nothing was stopped on a pin it could not read");
 }

@@ -17,7 +17,13 @@
 //! - `start` is acknowledged once the replica is launched (state `starting`, address known);
 //! - a command whose `issued_ms` is more than `max_age` behind this worker's wall clock is
 //!   refused as `stale` and nothing runs (0 = unset, and an `issued_ms` ahead of the clock is
-//!   accepted: only clearly stale commands are refused, the two clocks may differ a little).
+//!   accepted: only clearly stale commands are refused, the two clocks may differ a little);
+//! - fencing: the worker keeps the newest leader term it has seen (from commands and from
+//!   `LeaderEvent`s, [`Commands::observe_term`]). A command from an older term is refused as
+//!   `fenced` and nothing runs: a paused old leader that wakes cannot act. A term-0 command
+//!   (a brain without a lease) is accepted only while no term > 0 was ever seen;
+//! - a command whose `instance` names another process than this one is refused as
+//!   `wrong_instance` (a second process took this worker id; the brain meant the first).
 //!
 //! The run loop launches in the background: [`Commands::decide`] answers at once or hands back a
 //! [`Launch`]; a start in flight takes its slot ([`InFlight`]) until [`Commands::launched`] turns
@@ -27,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use acs_events::{
-    decode, Action, CommandAck, CommandId, DecodeError, ReplicaId, ReplicaSpec, ReplicaState,
+    decode, Action, CommandAck, Term, CommandId, DecodeError, ReplicaId, ReplicaSpec, ReplicaState,
     ReplicaStatus, RuntimeKind, ServiceName, UnixMs, WorkerCommand, WorkerId, MAX_PAYLOAD,
     SCHEMA_VERSION,
 };
@@ -133,6 +139,10 @@ pub struct Commands {
     recent: AckCache,
     /// Commands issued longer ago than this (by the wall clocks) are refused; `None`: never.
     max_age: Option<Duration>,
+    /// This process's instance id (`WorkerMetrics::instance`); empty: any instance accepted.
+    instance: String,
+    /// The newest leader term seen; commands from older terms are fenced.
+    term_floor: Term,
 }
 
 impl Commands {
@@ -143,7 +153,30 @@ impl Commands {
             policy,
             recent: AckCache::new(ACK_MEMORY),
             max_age: None,
+            instance: String::new(),
+            term_floor: 0,
         }
+    }
+
+    /// Refuses commands addressed to another instance than `instance` (this process).
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
+    /// Raises the fencing floor to `term` if it is newer. True if it was.
+    pub fn observe_term(&mut self, term: Term) -> bool {
+        if term > self.term_floor {
+            self.term_floor = term;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The newest leader term seen.
+    pub fn term_floor(&self) -> Term {
+        self.term_floor
     }
 
     /// Refuses commands whose `issued_ms` is more than `max_age` old (`Duration::ZERO`: never).
@@ -202,9 +235,9 @@ impl Commands {
             };
         }
         let mut refused = None;
-        let (ack, effects) = if let Some(msg) = self.stale(&cmd, now_ms) {
-            warn!(command = %cmd.id, issued_ms = cmd.issued_ms, now_ms, "{msg}");
-            refused = Some(("stale", msg.clone()));
+        let (ack, effects) = if let Some((kind, msg)) = self.refusal(&cmd, now_ms) {
+            warn!(command = %cmd.id, kind, term = cmd.term, term_floor = self.term_floor, instance = ?cmd.instance, issued_ms = cmd.issued_ms, now_ms, "{msg}");
+            refused = Some((kind, msg.clone()));
             (CommandAck::error(Some(cmd.id.clone()), msg), vec![])
         } else {
             match cmd.action {
@@ -234,6 +267,30 @@ impl Commands {
             rejected: None,
             refused,
         })
+    }
+
+    /// Why `cmd` must not be carried out, if so: `(kind, message)`. Fencing first, so an old
+    /// leader's command is reported as fenced whatever else is wrong with it. A command from a
+    /// newer term raises the floor (even one refused for another reason: its leader is real).
+    fn refusal(&mut self, cmd: &WorkerCommand, now_ms: UnixMs) -> Option<(&'static str, String)> {
+        if cmd.term < self.term_floor {
+            return Some(("fenced", format!(
+                "worker {}: command {} from term {}, but term {} leads; refused (fenced), nothing was done",
+                self.worker, cmd.id, cmd.term, self.term_floor
+            )));
+        }
+        if self.observe_term(cmd.term) {
+            info!(worker = %self.worker, term = cmd.term, "newer leader term seen in a command");
+        }
+        if let Some(want) = cmd.instance.as_deref() {
+            if !self.instance.is_empty() && want != self.instance {
+                return Some(("wrong_instance", format!(
+                    "worker {}: command {} is for instance {want}, but this is instance {}; refused, nothing was done (another process may be using this worker id)",
+                    self.worker, cmd.id, self.instance
+                )));
+            }
+        }
+        self.stale(cmd, now_ms).map(|m| ("stale", m))
     }
 
     /// Why `cmd` is too old to carry out, if it is.
@@ -413,3 +470,5 @@ pub fn command_id_of(payload: &[u8]) -> Option<CommandId> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fencing_tests;

@@ -98,6 +98,8 @@ pub async fn run_with_runtime(
     let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
     let order = Arc::new(std::sync::Mutex::new(()));
     let (measured_tx, measured_rx) = mpsc::unbounded_channel();
+    let instance = new_instance();
+    let leader = subscribe_leader(&client, &config).await;
     let heartbeat = Heartbeat {
         worker: id.clone(),
         subject: config.subjects.worker_metrics(&id),
@@ -108,12 +110,14 @@ pub async fn run_with_runtime(
         snapshot: snapshot_rx,
         measured: measured_tx,
         started_ms: unix_now_ms(),
+        instance: instance.clone(),
         order: order.clone(),
     };
 
     let mut w = Worker {
         commands: Commands::new(id.clone(), config.max_replicas, config.policy.clone())
-            .with_max_age(config.command_max_age),
+            .with_max_age(config.command_max_age)
+            .with_instance(instance.clone()),
         start_slots: Arc::new(Semaphore::new(config.max_concurrent_starts as usize)),
         config,
         runtime,
@@ -131,6 +135,7 @@ pub async fn run_with_runtime(
     };
     info!(
         worker = %id,
+        %instance,
         runtime = ?w.runtime.kind(),
         max_replicas = w.config.max_replicas,
         max_concurrent_starts = w.config.max_concurrent_starts,
@@ -146,7 +151,7 @@ pub async fn run_with_runtime(
     w.adopt().await;
     w.share();
     let heartbeat = heartbeat.spawn();
-    w.run_loop(sub, runtime_events, health_rx, measured_rx, shutdown)
+    w.run_loop(sub, leader, runtime_events, health_rx, measured_rx, shutdown)
         .await;
     heartbeat.abort();
     let _ = heartbeat.await;
@@ -170,6 +175,28 @@ fn warn_if_nothing_allowed(config: &Config, kind: acs_events::RuntimeKind) {
     };
     if empty {
         warn!(worker = %config.worker_id, flag, "nothing is allowed to run on this worker: every start is refused until {flag} names what may run");
+    }
+}
+
+/// A random id for this process: a second process started under the same worker id has another
+/// one, so the brain can tell them apart and address commands to the one it accepted.
+fn new_instance() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Leader events raise the fencing floor. Without them fencing still works from the terms in
+/// commands, so a failed subscription is logged and retried by the loop, not fatal.
+async fn subscribe_leader(
+    client: &async_nats::Client,
+    config: &Config,
+) -> Option<async_nats::Subscriber> {
+    let subject = config.subjects.leader();
+    match client.subscribe(subject.clone()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(%subject, error = %e, "cannot subscribe to leader events; retrying");
+            None
+        }
     }
 }
 
@@ -239,6 +266,7 @@ impl Worker {
     async fn run_loop(
         &mut self,
         sub: async_nats::Subscriber,
+        mut leader: Option<async_nats::Subscriber>,
         runtime_events: Option<mpsc::UnboundedReceiver<RuntimeEvent>>,
         mut health_rx: mpsc::UnboundedReceiver<HealthReport>,
         mut measured_rx: mpsc::UnboundedReceiver<Measured>,
@@ -259,16 +287,28 @@ impl Worker {
                         sub = None;
                     }
                 },
+                msg = next_message(&mut leader) => match msg {
+                    Some(msg) => self.on_leader(&msg.payload),
+                    None => {
+                        error!("leader subscription ended; subscribing again");
+                        leader = None;
+                    }
+                },
                 Some(ev) = recv_opt(&mut runtime_events) => self.on_runtime_event(ev),
                 Some(report) = health_rx.recv() => self.on_health(report),
                 Some(done) = self.stops.join_next(), if !self.stops.is_empty() => self.on_stop_done(done),
                 Some(done) = self.launches.join_next(), if !self.launches.is_empty() => self.on_launch_done(done),
                 Some(m) = measured_rx.recv() => self.on_measured(m),
-                _ = resubscribe.tick(), if sub.is_none() => {
-                    let subject = self.config.subjects.worker_command(&self.config.worker_id);
-                    match self.client.subscribe(subject.clone()).await {
-                        Ok(s) => { info!(%subject, "subscribed again"); sub = Some(s); }
-                        Err(e) => warn!(%subject, error = %e, "subscribe failed; retrying"),
+                _ = resubscribe.tick(), if sub.is_none() || leader.is_none() => {
+                    if sub.is_none() {
+                        let subject = self.config.subjects.worker_command(&self.config.worker_id);
+                        match self.client.subscribe(subject.clone()).await {
+                            Ok(s) => { info!(%subject, "subscribed again"); sub = Some(s); }
+                            Err(e) => warn!(%subject, error = %e, "subscribe failed; retrying"),
+                        }
+                    }
+                    if leader.is_none() {
+                        leader = subscribe_leader(&self.client, &self.config).await;
                     }
                 }
             }

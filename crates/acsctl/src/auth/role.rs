@@ -107,7 +107,8 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.replica_events(id),
                 s.rejections(WORKER_COMPONENT),
             ],
-            vec![s.worker_command(id)],
+            // Leader events: the fencing term (commands from older terms are refused).
+            vec![s.worker_command(id), s.leader()],
             true, // acks to the brain's commands
         ),
         Role::Brain => (
@@ -116,6 +117,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.backends_all(),
                 s.decisions_all(),
                 format!("{p}.events.worker.*"),
+                s.leader(), // leader events carry the fencing term to workers and proxies
                 s.rejections("brain"),
                 // JetStream and KV for the leader lease and the pins (reliability issue). KV
                 // watches deliver to the brain's own inbox, below.
@@ -127,6 +129,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.proxy_metrics_all(),
                 s.replica_events_all(),
                 s.scale(),
+                s.maintenance(),
                 s.status(),
                 s.backends_sync(),
             ],
@@ -138,14 +141,14 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.backends_sync(),
                 s.rejections("proxy"),
             ],
-            vec![s.backends_all()],
+            vec![s.backends_all(), s.leader()], // leader events: the fencing term
             false,
         ),
         Role::Operator => (
             vec![
                 s.scale(),
                 s.status(),
-                // Cordon and drain requests (to come) go here.
+                s.maintenance(), // cordon, uncordon, drain
             ],
             vec![s.all()],
             false,

@@ -30,7 +30,7 @@ fn worker_speaks_only_as_itself() {
                 "acs.events.replica.w1",
                 "acs.events.error.vmm-worker"
             ]),
-            subscribe: strs(&["acs.cmd.worker.w1"]),
+            subscribe: strs(&["acs.cmd.worker.w1", "acs.events.leader"]),
             allow_responses: true,
         }
     );
@@ -46,6 +46,7 @@ fn brain_commands_and_listens() {
                 "acs.backends.*",
                 "acs.events.decision.*",
                 "acs.events.worker.*",
+                "acs.events.leader",
                 "acs.events.error.brain",
                 "$JS.API.>",
                 "$KV.>",
@@ -55,6 +56,7 @@ fn brain_commands_and_listens() {
                 "acs.metrics.proxy.*",
                 "acs.events.replica.*",
                 "acs.cmd.scale",
+                "acs.cmd.maintenance",
                 "acs.status",
                 "acs.sync.backends",
                 "_INBOX_brain.>",
@@ -74,14 +76,14 @@ fn proxy_operator_viewer_monitor() {
                 "acs.sync.backends",
                 "acs.events.error.proxy"
             ]),
-            subscribe: strs(&["acs.backends.*", "_INBOX_proxy_p1.>"]),
+            subscribe: strs(&["acs.backends.*", "acs.events.leader", "_INBOX_proxy_p1.>"]),
             allow_responses: false,
         }
     );
     assert_eq!(
         perms(&Role::Operator),
         Permissions {
-            publish: strs(&["acs.cmd.scale", "acs.status"]),
+            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance"]),
             subscribe: strs(&["acs.>", "_INBOX_operator.>"]),
             allow_responses: false,
         }
@@ -108,7 +110,10 @@ fn proxy_operator_viewer_monitor() {
 fn permissions_follow_the_prefix() {
     let s = Subjects::new("prod.acs").unwrap();
     let worker = permissions(&w("w1"), &s);
-    assert_eq!(worker.subscribe, strs(&["prod.acs.cmd.worker.w1"]));
+    assert_eq!(
+        worker.subscribe,
+        strs(&["prod.acs.cmd.worker.w1", "prod.acs.events.leader"])
+    );
     assert!(permissions(&Role::Brain, &s)
         .publish
         .contains(&"prod.acs.cmd.worker.*".to_string()));
@@ -150,7 +155,7 @@ fn renders_nkey_users() {
     let worker = [
         "    # worker w1\n    {\n      nkey: \"UWORKER\"\n      permissions: {\n",
         "        publish: { allow: [\"acs.metrics.worker.w1\", \"acs.events.replica.w1\", \"acs.events.error.vmm-worker\"] }\n",
-        "        subscribe: { allow: [\"acs.cmd.worker.w1\"] }\n        allow_responses: true\n      }\n    }\n",
+        "        subscribe: { allow: [\"acs.cmd.worker.w1\", \"acs.events.leader\"] }\n        allow_responses: true\n      }\n    }\n",
     ]
     .concat();
     assert!(conf.contains(&worker), "{conf}");
@@ -447,4 +452,10 @@ fn command_line() {
         }
     ));
     assert!(parse(&["auth", "add", "replica", "r1"]).is_err());
+}
+
+#[test]
+fn operator_may_request_maintenance_viewer_may_not() {
+    assert!(perms(&Role::Operator).publish.contains(&"acs.cmd.maintenance".to_string()));
+    assert!(!perms(&Role::Viewer).publish.contains(&"acs.cmd.maintenance".to_string()));
 }

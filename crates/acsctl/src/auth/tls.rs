@@ -132,7 +132,10 @@ impl TlsDir {
         let mut params = CertificateParams::new(hosts.to_vec())
             .map_err(|e| AuthError::tls(&self.server_cert(), e))?;
         params.distinguished_name = name(hosts.first().map_or("acs nats-server", |h| h.as_str()));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // ClientAuth too: in a NATS cluster each server dials the others' route port with this
+        // certificate, and nats-server always verifies route peers (mutual TLS).
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(ca, params, &self.server_cert(), &self.server_key())?;
         write_replace(&self.server_hosts(), wanted.as_bytes(), Secret::No)?;
         Ok(true)

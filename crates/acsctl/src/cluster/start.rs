@@ -81,12 +81,11 @@ impl LocalCluster {
 
     /// 2. vim-brain, ready once it answers status requests.
     async fn start_brain(&mut self, services: &Path, deadline: Instant) -> Result<()> {
-        let state_file = self.dir.join("brain-state.json");
         self.spawn(Spec {
             name: "vim-brain".into(),
             role: Role::Brain,
             program: self.bin_dir.join(BRAIN_BIN),
-            args: brain_args(&self.opts, services, &state_file),
+            args: brain_args(&self.opts, services),
             env: self.auth.connect_env(&AuthRole::Brain, self.auth.root()),
         })?;
         self.wait_status("vim-brain answering on status", deadline, |_| true)
@@ -311,8 +310,11 @@ fn write_nats_conf(opts: &ClusterOptions, dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// JetStream on, stored in `<dir>/jetstream` (beside the generated config), whatever the
+/// user's config says: the brains' lease and pins live in its KV.
 fn nats_args(opts: &ClusterOptions, conf: &Path) -> Vec<String> {
-    let mut args = vec!["-c".to_string(), conf.display().to_string()];
+    let store = conf.parent().unwrap_or(Path::new(".")).join("jetstream");
+    let mut args = vec!["-c".to_string(), conf.display().to_string(), "-js".into(), "-sd".into(), store.display().to_string()];
     args.extend([
         "-a".into(),
         "127.0.0.1".into(),
@@ -322,7 +324,8 @@ fn nats_args(opts: &ClusterOptions, conf: &Path) -> Vec<String> {
     args
 }
 
-fn brain_args(opts: &ClusterOptions, services: &Path, state_file: &Path) -> Vec<String> {
+/// The brain keeps its lease and pins in the server's JetStream KV (bucket `acs_brain`).
+fn brain_args(opts: &ClusterOptions, services: &Path) -> Vec<String> {
     vec![
         "--services".into(),
         services.display().to_string(),
@@ -330,8 +333,6 @@ fn brain_args(opts: &ClusterOptions, services: &Path, state_file: &Path) -> Vec<
         opts.nats_url(),
         "--prefix".into(),
         opts.prefix.clone(),
-        "--state-file".into(),
-        state_file.display().to_string(),
     ]
 }
 

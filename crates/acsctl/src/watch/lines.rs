@@ -120,6 +120,7 @@ pub(super) fn decision(d: &Decision) -> String {
             format!("relocate {replica} on {from} → {replacement} on {to}")
         }
         DecisionAction::Blocked => "blocked".to_string(),
+        DecisionAction::Lifecycle { from, to } => format!("{} -> {}", from.name(), to.name()),
     };
     if d.reason.is_empty() {
         format!("decision {} {what}", d.service)
@@ -224,4 +225,14 @@ fn gib(bytes: u64) -> String {
 
 fn gib_unit(bytes: u64) -> String {
     format!("{}G", gib(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lifecycle_change_reads_as_from_to() {
+        let json = r#"{"service":"web","ts_ms":1,"action":"lifecycle","from":"running","to":"partial_running","reason":"2/3: no worker has a free slot"}"#;
+        let d: acs_events::Decision = serde_json::from_str(json).unwrap();
+        assert_eq!(super::decision(&d), "decision web Running -> Partial-Running: 2/3: no worker has a free slot");
+    }
 }

@@ -168,6 +168,20 @@ pub enum LifecycleState {
     Failed,
 }
 
+impl LifecycleState {
+    /// As people read it: `Creating`, `Running`, `Partial-Running`, `Scaling`, `Suspended`, `Failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LifecycleState::Creating => "Creating",
+            LifecycleState::Running => "Running",
+            LifecycleState::PartialRunning => "Partial-Running",
+            LifecycleState::Scaling => "Scaling",
+            LifecycleState::Suspended => "Suspended",
+            LifecycleState::Failed => "Failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaInfo {
     pub id: ReplicaId,

@@ -50,6 +50,8 @@ pub enum DecisionAction {
     Relocate { replica: ReplicaId, from: WorkerId, replacement: ReplicaId, to: WorkerId },
     /// The brain wanted to act but could not (no capacity, worker refused, ...).
     Blocked,
+    /// The service's lifecycle state changed (`reason` says why: `2/3: no worker has a free slot`).
+    Lifecycle { from: crate::msg::LifecycleState, to: crate::msg::LifecycleState },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

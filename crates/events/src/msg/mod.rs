@@ -6,6 +6,7 @@ mod control;
 mod decision;
 mod leader;
 mod metrics;
+mod monitor;
 mod traffic;
 
 pub use backends::*;
@@ -14,6 +15,7 @@ pub use control::*;
 pub use decision::*;
 pub use leader::*;
 pub use metrics::*;
+pub use monitor::*;
 pub use traffic::*;
 
 pub use crate::id::{CommandId, ProxyId};

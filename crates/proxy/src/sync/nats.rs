@@ -97,6 +97,15 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
     // Subscribe before the first sync request: both go out on the same connection, in order, so
     // no update published after the snapshot was taken can slip between the two.
     let mut sub = subscribe(&client, &subjects).await;
+    // Leader events raise the fencing floor; without them fencing still works from the terms
+    // in backend versions, so a failed subscription is only logged.
+    let mut leader = match client.subscribe(subjects.leader()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(subject = %subjects.leader(), error = %e, "cannot subscribe to leader events; fencing by backend versions only");
+            None
+        }
+    };
     info!(subject = %subjects.backends_all(), proxy = %settings.id, "listening for backend updates");
     want_sync();
 
@@ -104,7 +113,7 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
         tokio::select! {
             _ = &mut shutdown => break,
             msg = sub.next() => match msg {
-                Some(m) => match updater.with_clock(metrics::unix_ms()).on_update(m.subject.as_str(), &m.payload) {
+                Some(m) => match updater.on_update(m.subject.as_str(), &m.payload) {
                     Ok(Outcome::Gap) => want_sync(),
                     Ok(_) => {}
                     Err(r) => reject(&client, &subjects, &shared, m.subject.as_str(), r).await,
@@ -116,7 +125,13 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
                     want_sync();
                 }
             },
-            Some(payload) = reply_rx.recv() => match updater.with_clock(metrics::unix_ms()).on_sync_reply(&payload) {
+            Some(m) = next_leader(&mut leader) => match acs_events::decode::<acs_events::LeaderEvent>(&m.payload) {
+                Ok(ev) => {
+                    updater.observe_term(ev.term);
+                }
+                Err(e) => reject(&client, &subjects, &shared, m.subject.as_str(), e.into()).await,
+            },
+            Some(payload) = reply_rx.recv() => match updater.on_sync_reply(&payload) {
                 Ok(n) => info!(applied = n, services = updater.table().len(), "sync reply applied"),
                 Err(r) => {
                     let subject = subjects.backends_sync();
@@ -148,6 +163,13 @@ async fn subscribe(client: &async_nats::Client, subjects: &Subjects) -> async_na
                 delay = (delay * 2).min(SYNC_BACKOFF_MAX);
             }
         }
+    }
+}
+
+async fn next_leader(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

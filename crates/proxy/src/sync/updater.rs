@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use acs_events::{
-    check_sender, decode, BackendChange, BackendUpdate, DecodeError, ServiceName, SyncReply,
+    check_sender, decode, version_term, BackendChange, BackendUpdate, DecodeError, ServiceName,
+    SyncReply, Term,
 };
 use tracing::{debug, info};
 
@@ -16,17 +17,14 @@ use crate::snapshot::Snapshot;
 /// Out-of-order deltas kept per service while a sync is under way.
 const MAX_PENDING: usize = 64;
 
-/// How far past this proxy's own wall clock a backend version may reach. The brain seeds
-/// versions with its start time in microseconds and adds one per update, so an honest version
-/// never runs ahead of the clock; one beyond this (forged, or from a clock an hour fast) would
-/// make every later update look stale and freeze the service's routes, and is refused.
-pub const MAX_VERSION_AHEAD_MS: u64 = 3_600_000;
-
-/// The highest version accepted at wall-clock time `now_unix_ms`.
-pub fn version_ceiling(now_unix_ms: u64) -> u64 {
-    now_unix_ms.saturating_add(MAX_VERSION_AHEAD_MS).saturating_mul(1000)
-}
-
+/// Fencing, and why there is no version ceiling any more. Versions are `(term, sequence)`
+/// ([`acs_events::pack_version`]), not clock readings, so a wall-clock ceiling would refuse
+/// honest versions. The updater keeps the newest term seen (from `LeaderEvent`s and from the
+/// versions it accepted) and refuses anything from an older term as `fenced`: a paused old
+/// leader cannot roll routes back. A garbage huge sequence from a buggy leader can freeze a
+/// service only until the next election, whose higher term outranks it. A forged huge *term*
+/// would need the brain's credentials (only the brain may publish backends and leader events),
+/// and refusing terms "too far" ahead would instead risk fencing out a real leader forever.
 /// A refused message, as published in a `Rejection`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
@@ -49,9 +47,8 @@ pub struct Updater {
     /// Deltas that arrived ahead of their turn (a gap), applied once the gap is filled.
     pending: BTreeMap<ServiceName, BTreeMap<u64, BackendUpdate>>,
     shared: Arc<Shared>,
-    /// Versions above this are refused ([`version_ceiling`]); the caller moves it with its
-    /// clock ([`Self::set_version_ceiling`]), so the updater itself reads no clock.
-    ceiling: u64,
+    /// The newest leader term seen; updates from older terms are fenced.
+    term_floor: Term,
 }
 
 impl Updater {
@@ -60,34 +57,49 @@ impl Updater {
             table: RouteTable::new(),
             pending: BTreeMap::new(),
             shared,
-            ceiling: u64::MAX,
+            term_floor: 0,
         }
     }
 
-    pub fn set_version_ceiling(&mut self, ceiling: u64) {
-        self.ceiling = ceiling;
-    }
-
-    /// Sets the version ceiling for wall-clock time `now_unix_ms`; chain the update after it.
-    pub fn with_clock(&mut self, now_unix_ms: u64) -> &mut Self {
-        self.set_version_ceiling(version_ceiling(now_unix_ms));
-        self
-    }
-
-    fn check_version(&self, u: &BackendUpdate) -> Result<(), Refused> {
-        if u.version <= self.ceiling {
-            return Ok(());
+    /// Raises the fencing floor to `term` (a `LeaderEvent`, or an accepted version). True if
+    /// it was raised.
+    pub fn observe_term(&mut self, term: Term) -> bool {
+        if term <= self.term_floor {
+            return false;
         }
-        Err(Refused {
-            kind: "invalid",
+        info!(term, previous = self.term_floor, "newer leader term seen; updates from older terms are now refused");
+        self.term_floor = term;
+        true
+    }
+
+    /// The newest leader term seen.
+    pub fn term_floor(&self) -> Term {
+        self.term_floor
+    }
+
+    /// Why `u` is refused as coming from an older term, if it is.
+    fn fenced(&self, u: &BackendUpdate) -> Refused {
+        Refused {
+            kind: "fenced",
             error: format!(
-                "version {} for service {:?} is beyond any version a brain can have produced by now (> {}); \
-                 refused so that it cannot freeze the service's routes",
-                u.version,
+                "backend update for service {:?} (version {}) from term {}, but term {} leads; refused (fenced)",
                 u.service.as_str(),
-                self.ceiling
+                u.version,
+                version_term(u.version),
+                self.term_floor
             ),
-        })
+        }
+    }
+
+    /// Refuses `u` if it comes from a term older than the newest seen; else raises the floor
+    /// to its term.
+    fn check_term(&mut self, u: &BackendUpdate) -> Result<(), Refused> {
+        let term = version_term(u.version);
+        if term < self.term_floor {
+            return Err(self.fenced(u));
+        }
+        self.observe_term(term);
+        Ok(())
     }
 
     pub fn table(&self) -> &RouteTable {
@@ -101,7 +113,7 @@ impl Updater {
             kind: "invalid",
             error,
         })?;
-        self.check_version(&u)?;
+        self.check_term(&u)?;
         Ok(self.apply(u))
     }
 
@@ -111,19 +123,26 @@ impl Updater {
     /// after its start answers with no updates, and the proxy keeps what it has.
     pub fn on_sync_reply(&mut self, payload: &[u8]) -> Result<usize, Refused> {
         let reply: SyncReply = decode(payload)?;
-        let declared: std::collections::BTreeSet<ServiceName> = reply.updates.iter().map(|u| u.service.clone()).collect();
-        let dropped = if declared.is_empty() { Vec::new() } else { self.table.retain_only(&declared) };
+        // A reply from an older leader is refused whole: it must not drop services either.
+        let (fenced, fresh): (Vec<_>, Vec<_>) = reply
+            .updates
+            .into_iter()
+            .partition(|u| version_term(u.version) < self.term_floor);
+        if let Some(first) = fenced.first() {
+            if fresh.is_empty() {
+                return Err(self.fenced(first));
+            }
+        }
+        let declared: std::collections::BTreeSet<ServiceName> = fresh.iter().map(|u| u.service.clone()).collect();
+        // Drop undeclared services only on a reply wholly from the current term.
+        let dropped = if declared.is_empty() || !fenced.is_empty() { Vec::new() } else { self.table.retain_only(&declared) };
         for service in &dropped {
             info!(service = %service, "service not in the brain's full sync; route dropped");
             self.pending.remove(service);
         }
         let mut applied = dropped.len();
-        let mut refused = None;
-        for u in reply.updates {
-            if let Err(r) = self.check_version(&u) {
-                refused = Some(r);
-                continue;
-            }
+        for u in fresh {
+            let _ = self.check_term(&u);
             if self.apply_one(u) == Outcome::Applied {
                 applied += 1;
             }
@@ -131,8 +150,11 @@ impl Updater {
         if applied > 0 {
             self.publish();
         }
-        // The good snapshots are applied; the forged one is reported.
-        refused.map_or(Ok(applied), Err)
+        // The current snapshots are applied; the fenced ones are reported.
+        match fenced.first() {
+            Some(u) => Err(self.fenced(u)),
+            None => Ok(applied),
+        }
     }
 
     /// Applies one update (plus any buffered deltas it unblocks) and swaps in a new snapshot.
@@ -182,7 +204,8 @@ impl Updater {
         };
         let mut current = self.table.version(service.as_str()).unwrap_or(0);
         loop {
-            while q.first_key_value().is_some_and(|(v, _)| *v <= current) {
+            let floor = self.term_floor;
+            while q.first_key_value().is_some_and(|(v, _)| *v <= current || version_term(*v) < floor) {
                 q.pop_first();
             }
             match q.first_key_value() {
@@ -221,186 +244,4 @@ fn change_kind(c: &BackendChange) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Tuning;
-    use acs_events::{encode, Backend, ReplicaId, Route, Selection, WorkerId};
-
-    fn updater() -> Updater {
-        Updater::new(Arc::new(Shared::new(Tuning::default())))
-    }
-
-    fn backend(id: &str) -> Backend {
-        Backend {
-            id: ReplicaId::new(id).unwrap(),
-            addr: "127.0.0.1:9".into(),
-            worker: WorkerId::new("w1").unwrap(),
-            draining: false,
-        }
-    }
-
-    fn upd(version: u64, change: BackendChange) -> BackendUpdate {
-        BackendUpdate {
-            v: 1,
-            service: ServiceName::new("web").unwrap(),
-            version,
-            ts_ms: 0,
-            selection: Selection::RoundRobin,
-            change,
-        }
-    }
-
-    fn reset(version: u64, ids: &[&str]) -> BackendUpdate {
-        upd(
-            version,
-            BackendChange::Reset {
-                route: Route::default(),
-                backends: ids.iter().map(|i| backend(i)).collect(),
-            },
-        )
-    }
-
-    fn add(version: u64, id: &str) -> BackendUpdate {
-        upd(
-            version,
-            BackendChange::Add {
-                backends: vec![backend(id)],
-            },
-        )
-    }
-
-    fn live_ids(u: &Updater) -> Vec<String> {
-        let snap = u.shared.snapshot.load();
-        snap.service("web").map_or(vec![], |s| {
-            s.backends.iter().map(|b| b.id().to_string()).collect()
-        })
-    }
-
-    #[test]
-    fn applied_updates_reach_the_live_snapshot() {
-        let mut u = updater();
-        assert_eq!(u.apply(reset(1, &["a"])), Outcome::Applied);
-        assert_eq!(live_ids(&u), ["a"]);
-        assert_eq!(u.apply(add(2, "b")), Outcome::Applied);
-        assert_eq!(live_ids(&u), ["a", "b"]);
-        assert_eq!(u.shared.snapshot.load().service("web").unwrap().version, 2);
-    }
-
-    #[test]
-    fn buffered_deltas_apply_once_the_gap_is_filled() {
-        let mut u = updater();
-        u.apply(reset(1, &["a"]));
-        assert_eq!(u.apply(add(3, "c")), Outcome::Gap);
-        assert_eq!(u.apply(add(4, "d")), Outcome::Gap);
-        assert_eq!(live_ids(&u), ["a"]);
-        // The missing delta arrives late: 2, then the buffered 3 and 4 follow.
-        assert_eq!(u.apply(add(2, "b")), Outcome::Applied);
-        assert_eq!(live_ids(&u), ["a", "b", "c", "d"]);
-        assert_eq!(u.table().version("web"), Some(4));
-        assert!(u.pending.is_empty());
-    }
-
-    #[test]
-    fn a_sync_reset_drops_older_buffered_deltas() {
-        let mut u = updater();
-        u.apply(reset(1, &["a"]));
-        u.apply(add(3, "c"));
-        u.apply(add(6, "f"));
-        let reply = SyncReply {
-            v: 1,
-            updates: vec![reset(5, &["x"])],
-        };
-        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 1);
-        // 3 is older than the reset (dropped); 6 follows it (applied).
-        assert_eq!(live_ids(&u), ["f", "x"]);
-        assert_eq!(u.table().version("web"), Some(6));
-    }
-
-    #[test]
-    fn deltas_before_any_reset_wait_for_the_sync() {
-        let mut u = updater();
-        assert_eq!(u.apply(add(8, "b")), Outcome::Gap);
-        u.on_sync_reply(&encode(&SyncReply {
-            v: 1,
-            updates: vec![reset(7, &["a"])],
-        }))
-        .unwrap();
-        assert_eq!(live_ids(&u), ["a", "b"]);
-    }
-
-    #[test]
-    fn pending_is_bounded() {
-        let mut u = updater();
-        u.apply(reset(1, &["a"]));
-        for v in 10..(10 + MAX_PENDING as u64 * 2) {
-            u.apply(add(v, "z"));
-        }
-        assert_eq!(u.pending["web"].len(), MAX_PENDING);
-    }
-
-    #[test]
-    fn refuses_malformed_payloads() {
-        let mut u = updater();
-        let s = "acs.backends.web";
-        assert_eq!(u.on_update(s, b"{nope").unwrap_err().kind, "bad_json");
-        assert_eq!(u.on_update(s, b"").unwrap_err().kind, "empty");
-        let wrong_type = br#"{"service":"web","version":"seven","change":"add","backends":[]}"#;
-        assert_eq!(u.on_update(s, wrong_type).unwrap_err().kind, "bad_field");
-        let bad_id = br#"{"service":"web","version":1,"change":"drain","ids":["a.b"]}"#;
-        let r = u.on_update(s, bad_id).unwrap_err();
-        assert_eq!(r.kind, "bad_field");
-        assert!(r.error.contains("replica id"), "{}", r.error);
-        let bad_addr = br#"{"service":"web","version":1,"change":"add","backends":[{"id":"a","addr":"nope","worker":"w1"}]}"#;
-        assert_eq!(u.on_update(s, bad_addr).unwrap_err().kind, "invalid");
-        let big = vec![b' '; acs_events::MAX_PAYLOAD + 1];
-        assert_eq!(u.on_update(s, &big).unwrap_err().kind, "too_large");
-        let other = encode(&reset(1, &["a"]));
-        let r = u.on_update("acs.backends.api", &other).unwrap_err();
-        assert_eq!(r.kind, "invalid");
-        assert!(r.error.contains("web"), "{}", r.error);
-        assert!(u.table().is_empty());
-        assert_eq!(u.on_sync_reply(b"[1,2]").unwrap_err().kind, "bad_field");
-        // A good one still goes through afterwards.
-        assert_eq!(
-            u.on_update(s, &encode(&reset(1, &["a"]))).unwrap(),
-            Outcome::Applied
-        );
-    }
-
-    #[test]
-    fn a_version_beyond_the_clock_is_refused_and_does_not_lock_the_service() {
-        let mut u = updater();
-        u.set_version_ceiling(version_ceiling(1_000));
-        let forged = reset(1 << 63, &["evil"]);
-        let r = u.on_update("acs.backends.web", &encode(&forged)).unwrap_err();
-        assert_eq!(r.kind, "invalid");
-        assert!(r.error.contains("beyond any version"), "{}", r.error);
-        assert_eq!(u.table().version("web"), None, "nothing applied");
-        // A legitimate update still applies afterwards.
-        let honest = reset(900_000, &["a"]);
-        assert_eq!(u.on_update("acs.backends.web", &encode(&honest)).unwrap(), Outcome::Applied);
-        // In a sync reply the forged snapshot is refused and the honest one applied.
-        let reply = SyncReply { v: 1, updates: vec![reset(u64::MAX, &["evil"]), reset(900_001, &["b"])] };
-        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap_err().kind, "invalid");
-        assert_eq!(u.table().version("web"), Some(900_001));
-        assert_eq!(live_ids(&u), ["b"]);
-    }
-
-    #[test]
-    fn a_full_sync_drops_services_the_brain_no_longer_declares() {
-        let mut u = updater();
-        u.apply(reset(1, &["a"]));
-        assert_eq!(live_ids(&u), ["a"]);
-        // A brain warming up answers with nothing: keep what we have.
-        let reply = SyncReply { v: 1, updates: vec![] };
-        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 0);
-        assert_eq!(live_ids(&u), ["a"]);
-        // A full reply that does not name web: web is no longer declared.
-        let mut api = reset(3, &[]);
-        api.service = ServiceName::new("api").unwrap();
-        let reply = SyncReply { v: 1, updates: vec![api] };
-        assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 2, "api applied, web dropped");
-        assert!(u.table().get("web").is_none());
-        assert!(live_ids(&u).is_empty(), "the live snapshot no longer routes it");
-    }
-}
+mod tests;

@@ -11,14 +11,21 @@
 //! - `lost.rs`: replicas gone without a stop, unhealthy ones to replace, records no longer needed;
 //! - `desired.rs`: the desired count: a manual pin, or the policy over measured signals;
 //! - `scale_out.rs`: which workers take the missing replicas;
+//! - `maintenance.rs`: moves off draining workers, make-before-break (target `desired + 1`);
 //! - `scale_in.rs`: which replicas go, their drains, and stops to send or retry;
 //! - `backends.rs`: the backend set to route, diffed with what the proxies were told;
 //! - `withdraw.rs`: services no longer declared that proxies still route: withdrawn.
+//!
+//! Per service, two more: `backoff.rs` holds starts back while it crash-loops, and
+//! `lifecycle.rs` names its state (`Running`, `Partial-Running 2/3`, `Failed`, ...).
 
 mod backends;
+pub mod backoff;
 mod desired;
 mod health;
+pub mod lifecycle;
 mod lost;
+mod maintenance;
 mod members;
 mod scale_in;
 mod scale_out;
@@ -85,6 +92,9 @@ pub struct Bookkeeping {
     pub(crate) blocked: Vec<BlockedChange>,
     /// The sequence number the next new replica id takes.
     pub(crate) next_seq: u64,
+    /// Services' lifecycle states as this plan saw them, and their crash-loop steps.
+    pub(crate) lifecycle: Vec<lifecycle::LifecycleChange>,
+    pub(crate) crash: Vec<(ServiceName, backoff::CrashStep)>,
 }
 
 /// A worker health transition that the plan announces.
@@ -254,22 +264,41 @@ fn plan_service(
         history_keep_ms: policy::history_keep_ms(policy),
     });
 
-    let blocked = if active < desired.count {
+    let ready = members.iter().filter(|m| m.phase == Phase::Healthy).count() as u32;
+    let crash = backoff::check(name, &state.crash, ready, now);
+    plan.decisions.extend(crash.decision.clone());
+    plan.bookkeeping.crash.extend(crash.step.clone().map(|step| (name.clone(), step)));
+    let draining: BTreeSet<WorkerId> =
+        world.maintenance().iter().filter(|(_, m)| m.draining).map(|(w, _)| w.clone()).collect();
+    let moves = maintenance::moves(name, &members, desired.count, &state.published, &draining, now);
+    plan.decisions.extend(moves.decision.clone());
+    let target = moves.target;
+    let mut placed = 0;
+    // In a crash-loop backoff, no start until its step has passed.
+    let blocked = if active < target && !crash.hold {
         let mut candidates = scale_out::candidates(world, now.mono, name, &health.fresh);
         let planned: Vec<&WorkerId> = plan.commands.iter().filter(|c| c.is_start()).map(|c| &c.worker).collect();
         scale_out::count_planned_starts(&mut candidates, &planned);
-        let out = scale_out::scale_out(candidates, name, active, desired.count);
-        for placement in out.placements {
+        let out = scale_out::scale_out(candidates, name, active, target);
+        for mut placement in out.placements {
+            if let Some((old, from)) = &moves.replacing {
+                placement.reason = format!("replacement for {old}, moving off draining worker {from}: {}", placement.reason);
+            }
             plan.start(world, name, svc, placement, now);
+            placed += 1;
         }
-        out.blocked
+        match (&moves.replacing, out.blocked) {
+            (Some((old, from)), Some(why)) => Some(maintenance::blocked_reason(old, from, &why)),
+            (_, blocked) => blocked,
+        }
     } else {
         None
     };
+    let blocked_reason = blocked.clone();
     plan.set_blocked(name, state.blocked.as_ref(), blocked, now);
 
     let worker_cpu_pct = |worker: &WorkerId| world.workers().get(worker).map_or(0.0, |w| w.last.host.cpu_pct);
-    let scale_in = scale_in::scale_in(name, &mut members, desired.count, policy, worker_cpu_pct, now);
+    let scale_in = scale_in::scale_in(name, &mut members, target, policy, worker_cpu_pct, &moves.leaving, now);
     for step in scale_in.steps {
         match step {
             scale_in::Victim::Stop(stop) => plan.stop(name, stop, now),
@@ -281,7 +310,9 @@ fn plan_service(
         plan.stop(name, stop, now);
     }
 
-    let reset_due = state.last_reset.is_none_or(|at| now.mono.saturating_sub(at) >= settings.reset_every_ms);
+    // A new term starts with snapshots, so every proxy moves to the new leader's versions at once.
+    let reset_due = state.last_reset.is_none_or(|at| now.mono.saturating_sub(at) >= settings.reset_every_ms)
+        || acs_events::version_term(state.version) < world.term();
     let publish = backends::publish(name, svc, state, world.first_version(), &members, reset_due, now);
     plan.updates.extend(publish.updates);
     plan.bookkeeping.published.extend(publish.published);
@@ -295,6 +326,18 @@ fn plan_service(
     }
     let started = lost::started_records_done(&members, world.records());
     plan.bookkeeping.records.extend(started.into_iter().map(RecordChange::Remove));
+
+    let counts = lifecycle::Inputs::count(&members, placed);
+    let ever_ready = state.ever_ready || counts.ready > 0;
+    let inputs = lifecycle::Inputs {
+        desired: desired.count,
+        pinned: state.manual.is_some(),
+        blocked: blocked_reason.as_deref(),
+        crash: crash.reason.as_deref(),
+        ever_ready,
+        ..counts
+    };
+    lifecycle::observe(plan, name, state, lifecycle::lifecycle(&inputs), ever_ready, now);
 }
 
 impl Plan {
@@ -342,7 +385,7 @@ impl Plan {
             id: command_id("start", &replica, 1),
             issued_ms: now.unix_ms,
             term: 0,
-            instance: None,
+            instance: world.instance_of(&worker),
             action: Action::Start { replica: replica.clone(), spec: svc.replica_spec() },
         };
         self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });

@@ -35,6 +35,7 @@ pub(super) fn scale_in(
     desired: u32,
     policy: &Policy,
     worker_cpu_pct: impl Fn(&WorkerId) -> f64,
+    leaving: &BTreeSet<ReplicaId>,
     now: Now,
 ) -> ScaleIn {
     let mut out = ScaleIn::default();
@@ -55,7 +56,8 @@ pub(super) fn scale_in(
             started_ms: m.started_ms,
         })
         .collect();
-    victims.sort_by(placement::victim_order);
+    // Replicas moving off a draining worker go first (see `maintenance.rs`).
+    victims.sort_by(|a, b| leaving.contains(&b.id).cmp(&leaving.contains(&a.id)).then(placement::victim_order(a, b)));
     for victim in victims.into_iter().take(excess as usize) {
         let m = members.iter_mut().find(|m| m.id == victim.id).expect("victim is a member");
         if victim.not_serving {
@@ -204,7 +206,7 @@ mod tests {
     #[test]
     fn a_starting_replica_goes_first_and_without_a_drain() {
         let mut members = [member("web-a", "w1", Phase::Healthy), member("web-b", "w1", Phase::Starting)];
-        let out = scale_in(&id("web"), &mut members, 1, &policy(), |_| 0.0, now(1_000));
+        let out = scale_in(&id("web"), &mut members, 1, &policy(), |_| 0.0, &BTreeSet::new(), now(1_000));
         let Victim::Stop(stop) = &out.steps[0] else { panic!("{out:?}") };
         assert_eq!((stop.replica.as_str(), stop.grace_s), ("web-b", 10.0));
         assert!(out.newly_draining.is_empty());
@@ -214,12 +216,12 @@ mod tests {
     #[test]
     fn a_serving_replica_drains_until_its_deadline() {
         let mut members = [member("web-a", "w1", Phase::Healthy), member("web-b", "w2", Phase::Healthy)];
-        let out = scale_in(&id("web"), &mut members, 1, &policy(), |w| if w.as_str() == "w2" { 90.0 } else { 5.0 }, now(1_000));
+        let out = scale_in(&id("web"), &mut members, 1, &policy(), |w| if w.as_str() == "w2" { 90.0 } else { 5.0 }, &BTreeSet::new(), now(1_000));
         let Victim::Drain(d) = &out.steps[0] else { panic!("{out:?}") };
         assert_eq!(d.action, DecisionAction::Drain { replica: id("web-b"), worker: id("w2") }, "the busier worker");
         assert_eq!(out.newly_draining, [id("web-b")].into());
         assert_eq!(members[1].phase, Phase::Draining { since: 1_000, version: 0, deadline: 6_000 });
-        assert_eq!(scale_in(&id("web"), &mut members, 1, &policy(), |_| 0.0, now(1_000)), ScaleIn::default());
+        assert_eq!(scale_in(&id("web"), &mut members, 1, &policy(), |_| 0.0, &BTreeSet::new(), now(1_000)), ScaleIn::default());
     }
 
     fn report(seen: Millis, traffic: &ServiceTraffic) -> ProxyReport<'_> {

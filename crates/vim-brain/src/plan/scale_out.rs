@@ -22,13 +22,13 @@ pub(super) struct ScaleOut {
     pub blocked: Option<String>,
 }
 
-/// Workers that can take a replica of `service` now: up, not backing off after a refusal. Each
-/// counts the slots its reported replicas take, plus starts sent but not yet reported.
+/// Workers that can take a replica of `service` now: up, not cordoned (maintenance), not backing
+/// off after a refusal. Each counts the slots its reported replicas take, plus starts sent but not yet reported.
 pub(super) fn candidates(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<WorkerId>) -> Vec<Candidate> {
     let mut out = Vec::new();
     for id in up {
         let worker = &world.workers()[id];
-        if worker.backoff_until > now {
+        if worker.backoff_until > now || world.maintenance_of(id).cordoned {
             continue;
         }
         let mut running = 0;

@@ -29,10 +29,11 @@ use acs_events::{
     ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
 };
 
+use crate::plan::backoff::{self, CrashLoop};
 use crate::plan::{Bookkeeping, RecordChange};
 use crate::policy;
 
-pub use liveness::{is_full_disruption, Link};
+pub use liveness::{duplicate_event, is_full_disruption, Duplicate, Link};
 pub use settings::Settings;
 
 /// Added to the worker timeout as the grace after the brain reconnects to NATS.
@@ -109,6 +110,11 @@ pub struct ServiceState {
     pub last_reset: Option<Millis>,
     /// Why the service cannot reach its desired count, if it cannot (announced once).
     pub blocked: Option<String>,
+    /// Its lifecycle state as the last plan saw it, and whether a replica was ever healthy.
+    pub lifecycle: acs_events::Lifecycle,
+    pub ever_ready: bool,
+    /// Its crashes in a row, for the crash-loop backoff.
+    pub crash: CrashLoop,
 }
 
 /// Everything the brain knows. `BTreeMap`s everywhere: iteration order decides outcomes.
@@ -129,6 +135,21 @@ pub struct World {
     link: Link,
     /// Reports refused because `max_ids` workers or proxies are known already.
     refused_ids: u64,
+    /// Workers under maintenance (`acs.cmd.maintenance`): cordoned, and whether draining. Kept
+    /// apart from `workers` so a cordon outlives the worker's entry and survives a failover.
+    maintenance: BTreeMap<WorkerId, Maintenance>,
+    /// The leader term (0 until elected).
+    term: acs_events::Term,
+    /// Second processes reporting under a worker id another live instance holds (refused).
+    duplicates: BTreeMap<WorkerId, Duplicate>,
+}
+
+/// A worker's maintenance state: cordoned (no new placements), and draining (its replicas move
+/// off, make-before-break). A drain implies a cordon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Maintenance {
+    pub cordoned: bool,
+    pub draining: bool,
 }
 
 /// Everything that can change the world.
@@ -145,6 +166,11 @@ pub enum Event {
     PlanSent(Bookkeeping),
     /// The brain's own NATS connection went down (`false`) or came back (`true`).
     Connection { connected: bool },
+    /// A worker's maintenance state (`acs.cmd.maintenance`, or restored from KV); the default
+    /// (neither cordoned nor draining) clears it.
+    Maintenance { worker: WorkerId, state: Maintenance },
+    /// This brain now leads in `term` (elected); stamps versions and replica ids.
+    Term(acs_events::Term),
 }
 
 impl World {
@@ -160,7 +186,26 @@ impl World {
             services: BTreeMap::new(),
             link: Link::default(),
             refused_ids: 0,
+            duplicates: BTreeMap::new(),
+            maintenance: BTreeMap::new(),
+            term: 0,
         }
+    }
+
+    /// The leader term this world plans for (0: never elected).
+    pub fn term(&self) -> acs_events::Term {
+        self.term
+    }
+
+    /// Workers under maintenance (cordoned or draining). This is what must survive a brain
+    /// failover, next to the pins: restore it with [`Event::Maintenance`].
+    pub fn maintenance(&self) -> &BTreeMap<WorkerId, Maintenance> {
+        &self.maintenance
+    }
+
+    /// The maintenance state of one worker (default: none).
+    pub fn maintenance_of(&self, worker: &WorkerId) -> Maintenance {
+        self.maintenance.get(worker).copied().unwrap_or_default()
     }
 
     /// Reports refused so far because `max_ids` distinct workers or proxies are known already.
@@ -237,16 +282,46 @@ impl World {
                 }
             }
             Event::PlanSent(bookkeeping) => self.plan_sent(bookkeeping, now),
+            Event::Maintenance { worker, state } => {
+                if state == Maintenance::default() {
+                    self.maintenance.remove(&worker);
+                } else {
+                    self.maintenance.insert(worker, Maintenance { cordoned: true, ..state });
+                }
+            }
             // Workers reconnect on their own backoff (async-nats waits up to 4 s between
             // attempts), so they get the slack on top of the worker timeout to report again.
+            Event::Term(term) => self.term = self.term.max(term),
             Event::Connection { connected } => {
                 self.link.set(connected, now, self.settings.worker_timeout_ms + RECONNECT_SLACK_MS)
             }
         }
     }
 
+    /// The instance the brain accepted for `worker` (`None`: unknown, or an older worker
+    /// that reports none); stamped in commands so only that process acts on them.
+    pub fn instance_of(&self, worker: &WorkerId) -> Option<String> {
+        let i = &self.workers.get(worker)?.last.instance;
+        (!i.is_empty()).then(|| i.clone())
+    }
+
+    /// Refused second instances, by worker id.
+    pub fn duplicates(&self) -> &BTreeMap<WorkerId, Duplicate> {
+        &self.duplicates
+    }
+
     fn worker_metrics(&mut self, m: WorkerMetrics, now: Millis) {
         let id = m.worker.clone();
+        if let Some(w) = self.workers.get(&id) {
+            if liveness::is_duplicate(w, &m, now, &self.settings) {
+                liveness::note_duplicate(&mut self.duplicates, w, &m, now);
+                return;
+            }
+            if w.last.instance != m.instance {
+                // A restart (the first instance went silent or stopped before this one started).
+                self.duplicates.remove(&id);
+            }
+        }
         let full = self.workers.len() >= self.settings.max_ids;
         match self.workers.get_mut(&id) {
             Some(w) => {
@@ -292,6 +367,10 @@ impl World {
         let r = ev.replica;
         match r.state {
             ReplicaState::Exited => {
+                if let Some(st) = self.services.get_mut(&r.service) {
+                    let intent = self.records.get(&r.id).map(|rec| &rec.intent);
+                    backoff::on_exit(&mut st.crash, &r, intent, &ev.reason, ev.ts_ms, now);
+                }
                 w.last.replicas.retain(|x| x.id != r.id);
                 w.unhealthy_since.remove(&r.id);
                 // Exited while starting (crashed, or its health check timed out): forget
@@ -330,8 +409,13 @@ impl World {
             match failed {
                 // The worker said no (full, bad spec, runtime error): forget the
                 // attempt so the next plan places it again, elsewhere for a while.
-                Some(_) => {
-                    self.records.remove(&replica);
+                Some(error) => {
+                    // A worker's own refusal may be the image's fault; no answer at all is not.
+                    if let (Some(rec), true) = (self.records.remove(&replica), result.is_ok()) {
+                        if let Some(st) = self.services.get_mut(&rec.service) {
+                            backoff::on_start_refused(&mut st.crash, replica.as_str(), worker.as_str(), &error, now);
+                        }
+                    }
                     if let Some(w) = self.workers.get_mut(&worker) {
                         w.backoff_until = now + self.settings.refusal_backoff_ms;
                     }
@@ -410,6 +494,13 @@ impl World {
         for blocked in b.blocked {
             self.services.entry(blocked.service).or_default().blocked = blocked.reason;
         }
+        for lc in b.lifecycle {
+            let st = self.services.entry(lc.service).or_default();
+            (st.lifecycle, st.ever_ready) = (lc.lifecycle, lc.ever_ready);
+        }
+        for (service, step) in &b.crash {
+            self.services.entry(service.clone()).or_default().crash.step(step);
+        }
         self.next_seq = b.next_seq;
     }
 
@@ -424,16 +515,27 @@ impl World {
         self.proxies.values().filter(move |p| now.saturating_sub(p.last_seen) <= timeout)
     }
 
-    /// A fresh replica id: `<service>-<epoch base36>-<seq>`, unique across brain restarts.
+    /// A fresh replica id: `<service>-t<term base36>-<seq>`. Unique because a term has one
+    /// leader and one world (a restarted or re-elected brain gets a new term). Without a term
+    /// (plain-data tests): `<service>-<epoch base36>-<seq>`.
     pub fn replica_id(&self, service: &ServiceName, seq: u64) -> ReplicaId {
-        let id = format!("{service}-{}-{seq}", base36(self.epoch / 1000));
+        let id = if self.term == 0 {
+            format!("{service}-{}-{seq}", base36(self.epoch / 1000))
+        } else {
+            format!("{service}-t{}-{seq}", base36(self.term))
+        };
         ReplicaId::new(id).expect("service names are <= 40 bytes, so replica ids fit")
     }
 
-    /// Where backend versions start for a service never published by this brain: above
-    /// anything a previous brain could have published (microseconds since the epoch).
+    /// Where backend versions start in this term: `(term, 0)`, above anything an older leader
+    /// could have published. A brain that never held a lease (term 0, plain-data tests) seeds
+    /// from the clock as before.
     pub fn first_version(&self) -> u64 {
-        self.epoch.saturating_mul(1000)
+        if self.term == 0 {
+            self.epoch.saturating_mul(1000)
+        } else {
+            acs_events::pack_version(self.term, 0)
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! fakes (no processes, no Pingora): they answer commands and publish the metrics a test sets.
 #![allow(dead_code)] // each test file uses a part
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,17 +28,21 @@ pub struct Brain {
 
 impl Brain {
     pub fn start(url: &str) -> Self {
-        Self::start_with(url, None)
+        Self::start_as(url, "brain-1", 1500)
     }
 
-    /// With manual pins kept in `state_file`.
-    pub fn start_with(url: &str, state_file: Option<PathBuf>) -> Self {
+    /// As brain instance `instance`, with a lease of `lease_ms`.
+    pub fn start_as(url: &str, instance: &str, lease_ms: u64) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let config = Config {
             nats: acs_node::NatsOptions::new(url),
             settings: Settings { warmup_ms: 300, ..Settings::default() },
             tick: Duration::from_millis(100),
-            state_file,
+            lease: vim_brain::lease::LeaseConfig {
+                instance: instance.into(),
+                lease_ms,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let services = Services::parse(SERVICES).unwrap();

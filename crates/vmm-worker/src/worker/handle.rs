@@ -64,6 +64,23 @@ impl Worker {
     }
 
     /// Carries out what a command's answer asks for.
+    /// A `LeaderEvent`: raises the fencing floor. A bad one is logged, counted and published.
+    pub(super) fn on_leader(&mut self, payload: &[u8]) {
+        match acs_events::decode::<acs_events::LeaderEvent>(payload) {
+            Ok(ev) => {
+                if self.commands.observe_term(ev.term) {
+                    info!(term = ev.term, brain = %ev.brain, change = ?ev.change, "newer leader term seen; commands from older terms are now refused");
+                }
+            }
+            Err(e) => {
+                let error = format!("bad leader event: {e}");
+                warn!(bytes = payload.len(), total = self.rejected + 1, "{error}");
+                let subject = self.config.subjects.leader();
+                self.publish_rejection(&subject, "malformed", error);
+            }
+        }
+    }
+
     pub(super) fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {

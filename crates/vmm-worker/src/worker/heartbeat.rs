@@ -40,6 +40,8 @@ pub(super) struct Heartbeat {
     pub snapshot: watch::Receiver<Snapshot>,
     pub measured: mpsc::UnboundedSender<Measured>,
     pub started_ms: u64,
+    /// This process's random instance id (tells two processes under one worker id apart).
+    pub instance: String,
     /// See `Worker::order`.
     pub order: Arc<Mutex<()>>,
 }
@@ -82,7 +84,7 @@ impl Heartbeat {
                 seq,
                 ts_ms: unix_now_ms(),
                 started_ms: self.started_ms,
-                instance: String::new(),
+                instance: self.instance.clone(),
                 interval_ms: self.interval.as_millis() as u64,
                 runtime: self.runtime.kind(),
                 host: sample.host,

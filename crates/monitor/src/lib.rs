@@ -1,0 +1,59 @@
+//! `acs-monitor`: durable metrics history with rollups and a statistics API.
+//!
+//! # Layout
+//! - [`rollup`]: buckets (count/sum/min/max/last + log histogram for p95) and tiers. Pure.
+//! - [`store`]: one rollup series per (scope, id, metric), fed from decoded metrics. Pure.
+//! - [`query`]: the query engine, `StatsRequest` → `StatsReply`. Pure; every API calls it.
+//! - [`service`]: NATS: the `ACS_METRICS` stream, replay into the store, `acs.monitor.stats`.
+
+pub mod query;
+pub mod rollup;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use acs_events::Subjects;
+use anyhow::Context;
+
+pub use service::{Counters, Shared};
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats: acs_node::NatsOptions,
+    pub subjects: Subjects,
+    /// Stream retention (raw history replayed after a restart).
+    pub stream_max_age: Duration,
+    pub tiers: Vec<rollup::TierSpec>,
+}
+
+impl Config {
+    pub fn new(nats: acs_node::NatsOptions) -> Self {
+        Config {
+            nats,
+            subjects: Subjects::default(),
+            stream_max_age: Duration::from_secs(3600),
+            tiers: rollup::DEFAULT_TIERS.to_vec(),
+        }
+    }
+}
+
+/// Connects, replays the stream, serves stats until `shutdown` resolves. Returns the shared state
+/// through `started` once serving, so tests can look at it.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let client = config.nats.connect().await.context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = service::ensure_stream(&js, &config.subjects, config.stream_max_age).await?;
+    let shared = Shared { store: Arc::new(Mutex::new(store::Store::new(&config.tiers))), counters: Arc::default() };
+    let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone()));
+    let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone()));
+    tracing::info!(subject = %config.subjects.monitor_stats(), "monitor serving");
+    shutdown.await;
+    ingest.abort();
+    serve.abort();
+    client.flush().await.ok();
+    Ok(())
+}
