@@ -16,7 +16,9 @@
 #   docker-slow      a worker's Docker calls delayed           heartbeat flows; not declared dead
 #   drain            acsctl drain of a worker under load       0 failed
 # Faults that need something not built yet print "skipped: ..." (feature-detected: the brain's
-# --lease-ms, `acsctl drain`).
+# --lease-ms, `acsctl drain`). Healing is judged against the leader's desired count for `web`
+# (`acsctl status --json`), not the container count before the fault: "left over/missing" is
+# running replica containers minus desired once settled (+N = duplicates or surplus).
 #
 # Environment: ACS_CHAOS_RPS (default 10), ACS_CHAOS_HEAL_TIMEOUT (s, default 30),
 # ACS_CHAOS_URL (default http://127.0.0.1:8080/whoami), ACS_CHAOS_OUT (work dir, default a
@@ -91,6 +93,31 @@ replica_ctrs() {
     --format '{{.Label "acs.worker"}} {{.Names}}' | grep -E '^w[0-9]+ ' || true
 }
 count_ctrs() { replica_ctrs | wc -l; }
+# `acsctl status --json` field of the leader's reply, by a python expression over `j` ("" if no
+# leader answers).
+status_get() {
+  acsctl status --json 2>/dev/null | python3 -c "import json,sys
+try: j=json.load(sys.stdin)
+except Exception: sys.exit()
+web=[x for x in j.get('services',[]) if x.get('name')=='web']
+web=web[0] if web else {}
+brain=j.get('brain') or {}
+print($1)" 2>/dev/null
+}
+desired() { status_get "web.get('desired','')"; }
+leader_instance() { status_get "brain.get('instance','') if brain.get('leader') else ''"; }
+# Seconds since T0 ($2) until a leader other than $1 answers `acs.status` (<= $HEAL s), or "-".
+wait_new_leader() {
+  local old=$1 t0=$2 l deadline=$((SECONDS + HEAL))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    l=$(leader_instance)
+    if [ -n "$l" ] && [ "$l" != "$old" ]; then
+      python3 -c "import time; print('%.2f' % (time.time() - $t0))"; return
+    fi
+    sleep 0.1
+  done
+  echo -
+}
 
 # Steady load for $1 seconds in the background; its report goes to $OUT/load-$2.log.
 start_load() {
@@ -113,12 +140,13 @@ EOF
 detect_after() {
   awk -v t0="$1" -v re="$2" '$1 >= t0 && $0 ~ re { printf "%.2f", $1 - t0; found = 1; exit } END { if (!found) print "-" }' "$EVENTS"
 }
-# Waits (<= $HEAL s) until the container count is back at $1 and /whoami answers; prints seconds
-# since T0 ($2) or "-".
+# Waits (<= $HEAL s) until the container count is back at $1 (a number, or `desired`: the
+# leader's desired count) and /whoami answers; prints seconds since T0 ($2) or "-".
 wait_serving() {
-  local want=$1 t0=$2 deadline=$((SECONDS + HEAL))
+  local want t0=$2 deadline=$((SECONDS + HEAL))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    if [ "$(count_ctrs)" -ge "$want" ] \
+    want=$1; [ "$want" != desired ] || want=$(desired)
+    if [ -n "$want" ] && [ "$(count_ctrs)" -ge "$want" ] \
       && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$URL")" = 200 ]; then
       python3 -c "import time; print('%.2f' % (time.time() - $t0))"; return
     fi
@@ -126,15 +154,22 @@ wait_serving() {
   done
   echo -
 }
-# Waits for the count to settle at $1 (<= $HEAL s); prints "+N" / "-N" / "0".
+# Waits (<= $HEAL s) for the running replica containers to settle at the leader's desired count
+# (read afresh each time); prints "+N" / "-N" / "0" (running minus desired), or "?" when no
+# leader answers.
 settle() {
-  local want=$1 n deadline=$((SECONDS + HEAL))
+  local want n deadline=$((SECONDS + HEAL))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    n=$(count_ctrs); [ "$n" -eq "$want" ] && { echo 0; return; }
+    want=$(desired); n=$(count_ctrs)
+    [ -n "$want" ] && [ "$n" -eq "$want" ] && { echo 0; return; }
     sleep 0.5
   done
-  n=$(count_ctrs); [ "$n" -gt "$want" ] && echo "+$((n - want))" || echo "-$((want - n))"
+  want=$(desired); n=$(count_ctrs)
+  [ -n "$want" ] || { echo "?"; return; }
+  [ "$n" -gt "$want" ] && echo "+$((n - want))" || echo "-$((want - n))"
 }
+# The brain's WorkerEvent declaring worker $1 down (acs.events.worker.<w>, docs/EVENTS.md).
+down_re() { echo "\"health\":\"(down|lost|dead)\".*\"subject\":\"acs.events.worker.$1\""; }
 le() { python3 -c "import sys; sys.exit(0 if '$1' != '-' and float('$1') <= float('$2') else 1)"; }
 ok_if() { if "$@"; then echo PASS; else echo FAIL; fi; }
 
@@ -144,117 +179,149 @@ wsvc() { echo "worker${1#w}"; }
 
 # --- the faults ---------------------------------------------------------------------------------
 fault_replica_kill() {
-  local base name t0 det srv res ft lm
-  base=$(count_ctrs); name=$(replica_ctrs | awk 'NR==1 { print $2 }')
+  local name t0 det srv f tot lm res
+  name=$(replica_ctrs | awk 'NR==1 { print $2 }')
   [ -n "$name" ] || { row replica-kill - - - - FAIL "no replica to kill"; return; }
   start_load 20 replica-kill; sleep 3
   t0=$(now); docker kill "$name" >/dev/null
   det=$(sleep 3; detect_after "$t0" "${name#acs-*-*-}|replica|Replace|Place")
-  srv=$(wait_serving "$base" "$t0")
-  wait "$LOAD_PID"; read -r f tot < <(load_result replica-kill); lm=$(settle "$base")
+  srv=$(wait_serving desired "$t0")
+  wait "$LOAD_PID"; read -r f tot < <(load_result replica-kill); lm=$(settle)
   res=$(ok_if eval '[ "$f" = 0 ] && le "$srv" 2 && [ "$lm" = 0 ]')
   row replica-kill "$det" "$srv" "$f/$tot" "$lm" "$res" "0 failed; serving <= 2 s"
 }
 
 fault_worker_kill9() {
-  local base w t0 srv lm
-  base=$(count_ctrs); w=$(busy_worker)
+  local w t0 srv f tot lm res
+  w=$(busy_worker)
   start_load 25 worker-kill9; sleep 3
   t0=$(now)
   # kill -9 of the worker's process from the host (not `docker kill`, which counts as a manual
   # stop): the container dies with it and Docker restarts it (unless-stopped).
   kill -9 "$(docker inspect -f '{{.State.Pid}}' "$(ctr "$(wsvc "$w")")")"
-  srv=$(wait_serving "$base" "$t0"); sleep 5
-  wait "$LOAD_PID"; read -r f tot < <(load_result worker-kill9); lm=$(settle "$base")
+  srv=$(wait_serving desired "$t0"); sleep 5
+  wait "$LOAD_PID"; read -r f tot < <(load_result worker-kill9); lm=$(settle)
   res=$(ok_if eval '[ "$f" = 0 ] && [ "$lm" = 0 ]')
   row worker-kill9 "$(detect_after "$t0" "$w")" "$srv" "$f/$tot" "$lm" "$res" "adopted, no duplicates, 0 failed"
 }
 
 fault_worker_lost() {
-  local base w t0 det srv lm inflight
-  base=$(count_ctrs); w=$(busy_worker)
+  local w t0 det srv f tot lm res
+  w=$(busy_worker)
   start_load 25 worker-lost; sleep 3
-  inflight=$(replica_ctrs | awk -v w="$w" '$1 == w' | wc -l)
   t0=$(now); docker stop -t 0 "$(ctr "$(wsvc "$w")")" >/dev/null
   CLEANUP+=("docker start $(ctr "$(wsvc "$w")")")
   # Its replicas keep running without a worker (the host is "lost"): remove them too.
   replica_ctrs | awk -v w="$w" '$1 == w { print $2 }' | xargs -r docker rm -f >/dev/null
-  srv=$(wait_serving "$base" "$t0"); det=$(detect_after "$t0" "$w.*([Dd]own|[Ll]ost|dead)")
-  wait "$LOAD_PID"; read -r f tot < <(load_result worker-lost); lm=$(settle "$base")
+  srv=$(wait_serving desired "$t0"); det=$(detect_after "$t0" "$(down_re "$w")")
+  wait "$LOAD_PID"; read -r f tot < <(load_result worker-lost); lm=$(settle)
   # In flight to it: at most the load's concurrency share; bound by RPS x request time (<< 1 s).
   res=$(ok_if eval 'le "$det" 3 && le "$srv" 5 && [ "$f" != "?" ] && [ "$f" -le "$((RPS / 2))" ] && [ "$lm" = 0 ]')
   row worker-lost "$det" "$srv" "$f/$tot" "$lm" "$res" "detect <= 3 s; serving <= 5 s; failed <= in flight"
-  docker start "$(ctr "$(wsvc "$w")")" >/dev/null; settle "$base" >/dev/null
+  docker start "$(ctr "$(wsvc "$w")")" >/dev/null; settle >/dev/null
 }
 
 fault_worker_cut() {
-  local base w t0 det srv lm c
-  base=$(count_ctrs); w=$(busy_worker); c=$(ctr "$(wsvc "$w")")
+  local want w t0 det srv f tot lm c n res
+  want=$(desired); w=$(busy_worker); c=$(ctr "$(wsvc "$w")")
+  n=$(replica_ctrs | awk -v w="$w" '$1 == w' | wc -l)
   start_load 45 worker-cut; sleep 3
   t0=$(now); docker network disconnect acs-control "$c"
   CLEANUP+=("docker network connect acs-control $c")
-  det=; srv=$(wait_serving "$((base + $(replica_ctrs | awk -v w="$w" '$1 == w' | wc -l)))" "$t0")
+  # Its replicas keep serving (acs-data is untouched); the brain places replacements elsewhere.
+  srv=$(wait_serving "$((${want:-0} + n))" "$t0")
   sleep $((15 - ${srv%.*} > 0 ? 15 - ${srv%.*} : 0)) 2>/dev/null || sleep 5
   docker network connect acs-control "$c"
-  det=$(detect_after "$t0" "$w.*([Dd]own|[Ll]ost)")
-  wait "$LOAD_PID"; read -r f tot < <(load_result worker-cut); lm=$(settle "$base")
+  det=$(detect_after "$t0" "$(down_re "$w")")
+  wait "$LOAD_PID"; read -r f tot < <(load_result worker-cut); lm=$(settle)
   res=$(ok_if eval '[ "$srv" != - ] && [ "$f" = 0 ] && [ "$lm" = 0 ]')
   row worker-cut "$det" "$srv" "$f/$tot" "$lm" "$res" "replaced while cut; surplus drained; 0 failed"
 }
 
+# The leader brain (from `acs.status`: only the leader answers) killed -9 or paused 10 s.
+# detect: its successor's `elected` LeaderEvent; serving: the successor answers `acs.status`.
 fault_brain() {
   local kind=$1
   [ "$LEASE" -eq 1 ] || { row "brain-$kind" - - - - skip "skipped: no lease yet (vim-brain has no --lease-ms)"; return; }
-  local base t0 leader srv lm
-  base=$(count_ctrs)
-  leader=$(acsctl status --json 2>/dev/null | python3 -c 'import json,sys; print((json.load(sys.stdin).get("brain") or {}).get("id",""))' 2>/dev/null)
-  local svc=brain-1; [[ "$leader" == *2* ]] && svc=brain-2
+  local old new t0 det act f tot lm res c fenced down
+  old=$(leader_instance)
+  case "$old" in brain-1) new=brain-2 ;; brain-2) new=brain-1 ;;
+    *) row "brain-$kind" - - - - FAIL "no leader brain answers acs.status (got '$old')"; return ;; esac
+  c=$(ctr "$old")
   start_load 25 "brain-$kind"; sleep 3
   t0=$(now)
   if [ "$kind" = kill9 ]; then
-    kill -9 "$(docker inspect -f '{{.State.Pid}}' "$(ctr $svc)")"
+    kill -9 "$(docker inspect -f '{{.State.Pid}}' "$c")"
+    act=$(wait_new_leader "$old" "$t0")
   else
-    docker pause "$(ctr $svc)" >/dev/null; CLEANUP+=("docker unpause $(ctr $svc)")
-    sleep 10; docker unpause "$(ctr $svc)" >/dev/null
+    docker pause "$c" >/dev/null; CLEANUP+=("docker unpause $c")
+    act=$(wait_new_leader "$old" "$t0")
+    python3 -c "import time; time.sleep(max(0, $t0 + 10 - time.time()))"
+    docker unpause "$c" >/dev/null
   fi
-  det=$(sleep 3; detect_after "$t0" 'leader')
-  wait "$LOAD_PID"; read -r f tot < <(load_result "brain-$kind"); lm=$(settle "$base")
+  wait "$LOAD_PID"; read -r f tot < <(load_result "brain-$kind"); lm=$(settle)
+  det=$(detect_after "$t0" "\"brain\":\"$new\",\"change\":\"elected\"")
   if [ "$kind" = kill9 ]; then
     res=$(ok_if eval 'le "$det" 2 && [ "$f" = 0 ] && [ "$lm" = 0 ]')
-    row brain-kill9 "$det" - "$f/$tot" "$lm" "$res" "new leader <= 2 s; no dup; 0 failed"
+    row brain-kill9 "$det" "$act" "$f/$tot" "$lm" "$res" "new leader <= 2 s; no dup; 0 failed"
   else
-    local fenced; fenced=$(awk -v t0="$t0" '$1 >= t0 && /fenced/' "$EVENTS" | wc -l)
-    res=$(ok_if eval '[ "$lm" = 0 ]')
-    row brain-pause "$det" - "$f/$tot" "$lm (fenced $fenced)" "$res" "stale commands fenced; no dup"
+    fenced=$(awk -v t0="$t0" '$1 >= t0 && /"kind":"fenced"/' "$EVENTS" | wc -l)
+    down=$(docker logs --since "${t0%.*}" "$c" 2>&1 | grep -c "stepped down")
+    res=$(ok_if eval '[ "$det" != - ] && [ "$down" -ge 1 ] && [ "$lm" = 0 ]')
+    row brain-pause "$det" "$act" "$f/$tot" "$lm (fenced $fenced, stepped down $down)" "$res" "stale commands fenced; old leader steps down; no dup"
   fi
-  docker start "$(ctr $svc)" >/dev/null 2>&1 || true
+  docker start "$c" >/dev/null 2>&1 || true
 }
 
 fault_nats_restart() {
-  local base t0 srv lm
-  base=$(count_ctrs)
+  local t0 srv f tot lm conn res
   start_load 25 nats-restart; sleep 3
   t0=$(now); docker restart -t 2 "$(ctr nats-2)" >/dev/null
   srv=$(python3 -c "import time; print('%.2f' % (time.time() - $t0))")
-  wait "$LOAD_PID"; read -r f tot < <(load_result nats-restart); lm=$(settle "$base")
-  local conn; conn=$("$DEMO" check >/dev/null 2>&1 && echo yes || echo no)
+  wait "$LOAD_PID"; read -r f tot < <(load_result nats-restart); lm=$(settle)
+  conn=$("$DEMO" check >/dev/null 2>&1 && echo yes || echo no)
   res=$(ok_if eval '[ "$f" = 0 ] && [ "$lm" = 0 ] && [ "$conn" = yes ]')
   row nats-restart - "$srv" "$f/$tot" "$lm (reconnected $conn)" "$res" "0 failed; all reconnect"
 }
 
+# worker3 is recreated behind bench/chaos/docker-slow.py (its Docker socket through a proxy,
+# bench/chaos/docker-slow.compose.yaml), then every Docker call of it is delayed by
+# ACS_CHAOS_DOCKER_DELAY s (default 2) for 20 s under load. detect: the first "down"/"lost" event
+# for w3 (should be "-"). Afterwards worker3 is recreated on the plain socket.
 fault_docker_slow() {
-  row docker-slow - - - - skip "skipped: not in this script yet (socket-delay proxy)"
+  local dir t0 f tot lm res det pid delay=${ACS_CHAOS_DOCKER_DELAY:-2} compose=(docker-compose)
+  docker-compose version >/dev/null 2>&1 || compose=(docker compose)
+  dir="$OUT/docker-slow"; mkdir -p "$dir"; echo 0 >"$dir/docker.sock.delay"
+  python3 "$ROOT/bench/chaos/docker-slow.py" "$dir/docker.sock" /var/run/docker.sock "$dir/docker.sock.delay" \
+    2>"$dir/proxy.log" &
+  pid=$!
+  CLEANUP+=("kill $pid")
+  local up=("${compose[@]}" -p "$PROJECT" -f compose.yaml)
+  CLEANUP+=("${up[*]} up -d --no-deps worker3")
+  ACS_SLOW_DIR=$dir "${up[@]}" -f bench/chaos/docker-slow.compose.yaml up -d --no-deps worker3 >"$dir/up.log" 2>&1 \
+    || { row docker-slow - - - - FAIL "could not recreate worker3 behind the proxy ($dir/up.log)"; return; }
+  settle >/dev/null
+  start_load 25 docker-slow; sleep 3
+  t0=$(now); echo "$delay" >"$dir/docker.sock.delay"
+  sleep 20; echo 0 >"$dir/docker.sock.delay"
+  wait "$LOAD_PID"; read -r f tot < <(load_result docker-slow); lm=$(settle)
+  det=$(detect_after "$t0" "$(down_re w3)")
+  local beats; beats=$(awk -v t0="$t0" -v t1="$(python3 -c "print($t0 + 20)")" \
+    '$1 >= t0 && $1 <= t1 && /"subject":"acs.metrics.worker.w3"/' "$EVENTS" | wc -l)
+  res=$(ok_if eval '[ "$det" = - ] && [ "$beats" -ge 15 ] && [ "$f" = 0 ] && [ "$lm" = 0 ]')
+  row docker-slow "$det" - "$f/$tot" "$lm (w3 beats $beats/20 s)" "$res" "heartbeat flows; not declared dead"
+  kill "$pid" 2>/dev/null; "${up[@]}" up -d --no-deps worker3 >>"$dir/up.log" 2>&1; settle >/dev/null
 }
 
 fault_drain() {
   [ "$DRAIN" -eq 1 ] || { row drain - - - - skip "skipped: acsctl has no drain yet"; return; }
-  local base w t0 srv lm
-  base=$(count_ctrs); w=$(busy_worker)
+  local w t0 srv f tot lm res
+  w=$(busy_worker)
   start_load 30 drain; sleep 3
   t0=$(now); acsctl drain "$w" >/dev/null 2>&1
   CLEANUP+=("$DEMO acsctl uncordon $w")
-  srv=$(wait_serving "$base" "$t0")
-  wait "$LOAD_PID"; read -r f tot < <(load_result drain); lm=$(settle "$base")
+  srv=$(wait_serving desired "$t0")
+  wait "$LOAD_PID"; read -r f tot < <(load_result drain); lm=$(settle)
   res=$(ok_if eval '[ "$f" = 0 ] && [ "$lm" = 0 ]')
   row drain "$(detect_after "$t0" "$w")" "$srv" "$f/$tot" "$lm" "$res" "0 failed"
   acsctl uncordon "$w" >/dev/null 2>&1 || true

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The acs demo cluster in containers (compose.yaml): a 3-node NATS cluster, two vim-brains
-# (the second only once the brain has its leader lease, see compose.yaml), the proxy on
+# (leader and standby, see compose.yaml), the proxy on
 # 127.0.0.1:8080 and three Docker-runtime workers (capacity 2, 3, 4) that start the `web`
 # replicas as containers on the network `acs-data`. See docs/DOCKER.md.
 #
@@ -382,14 +382,8 @@ cmd_up() {
 
   cmd_auth
   check_nats_config
-  # The second brain only with the leader lease (compose.yaml, profile `standby`).
-  if brain_has_lease; then
-    export COMPOSE_PROFILES=${COMPOSE_PROFILES:-standby}
-    say "vim-brain has the leader lease: starting brain-1 and brain-2"
-  else
-    say "vim-brain has no --lease-ms yet: starting brain-1 only (two would both act)"
-  fi
-
+  # Both brains always (compose.yaml): the leader lease keeps the standby from acting.
+  brain_has_lease || die "acs/vim-brain:dev has no --lease-ms (an old image): scripts/compose-demo.sh up --rebuild"
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME up -d"
   compose up -d
 
@@ -508,7 +502,7 @@ cmd_down() {
     docker rm -f $left >/dev/null
   fi
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME down --volumes --remove-orphans"
-  COMPOSE_PROFILES=standby compose down --volumes --remove-orphans
+  compose down --volumes --remove-orphans
   local net attached left_net=0
   for net in "$DATA_NETWORK" "$CONTROL_NETWORK"; do
     docker network inspect "$net" >/dev/null 2>&1 || continue

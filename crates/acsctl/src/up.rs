@@ -83,8 +83,10 @@ Local cluster is up. Try, in another terminal:
   acsctl watch --no-metrics    # decisions, backend changes, replica events (drop the flag for metrics)
   acsctl scale web 3           # pin web at 3 replicas; `acsctl scale web auto` hands it back
   acsctl load {proxy}/whoami --rps 200 --duration 60s   # then watch web scale out
+  # history and statistics: acs-monitor answers on {stats} (min/max/avg/last/p95, series)
 
 Logs: {logs}/<name>.log    Ctrl-C stops everything.",
-        logs = c.dir().join("logs").display()
+        logs = c.dir().join("logs").display(),
+        stats = acs_events::Subjects::new(prefix.clone()).map(|s| s.monitor_stats()).unwrap_or_default(),
     )
 }

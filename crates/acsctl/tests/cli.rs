@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
-const STATUS: &str = r#"{"v":1,"ok":true,"ts_ms":1,"services":[{"name":"web","mode":"auto","desired":2,"running":2,"version":42,
+const STATUS: &str = r#"{"v":1,"ok":true,"ts_ms":1,"services":[{"name":"web","mode":"auto","desired":2,"running":2,"lifecycle":{"state":"running"},"version":42,
  "replicas":[{"id":"web-a","worker":"w1","state":"healthy","addr":"127.0.0.1:40001"},
              {"id":"web-b","worker":"w2","state":"healthy","addr":"127.0.0.1:40002","draining":true}],
  "backends":[{"id":"web-a","addr":"127.0.0.1:40001","worker":"w1"},{"id":"web-b","addr":"127.0.0.1:40002","worker":"w2","draining":true}]}],
@@ -83,7 +83,7 @@ async fn status_prints_tables() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     for want in [
         "SERVICE",
-        "web      auto",
+        "web      Running  auto",
         "web-a@127.0.0.1:40001, web-b@127.0.0.1:40002 (draining)",
         "healthy (draining)",
         "w1      up      1/4       22%  0.3s ago",

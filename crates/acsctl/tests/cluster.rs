@@ -181,7 +181,8 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
         .iter()
         .filter_map(|n| cluster.pid(n))
         .collect();
-    assert_eq!(pids.len(), 4, "{:?}", cluster.names());
+    // nats-server, monitor, vim-brain, w1, proxy.
+    assert_eq!(pids.len(), 5, "{:?}", cluster.names());
     assert!(cluster.check_children().is_empty());
     assert!(cluster.log_path("w1").is_file());
 

@@ -48,9 +48,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let js = async_nats::jetstream::new(client.clone());
     let stream = service::ensure_stream(&js, &config.subjects, config.stream_max_age).await?;
     let shared = Shared { store: Arc::new(Mutex::new(store::Store::new(&config.tiers))), counters: Arc::default() };
-    let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone()));
-    let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone()));
-    tracing::info!(subject = %config.subjects.monitor_stats(), "monitor serving");
+    let (caught_up, caught_up_rx) = tokio::sync::watch::channel(false);
+    let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone(), caught_up));
+    let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone(), caught_up_rx));
+    tracing::info!(subject = %config.subjects.monitor_stats(), "monitor replaying, then serving");
     shutdown.await;
     ingest.abort();
     serve.abort();

@@ -56,7 +56,18 @@ pub async fn ensure_stream(js: &jetstream::Context, subjects: &Subjects, max_age
 }
 
 /// Reads the stream from its start with an ordered consumer and folds every message in.
-pub async fn ingest(client: async_nats::Client, stream: stream::Stream, subjects: Subjects, shared: Shared) -> anyhow::Result<()> {
+/// `caught_up` turns true once the replay has reached the end of the stream (a message with
+/// nothing pending after it, or an empty stream): only then is this monitor's history complete.
+pub async fn ingest(
+    client: async_nats::Client,
+    mut stream: stream::Stream,
+    subjects: Subjects,
+    shared: Shared,
+    caught_up: tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    if stream.info().await.context("reading the ACS_METRICS stream state")?.state.messages == 0 {
+        caught_up.send_replace(true);
+    }
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig { deliver_policy: consumer::DeliverPolicy::All, ..Default::default() })
         .await
@@ -74,6 +85,10 @@ pub async fn ingest(client: async_nats::Client, stream: stream::Stream, subjects
                 continue;
             }
         };
+        if !*caught_up.borrow() && m.info().is_ok_and(|i| i.pending == 0) {
+            tracing::info!(ingested = shared.counters.ingested.load(std::sync::atomic::Ordering::Relaxed), "replay caught up");
+            caught_up.send_replace(true);
+        }
         let subject = m.subject.as_str();
         let res = if subject.starts_with(wk) {
             decode::<WorkerMetrics>(&m.payload)
@@ -119,8 +134,16 @@ pub fn handle(shared: &Shared, payload: &[u8], now_ms: u64) -> StatsReply {
     }
 }
 
-/// Serves `acs.monitor.stats` until the subscription ends.
-pub async fn serve_stats(client: async_nats::Client, subjects: Subjects, shared: Shared) -> anyhow::Result<()> {
+/// Serves `acs.monitor.stats` until the subscription ends. Joins the queue group only once
+/// `caught_up` is true, so no query reaches a monitor still replaying (it would answer with a
+/// partial history).
+pub async fn serve_stats(
+    client: async_nats::Client,
+    subjects: Subjects,
+    shared: Shared,
+    mut caught_up: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    caught_up.wait_for(|c| *c).await.context("the replay stopped before catching up")?;
     let mut sub = client
         .queue_subscribe(subjects.monitor_stats(), QUEUE_GROUP.to_string())
         .await

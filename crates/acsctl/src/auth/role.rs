@@ -63,16 +63,19 @@ impl Role {
     }
 
     /// The inbox prefix this identity's client must use (async-nats `custom_inbox_prefix`),
-    /// or `None` for identities that never make requests (workers, viewer) and so get no inbox.
+    /// or `None` for identities that never make requests (workers) and so get no inbox. The
+    /// viewer has one: it queries `acs.monitor.stats`.
     ///
     /// Each requester gets its own prefix, and only it may subscribe below it: with the
     /// default `_INBOX`, anyone allowed `_INBOX.>` could read everyone's replies (status,
     /// worker acks, backend snapshots).
     pub fn inbox_prefix(&self) -> Option<String> {
         match self {
-            Role::Brain | Role::Operator | Role::Monitor => Some(format!("_INBOX_{}", self.kind())),
+            Role::Brain | Role::Operator | Role::Viewer | Role::Monitor => {
+                Some(format!("_INBOX_{}", self.kind()))
+            }
             Role::Proxy(id) => Some(format!("_INBOX_proxy_{id}")),
-            Role::Worker(_) | Role::Viewer => None,
+            Role::Worker(_) => None,
         }
     }
 }
@@ -94,6 +97,21 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
     /// May answer requests it received (publish once on their reply subject, within 2 min).
     pub allow_responses: bool,
+}
+
+/// The monitor's JetStream API calls, and no more: find or create its own stream, and read it
+/// with an ordered consumer (created, polled, inspected for its pending count, and deleted and
+/// re-created by async-nats after a gap). Replies come back on the monitor's own inbox.
+fn monitor_jetstream() -> Vec<String> {
+    const STREAM: &str = "ACS_METRICS"; // acs_monitor::service::STREAM
+    let mut v = vec!["$JS.API.INFO".to_string()];
+    for api in ["STREAM.INFO", "STREAM.CREATE", "CONSUMER.CREATE"] {
+        v.push(format!("$JS.API.{api}.{STREAM}"));
+    }
+    for api in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE", "CONSUMER.MSG.NEXT"] {
+        v.push(format!("$JS.API.{api}.{STREAM}.>"));
+    }
+    v
 }
 
 /// The permission table: issue 7's least privilege, every subject from [`Subjects`].
@@ -149,16 +167,17 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.scale(),
                 s.status(),
                 s.maintenance(), // cordon, uncordon, drain
+                s.monitor_stats(),
             ],
             vec![s.all()],
             false,
         ),
-        Role::Viewer => (vec![], vec![s.all()], false),
-        Role::Monitor => (
-            vec![format!("{p}.events.alarm.*"), "$JS.API.>".into()],
-            vec![s.all()],
-            true, // JetStream acks ride on reply subjects
-        ),
+        Role::Viewer => (vec![s.monitor_stats()], vec![s.all()], false),
+        Role::Monitor => {
+            let mut publish = vec![format!("{p}.events.alarm.*"), s.rejections("monitor")];
+            publish.extend(monitor_jetstream());
+            (publish, vec![s.all()], true) // stats replies
+        }
     };
     subscribe.extend(inbox);
     Permissions {

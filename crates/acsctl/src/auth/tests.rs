@@ -83,7 +83,7 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Operator),
         Permissions {
-            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance"]),
+            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.monitor.stats"]),
             subscribe: strs(&["acs.>", "_INBOX_operator.>"]),
             allow_responses: false,
         }
@@ -91,15 +91,26 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Viewer),
         Permissions {
-            publish: vec![],
-            subscribe: strs(&["acs.>"]),
+            publish: strs(&["acs.monitor.stats"]),
+            subscribe: strs(&["acs.>", "_INBOX_viewer.>"]),
             allow_responses: false
         }
     );
     assert_eq!(
         perms(&Role::Monitor),
         Permissions {
-            publish: strs(&["acs.events.alarm.*", "$JS.API.>"]),
+            publish: strs(&[
+                "acs.events.alarm.*",
+                "acs.events.error.monitor",
+                "$JS.API.INFO",
+                "$JS.API.STREAM.INFO.ACS_METRICS",
+                "$JS.API.STREAM.CREATE.ACS_METRICS",
+                "$JS.API.CONSUMER.CREATE.ACS_METRICS",
+                "$JS.API.CONSUMER.CREATE.ACS_METRICS.>",
+                "$JS.API.CONSUMER.INFO.ACS_METRICS.>",
+                "$JS.API.CONSUMER.DELETE.ACS_METRICS.>",
+                "$JS.API.CONSUMER.MSG.NEXT.ACS_METRICS.>",
+            ]),
             subscribe: strs(&["acs.>", "_INBOX_monitor.>"]),
             allow_responses: true,
         }
@@ -124,7 +135,8 @@ fn each_requester_has_its_own_inbox() {
     assert_eq!(Role::Brain.inbox_prefix().as_deref(), Some("_INBOX_brain"));
     assert_eq!(p("p1").inbox_prefix().as_deref(), Some("_INBOX_proxy_p1"));
     assert_eq!(w("w1").inbox_prefix(), None);
-    assert_eq!(Role::Viewer.inbox_prefix(), None);
+    // The viewer queries monitor stats, so it has an inbox of its own.
+    assert_eq!(Role::Viewer.inbox_prefix().as_deref(), Some("_INBOX_viewer"));
     // Nobody may read the shared default inbox.
     for role in Role::FIXED.into_iter().chain([w("w1"), p("p1")]) {
         assert!(
@@ -159,10 +171,10 @@ fn renders_nkey_users() {
     ]
     .concat();
     assert!(conf.contains(&worker), "{conf}");
-    // An empty allow list would allow everything: the viewer is denied explicitly.
+    // The viewer may publish only stats queries, and read replies only in its own inbox.
     assert!(
         conf.contains(
-            "nkey: \"UVIEWER\"\n      permissions: {\n        publish: { deny: [\">\"] }\n"
+            "nkey: \"UVIEWER\"\n      permissions: {\n        publish: { allow: [\"acs.monitor.stats\"] }\n        subscribe: { allow: [\"acs.>\", \"_INBOX_viewer.>\"] }\n"
         ),
         "{conf}"
     );

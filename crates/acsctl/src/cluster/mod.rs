@@ -1,8 +1,8 @@
 //! [`LocalCluster`]: a whole cluster on this machine as child processes, for `acsctl up`, demos
 //! and end-to-end tests.
 //!
-//! Start order: nats-server → vim-brain → workers `w1..wN` → proxy, each waited for. Stop order:
-//! proxy → brain → workers (SIGTERM; they stop their replicas) → nats-server, each waited for,
+//! Start order: nats-server → acs-monitor (history from the first metric on) → vim-brain →
+//! workers `w1..wN` → proxy, each waited for. Stop order: monitor → proxy → brain → workers (SIGTERM; they stop their replicas) → nats-server, each waited for,
 //! SIGKILL after a grace period. Every child runs in its own process group (so a terminal's
 //! Ctrl-C reaches only `acsctl`, which then stops them in order) and gets SIGTERM if the
 //! launching process dies (`PR_SET_PDEATHSIG`, armed from a spawner thread that lives as long as
@@ -34,6 +34,7 @@ pub const BRAIN_BIN: &str = "vim-brain";
 pub const WORKER_BIN: &str = "vmm-worker";
 pub const PROXY_BIN: &str = "acs-proxy";
 pub const DEMO_BIN: &str = "demo-web";
+pub const MONITOR_BIN: &str = "acs-monitor";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -19,6 +19,7 @@ pub enum Role {
     Brain,
     Worker,
     Proxy,
+    Monitor,
 }
 
 /// How to (re)start one child.
@@ -254,7 +255,8 @@ impl LocalCluster {
         self.spawn(spec)
     }
 
-    /// Stops everything in order (proxy, brain, workers, nats-server) and waits. Idempotent.
+    /// Stops everything in order (monitor, proxy, brain, workers, nats-server) and waits.
+    /// Idempotent.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
@@ -263,6 +265,7 @@ impl LocalCluster {
         self.nc = None;
         let worker_grace = self.opts.worker_stop_timeout;
         for (role, grace) in [
+            (Role::Monitor, Duration::from_secs(5)),
             (Role::Proxy, Duration::from_secs(5)),
             (Role::Brain, Duration::from_secs(5)),
             (Role::Worker, worker_grace),

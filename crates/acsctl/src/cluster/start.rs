@@ -1,5 +1,5 @@
-//! [`LocalCluster::start`]: preflight checks, then nats-server → vim-brain → workers → proxy,
-//! each waited for.
+//! [`LocalCluster::start`]: preflight checks, then nats-server → acs-monitor → vim-brain →
+//! workers → proxy, each waited for.
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use acs_events::{StatusReply, Subjects, WorkerHealth};
+use acs_events::{StatsReply, StatusReply, Subjects, WorkerHealth};
 use tracing::{info, warn};
 
 use super::process::{fail_on_exit, Role, Spawner, Spec};
@@ -16,7 +16,7 @@ use crate::auth::{AuthDir, InitOptions, Role as AuthRole};
 use acs_events::{ProxyId, WorkerId};
 use super::{
     default_bin_dir, io, nats_server_bin, poll_status, resolve_path, ClusterError, ClusterOptions,
-    LocalCluster, Result, BRAIN_BIN, DEMO_BIN, PROXY_BIN, WORKER_BIN,
+    LocalCluster, Result, BRAIN_BIN, DEMO_BIN, MONITOR_BIN, PROXY_BIN, WORKER_BIN,
 };
 use crate::client;
 
@@ -52,6 +52,7 @@ impl LocalCluster {
         // The services file must parse before anything starts.
         cluster.check_services(&services).await?;
         cluster.start_nats(nats_bin, deadline).await?;
+        cluster.start_monitor(deadline).await?;
         cluster.start_brain(&services, deadline).await?;
         cluster.start_workers(deadline).await?;
         cluster.start_proxy(deadline).await?;
@@ -79,7 +80,39 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// 2. vim-brain, ready once it answers status requests.
+    /// 2. acs-monitor, ready once it answers `acs.monitor.stats` (after replaying the stream
+    /// kept in `<dir>/jetstream` from earlier runs).
+    async fn start_monitor(&mut self, deadline: Instant) -> Result<()> {
+        self.spawn(Spec {
+            name: "monitor".into(),
+            role: Role::Monitor,
+            program: self.bin_dir.join(MONITOR_BIN),
+            args: monitor_args(&self.opts),
+            env: self.auth.connect_env(&AuthRole::Monitor, self.auth.root()),
+        })?;
+        let nc = self.nc.clone().ok_or_else(|| ClusterError::Status("not connected".into()))?;
+        // Any well-formed query will do: an empty history still gets an answer.
+        let query = r#"{"scope":"worker","id":"w1","metric":"cpu","last_ms":60000}"#;
+        loop {
+            fail_on_exit(&mut self.procs)?;
+            let asked = nc.request(self.subjects.monitor_stats(), query.into());
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), asked).await {
+                if acs_events::decode::<StatsReply>(&m.payload).is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NotReady {
+                    what: "acs-monitor answering on stats".into(),
+                    timeout: self.opts.ready_timeout,
+                    detail: format!("; logs are in {}", self.dir.join("logs").display()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// 3. vim-brain, ready once it answers status requests.
     async fn start_brain(&mut self, services: &Path, deadline: Instant) -> Result<()> {
         self.spawn(Spec {
             name: "vim-brain".into(),
@@ -93,7 +126,7 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// 3. workers `w1..wN`, ready once the brain reports every one of them up.
+    /// 4. workers `w1..wN`, ready once the brain reports every one of them up.
     async fn start_workers(&mut self, deadline: Instant) -> Result<()> {
         let n = self.opts.workers as usize;
         let ids: Vec<String> = (1..=n).map(|i| format!("w{i}")).collect();
@@ -120,7 +153,7 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// 4. the proxy, ready once it accepts connections.
+    /// 5. the proxy, ready once it accepts connections.
     async fn start_proxy(&mut self, deadline: Instant) -> Result<()> {
         self.spawn(Spec {
             name: "proxy".into(),
@@ -217,7 +250,7 @@ struct Preflight {
 /// Everything that can be checked before a process starts: binaries, nats-server, the services
 /// file, free ports.
 fn preflight(opts: &ClusterOptions, bin_dir: &Path) -> Result<Preflight> {
-    for name in [BRAIN_BIN, WORKER_BIN, PROXY_BIN] {
+    for name in [BRAIN_BIN, WORKER_BIN, PROXY_BIN, MONITOR_BIN] {
         if !bin_dir.join(name).is_file() {
             return Err(ClusterError::MissingBinary {
                 name: name.into(),
@@ -362,6 +395,16 @@ fn worker_args(opts: &ClusterOptions, id: &str, state_dir: &Path, bin_dir: &Path
             .unwrap_or_else(|_| bin_dir.join(DEMO_BIN))
             .display()
             .to_string(),
+    ]
+}
+
+/// The monitor keeps its history in the server's JetStream (stream `ACS_METRICS`).
+fn monitor_args(opts: &ClusterOptions) -> Vec<String> {
+    vec![
+        "--nats".into(),
+        opts.nats_url(),
+        "--prefix".into(),
+        opts.prefix.clone(),
     ]
 }
 
