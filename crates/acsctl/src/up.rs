@@ -83,10 +83,13 @@ Local cluster is up. Try, in another terminal:
   acsctl watch --no-metrics    # decisions, backend changes, replica events (drop the flag for metrics)
   acsctl scale web 3           # pin web at 3 replicas; `acsctl scale web auto` hands it back
   acsctl load {proxy}/whoami --rps 200 --duration 60s   # then watch web scale out
-  # history and statistics: acs-monitor answers on {stats} (min/max/avg/last/p95, series)
+  # history and statistics (min/max/avg/last/p95, series): acs-monitor answers on NATS {stats}, and
+  curl -H \"Authorization: Bearer $(cat {token})\" '{rest}?scope=worker&id=w1&metric=cpu&window=1h&step=1m'
 
 Logs: {logs}/<name>.log    Ctrl-C stops everything.",
         logs = c.dir().join("logs").display(),
+        token = c.monitor_token_file().display(),
+        rest = c.monitor_stats_url(),
         stats = acs_events::Subjects::new(prefix.clone()).map(|s| s.monitor_stats()).unwrap_or_default(),
     )
 }

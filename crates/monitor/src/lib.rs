@@ -5,7 +5,10 @@
 //! - [`store`]: one rollup series per (scope, id, metric), fed from decoded metrics. Pure.
 //! - [`query`]: the query engine, `StatsRequest` → `StatsReply`. Pure; every API calls it.
 //! - [`service`]: NATS: the `ACS_METRICS` stream, replay into the store, `acs.monitor.stats`.
+//! - [`http`]: REST: `GET /api/v1/stats` with a bearer token, same engine
+//!   (docs/monitor-openapi.yaml).
 
+pub mod http;
 pub mod query;
 pub mod rollup;
 pub mod service;
@@ -28,6 +31,8 @@ pub struct Config {
     /// Stream retention (raw history replayed after a restart).
     pub stream_max_age: Duration,
     pub tiers: Vec<rollup::TierSpec>,
+    /// Where the REST API listens, and who may ask; `None`: NATS only.
+    pub http: Option<(std::net::SocketAddr, http::HttpAuth)>,
 }
 
 impl Config {
@@ -37,6 +42,7 @@ impl Config {
             subjects: Subjects::default(),
             stream_max_age: Duration::from_secs(3600),
             tiers: rollup::DEFAULT_TIERS.to_vec(),
+            http: None,
         }
     }
 }
@@ -44,6 +50,11 @@ impl Config {
 /// Connects, replays the stream, serves stats until `shutdown` resolves. Returns the shared state
 /// through `started` once serving, so tests can look at it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Bind first: a taken port fails the start instead of a half-working monitor.
+    let listener = match &config.http {
+        Some((addr, _)) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
+        None => None,
+    };
     let client = config.nats.connect().await.context("connecting to NATS")?;
     let js = async_nats::jetstream::new(client.clone());
     let stream = service::ensure_stream(&js, &config.subjects, config.stream_max_age).await?;
@@ -51,8 +62,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (caught_up, caught_up_rx) = tokio::sync::watch::channel(false);
     let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone(), caught_up));
     let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone(), caught_up_rx));
+    let rest = listener.zip(config.http.clone()).map(|(l, (addr, auth))| {
+        tracing::info!(%addr, ?auth, path = http::STATS_PATH, "http stats api listening");
+        tokio::spawn(http::serve(l, auth, shared.clone()))
+    });
     tracing::info!(subject = %config.subjects.monitor_stats(), "monitor replaying, then serving");
     shutdown.await;
+    if let Some(rest) = rest {
+        rest.abort();
+    }
     ingest.abort();
     serve.abort();
     client.flush().await.ok();

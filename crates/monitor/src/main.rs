@@ -1,6 +1,7 @@
 //! `acs-monitor`: parse flags, set up tracing, run.
 
 use acs_events::Subjects;
+use acs_monitor::http::HttpAuth;
 use acs_monitor::rollup::TierSpec;
 use anyhow::Context;
 use clap::Parser;
@@ -26,11 +27,45 @@ struct Args {
     /// Hour tier retention.
     #[arg(long, env = "ACS_MONITOR_HOUR_KEEP_S", default_value_t = 30 * 86_400)]
     hour_keep_s: u64,
+    /// Where the REST stats API listens (`GET /api/v1/stats`).
+    #[arg(long, env = "ACS_MONITOR_HTTP", default_value = "127.0.0.1:9470")]
+    http: std::net::SocketAddr,
+    /// No REST API at all: NATS only.
+    #[arg(long, conflicts_with_all = ["token_file", "insecure_no_auth"])]
+    no_http: bool,
+    /// File holding the bearer token every REST request must carry (keep it mode 0600).
+    #[arg(long, env = "ACS_MONITOR_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Serve the REST API without a token. Only for tests: anyone who reaches it reads the stats.
+    #[arg(long, conflicts_with = "token_file")]
+    insecure_no_auth: bool,
+}
+
+/// The REST API's address and auth, or `None` with `--no-http`; no token is an error.
+fn http(args: &Args) -> anyhow::Result<Option<(std::net::SocketAddr, HttpAuth)>> {
+    if args.no_http {
+        return Ok(None);
+    }
+    let auth = match (&args.token_file, args.insecure_no_auth) {
+        (_, true) => HttpAuth::Insecure,
+        (Some(path), false) => {
+            let token = std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = token.trim();
+            anyhow::ensure!(token.len() >= 16, "the token in {} is shorter than 16 characters", path.display());
+            HttpAuth::Bearer(token.to_string())
+        }
+        (None, false) => anyhow::bail!(
+            "the REST API needs a bearer token: pass --token-file FILE (or ACS_MONITOR_TOKEN_FILE); \
+             --no-http turns it off, --insecure-no-auth serves without (tests only)"
+        ),
+    };
+    Ok(Some((args.http, auth)))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     acs_node::init_tracing("info");
+    let http = http(&args)?;
     let nats = args.nats.into_options("acs-monitor")?;
     let mut config = acs_monitor::Config::new(nats);
     config.subjects = Subjects::new(&args.prefix).map_err(anyhow::Error::msg)?;
@@ -40,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         TierSpec { width_ms: 60_000, keep_ms: args.minute_keep_s * 1000 },
         TierSpec { width_ms: 3_600_000, keep_ms: args.hour_keep_s * 1000 },
     ];
+    config.http = http;
     let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
     rt.block_on(acs_monitor::run(config, acs_node::shutdown_signal())).context("acs-monitor failed")
 }

@@ -128,6 +128,7 @@ pub async fn run_with_runtime(
         health_tx,
         stops: JoinSet::new(),
         in_flight: InFlight::new(),
+        early_exits: HashMap::new(),
         launches: JoinSet::new(),
         snapshot,
         order,
@@ -220,6 +221,9 @@ struct Worker {
     stops: JoinSet<(ReplicaId, Result<(), RuntimeError>)>,
     /// Starts launched and not finished; each takes a slot.
     in_flight: InFlight,
+    /// Exits the runtime reported while the replica's start was still in flight: applied the
+    /// moment the start is recorded, so a replica that dies at once is not left `starting`.
+    early_exits: HashMap<ReplicaId, RuntimeEvent>,
     launches: starts::Launches,
     /// At most `--max-concurrent-starts` runtime starts at once.
     start_slots: Arc<Semaphore>,

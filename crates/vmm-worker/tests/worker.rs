@@ -349,3 +349,24 @@ async fn nats_outage_keeps_replicas_and_metrics_resume() {
     assert!(ack.ok, "{ack:?}");
     worker.shutdown().await;
 }
+
+/// A replica whose process dies at once (here: a flag demo-web does not know) may exit before
+/// its start is recorded; the exit must still be reported, not left `starting` until the
+/// start timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_exits_at_once_is_reported_exited() {
+    let (_nats, _dir, mut bus, cfg) = setup("exit-at-once").await;
+    let worker = Worker::spawn(cfg);
+    for i in 0..3 {
+        let (id, replica) = (format!("x{i}"), format!("rx{i}"));
+        let cmd = json!({
+            "id": id, "action": "start", "replica": replica,
+            "spec": {"service": "web", "command": [demo_web(), "--no-such-flag"], "health_path": "/healthz"}
+        });
+        let ack = bus.request(cmd).await;
+        assert!(ack.ok, "the start itself is accepted: {ack:?}");
+        let ev = bus.event_where("exited", |e| is(e, &replica, ReplicaState::Exited)).await;
+        assert!(ev.reason.contains("exited with status"), "{}", ev.reason);
+    }
+    worker.shutdown().await;
+}

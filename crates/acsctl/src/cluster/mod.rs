@@ -109,6 +109,16 @@ impl LocalCluster {
         self.auth.nats_options(role, &self.nats_url())
     }
 
+    /// The monitor's REST stats API, `http://127.0.0.1:<port>/api/v1/stats`.
+    pub fn monitor_stats_url(&self) -> String {
+        format!("http://{}/api/v1/stats", self.opts.monitor_http)
+    }
+
+    /// The file holding the bearer token of [`Self::monitor_stats_url`] (mode 0600).
+    pub fn monitor_token_file(&self) -> PathBuf {
+        self.dir.join("monitor.token")
+    }
+
     /// A client connected as the operator (steer and watch), failing fast.
     pub async fn operator_client(&self) -> crate::Result<async_nats::Client> {
         client::connect(&self.nats_options(&crate::auth::Role::Operator), Duration::from_secs(5)).await

@@ -16,6 +16,8 @@ pub struct ClusterOptions {
     pub services: PathBuf,
     pub proxy_listen: SocketAddr,
     pub nats_port: u16,
+    /// Where the monitor's REST stats API listens (token in `<dir>/monitor.token`).
+    pub monitor_http: SocketAddr,
     /// Optional nats-server config; `-a 127.0.0.1 -p <nats_port>` override its address.
     pub nats_config: Option<PathBuf>,
     /// Logs (`logs/<name>.log`) and worker state (`workers/<id>`).
@@ -48,6 +50,7 @@ impl ClusterOptions {
             services: PathBuf::from("config/services.local.toml"),
             proxy_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             nats_port: 4222,
+            monitor_http: SocketAddr::from(([127, 0, 0, 1], 9470)),
             nats_config: None,
             dir: dir.into(),
             bin_dir: None,
@@ -66,6 +69,7 @@ impl ClusterOptions {
         let mut o = Self::new(dir);
         o.nats_port = free_port();
         o.proxy_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        o.monitor_http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         o
     }
 

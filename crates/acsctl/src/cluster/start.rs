@@ -83,11 +83,12 @@ impl LocalCluster {
     /// 2. acs-monitor, ready once it answers `acs.monitor.stats` (after replaying the stream
     /// kept in `<dir>/jetstream` from earlier runs).
     async fn start_monitor(&mut self, deadline: Instant) -> Result<()> {
+        let token = monitor_token(&self.dir)?;
         self.spawn(Spec {
             name: "monitor".into(),
             role: Role::Monitor,
             program: self.bin_dir.join(MONITOR_BIN),
-            args: monitor_args(&self.opts),
+            args: monitor_args(&self.opts, &token),
             env: self.auth.connect_env(&AuthRole::Monitor, self.auth.root()),
         })?;
         let nc = self.nc.clone().ok_or_else(|| ClusterError::Status("not connected".into()))?;
@@ -271,7 +272,7 @@ fn preflight(opts: &ClusterOptions, bin_dir: &Path) -> Result<Preflight> {
     }
     let services = std::path::absolute(&services).unwrap_or(services);
     let nats_addr = SocketAddr::from(([127, 0, 0, 1], opts.nats_port));
-    for (what, addr) in [("NATS", nats_addr), ("proxy", opts.proxy_listen)] {
+    for (what, addr) in [("NATS", nats_addr), ("proxy", opts.proxy_listen), ("monitor HTTP", opts.monitor_http)] {
         if TcpListener::bind(addr).is_err() {
             return Err(ClusterError::PortInUse { what, addr });
         }
@@ -399,13 +400,41 @@ fn worker_args(opts: &ClusterOptions, id: &str, state_dir: &Path, bin_dir: &Path
 }
 
 /// The monitor keeps its history in the server's JetStream (stream `ACS_METRICS`).
-fn monitor_args(opts: &ClusterOptions) -> Vec<String> {
+fn monitor_args(opts: &ClusterOptions, token_file: &Path) -> Vec<String> {
     vec![
         "--nats".into(),
         opts.nats_url(),
         "--prefix".into(),
         opts.prefix.clone(),
+        "--http".into(),
+        opts.monitor_http.to_string(),
+        "--token-file".into(),
+        token_file.display().to_string(),
     ]
+}
+
+/// `<dir>/monitor.token`: the REST API's bearer token, 32 random bytes in hex, mode 0600, made
+/// on first start and kept after.
+pub(super) fn monitor_token(dir: &Path) -> Result<PathBuf> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("monitor.token");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut raw = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .map_err(io("read /dev/urandom"))?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{hex}\n").as_bytes()))
+        .map_err(io(format!("write {}", path.display())))?;
+    Ok(path)
 }
 
 fn proxy_args(opts: &ClusterOptions) -> Vec<String> {

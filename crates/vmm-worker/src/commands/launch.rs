@@ -74,6 +74,10 @@ impl InFlight {
         self.0.insert(replica, starting);
     }
 
+    pub fn contains(&self, replica: &ReplicaId) -> bool {
+        self.0.contains_key(replica)
+    }
+
     pub fn get_mut(&mut self, replica: &ReplicaId) -> Option<&mut Starting> {
         self.0.get_mut(replica)
     }

@@ -162,6 +162,12 @@ impl Worker {
                 reason,
             } => {
                 self.stop_health(&replica);
+                if self.in_flight.contains(&replica) {
+                    debug!(replica = %replica, %reason, "exit before its start was recorded; applied once it is");
+                    let ev = RuntimeEvent::Exited { replica: replica.clone(), code, reason };
+                    self.early_exits.insert(replica, ev);
+                    return;
+                }
                 let Some(mut r) = self.replicas.remove(&replica) else {
                     debug!(replica = %replica, %reason, "exit of a replica already forgotten");
                     return;

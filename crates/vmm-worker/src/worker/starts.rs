@@ -63,6 +63,7 @@ impl Worker {
             Ok(d) => d,
             Err(e) => return error!(error = %e, "start task failed"),
         };
+        let replica = l.replica.clone();
         let Some(starting) = self.in_flight.remove(&l.replica) else {
             return warn!(replica = %l.replica, "a start finished that was not in flight");
         };
@@ -75,6 +76,9 @@ impl Worker {
             self.publisher.send(w.reply, encode(&ack), false);
         }
         self.apply(out.effects);
+        if let Some(exit) = self.early_exits.remove(&replica) {
+            self.on_runtime_event(exit);
+        }
     }
 
     /// Shutdown: starts still in flight are given up and what they left removed.
