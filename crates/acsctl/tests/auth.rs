@@ -345,6 +345,48 @@ async fn workers_and_proxies_hear_the_leader_and_cannot_speak_for_it() {
     expect_violation(&mut p_violations, "publish", "acs.events.leader").await;
 }
 
+/// The monitor answers stats and may use its own JetStream stream but not the brain's KV; the
+/// viewer and the operator may ask it; the viewer may not speak for a worker. (The whole monitor
+/// runs with these permissions in crates/monitor/tests/auth.rs.)
+#[tokio::test]
+async fn the_monitor_answers_stats_and_keeps_to_its_stream() {
+    let tmp = TempDir::new("auth-monitor-store");
+    let store = format!("jetstream {{ store_dir: {:?} }}", tmp.path());
+    let rig = Rig::start_with("auth-monitor", &["w1"], &[], &store);
+    let (monitor, mut m_violations) = rig.connect_watching(&Role::Monitor).await;
+    let js = async_nats::jetstream::new(monitor.clone());
+    let stream = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "ACS_METRICS".into(),
+            subjects: vec!["acs.metrics.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("the monitor creates ACS_METRICS");
+    assert_eq!(stream.cached_info().config.name, "ACS_METRICS");
+    // Another stream (the brain's lease bucket) is not the monitor's: the server drops the
+    // request, so wait only a second for the answer that never comes.
+    let other = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(monitor.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "KV_acs_lease".into(),
+            subjects: vec!["$KV.acs_lease.>".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(other.is_err(), "the monitor created another stream");
+    expect_violation(&mut m_violations, "publish", "$JS.API.STREAM.CREATE.KV_acs_lease").await;
+
+    respond(&monitor, "acs.monitor.stats", "stats").await;
+    let (viewer, mut v_violations) = rig.connect_watching(&Role::Viewer).await;
+    assert_eq!(request(&viewer, "acs.monitor.stats").await, "stats");
+    let operator = rig.connect(&Role::Operator).await;
+    assert_eq!(request(&operator, "acs.monitor.stats").await, "stats");
+    send(&viewer, "acs.metrics.worker.w1").await;
+    expect_violation(&mut v_violations, "publish", "acs.metrics.worker.w1").await;
+}
+
 #[tokio::test]
 async fn a_proxy_cannot_publish_backends() {
     let rig = Rig::start("auth-proxy", &[], &["p1"]);

@@ -186,4 +186,14 @@ mod tests {
         assert!(err("scope=worker&id=w1&metric=cpu&step=0s").contains("above zero"));
         assert_eq!(parse_query("scope=service&id=a%20b&metric=rps").unwrap().id, "a b");
     }
+
+    /// docs/monitor-openapi.yaml names the path and every parameter this parser knows.
+    #[test]
+    fn the_openapi_document_matches() {
+        let doc = include_str!("../../../docs/monitor-openapi.yaml");
+        assert!(doc.contains(&format!("  {STATS_PATH}:")));
+        for p in ["scope", "id", "metric", "window", "from", "to", "step"] {
+            assert!(doc.contains(&format!("- name: {p}\n")), "{p} is not documented");
+        }
+    }
 }

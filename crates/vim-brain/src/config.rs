@@ -71,6 +71,51 @@ pub struct ServiceConfig {
     pub selection: Selection,
     #[serde(default)]
     pub policy: Policy,
+    /// Moving replicas off hot workers (DRS-style); off unless enabled.
+    #[serde(default)]
+    pub rebalance: Rebalance,
+}
+
+/// `[service.rebalance]`: when one worker running this service is much hotter than a worker
+/// that could take a replica, move one replica there, make-before-break, under a budget.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most moves started per minute for this service.
+    #[serde(default = "default_moves_per_minute")]
+    pub moves_per_minute: u32,
+    /// Host CPU gap (percentage points) between the hottest worker running the service and the
+    /// coldest that could take a replica, above which one replica moves.
+    #[serde(default = "default_cpu_gap_pct")]
+    pub cpu_gap_pct: f64,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Self { enabled: false, moves_per_minute: default_moves_per_minute(), cpu_gap_pct: default_cpu_gap_pct() }
+    }
+}
+
+fn default_moves_per_minute() -> u32 {
+    1
+}
+
+fn default_cpu_gap_pct() -> f64 {
+    40.0
+}
+
+impl Rebalance {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=60).contains(&self.moves_per_minute) {
+            return Err(format!("rebalance.moves_per_minute must be 1..=60, got {}", self.moves_per_minute));
+        }
+        if !(self.cpu_gap_pct.is_finite() && self.cpu_gap_pct > 0.0 && self.cpu_gap_pct <= 100.0) {
+            return Err(format!("rebalance.cpu_gap_pct must be in (0, 100], got {}", self.cpu_gap_pct));
+        }
+        Ok(())
+    }
 }
 
 fn default_port() -> u16 {
@@ -237,6 +282,7 @@ impl ServiceConfig {
         if self.port == 0 {
             return Err("port must be 1..=65535".into());
         }
+        self.rebalance.validate()?;
         use acs_events::Validate;
         // What a worker would refuse (no command or image, health_path, limits) is refused here
         // by the same check, so a file that loads never produces commands workers reject.

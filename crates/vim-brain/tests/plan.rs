@@ -589,3 +589,72 @@ fn a_removed_service_is_withdrawn_and_left_out_of_syncs() {
     let mut c = c.at(500).worker("w1", 4, 5.0, &[healthy("web-a")]);
     assert!(c.step().withdrawn.is_empty());
 }
+
+const REBALANCED: &str = r#"
+[[service]]
+name = "web"
+command = ["demo-web", "--port", "{port}"]
+route = { path_prefix = "/" }
+policy = { min_replicas = 2, max_replicas = 2, drain_timeout_s = 5 }
+rebalance = { enabled = true, moves_per_minute = 1, cpu_gap_pct = 40 }
+"#;
+
+/// Rebalance, through the whole decision: one replica moves off the hot worker to the cold
+/// one, make-before-break, and the budget holds a second move for a minute.
+#[test]
+fn rebalance_moves_one_replica_off_a_hot_worker_make_before_break_under_a_budget() {
+    use ReplicaState::Healthy;
+    let mut c = Cluster::new(REBALANCED)
+        .worker("w1", 4, 95.0, &[("a", "web", Healthy)])
+        .worker("w2", 4, 50.0, &[("b", "web", Healthy)])
+        .worker("w3", 4, 5.0, &[])
+        .proxy(0, 0.0, &[("a", 0), ("b", 0)]);
+    let p = c.step(); // publishes a and b
+    assert!(starts(&p).is_empty(), "{:?}", starts(&p));
+    c = c.at(100);
+    let p = c.step();
+    let started = starts(&p);
+    assert_eq!(started.len(), 1, "one replacement: {started:?}");
+    assert_eq!(started[0].0, "w3", "to the cold worker, never back onto the hot one");
+    let place = p.decisions.iter().find(|d| matches!(d.action, DecisionAction::Place { .. })).unwrap();
+    assert!(place.reason.contains("rebalance") && place.reason.contains("w1"), "{}", place.reason);
+    assert!(stops(&p).is_empty(), "nothing leaves before the replacement serves");
+    let new = started[0].1.clone();
+
+    // The replacement is healthy; once published, a is released (relocate), then drained.
+    c = c.at(200).worker("w3", 4, 5.0, &[(new.as_str(), "web", Healthy)]);
+    let v = c.version();
+    c = c.proxy(v, 0.0, &[("a", 0), ("b", 0), (new.as_str(), 0)]);
+    let p1 = c.step();
+    c = c.at(300);
+    let p2 = c.step();
+    let all: Vec<&Decision> = p1.decisions.iter().chain(&p2.decisions).collect();
+    assert!(
+        all.iter().any(|d| matches!(&d.action, DecisionAction::Relocate { replica, to, .. } if replica.as_str() == "a" && to.as_str() == "w3")),
+        "a relocates to w3: {all:?}"
+    );
+    // a goes through the usual drain and stop; then the service is steady again at 2.
+    let mut stopped = Vec::new();
+    for t in [400, 600, 6_000, 12_000] {
+        c = c.at(t).worker("w1", 4, 95.0, &[("a", "web", Healthy)]).worker("w3", 4, 5.0, &[(new.as_str(), "web", Healthy)]);
+        let v = c.version();
+        c = c.proxy(v, 0.0, &[("b", 0), (new.as_str(), 0)]);
+        stopped.extend(stops(&c.step()));
+    }
+    assert_eq!(stopped.first().map(String::as_str), Some("a"), "a is stopped after its drain: {stopped:?}");
+
+    // w1 is still the hottest, but a second move waits for the budget (1 per minute).
+    c = c.at(20_000).worker("w1", 4, 95.0, &[]).worker("w2", 4, 90.0, &[("b", "web", Healthy)]);
+    c = c.worker("w3", 4, 5.0, &[(new.as_str(), "web", Healthy)]);
+    let v = c.version();
+    c = c.proxy(v, 0.0, &[("b", 0), (new.as_str(), 0)]);
+    let p = c.step();
+    assert!(starts(&p).is_empty(), "no second move within the minute: {:?}", p.decisions);
+    // A minute after the first move, w2 (90%) vs w1 (95%, empty, so it may take one): b moves.
+    c = c.at(70_000).worker("w1", 4, 5.0, &[]).worker("w2", 4, 90.0, &[("b", "web", Healthy)]);
+    c = c.worker("w3", 4, 5.0, &[(new.as_str(), "web", Healthy)]);
+    let v = c.version();
+    c = c.proxy(v, 0.0, &[("b", 0), (new.as_str(), 0)]);
+    let p = c.step();
+    assert_eq!(starts(&p).iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["w1"], "{:?}", p.decisions);
+}

@@ -80,8 +80,7 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// 2. acs-monitor, ready once it answers `acs.monitor.stats` (after replaying the stream
-    /// kept in `<dir>/jetstream` from earlier runs).
+    /// 2. acs-monitor, ready once it answers `acs.monitor.stats` (only after its replay).
     async fn start_monitor(&mut self, deadline: Instant) -> Result<()> {
         let token = monitor_token(&self.dir)?;
         self.spawn(Spec {

@@ -27,6 +27,7 @@ pub mod lifecycle;
 mod lost;
 mod maintenance;
 mod members;
+mod rebalance;
 mod scale_in;
 mod scale_out;
 mod withdraw;
@@ -95,6 +96,8 @@ pub struct Bookkeeping {
     /// Services' lifecycle states as this plan saw them, and their crash-loop steps.
     pub(crate) lifecycle: Vec<lifecycle::LifecycleChange>,
     pub(crate) crash: Vec<(ServiceName, backoff::CrashStep)>,
+    /// Rebalance moves begun (`Some`) or finished (`None`), per service.
+    pub(crate) rebalance: Vec<(ServiceName, Option<ReplicaId>)>,
 }
 
 /// A worker health transition that the plan announces.
@@ -270,7 +273,9 @@ fn plan_service(
     plan.bookkeeping.crash.extend(crash.step.clone().map(|step| (name.clone(), step)));
     let draining: BTreeSet<WorkerId> =
         world.maintenance().iter().filter(|(_, m)| m.draining).map(|(w, _)| w.clone()).collect();
-    let moves = maintenance::moves(name, &members, desired.count, &state.published, &draining, now);
+    let (rebalancing, rebalance_reason) =
+        rebalance::step(plan, world, name, svc, state, &members, &health.fresh, desired.count, &draining, crash.hold, now);
+    let moves = maintenance::moves(name, &members, desired.count, &state.published, &draining, &rebalancing, now);
     plan.decisions.extend(moves.decision.clone());
     let target = moves.target;
     let mut placed = 0;
@@ -279,15 +284,29 @@ fn plan_service(
         let mut candidates = scale_out::candidates(world, now.mono, name, &health.fresh);
         let planned: Vec<&WorkerId> = plan.commands.iter().filter(|c| c.is_start()).map(|c| &c.worker).collect();
         scale_out::count_planned_starts(&mut candidates, &planned);
+        if let Some((_, from)) = &moves.replacing {
+            // A replacement never goes back where its original is leaving.
+            candidates.retain(|c| &c.id != from);
+        }
         let out = scale_out::scale_out(candidates, name, active, target);
         for mut placement in out.placements {
             if let Some((old, from)) = &moves.replacing {
-                placement.reason = format!("replacement for {old}, moving off draining worker {from}: {}", placement.reason);
+                let why = match &rebalance_reason {
+                    Some(r) => r.clone(),
+                    None if draining.contains(from) => format!("moving off draining worker {from}"),
+                    None => format!("moving off {from} (rebalance)"),
+                };
+                placement.reason = format!("replacement for {old}, {why}: {}", placement.reason);
             }
             plan.start(world, name, svc, placement, now);
             placed += 1;
         }
         match (&moves.replacing, out.blocked) {
+            // A rebalance with nowhere to go is simply given up: the replica stays where it is.
+            (Some((old, _)), Some(_)) if rebalancing.contains(old) => {
+                plan.bookkeeping.rebalance.push((name.clone(), None));
+                None
+            }
             (Some((old, from)), Some(why)) => Some(maintenance::blocked_reason(old, from, &why)),
             (_, blocked) => blocked,
         }

@@ -115,6 +115,9 @@ pub struct ServiceState {
     pub ever_ready: bool,
     /// Its crashes in a row, for the crash-loop backoff.
     pub crash: CrashLoop,
+    /// The replica a rebalance is moving (until it is gone), and when moves started (budget).
+    pub rebalancing: Option<ReplicaId>,
+    pub rebalance_moves: VecDeque<Millis>,
 }
 
 /// Everything the brain knows. `BTreeMap`s everywhere: iteration order decides outcomes.
@@ -500,6 +503,16 @@ impl World {
         }
         for (service, step) in &b.crash {
             self.services.entry(service.clone()).or_default().crash.step(step);
+        }
+        for (service, moving) in b.rebalance {
+            let st = self.services.entry(service).or_default();
+            if moving.is_some() {
+                st.rebalance_moves.push_back(now);
+                while st.rebalance_moves.len() > 64 {
+                    st.rebalance_moves.pop_front();
+                }
+            }
+            st.rebalancing = moving;
         }
         self.next_seq = b.next_seq;
     }
