@@ -54,7 +54,7 @@ cleanup() {
   local c
   for c in "${CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
   CLEANUP=()
-  [ -z "${WATCH_PID:-}" ] || kill "$WATCH_PID" 2>/dev/null || true
+  [ -z "${WATCH_PID:-}" ] || kill -- "-$WATCH_PID" 2>/dev/null || kill "$WATCH_PID" 2>/dev/null || true
 }
 print_table() {
   echo
@@ -82,9 +82,11 @@ acsctl drain --help >/dev/null 2>&1 && DRAIN=1
 
 # The event stream, each line prefixed with the time it arrived (seconds, 3 decimals).
 EVENTS="$OUT/events.log"
-( "$DEMO" acsctl watch --json 2>>"$OUT/watch.err" \
-  | python3 -u -c 'import sys,time
-for l in sys.stdin: print("%.3f %s" % (time.time(), l), end="", flush=True)' >"$EVENTS" ) &
+# In its own process group (setsid), so that cleanup ends all of it (acsctl and the stamper).
+EVENTS="$OUT/events.log" setsid bash -c '"$0" acsctl watch --json 2>>"${EVENTS%/*}/watch.err" \
+  | python3 -u -c "import sys,time
+for l in sys.stdin: print(\"%.3f %s\" % (time.time(), l), end=\"\", flush=True)" >"$EVENTS" 2>&1' "$DEMO" \
+  </dev/null 2>>"$OUT/watch.err" &
 WATCH_PID=$!
 
 # Replica containers of this cluster, running, per worker: "w1 name" lines.

@@ -52,7 +52,12 @@ pub async fn serve(listener: TcpListener, auth: HttpAuth, shared: Shared) {
                 let out = handle(&auth, &shared, peer, &req, unix_ms());
                 async move { Ok::<_, std::convert::Infallible>(out) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            // A client that never finishes its headers is dropped instead of holding a task.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
         });

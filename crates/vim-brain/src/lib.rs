@@ -6,17 +6,20 @@
 //! - [`world`]: the [`World`], folded from events by a synchronous `apply`, its only door
 //!   (reports, command results, manual pins, the brain's own NATS link, sent plans); plus the
 //!   brain's own bookkeeping (starts in flight, drains, manual pins, published backend sets).
-//!   `world/liveness.rs`: the link and the full-disruption rule that hold down-marking.
+//!   `world/liveness.rs`: the link, the full-disruption rule that holds down-marking, and
+//!   duplicate worker ids; `world/sent.rs`: what a sent plan records.
 //! - [`policy`]: [`policy::SIGNALS`], the one list of scaling signals; target tracking,
 //!   stabilisation windows, step limits. Pure.
 //! - [`placement`]: which worker gets a replica, which replica goes first. Pure.
 //! - [`plan`](mod@plan): `plan(&World, &Services, now) -> Plan`, the whole decision, one file per step
-//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `scale_in`, `backends`, `withdraw`),
+//!   (`health`, `members`, `lost`, `desired`, `scale_out`, `rebalance`, `maintenance`, `scale_in`,
+//!   `backends`, `withdraw`),
 //!   with `backoff` (crash loops) and `lifecycle` (each service's state). Pure: no
 //!   clock, no I/O; tested with plain data (each step's unit tests, and `tests/plan.rs`).
 //! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
 //! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out; it
 //!   counts refused messages. Before each plan it folds in what is already queued.
+//!   `reconciler/requests.rs`: the requests only the leader answers.
 //! - `inbox`: the loop's subscriptions; one whose stream ends is resubscribed with backoff.
 //! - [`lease`]: many brains, one leader. The lease's driver task and the JetStream KV bucket
 //!   (`acs_brain`: key `leader`, `pin.<service>`, `maintenance`), which is what outlives a

@@ -11,7 +11,9 @@
 //! - `lost.rs`: replicas gone without a stop, unhealthy ones to replace, records no longer needed;
 //! - `desired.rs`: the desired count: a manual pin, or the policy over measured signals;
 //! - `scale_out.rs`: which workers take the missing replicas;
-//! - `maintenance.rs`: moves off draining workers, make-before-break (target `desired + 1`);
+//! - `rebalance.rs`: when enabled, one replica picked to leave the hottest worker (budgeted);
+//! - `maintenance.rs`: moves off draining workers and rebalance picks, make-before-break
+//!   (target `desired + 1`);
 //! - `scale_in.rs`: which replicas go, their drains, and stops to send or retry;
 //! - `backends.rs`: the backend set to route, diffed with what the proxies were told;
 //! - `withdraw.rs`: services no longer declared that proxies still route: withdrawn.
