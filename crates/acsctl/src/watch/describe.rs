@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 
 use acs_events::{
-    decode, BackendUpdate, Decision, ProxyMetrics, Rejection, ReplicaEvent, ScaleRequest, Subjects,
+    decode, BackendUpdate, Decision, LeaderEvent, MaintenanceRequest, ProxyMetrics, Rejection, ReplicaEvent, ScaleRequest, Subjects,
     SyncRequest, WorkerCommand, WorkerEvent, WorkerMetrics,
 };
 
 use super::lines::{
-    backend_update, decision, proxy_metrics, rejection, replica_event, scale_request, sync_request,
+    backend_update, decision, leader_event, maintenance_request, proxy_metrics, rejection, replica_event, scale_request, sync_request,
     worker_command, worker_event, worker_metrics,
 };
 
@@ -31,6 +31,8 @@ pub fn describe(subjects: &Subjects, subject: &str, payload: &[u8]) -> String {
         ("backends", Some(_)) => decode::<BackendUpdate>(payload).map(|u| backend_update(&u)),
         ("cmd.worker", Some(w)) => decode::<WorkerCommand>(payload).map(|c| worker_command(w, &c)),
         ("cmd", Some("scale")) => decode::<ScaleRequest>(payload).map(|r| scale_request(&r)),
+        ("cmd", Some("maintenance")) => decode::<MaintenanceRequest>(payload).map(|r| maintenance_request(&r)),
+        ("events", Some("leader")) => decode::<LeaderEvent>(payload).map(|e| leader_event(&e)),
         ("sync", Some("backends")) => {
             if payload.iter().all(u8::is_ascii_whitespace) {
                 Ok("sync backends request (all services)".to_string())

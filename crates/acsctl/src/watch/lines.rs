@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use acs_events::{
     Action, BackendChange, BackendUpdate, Decision, DecisionAction, ProxyMetrics, Rejection,
     ReplicaEvent, ScaleRequest, SyncRequest, WorkerCommand, WorkerEvent, WorkerHealth,
-    WorkerMetrics,
+    WorkerMetrics, LeaderChange, LeaderEvent, MaintenanceAction, MaintenanceRequest,
 };
 
 use crate::status::state_name;
@@ -235,4 +235,22 @@ mod tests {
         let d: acs_events::Decision = serde_json::from_str(json).unwrap();
         assert_eq!(super::decision(&d), "decision web Running -> Partial-Running: 2/3: no worker has a free slot");
     }
+}
+
+pub(super) fn leader_event(e: &LeaderEvent) -> String {
+    let what = match e.change {
+        LeaderChange::Elected => "elected",
+        LeaderChange::Renewed => "renewed",
+        LeaderChange::SteppedDown => "STEPPED DOWN",
+    };
+    format!("leader {} {what} (term {}, lease {} ms)", e.brain, e.term, e.lease_ms)
+}
+
+pub(super) fn maintenance_request(r: &MaintenanceRequest) -> String {
+    let what = match r.action {
+        MaintenanceAction::Cordon => "cordon",
+        MaintenanceAction::Uncordon => "uncordon",
+        MaintenanceAction::Drain => "drain",
+    };
+    format!("maintenance request: {what} {}", r.worker)
 }

@@ -221,3 +221,17 @@ fn timestamp_shape() {
     assert_eq!(t.len(), 12, "{t}");
     assert_eq!(&t[2..3], ":");
 }
+
+#[test]
+fn leadership_and_maintenance() {
+    assert_eq!(
+        d("acs.events.leader", r#"{"term":7,"brain":"brain-a","ts_ms":1,"change":"elected","lease_ms":1500}"#),
+        "leader brain-a elected (term 7, lease 1500 ms)"
+    );
+    assert_eq!(
+        d("acs.events.leader", r#"{"term":7,"brain":"brain-a","ts_ms":1,"change":"stepped_down","lease_ms":1500}"#),
+        "leader brain-a STEPPED DOWN (term 7, lease 1500 ms)"
+    );
+    assert_eq!(d("acs.cmd.maintenance", r#"{"worker":"w2","action":"drain"}"#), "maintenance request: drain w2");
+    assert!(d("acs.events.leader", r#"{"term":0,"brain":"b","ts_ms":1,"change":"elected","lease_ms":1}"#).contains("undecodable"));
+}
