@@ -915,3 +915,37 @@ async fn least_conn_selection_avoids_a_busy_backend() {
     );
     assert_eq!(slow.await.unwrap().1, busy);
 }
+
+/// Fencing: once a newer leader's term is known (from `acs.events.leader` and its versions), an
+/// update from an older term is refused with a `fenced` rejection and routing keeps the newer
+/// term's backends, even if the old leader's version numbers look newer within its own term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_terms_update_is_refused_and_routing_keeps_the_new_leaders_backends() {
+    let [b1, b2] = test_backends(["b1", "b2"]).await;
+    let v = |term, seq| acs_events::pack_version(term, seq);
+    let w = World::start(vec![web_reset(v(5, 1), vec![b1.backend()])]).await;
+    w.until_served_by("x", "/", &["b1"], 2).await;
+    let mut rejections = w.nc.subscribe(Subjects::default().rejections("proxy")).await.unwrap();
+    let leader = acs_events::LeaderEvent {
+        v: 1,
+        term: 5,
+        brain: "brain-b".into(),
+        ts_ms: 0,
+        change: acs_events::LeaderChange::Elected,
+        lease_ms: 1500,
+    };
+    w.publish_raw(&Subjects::default().leader(), encode(&leader)).await;
+
+    // The paused term-4 leader wakes and sends a reset with a huge sequence.
+    w.publish(&web_reset(v(4, 1_000_000), vec![b2.backend()])).await;
+    let msg = tokio::time::timeout(DEADLINE, rejections.next()).await.expect("a rejection").unwrap();
+    let r: acs_events::Rejection = acs_events::decode(&msg.payload).unwrap();
+    assert_eq!(r.kind, "fenced", "{r:?}");
+    let hits = w.spread("x", "/", 20).await;
+    assert_eq!(hits.get("b1"), Some(&20), "still the term-5 backends: {hits:?}");
+    assert_eq!(b2.hits.load(Ordering::Relaxed), 0);
+
+    // The term-5 leader's next delta still applies.
+    w.publish(&add(v(5, 2), vec![b2.backend()])).await;
+    w.until_served_by("x", "/", &["b1", "b2"], 20).await;
+}

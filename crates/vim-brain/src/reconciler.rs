@@ -227,6 +227,10 @@ impl Brain {
         let mut plan = plan(&self.world, &self.services, now);
         for c in &mut plan.commands {
             c.cmd.term = term;
+            // Stops too are for the instance the brain accepted under that worker id.
+            if c.cmd.instance.is_none() {
+                c.cmd.instance = self.world.instance_of(&c.worker);
+            }
         }
         for d in &mut plan.decisions {
             d.term = term;
