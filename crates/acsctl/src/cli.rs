@@ -152,6 +152,9 @@ pub struct UpArgs {
     /// Port of the local nats-server (on 127.0.0.1).
     #[arg(long, env = "ACS_NATS_PORT", default_value_t = 4222)]
     pub nats_port: u16,
+    /// Where acs-monitor's HTTP API listens (bearer token in `<dir>/monitor.token`).
+    #[arg(long, env = "ACS_MONITOR_HTTP", default_value = "127.0.0.1:9470")]
+    pub monitor_http: SocketAddr,
     /// nats-server config file; default `nats/local.conf` when it exists. Port and address
     /// always come from --nats-port.
     #[arg(long, env = "ACS_NATS_CONFIG")]
@@ -175,6 +178,7 @@ impl UpArgs {
         o.services = self.services;
         o.proxy_listen = self.proxy_listen;
         o.nats_port = self.nats_port;
+        o.monitor_http = self.monitor_http;
         o.nats_config = self.nats_config.or_else(|| {
             let default = crate::cluster::resolve_path(std::path::Path::new("nats/local.conf"));
             default.is_file().then_some(default)
