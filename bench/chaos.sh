@@ -188,8 +188,9 @@ fault_replica_kill() {
   [ -n "$name" ] || { row replica-kill - - - - FAIL "no replica to kill"; return; }
   start_load 20 replica-kill; sleep 3
   t0=$(now); docker kill "$name" >/dev/null
-  det=$(sleep 3; detect_after "$t0" "${name#acs-*-*-}|replica|Replace|Place")
+  # serving first: measuring it only after a wait for the detect event added that wait to it.
   srv=$(wait_serving desired "$t0")
+  det=$(sleep 1; detect_after "$t0" "${name#acs-*-*-}|replica|Replace|Place")
   wait "$LOAD_PID"; read -r f tot < <(load_result replica-kill); lm=$(settle)
   res=$(ok_if eval '[ "$f" = 0 ] && le "$srv" 2 && [ "$lm" = 0 ]')
   row replica-kill "$det" "$srv" "$f/$tot" "$lm" "$res" "0 failed; serving <= 2 s"
