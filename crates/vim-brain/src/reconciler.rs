@@ -13,10 +13,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::Services;
 use crate::inbox::Sub;
-
-mod requests;
 use crate::plan::{plan, Plan};
 use crate::world::{Event, Now, Settings, World};
+
+mod requests;
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 /// Most queued messages folded in before one plan, so a flood cannot starve the loop.
@@ -124,9 +124,9 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
                 brain.handle_maintenance(&m, clock.now()).await;
                 brain.reconcile(&clock, &mut inbox).await;
             }
+            // Elected: the next plan takes over (see `reconcile`), at once.
             Some(t) = elections.recv() => {
-                if let crate::lease::Transition::Elected(term) = t {
-                    brain.take_over(term, clock.now()).await;
+                if let crate::lease::Transition::Elected(_) = t {
                     brain.reconcile(&clock, &mut inbox).await;
                 }
             }
@@ -223,6 +223,11 @@ impl Brain {
         self.drain_queued(clock, inbox).await;
         // A standby keeps its world warm and sends nothing.
         let Some(term) = self.lease.acting() else { return };
+        // The lease may be won between two turns of the loop: whichever plan comes first after
+        // an election stamps the new term (versions, replica ids) and reads the KV state first.
+        if self.world.term() < term {
+            self.take_over(term, clock.now()).await;
+        }
         let now = clock.now();
         let mut plan = plan(&self.world, &self.services, now);
         for c in &mut plan.commands {
