@@ -24,6 +24,20 @@ drain_timeout_s = 15
 stop_grace_s = 5
 "#;
 
+/// A local cluster of three workers serving [`SERVICES`]; the temp dir lives as long as it.
+async fn three_workers(tag: &str) -> (TempDir, LocalCluster) {
+    let tmp = TempDir::new(tag);
+    let services = tmp.path().join("services.toml");
+    std::fs::write(&services, SERVICES).unwrap();
+    let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
+    opts.services = services;
+    opts.workers = 3;
+    opts.worker_interval_ms = 500;
+    opts.ready_timeout = Duration::from_secs(90);
+    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    (tmp, cluster)
+}
+
 fn maintenance(cluster: &LocalCluster, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
         .args(args)
@@ -39,15 +53,7 @@ fn maintenance(cluster: &LocalCluster, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed_requests() {
-    let tmp = TempDir::new("drain");
-    let services = tmp.path().join("services.toml");
-    std::fs::write(&services, SERVICES).unwrap();
-    let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
-    opts.services = services;
-    opts.workers = 3;
-    opts.worker_interval_ms = 500;
-    opts.ready_timeout = Duration::from_secs(90);
-    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    let (_tmp, cluster) = three_workers("drain").await;
     let client = cluster.operator_client().await.unwrap();
     let decisions = record(&client, "acs.events.decision.web".into()).await;
 
@@ -108,15 +114,7 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
 /// its desired count, and no request fails through the proxy at any point.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_worker_is_replaced_and_when_it_heals_the_surplus_is_drained_without_loss() {
-    let tmp = TempDir::new("partition");
-    let services = tmp.path().join("services.toml");
-    std::fs::write(&services, SERVICES).unwrap();
-    let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
-    opts.services = services;
-    opts.workers = 3;
-    opts.worker_interval_ms = 500;
-    opts.ready_timeout = Duration::from_secs(90);
-    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    let (_tmp, cluster) = three_workers("partition").await;
 
     let s = cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 2).await.expect("web runs 2");
     let victim = web(&s).backends[0].worker.to_string();
