@@ -125,6 +125,10 @@ impl Subjects {
     pub fn maintenance(&self) -> String {
         format!("{}.cmd.maintenance", self.prefix)
     }
+    /// `acs.cmd.replica`: request-reply replace (make-before-break) of one replica.
+    pub fn replica_command(&self) -> String {
+        format!("{}.cmd.replica", self.prefix)
+    }
     /// `acs.status`: request-reply cluster status.
     pub fn status(&self) -> String {
         format!("{}.status", self.prefix)

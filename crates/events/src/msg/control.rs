@@ -256,6 +256,61 @@ impl MaintenanceReply {
     }
 }
 
+/// `acs.cmd.replica` request: an operator asks the brain to replace one replica. The brain starts
+/// a replacement first (make-before-break, as a drain does), then drains and stops the old one,
+/// so the service never runs short. Used by `acsctl replace` and the dashboard's stop button.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaRequest {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub replica: String,
+    pub action: ReplicaAction,
+}
+versioned!(ReplicaRequest);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaAction {
+    /// Start a replacement, then drain and stop this replica.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaReply {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+versioned!(ReplicaReply);
+
+impl ReplicaReply {
+    pub fn error(error: impl Into<String>) -> Self {
+        Self { v: v1(), ok: false, replica: None, service: None, note: None, error: Some(error.into()) }
+    }
+}
+
+impl Validate for ReplicaRequest {
+    fn validate(&self) -> Result<(), String> {
+        if self.replica.is_empty() || self.replica.len() > 128 {
+            return Err("replica must be 1..=128 characters".into());
+        }
+        Ok(())
+    }
+}
+impl Validate for ReplicaReply {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 impl Validate for MaintenanceRequest {
     fn validate(&self) -> Result<(), String> {
         Ok(())
