@@ -1,9 +1,9 @@
-//! Answers to users and proxies: manual scale, status, backend snapshots. Pure functions over
+//! Answers to users and proxies: manual scale, maintenance, replace, status, backend snapshots. Pure functions over
 //! the `World` (a manual scale changes it through `World::apply`); the reconciler only decodes
 //! requests and sends the replies.
 
 use acs_events::{
-    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaInfo, ScaleMode, ScaleReply, ScaleRequest, ServiceStatus,
+    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaId, ReplicaInfo, ReplicaReply, ReplicaRequest, ReplicaState, ScaleMode, ScaleReply, ScaleRequest, ServiceStatus,
     StatusReply, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
 };
 
@@ -192,6 +192,45 @@ pub fn maintenance(world: &mut World, req: &MaintenanceRequest, now: Now) -> Mai
         action: Some(req.action),
         replicas,
         note: Some(note),
+        error: None,
+    }
+}
+
+/// `acs.cmd.replica` replace: checks the replica can be moved now, then hands it to the plan
+/// ([`Event::Replace`]), which starts a replacement and drains the old one once it serves.
+pub fn replace(world: &mut World, services: &Services, req: &ReplicaRequest, now: Now) -> ReplicaReply {
+    let Ok(id) = ReplicaId::new(req.replica.as_str()) else {
+        return ReplicaReply::error(format!("{:?} is not a valid replica id", req.replica));
+    };
+    let found = world.workers().iter().find_map(|(w, view)| {
+        view.last.replicas.iter().find(|r| r.id == id).map(|r| (w.clone(), r.service.clone(), r.state))
+    });
+    let Some((worker, service, state)) = found else {
+        return ReplicaReply::error(format!("unknown replica {id}: no worker reports it (`acsctl status` lists the replicas)"));
+    };
+    let refuse = |error: String| ReplicaReply { service: Some(service.to_string()), replica: Some(id.to_string()), ..ReplicaReply::error(error) };
+    if services.get(&service).is_none() {
+        return refuse(format!("replica {id} belongs to {service}, which this brain does not manage"));
+    }
+    if let Some(rec) = world.records().get(&id) {
+        if !matches!(rec.intent, Intent::Starting { .. }) {
+            return refuse(format!("replica {id} is already leaving (draining or stopping)"));
+        }
+    }
+    if state != ReplicaState::Healthy {
+        return refuse(format!("replica {id} is {state:?}, not healthy; the brain replaces failed replicas by itself"));
+    }
+    if let Some(moving) = world.service(&service).and_then(|st| st.rebalancing.as_ref()) {
+        return refuse(format!("{service} is already moving {moving}; one move per service at a time, try again when it is done"));
+    }
+    let reason = format!("replace of {id} on {worker} requested by an operator");
+    world.apply(Event::Replace { service: service.clone(), replica: id.clone(), reason }, now.mono);
+    ReplicaReply {
+        v: SCHEMA_VERSION,
+        ok: true,
+        replica: Some(id.to_string()),
+        service: Some(service.to_string()),
+        note: Some(format!("{id} on {worker}: a replacement starts, and {id} is drained and stopped once the replacement serves")),
         error: None,
     }
 }

@@ -124,6 +124,10 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
                 brain.handle_maintenance(&m, clock.now()).await;
                 brain.reconcile(&clock, &mut inbox).await;
             }
+            m = inbox.replica_cmd.recv() => {
+                brain.handle_replica(&m, clock.now()).await;
+                brain.reconcile(&clock, &mut inbox).await;
+            }
             // Elected: the next plan takes over (see `reconcile`), at once.
             Some(t) = elections.recv() => {
                 if let crate::lease::Transition::Elected(_) = t {
@@ -170,6 +174,7 @@ struct Inbox {
     proxies: Sub,
     scale: Sub,
     maintenance: Sub,
+    replica_cmd: Sub,
     status: Sub,
     sync: Sub,
     results_tx: mpsc::UnboundedSender<Event>,
@@ -188,6 +193,7 @@ impl Inbox {
             proxies: sub(s.proxy_metrics_all()).await?,
             scale: sub(s.scale()).await?,
             maintenance: sub(s.maintenance()).await?,
+            replica_cmd: sub(s.replica_command()).await?,
             status: sub(s.status()).await?,
             sync: sub(s.backends_sync()).await?,
             results_tx,
@@ -195,13 +201,14 @@ impl Inbox {
         })
     }
 
-    fn subs(&mut self) -> [&mut Sub; 7] {
+    fn subs(&mut self) -> [&mut Sub; 8] {
         [
             &mut self.metrics,
             &mut self.replica_events,
             &mut self.proxies,
             &mut self.scale,
             &mut self.maintenance,
+            &mut self.replica_cmd,
             &mut self.status,
             &mut self.sync,
         ]

@@ -658,3 +658,60 @@ fn rebalance_moves_one_replica_off_a_hot_worker_make_before_break_under_a_budget
     let p = c.step();
     assert_eq!(starts(&p).iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["w1"], "{:?}", p.decisions);
 }
+
+fn replace(c: &mut Cluster, replica: &str) -> ReplicaReply {
+    let req = ReplicaRequest { v: 1, replica: replica.into(), action: ReplicaAction::Replace };
+    control::replace(&mut c.world, &c.services, &req, now(c.now))
+}
+
+#[test]
+fn replace_starts_a_replacement_then_drains_the_old_one() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a")]);
+    c.step();
+    let r = replace(&mut c, "web-a");
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.service.as_deref(), Some("web"));
+    // Make-before-break: a replacement starts (on the only worker there is), web-a still serves.
+    let p = c.step();
+    let started = starts(&p);
+    assert_eq!(started.len(), 1, "{p:?}");
+    assert_eq!(started[0].0, "w1");
+    assert!(stops(&p).is_empty() && !changes(&p).iter().any(|c| c.starts_with("drain")), "{p:?}");
+    assert!(p.decisions.iter().any(|d| d.reason.contains("requested by an operator")), "{:?}", p.decisions);
+    // A second replace while this one moves is refused.
+    let again = replace(&mut c, "web-a");
+    assert!(!again.ok && again.error.as_deref().unwrap().contains("already moving"), "{again:?}");
+
+    // The replacement is healthy: it is published, and only then web-a drains.
+    let new = started[0].1.clone();
+    let mut c = c.at(1000).worker("w1", 4, 5.0, &[healthy("web-a"), healthy(&new)]);
+    let p = c.step();
+    assert_eq!(changes(&p), [format!("add[{new}]")]);
+    let v = c.version();
+    let mut c = c.at(1500).proxy(v, 0.0, &[]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy(&new)]);
+    let p = c.step();
+    assert_eq!(changes(&p), ["drain[web-a]"], "{p:?}");
+    assert!(p.decisions.iter().any(|d| matches!(&d.action, DecisionAction::Relocate { replica, .. } if replica.as_str() == "web-a")));
+    let drain_v = p.updates[0].version;
+    let mut c = c.at(2000).proxy(drain_v, 0.0, &[("web-a", 0)]).worker("w1", 4, 5.0, &[healthy("web-a"), healthy(&new)]);
+    assert_eq!(stops(&c.step()), ["web-a"]);
+    // Gone: the move is over, and the next replace may start.
+    let mut c = c.at(2500).worker("w1", 4, 5.0, &[healthy(&new)]);
+    let p = c.step();
+    assert!(p.commands.is_empty(), "{p:?}");
+    assert!(replace(&mut c, &new).ok);
+}
+
+#[test]
+fn replace_refuses_what_it_cannot_move() {
+    let mut c = Cluster::new(WEB).worker("w1", 4, 5.0, &[healthy("web-a"), ("web-b", "web", ReplicaState::Starting)]);
+    c.step();
+    let unknown = replace(&mut c, "web-zz");
+    assert!(unknown.error.as_deref().unwrap().contains("unknown replica web-zz"), "{unknown:?}");
+    let starting = replace(&mut c, "web-b");
+    assert!(starting.error.as_deref().unwrap().contains("not healthy"), "{starting:?}");
+    let bad = replace(&mut c, "no spaces allowed");
+    assert!(bad.error.as_deref().unwrap().contains("not a valid replica id"), "{bad:?}");
+    // Nothing moved.
+    assert!(c.world.services()[&"web".parse::<ServiceName>().unwrap()].rebalancing.is_none());
+}

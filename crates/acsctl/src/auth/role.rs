@@ -148,6 +148,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.replica_events_all(),
                 s.scale(),
                 s.maintenance(),
+                s.replica_command(),
                 s.status(),
                 s.backends_sync(),
             ],
@@ -167,6 +168,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.scale(),
                 s.status(),
                 s.maintenance(), // cordon, uncordon, drain
+                s.replica_command(), // replace one replica
                 s.monitor_stats(),
             ],
             vec![s.all()],

@@ -57,6 +57,7 @@ fn brain_commands_and_listens() {
                 "acs.events.replica.*",
                 "acs.cmd.scale",
                 "acs.cmd.maintenance",
+                "acs.cmd.replica",
                 "acs.status",
                 "acs.sync.backends",
                 "_INBOX_brain.>",
@@ -83,7 +84,7 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Operator),
         Permissions {
-            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.monitor.stats"]),
+            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.cmd.replica", "acs.monitor.stats"]),
             subscribe: strs(&["acs.>", "_INBOX_operator.>"]),
             allow_responses: false,
         }

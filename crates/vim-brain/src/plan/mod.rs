@@ -287,8 +287,11 @@ fn plan_service(
         let planned: Vec<&WorkerId> = plan.commands.iter().filter(|c| c.is_start()).map(|c| &c.worker).collect();
         scale_out::count_planned_starts(&mut candidates, &planned);
         if let Some((_, from)) = &moves.replacing {
-            // A replacement never goes back where its original is leaving.
-            candidates.retain(|c| &c.id != from);
+            // A replacement never goes back where its original is leaving, except for an
+            // operator's replace of one replica, which may land anywhere placement allows.
+            if state.replacing.is_none() || draining.contains(from) {
+                candidates.retain(|c| &c.id != from);
+            }
         }
         let out = scale_out::scale_out(candidates, name, active, target);
         for mut placement in out.placements {
@@ -296,7 +299,10 @@ fn plan_service(
                 let why = match &rebalance_reason {
                     Some(r) => r.clone(),
                     None if draining.contains(from) => format!("moving off draining worker {from}"),
-                    None => format!("moving off {from} (rebalance)"),
+                    None => match &state.replacing {
+                        Some(why) => why.clone(),
+                        None => format!("moving off {from} (rebalance)"),
+                    },
                 };
                 placement.reason = format!("replacement for {old}, {why}: {}", placement.reason);
             }

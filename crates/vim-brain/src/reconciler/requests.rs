@@ -1,4 +1,4 @@
-//! The requests the leader answers (`acs.cmd.scale`, `acs.cmd.maintenance`, `acs.status`,
+//! The requests the leader answers (`acs.cmd.scale`, `acs.cmd.maintenance`, `acs.cmd.replica`, `acs.status`,
 //! `acs.sync.backends`); a standby stays silent. The answers themselves are pure (`control`).
 
 use acs_events::{decode, encode, DecodeError, ScaleReply, ScaleRequest, StatusReply, StatusRequest, SyncRequest, SCHEMA_VERSION};
@@ -72,6 +72,22 @@ impl Brain {
                     });
                 }
             }
+        }
+        self.reply(m, encode(&reply)).await;
+    }
+
+    /// `acs.cmd.replica`: the checks are in [`control::replace`]; the plan does the move.
+    pub(super) async fn handle_replica(&mut self, m: &Message, now: Now) {
+        if self.lease.acting().is_none() {
+            return; // only the leader answers; a standby stays silent
+        }
+        let reply = match decode::<acs_events::ReplicaRequest>(&m.payload) {
+            Ok(req) => control::replace(&mut self.world, &self.services, &req, now),
+            Err(e) => acs_events::ReplicaReply::error(e.to_string()),
+        };
+        match &reply.error {
+            Some(e) => self.count_refused(m, &e.clone()),
+            None => info!(note = reply.note.as_deref().unwrap_or_default(), "replace"),
         }
         self.reply(m, encode(&reply)).await;
     }

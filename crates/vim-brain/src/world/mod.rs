@@ -11,8 +11,9 @@
 //! Like kube-rs's reflector `Store` (`apply_watcher_event`), the world changes only through:
 //! - [`World::new`]: an empty world at brain start;
 //! - [`World::apply`]: one [`Event`]: a worker's or proxy's report, a command's result, a manual
-//!   pin ([`Event::Pin`], from `acs.cmd.scale` or the state file), or the bookkeeping of a plan
-//!   once it has been sent ([`Event::PlanSent`]).
+//!   pin ([`Event::Pin`], from `acs.cmd.scale` or KV), a maintenance state, a replace request
+//!   ([`Event::Replace`]), a new term, or the bookkeeping of a plan once it has been sent
+//!   ([`Event::PlanSent`]).
 //!
 //! The fields are private; everything else is a read ([`World::settings`], [`World::workers`],
 //! [`World::records`], [`World::service`], ...).
@@ -119,6 +120,9 @@ pub struct ServiceState {
     /// The replica a rebalance is moving (until it is gone), and when moves started (budget).
     pub rebalancing: Option<ReplicaId>,
     pub rebalance_moves: VecDeque<Millis>,
+    /// Set while `rebalancing` is an operator's replace (`acs.cmd.replica`), with its reason:
+    /// the replacement may then go on the same worker, and no rebalance budget is spent.
+    pub replacing: Option<String>,
 }
 
 /// Everything the brain knows. `BTreeMap`s everywhere: iteration order decides outcomes.
@@ -175,6 +179,9 @@ pub enum Event {
     Maintenance { worker: WorkerId, state: Maintenance },
     /// This brain now leads in `term` (elected); stamps versions and replica ids.
     Term(acs_events::Term),
+    /// An operator asked to replace `replica` (`acs.cmd.replica`): it moves make-before-break,
+    /// as a rebalance pick does. `control::replace` checks it first.
+    Replace { service: ServiceName, replica: ReplicaId, reason: String },
 }
 
 impl World {
@@ -296,6 +303,11 @@ impl World {
             // Workers reconnect on their own backoff (async-nats waits up to 4 s between
             // attempts), so they get the slack on top of the worker timeout to report again.
             Event::Term(term) => self.term = self.term.max(term),
+            Event::Replace { service, replica, reason } => {
+                let st = self.services.entry(service).or_default();
+                st.rebalancing = Some(replica);
+                st.replacing = Some(reason);
+            }
             Event::Connection { connected } => {
                 self.link.set(connected, now, self.settings.worker_timeout_ms + RECONNECT_SLACK_MS)
             }

@@ -66,7 +66,9 @@ impl World {
         }
         for (service, moving) in b.rebalance {
             let st = self.services.entry(service).or_default();
-            if moving.is_some() {
+            if moving.is_none() {
+                st.replacing = None;
+            } else if st.replacing.is_none() {
                 st.rebalance_moves.push_back(now);
                 while st.rebalance_moves.len() > 64 {
                     st.rebalance_moves.pop_front();
