@@ -3,6 +3,8 @@
 # often as you like; it changes nothing when everything is there.
 #
 #   Debian packages: nats-server, cmake, wrk, pkg-config   (apt-get; sudo only when not root)
+#                    python3-aiosmtpd                      (the monitor's alarm e-mail tests)
+#                    prometheus                            (tests/prometheus.rs scrapes a local cluster)
 #   cargo-nextest                                           (cargo install --locked)
 #
 # Prints what it found and what it did.
@@ -16,6 +18,7 @@ declare -A PKG_FOR=(
   [cmake]=cmake
   [wrk]=wrk
   [pkg-config]=pkg-config
+  [prometheus]=prometheus
 )
 
 have() {
@@ -33,7 +36,7 @@ else
 fi
 
 missing=()
-for cmd in nats-server cmake wrk pkg-config; do
+for cmd in nats-server cmake wrk pkg-config prometheus; do
   if have "$cmd"; then
     say "$cmd: present"
   else
@@ -41,6 +44,15 @@ for cmd in nats-server cmake wrk pkg-config; do
     missing+=("${PKG_FOR[$cmd]}")
   fi
 done
+
+# Python modules -> Debian package. The monitor's alarm tests run a real SMTP server
+# (`/usr/bin/python3 -m aiosmtpd`, Debian's python3 rather than a pyenv one).
+if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  say "python3-aiosmtpd: present"
+else
+  say "python3-aiosmtpd: missing"
+  missing+=(python3-aiosmtpd)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -55,7 +67,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   say "apt-get install ${missing[*]}"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  for cmd in nats-server cmake wrk pkg-config; do
+  for cmd in nats-server cmake wrk pkg-config prometheus; do
     have "$cmd" || { say "$cmd still missing after install"; exit 1; }
   done
   say "installed: ${missing[*]}"

@@ -65,6 +65,36 @@ pub enum Command {
         wait: bool,
     },
 
+    /// Replace REPLICA: a replacement starts, then REPLICA is drained and stopped once it serves.
+    Replace {
+        replica: String,
+        /// Wait until REPLICA is gone, printing its state as it changes.
+        #[arg(long)]
+        wait: bool,
+    },
+
+    /// Metrics history from acs-monitor: min, max, avg, p95 and last over a window, and a series.
+    Stats(StatsArgs),
+
+    /// The monitor's alarms: list them, or ack / silence one (with an expiry).
+    Alarms {
+        #[command(subcommand)]
+        command: Option<AlarmsCommand>,
+        /// Print the monitor's reply as JSON.
+        #[arg(long, env = "ACSCTL_JSON", global = true)]
+        json: bool,
+    },
+
+    /// A live table of hosts and services (CPU, memory, network, req/s, latency), redrawn in place.
+    Top {
+        /// How often the table is redrawn.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Print one frame and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
+
     /// Print every message on the cluster's subjects, one readable line each.
     Watch {
         /// Subject to subscribe to; default `<prefix>.>` (everything).
@@ -87,6 +117,77 @@ pub enum Command {
     /// Make and manage the cluster's NATS credentials: one nkey per identity, the
     /// least-privilege auth.conf the server includes, and (with --tls) a local CA.
     Auth(crate::auth::AuthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// worker, replica, service or proxy.
+    #[arg(value_parser = parse_scope)]
+    pub scope: acs_events::StatsScope,
+    /// Which one: a worker id, replica id, service name or proxy id.
+    pub id: String,
+    /// cpu, memory, net_rx, net_tx, disk_read, disk_write, disk_used, replicas (workers);
+    /// rps, in_flight, errors, p50_ms, p99_ms (services, replicas, proxies); `acsctl stats --help`.
+    pub metric: String,
+    /// The window: the last DURATION (default 1h; 24h with --hourly).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "from")]
+    pub last: Option<Duration>,
+    /// Window start, unix milliseconds.
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Window end, unix milliseconds (default now).
+    #[arg(long, requires = "from")]
+    pub to: Option<u64>,
+    /// Also a series at this step (e.g. `1m`).
+    #[arg(long, value_parser = parse_duration)]
+    pub step: Option<Duration>,
+    /// Hourly averages over the last 24 h (seed 001's hourly utilisation).
+    #[arg(long)]
+    pub hourly: bool,
+    /// Print the monitor's reply as JSON.
+    #[arg(long, env = "ACSCTL_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmsCommand {
+    /// Every alarm the monitor holds (the default).
+    List,
+    /// Acknowledge RULE (all its targets, or --id one): no repeats and no escalation while acked.
+    Ack(AlarmTarget),
+    /// Take an ack back.
+    Unack(AlarmTarget),
+    /// No notifications for RULE (or --id one target) for --for DURATION.
+    Silence(AlarmTarget),
+    /// End a silence early.
+    Unsilence(AlarmTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct AlarmTarget {
+    pub rule: String,
+    /// One target of the rule (a worker id, service name...).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// How long it lasts (ack: until it resolves when not given; silence: required).
+    #[arg(long = "for", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// Who does it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+fn parse_scope(s: &str) -> Result<acs_events::StatsScope, String> {
+    use acs_events::StatsScope::*;
+    match s {
+        "worker" | "host" => Ok(Worker),
+        "replica" => Ok(Replica),
+        "service" => Ok(Service),
+        "proxy" => Ok(Proxy),
+        other => Err(format!("unknown scope {other:?}: use worker, replica, service or proxy")),
+    }
 }
 
 /// What `acsctl scale` asks for.

@@ -204,7 +204,17 @@ pub async fn maintenance(
     req: &acs_events::MaintenanceRequest,
     timeout: Duration,
 ) -> Result<acs_events::MaintenanceReply> {
-    let subject = subjects.maintenance();
+    ask(nc, subjects, subjects.maintenance(), req, timeout).await
+}
+
+/// One checked request: `req` is validated first (a bad one never leaves), the reply is
+/// decoded as `Rep`, and `{"ok":false}` becomes [`Error::Refused`].
+pub async fn ask<Req, Rep>(nc: &Client, subjects: &Subjects, subject: String, req: &Req, timeout: Duration) -> Result<Rep>
+where
+    Req: serde::Serialize + Validate,
+    Rep: DeserializeOwned + Validate + acs_events::codec::Versioned,
+{
+    req.validate().map_err(Error::Usage)?;
     let payload = request(nc, subjects, subject.clone(), encode(req), timeout).await?;
     parse_reply(&subject, &payload)
 }

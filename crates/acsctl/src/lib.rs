@@ -9,6 +9,11 @@
 //! - [`status`]: renders a `StatusReply` as tables (pure).
 //! - [`maintenance`]: `cordon`, `uncordon`, `drain [--wait]` on `acs.cmd.maintenance`.
 //! - [`scale`]: builds the `ScaleRequest` and renders the `ScaleReply` (pure).
+//! - [`replace`]: `replace REPLICA [--wait]` on `acs.cmd.replica`.
+//! - [`stats`], [`alarms`]: `acs.monitor.stats` and `acs.monitor.alarms` requests to acs-monitor,
+//!   rendered as tables (pure renderers).
+//! - [`top`]: the live hosts and services table (`render` is pure; the loop gathers status and
+//!   metrics).
 //! - [`watch`]: the subscription loop, a readable `nats sub 'acs.>'`; `watch/describe.rs`:
 //!   `describe(subject, payload)`, one readable line per NATS message (pure), with one formatter
 //!   per message type in `watch/lines.rs`.
@@ -18,7 +23,9 @@
 //! - [`cluster`]: [`cluster::LocalCluster`], which starts nats-server, vim-brain, N vmm-workers
 //!   and the proxy as child processes, waits until they are ready, and stops them in order:
 //!   `cluster/options.rs` (settings, paths, its own `free_port`), `cluster/start.rs` (preflight
-//!   and the start sequence), `cluster/process.rs` (spawning, exits, signals, ordered stop).
+//!   and the start sequence), `cluster/process.rs` (spawning, exits, signals, ordered stop),
+//!   `cluster/metrics.rs` (each component's `/metrics` port, `metrics.token`, the Prometheus
+//!   targets file).
 //! - [`auth`]: `acsctl auth`: an nkey per identity (brain, each worker and proxy, operator,
 //!   viewer, monitor), the least-privilege `auth.conf` a nats-server includes, and a local CA
 //!   with server and client certificates.
@@ -26,6 +33,7 @@
 //!
 //! `main.rs` only parses flags, sets up tracing and calls [`run`].
 
+pub mod alarms;
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -33,8 +41,11 @@ pub mod cluster;
 pub mod error;
 pub mod load;
 pub mod maintenance;
+pub mod replace;
 pub mod scale;
+pub mod stats;
 pub mod status;
+pub mod top;
 pub mod up;
 pub mod watch;
 
@@ -73,6 +84,37 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Uncordon, false).await
         }
         Command::Drain { worker, wait } => maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Drain, wait).await,
+        Command::Replace { replica, wait } => replace::run(&nats()?, cli.timeout, &subjects, replica, wait).await,
+        Command::Stats(a) => {
+            let q = stats::StatsQuery {
+                scope: a.scope,
+                id: a.id,
+                metric: a.metric,
+                last: a.last,
+                from_ms: a.from,
+                to_ms: a.to,
+                step: a.step,
+                hourly: a.hourly,
+            };
+            stats::run(&nats()?, cli.timeout, &subjects, q, a.json).await
+        }
+        Command::Alarms { command, json } => {
+            use acs_events::AlarmAction as A;
+            use cli::AlarmsCommand as C;
+            let (action, t) = match command {
+                None | Some(C::List) => (A::List, None),
+                Some(C::Ack(t)) => (A::Ack, Some(t)),
+                Some(C::Unack(t)) => (A::Unack, Some(t)),
+                Some(C::Silence(t)) => (A::Silence, Some(t)),
+                Some(C::Unsilence(t)) => (A::Unsilence, Some(t)),
+            };
+            let args = match t {
+                None => alarms::AlarmArgs { action, rule: None, id: None, for_: None, by: None, comment: None },
+                Some(t) => alarms::AlarmArgs { action, rule: Some(t.rule), id: t.id, for_: t.for_, by: t.by, comment: t.comment },
+            };
+            alarms::run(&nats()?, cli.timeout, &subjects, args, json).await
+        }
+        Command::Top { interval, once } => top::run(&nats()?, cli.timeout, &subjects, interval, once, shutdown).await,
         Command::Watch {
             subject,
             json,

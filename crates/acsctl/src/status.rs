@@ -112,7 +112,7 @@ pub fn render(s: &StatusReply) -> String {
 
 /// `Running`, `Partial-Running 2/3`, `Scaling 2/3`, `Suspended`, `Failed: <reason>`, `Creating`.
 /// The reasons of other states follow the table, one line per service.
-fn lifecycle_cell(svc: &ServiceStatus) -> String {
+pub(crate) fn lifecycle_cell(svc: &ServiceStatus) -> String {
     let Lifecycle { state, reason } = &svc.lifecycle;
     match state {
         LifecycleState::PartialRunning | LifecycleState::Scaling => {
@@ -153,22 +153,22 @@ pub fn ago(ms: u64) -> String {
 }
 
 /// A left-aligned text table; the last column is not padded.
-struct Table<const N: usize> {
+pub(crate) struct Table<const N: usize> {
     rows: Vec<[String; N]>,
 }
 
 impl<const N: usize> Table<N> {
-    fn new(header: [&str; N]) -> Self {
+    pub(crate) fn new(header: [&str; N]) -> Self {
         Self {
             rows: vec![header.map(str::to_string)],
         }
     }
 
-    fn row(&mut self, cells: [String; N]) {
+    pub(crate) fn row(&mut self, cells: [String; N]) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut widths = [0usize; N];
         for r in &self.rows {
             for (w, c) in widths.iter_mut().zip(r) {

@@ -85,11 +85,30 @@ Local cluster is up. Try, in another terminal:
   acsctl load {proxy}/whoami --rps 200 --duration 60s   # then watch web scale out
   # history and statistics (min/max/avg/last/p95, series): acs-monitor answers on NATS {stats}, and
   curl -H \"Authorization: Bearer $(cat {token})\" '{rest}?scope=worker&id=w1&metric=cpu&window=1h&step=1m'
-
+{metrics}
 Logs: {logs}/<name>.log    Ctrl-C stops everything.",
         logs = c.dir().join("logs").display(),
+        metrics = metrics_lines(c),
         token = c.monitor_token_file().display(),
         rest = c.monitor_stats_url(),
         stats = acs_events::Subjects::new(prefix.clone()).map(|s| s.monitor_stats()).unwrap_or_default(),
     )
+}
+
+/// Where each component's Prometheus `/metrics` is, and how to scrape it.
+fn metrics_lines(c: &LocalCluster) -> String {
+    let token = c.metrics_token_file();
+    let mut out = format!(
+        "  # Prometheus: prometheus --config.file=config/prometheus.yml (targets in {}), or by hand:\n",
+        c.metrics_targets_file().display()
+    );
+    for t in c.metrics_targets() {
+        out.push_str(&format!(
+            "  curl -H \"Authorization: Bearer $(cat {})\" http://{}/metrics   # {}\n",
+            token.display(),
+            t.addr,
+            t.name
+        ));
+    }
+    out
 }

@@ -140,6 +140,18 @@ impl Subjects {
     pub fn monitor_stats(&self) -> String {
         format!("{}.monitor.stats", self.prefix)
     }
+    /// `acs.monitor.alarms`: request-reply list / ack / silence (`AlarmRequest` → `AlarmReply`).
+    pub fn monitor_alarms(&self) -> String {
+        format!("{}.monitor.alarms", self.prefix)
+    }
+    /// `acs.events.alarm.<rule>`: an alarm went pending, firing or resolved (`AlarmEvent`).
+    /// `rule` must be a valid id (rules are checked when the rules file loads).
+    pub fn alarm_events(&self, rule: &str) -> String {
+        format!("{}.events.alarm.{rule}", self.prefix)
+    }
+    pub fn alarm_events_all(&self) -> String {
+        format!("{}.events.alarm.*", self.prefix)
+    }
 
     /// Which kind of subject `subject` is, for readable output in `acsctl watch`.
     pub fn classify<'a>(&self, subject: &'a str) -> Option<(&'a str, Option<&'a str>)> {

@@ -14,6 +14,8 @@
 //! - [`snapshot`]: the immutable value behind the `ArcSwap` that the request path reads.
 //! - [`service`]: the Pingora `ProxyHttp` implementation (routing, retries, 404/503 answers).
 //! - [`metrics`]: builds `ProxyMetrics` from a snapshot every interval.
+//! - [`prom`]: `GET /metrics` for Prometheus (`--metrics-listen`): running sums of those
+//!   windows, and the live snapshot read at scrape time.
 //! - [`sync`]: live updates. `sync/updater.rs`: the pure [`Updater`] (decode, check, apply,
 //!   buffer out-of-order deltas, swap the snapshot); `sync/nats.rs`: the NATS task around it
 //!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics).
@@ -25,6 +27,7 @@
 pub mod backend;
 pub mod config;
 pub mod metrics;
+pub mod prom;
 pub mod routes;
 pub mod select;
 pub mod service;
@@ -50,6 +53,8 @@ pub use sync::{NatsSettings, Updater};
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Metrics(#[from] acs_node::metrics::MetricsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -66,6 +71,15 @@ const RUNTIME_SHUTDOWN_SECS: u64 = 5;
 /// inside a tokio runtime. `shutdown` is polled on Pingora's main runtime.
 pub fn run(
     config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_with_metrics(config, None, shutdown)
+}
+
+/// [`run`], also serving `GET /metrics` on `metrics` ([`prom`]).
+pub fn run_with_metrics(
+    config: Config,
+    metrics: Option<acs_node::MetricsListen>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate()?;
@@ -102,6 +116,10 @@ pub fn run(
         },
         shared,
     };
+    if let Some(listen) = &metrics {
+        let registry = prom::registry(nats.shared.clone(), &config.id);
+        server.add_service(background_service("metrics", prom::MetricsService::bind(listen, registry)?));
+    }
     server.add_service(background_service("nats", nats));
 
     tracing::info!(listen = %config.listen, proxy = %config.id, nats = %config.nats.servers_display(),

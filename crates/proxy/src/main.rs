@@ -19,6 +19,9 @@ struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     nats: acs_node::NatsArgs,
+    /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
+    #[command(flatten)]
+    metrics: acs_node::MetricsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -71,5 +74,6 @@ fn main() -> anyhow::Result<()> {
             ..PeerTimeouts::default()
         },
     };
-    acs_proxy::run(config, acs_node::shutdown_signal()).context("acs-proxy failed")
+    let metrics = args.metrics.into_listen().context("--metrics-listen")?;
+    acs_proxy::run_with_metrics(config, metrics, acs_node::shutdown_signal()).context("acs-proxy failed")
 }

@@ -1,6 +1,7 @@
 //! Traffic figures: every interval, read (and reset) each backend's window and build the
 //! `ProxyMetrics` message. Every backend in the live snapshot is listed, idle ones included: the
-//! brain finishes a drain on a backend's `in_flight == 0` at the drained `version`.
+//! brain finishes a drain on a backend's `in_flight == 0` at the drained `version`. Each window
+//! is also added to the running sums `GET /metrics` serves ([`crate::prom::Totals`]).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -20,7 +21,9 @@ pub fn collect(
     unrouted: u64,
     rejected: u64,
     ts_ms: UnixMs,
+    totals: &crate::prom::Totals,
 ) -> ProxyMetrics {
+    totals.add_unrouted(unrouted);
     let secs = window.as_secs_f64().max(1e-3);
     let now = mono_now_ms();
     let services = snapshot
@@ -48,6 +51,7 @@ pub fn collect(
             let unbacked = svc.state.unbacked.swap(0, Relaxed);
             total.requests += unbacked;
             total.errors += unbacked;
+            totals.add(&svc.name, &total);
             ServiceTraffic {
                 service: svc.name.clone(),
                 version: svc.version,
@@ -88,6 +92,7 @@ pub fn collect_shared(shared: &Shared, proxy: &ProxyId, window: Duration) -> Pro
         shared.unrouted.swap(0, Relaxed),
         shared.rejected.load(Relaxed),
         unix_ms(),
+        &shared.prom,
     )
 }
 
@@ -154,6 +159,7 @@ mod tests {
             3,
             1,
             99,
+            &Default::default(),
         );
         m.validate().unwrap();
         assert_eq!(
@@ -188,6 +194,7 @@ mod tests {
             0,
             1,
             100,
+            &Default::default(),
         );
         assert_eq!(m.services[0].totals.requests, 0);
         assert_eq!(m.services[0].totals.in_flight, 1);

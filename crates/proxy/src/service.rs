@@ -36,6 +36,8 @@ pub struct Shared {
     /// Malformed backend updates refused since start.
     pub rejected: AtomicU64,
     pub tuning: Tuning,
+    /// Running sums of the metrics windows, for `GET /metrics` ([`crate::prom`]).
+    pub prom: crate::prom::Totals,
 }
 
 impl Shared {
@@ -45,6 +47,7 @@ impl Shared {
             unrouted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             tuning,
+            prom: Default::default(),
         }
     }
 }

@@ -100,6 +100,14 @@ impl HistSnapshot {
         self.counts.iter().sum()
     }
 
+    /// Every bucket as `(lowest value in µs, width in µs, count)`, in order (for `prom`).
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.counts.iter().enumerate().map(|(i, c)| {
+            let (low, width) = bucket_range(i);
+            (low, width, *c)
+        })
+    }
+
     pub fn merge(&mut self, other: &HistSnapshot) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;

@@ -20,6 +20,8 @@
 //! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out; it
 //!   counts refused messages. Before each plan it folds in what is already queued.
 //!   `reconciler/requests.rs`: the requests only the leader answers.
+//! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
+//!   `acs_node::metrics`): decisions, placements, plan duration, leader and term, refusals.
 //! - `inbox`: the loop's subscriptions; one whose stream ends is resubscribed with backoff.
 //! - [`lease`]: many brains, one leader. The lease's driver task and the JetStream KV bucket
 //!   (`acs_brain`: key `leader`, `pin.<service>`, `maintenance`), which is what outlives a
@@ -35,6 +37,7 @@ pub mod lease;
 pub mod placement;
 pub mod plan;
 pub mod policy;
+pub mod prom;
 pub mod reconciler;
 pub mod world;
 

@@ -18,6 +18,9 @@ struct Args {
     check: bool,
     #[command(flatten)]
     nats: acs_node::NatsArgs,
+    /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
+    #[command(flatten)]
+    metrics: acs_node::MetricsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -94,8 +97,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metrics = match args.metrics.into_listen() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         nats,
+        metrics,
         subjects,
         settings: Settings {
             worker_timeout_ms: args.worker_timeout_ms,

@@ -34,6 +34,8 @@ pub struct Config {
     pub command_timeout: Duration,
     /// The leader lease and the KV bucket that keeps pins and maintenance across brains.
     pub lease: crate::lease::LeaseConfig,
+    /// Where `GET /metrics` is served (`--metrics-listen`); `None`: not at all.
+    pub metrics: Option<acs_node::MetricsListen>,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             tick: Duration::from_millis(500),
             command_timeout: Duration::from_secs(5),
             lease: crate::lease::LeaseConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -57,6 +60,8 @@ pub enum Error {
     Subscribe { subject: String, source: async_nats::SubscribeError },
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
+    #[error(transparent)]
+    Metrics(#[from] acs_node::metrics::MetricsError),
 }
 
 /// Monotonic and wall clocks, read only here.
@@ -74,6 +79,11 @@ impl Clock {
 /// Runs the brain until `shutdown` completes.
 pub async fn run(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let nats = if config.nats.name.is_empty() { config.nats.clone().with_name("vim-brain") } else { config.nats.clone() };
+    let prom = crate::prom::BrainProm::default();
+    let metrics_task = match &config.metrics {
+        Some(listen) => Some(acs_node::metrics::spawn(listen, prom.registry()).await?.1),
+        None => None,
+    };
     let client = nats.connect().await?;
     let kv = crate::lease::open_bucket(&client, &config.lease).await?;
     let mut inbox = Inbox::subscribe(&client, &config.subjects).await?;
@@ -95,6 +105,7 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         kv,
         lease,
         rejected: 0,
+        prom,
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,6 +155,9 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
     }
     info!("vim-brain stopping");
     lease_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     crate::lease::release(&brain.kv, &brain.lease).await;
     match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
         Ok(Ok(())) => {}
@@ -165,6 +179,8 @@ struct Brain {
     lease: crate::lease::Lease,
     /// Messages refused since start (malformed input, refused requests); reported in status.
     rejected: u64,
+    /// Prometheus metrics (`--metrics-listen`).
+    prom: crate::prom::BrainProm,
 }
 
 /// The brain's subscriptions, and the channel command results come back on.
@@ -228,6 +244,7 @@ impl Brain {
             self.world.apply(Event::Connection { connected }, clock.now().mono);
         }
         self.drain_queued(clock, inbox).await;
+        self.report_standing(clock.now());
         // A standby keeps its world warm and sends nothing.
         let Some(term) = self.lease.acting() else { return };
         // The lease may be won between two turns of the loop: whichever plan comes first after
@@ -236,7 +253,9 @@ impl Brain {
             self.take_over(term, clock.now()).await;
         }
         let now = clock.now();
+        let planning = Instant::now();
         let mut plan = plan(&self.world, &self.services, now);
+        let took = planning.elapsed();
         for c in &mut plan.commands {
             c.cmd.term = term;
             // Stops too are for the instance the brain accepted under that worker id.
@@ -265,7 +284,16 @@ impl Brain {
             return;
         }
         self.send(&plan, &inbox.results_tx).await;
+        self.prom.plan_sent(&plan, took);
         self.world.apply(Event::PlanSent(plan.bookkeeping), now.mono);
+    }
+
+    /// Leader or not, term, workers up and down, refusals: for `GET /metrics`.
+    fn report_standing(&self, now: Now) {
+        let settings = self.world.settings();
+        let up = self.world.workers().values().filter(|w| w.is_up(now.mono, settings)).count();
+        let down = self.world.workers().len() - up;
+        self.prom.standing(self.lease.acting().is_some(), self.world.term(), up, down, self.rejected);
     }
 
     /// Elected: stamp the new term, and read what the previous leader kept in KV (pins and
@@ -382,6 +410,7 @@ impl Brain {
             let timeout = self.command_timeout;
             let (worker, replica, start) = (c.worker.clone(), c.replica.clone(), c.is_start());
             let results = results.clone();
+            let prom = self.prom.clone();
             tokio::spawn(async move {
                 let result = match tokio::time::timeout(timeout, client.request(subject, payload.into())).await {
                     Err(_) => Err(format!("no answer from worker {worker} within {timeout:?}")),
@@ -389,6 +418,7 @@ impl Brain {
                     Ok(Ok(msg)) => decode::<CommandAck>(&msg.payload)
                         .map_err(|e| format!("worker {worker} sent an unreadable ack: {e}")),
                 };
+                prom.command_result(start, result.as_ref().map(|ack| ack.ok).map_err(|_| ()));
                 match &result {
                     Ok(ack) if ack.ok => debug!(%worker, %replica, start, "command acknowledged"),
                     Ok(ack) => warn!(%worker, %replica, start, error = ?ack.error, "command refused"),

@@ -45,6 +45,8 @@ pub struct Config {
     /// A command issued longer ago than this (its `issued_ms` against this host's wall clock)
     /// is refused as stale; zero: never refused.
     pub command_max_age: Duration,
+    /// Where `GET /metrics` is served (`--metrics-listen`); `None`: not at all.
+    pub metrics: Option<acs_node::MetricsListen>,
 }
 
 /// How the Docker runtime advertises a replica.
@@ -99,6 +101,7 @@ impl Config {
             max_concurrent_starts: 4,
             start_deadline: Duration::from_secs(30),
             command_max_age: Duration::from_secs(10),
+            metrics: None,
         }
     }
 

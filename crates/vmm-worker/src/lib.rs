@@ -23,6 +23,9 @@
 //! - [`clock`]: [`clock::unix_now_ms`], the wall clock for timestamps that leave the worker.
 //! - [`health`]: HTTP health checks (`starting` → `healthy` ⇄ `unhealthy`).
 //! - [`metrics`]: sysinfo sampling of the host and of replica pids.
+//! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
+//!   `acs_node::metrics`): the replica table read at scrape time, command / start / runtime
+//!   error counters.
 //! - [`runtime`]: the `Runtime` trait and its implementations: [`runtime::process`] (default;
 //!   state files and `/proc` checks in its submodules), [`runtime::docker`] (containers; the
 //!   create body is a pure function in `docker/body.rs`), [`runtime::fake`] (tests).
@@ -38,6 +41,7 @@ pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod policy;
+pub mod prom;
 pub mod replicas;
 pub mod runtime;
 pub mod spec;

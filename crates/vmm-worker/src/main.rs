@@ -39,6 +39,9 @@ struct Args {
     runtime: RuntimeArg,
     #[command(flatten)]
     nats: acs_node::NatsArgs,
+    /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
+    #[command(flatten)]
+    metrics: acs_node::MetricsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -154,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_concurrent_starts = args.max_concurrent_starts;
     config.start_deadline = Duration::from_millis(args.start_deadline_ms);
     config.command_max_age = Duration::from_millis(args.command_max_age_ms);
+    config.metrics = args.metrics.into_listen().context("--metrics-listen")?;
     vmm_worker::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
 }

@@ -48,6 +48,8 @@ pub enum Error {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Nats(#[from] acs_node::NatsError),
+    #[error(transparent)]
+    Metrics(#[from] acs_node::metrics::MetricsError),
     #[error("cannot subscribe to {subject}: {message}")]
     Subscribe { subject: String, message: String },
 }
@@ -99,6 +101,14 @@ pub async fn run_with_runtime(
     let order = Arc::new(std::sync::Mutex::new(()));
     let (measured_tx, measured_rx) = mpsc::unbounded_channel();
     let instance = new_instance();
+    let prom = crate::prom::WorkerProm::new(runtime.kind());
+    let metrics_task = match &config.metrics {
+        Some(listen) => {
+            let registry = prom.registry(id.as_str(), &instance, table_view(snapshot_rx.clone(), config.max_replicas));
+            Some(acs_node::metrics::spawn(listen, registry).await?.1)
+        }
+        None => None,
+    };
     let leader = subscribe_leader(&client, &config).await;
     let heartbeat = Heartbeat {
         worker: id.clone(),
@@ -133,6 +143,7 @@ pub async fn run_with_runtime(
         snapshot,
         order,
         rejected: 0,
+        prom,
     };
     info!(
         worker = %id,
@@ -157,12 +168,28 @@ pub async fn run_with_runtime(
     heartbeat.abort();
     let _ = heartbeat.await;
     w.shutdown().await;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
 
     drop(w.publisher);
     let _ = tokio::time::timeout(Duration::from_secs(3), publisher_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), w.client.flush()).await;
     info!(worker = %id, "worker stopped");
     Ok(())
+}
+
+/// What a scrape reads: the snapshot the heartbeat reads too.
+fn table_view(snapshot: watch::Receiver<Snapshot>, max_replicas: u32) -> impl Fn() -> crate::prom::TableView + Send + Sync + 'static {
+    move || {
+        let s = snapshot.borrow();
+        crate::prom::TableView {
+            states: s.replicas.values().map(|r| r.state).collect(),
+            starting: u64::from(s.starting),
+            max_replicas: u64::from(max_replicas),
+            rejected: s.rejected,
+        }
+    }
 }
 
 /// Secure by default means a worker without an allow-list for its runtime refuses every start:
@@ -234,6 +261,8 @@ struct Worker {
     /// with a table older than that event (the brain would see a replica come and go).
     order: Arc<std::sync::Mutex<()>>,
     rejected: u64,
+    /// Prometheus counters (`--metrics-listen`).
+    prom: crate::prom::WorkerProm,
 }
 
 impl Worker {

@@ -114,6 +114,24 @@ fn monitor_jetstream() -> Vec<String> {
     v
 }
 
+/// The monitor's alarm state: its KV bucket `acs_monitor` (alarms, silences, the alarm lease),
+/// created by hand as a stream, read by direct get, listed by an ordered push consumer whose
+/// messages come to the monitor's inbox (flow control replies on `$JS.FC`), written on `$KV`.
+fn monitor_kv() -> Vec<String> {
+    const BUCKET: &str = "acs_monitor"; // acs_monitor::alarm::kv::BUCKET
+    let stream = format!("KV_{BUCKET}");
+    let mut v = Vec::new();
+    for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.MSG.GET", "CONSUMER.CREATE"] {
+        v.push(format!("$JS.API.{api}.{stream}"));
+    }
+    for api in ["DIRECT.GET", "CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE"] {
+        v.push(format!("$JS.API.{api}.{stream}.>"));
+    }
+    v.push(format!("$JS.FC.{stream}.>"));
+    v.push(format!("$KV.{BUCKET}.>"));
+    v
+}
+
 /// The permission table: issue 7's least privilege, every subject from [`Subjects`].
 pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
     let p = s.prefix();
@@ -170,6 +188,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.maintenance(), // cordon, uncordon, drain
                 s.replica_command(), // replace one replica
                 s.monitor_stats(),
+                s.monitor_alarms(), // list, ack, silence
             ],
             vec![s.all()],
             false,
@@ -178,6 +197,12 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
         Role::Monitor => {
             let mut publish = vec![format!("{p}.events.alarm.*"), s.rejections("monitor")];
             publish.extend(monitor_jetstream());
+            // Alarm state in KV; the HTTP alarm API forwards to the lease holder on monitor_alarms.
+            publish.extend(monitor_kv());
+            publish.push(s.monitor_alarms());
+            // The dashboard steers on behalf of its logged-in users: scale, maintenance and
+            // replica replace, and the status it shows (replies to the monitor's own inbox).
+            publish.extend([s.scale(), s.maintenance(), s.replica_command(), s.status()]);
             (publish, vec![s.all()], true) // stats replies
         }
     };

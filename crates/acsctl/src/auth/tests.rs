@@ -84,7 +84,7 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Operator),
         Permissions {
-            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.cmd.replica", "acs.monitor.stats"]),
+            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.cmd.replica", "acs.monitor.stats", "acs.monitor.alarms"]),
             subscribe: strs(&["acs.>", "_INBOX_operator.>"]),
             allow_responses: false,
         }
@@ -111,6 +111,17 @@ fn proxy_operator_viewer_monitor() {
                 "$JS.API.CONSUMER.INFO.ACS_METRICS.>",
                 "$JS.API.CONSUMER.DELETE.ACS_METRICS.>",
                 "$JS.API.CONSUMER.MSG.NEXT.ACS_METRICS.>",
+                "$JS.API.STREAM.INFO.KV_acs_monitor",
+                "$JS.API.STREAM.CREATE.KV_acs_monitor",
+                "$JS.API.STREAM.MSG.GET.KV_acs_monitor",
+                "$JS.API.CONSUMER.CREATE.KV_acs_monitor",
+                "$JS.API.DIRECT.GET.KV_acs_monitor.>",
+                "$JS.API.CONSUMER.CREATE.KV_acs_monitor.>",
+                "$JS.API.CONSUMER.INFO.KV_acs_monitor.>",
+                "$JS.API.CONSUMER.DELETE.KV_acs_monitor.>",
+                "$JS.FC.KV_acs_monitor.>",
+                "$KV.acs_monitor.>",
+                "acs.monitor.alarms",
             ]),
             subscribe: strs(&["acs.>", "_INBOX_monitor.>"]),
             allow_responses: true,

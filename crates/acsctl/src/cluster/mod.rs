@@ -8,10 +8,16 @@
 //! launching process dies (`PR_SET_PDEATHSIG`, armed from a spawner thread that lives as long as
 //! the cluster). Logs go to `<dir>/logs/<name>.log`.
 //!
-//! Files: `options.rs` ([`ClusterOptions`], paths, [`free_port`]), `start.rs`
+//! Every component but nats-server (and, for now, the monitor) serves Prometheus `GET /metrics`
+//! on 127.0.0.1 with the bearer token in `<dir>/metrics.token`; the targets are written to
+//! `<dir>/prometheus-targets.json` for `config/prometheus.yml` (`metrics.rs`).
+//!
+//! Files: `options.rs` ([`ClusterOptions`], paths, [`free_port`]), `metrics.rs` (metrics ports,
+//! token, targets file), `start.rs`
 //! ([`LocalCluster::start`] and its readiness waits), `process.rs` (spawning, exits, signals,
 //! ordered stop).
 
+mod metrics;
 mod options;
 mod process;
 mod start;
@@ -25,6 +31,7 @@ use acs_events::{StatusReply, Subjects};
 
 use crate::client;
 
+pub use metrics::{MetricsTarget, METRICS_BASE};
 pub use options::{default_bin_dir, free_port, nats_server_bin, resolve_path, ClusterOptions};
 pub use process::{log_tail, ChildExit, Role};
 use process::{Proc, Spawner};
@@ -90,6 +97,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     path_env: std::ffi::OsString,
     procs: Vec<Proc>,
+    /// Every component's `/metrics`, in start order.
+    metrics: Vec<MetricsTarget>,
     nc: Option<async_nats::Client>,
     spawner: Spawner,
     stopped: bool,
@@ -117,6 +126,21 @@ impl LocalCluster {
     /// The file holding the bearer token of [`Self::monitor_stats_url`] (mode 0600).
     pub fn monitor_token_file(&self) -> PathBuf {
         self.dir.join("monitor.token")
+    }
+
+    /// Every component's Prometheus `/metrics` address, in start order.
+    pub fn metrics_targets(&self) -> &[MetricsTarget] {
+        &self.metrics
+    }
+
+    /// The bearer token file every `/metrics` scrape needs (mode 0600).
+    pub fn metrics_token_file(&self) -> PathBuf {
+        self.dir.join(metrics::TOKEN_FILE)
+    }
+
+    /// `<dir>/prometheus-targets.json`, the targets in Prometheus `file_sd_configs` format.
+    pub fn metrics_targets_file(&self) -> PathBuf {
+        self.dir.join(metrics::TARGETS_FILE)
     }
 
     /// A client connected as the operator (steer and watch), failing fast.

@@ -18,6 +18,9 @@ pub struct ClusterOptions {
     pub nats_port: u16,
     /// Where the monitor's REST stats API listens (token in `<dir>/monitor.token`).
     pub monitor_http: SocketAddr,
+    /// First port of the components' Prometheus `/metrics` (layout in `cluster/metrics.rs`:
+    /// brain +0, proxy +1, monitor +2, `wN` +9+N); `None`: a free port each (tests).
+    pub metrics_base: Option<u16>,
     /// Optional nats-server config; `-a 127.0.0.1 -p <nats_port>` override its address.
     pub nats_config: Option<PathBuf>,
     /// Logs (`logs/<name>.log`) and worker state (`workers/<id>`).
@@ -51,6 +54,7 @@ impl ClusterOptions {
             proxy_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             nats_port: 4222,
             monitor_http: SocketAddr::from(([127, 0, 0, 1], 9470)),
+            metrics_base: Some(super::metrics::METRICS_BASE),
             nats_config: None,
             dir: dir.into(),
             bin_dir: None,
@@ -70,6 +74,7 @@ impl ClusterOptions {
         o.nats_port = free_port();
         o.proxy_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         o.monitor_http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        o.metrics_base = None;
         o
     }
 

@@ -41,6 +41,7 @@ impl LocalCluster {
             dir,
             path_env,
             procs: Vec::new(),
+            metrics: Vec::new(),
             nc: None,
             spawner: Spawner::new(),
             stopped: false,
@@ -56,6 +57,9 @@ impl LocalCluster {
         cluster.start_brain(&services, deadline).await?;
         cluster.start_workers(deadline).await?;
         cluster.start_proxy(deadline).await?;
+        let targets = super::metrics::write_targets(&cluster.dir, &cluster.metrics)?;
+        info!(metrics = ?cluster.metrics.iter().map(|t| format!("{} {}", t.name, t.addr)).collect::<Vec<_>>(),
+            targets = %targets.display(), "Prometheus /metrics (token in {})", cluster.metrics_token_file().display());
         info!(nats = %cluster.nats_url(), proxy = %cluster.proxy_addr(),
             dir = %cluster.dir.display(), "local cluster ready");
         Ok(cluster)
@@ -114,11 +118,12 @@ impl LocalCluster {
 
     /// 3. vim-brain, ready once it answers status requests.
     async fn start_brain(&mut self, services: &Path, deadline: Instant) -> Result<()> {
+        let metrics = self.metrics_args("vim-brain", BRAIN_BIN)?;
         self.spawn(Spec {
             name: "vim-brain".into(),
             role: Role::Brain,
             program: self.bin_dir.join(BRAIN_BIN),
-            args: brain_args(&self.opts, services),
+            args: [brain_args(&self.opts, services), metrics].concat(),
             env: self.auth.connect_env(&AuthRole::Brain, self.auth.root()),
         })?;
         self.wait_status("vim-brain answering on status", deadline, |_| true)
@@ -134,11 +139,12 @@ impl LocalCluster {
             let role = AuthRole::Worker(WorkerId::new(id.clone()).expect("w<N> is a valid id"));
             let state = self.dir.join("workers").join(id);
             fs::create_dir_all(&state).map_err(io(format!("create {}", state.display())))?;
+            let metrics = self.metrics_args(id, WORKER_BIN)?;
             self.spawn(Spec {
                 name: id.clone(),
                 role: Role::Worker,
                 program: self.bin_dir.join(WORKER_BIN),
-                args: worker_args(&self.opts, id, &state, &self.bin_dir),
+                args: [worker_args(&self.opts, id, &state, &self.bin_dir), metrics].concat(),
                 env: self.auth.connect_env(&role, self.auth.root()),
             })?;
         }
@@ -155,15 +161,25 @@ impl LocalCluster {
 
     /// 5. the proxy, ready once it accepts connections.
     async fn start_proxy(&mut self, deadline: Instant) -> Result<()> {
+        let metrics = self.metrics_args("proxy", PROXY_BIN)?;
         self.spawn(Spec {
             name: "proxy".into(),
             role: Role::Proxy,
             program: self.bin_dir.join(PROXY_BIN),
-            args: proxy_args(&self.opts),
+            args: [proxy_args(&self.opts), metrics].concat(),
             env: self.auth.connect_env(&AuthRole::Proxy(proxy_id()), self.auth.root()),
         })?;
         let addr = self.opts.proxy_listen;
         self.wait_port("proxy", addr, deadline).await
+    }
+
+    /// `--metrics-listen` / `--metrics-token-file` for the child `name`, recorded as a target.
+    fn metrics_args(&mut self, name: &str, component: &str) -> Result<Vec<String>> {
+        let token = token_file(&self.dir.join(super::metrics::TOKEN_FILE))?;
+        let addr = super::metrics::addr_for(&self.opts, name);
+        self.metrics.retain(|t| t.name != name);
+        self.metrics.push(super::MetricsTarget { name: name.into(), component: component.into(), addr });
+        Ok(super::metrics::args(addr, &token))
     }
 
     async fn check_services(&self, services: &Path) -> Result<()> {
@@ -274,6 +290,11 @@ fn preflight(opts: &ClusterOptions, bin_dir: &Path) -> Result<Preflight> {
     for (what, addr) in [("NATS", nats_addr), ("proxy", opts.proxy_listen), ("monitor HTTP", opts.monitor_http)] {
         if TcpListener::bind(addr).is_err() {
             return Err(ClusterError::PortInUse { what, addr });
+        }
+    }
+    for addr in super::metrics::fixed_addrs(opts) {
+        if TcpListener::bind(addr).is_err() {
+            return Err(ClusterError::PortInUse { what: "metrics", addr });
         }
     }
     Ok(Preflight { nats_bin, services })
@@ -415,9 +436,14 @@ fn monitor_args(opts: &ClusterOptions, token_file: &Path) -> Vec<String> {
 /// `<dir>/monitor.token`: the REST API's bearer token, 32 random bytes in hex, mode 0600, made
 /// on first start and kept after.
 pub(super) fn monitor_token(dir: &Path) -> Result<PathBuf> {
+    token_file(&dir.join("monitor.token"))
+}
+
+/// A bearer token file (32 random bytes in hex, mode 0600), made when missing and kept after.
+pub(super) fn token_file(path: &Path) -> Result<PathBuf> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("monitor.token");
+    let path = path.to_path_buf();
     if path.is_file() {
         return Ok(path);
     }

@@ -1,5 +1,6 @@
 //! Message types, one module per concern. Field names are the JSON names; see `docs/EVENTS.md`.
 
+mod alarm;
 mod backends;
 mod command;
 mod control;
@@ -9,6 +10,7 @@ mod metrics;
 mod monitor;
 mod traffic;
 
+pub use alarm::*;
 pub use backends::*;
 pub use command::*;
 pub use control::*;

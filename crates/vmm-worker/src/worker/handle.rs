@@ -12,6 +12,7 @@ use super::{Worker, COMPONENT};
 use crate::clock::unix_now_ms;
 use crate::commands::{Decision, Effect, Waiter};
 use crate::health::{self, HealthChange, HealthReport};
+use crate::prom::CommandResult;
 use crate::runtime::{RuntimeError, RuntimeEvent};
 
 impl Worker {
@@ -20,6 +21,7 @@ impl Worker {
             let error =
                 "command without a reply subject refused; send commands as requests".to_string();
             warn!(subject = %msg.subject, bytes = msg.payload.len(), total = self.rejected + 1, "{error}");
+            self.prom.command(CommandResult::Rejected);
             self.publish_rejection(msg.subject.as_str(), "no_reply", error);
             return;
         };
@@ -32,12 +34,16 @@ impl Worker {
         );
         let out = match decision {
             Decision::Done(out) => out,
-            Decision::Launch(l) => return self.spawn_launch(l, reply.to_string()),
+            Decision::Launch(l) => {
+                self.prom.command(CommandResult::Launched);
+                return self.spawn_launch(l, reply.to_string());
+            }
             Decision::Join {
                 replica,
                 id,
                 duplicate,
             } => {
+                self.prom.command(CommandResult::Joined);
                 let reply = reply.to_string();
                 return self.join_launch(
                     &replica,
@@ -49,6 +55,13 @@ impl Worker {
                 );
             }
         };
+        let result = match (&out.rejected, &out.refused, out.ack.ok) {
+            (Some(_), _, _) => CommandResult::Rejected,
+            (None, Some(_), _) => CommandResult::Refused,
+            (None, None, true) => CommandResult::Ok,
+            (None, None, false) => CommandResult::Error,
+        };
+        self.prom.command(result);
         if let Some((kind, error)) = &out.rejected {
             self.rejected += 1;
             warn!(kind, %error, total = self.rejected, "rejected a malformed command");
@@ -251,6 +264,7 @@ impl Worker {
     ) {
         match done {
             Ok((replica, Err(e))) => {
+                self.prom.runtime_error("stop");
                 error!(replica = %replica, error = %e, "stop failed; a repeated stop command tries again");
                 // Leave `stopping`, or every later stop would be answered "already
                 // stopping" and the replica would never stop. Its health check decides

@@ -64,6 +64,7 @@ impl Worker {
             Err(e) => return error!(error = %e, "start task failed"),
         };
         let replica = l.replica.clone();
+        self.count_launch(&res);
         let Some(starting) = self.in_flight.remove(&l.replica) else {
             return warn!(replica = %l.replica, "a start finished that was not in flight");
         };
@@ -78,6 +79,22 @@ impl Worker {
         self.apply(out.effects);
         if let Some(exit) = self.early_exits.remove(&replica) {
             self.on_runtime_event(exit);
+        }
+    }
+
+    fn count_launch(&self, res: &LaunchResult) {
+        match res {
+            LaunchResult::Started(_) => self.prom.start_done("started"),
+            LaunchResult::Failed(_) => {
+                self.prom.start_done("failed");
+                self.prom.runtime_error("start");
+            }
+            LaunchResult::TimedOut { cleanup, .. } => {
+                self.prom.start_done("timed_out");
+                if cleanup.is_err() {
+                    self.prom.runtime_error("cleanup");
+                }
+            }
         }
     }
 
