@@ -6,10 +6,11 @@
 #   acs/vmm-worker:dev  vmm-worker    (static)  user root (Docker socket; see its Dockerfile)
 #   acs/vim-brain:dev   vim-brain     (static)  user 10001, config/services.compose.toml baked in
 #   acs/proxy:dev       acs-proxy     (static)  user 10001, listens on 0.0.0.0:8080
+#   acs/monitor:dev     acs-monitor   (static)  user 10001, config/alarms.local.toml baked in
 #   acs/nats:dev        the host's nats-server plus the two glibc files it needs, user 10001
 #
 # Usage: scripts/build-images.sh [--no-build] [--no-verify] [IMAGE...]
-#   IMAGE        any of demo-web vmm-worker vim-brain proxy nats (default: all)
+#   IMAGE        any of demo-web vmm-worker vim-brain proxy monitor nats (default: all)
 #   --no-build   skip `cargo build`; use the binaries already in target/$TARGET/release
 #   --no-verify  skip the smoke checks (each image runs; demo-web answers /whoami)
 #
@@ -28,7 +29,7 @@ die() { printf 'build-images: error: %s\n' "$*" >&2; exit 1; }
 
 TARGET=${ACS_IMAGE_TARGET:-x86_64-unknown-linux-gnu}
 TAG=${ACS_IMAGE_TAG:-dev}
-ALL_IMAGES=(demo-web vmm-worker vim-brain proxy nats)
+ALL_IMAGES=(demo-web vmm-worker vim-brain proxy monitor nats)
 BIN_DIR="$ROOT/target/$TARGET/release"
 
 build=1
@@ -51,14 +52,14 @@ command -v docker >/dev/null 2>&1 || die "docker not found"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine (is it running? are you in the docker group?)"
 
 # image -> binary (empty for nats, which uses the host's nats-server)
-declare -A BIN=([demo-web]=demo-web [vmm-worker]=vmm-worker [vim-brain]=vim-brain [proxy]=acs-proxy [nats]="")
+declare -A BIN=([demo-web]=demo-web [vmm-worker]=vmm-worker [vim-brain]=vim-brain [proxy]=acs-proxy [monitor]=acs-monitor [nats]="")
 
 # --- the static binaries --------------------------------------------------------------------
 # Always the same package set, whichever images are asked for: cargo unifies dependency features
 # over the packages of one invocation, so building a subset would recompile shared dependencies
 # with other features (and the next full build would recompile them back). acsctl comes along:
 # scripts/compose-demo.sh uses it for load/status/watch, and it costs little on top.
-pkgs=(-p demo-web -p vmm-worker -p vim-brain -p acs-proxy -p acsctl)
+pkgs=(-p demo-web -p vmm-worker -p vim-brain -p acs-proxy -p acs-monitor -p acsctl)
 need_bins=0
 for img in "${images[@]}"; do
   [ -n "${BIN[$img]}" ] && need_bins=1
@@ -141,6 +142,11 @@ stage() {
       cp "$BIN_DIR/vim-brain" "$ctx/"
       cp "$ROOT/config/services.compose.toml" "$ctx/services.toml"
       mkdir -p "$ctx/data"
+      ;;
+    monitor)
+      check_static "$BIN_DIR/acs-monitor"
+      cp "$BIN_DIR/acs-monitor" "$ctx/"
+      cp "$ROOT/config/alarms.local.toml" "$ctx/alarms.toml"
       ;;
     vmm-worker)
       check_static "$BIN_DIR/vmm-worker"

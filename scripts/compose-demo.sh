@@ -50,7 +50,7 @@ PROXY_URL=http://127.0.0.1:8080
 NATS_URL_HOST=nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
 NATS_MONITORS=(http://127.0.0.1:8222 http://127.0.0.1:8223 http://127.0.0.1:8224)
 NATS_SERVICES=(nats-1 nats-2 nats-3)
-IMAGES=(demo-web vmm-worker vim-brain proxy nats)
+IMAGES=(demo-web vmm-worker vim-brain proxy monitor nats)
 # The credentials (acsctl's COMPOSE_AUTH_DIR: `acsctl status|watch|scale` run in this
 # repository find the operator identity there by themselves), and each container's copy of its
 # own files.
@@ -238,6 +238,7 @@ service_files() {
   local svc=$1 img=$2 id=$3
   case "$img" in
     acs/vim-brain:*) echo brain.nk tls/ca.pem tls/brain.pem tls/brain-key.pem ;;
+    acs/monitor:*) echo monitor.nk monitor.token tls/ca.pem tls/monitor.pem tls/monitor-key.pem ;;
     acs/proxy:*) echo "proxies/$id.nk tls/ca.pem tls/proxies/$id.pem tls/proxies/$id-key.pem" ;;
     acs/vmm-worker:*) echo "workers/$id.nk tls/ca.pem tls/workers/$id.pem tls/workers/$id-key.pem" ;;
     *nats*) [[ "$svc" == nats-[0-9]* ]] && echo auth.conf "$svc/cluster.conf" tls/ca.pem tls/server.pem tls/server-key.pem ;;
@@ -280,6 +281,11 @@ cmd_auth() {
   "$ACSCTL" auth --dir "$AUTH_DIR" init --workers "$workers" ${proxies:+--proxies "$proxies"} \
     --tls --tls-host "$TLS_HOSTS" | sed 's/^/  /'
   make_cluster_confs
+  # The monitor's dashboard and REST API bearer token (the same as `acsctl up`'s monitor.token).
+  if [ ! -s "$AUTH_DIR/monitor.token" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$AUTH_DIR/monitor.token")
+    say "monitor dashboard token: $AUTH_DIR_REL/monitor.token"
+  fi
   mkdir -p "$MOUNTS_DIR"
   chmod 0700 "$ROOT/.acs/compose" "$MOUNTS_DIR"
   while read -r svc img id; do

@@ -5,6 +5,7 @@
 #   Debian packages: nats-server, cmake, wrk, pkg-config   (apt-get; sudo only when not root)
 #                    python3-aiosmtpd                      (the monitor's alarm e-mail tests)
 #                    prometheus                            (tests/prometheus.rs scrapes a local cluster)
+#                    chromium, chromium-driver             (tests/dashboard.rs, the web dashboard)
 #   cargo-nextest                                           (cargo install --locked)
 #
 # Prints what it found and what it did.
@@ -19,6 +20,9 @@ declare -A PKG_FOR=(
   [wrk]=wrk
   [pkg-config]=pkg-config
   [prometheus]=prometheus
+  # The dashboard test (crates/acsctl/tests/dashboard.rs) drives real headless Chromium.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 
 have() {
@@ -36,7 +40,7 @@ else
 fi
 
 missing=()
-for cmd in nats-server cmake wrk pkg-config prometheus; do
+for cmd in nats-server cmake wrk pkg-config prometheus chromium chromedriver; do
   if have "$cmd"; then
     say "$cmd: present"
   else
@@ -67,7 +71,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   say "apt-get install ${missing[*]}"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  for cmd in nats-server cmake wrk pkg-config prometheus; do
+  for cmd in nats-server cmake wrk pkg-config prometheus chromium chromedriver; do
     have "$cmd" || { say "$cmd still missing after install"; exit 1; }
   done
   say "installed: ${missing[*]}"

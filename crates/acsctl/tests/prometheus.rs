@@ -92,7 +92,7 @@ async fn wait_query(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_component_of_a_local_cluster() {
-    for bin in ["vim-brain", "vmm-worker", "acs-proxy", "demo-web"] {
+    for bin in ["vim-brain", "vmm-worker", "acs-proxy", "acs-monitor", "demo-web"] {
         acs_testkit::workspace_bin(bin);
     }
     let prometheus = prometheus_bin();
@@ -125,7 +125,7 @@ async fn prometheus_scrapes_every_component_of_a_local_cluster() {
     let components: BTreeSet<&str> = targets.iter().map(|t| t.component.as_str()).collect();
     assert_eq!(
         components,
-        BTreeSet::from(["acs-proxy", "vim-brain", "vmm-worker"]),
+        BTreeSet::from(["acs-monitor", "acs-proxy", "vim-brain", "vmm-worker"]),
         "{targets:?}"
     );
     // Without the token a scrape is refused.
@@ -185,6 +185,8 @@ async fn prometheus_scrapes_every_component_of_a_local_cluster() {
     );
 
     // One metric per component, each with a value that says it works.
+    wait_query(addr, "acs_monitor_ingested_messages_total", |r| r.len() == 1 && r[0].1 >= 1.0).await;
+    wait_query(addr, "acs_monitor_alarm_leader", |r| r.len() == 1 && r[0].1 == 1.0).await;
     wait_query(addr, "acs_brain_leader", |r| r.len() == 1 && r[0].1 == 1.0).await;
     wait_query(addr, "sum(acs_brain_decisions_total)", |r| {
         r.len() == 1 && r[0].1 >= 1.0

@@ -6,13 +6,20 @@
 //! - [`query`]: the query engine, `StatsRequest` → `StatsReply`. Pure; every API calls it.
 //! - [`service`]: NATS: the `ACS_METRICS` stream, replay into the store, `acs.monitor.stats`.
 //! - [`http`]: REST: `GET /api/v1/stats` with a bearer token, same engine
-//!   (docs/monitor-openapi.yaml).
+//!   (docs/monitor-openapi.yaml), and the routes of the dashboard.
+//! - [`alarm`]: alarm rules (`--alarms FILE`) evaluated every second against the store; events on
+//!   `acs.events.alarm.<rule>`, webhook/Slack/e-mail notices, state and lease in KV `acs_monitor`.
+//! - [`web`]: the live web dashboard: embedded pages, login sessions, SSE from the bus, actions.
+//! - [`prom`]: Prometheus `GET /metrics` (`--metrics-listen`), read at scrape time.
 
+pub mod alarm;
 pub mod http;
+pub mod prom;
 pub mod query;
 pub mod rollup;
 pub mod service;
 pub mod store;
+pub mod web;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -33,6 +40,10 @@ pub struct Config {
     pub tiers: Vec<rollup::TierSpec>,
     /// Where the REST API listens, and who may ask; `None`: NATS only.
     pub http: Option<(std::net::SocketAddr, http::HttpAuth)>,
+    /// Alarm rules and engine settings (`--alarms FILE`); `None`: no alarms.
+    pub alarms: Option<alarm::AlarmConfig>,
+    /// Prometheus `GET /metrics` (`--metrics-listen`); `None`: off.
+    pub metrics: Option<acs_node::metrics::MetricsListen>,
 }
 
 impl Config {
@@ -43,6 +54,8 @@ impl Config {
             stream_max_age: Duration::from_secs(3600),
             tiers: rollup::DEFAULT_TIERS.to_vec(),
             http: None,
+            alarms: None,
+            metrics: None,
         }
     }
 }
@@ -61,15 +74,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let shared = Shared { store: Arc::new(Mutex::new(store::Store::new(&config.tiers))), counters: Arc::default() };
     let (caught_up, caught_up_rx) = tokio::sync::watch::channel(false);
     let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone(), caught_up));
+    let alarm_caught_up = caught_up_rx.clone();
     let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone(), caught_up_rx));
+    let (alarm_stop, alarm_stop_rx) = tokio::sync::watch::channel(false);
+    let mut alarm_counters = None;
+    let alarms = match config.alarms.clone() {
+        Some(cfg) => {
+            let notifier = alarm::notify::Notifier::start(&cfg.rules.channels, cfg.retry)?;
+            let counters = Arc::new(alarm::AlarmCounters::default());
+            alarm_counters = Some((counters.clone(), notifier.counters.clone()));
+            let wiring = alarm::task::Wiring {
+                client: client.clone(),
+                subjects: config.subjects.clone(),
+                store: shared.store.clone(),
+                caught_up: alarm_caught_up,
+                stop: alarm_stop_rx,
+            };
+            Some(tokio::spawn(alarm::task::run(wiring, cfg, notifier, counters)))
+        }
+        None => None,
+    };
     let rest = listener.zip(config.http.clone()).map(|(l, (addr, auth))| {
-        tracing::info!(%addr, ?auth, path = http::STATS_PATH, "http stats api listening");
-        tokio::spawn(http::serve(l, auth, shared.clone()))
+        tracing::info!(%addr, ?auth, path = http::STATS_PATH, "http stats api and dashboard listening");
+        let web = Arc::new(web::Web::new(auth, client.clone(), config.subjects.clone()));
+        let live = [tokio::spawn(web::sse::forward(web.clone())), tokio::spawn(web::sse::poll_status(web.clone()))];
+        (tokio::spawn(http::serve(l, shared.clone(), web)), live)
     });
+    let metrics = match &config.metrics {
+        Some(listen) => Some(acs_node::metrics::spawn(listen, prom::registry(shared.clone(), alarm_counters)).await?.1),
+        None => None,
+    };
     tracing::info!(subject = %config.subjects.monitor_stats(), "monitor replaying, then serving");
     shutdown.await;
-    if let Some(rest) = rest {
+    // The alarm task releases its lease on the way out, so a standby takes over at once.
+    alarm_stop.send_replace(true);
+    if let Some(a) = alarms {
+        let _ = tokio::time::timeout(Duration::from_secs(3), a).await;
+    }
+    if let Some((rest, live)) = rest {
         rest.abort();
+        live.iter().for_each(|t| t.abort());
+    }
+    if let Some(m) = metrics {
+        m.abort();
     }
     ingest.abort();
     serve.abort();

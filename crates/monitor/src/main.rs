@@ -12,6 +12,9 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     nats: acs_node::NatsArgs,
+    /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
+    #[command(flatten)]
+    metrics: acs_node::MetricsArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -39,6 +42,15 @@ struct Args {
     /// Serve the REST API without a token. Only for tests: anyone who reaches it reads the stats.
     #[arg(long, conflicts_with = "token_file")]
     insecure_no_auth: bool,
+    /// Alarm rules and channels (TOML; see config/alarms.example.toml). Without it, no alarms.
+    #[arg(long, env = "ACS_MONITOR_ALARMS")]
+    alarms: Option<std::path::PathBuf>,
+    /// Replicas of the alarm state's KV bucket `acs_monitor` (3 on a 3-node NATS cluster).
+    #[arg(long, env = "ACS_MONITOR_KV_REPLICAS", default_value_t = 1)]
+    kv_replicas: usize,
+    /// Check the flags and the alarm rules, print what was found, and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 /// The REST API's address and auth, or `None` with `--no-http`; no token is an error.
@@ -66,6 +78,22 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     acs_node::init_tracing("info");
     let http = http(&args)?;
+    let alarms = match &args.alarms {
+        Some(path) => {
+            let rules = acs_monitor::alarm::rules::load(path)?;
+            let mut cfg = acs_monitor::alarm::AlarmConfig::new(rules);
+            cfg.replicas = args.kv_replicas;
+            Some(cfg)
+        }
+        None => None,
+    };
+    if args.check {
+        match &alarms {
+            Some(a) => println!("ok: {} alarm rules, {} channels", a.rules.rules.len(), a.rules.channels.len()),
+            None => println!("ok: no alarm rules (--alarms not given)"),
+        }
+        return Ok(());
+    }
     let nats = args.nats.into_options("acs-monitor")?;
     let mut config = acs_monitor::Config::new(nats);
     config.subjects = Subjects::new(&args.prefix).map_err(anyhow::Error::msg)?;
@@ -76,6 +104,8 @@ fn main() -> anyhow::Result<()> {
         TierSpec { width_ms: 3_600_000, keep_ms: args.hour_keep_s * 1000 },
     ];
     config.http = http;
+    config.metrics = args.metrics.clone().into_listen()?;
+    config.alarms = alarms;
     let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
     rt.block_on(acs_monitor::run(config, acs_node::shutdown_signal())).context("acs-monitor failed")
 }

@@ -45,6 +45,11 @@ impl Store {
         Store { specs: specs.to_vec(), series: HashMap::new(), newest_ms: 0, samples: 0 }
     }
 
+    /// Series held, and buckets over all their tiers (what the memory grows with).
+    pub fn size(&self) -> (usize, usize) {
+        (self.series.len(), self.series.values().map(|s| s.tiers.iter().map(|t| t.len()).sum::<usize>()).sum())
+    }
+
     pub fn add(&mut self, scope: StatsScope, id: &str, metric: &'static str, ts_ms: u64, x: f64) {
         if !x.is_finite() {
             return;

@@ -58,7 +58,7 @@ pub(super) fn fixed_addrs(opts: &ClusterOptions) -> Vec<SocketAddr> {
         return Vec::new();
     };
     let workers = (1..=opts.workers).map(|i| format!("w{i}"));
-    ["vim-brain".to_string(), "proxy".to_string()]
+    ["vim-brain".to_string(), "proxy".to_string(), "monitor".to_string()]
         .into_iter()
         .chain(workers)
         .map(|n| addr_for(opts, &n))
@@ -104,7 +104,7 @@ mod tests {
         let mut o = ClusterOptions::new("/tmp/x");
         o.workers = 3;
         let ports: Vec<u16> = fixed_addrs(&o).iter().map(|a| a.port()).collect();
-        assert_eq!(ports, vec![9480, 9481, 9490, 9491, 9492]);
+        assert_eq!(ports, vec![9480, 9481, 9482, 9490, 9491, 9492]);
         assert_eq!(addr_for(&o, "monitor").port(), 9482);
         o.metrics_base = None;
         assert!(fixed_addrs(&o).is_empty());

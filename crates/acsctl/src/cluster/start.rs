@@ -87,11 +87,13 @@ impl LocalCluster {
     /// 2. acs-monitor, ready once it answers `acs.monitor.stats` (only after its replay).
     async fn start_monitor(&mut self, deadline: Instant) -> Result<()> {
         let token = monitor_token(&self.dir)?;
+        let mut args = monitor_args(&self.opts, &token);
+        args.extend(self.metrics_args("monitor", MONITOR_BIN)?);
         self.spawn(Spec {
             name: "monitor".into(),
             role: Role::Monitor,
             program: self.bin_dir.join(MONITOR_BIN),
-            args: monitor_args(&self.opts, &token),
+            args,
             env: self.auth.connect_env(&AuthRole::Monitor, self.auth.root()),
         })?;
         let nc = self.nc.clone().ok_or_else(|| ClusterError::Status("not connected".into()))?;
@@ -421,7 +423,7 @@ fn worker_args(opts: &ClusterOptions, id: &str, state_dir: &Path, bin_dir: &Path
 
 /// The monitor keeps its history in the server's JetStream (stream `ACS_METRICS`).
 fn monitor_args(opts: &ClusterOptions, token_file: &Path) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--nats".into(),
         opts.nats_url(),
         "--prefix".into(),
@@ -430,7 +432,13 @@ fn monitor_args(opts: &ClusterOptions, token_file: &Path) -> Vec<String> {
         opts.monitor_http.to_string(),
         "--token-file".into(),
         token_file.display().to_string(),
-    ]
+    ];
+    // The repository's alarm rules, when acsctl runs in (or under) a checkout.
+    let alarms = super::resolve_path(Path::new("config/alarms.local.toml"));
+    if alarms.is_file() {
+        args.extend(["--alarms".into(), alarms.display().to_string()]);
+    }
+    args
 }
 
 /// `<dir>/monitor.token`: the REST API's bearer token, 32 random bytes in hex, mode 0600, made

@@ -268,6 +268,19 @@ mod tests {
         assert!(req(r#"{"action":"list","colour":"red"}"#).is_err());
     }
 
+    /// The v1 fixtures (crates/events/tests/fixtures/v1/alarm_*.json) keep parsing.
+    #[test]
+    fn v1_fixtures_parse() {
+        let e: AlarmEvent = crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_event.json")).unwrap();
+        assert_eq!((e.state, e.severity, e.value), (AlarmState::Firing, Severity::Critical, 93.5));
+        let r: AlarmRequest = crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_request_ack.json")).unwrap();
+        assert_eq!((r.action, r.for_ms), (AlarmAction::Ack, Some(3_600_000)));
+        let r: AlarmReply = crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_reply.json")).unwrap();
+        assert_eq!(r.alarms.len(), 2);
+        assert_eq!(r.alarms[0].ack.as_ref().map(|a| a.by.as_str()), Some("ana"));
+        assert_eq!((r.alarms[1].notified, r.alarms[1].silenced_until_ms), (0, Some(1_763_877_600_000)));
+    }
+
     #[test]
     fn event_round_trips() {
         let e = AlarmEvent {

@@ -1,0 +1,330 @@
+//! The channels: a JSON webhook, a Slack-compatible webhook and SMTP e-mail.
+//!
+//! Each channel has its own queue and task, so a slow or dead receiver delays only itself and
+//! its notices stay in order. A failed send is retried with doubling backoff, then given up;
+//! every failure is logged and counted, nothing panics. The queue is bounded: when a receiver
+//! has been down long enough to fill it, new notices are dropped (and counted).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::book::Notice;
+use super::machine::{num, NoticeKind};
+use super::rules::{Channel, Email, SmtpTls};
+
+/// Notices waiting per channel before new ones are dropped.
+pub const QUEUE: usize = 1000;
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+pub struct NotifyCounters {
+    pub sent: AtomicU64,
+    pub retries: AtomicU64,
+    /// Given up after the last retry.
+    pub failed: AtomicU64,
+    /// Queue full.
+    pub dropped: AtomicU64,
+}
+
+/// How often and how patiently a send is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { attempts: 6, first: Duration::from_secs(1), max: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("alarm channel {channel:?}: {message}")]
+    Setup { channel: String, message: String },
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+enum Sender {
+    Webhook { url: hyper::Uri, http: HttpsClient },
+    Slack { url: hyper::Uri, http: HttpsClient },
+    Email { transport: AsyncSmtpTransport<Tokio1Executor>, cfg: Box<Email> },
+}
+
+/// The running channels. Dropping it stops their tasks.
+pub struct Notifier {
+    queues: BTreeMap<String, mpsc::Sender<Notice>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub counters: Arc<NotifyCounters>,
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+impl Notifier {
+    pub fn start(channels: &BTreeMap<String, Channel>, retry: Retry) -> Result<Notifier, NotifyError> {
+        let counters = Arc::new(NotifyCounters::default());
+        let http = https_client();
+        let mut queues = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (name, ch) in channels {
+            let setup = |message: String| NotifyError::Setup { channel: name.clone(), message };
+            let sender = match ch {
+                Channel::Webhook { url } => Sender::Webhook { url: url.clone(), http: http.clone() },
+                Channel::Slack { url } => Sender::Slack { url: url.clone(), http: http.clone() },
+                Channel::Email(cfg) => Sender::Email { transport: smtp(cfg).map_err(setup)?, cfg: cfg.clone() },
+            };
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tasks.push(tokio::spawn(worker(name.clone(), sender, rx, retry, counters.clone())));
+            queues.insert(name.clone(), tx);
+        }
+        Ok(Notifier { queues, tasks, counters })
+    }
+
+    /// Queues one notice; never waits.
+    pub fn send(&self, notice: Notice) {
+        let Some(q) = self.queues.get(&notice.channel) else {
+            tracing::warn!(channel = %notice.channel, "notice for an unknown channel dropped");
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Err(e) = q.try_send(notice) {
+            let n = match e {
+                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
+            };
+            let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(channel = %n.channel, rule = %n.alarm.rule, id = %n.alarm.id, dropped, "alarm channel queue full: notice dropped");
+        }
+    }
+}
+
+/// One client for every webhook: http or https (Mozilla's roots, as lettre uses).
+fn https_client() -> HttpsClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(SEND_TIMEOUT));
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+fn smtp(cfg: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let tls = |host: &str| {
+        let mut b = TlsParameters::builder(host.to_string());
+        if let Some(pem) = &cfg.ca_pem {
+            b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| format!("ca_file: {e}"))?);
+        }
+        b.build_rustls().map_err(|e| format!("TLS setup for {host}: {e}"))
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
+        .port(cfg.port)
+        .timeout(Some(SEND_TIMEOUT));
+    b = match cfg.tls {
+        SmtpTls::None => b.tls(Tls::None),
+        SmtpTls::Starttls => b.tls(Tls::Required(tls(&cfg.host)?)),
+        SmtpTls::Tls => b.tls(Tls::Wrapper(tls(&cfg.host)?)),
+    };
+    if let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) {
+        b = b.credentials(Credentials::new(user.clone(), pass.0.clone()));
+    }
+    Ok(b.build())
+}
+
+async fn worker(
+    channel: String,
+    sender: Sender,
+    mut rx: mpsc::Receiver<Notice>,
+    retry: Retry,
+    counters: Arc<NotifyCounters>,
+) {
+    while let Some(n) = rx.recv().await {
+        let span = tracing::info_span!("notify", channel = %channel, kind = sender.kind(), rule = %n.alarm.rule, id = %n.alarm.id, notice = n.kind.as_str());
+        deliver(&sender, &n, retry, &counters).instrument(span).await;
+    }
+}
+
+async fn deliver(sender: &Sender, n: &Notice, retry: Retry, counters: &NotifyCounters) {
+    let attempts = retry.attempts.max(1);
+    let mut wait = retry.first;
+    for attempt in 1..=attempts {
+        let res =
+            tokio::time::timeout(SEND_TIMEOUT * 2, sender.send(n)).await.unwrap_or_else(|_| Err("timed out".into()));
+        match res {
+            Ok(()) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(attempt, "alarm notice sent");
+                return;
+            }
+            Err(error) if attempt < attempts => {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(attempt, %error, retry_in = ?wait, "alarm notice failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(retry.max);
+            }
+            Err(error) => {
+                let failed = counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(attempt, %error, failed, "alarm notice given up");
+            }
+        }
+    }
+}
+
+impl Sender {
+    fn kind(&self) -> &'static str {
+        match self {
+            Sender::Webhook { .. } => "webhook",
+            Sender::Slack { .. } => "slack",
+            Sender::Email { .. } => "email",
+        }
+    }
+
+    async fn send(&self, n: &Notice) -> Result<(), String> {
+        match self {
+            Sender::Webhook { url, http } => post(http, url, webhook_body(n)).await,
+            Sender::Slack { url, http } => {
+                post(http, url, serde_json::to_vec(&serde_json::json!({ "text": slack_text(n) })).unwrap_or_default())
+                    .await
+            }
+            Sender::Email { transport, cfg } => {
+                let mut b =
+                    Message::builder().from(cfg.from.clone()).subject(subject(n)).header(ContentType::TEXT_PLAIN);
+                for to in &cfg.to {
+                    b = b.to(to.clone());
+                }
+                let msg = b.body(mail_body(n)).map_err(|e| format!("building the mail: {e}"))?;
+                transport.send(msg).await.map(|_| ()).map_err(|e| format!("SMTP {}:{}: {e}", cfg.host, cfg.port))
+            }
+        }
+    }
+}
+
+async fn post(http: &HttpsClient, url: &hyper::Uri, body: Vec<u8>) -> Result<(), String> {
+    let req = hyper::Request::post(url.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, concat!("acs-monitor/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = http.request(req).await.map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+    Err(format!("POST {url}: HTTP {status}: {excerpt}"))
+}
+
+fn label(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Firing => "FIRING",
+        NoticeKind::Repeat => "STILL FIRING",
+        NoticeKind::Escalation => "ESCALATED",
+        NoticeKind::Resolved => "RESOLVED",
+    }
+}
+
+/// `[acs] FIRING critical cpu_high: worker w1 cpu = 93.5`
+pub fn subject(n: &Notice) -> String {
+    let a = &n.alarm;
+    let sev = match n.kind {
+        NoticeKind::Resolved => String::new(),
+        _ => format!(" {}", a.severity.as_str()),
+    };
+    format!("[acs] {}{sev} {}: {} {} {} = {}", label(n.kind), a.rule, a.scope.as_str(), a.id, a.metric, num(a.value))
+}
+
+pub fn mail_body(n: &Notice) -> String {
+    let a = &n.alarm;
+    format!(
+        "{}\n\nrule:      {}\ntarget:    {} {}\nmetric:    {}\nvalue:     {}\nthreshold: {}\nstate:     {} ({})\nsince:     {} (unix ms)\nnotice:    {}\n\n\
+         Acknowledge (stops repeats and escalation):\n  nats req acs.monitor.alarms '{{\"action\":\"ack\",\"rule\":\"{}\",\"id\":\"{}\",\"by\":\"you\"}}'\n",
+        a.message,
+        a.rule,
+        a.scope.as_str(),
+        a.id,
+        a.metric,
+        num(a.value),
+        num(a.threshold),
+        a.state.as_str(),
+        a.severity.as_str(),
+        a.since_ms,
+        n.kind.as_str(),
+        a.rule,
+        a.id,
+    )
+}
+
+pub fn slack_text(n: &Notice) -> String {
+    format!("*{}* `{}`: {}", subject(n).trim_start_matches("[acs] "), n.alarm.rule, n.alarm.message)
+}
+
+/// The AlarmEvent's fields plus `notice` and `channel`.
+pub fn webhook_body(n: &Notice) -> Vec<u8> {
+    let mut v = serde_json::to_value(&n.alarm).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("notice".into(), n.kind.as_str().into());
+        o.insert("channel".into(), n.channel.clone().into());
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use acs_events::{AlarmEvent, AlarmState, Severity, StatsScope};
+
+    fn notice(kind: NoticeKind) -> Notice {
+        Notice {
+            channel: "hook".into(),
+            kind,
+            alarm: AlarmEvent {
+                v: 1,
+                rule: "cpu_high".into(),
+                scope: StatsScope::Worker,
+                id: "w1".into(),
+                metric: "cpu".into(),
+                state: AlarmState::Firing,
+                severity: Severity::Critical,
+                value: 93.5,
+                threshold: 90.0,
+                since_ms: 1,
+                ts_ms: 2,
+                message: "cpu of worker w1 is 93.5 (avg over 30s), above the critical threshold 90 for 1m".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn bodies_carry_the_rule_and_the_value() {
+        let n = notice(NoticeKind::Firing);
+        assert_eq!(subject(&n), "[acs] FIRING critical cpu_high: worker w1 cpu = 93.5");
+        assert!(mail_body(&n).starts_with("cpu of worker w1 is 93.5"));
+        assert!(slack_text(&n).contains("FIRING critical") && slack_text(&n).contains("is 93.5"));
+        let v: serde_json::Value = serde_json::from_slice(&webhook_body(&n)).unwrap();
+        assert_eq!(
+            (v["notice"].as_str(), v["rule"].as_str(), v["value"].as_f64()),
+            (Some("firing"), Some("cpu_high"), Some(93.5))
+        );
+        assert_eq!(subject(&notice(NoticeKind::Resolved)), "[acs] RESOLVED cpu_high: worker w1 cpu = 93.5");
+    }
+}

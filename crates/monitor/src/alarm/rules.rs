@@ -1,0 +1,629 @@
+//! The rules file (`--alarms FILE`, TOML): channels and rules, checked into typed values.
+//!
+//! Every error names the rule or channel and the field, so a bad file is fixed from the message.
+//! See `config/alarms.example.toml` for every field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use acs_events::StatsScope;
+use lettre::message::Mailbox;
+use serde::Deserialize;
+
+use crate::store::metrics_of;
+
+/// Most rules and channels one file may hold (each rule is evaluated every second).
+pub const MAX_RULES: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("cannot read the alarm rules {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("alarm rules: {0}")]
+    Toml(String),
+    #[error("alarm rule {rule:?}: field `{field}`: {message}")]
+    Rule { rule: String, field: &'static str, message: String },
+    #[error("alarm rule {rule:?}: {message}")]
+    RuleSyntax { rule: String, message: String },
+    #[error("alarm channel {channel:?}: field `{field}`: {message}")]
+    Channel { channel: String, field: &'static str, message: String },
+}
+
+type Result<T, E = RulesError> = std::result::Result<T, E>;
+
+/// Which way a value is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Above,
+    Below,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Above => "above",
+            Condition::Below => "below",
+        }
+    }
+}
+
+/// How the samples in a rule's window become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    Avg,
+    Min,
+    Max,
+    Last,
+    P95,
+}
+
+impl Aggregate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Avg => "avg",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Last => "last",
+            Aggregate::P95 => "p95",
+        }
+    }
+}
+
+/// One id, or every id of the scope the monitor knows (`"*"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    One(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub after_ms: u64,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub metric: String,
+    pub scope: StatsScope,
+    pub target: Target,
+    pub condition: Condition,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    /// How long the condition must hold before the alarm fires.
+    pub for_ms: u64,
+    /// Hysteresis: an `above` alarm clears below `threshold - clear` (`below`: above `+ clear`).
+    pub clear: f64,
+    pub window_ms: u64,
+    pub aggregate: Aggregate,
+    /// Repeat while firing and not acked; `None`: once.
+    pub repeat_ms: Option<u64>,
+    pub notify: Vec<String>,
+    pub escalation: Option<Escalation>,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text: only for a test server on loopback.
+    None,
+    /// Plain connect, then STARTTLS (required; port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// A password read from a file; never printed.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+    /// An extra CA (PEM) to trust for this server, e.g. a private one; Mozilla's roots always.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Channel {
+    /// POST of the alarm as JSON.
+    Webhook {
+        url: hyper::Uri,
+    },
+    /// POST of `{"text": "..."}` (Slack incoming webhooks, Mattermost, Rocket.Chat...).
+    Slack {
+        url: hyper::Uri,
+    },
+    Email(Box<Email>),
+}
+
+impl Channel {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Webhook { .. } => "webhook",
+            Channel::Slack { .. } => "slack",
+            Channel::Email(_) => "email",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+    pub channels: BTreeMap<String, Channel>,
+}
+
+impl Rules {
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    metric: String,
+    scope: StatsScope,
+    id: String,
+    condition: Condition,
+    #[serde(default)]
+    warning: Option<f64>,
+    #[serde(default)]
+    critical: Option<f64>,
+    #[serde(default, rename = "for")]
+    for_: Option<String>,
+    #[serde(default)]
+    clear: Option<f64>,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    aggregate: Option<Aggregate>,
+    #[serde(default)]
+    repeat: Option<String>,
+    /// Channels to tell; none (or left out): the alarm shows on NATS, `acsctl alarms` and the
+    /// dashboard only.
+    #[serde(default)]
+    notify: Vec<String>,
+    #[serde(default)]
+    escalation: Option<RawEscalation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    after: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawChannel {
+    Webhook {
+        url: String,
+    },
+    Slack {
+        url: String,
+    },
+    Email {
+        host: String,
+        #[serde(default)]
+        port: Option<u16>,
+        #[serde(default)]
+        tls: Option<SmtpTls>,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        from: String,
+        to: Vec<String>,
+    },
+}
+
+/// Reads and checks a rules file. Relative `password_file` paths are relative to the file.
+pub fn load(path: &Path) -> Result<Rules> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RulesError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    parse(&text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Parses and checks rules text; `base` resolves relative password files.
+pub fn parse(text: &str, base: &Path) -> Result<Rules> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| RulesError::Toml(e.to_string()))?;
+    let raw_channels = match table.remove("channels") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(RulesError::Toml("`channels` must be a table of [channels.<name>]".into())),
+    };
+    let raw_rules = match table.remove("rule") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => return Err(RulesError::Toml("`rule` must be an array of [[rule]] tables".into())),
+    };
+    if let Some(key) = table.keys().next() {
+        return Err(RulesError::Toml(format!("unknown top-level key `{key}` (known: channels, rule)")));
+    }
+    if raw_rules.len() > MAX_RULES || raw_channels.len() > MAX_RULES {
+        return Err(RulesError::Toml(format!("at most {MAX_RULES} rules and {MAX_RULES} channels")));
+    }
+
+    let mut channels = BTreeMap::new();
+    for (name, value) in raw_channels {
+        let bad = |field: &'static str, message: String| RulesError::Channel { channel: name.clone(), field, message };
+        acs_events::id::validate_id("channel name", &name).map_err(|e| bad("name", e.to_string()))?;
+        let raw: RawChannel = value.try_into().map_err(|e: toml::de::Error| bad("type", e.message().to_string()))?;
+        let channel = check_channel(raw, base, &bad)?;
+        channels.insert(name, channel);
+    }
+
+    let mut rules: Vec<Rule> = Vec::new();
+    for (i, value) in raw_rules.into_iter().enumerate() {
+        let label = value.get("name").and_then(|n| n.as_str()).map_or_else(|| format!("#{}", i + 1), str::to_string);
+        let raw: RawRule = value.try_into().map_err(|e: toml::de::Error| RulesError::RuleSyntax {
+            rule: label.clone(),
+            message: e.message().trim().to_string(),
+        })?;
+        let rule = check_rule(raw, &channels)?;
+        if rules.iter().any(|r| r.name == rule.name) {
+            return Err(RulesError::Rule {
+                rule: rule.name,
+                field: "name",
+                message: "two rules have this name".into(),
+            });
+        }
+        rules.push(rule);
+    }
+    Ok(Rules { rules, channels })
+}
+
+fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule> {
+    let name = raw.name.clone();
+    let bad = |field: &'static str, message: String| RulesError::Rule { rule: name.clone(), field, message };
+    acs_events::id::validate_id("rule name", &raw.name).map_err(|e| bad("name", e.to_string()))?;
+    let known = metrics_of(raw.scope);
+    if !known.contains(&raw.metric.as_str()) {
+        return Err(bad(
+            "metric",
+            format!("{:?} is not a {} metric; known: {}", raw.metric, raw.scope.as_str(), known.join(", ")),
+        ));
+    }
+    let target = match raw.id.as_str() {
+        "*" => Target::All,
+        id => {
+            acs_events::id::validate_id("id", id).map_err(|e| bad("id", format!("{e}; or \"*\" for every one")))?;
+            Target::One(id.to_string())
+        }
+    };
+    for (field, v) in [("warning", raw.warning), ("critical", raw.critical), ("clear", raw.clear)] {
+        if v.is_some_and(|v| !v.is_finite()) {
+            return Err(bad(field, "must be a finite number".into()));
+        }
+    }
+    match (raw.warning, raw.critical) {
+        (None, None) => return Err(bad("warning", "give a warning or a critical threshold (or both)".into())),
+        (Some(w), Some(c)) if raw.condition == Condition::Above && c < w => {
+            return Err(bad(
+                "critical",
+                format!("{c} is below the warning threshold {w}; for `above` it must be higher"),
+            ))
+        }
+        (Some(w), Some(c)) if raw.condition == Condition::Below && c > w => {
+            return Err(bad(
+                "critical",
+                format!("{c} is above the warning threshold {w}; for `below` it must be lower"),
+            ))
+        }
+        _ => {}
+    }
+    let clear = raw.clear.unwrap_or(0.0);
+    if clear < 0.0 {
+        return Err(bad(
+            "clear",
+            format!("{clear} is negative; it is how far past the threshold the value must return"),
+        ));
+    }
+    let for_ms = raw.for_.as_deref().map(|d| duration_ms(d, true)).transpose().map_err(|e| bad("for", e))?.unwrap_or(0);
+    let window_ms = raw
+        .window
+        .as_deref()
+        .map(|d| duration_ms(d, false))
+        .transpose()
+        .map_err(|e| bad("window", e))?
+        .unwrap_or(30_000);
+    if window_ms > acs_events::MAX_WINDOW_MS {
+        return Err(bad("window", "must be at most 30 days".into()));
+    }
+    let repeat_ms = raw.repeat.as_deref().map(|d| duration_ms(d, false)).transpose().map_err(|e| bad("repeat", e))?;
+    if raw.notify.is_empty() && raw.escalation.is_some() {
+        return Err(bad("escalation", "needs `notify` channels first: an escalation follows an unacknowledged notice".into()));
+    }
+    for c in &raw.notify {
+        if !channels.contains_key(c) {
+            return Err(bad("notify", format!("no channel {c:?}; declare it as [channels.{c}]")));
+        }
+    }
+    let escalation = match raw.escalation {
+        None => None,
+        Some(e) => {
+            let after_ms = duration_ms(&e.after, false).map_err(|m| bad("escalation.after", m))?;
+            if !channels.contains_key(&e.to) {
+                return Err(bad("escalation.to", format!("no channel {:?}; declare it as [channels.{}]", e.to, e.to)));
+            }
+            Some(Escalation { after_ms, to: e.to })
+        }
+    };
+    Ok(Rule {
+        name: raw.name,
+        metric: raw.metric,
+        scope: raw.scope,
+        target,
+        condition: raw.condition,
+        warning: raw.warning,
+        critical: raw.critical,
+        for_ms,
+        clear,
+        window_ms,
+        aggregate: raw.aggregate.unwrap_or(Aggregate::Avg),
+        repeat_ms,
+        notify: raw.notify,
+        escalation,
+    })
+}
+
+fn check_channel(raw: RawChannel, base: &Path, bad: &dyn Fn(&'static str, String) -> RulesError) -> Result<Channel> {
+    Ok(match raw {
+        RawChannel::Webhook { url } => Channel::Webhook { url: check_url(&url).map_err(|e| bad("url", e))? },
+        RawChannel::Slack { url } => Channel::Slack { url: check_url(&url).map_err(|e| bad("url", e))? },
+        RawChannel::Email { host, port, tls, username, password_file, ca_file, from, to } => {
+            if host.is_empty() {
+                return Err(bad("host", "must not be empty".into()));
+            }
+            let tls = tls.unwrap_or(SmtpTls::Starttls);
+            let port = port.unwrap_or(match tls {
+                SmtpTls::None => 25,
+                SmtpTls::Starttls => 587,
+                SmtpTls::Tls => 465,
+            });
+            let password = match (&username, password_file) {
+                (None, Some(_)) => return Err(bad("password_file", "given without a username".into())),
+                (Some(_), None) => return Err(bad("password_file", "a username needs a password_file".into())),
+                (None, None) => None,
+                (Some(_), Some(p)) => {
+                    let p = if p.is_relative() { base.join(p) } else { p };
+                    let text = std::fs::read_to_string(&p)
+                        .map_err(|e| bad("password_file", format!("{}: {e}", p.display())))?;
+                    Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+                }
+            };
+            if tls == SmtpTls::None && password.is_some() && !is_loopback(&host) {
+                return Err(bad(
+                    "tls",
+                    "\"none\" would send the password in clear to a remote host; use starttls or tls".into(),
+                ));
+            }
+            let from: Mailbox =
+                from.parse().map_err(|e| bad("from", format!("{from:?} is not an e-mail address: {e}")))?;
+            if to.is_empty() {
+                return Err(bad("to", "name at least one recipient".into()));
+            }
+            let to = to
+                .iter()
+                .map(|t| t.parse::<Mailbox>().map_err(|e| bad("to", format!("{t:?} is not an e-mail address: {e}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let ca_pem = match ca_file {
+                None => None,
+                Some(_) if tls == SmtpTls::None => {
+                    return Err(bad("ca_file", "is only for tls = \"starttls\" or \"tls\"".into()))
+                }
+                Some(p) => {
+                    let p = if p.is_relative() { base.join(p) } else { p };
+                    let pem = std::fs::read(&p).map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
+                    lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                        .map_err(|e| bad("ca_file", format!("{}: not a PEM certificate: {e}", p.display())))?;
+                    Some(pem)
+                }
+            };
+            Channel::Email(Box::new(Email { host, port, tls, username, password, from, to, ca_pem }))
+        }
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_url(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(uri)
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, `1d`; `0s` only where `zero_ok` (a `for` of zero fires at once).
+pub fn duration_ms(v: &str, zero_ok: bool) -> Result<u64, String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{v:?} is not a duration like 30s, 5m, 1h"))?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(format!("{v:?} has no unit (ms, s, m, h, d)")),
+        _ => return Err(format!("{v:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    let ms = n.checked_mul(mult).ok_or_else(|| format!("{v:?} is too long"))?;
+    if ms == 0 && !zero_ok {
+        return Err(format!("{v:?} must be above zero"));
+    }
+    Ok(ms)
+}
+
+/// `90000` → `1m30s`, for messages.
+pub fn human_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut s = ms / 1000;
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if s >= size {
+            out.push_str(&format!("{}{unit}", s / size));
+            s %= size;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:9000/alarms"
+
+[channels.chat]
+type = "slack"
+url = "https://hooks.slack.com/services/T/B/X"
+
+[channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+from = "acs <acs@example.com>"
+to = ["oncall@example.com"]
+
+[[rule]]
+name = "cpu_high"
+metric = "cpu"
+scope = "worker"
+id = "*"
+condition = "above"
+warning = 80.0
+critical = 95.0
+for = "1m"
+clear = 5.0
+window = "30s"
+repeat = "30m"
+notify = ["hook", "chat"]
+escalation = { after = "15m", to = "mail" }
+
+[[rule]]
+name = "web_rps_low"
+metric = "rps"
+scope = "service"
+id = "web"
+condition = "below"
+warning = 1.0
+notify = ["mail"]
+"#;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new(".")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let r = parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(r.rules.len(), 2);
+        let cpu = r.rule("cpu_high").unwrap();
+        assert_eq!(
+            (cpu.target.clone(), cpu.for_ms, cpu.window_ms, cpu.repeat_ms),
+            (Target::All, 60_000, 30_000, Some(1_800_000))
+        );
+        assert_eq!(cpu.escalation, Some(Escalation { after_ms: 900_000, to: "mail".into() }));
+        let rps = r.rule("web_rps_low").unwrap();
+        assert_eq!((rps.for_ms, rps.clear, rps.aggregate, rps.critical), (0, 0.0, Aggregate::Avg, None));
+        assert_eq!(rps.target, Target::One("web".into()));
+        let Some(Channel::Email(mail)) = r.channels.get("mail") else { panic!("mail channel") };
+        assert_eq!((mail.port, mail.tls, mail.to.len()), (2525, SmtpTls::None, 1));
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let dir = std::env::temp_dir().join(format!("acs-alarm-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("smtp-password"), "secret\n").unwrap();
+        let text = include_str!("../../../../config/alarms.example.toml");
+        let r = parse(text, &dir).unwrap();
+        assert!(!r.rules.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_files_name_the_rule_and_the_field() {
+        let e = err(&GOOD.replace("critical = 95.0", "critcal = 95.0"));
+        assert!(e.contains("\"cpu_high\"") && e.contains("critcal"), "{e}");
+        let e = err(&GOOD.replace("metric = \"cpu\"", "metric = \"rps\""));
+        assert!(e.contains("\"cpu_high\"") && e.contains("`metric`") && e.contains("not a worker metric"), "{e}");
+        let e = err(&GOOD.replace("for = \"1m\"", "for = \"1y\""));
+        assert!(e.contains("`for`") && e.contains("unit"), "{e}");
+        let e = err(&GOOD.replace("for = \"1m\"", "for = 60"));
+        assert!(e.contains("\"cpu_high\"") && e.contains("string"), "{e}");
+        let e = err(&GOOD.replace("critical = 95.0", "critical = 50.0"));
+        assert!(e.contains("`critical`") && e.contains("below the warning"), "{e}");
+        let e = err(&GOOD.replace("notify = [\"hook\", \"chat\"]", "notify = [\"pager\"]"));
+        assert!(e.contains("`notify`") && e.contains("\"pager\""), "{e}");
+        let e = err(&GOOD.replace("to = \"mail\"", "to = \"sms\""));
+        assert!(e.contains("`escalation.to`"), "{e}");
+        let e = err(&GOOD.replace("name = \"cpu_high\"", "name = \"cpu.high\""));
+        assert!(e.contains("`name`") && e.contains("'.'"), "{e}");
+        let e = err(&GOOD.replace("id = \"web\"", "id = \"\""));
+        assert!(e.contains("\"web_rps_low\"") && e.contains("`id`"), "{e}");
+        let e = err(&GOOD.replace("warning = 1.0\n", ""));
+        assert!(e.contains("\"web_rps_low\"") && e.contains("`warning`"), "{e}");
+        let e = err(&GOOD.replace("url = \"http://127.0.0.1:9000/alarms\"", "url = \"ftp://x\""));
+        assert!(e.contains("channel \"hook\"") && e.contains("`url`"), "{e}");
+        let e = err(&GOOD.replace("to = [\"oncall@example.com\"]", "to = [\"not an address\"]"));
+        assert!(e.contains("channel \"mail\"") && e.contains("`to`"), "{e}");
+        let e = err(&GOOD.replace("type = \"slack\"", "type = \"sms\""));
+        assert!(e.contains("channel \"chat\""), "{e}");
+        let e = err(&GOOD.replace("tls = \"none\"", "username = \"u\""));
+        assert!(e.contains("`password_file`"), "{e}");
+        let e = err(&format!("{GOOD}\n[[rule]]\nname = \"cpu_high\"\nmetric = \"cpu\"\nscope = \"worker\"\nid = \"w1\"\ncondition = \"above\"\nwarning = 1.0\nnotify = [\"hook\"]\n"));
+        assert!(e.contains("two rules"), "{e}");
+        assert!(err("colour = 1").contains("colour"));
+        assert!(err("[[rule").contains("alarm rules"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("1500ms", false), Ok(1500));
+        assert_eq!(duration_ms("0s", true), Ok(0));
+        assert!(duration_ms("0s", false).is_err());
+        assert!(duration_ms("10", false).unwrap_err().contains("no unit"));
+        assert_eq!(human_ms(90_000), "1m30s");
+        assert_eq!(human_ms(1500), "1500ms");
+        assert_eq!(human_ms(3_600_000), "1h");
+    }
+}

@@ -1,0 +1,89 @@
+//! The monitor's Prometheus metrics (`GET /metrics` behind `--metrics-listen`, served by
+//! `acs_node::metrics`), all read at scrape time from counters the monitor already keeps:
+//! messages ingested and rejected, stats queries, the store's series and buckets, and (with
+//! `--alarms`) alarm evaluation and notification counts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use acs_node::metrics::prometheus_client;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::alarm::notify::NotifyCounters;
+use crate::alarm::AlarmCounters;
+use crate::Shared;
+
+struct MonitorCollector {
+    shared: Shared,
+    alarms: Option<(Arc<AlarmCounters>, Arc<NotifyCounters>)>,
+}
+
+impl std::fmt::Debug for MonitorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MonitorCollector")
+    }
+}
+
+pub fn registry(shared: Shared, alarms: Option<(Arc<AlarmCounters>, Arc<NotifyCounters>)>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(MonitorCollector { shared, alarms }));
+    r
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for MonitorCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.shared.counters;
+        counter(&mut e, "acs_monitor_ingested_messages", "Metrics messages folded into the history", c.ingested.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rejected_messages", "Messages and requests refused as malformed or unauthorised", c.rejected.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_queries", "Statistics queries answered (NATS and HTTP)", c.queries.load(Ordering::Relaxed))?;
+        // A poisoned lock (a panic elsewhere) still has readable data; report it rather than fail.
+        let (series, buckets) = self.shared.store.lock().unwrap_or_else(|p| p.into_inner()).size();
+        gauge(&mut e, "acs_monitor_series", "Metric series in the history store", series as i64)?;
+        gauge(&mut e, "acs_monitor_buckets", "Rollup buckets over every series and tier", buckets as i64)?;
+        if let Some((a, n)) = &self.alarms {
+            gauge(&mut e, "acs_monitor_alarm_leader", "1 while this monitor holds the alarm lease and notifies", i64::from(a.leader.load(Ordering::Relaxed)))?;
+            counter(&mut e, "acs_monitor_alarm_events", "Alarm state changes published on acs.events.alarm.<rule>", a.events.load(Ordering::Relaxed))?;
+            counter(&mut e, "acs_monitor_alarm_save_errors", "Alarm states that could not be saved in KV", a.save_errors.load(Ordering::Relaxed))?;
+            counter(&mut e, "acs_monitor_notifications_sent", "Notifications delivered (webhook, Slack, e-mail)", n.sent.load(Ordering::Relaxed))?;
+            counter(&mut e, "acs_monitor_notifications_failed", "Notifications given up after the last retry, or dropped on a full queue", n.failed.load(Ordering::Relaxed) + n.dropped.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_at_scrape_time() {
+        let shared = Shared { store: Default::default(), counters: Default::default() };
+        shared.counters.ingested.fetch_add(7, Ordering::Relaxed);
+        let alarms = (Arc::new(AlarmCounters::default()), Arc::new(NotifyCounters::default()));
+        alarms.0.leader.store(true, Ordering::Relaxed);
+        let r = registry(shared.clone(), Some(alarms));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        assert!(out.contains("acs_monitor_ingested_messages_total 7"), "{out}");
+        assert!(out.contains("acs_monitor_series 0"), "{out}");
+        assert!(out.contains("acs_monitor_alarm_leader 1"), "{out}");
+        shared.counters.ingested.fetch_add(1, Ordering::Relaxed);
+        let mut again = String::new();
+        prometheus_client::encoding::text::encode(&mut again, &r).unwrap();
+        assert!(again.contains("acs_monitor_ingested_messages_total 8"), "{again}");
+    }
+}
