@@ -291,32 +291,8 @@ impl UpArgs {
     }
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}; use e.g. 500ms, 30s, 2m"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?}; use ms, s, m or h"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs > 365.0 * 86400.0 {
-        return Err(format!("duration {s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// The shared duration parser (`30s`, `500ms`, `2m`, `1h`).
+pub use acs_node::parse_duration;
 
 /// A service name that is a valid subject token.
 pub fn parse_service(s: &str) -> Result<ServiceName, String> {

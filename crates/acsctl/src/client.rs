@@ -191,10 +191,7 @@ pub async fn scale(
     req: &ScaleRequest,
     timeout: Duration,
 ) -> Result<ScaleReply> {
-    req.validate().map_err(Error::Usage)?;
-    let subject = subjects.scale();
-    let payload = request(nc, subjects, subject.clone(), encode(req), timeout).await?;
-    parse_reply(&subject, &payload)
+    ask(nc, subjects, subjects.scale(), req, timeout).await
 }
 
 /// `acs.cmd.maintenance`: cordon, uncordon or drain a worker.

@@ -47,7 +47,9 @@ pub async fn run(
     let mut workers = sub(subjects.worker_metrics_all()).await?;
     let mut proxies = sub(subjects.proxy_metrics_all()).await?;
     let mut view = View::default();
-    let mut seen: BTreeMap<String, Instant> = BTreeMap::new();
+    // When each sender last reported, to forget the ones that stopped.
+    let mut seen_workers: BTreeMap<WorkerId, Instant> = BTreeMap::new();
+    let mut seen_proxies: BTreeMap<ProxyId, Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `--once`: one status and a little more than a metrics second, then a single frame.
@@ -58,14 +60,14 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             Some(m) = workers.next() => match decode::<WorkerMetrics>(&m.payload) {
                 Ok(w) => {
-                    seen.insert(format!("w/{}", w.worker), Instant::now());
+                    seen_workers.insert(w.worker.clone(), Instant::now());
                     view.workers.insert(w.worker.clone(), w);
                 }
                 Err(_) => view.bad += 1,
             },
             Some(m) = proxies.next() => match decode::<ProxyMetrics>(&m.payload) {
                 Ok(p) => {
-                    seen.insert(format!("p/{}", p.proxy), Instant::now());
+                    seen_proxies.insert(p.proxy.clone(), Instant::now());
                     view.proxies.insert(p.proxy.clone(), p);
                 }
                 Err(_) => view.bad += 1,
@@ -77,8 +79,10 @@ pub async fn run(
                     Err(e) => view.status_error = Some(e.to_string()),
                 }
                 // Forget what stopped reporting, so a dead worker's last figures do not linger.
-                view.workers.retain(|w, _| seen.get(&format!("w/{w}")).is_some_and(|t| t.elapsed() < STALE));
-                view.proxies.retain(|p, _| seen.get(&format!("p/{p}")).is_some_and(|t| t.elapsed() < STALE));
+                seen_workers.retain(|_, t| t.elapsed() < STALE);
+                seen_proxies.retain(|_, t| t.elapsed() < STALE);
+                view.workers.retain(|w, _| seen_workers.contains_key(w));
+                view.proxies.retain(|p, _| seen_proxies.contains_key(p));
                 if once {
                     if first.elapsed() >= Duration::from_millis(1200) || (view.status.is_some() && !view.workers.is_empty()) {
                         print!("{}", render(&view));

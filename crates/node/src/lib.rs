@@ -12,15 +12,18 @@
 //! - [`logging`]: [`init_tracing`], the `RUST_LOG` filter on stderr, with Pingora's `log`
 //!   records bridged in.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, never a panic.
+//! - [`duration`]: [`parse_duration`] for every duration flag (`500ms`, `30s`, `2m`, `1h`).
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format: [`MetricsArgs`] (the
 //!   `--metrics-*` flags, off by default; a listen address needs a bearer token file) and
 //!   [`metrics::spawn`], which serves a `prometheus_client` registry (re-exported).
 
+pub mod duration;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
 pub mod shutdown;
 
+pub use duration::parse_duration;
 pub use logging::init_tracing;
 pub use metrics::{MetricsArgs, MetricsAuth, MetricsListen};
 pub use nats::{Auth, NatsArgs, NatsError, NatsOptions, Refusals, Tls};

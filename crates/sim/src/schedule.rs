@@ -69,25 +69,8 @@ impl Schedule {
     }
 }
 
-/// Parses `1s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let x: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 1s, 500ms or 2m"))?;
-    let secs = match unit {
-        "" | "s" => x,
-        "ms" => x / 1000.0,
-        "m" => x * 60.0,
-        "h" => x * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
+/// The shared duration parser (`1s`, `500ms`, `2m`, `1.5`).
+pub use acs_node::parse_duration;
 
 #[cfg(test)]
 mod tests {
