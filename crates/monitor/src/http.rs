@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use acs_events::{encode, StatsReply, StatsRequest, StatsScope};
+use acs_node::metrics::constant_time_eq;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -291,10 +292,6 @@ fn redirect(to: &'static str) -> Response<Body> {
 
 fn json(status: StatusCode, reply: &StatsReply) -> Response<Body> {
     text(status, "application/json", String::from_utf8_lossy(&encode(reply)).into_owned())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `scope`, `id`, `metric` (required); `window` (a duration back from now) or `from`/`to` (unix

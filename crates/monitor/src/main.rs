@@ -60,12 +60,7 @@ fn http(args: &Args) -> anyhow::Result<Option<(std::net::SocketAddr, HttpAuth)>>
     }
     let auth = match (&args.token_file, args.insecure_no_auth) {
         (_, true) => HttpAuth::Insecure,
-        (Some(path), false) => {
-            let token = std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))?;
-            let token = token.trim();
-            anyhow::ensure!(token.len() >= 16, "the token in {} is shorter than 16 characters", path.display());
-            HttpAuth::Bearer(token.to_string())
-        }
+        (Some(path), false) => HttpAuth::Bearer(acs_node::metrics::read_token(path.clone())?),
         (None, false) => anyhow::bail!(
             "the REST API needs a bearer token: pass --token-file FILE (or ACS_MONITOR_TOKEN_FILE); \
              --no-http turns it off, --insecure-no-auth serves without (tests only)"

@@ -40,7 +40,7 @@ pub enum MetricsError {
          --metrics-insecure-no-auth serves without one (tests only)"
     )]
     NoToken(SocketAddr),
-    #[error("cannot read the metrics token file {path}: {source}")]
+    #[error("cannot read the token file {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -87,7 +87,9 @@ impl MetricsArgs {
     }
 }
 
-fn read_token(path: PathBuf) -> Result<String, MetricsError> {
+/// A bearer token from a file (trimmed, at least 16 characters). The monitor's REST API reads
+/// its token the same way.
+pub fn read_token(path: PathBuf) -> Result<String, MetricsError> {
     let token = std::fs::read_to_string(&path).map_err(|source| MetricsError::Read {
         path: path.clone(),
         source,
@@ -263,7 +265,9 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares a presented token with the expected one in time that does not depend on where
+/// they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
