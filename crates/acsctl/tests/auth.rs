@@ -285,6 +285,9 @@ async fn a_viewer_watches_but_cannot_scale() {
 
     send(&viewer, "acs.cmd.scale").await;
     expect_violation(&mut violations, "publish", "acs.cmd.scale").await;
+    // Nor replace a replica (the operator and the dashboard's monitor may).
+    send(&viewer, "acs.cmd.replica").await;
+    expect_violation(&mut violations, "publish", "acs.cmd.replica").await;
     // The refused scale reached nobody: it is not among what the operator receives before the
     // brain's marker, published after the server had refused the viewer's message.
     let marker = "acs.events.decision.marker";

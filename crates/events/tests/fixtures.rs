@@ -67,6 +67,13 @@ fn v1_payloads_parse() {
     let _: ScaleReply = good("scale_reply.json");
     let st: StatusReply = good("status_reply.json");
     assert_eq!(st.services[0].backends.len(), 2);
+    let r: ReplicaRequest = good("replica_request.json");
+    assert_eq!((r.v, r.replica.as_str(), r.action), (1, "web-t5x3k2-1", ReplicaAction::Replace), "v defaults to 1");
+    let r: ReplicaReply = good("replica_reply.json");
+    assert_eq!(r.service.as_deref(), Some("web"));
+    let _: AlarmEvent = good("alarm_event.json");
+    let _: AlarmRequest = good("alarm_request_ack.json");
+    let _: AlarmReply = good("alarm_reply.json");
 }
 
 #[test]

@@ -486,4 +486,6 @@ fn command_line() {
 fn operator_may_request_maintenance_viewer_may_not() {
     assert!(perms(&Role::Operator).publish.contains(&"acs.cmd.maintenance".to_string()));
     assert!(!perms(&Role::Viewer).publish.contains(&"acs.cmd.maintenance".to_string()));
+    assert!(perms(&Role::Operator).publish.contains(&"acs.cmd.replica".to_string()));
+    assert!(!perms(&Role::Viewer).publish.contains(&"acs.cmd.replica".to_string()));
 }
