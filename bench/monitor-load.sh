@@ -13,6 +13,8 @@
 #      - stats query latency p50/p99/max and errors;
 #      - the monitor's CPU% (utime+stime from /proc/<pid>/stat over the query run) and RSS
 #        (VmRSS at the end, VmHWM peak); nats-server's and the simulator's CPU% beside it;
+#      - the monitor's RSS every RSS_EVERY seconds over the warm-up (does it plateau once the
+#        raw ring and the minute tier are full?), and the ACS_ROLLUPS stream's size;
 #   2. a second acs-monitor on the same stream (it replays it, then joins the `acs-monitor`
 #      queue group); the same query run; how the queries split: each monitor's NATS
 #      subscription on acs.monitor.stats counts the requests delivered to it (nats-server
@@ -21,7 +23,10 @@
 #
 # Usage: bench/monitor-load.sh           (about 2 min per N after the build)
 #   COUNTS="1000 10000" REPLICAS=10 SERVICES=web,api WARMUP=20 QUERY_RATE=50 QUERY_DURATION=20s \
-#   STREAM_MAX_AGE_S=600 bench/monitor-load.sh
+#   STREAM_MAX_AGE_S=600 RSS_EVERY=10 MONITOR_ARGS="--raw-keep-s 600" bench/monitor-load.sh
+# The monitor's tiers are its defaults (raw 10 min in memory, 1 min buckets 1 h, 1 h buckets
+# 2 h) unless MONITOR_ARGS says otherwise; the raw ring is full after 10 min, so a WARMUP of
+# 660 or more shows the plateau (memory is allocated per series up front, so it shows early).
 #
 # Security: NATS runs without authentication, bound to 127.0.0.1 only, for this run; the
 # monitor runs with --no-http (NATS only), so nothing else listens.
@@ -36,6 +41,8 @@ WARMUP=${WARMUP:-20}
 QUERY_RATE=${QUERY_RATE:-50}
 QUERY_DURATION=${QUERY_DURATION:-20s}
 STREAM_MAX_AGE_S=${STREAM_MAX_AGE_S:-600}
+RSS_EVERY=${RSS_EVERY:-10}
+MONITOR_ARGS=${MONITOR_ARGS:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -44,8 +51,9 @@ REL="$TARGET_DIR/release"
 WORK=$(mktemp -d -t acs-monitor-load.XXXXXX)
 PIDS=()
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
 
 stop_pids() {
   local pid
@@ -59,29 +67,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-
-nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 12000 ))
-    if ! port_in_use "$p"; then echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-wait_port() { # port what
-  for _ in $(seq 1 300); do port_in_use "$1" && return 0; sleep 0.05; done
-  die "$2 did not listen on 127.0.0.1:$1"
-}
-
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-now_s() { date +%s.%N; }
-cpu_pct() { # ticks0 ticks1 t0 t1
-  awk -v a="$1" -v b="$2" -v t0="$3" -v t1="$4" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (b - a) / hz / (t1 - t0) * 100 }'
-}
-rss_mb() { awk -v k="${2:-VmRSS}:" '$1 == k {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 for tool in curl jq; do command -v "$tool" >/dev/null || die "$tool missing (apt-get install -y $tool)"; done
 [[ -x "$(nats_bin)" ]] || die "nats-server missing: scripts/install-deps.sh"
@@ -114,7 +99,7 @@ wait_stats_sub() { # count timeout_s -> waits until that many monitors serve the
 
 start_monitor() { # name -> sets MON_PID
   RUST_LOG=${MONITOR_LOG:-warn} "$REL/acs-monitor" --nats "$NATS_URL" --nats-insecure --no-http \
-    --stream-max-age-s "$STREAM_MAX_AGE_S" >"$WORK/$1.log" 2>&1 &
+    --stream-max-age-s "$STREAM_MAX_AGE_S" $MONITOR_ARGS >"$WORK/$1.log" 2>&1 &
   MON_PID=$!
   PIDS+=("$MON_PID")
 }
@@ -136,7 +121,7 @@ query_run() { # tag
 }
 q() { jq -r "$1 // \"-\"" <<<"$Q_JSON"; }
 
-ROWS=(); ROWS_BYTES=(); ROWS_STREAM=()
+ROWS=(); ROWS_BYTES=(); ROWS_STREAM=(); RSS_LINES=()
 row() { ROWS+=("$(printf '%s|' "$@")"); }
 
 for N in $COUNTS; do
@@ -164,7 +149,13 @@ EOF
   SIM_PID=$!
   PIDS+=("$SIM_PID")
   log "warm-up ${WARMUP}s"
-  sleep "$WARMUP"
+  RSS_T=()
+  W0=$(date +%s)
+  while (( $(date +%s) - W0 < WARMUP )); do
+    sleep "$(( RSS_EVERY < WARMUP - ($(date +%s) - W0) ? RSS_EVERY : WARMUP - ($(date +%s) - W0) ))"
+    RSS_T+=("$(( $(date +%s) - W0 ))s:$(rss_mb "$MON_A")")
+  done
+  RSS_LINES+=("N=$N: ${RSS_T[*]}")
   kill -0 "$SIM_PID" 2>/dev/null || { cat "$WORK/sim-$N.err" >&2; die "acs-sim workers died"; }
 
   # --- one monitor ---
@@ -210,7 +201,8 @@ EOF
     "A $((MA1 - MA0)) / B $((MB1 - MB0))" "$REPLAY_S"
   ROWS_BYTES+=("$N:${MAXB:-?}")
   STREAM_MSGS=$(curl -sf "$MON_URL/jsz?streams=true" | jq '[.account_details[]?.stream_detail[]? | select(.name == "ACS_METRICS") | .state.messages] | max // 0')
-  ROWS_STREAM+=("$N:$STREAM_MSGS")
+  ROLLUP_STATE=$(curl -sf "$MON_URL/jsz?streams=true" | jq -r '[.account_details[]?.stream_detail[]? | select(.name == "ACS_ROLLUPS") | .state] | first // {} | "\(.messages // 0) msgs, \((.bytes // 0) / 1048576 | floor) MB"')
+  ROWS_STREAM+=("$N:$STREAM_MSGS (ACS_ROLLUPS: $ROLLUP_STATE)")
 
   grep -h -i -E 'error|slow consumer' "$WORK/monA-$N.log" "$WORK/monB-$N.log" "$WORK/nats-$N.log" 2>/dev/null | head -n 5 >&2 || true
   stop_pids
@@ -220,6 +212,7 @@ echo
 echo "acs-monitor load — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "acs-sim workers --count N --replicas $REPLICAS --services $SERVICES --interval 1s; warm-up ${WARMUP}s;"
 echo "acs-sim query --rate $QUERY_RATE --duration $QUERY_DURATION (open loop; every 10th query a freshness probe)"
+echo "acs-monitor --stream-max-age-s $STREAM_MAX_AGE_S ${MONITOR_ARGS:-(default tiers)}"
 echo
 H='%-6s | %-3s | %-8s | %-9s | %-15s | %-13s | %-7s | %-7s | %-7s | %-7s | %-11s | %-9s | %-6s | %-6s | %-17s | %-6s\n'
 # shellcheck disable=SC2059
@@ -236,6 +229,8 @@ echo "q p50/p99/max: stats query round trip in ms. age: ms from the start of the
 echo "to now (an upper bound on ingestion lag; < 2000 with no lag). JS pending: most ACS_METRICS messages not yet"
 echo "delivered to a monitor's consumer (sampled each second), and that in seconds of publishing."
 echo "mon CPU%: of one core over the query run (ingestion + queries). RSS MB: VmRSS (1 monitor: VmRSS/VmHWM peak),"
-echo "after warm-up + one or two query runs of history, not a full hour of 1 s samples."
+echo "after warm-up + one or two query runs of history (see the RSS line below for its course)."
 echo "replay: seconds for the second monitor to replay the stream and join the queue group."
 echo "largest WorkerMetrics payload (bytes): ${ROWS_BYTES[*]:-}; ACS_METRICS messages at the end: ${ROWS_STREAM[*]:-}"
+echo "monitor A RSS MB over the warm-up (seconds since the simulator started: MB):"
+for l in "${RSS_LINES[@]:-}"; do echo "  $l"; done

@@ -31,8 +31,9 @@ REL="$TARGET_DIR/release"
 WORK=$(mktemp -d -t acs-proxy-bench.XXXXXX)
 PIDS=()
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
 
 cleanup() {
   for pid in "${PIDS[@]:-}"; do
@@ -54,24 +55,6 @@ ensure_pkg() { # command package
   as_root apt-get update -qq >/dev/null
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "could not install $2"
-}
-
-nats_bin() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
-    if ! port_in_use "$p"; then echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-
-wait_port() { # port what
-  for _ in $(seq 1 300); do port_in_use "$1" && return 0; sleep 0.05; done
-  die "$2 did not listen on 127.0.0.1:$1"
 }
 
 wait_http() { # url  -> 0 when it answers 200 within ~10 s
@@ -108,8 +91,6 @@ run_wrk() { # name url duration
 }
 
 # CPU time (utime + stime, in clock ticks) a process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 us_per_req() { # ticks requests
   awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'
 }

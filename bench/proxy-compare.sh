@@ -40,8 +40,9 @@ REL="$TARGET_DIR/release"
 WORK=$(mktemp -d -t acs-proxy-compare.XXXXXX)
 PIDS=()
 
-log() { printf '[compare] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+BENCH_TAG=compare
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
 
 cleanup() {
   for pid in "${PIDS[@]:-}"; do
@@ -69,22 +70,6 @@ ensure_pkg() { # command package
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
   have "$1" || die "could not install $2"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
-    if ! port_in_use "$p"; then echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-
-wait_port() { # port what
-  for _ in $(seq 1 300); do port_in_use "$1" && return 0; sleep 0.05; done
-  die "$2 did not listen on 127.0.0.1:$1"
 }
 
 wait_http() { # url what
@@ -243,7 +228,8 @@ for t in "${TARGETS[@]}"; do
 done
 
 # ---- P2: open-loop added latency ------------------------------------------------------------
-# `acsctl load` prints a total line ending in "p50 X.Xms p99 Y.Yms" (0.1 ms buckets, upper edge).
+# `acsctl load` prints a total line with "p50 X.XXXms p99 Y.YYYms" (µs resolution, <= 0.8 % error,
+# upper bucket edge) and then a latency table in µs.
 RATE=${LOAD_RPS:-$(awk -v p="${M_RPS[acs-proxy]}" 'BEGIN { printf "%d", p / 2 }')}
 run_load() { # name url -> "p50_ms p99_ms sent ok failed skipped"
   local out="$WORK/load-$1.txt"

@@ -49,6 +49,7 @@ PROXY_URL=http://127.0.0.1:8080
 # The three servers as published on the host's loopback (nats-1..3).
 NATS_URL_HOST=nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
 NATS_MONITORS=(http://127.0.0.1:8222 http://127.0.0.1:8223 http://127.0.0.1:8224)
+MONITOR_URL=http://127.0.0.1:9470
 NATS_SERVICES=(nats-1 nats-2 nats-3)
 IMAGES=(demo-web vmm-worker vim-brain proxy monitor nats)
 # The credentials (acsctl's COMPOSE_AUTH_DIR: `acsctl status|watch|scale` run in this
@@ -438,7 +439,7 @@ cmd_check() {
   command -v curl >/dev/null 2>&1 || die "curl not found"
   need_compose
   load_services
-  local want=("vim-brain") id deadline conns missing m
+  local want=("vim-brain" "acs-monitor") id deadline conns missing m
   for id in "${PROXY_IDS[@]}"; do want+=("acs-proxy $id"); done
   for id in "${WORKER_IDS[@]}"; do want+=("vmm-worker $id"); done
   deadline=$((SECONDS + 30))
@@ -459,6 +460,13 @@ cmd_check() {
   code=$(http_code "$PROXY_URL/whoami")
   [ "$code" = 200 ] || die "check: $PROXY_URL/whoami answered HTTP $code"
   say "check: $PROXY_URL/whoami answers 200"
+  # The monitor's dashboard and API: refused without the token, answered with it.
+  code=$(http_code "$MONITOR_URL/api/v1/history")
+  [ "$code" = 401 ] || die "check: $MONITOR_URL/api/v1/history without the token answered HTTP $code, not 401"
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $(cat "$AUTH_DIR/monitor.token")" \
+    "$MONITOR_URL/api/v1/history?kind=decision&limit=1" 2>/dev/null || true)
+  [ "$code" = 200 ] || die "check: $MONITOR_URL/api/v1/history with the token answered HTTP $code"
+  say "check: the dashboard $MONITOR_URL/ asks for the token in $AUTH_DIR/monitor.token; its API answers with it and refuses without"
 }
 
 # Whether the connz JSON on stdin has a connection named $1 with TLS and an nkey user (U...).

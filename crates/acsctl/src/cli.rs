@@ -37,10 +37,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Services (desired, running, backends) and workers, as the brain sees them.
+    /// A large cluster gets a summary; its lists come a page at a time (`--service`, `--workers`).
     Status {
         /// Print the brain's reply as JSON instead of tables.
         #[arg(long, env = "ACSCTL_JSON")]
         json: bool,
+        /// One service's replicas and backends, a page of them.
+        #[arg(long, value_parser = parse_service, conflicts_with = "workers")]
+        service: Option<ServiceName>,
+        /// The workers, a page of them.
+        #[arg(long)]
+        workers: bool,
+        /// First item of the page.
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// Most items in the page (the brain gives at most 500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
     },
 
     /// Pin SERVICE at N replicas, or hand it back to its autoscaling policy with `auto`.
@@ -48,7 +61,7 @@ pub enum Command {
         /// Service name, as declared in the brain's services file.
         #[arg(value_parser = parse_service)]
         service: ServiceName,
-        /// A replica count (0..=1000) or `auto`.
+        /// A replica count (0..=10000) or `auto`.
         #[arg(allow_hyphen_values = true, value_parser = parse_scale_target)]
         target: ScaleTarget,
     },
@@ -82,6 +95,31 @@ pub enum Command {
         command: Option<AlarmsCommand>,
         /// Print the monitor's reply as JSON.
         #[arg(long, env = "ACSCTL_JSON", global = true)]
+        json: bool,
+    },
+
+    /// Kept events from acs-monitor (decisions, replica/worker events, leader, alarms, errors).
+    History {
+        /// decision, replica, worker, leader, alarm, error or drained; default every kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Narrow the kind to one service, worker, rule or component.
+        #[arg(long, requires = "kind")]
+        id: Option<String>,
+        /// The window: the last DURATION (default 1h).
+        #[arg(long, value_parser = parse_duration, conflicts_with = "from")]
+        last: Option<Duration>,
+        /// Window start, unix milliseconds.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Window end, unix milliseconds (default now).
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+        /// Most events shown, the newest (1..=1000, default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print the monitor's reply as JSON.
+        #[arg(long, env = "ACSCTL_JSON")]
         json: bool,
     },
 
@@ -217,6 +255,10 @@ pub struct LoadArgs {
     /// Host header to send (for host-routed services).
     #[arg(long, env = "ACSCTL_LOAD_HOST")]
     pub host: Option<String>,
+    /// Print each second and the total as JSON lines (latency in µs under `latency_us`)
+    /// instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl LoadArgs {
@@ -342,7 +384,7 @@ mod tests {
         assert_eq!(parse_scale_target("auto").unwrap(), ScaleTarget::Auto);
         assert_eq!(parse_scale_target("AUTO").unwrap(), ScaleTarget::Auto);
         assert!(parse_scale_target("-1").unwrap_err().contains(">= 0"));
-        assert!(parse_scale_target("1001").unwrap_err().contains("<= 1000"));
+        assert!(parse_scale_target("10001").unwrap_err().contains("<= 10000"));
         assert!(parse_scale_target("three").unwrap_err().contains("auto"));
         assert!(parse_scale_target("2.5").is_err());
     }
@@ -369,7 +411,15 @@ mod tests {
         let cli = parse(&["status", "--json", "--prefix", "t1", "--timeout", "2s"]).unwrap();
         assert_eq!(cli.prefix, "t1");
         assert_eq!(cli.timeout, Duration::from_secs(2));
-        assert!(matches!(cli.command, Command::Status { json: true }));
+        assert!(matches!(cli.command, Command::Status { json: true, .. }));
+        let cli = parse(&["status", "--service", "web", "--offset", "500"]).unwrap();
+        match cli.command {
+            Command::Status { service, workers, offset, .. } => {
+                assert_eq!((service.unwrap().as_str(), workers, offset), ("web", false, 500));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["status", "--service", "web", "--workers"]).is_err());
     }
 
     #[test]

@@ -162,21 +162,40 @@ where
     })
 }
 
-/// Asks the brain for its status.
+/// Asks the brain for its status: whole while small, else a summary without lists.
 pub async fn status(nc: &Client, subjects: &Subjects, timeout: Duration) -> Result<StatusReply> {
+    status_page(nc, subjects, &acs_events::StatusRequest::default(), timeout).await
+}
+
+/// Asks the brain for its status, or for a page of one service's replicas or of the workers.
+pub async fn status_page(
+    nc: &Client,
+    subjects: &Subjects,
+    req: &acs_events::StatusRequest,
+    timeout: Duration,
+) -> Result<StatusReply> {
     let subject = subjects.status();
-    let payload = request(nc, subjects, subject.clone(), b"{}".to_vec(), timeout).await?;
+    let payload = request(nc, subjects, subject.clone(), status_request(req), timeout).await?;
     parse_reply(&subject, &payload)
+}
+
+/// `{}` for the default request (what every brain understands), else the page request at v1.
+fn status_request(req: &acs_events::StatusRequest) -> Vec<u8> {
+    if *req == acs_events::StatusRequest::default() {
+        return b"{}".to_vec();
+    }
+    acs_events::encode(&acs_events::StatusRequest { v: acs_events::SCHEMA_VERSION, ..req.clone() })
 }
 
 /// Asks the brain for its status and returns the reply as JSON, checked but not reshaped.
 pub async fn status_raw(
     nc: &Client,
     subjects: &Subjects,
+    req: &acs_events::StatusRequest,
     timeout: Duration,
 ) -> Result<serde_json::Value> {
     let subject = subjects.status();
-    let payload = request(nc, subjects, subject.clone(), b"{}".to_vec(), timeout).await?;
+    let payload = request(nc, subjects, subject.clone(), status_request(req), timeout).await?;
     let _: StatusReply = parse_reply(&subject, &payload)?;
     serde_json::from_slice(&payload).map_err(|e| Error::BadReply {
         subject,

@@ -11,7 +11,7 @@
 //! - [`scale`]: builds the `ScaleRequest` and renders the `ScaleReply` (pure).
 //! - [`replace`]: `replace REPLICA [--wait]` on `acs.cmd.replica`.
 //! - [`stats`], [`alarms`]: `acs.monitor.stats` and `acs.monitor.alarms` requests to acs-monitor,
-//!   rendered as tables (pure renderers).
+//!   rendered as tables (pure renderers); [`history`]: `acs.monitor.history`, one line per kept event.
 //! - [`top`]: the live hosts and services table (`render` is pure; the loop gathers status and
 //!   metrics).
 //! - [`watch`]: the subscription loop, a readable `nats sub 'acs.>'`; `watch/describe.rs`:
@@ -39,6 +39,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod history;
 pub mod load;
 pub mod maintenance;
 pub mod replace;
@@ -61,13 +62,14 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
     let subjects = acs_events::Subjects::new(cli.prefix.clone()).map_err(Error::Usage)?;
     let nats = || client::candidates(&cli.nats, &subjects, "acsctl");
     match cli.command {
-        Command::Status { json } => {
+        Command::Status { json, service, workers, offset, limit } => {
             let (nc, _, refusals) = client::connect_any(&nats()?, cli.timeout).await?;
+            let req = acs_events::StatusRequest { service, workers, offset, limit, ..Default::default() };
             if json {
-                let raw = client::unless_refused(&refusals, client::status_raw(&nc, &subjects, cli.timeout)).await?;
+                let raw = client::unless_refused(&refusals, client::status_raw(&nc, &subjects, &req, cli.timeout)).await?;
                 println!("{}", serde_json::to_string_pretty(&raw).unwrap_or_default());
             } else {
-                let reply = client::unless_refused(&refusals, client::status(&nc, &subjects, cli.timeout)).await?;
+                let reply = client::unless_refused(&refusals, client::status_page(&nc, &subjects, &req, cli.timeout)).await?;
                 print!("{}", status::render(&reply));
             }
             Ok(())
@@ -114,6 +116,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             };
             alarms::run(&nats()?, cli.timeout, &subjects, args, json).await
         }
+        Command::History { kind, id, last, from, to, limit, json } => {
+            let args = history::HistoryArgs { kind, id, last, from_ms: from, to_ms: to, limit };
+            history::run(&nats()?, cli.timeout, &subjects, args, json).await
+        }
         Command::Top { interval, once } => top::run(&nats()?, cli.timeout, &subjects, interval, once, shutdown).await,
         Command::Watch {
             subject,
@@ -139,9 +145,22 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             watch::run(&nc, &subjects, &opts, shutdown).await
         }
         Command::Load(args) => {
+            let json = args.json;
             let opts = args.into_options();
-            let report = load::run(&opts, shutdown, |tick| println!("{tick}")).await?;
-            println!("{report}");
+            let report = load::run(&opts, shutdown, |tick| {
+                if json {
+                    println!("{}", tick.to_json());
+                } else {
+                    println!("{tick}");
+                }
+            })
+            .await?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{report}");
+                println!("{}", report.latency_table());
+            }
             if report.ok == 0 && report.sent > 0 {
                 return Err(Error::Failed("no request succeeded".into()));
             }

@@ -1,8 +1,13 @@
 //! `acsctl status`: a `StatusReply` as readable tables. Pure.
+//!
+//! A large cluster's reply is a summary (no lists) or a page of one list; the tables then say
+//! how many there are and how to ask for the next page.
 
 use std::fmt::Write as _;
 
-use acs_events::{Lifecycle, LifecycleState, ReplicaState, ScaleMode, ServiceStatus, StatusReply, WorkerHealth};
+use acs_events::{
+    Lifecycle, LifecycleState, ReplicaState, ScaleMode, ServiceStatus, StatusDetail, StatusReply, WorkerHealth,
+};
 
 /// Renders the services table (with each service's replicas and backends) and the workers table.
 pub fn render(s: &StatusReply) -> String {
@@ -19,7 +24,9 @@ pub fn render(s: &StatusReply) -> String {
                 ScaleMode::Auto => "auto",
                 ScaleMode::Manual => "manual",
             };
-            let backends = if svc.backends.is_empty() {
+            let backends = if svc.backends.is_empty() && svc.backends_total > 0 {
+                format!("{} (list: acsctl status --service {})", svc.backends_total, svc.name)
+            } else if svc.backends.is_empty() {
                 "-".to_string()
             } else {
                 svc.backends
@@ -74,7 +81,14 @@ pub fn render(s: &StatusReply) -> String {
     }
 
     out.push('\n');
-    if s.workers.is_empty() {
+    let paged = s.page.as_ref().map(|p| p.detail);
+    if let (Some(sum), Some(StatusDetail::Summary | StatusDetail::Service)) = (&s.summary, paged) {
+        let _ = writeln!(
+            out,
+            "WORKERS: {} up, {} down, {} cordoned, {} draining; {}/{} replica slots used (list: acsctl status --workers)",
+            sum.workers_up, sum.workers_down, sum.cordoned, sum.draining, sum.replicas, sum.max_replicas
+        );
+    } else if s.workers.is_empty() {
         out.push_str("WORKERS: none seen yet (no vmm-worker is publishing metrics)\n");
     } else {
         let mut t = Table::new(["WORKER", "HEALTH", "REPLICAS", "CPU", "LAST SEEN"]);
@@ -99,6 +113,29 @@ pub fn render(s: &StatusReply) -> String {
             ]);
         }
         out.push_str(&t.render());
+    }
+    if let Some(p) = &s.page {
+        let what = match p.detail {
+            StatusDetail::Summary => {
+                let _ = writeln!(out, "\nA summary: {} replicas, backends and workers in all, too many to list at once.", p.total);
+                None
+            }
+            StatusDetail::Service => {
+                let svc = s.services.iter().find(|v| !v.replicas.is_empty() || !v.backends.is_empty());
+                Some(format!("--service {}", svc.map_or("SERVICE".to_string(), |v| v.name.to_string())))
+            }
+            StatusDetail::Workers => Some("--workers".to_string()),
+        };
+        if let Some(what) = what {
+            let end = p.offset + p.count;
+            let _ = write!(out, "\nItems {}..{} of {}", p.offset, end, p.total);
+            match p.next {
+                Some(next) => {
+                    let _ = writeln!(out, "; next page: acsctl status {what} --offset {next}");
+                }
+                None => out.push_str(" (the last page)\n"),
+            }
+        }
     }
     if s.rejected > 0 {
         let _ = writeln!(
@@ -240,6 +277,39 @@ w2      DOWN    2/4       0%   65s ago
 The brain has refused 2 malformed message(s) since it started.
 ";
         assert_eq!(out, expected, "\n{out}");
+    }
+
+    #[test]
+    fn a_summary_and_a_page_say_how_to_ask_for_more() {
+        let mut s: StatusReply = serde_json::from_value(serde_json::json!({
+            "ok": true, "ts_ms": 1,
+            "services": [{"name": "web", "mode": "auto", "desired": 3000, "running": 3000, "version": 17,
+                          "lifecycle": {"state": "running"}, "replicas": [], "backends": [],
+                          "replicas_total": 3000, "backends_total": 3000}],
+            "workers": [],
+            "summary": {"workers_up": 300, "workers_down": 2, "cordoned": 1, "draining": 0, "replicas": 3000, "max_replicas": 4000},
+            "page": {"detail": "summary", "offset": 0, "count": 0, "total": 6302}
+        }))
+        .unwrap();
+        let out = render(&s);
+        assert!(out.contains("3000 (list: acsctl status --service web)"), "{out}");
+        assert!(out.contains("WORKERS: 300 up, 2 down, 1 cordoned, 0 draining; 3000/4000 replica slots used"), "{out}");
+        assert!(out.contains("6302 replicas, backends and workers in all"), "{out}");
+
+        s.services[0].backends = sample().services[0].backends.clone();
+        s.page = Some(acs_events::StatusPage {
+            detail: StatusDetail::Service, offset: 500, count: 500, total: 3000, next: Some(1000),
+        });
+        let out = render(&s);
+        assert!(out.contains("Items 500..1000 of 3000; next page: acsctl status --service web --offset 1000"), "{out}");
+        s.workers = sample().workers;
+        s.services[0].backends.clear();
+        s.page = Some(acs_events::StatusPage {
+            detail: StatusDetail::Workers, offset: 300, count: 2, total: 302, next: None,
+        });
+        let out = render(&s);
+        assert!(out.contains("w2      DOWN"), "{out}");
+        assert!(out.contains("Items 300..302 of 302 (the last page)"), "{out}");
     }
 
     #[test]

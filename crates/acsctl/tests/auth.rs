@@ -381,11 +381,23 @@ async fn the_monitor_answers_stats_and_keeps_to_its_stream() {
     assert!(other.is_err(), "the monitor created another stream");
     expect_violation(&mut m_violations, "publish", "$JS.API.STREAM.CREATE.KV_acs_lease").await;
 
+    // The event history stream is the monitor's too.
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "ACS_EVENTS".into(),
+        subjects: vec!["acs.events.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("the monitor creates ACS_EVENTS");
+
     respond(&monitor, "acs.monitor.stats", "stats").await;
+    respond(&monitor, "acs.monitor.history", "history").await;
     let (viewer, mut v_violations) = rig.connect_watching(&Role::Viewer).await;
     assert_eq!(request(&viewer, "acs.monitor.stats").await, "stats");
+    assert_eq!(request(&viewer, "acs.monitor.history").await, "history");
     let operator = rig.connect(&Role::Operator).await;
     assert_eq!(request(&operator, "acs.monitor.stats").await, "stats");
+    assert_eq!(request(&operator, "acs.monitor.history").await, "history");
     send(&viewer, "acs.metrics.worker.w1").await;
     expect_violation(&mut v_violations, "publish", "acs.metrics.worker.w1").await;
 }
@@ -406,6 +418,13 @@ async fn a_proxy_cannot_publish_backends() {
     // Its sync request is answered through its own inbox.
     respond(&brain, "acs.sync.backends", "snapshot").await;
     assert_eq!(request(&p1, "acs.sync.backends").await, "snapshot");
+
+    // It tells the brain a backend drained, as itself only.
+    let mut drained = brain.subscribe("acs.events.drained.*").await.unwrap();
+    brain.flush().await.unwrap();
+    deliver(&p1, "acs.events.drained.p1", &mut drained, &[]).await;
+    send(&p1, "acs.events.drained.p2").await;
+    expect_violation(&mut violations, "publish", "acs.events.drained.p2").await;
 }
 
 #[tokio::test]

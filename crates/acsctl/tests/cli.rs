@@ -248,7 +248,7 @@ async fn scale_validates_locally() {
     let seen = responder(&nc, "acs.cmd.scale", scale_ok).await;
     for (args, want) in [
         (vec!["scale", "web", "-1"], "replicas must be >= 0"),
-        (vec!["scale", "web", "1001"], "replicas must be <= 1000"),
+        (vec!["scale", "web", "10001"], "replicas must be <= 10000"),
         (vec!["scale", "web", "many"], "or `auto`"),
         (vec!["scale", "we.b", "2"], "service name"),
     ] {

@@ -116,7 +116,7 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
     // Secured by default: nobody without a credential gets in, and the viewer may watch but
     // not steer (its scale request is refused by the server and changes nothing).
     let anonymous = acs_node::NatsOptions::new(cluster.nats_url()).connect_once(Duration::from_secs(3)).await;
-    let err = anonymous.err().expect("an anonymous client is refused").to_string();
+    let err = anonymous.expect_err("an anonymous client is refused").to_string();
     assert!(err.contains("refused these credentials"), "{err}");
     let viewer = acsctl::client::connect(&cluster.nats_options(&acsctl::auth::Role::Viewer), Duration::from_secs(3))
         .await

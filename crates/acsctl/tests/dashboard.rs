@@ -5,7 +5,11 @@
 //! It logs in with the monitor's token, sees live data move (the overview CPU chart gains
 //! points, the "last update" time advances), is refused a POST without the session's CSRF
 //! header, pins `web` at 3 from the Services page and then sees 3 replicas answer `/whoami`
-//! through the proxy. Every page is saved as a PNG in `target/dashboard-screenshots/`.
+//! through the proxy. It then clicks Replace on a replica (a new one takes its place), Cordon and
+//! Uncordon on a worker, reloads and finds the decisions kept in the history, checks that the
+//! pages do not scroll sideways at phone width (390 px), and pins `web` at 0 so an alarm fires
+//! and is acked from the Alarms page. Every page is saved as a PNG in
+//! `target/dashboard-screenshots/`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,6 +78,16 @@ async fn wait_js(c: &Client, expr: &str, timeout: Duration) {
         assert!(Instant::now() < deadline, "timed out waiting for {expr}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Clicks a dashboard button and waits for its flash message to say it worked.
+async fn click_and_flash(c: &Client, css: &str, what: &str) {
+    c.execute("delete document.getElementById('flash').dataset.ok;", vec![]).await.unwrap();
+    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{what}: no {css}: {e}")).click().await.unwrap();
+    wait_js(c, "document.getElementById('flash').dataset.ok !== undefined", Duration::from_secs(10)).await;
+    let ok = c.execute("return document.getElementById('flash').dataset.ok;", vec![]).await.unwrap();
+    let flash = c.find(Locator::Css("#flash")).await.unwrap().text().await.unwrap();
+    assert_eq!(ok, json!("true"), "{what} failed: {flash}");
 }
 
 async fn js_number(c: &Client, expr: &str) -> f64 {
@@ -204,10 +218,73 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     show(&c, "replicas").await;
     wait_js(&c, "document.querySelectorAll('#replicas-table button[data-replace]').length === 3", Duration::from_secs(10)).await;
     screenshot(&c, "replicas").await;
+
+    // Replace one replica from its button: a new one takes its place, the old one goes.
+    let victim = c
+        .execute("return document.querySelector('#replicas-table button[data-replace]').dataset.replace;", vec![])
+        .await
+        .unwrap();
+    let victim = victim.as_str().unwrap().to_string();
+    click_and_flash(&c, &format!("button[data-replace=\"{victim}\"]"), "replace").await;
+    cluster
+        .wait_for_status(Duration::from_secs(60), |s| {
+            s.services.iter().any(|x| {
+                x.name.as_str() == "web" && x.running == 3 && x.replicas.iter().all(|r| r.id.as_str() != victim)
+            })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{victim} was never replaced: {e}"));
+
+    // Cordon w1 from its button, then uncordon it.
+    click_and_flash(&c, "button[data-maint=\"w1\"][data-action=\"cordon\"]", "cordon").await;
+    cluster
+        .wait_for_status(Duration::from_secs(20), |s| s.workers.iter().any(|w| w.id.as_str() == "w1" && w.cordoned))
+        .await
+        .unwrap_or_else(|e| panic!("w1 was never cordoned: {e}"));
+    wait_js(&c, "[...document.querySelectorAll('#maint-table tbody tr[data-key=\"w1\"] td')].some(td => td.textContent === 'cordoned')", Duration::from_secs(10)).await;
+    screenshot(&c, "replicas-cordoned").await;
+    click_and_flash(&c, "button[data-maint=\"w1\"][data-action=\"uncordon\"]", "uncordon").await;
+    cluster
+        .wait_for_status(Duration::from_secs(20), |s| s.workers.iter().any(|w| w.id.as_str() == "w1" && !w.cordoned))
+        .await
+        .unwrap_or_else(|e| panic!("w1 was never uncordoned: {e}"));
+
+    // Decisions are kept: after a reload the feed starts with the history, before anything new.
+    c.refresh().await.unwrap();
+    c.wait().for_element(Locator::Css("#nav")).await.unwrap();
     show(&c, "decisions").await;
+    wait_js(&c, "/^[1-9][0-9]* decisions/.test(document.getElementById('history-note').textContent)", Duration::from_secs(10)).await;
     wait_js(&c, "document.querySelectorAll('#decisions-feed li[data-service=\"web\"]').length > 0", Duration::from_secs(10)).await;
     screenshot(&c, "decisions").await;
     show(&c, "alarms").await;
+    screenshot(&c, "alarms-quiet").await;
+
+    // A phone-sized screen: no sideways scrolling of the page (wide tables scroll in their panel).
+    c.set_window_size(390, 844).await.unwrap();
+    for page in ["overview", "services", "replicas"] {
+        show(&c, page).await;
+        let fits = c
+            .execute("return document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(fits, json!(true), "{page} scrolls sideways at 390 px");
+        screenshot(&c, &format!("phone-{page}")).await;
+    }
+    c.set_window_size(1280, 800).await.unwrap();
+
+    // An alarm fires and is acked from the page: pin web at 0, so config/alarms.local.toml's
+    // web_replicas_low (below 1 for 10 s) fires; Ack on the Alarms page records who acked.
+    show(&c, "services").await;
+    let input = c.wait().for_element(Locator::Css("input[data-pin=\"web\"]")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys("0").await.unwrap();
+    click_and_flash(&c, "button[data-pin-btn=\"web\"]", "pin web at 0").await;
+    show(&c, "alarms").await;
+    let firing = "[...document.querySelectorAll('#alarms-table tbody tr')].some(tr => tr.dataset.key === 'web_replicas_low|web' && tr.textContent.includes('firing'))";
+    wait_js(&c, firing, Duration::from_secs(60)).await;
+    click_and_flash(&c, "button[data-ack=\"web_replicas_low\"]", "ack").await;
+    wait_js(&c, "[...document.querySelectorAll('#alarms-table tbody tr')].some(tr => tr.dataset.key === 'web_replicas_low|web' && tr.textContent.includes('acked by dashboard'))", Duration::from_secs(10)).await;
+    wait_js(&c, "document.querySelectorAll('#alarm-feed li').length > 0", Duration::from_secs(10)).await;
     screenshot(&c, "alarms").await;
 
     // Logging out ends the session: the API refuses the cookie again.

@@ -90,6 +90,14 @@ impl Subjects {
     pub fn proxy_metrics_all(&self) -> String {
         format!("{}.metrics.proxy.*", self.prefix)
     }
+    /// `acs.events.drained.<proxy>`: a draining backend has nothing in flight at this proxy
+    /// (`BackendDrained`), sent at once so a drain does not wait for the next metrics tick.
+    pub fn backend_drained(&self, proxy: &ProxyId) -> String {
+        format!("{}.events.drained.{proxy}", self.prefix)
+    }
+    pub fn backend_drained_all(&self) -> String {
+        format!("{}.events.drained.*", self.prefix)
+    }
 
     // ---- brain → everyone (explanations) ---------------------------------------------------
 
@@ -140,6 +148,17 @@ impl Subjects {
     pub fn monitor_stats(&self) -> String {
         format!("{}.monitor.stats", self.prefix)
     }
+    /// `acs.monitor.history`: request-reply kept events (decisions, replica, worker, leader,
+    /// alarm, error) by kind and window (`HistoryRequest` → `HistoryReply`).
+    pub fn monitor_history(&self) -> String {
+        format!("{}.monitor.history", self.prefix)
+    }
+
+    /// Every event kept in the history stream.
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
     /// `acs.monitor.alarms`: request-reply list / ack / silence (`AlarmRequest` → `AlarmReply`).
     pub fn monitor_alarms(&self) -> String {
         format!("{}.monitor.alarms", self.prefix)
@@ -190,6 +209,8 @@ mod tests {
         assert_eq!(s.scale(), "acs.cmd.scale");
         assert_eq!(s.status(), "acs.status");
         assert_eq!(s.all(), "acs.>");
+        assert_eq!(s.backend_drained(&ProxyId::new("p1").unwrap()), "acs.events.drained.p1");
+        assert_eq!(s.backend_drained_all(), "acs.events.drained.*");
         let p = Subjects::new("prod.acs").unwrap();
         assert_eq!(p.backends(&ServiceName::new("web").unwrap()), "prod.acs.backends.web");
     }

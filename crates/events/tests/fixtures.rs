@@ -67,6 +67,13 @@ fn v1_payloads_parse() {
     let _: ScaleReply = good("scale_reply.json");
     let st: StatusReply = good("status_reply.json");
     assert_eq!(st.services[0].backends.len(), 2);
+    assert_eq!((st.page.as_ref(), st.services[0].backends_total), (None, 0), "an older brain's reply is whole");
+    let st: StatusReply = good("status_reply_summary.json");
+    let page = st.page.unwrap();
+    assert_eq!((page.detail, page.total, page.next), (StatusDetail::Summary, 21000, None));
+    assert_eq!((st.summary.unwrap().workers_up, st.services[0].replicas_total), (1000, 5000));
+    let r: StatusRequest = good("status_request_page.json");
+    assert_eq!((r.service.as_ref().map(|s| s.as_str()), r.workers, r.offset, r.limit), (Some("web"), false, 500, Some(250)));
     let r: ReplicaRequest = good("replica_request.json");
     assert_eq!((r.v, r.replica.as_str(), r.action), (1, "web-t5x3k2-1", ReplicaAction::Replace), "v defaults to 1");
     let r: ReplicaReply = good("replica_reply.json");
@@ -74,6 +81,12 @@ fn v1_payloads_parse() {
     let _: AlarmEvent = good("alarm_event.json");
     let _: AlarmRequest = good("alarm_request_ack.json");
     let _: AlarmReply = good("alarm_reply.json");
+    let h: HistoryRequest = good("history_request.json");
+    assert_eq!((h.v, h.kind.as_deref(), h.limit), (1, Some("decision"), Some(50)), "v defaults to 1");
+    let h: HistoryReply = good("history_reply.json");
+    assert_eq!(h.events[0].kind, "decision");
+    let d: BackendDrained = good("backend_drained.json");
+    assert_eq!((d.proxy.as_str(), d.replica.as_str(), d.version), ("p1", "web-t5x3k2-2", 1763870358000003));
 }
 
 #[test]
@@ -87,6 +100,9 @@ fn contract_breaks_fail_readably() {
     assert!(bad::<BackendUpdate>("backends_missing_version.json").contains("missing field `version`"));
     assert!(bad::<WorkerMetrics>("metrics_future_version.json").contains("schema version 99"));
     assert!(bad::<WorkerMetrics>("metrics_nan_cpu.json").contains("host.cpu_pct"));
+    assert!(bad::<HistoryRequest>("history_bad_kind.json").contains("kind \"deploys\" is not one of"));
+    assert!(bad::<BackendDrained>("drained_zero_version.json").contains("version must be > 0"));
+    assert!(bad::<StatusRequest>("status_request_both.json").contains("not both"));
 }
 
 #[test]

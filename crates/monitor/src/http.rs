@@ -145,9 +145,19 @@ async fn handle(web: &Web, shared: &Shared, peer: SocketAddr, req: Request<Incom
     }
     let segs: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     match (req.method().clone(), segs.as_slice()) {
-        (Method::GET, ["stats"]) => stats(shared, &req, refuse),
+        (Method::GET, ["stats"]) => stats(shared, &req, refuse).await,
         (_, ["stats"]) => refuse(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed; use GET", req.method())),
         (Method::GET, ["events"]) => web::sse::response(web),
+        (Method::GET, ["history"]) => match crate::history::parse_query(req.uri().query().unwrap_or("")) {
+            Ok(q) => {
+                shared.counters.queries.fetch_add(1, Ordering::Relaxed);
+                let js = async_nats::jetstream::new(web.nats.clone());
+                let reply = crate::history::query(&js, &web.subjects, &q, unix_ms()).await;
+                let status = if reply.ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
+                text(status, "application/json", String::from_utf8_lossy(&encode(&reply)).into_owned())
+            }
+            Err(e) => refuse(StatusCode::BAD_REQUEST, e),
+        },
         (Method::GET, ["session"]) => {
             let csrf = match &who {
                 Caller::Session { csrf, .. } => csrf.clone(),
@@ -184,13 +194,13 @@ async fn handle(web: &Web, shared: &Shared, peer: SocketAddr, req: Request<Incom
     }
 }
 
-fn stats(shared: &Shared, req: &Request<Incoming>, refuse: impl Fn(StatusCode, String) -> Response<Body>) -> Response<Body> {
+async fn stats(shared: &Shared, req: &Request<Incoming>, refuse: impl Fn(StatusCode, String) -> Response<Body>) -> Response<Body> {
     let stats = match parse_query(req.uri().query().unwrap_or("")) {
         Ok(q) => q,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
     shared.counters.queries.fetch_add(1, Ordering::Relaxed);
-    let reply = crate::query::answer(&shared.store.lock().unwrap(), &stats, unix_ms());
+    let reply = crate::service::answer(shared, &stats, unix_ms()).await;
     match reply.ok {
         true => json(StatusCode::OK, &reply),
         false => refuse(StatusCode::BAD_REQUEST, reply.error.unwrap_or_default()),

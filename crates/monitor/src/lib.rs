@@ -1,18 +1,27 @@
 //! `acs-monitor`: durable metrics history with rollups and a statistics API.
 //!
 //! # Layout
-//! - [`rollup`]: buckets (count/sum/min/max/last + log histogram for p95) and tiers. Pure.
-//! - [`store`]: one rollup series per (scope, id, metric), fed from decoded metrics. Pure.
-//! - [`query`]: the query engine, `StatsRequest` → `StatsReply`. Pure; every API calls it.
+//! - [`rollup`]: the tiers of one metric: a fixed ring of raw 1 s slots, and rollups of 24-byte
+//!   buckets (count/sum/min/max/last/p95), each built from the finer tier when it closes. Pure.
+//! - [`store`]: one series per (scope, id, metric), fed from decoded metrics; closes buckets on
+//!   a watermark and hands them out for publishing; forgets what is past each memory keep. Pure.
+//! - [`query`]: the query engine: plan (tier, older buckets needed), then `StatsReply` from
+//!   memory plus those buckets. Pure; every API calls it.
+//! - [`durable`]: the `ACS_ROLLUPS` stream: closed buckets published (deduplicated across
+//!   monitors by `Nats-Msg-Id`) and read back for windows older than memory.
 //! - [`service`]: NATS: the `ACS_METRICS` stream, replay into the store, `acs.monitor.stats`.
 //! - [`http`]: REST: `GET /api/v1/stats` with a bearer token, same engine
 //!   (docs/monitor-openapi.yaml), and the routes of the dashboard.
 //! - [`alarm`]: alarm rules (`--alarms FILE`) evaluated every second against the store; events on
 //!   `acs.events.alarm.<rule>`, webhook/Slack/e-mail notices, state and lease in KV `acs_monitor`.
+//! - [`history`]: the `ACS_EVENTS` stream of every `acs.events.>` message, read back by kind and
+//!   window on `acs.monitor.history` and `GET /api/v1/history`.
 //! - [`web`]: the live web dashboard: embedded pages, login sessions, SSE from the bus, actions.
 //! - [`prom`]: Prometheus `GET /metrics` (`--metrics-listen`), read at scrape time.
 
 pub mod alarm;
+pub mod durable;
+pub mod history;
 pub mod http;
 pub mod prom;
 pub mod query;
@@ -37,13 +46,18 @@ pub struct Config {
     pub subjects: Subjects,
     /// Stream retention (raw history replayed after a restart).
     pub stream_max_age: Duration,
+    /// Raw tier first, then the rollups; checked by [`rollup::validate`] at start.
     pub tiers: Vec<rollup::TierSpec>,
+    /// How long a bucket waits for late samples before it closes.
+    pub grace_ms: u64,
     /// Where the REST API listens, and who may ask; `None`: NATS only.
     pub http: Option<(std::net::SocketAddr, http::HttpAuth)>,
     /// Alarm rules and engine settings (`--alarms FILE`); `None`: no alarms.
     pub alarms: Option<alarm::AlarmConfig>,
     /// Prometheus `GET /metrics` (`--metrics-listen`); `None`: off.
     pub metrics: Option<acs_node::metrics::MetricsListen>,
+    /// How long the event history (`ACS_EVENTS`) keeps events.
+    pub events_max_age: Duration,
 }
 
 impl Config {
@@ -53,9 +67,11 @@ impl Config {
             subjects: Subjects::default(),
             stream_max_age: Duration::from_secs(3600),
             tiers: rollup::DEFAULT_TIERS.to_vec(),
+            grace_ms: store::DEFAULT_GRACE_MS,
             http: None,
             alarms: None,
             metrics: None,
+            events_max_age: history::DEFAULT_MAX_AGE,
         }
     }
 }
@@ -63,6 +79,7 @@ impl Config {
 /// Connects, replays the stream, serves stats until `shutdown` resolves. Returns the shared state
 /// through `started` once serving, so tests can look at it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    rollup::validate(&config.tiers, config.grace_ms).map_err(|e| anyhow::anyhow!("bad tiers: {e}"))?;
     // Bind first: a taken port fails the start instead of a half-working monitor.
     let listener = match &config.http {
         Some((addr, _)) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
@@ -71,10 +88,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let client = config.nats.connect().await.context("connecting to NATS")?;
     let js = async_nats::jetstream::new(client.clone());
     let stream = service::ensure_stream(&js, &config.subjects, config.stream_max_age).await?;
-    let shared = Shared { store: Arc::new(Mutex::new(store::Store::new(&config.tiers))), counters: Arc::default() };
+    history::ensure_stream(&js, &config.subjects, config.events_max_age).await?;
+    let prefix = config.subjects.prefix().to_string();
+    let rollups = durable::ensure_stream(&js, &prefix, &config.tiers).await?;
+    let marks = durable::resume_marks(&rollups, &prefix, &config.tiers).await?;
+    let store = store::Store::with_grace(&config.tiers, config.grace_ms);
+    let shared = Shared {
+        store: Arc::new(Mutex::new(store)),
+        counters: Arc::default(),
+        rollups: Some(service::Rollups { stream: rollups, prefix: prefix.clone() }),
+    };
+    let outbox = service::Outbox { tx: durable::spawn_publisher(js.clone(), prefix, shared.counters.clone()), marks };
     let (caught_up, caught_up_rx) = tokio::sync::watch::channel(false);
-    let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone(), caught_up));
+    let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone(), caught_up, outbox));
     let alarm_caught_up = caught_up_rx.clone();
+    let history = tokio::spawn(history::serve(client.clone(), config.subjects.clone(), shared.counters.clone()));
     let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone(), caught_up_rx));
     let (alarm_stop, alarm_stop_rx) = tokio::sync::watch::channel(false);
     let mut alarm_counters = None;
@@ -120,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     ingest.abort();
     serve.abort();
+    history.abort();
     client.flush().await.ok();
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The monitor's Prometheus metrics (`GET /metrics` behind `--metrics-listen`, served by
 //! `acs_node::metrics`), all read at scrape time from counters the monitor already keeps:
-//! messages ingested and rejected, stats queries, the store's series and buckets, and (with
+//! messages ingested and rejected, stats queries, the store's series and buckets, rollups
+//! published to / read from ACS_ROLLUPS (and their failures), and (with
 //! `--alarms`) alarm evaluation and notification counts.
 
 use std::sync::atomic::Ordering;
@@ -51,9 +52,16 @@ impl Collector for MonitorCollector {
         counter(&mut e, "acs_monitor_rejected_messages", "Messages and requests refused as malformed or unauthorised", c.rejected.load(Ordering::Relaxed))?;
         counter(&mut e, "acs_monitor_queries", "Statistics queries answered (NATS and HTTP)", c.queries.load(Ordering::Relaxed))?;
         // A poisoned lock (a panic elsewhere) still has readable data; report it rather than fail.
+        counter(&mut e, "acs_monitor_rollups_published", "Closed buckets stored in ACS_ROLLUPS", c.rollups_published.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rollups_duplicate", "Closed buckets ACS_ROLLUPS already had from another monitor", c.rollups_duplicate.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rollups_failed", "Closed buckets not stored in ACS_ROLLUPS: publish or ack failed", c.rollups_failed.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rollups_dropped", "Closed buckets dropped on a full publish queue", c.rollups_dropped.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rollups_skipped", "Closed buckets a replay left out because ACS_ROLLUPS had them", c.rollups_skipped.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rollup_fetches", "Queries that read older buckets from ACS_ROLLUPS", c.rollup_fetches.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_rollup_fetch_errors", "Reads of older buckets from ACS_ROLLUPS that failed", c.rollup_fetch_errors.load(Ordering::Relaxed))?;
         let (series, buckets) = self.shared.store.lock().unwrap_or_else(|p| p.into_inner()).size();
         gauge(&mut e, "acs_monitor_series", "Metric series in the history store", series as i64)?;
-        gauge(&mut e, "acs_monitor_buckets", "Rollup buckets over every series and tier", buckets as i64)?;
+        gauge(&mut e, "acs_monitor_buckets", "Raw slots (at capacity) and rollup buckets held in memory", buckets as i64)?;
         if let Some((a, n)) = &self.alarms {
             gauge(&mut e, "acs_monitor_alarm_leader", "1 while this monitor holds the alarm lease and notifies", i64::from(a.leader.load(Ordering::Relaxed)))?;
             counter(&mut e, "acs_monitor_alarm_events", "Alarm state changes published on acs.events.alarm.<rule>", a.events.load(Ordering::Relaxed))?;
@@ -71,7 +79,7 @@ mod tests {
 
     #[test]
     fn counters_show_at_scrape_time() {
-        let shared = Shared { store: Default::default(), counters: Default::default() };
+        let shared = Shared { store: Default::default(), counters: Default::default(), rollups: None };
         shared.counters.ingested.fetch_add(7, Ordering::Relaxed);
         let alarms = (Arc::new(AlarmCounters::default()), Arc::new(NotifyCounters::default()));
         alarms.0.leader.store(true, Ordering::Relaxed);

@@ -1,140 +1,186 @@
-//! Time buckets and tiers: pure data, no clock, no I/O.
+//! Tiers of history for one metric: pure data, no clock, no I/O.
 //!
-//! A [`Bucket`] keeps count/sum/min/max/last and a sparse log-scale histogram for percentiles.
-//! Histogram bins grow by [`RATIO`] (5 %), so an estimated percentile is within ±2.5 % of a
-//! value in the right bin (relative error; values below 1e-3 share bin 0). A [`Tier`] is a
-//! window of buckets of one width kept for a bounded time: memory per series is
-//! `keep / width` buckets, each a few dozen bytes plus one (bin, count) pair per distinct bin.
+//! - The raw tier is a [`Ring`] of fixed slots (1 s by default): one `f32` (the average of the
+//!   samples that fell into the slot) and a `u8` count each, NaN where nothing came. Its size is
+//!   fixed when the series is made: `keep / width` slots, 5 bytes each.
+//! - Every coarser tier is a [`Rollup`]: closed [`Bucket`]s of 24 bytes (count, sum, min, max,
+//!   last, p95) plus a 4-byte start, at most `keep / width` of them.
+//!
+//! A bucket of tier k is built from tier k-1 when it closes (see [`Series::close`]): a minute
+//! from its raw slots, an hour from its minute buckets. Percentiles:
+//! - over raw slots they are exact: the nearest-rank p95 of the slot values, each weighted by its
+//!   sample count (one sample per slot at the usual 1 s interval, so plainly the sample p95);
+//! - over buckets (an hour from minutes, a query window over minutes or hours) they are an
+//!   estimate: the count-weighted nearest-rank p95 of the buckets' own p95s. It always lies
+//!   within [min, max] of the window, equals the exact value when every bucket holds one value,
+//!   and tracks it when the distribution is similar from bucket to bucket; a short spike that
+//!   fills less than 5 % of one bucket is not seen (no finer data is kept to see it).
 
 use std::collections::VecDeque;
 
-/// Growth factor between histogram bins.
-pub const RATIO: f64 = 1.05;
-const FLOOR: f64 = 1e-3;
-
-fn bin_of(x: f64) -> u16 {
-    if x <= FLOOR {
-        return 0;
-    }
-    ((x / FLOOR).ln() / RATIO.ln()).floor().clamp(0.0, u16::MAX as f64 - 1.0) as u16 + 1
-}
-
-/// Midpoint (geometric) of bin `b`.
-fn bin_value(b: u16) -> f64 {
-    if b == 0 {
-        return 0.0;
-    }
-    FLOOR * RATIO.powf(b as f64 - 1.0 + 0.5)
-}
-
-/// Aggregate of the samples that fell into one time slot.
-#[derive(Debug, Clone, PartialEq)]
+/// Aggregate of one time slot: 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
-    pub count: u64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
-    pub last: f64,
-    /// Sorted (bin, count) pairs.
-    hist: Vec<(u16, u32)>,
+    pub count: u32,
+    pub sum: f32,
+    pub min: f32,
+    pub max: f32,
+    pub last: f32,
+    pub p95: f32,
 }
 
 impl Bucket {
-    pub fn new(x: f64) -> Self {
-        Bucket { count: 1, sum: x, min: x, max: x, last: x, hist: vec![(bin_of(x), 1)] }
-    }
-
-    pub fn add(&mut self, x: f64) {
-        self.count += 1;
-        self.sum += x;
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
-        self.last = x;
-        self.bump(bin_of(x), 1);
-    }
-
-    fn bump(&mut self, bin: u16, n: u32) {
-        match self.hist.binary_search_by_key(&bin, |p| p.0) {
-            Ok(i) => self.hist[i].1 = self.hist[i].1.saturating_add(n),
-            Err(i) => self.hist.insert(i, (bin, n)),
-        }
-    }
-
-    /// Folds a later bucket into this one (`last` comes from `other`).
-    pub fn merge(&mut self, other: &Bucket) {
-        self.count += other.count;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        self.last = other.last;
-        for &(b, n) in &other.hist {
-            self.bump(b, n);
-        }
+    /// A slot of `count` samples averaging `avg`.
+    pub fn slot(avg: f32, count: u32) -> Self {
+        Bucket { count, sum: avg * count as f32, min: avg, max: avg, last: avg, p95: avg }
     }
 
     pub fn avg(&self) -> f64 {
         if self.count == 0 {
             0.0
         } else {
-            self.sum / self.count as f64
+            self.sum as f64 / self.count as f64
         }
     }
 
-    /// Estimated `q`-quantile (0..=1), clamped into [min, max] so one-value buckets are exact.
-    pub fn quantile(&self, q: f64) -> f64 {
-        let total: u64 = self.hist.iter().map(|p| p.1 as u64).sum();
-        let rank = ((q * total as f64).ceil() as u64).max(1);
-        let mut seen = 0u64;
-        for &(b, n) in &self.hist {
-            seen += n as u64;
-            if seen >= rank {
-                return bin_value(b).clamp(self.min, self.max);
+    /// Folds parts given oldest first: sums and extremes exactly, `last` from the newest part,
+    /// p95 as the count-weighted p95 of the parts' p95s (see the module comment). `None` if no
+    /// part holds a sample.
+    pub fn combine<'a>(parts: impl IntoIterator<Item = &'a Bucket>) -> Option<Bucket> {
+        let mut acc: Option<Bucket> = None;
+        let mut p95s: Vec<(f32, u32)> = Vec::new();
+        for b in parts.into_iter().filter(|b| b.count > 0) {
+            p95s.push((b.p95, b.count));
+            match acc.as_mut() {
+                None => acc = Some(*b),
+                Some(a) => {
+                    a.count = a.count.saturating_add(b.count);
+                    a.sum += b.sum;
+                    a.min = a.min.min(b.min);
+                    a.max = a.max.max(b.max);
+                    a.last = b.last;
+                }
             }
         }
-        self.max
+        let mut acc = acc?;
+        acc.p95 = weighted_quantile(&mut p95s, 0.95);
+        Some(acc)
     }
 }
 
-/// Buckets of one width, oldest first, kept for `keep_ms`.
+/// Nearest-rank `q`-quantile of values weighted by counts. `v` must not be empty.
+fn weighted_quantile(v: &mut [(f32, u32)], q: f64) -> f32 {
+    let total: u64 = v.iter().map(|p| p.1 as u64).sum();
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    if v.iter().all(|p| p.1 == 1) {
+        // The usual case (one sample per slot): a linear-time selection.
+        let (_, x, _) = v.select_nth_unstable_by(rank as usize - 1, |a, b| a.0.total_cmp(&b.0));
+        return x.0;
+    }
+    v.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mut seen = 0u64;
+    for &(x, n) in v.iter() {
+        seen += n as u64;
+        if seen >= rank {
+            return x;
+        }
+    }
+    v[v.len() - 1].0
+}
+
+/// The raw tier: `cap` slots of `slot_ms`, the newest at slot index `head` (absolute,
+/// `ts_ms / slot_ms`); a slot index older than `head - cap + 1` has been overwritten.
 #[derive(Debug, Clone)]
-pub struct Tier {
+pub struct Ring {
+    pub slot_ms: u64,
+    head: Option<u64>,
+    vals: Box<[f32]>,
+    counts: Box<[u8]>,
+}
+
+impl Ring {
+    pub fn new(slot_ms: u64, keep_ms: u64) -> Self {
+        let cap = (keep_ms / slot_ms).max(1) as usize;
+        Ring { slot_ms, head: None, vals: vec![f32::NAN; cap].into_boxed_slice(), counts: vec![0; cap].into_boxed_slice() }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.vals.len()
+    }
+
+    /// Start time of the newest slot written.
+    pub fn newest_ms(&self) -> Option<u64> {
+        self.head.map(|h| h * self.slot_ms)
+    }
+
+    /// Oldest slot index still held.
+    fn tail(&self) -> Option<u64> {
+        self.head.map(|h| (h + 1).saturating_sub(self.capacity() as u64))
+    }
+
+    /// Adds a sample; false if it is older than the ring holds.
+    pub fn add(&mut self, ts_ms: u64, x: f32) -> bool {
+        let slot = ts_ms / self.slot_ms;
+        let cap = self.capacity() as u64;
+        match self.head {
+            None => self.head = Some(slot),
+            Some(h) if slot > h => {
+                // Clear the slots skipped over (at most the whole ring).
+                for s in (h + 1).max(slot.saturating_sub(cap - 1))..=slot {
+                    let i = (s % cap) as usize;
+                    self.vals[i] = f32::NAN;
+                    self.counts[i] = 0;
+                }
+                self.head = Some(slot);
+            }
+            Some(h) if slot + cap <= h => return false,
+            Some(_) => {}
+        }
+        let i = (slot % cap) as usize;
+        let n = self.counts[i];
+        if n == 0 {
+            self.vals[i] = x;
+        } else {
+            self.vals[i] = (self.vals[i] * n as f32 + x) / (n as f32 + 1.0);
+        }
+        self.counts[i] = n.saturating_add(1);
+        true
+    }
+
+    /// The slots with samples whose start lies in `from_ms..to_ms`, oldest first, as buckets.
+    pub fn range(&self, from_ms: u64, to_ms: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
+        let (lo, hi) = match (self.tail(), self.head) {
+            (Some(t), Some(h)) => (t.max(from_ms.div_ceil(self.slot_ms)), (h + 1).min(to_ms.div_ceil(self.slot_ms))),
+            _ => (1, 0),
+        };
+        let cap = self.capacity() as u64;
+        (lo..hi.max(lo)).filter_map(move |s| {
+            let i = (s % cap) as usize;
+            (self.counts[i] > 0).then(|| (s * self.slot_ms, Bucket::slot(self.vals[i], self.counts[i] as u32)))
+        })
+    }
+}
+
+/// One rollup tier of one series: closed buckets, oldest first, each keyed by its start in
+/// seconds (widths are whole seconds). Buckets with no sample are not stored.
+#[derive(Debug, Clone)]
+pub struct Rollup {
     pub width_ms: u64,
     pub keep_ms: u64,
-    buckets: VecDeque<(u64, Bucket)>,
+    buckets: VecDeque<(u32, Bucket)>,
+    /// Start of the next bucket to close: everything before it is closed.
+    pub next_close_ms: u64,
+    /// From here on memory holds every closed bucket this monitor computed; before it, the
+    /// durable copy in ACS_ROLLUPS is preferred (older buckets were dropped, or were never seen
+    /// whole: the first bucket after a replay may have started before the replayed raw data).
+    pub mem_from_ms: u64,
 }
 
-impl Tier {
-    pub fn new(width_ms: u64, keep_ms: u64) -> Self {
-        Tier { width_ms: width_ms.max(1), keep_ms, buckets: VecDeque::new() }
-    }
-
-    /// Adds a sample at `ts_ms` and drops buckets older than `keep_ms` before the newest.
-    /// A sample older than the newest bucket goes into its own slot if it is still kept.
-    pub fn add(&mut self, ts_ms: u64, x: f64) {
-        let start = ts_ms - ts_ms % self.width_ms;
-        match self.buckets.binary_search_by_key(&start, |b| b.0) {
-            Ok(i) => self.buckets[i].1.add(x),
-            Err(i) => self.buckets.insert(i, (start, Bucket::new(x))),
-        }
-        let newest = self.buckets.back().map(|b| b.0).unwrap_or(0);
-        while let Some(&(s, _)) = self.buckets.front() {
-            if s + self.keep_ms <= newest {
-                self.buckets.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// Oldest time this tier still covers.
-    pub fn oldest(&self) -> Option<u64> {
-        self.buckets.front().map(|b| b.0)
-    }
-
-    /// Buckets whose start lies in `from..to`.
-    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &(u64, Bucket)> {
-        let i = self.buckets.partition_point(|b| b.0 < from);
-        self.buckets.range(i..).take_while(move |b| b.0 < to)
+impl Rollup {
+    fn new(width_ms: u64, keep_ms: u64, first_ms: u64) -> Self {
+        let start = first_ms - first_ms % width_ms;
+        let cap = (keep_ms / width_ms) as usize + 1;
+        Rollup { width_ms, keep_ms, buckets: VecDeque::with_capacity(cap), next_close_ms: start, mem_from_ms: start + width_ms }
     }
 
     pub fn len(&self) -> usize {
@@ -144,43 +190,174 @@ impl Tier {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
+
+    /// Closed buckets whose start lies in `from_ms..to_ms`, oldest first.
+    pub fn range(&self, from_ms: u64, to_ms: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
+        let i = self.buckets.partition_point(|b| (b.0 as u64) * 1000 < from_ms);
+        self.buckets.range(i..).map(|&(s, b)| (s as u64 * 1000, b)).take_while(move |b| b.0 < to_ms)
+    }
+
+    fn oldest_ms(&self) -> Option<u64> {
+        self.buckets.front().map(|b| b.0 as u64 * 1000)
+    }
+
+    fn push(&mut self, start_ms: u64, b: Bucket) {
+        self.buckets.push_back(((start_ms / 1000) as u32, b));
+    }
+
+    /// Drops buckets past the memory keep, as seen from `watermark_ms`.
+    fn evict(&mut self, watermark_ms: u64) {
+        let cutoff = watermark_ms.saturating_sub(self.keep_ms);
+        while self.oldest_ms().is_some_and(|s| s < cutoff) {
+            self.buckets.pop_front();
+        }
+        let kept_from = cutoff.div_ceil(self.width_ms) * self.width_ms;
+        self.mem_from_ms = self.mem_from_ms.max(kept_from.min(self.next_close_ms));
+    }
 }
 
-/// Width and retention of one tier.
+/// Width, in-memory keep and durable keep of one tier. For the raw tier (the first) the durable
+/// keep is the ACS_METRICS stream's max age: what a restart replays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierSpec {
     pub width_ms: u64,
     pub keep_ms: u64,
+    pub durable_ms: u64,
 }
 
-/// The default tiers: 1 s for 1 h, 1 min for 1 day, 1 h for 30 days.
+/// The default tiers: raw 1 s (10 min in memory, 1 h replayable), 1 min (1 h in memory, 1 day
+/// durable), 1 h (2 h in memory, 30 days durable).
 pub const DEFAULT_TIERS: [TierSpec; 3] = [
-    TierSpec { width_ms: 1_000, keep_ms: 3_600_000 },
-    TierSpec { width_ms: 60_000, keep_ms: 86_400_000 },
-    TierSpec { width_ms: 3_600_000, keep_ms: 30 * 86_400_000 },
+    TierSpec { width_ms: 1_000, keep_ms: 600_000, durable_ms: 3_600_000 },
+    TierSpec { width_ms: 60_000, keep_ms: 3_600_000, durable_ms: 86_400_000 },
+    TierSpec { width_ms: 3_600_000, keep_ms: 7_200_000, durable_ms: 30 * 86_400_000 },
 ];
 
-/// One metric's history at every resolution; every sample goes into every tier.
+/// A tier's name in subjects and messages: its width, e.g. `1s`, `1m`, `5m`, `1h`, `1d`.
+pub fn tier_name(width_ms: u64) -> String {
+    let s = width_ms / 1000;
+    match s {
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// Checks that the tiers can be built one from the other; the error names the tier and why.
+/// `grace_ms` is how long a bucket waits for late samples before it closes.
+pub fn validate(specs: &[TierSpec], grace_ms: u64) -> Result<(), String> {
+    if specs.is_empty() {
+        return Err("no tiers: at least the raw tier is needed".into());
+    }
+    if specs.len() > 8 {
+        return Err(format!("{} tiers: at most 8", specs.len()));
+    }
+    for (i, t) in specs.iter().enumerate() {
+        let name = if i == 0 { "raw".to_string() } else { format!("tier {} ({})", i, tier_name(t.width_ms)) };
+        if t.width_ms == 0 || t.width_ms % 1000 != 0 {
+            return Err(format!("{name}: width {} ms is not a whole number of seconds", t.width_ms));
+        }
+        if t.keep_ms < t.width_ms {
+            return Err(format!("{name}: memory keep {} s is shorter than its width {} s", t.keep_ms / 1000, t.width_ms / 1000));
+        }
+        if t.durable_ms < t.keep_ms {
+            return Err(format!("{name}: durable keep {} s is shorter than its memory keep {} s", t.durable_ms / 1000, t.keep_ms / 1000));
+        }
+        if i == 0 && t.keep_ms / t.width_ms > 86_400 {
+            return Err(format!("raw: memory keep of {} slots is more than 86400", t.keep_ms / t.width_ms));
+        }
+        if let Some(next) = specs.get(i + 1) {
+            let nname = format!("tier {} ({})", i + 1, tier_name(next.width_ms));
+            if next.width_ms <= t.width_ms || next.width_ms % t.width_ms != 0 {
+                return Err(format!("{nname}: width {} s is not a multiple of the finer width {} s", next.width_ms / 1000, t.width_ms / 1000));
+            }
+            // The raw ring must still hold a bucket's slots when the watermark (newest − grace)
+            // closes it; closed rollups stay until the watermark passes their keep.
+            let grace = if i == 0 { grace_ms } else { 0 };
+            if t.keep_ms < next.width_ms + grace {
+                return Err(format!(
+                    "{name}: memory keep {} s must cover one {nname} bucket ({} s) plus the grace ({} ms), since that bucket is built from it",
+                    t.keep_ms / 1000,
+                    next.width_ms / 1000,
+                    grace_ms
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One metric's history: the raw ring and the rollups built from it.
 #[derive(Debug, Clone)]
 pub struct Series {
-    pub tiers: Vec<Tier>,
+    pub raw: Ring,
+    pub rollups: Vec<Rollup>,
 }
 
 impl Series {
-    pub fn new(specs: &[TierSpec]) -> Self {
-        Series { tiers: specs.iter().map(|s| Tier::new(s.width_ms, s.keep_ms)).collect() }
+    /// A series whose first sample is at `first_ms`.
+    pub fn new(specs: &[TierSpec], first_ms: u64) -> Self {
+        let raw = Ring::new(specs[0].width_ms, specs[0].keep_ms);
+        Series { raw, rollups: specs[1..].iter().map(|s| Rollup::new(s.width_ms, s.keep_ms, first_ms)).collect() }
     }
 
-    pub fn add(&mut self, ts_ms: u64, x: f64) {
-        for t in &mut self.tiers {
-            t.add(ts_ms, x);
+    pub fn add(&mut self, ts_ms: u64, x: f32) -> bool {
+        self.raw.add(ts_ms, x)
+    }
+
+    /// Buckets and slots held (what the memory grows with), raw slots counted at capacity.
+    pub fn size(&self) -> usize {
+        self.raw.capacity() + self.rollups.iter().map(|r| r.len()).sum::<usize>()
+    }
+
+    /// Closes every bucket that ends at or before `watermark_ms`, finest tier first, and calls
+    /// `emit(tier, start_ms, bucket)` for each one holding samples (tier 1 is the first rollup).
+    /// Then drops what is past each tier's memory keep.
+    pub fn close(&mut self, watermark_ms: u64, mut emit: impl FnMut(usize, u64, Bucket)) {
+        for k in 0..self.rollups.len() {
+            let (finer, rest) = self.rollups.split_at_mut(k);
+            let r = &mut rest[0];
+            let w = r.width_ms;
+            let end = watermark_ms - watermark_ms % w;
+            while r.next_close_ms + w <= end {
+                let s = r.next_close_ms;
+                // Skip empty stretches in one step: where does the finer tier next hold data?
+                let next = match finer.last() {
+                    None => self.raw.newest_ms().filter(|&n| n >= s).map(|_| s.max(self.raw.tail().unwrap_or(0) * self.raw.slot_ms)),
+                    Some(f) => f.buckets.get(f.buckets.partition_point(|b| (b.0 as u64) * 1000 < s)).map(|b| b.0 as u64 * 1000),
+                };
+                match next {
+                    None => {
+                        r.next_close_ms = end;
+                        break;
+                    }
+                    Some(d) if d >= s + w => {
+                        r.next_close_ms = (d - d % w).min(end);
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+                let parts: Vec<Bucket> = match finer.last() {
+                    None => self.raw.range(s, s + w).map(|p| p.1).collect(),
+                    Some(f) => f.range(s, s + w).map(|p| p.1).collect(),
+                };
+                if let Some(b) = Bucket::combine(&parts) {
+                    r.push(s, b);
+                    emit(k + 1, s, b);
+                }
+                r.next_close_ms = s + w;
+            }
+        }
+        for r in &mut self.rollups {
+            r.evict(watermark_ms);
         }
     }
 
-    /// The finest tier whose retention covers `from` as seen from `now` (else the coarsest).
-    pub fn tier_for(&self, from: u64, now: u64) -> Option<&Tier> {
-        let age = now.saturating_sub(from);
-        self.tiers.iter().find(|t| age <= t.keep_ms).or(self.tiers.last())
+    /// Whether nothing is left in memory as seen from `watermark_ms` (the series can go).
+    pub fn is_stale(&self, watermark_ms: u64, raw_keep_ms: u64) -> bool {
+        let raw_gone = self.raw.newest_ms().is_none_or(|n| n + raw_keep_ms <= watermark_ms);
+        raw_gone && self.rollups.iter().all(|r| r.is_empty())
     }
 }
 
@@ -188,56 +365,108 @@ impl Series {
 mod tests {
     use super::*;
 
+    const SPECS: [TierSpec; 3] = [
+        TierSpec { width_ms: 1_000, keep_ms: 120_000, durable_ms: 3_600_000 },
+        TierSpec { width_ms: 60_000, keep_ms: 600_000, durable_ms: 86_400_000 },
+        TierSpec { width_ms: 300_000, keep_ms: 600_000, durable_ms: 86_400_000 },
+    ];
+
     #[test]
-    fn bucket_keeps_count_sum_min_max_last() {
-        let mut b = Bucket::new(3.0);
-        for x in [1.0, 7.0, 5.0] {
-            b.add(x);
-        }
+    fn a_bucket_is_24_bytes_and_combines_exactly() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 24);
+        let parts: Vec<Bucket> = [3.0, 1.0, 7.0, 5.0].iter().map(|&x| Bucket::slot(x, 1)).collect();
+        let b = Bucket::combine(&parts).unwrap();
         assert_eq!((b.count, b.sum, b.min, b.max, b.last), (4, 16.0, 1.0, 7.0, 5.0));
         assert_eq!(b.avg(), 4.0);
+        assert_eq!(Bucket::combine(&[]), None);
     }
 
     #[test]
-    fn p95_is_within_the_documented_error() {
-        let mut b = Bucket::new(1.0);
-        for i in 2..=1000 {
-            b.add(i as f64);
+    fn p95_over_slots_is_the_exact_nearest_rank() {
+        let parts: Vec<Bucket> = (1..=1000).map(|i| Bucket::slot(i as f32, 1)).collect();
+        assert_eq!(Bucket::combine(&parts).unwrap().p95, 950.0);
+        // Weighted: 90 samples of 1 and 10 of 100 → p95 is 100.
+        let parts = [Bucket::slot(1.0, 90), Bucket::slot(100.0, 10)];
+        assert_eq!(Bucket::combine(&parts).unwrap().p95, 100.0);
+    }
+
+    #[test]
+    fn the_ring_averages_a_slot_and_forgets_past_its_capacity() {
+        let mut r = Ring::new(1_000, 10_000);
+        assert!(r.add(5_000, 2.0));
+        assert!(r.add(5_500, 4.0));
+        let v: Vec<_> = r.range(0, 100_000).collect();
+        assert_eq!(v, vec![(5_000, Bucket { count: 2, sum: 6.0, min: 3.0, max: 3.0, last: 3.0, p95: 3.0 })]);
+        for s in 6..100u64 {
+            r.add(s * 1_000, s as f32);
         }
-        let p95 = b.quantile(0.95);
-        assert!((p95 - 950.0).abs() / 950.0 < 0.03, "p95 {p95}");
-        assert_eq!(Bucket::new(42.0).quantile(0.95), 42.0);
+        assert_eq!(r.capacity(), 10);
+        let v: Vec<_> = r.range(0, 200_000).map(|p| p.0).collect();
+        assert_eq!(v, (90..100u64).map(|s| s * 1_000).collect::<Vec<_>>());
+        assert!(!r.add(5_000, 1.0), "older than the ring");
+        // A gap clears the slots skipped over.
+        r.add(105_000, 1.0);
+        assert_eq!(r.range(0, 200_000).count(), 5);
     }
 
     #[test]
-    fn merge_equals_adding_everything() {
-        let mut a = Bucket::new(1.0);
-        a.add(2.0);
-        let mut b = Bucket::new(10.0);
-        b.add(0.5);
-        a.merge(&b);
-        assert_eq!((a.count, a.min, a.max, a.last), (4, 0.5, 10.0, 0.5));
-    }
-
-    #[test]
-    fn tier_drops_old_buckets_and_bounds_memory() {
-        let mut t = Tier::new(1_000, 10_000);
-        for s in 0..100u64 {
-            t.add(s * 1_000, s as f64);
+    fn memory_per_series_is_bounded() {
+        let mut s = Series::new(&SPECS, 0);
+        let mut emitted = 0;
+        // Ten hours of 1 s samples.
+        for t in 0..36_000u64 {
+            s.add(t * 1_000, (t % 100) as f32);
+            s.close(t * 1_000, |_, _, _| emitted += 1);
         }
-        assert_eq!(t.len(), 10);
-        assert_eq!(t.oldest(), Some(90_000));
-        assert_eq!(t.range(95_000, 97_000).count(), 2);
+        assert_eq!(s.raw.capacity(), 120);
+        // Past the keep (10 min) buckets are dropped: at most keep / width + 1 stay.
+        assert!((9..=11).contains(&s.rollups[0].len()), "{}", s.rollups[0].len());
+        assert!((1..=3).contains(&s.rollups[1].len()), "{}", s.rollups[1].len());
+        assert!(s.size() <= 120 + 11 + 3);
+        assert!(s.rollups[0].buckets.capacity() <= 16, "no growth past the keep");
+        assert_eq!(emitted, 599 + 119);
     }
 
     #[test]
-    fn series_picks_the_finest_tier_that_reaches_back() {
-        let specs = [TierSpec { width_ms: 1_000, keep_ms: 5_000 }, TierSpec { width_ms: 60_000, keep_ms: 3_600_000 }];
-        let mut s = Series::new(&specs);
-        for i in 0..120u64 {
-            s.add(i * 1_000, 1.0);
+    fn rollups_are_built_from_the_finer_tier() {
+        let mut s = Series::new(&SPECS, 0);
+        let mut out = Vec::new();
+        for t in 0..600u64 {
+            s.add(t * 1_000, (t % 60) as f32);
+            s.close(t * 1_000, |k, start, b| out.push((k, start, b)));
         }
-        assert_eq!(s.tier_for(118_000, 119_000).unwrap().width_ms, 1_000);
-        assert_eq!(s.tier_for(10_000, 119_000).unwrap().width_ms, 60_000);
+        s.close(1_000_000, |k, start, b| out.push((k, start, b)));
+        let minutes: Vec<_> = out.iter().filter(|o| o.0 == 1).collect();
+        assert_eq!(minutes.len(), 10);
+        let m = minutes[0].2;
+        assert_eq!((m.count, m.min, m.max, m.last, m.sum), (60, 0.0, 59.0, 59.0, 1770.0));
+        assert_eq!(m.p95, 56.0);
+        let fives: Vec<_> = out.iter().filter(|o| o.0 == 2).collect();
+        assert_eq!(fives.len(), 2);
+        assert_eq!((fives[1].1, fives[1].2.count, fives[1].2.max), (300_000, 300, 59.0));
+        // A long silence then new data: no empty buckets, no long loop.
+        s.add(40_000_000, 1.0);
+        s.close(40_100_000, |k, start, b| out.push((k, start, b)));
+        assert_eq!(out.last().unwrap().1, 39_960_000);
+    }
+
+    #[test]
+    fn tiers_are_validated_with_a_reason() {
+        assert_eq!(validate(&DEFAULT_TIERS, 2_000), Ok(()));
+        let mut t = DEFAULT_TIERS;
+        t[0].width_ms = 1_500;
+        assert!(validate(&t, 0).unwrap_err().contains("whole number of seconds"));
+        let mut t = DEFAULT_TIERS;
+        t[0].keep_ms = 30_000;
+        assert!(validate(&t, 0).unwrap_err().contains("must cover one tier 1 (1m) bucket"));
+        let mut t = DEFAULT_TIERS;
+        t[2].durable_ms = 1_000;
+        assert!(validate(&t, 0).unwrap_err().contains("durable keep"));
+        let mut t = DEFAULT_TIERS;
+        t[2].width_ms = 90_000;
+        assert!(validate(&t, 0).unwrap_err().contains("not a multiple"));
+        assert_eq!(tier_name(60_000), "1m");
+        assert_eq!(tier_name(7_200_000), "2h");
+        assert_eq!(tier_name(5_000), "5s");
     }
 }

@@ -248,23 +248,33 @@ function onDecision(d) {
   touched(d.ts_ms);
 }
 
-function onEvent(kind, e) {
-  const text = kind === 'replica'
+function eventText(kind, e) {
+  return kind === 'replica'
     ? `replica ${e.replica?.id} (${e.replica?.service}) on ${e.worker}: ${e.replica?.state}${e.reason ? ` – ${e.reason}` : ''}`
     : kind === 'worker'
       ? `worker ${e.worker} is ${e.health}: ${e.reason || ''}`
       : `leader: ${JSON.stringify(e)}`;
-  state.events.unshift({ kind, ts: e.ts_ms || Date.now(), text });
+}
+
+function addEvent(kind, e, ts) {
+  const text = eventText(kind, e);
+  state.events.unshift({ kind, ts, text });
   state.events.length = Math.min(state.events.length, MAX_FEED);
-  prependFeed($('events-feed'), el('li', {}, el('span', { class: 'when' }, time(e.ts_ms || Date.now())), pill(kind), ' ', text));
+  prependFeed($('events-feed'), el('li', {}, el('span', { class: 'when' }, time(ts)), pill(kind), ' ', text));
+}
+
+function onEvent(kind, e) {
+  addEvent(kind, e, e.ts_ms || Date.now());
   touched(e.ts_ms);
 }
+
+const alarmItem = (a) => el('li', {}, el('span', { class: 'when' }, time(a.ts_ms)), alarmPill(a.state, a.severity), ' ', a.message || `${a.rule} ${a.id}`);
 
 function onAlarmEvent(a) {
   const key = `${a.rule}|${a.id}`;
   const old = state.alarms.get(key) || {};
   state.alarms.set(key, { ...old, ...a, changed_ms: a.ts_ms });
-  prependFeed($('alarm-feed'), el('li', {}, el('span', { class: 'when' }, time(a.ts_ms)), alarmPill(a.state, a.severity), ' ', a.message || `${a.rule} ${a.id}`));
+  prependFeed($('alarm-feed'), alarmItem(a));
   touched(a.ts_ms);
   schedule();
 }
@@ -275,6 +285,26 @@ function prependFeed(ol, li) {
 }
 
 // ---- history --------------------------------------------------------------------------------
+
+/// The feeds start with the last day's kept events (the monitor's ACS_EVENTS stream), oldest
+/// first, before the live ones arrive on top.
+async function loadHistory() {
+  const get = (kind, limit) => api(`/api/v1/history?kind=${kind}&window=24h&limit=${limit}`)
+    .then(({ status, body }) => (status === 200 ? body.events || [] : []))
+    .catch(() => []);
+  // Leader events are left out: the brain renews its lease (and says so) every half second.
+  const [dec, alarms, rep, wk] = await Promise.all([get('decision', 200), get('alarm', 100), get('replica', 100), get('worker', 50)]);
+  for (const e of dec) {
+    state.decisions.unshift(e.data);
+    prependFeed($('decisions-feed'), decisionItem(e.data));
+  }
+  state.decisions.length = Math.min(state.decisions.length, MAX_FEED);
+  $('dec-count').textContent = `(${state.decisions.length})`;
+  for (const e of alarms) prependFeed($('alarm-feed'), alarmItem(e.data));
+  const evs = [...rep.map((e) => ['replica', e]), ...wk.map((e) => ['worker', e])].sort((a, b) => a[1].seq - b[1].seq);
+  for (const [kind, e] of evs) addEvent(kind, e.data, e.data.ts_ms || e.ts_ms);
+  $('history-note').textContent = `${dec.length} decisions and ${evs.length} events from the last 24 h, then live`;
+}
 
 async function stats(scope, id, metric, window, step) {
   const q = new URLSearchParams({ scope, id, metric, window, step });
@@ -606,6 +636,7 @@ async function start() {
   setInterval(flushCharts, 1000);
   const { body } = await api('/api/v1/session');
   state.csrf = body.csrf || '';
+  await loadHistory();
   connect();
   api('/api/v1/status').then(({ status, body: s }) => { if (status === 200) onStatus(s); else state.statusError = s.error; schedule(); }).catch(() => {});
   loadAlarms();

@@ -2,12 +2,17 @@
 //! the metrics window. These live in `Arc`s that survive route-table swaps (a new snapshot reuses
 //! the state of every backend it still holds, by service and replica id), so counters and
 //! ejections carry over and requests in flight on a removed backend still finish and count down.
+//!
+//! Drains: a backend marked draining wakes the [`DrainWatch`] when its last request in flight
+//! finishes (the decrement that reaches 0, and only for draining backends), so the NATS task can
+//! tell the brain at once instead of on the next metrics tick.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use acs_events::{ReplicaId, ServiceName};
+use tokio::sync::Notify;
 
 use crate::stats::Window;
 
@@ -38,6 +43,24 @@ impl Default for EjectPolicy {
     }
 }
 
+/// Woken when a draining backend may have just drained: its last request finished, or a
+/// snapshot with a draining backend was swapped in. One per proxy, shared by every
+/// [`BackendState`]; wake-ups coalesce (a `Notify` permit), and the waiter checks the snapshot.
+#[derive(Debug, Default)]
+pub struct DrainWatch {
+    notify: Notify,
+}
+
+impl DrainWatch {
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub async fn woken(&self) {
+        self.notify.notified().await;
+    }
+}
+
 /// One backend's runtime state.
 #[derive(Debug)]
 pub struct BackendState {
@@ -48,10 +71,16 @@ pub struct BackendState {
     /// `mono_now_ms()` until which the backend is ejected; 0 = never ejected.
     ejected_until_ms: AtomicU64,
     pub window: Window,
+    /// Draining in the newest snapshot (set when the snapshot is built).
+    draining: AtomicBool,
+    /// The service version at which the NATS task last reported this backend drained; 0: not
+    /// reported (reset when the backend stops draining). Only the NATS task writes it.
+    drain_reported: AtomicU64,
+    watch: Arc<DrainWatch>,
 }
 
 impl BackendState {
-    pub fn new(service: ServiceName, id: ReplicaId) -> Self {
+    pub fn new(service: ServiceName, id: ReplicaId, watch: Arc<DrainWatch>) -> Self {
         Self {
             service,
             id,
@@ -59,7 +88,27 @@ impl BackendState {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             window: Window::default(),
+            draining: AtomicBool::new(false),
+            drain_reported: AtomicU64::new(0),
+            watch,
         }
+    }
+
+    /// Marks the backend draining (or not) as the newest snapshot says.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Relaxed);
+        if !draining {
+            self.drain_reported.store(0, Relaxed);
+        }
+    }
+
+    /// Whether a drained report is due at `version`: `true` once per version (and marks it).
+    pub fn drain_report_due(&self, version: u64) -> bool {
+        if self.drain_reported.load(Relaxed) >= version {
+            return false;
+        }
+        self.drain_reported.store(version, Relaxed);
+        true
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -119,7 +168,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        // The request path's only extra cost: a compare, and a load once the count hits 0.
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 && self.0.draining.load(Relaxed) {
+            self.0.watch.wake();
+        }
     }
 }
 
@@ -140,7 +192,39 @@ mod tests {
         Arc::new(BackendState::new(
             ServiceName::new("web").unwrap(),
             ReplicaId::new("a").unwrap(),
+            Arc::default(),
         ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_request_of_a_draining_backend_wakes_the_watch() {
+        let watch = Arc::new(DrainWatch::default());
+        let b = Arc::new(BackendState::new(
+            ServiceName::new("web").unwrap(),
+            ReplicaId::new("a").unwrap(),
+            watch.clone(),
+        ));
+        let woke = |w: &Arc<DrainWatch>| {
+            let w = w.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(10), w.woken())
+                    .await
+                    .is_ok()
+            }
+        };
+        drop(b.begin());
+        assert!(!woke(&watch).await, "not draining: no wake-up");
+        let (g1, g2) = (b.begin(), b.begin());
+        b.set_draining(true);
+        drop(g1);
+        assert!(!woke(&watch).await, "one still in flight");
+        drop(g2);
+        assert!(woke(&watch).await, "the last one finished");
+        assert!(b.drain_report_due(7));
+        assert!(!b.drain_report_due(7), "once per version");
+        assert!(b.drain_report_due(8), "again at a newer version");
+        b.set_draining(false);
+        assert!(b.drain_report_due(8), "a new drain is reported again");
     }
 
     #[test]

@@ -21,6 +21,31 @@ pub enum ConfigError {
     Tries(u32),
     #[error("--threads must be > 0")]
     Threads,
+    #[error("--listener-tasks and --upstream-keepalive-pool must be > 0")]
+    Server,
+}
+
+/// Pingora's server knobs (`ServerConf` and the listener), measured in docs/PERFORMANCE.md
+/// (P1). The defaults are Pingora's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTuning {
+    /// Tokio work stealing between the proxy's threads (else one single-threaded runtime per
+    /// thread).
+    pub work_stealing: bool,
+    /// Accept tasks per listening socket.
+    pub listener_tasks: usize,
+    /// Idle upstream connections kept for reuse, over all backends.
+    pub upstream_keepalive_pool: usize,
+}
+
+impl Default for ServerTuning {
+    fn default() -> Self {
+        Self {
+            work_stealing: true,
+            listener_tasks: 1,
+            upstream_keepalive_pool: 128,
+        }
+    }
 }
 
 /// How requests are retried and backends ejected.
@@ -58,6 +83,7 @@ pub struct Config {
     /// Pingora worker threads for the proxy service.
     pub threads: usize,
     pub tuning: Tuning,
+    pub server: ServerTuning,
 }
 
 impl Config {
@@ -71,6 +97,7 @@ impl Config {
             metrics_interval: Duration::from_secs(1),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tuning: Tuning::default(),
+            server: ServerTuning::default(),
         }
     }
 
@@ -88,6 +115,10 @@ impl Config {
         }
         if self.threads == 0 {
             return Err(ConfigError::Threads);
+        }
+        let s = &self.server;
+        if s.listener_tasks == 0 || s.upstream_keepalive_pool == 0 {
+            return Err(ConfigError::Server);
         }
         Ok(())
     }
@@ -120,6 +151,9 @@ mod tests {
         let mut c = cfg();
         c.tuning.max_tries = 9;
         assert!(c.validate().unwrap_err().to_string().contains("max-tries"));
+        let mut c = cfg();
+        c.server.listener_tasks = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("--listener-tasks"));
         assert!(cfg().with_prefix("a..b").is_err());
         assert_eq!(
             cfg().with_prefix("prod.acs").unwrap().subjects.prefix(),

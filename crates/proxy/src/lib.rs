@@ -9,7 +9,8 @@
 //!   allocation per lookup); their tests in `routes/tests.rs`.
 //! - [`select`]: round-robin, least-connections and power-of-two-choices over plain candidates.
 //! - [`backend`]: per-backend runtime state (in flight, failure streak, ejection, window) that
-//!   survives table swaps, and `mono_now_ms`, the monotonic clock ejection and selection read.
+//!   survives table swaps, the `DrainWatch` a draining backend's last request wakes, and
+//!   `mono_now_ms`, the monotonic clock ejection and selection read.
 //! - [`stats`]: the fixed-bucket atomic latency histogram and per-window counters.
 //! - [`snapshot`]: the immutable value behind the `ArcSwap` that the request path reads.
 //! - [`service`]: the Pingora `ProxyHttp` implementation (routing, retries, 404/503 answers).
@@ -18,7 +19,8 @@
 //!   windows, and the live snapshot read at scrape time.
 //! - [`sync`]: live updates. `sync/updater.rs`: the pure [`Updater`] (decode, check, apply,
 //!   buffer out-of-order deltas, swap the snapshot); `sync/nats.rs`: the NATS task around it
-//!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics).
+//!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics, and publish
+//!   `BackendDrained` the moment a draining backend has nothing in flight).
 //! - [`run`]: wires it all into a Pingora `Server` and runs until `shutdown` resolves.
 //!
 //! Pingora logs through the `log` crate; the binary bridges it into `tracing`
@@ -92,6 +94,9 @@ pub fn run_with_metrics(
     let shared = Arc::new(Shared::new(config.tuning));
     let conf = ServerConf {
         threads: config.threads,
+        work_stealing: config.server.work_stealing,
+        listener_tasks_per_fd: config.server.listener_tasks,
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
         grace_period_seconds: Some(GRACE_SECS),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECS),
         ..ServerConf::default()

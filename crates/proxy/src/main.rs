@@ -6,6 +6,7 @@ use std::time::Duration;
 use acs_events::ProxyId;
 use acs_proxy::backend::EjectPolicy;
 use acs_proxy::snapshot::PeerTimeouts;
+use acs_proxy::config::ServerTuning;
 use acs_proxy::{Config, Tuning};
 use anyhow::Context;
 use clap::Parser;
@@ -54,6 +55,15 @@ struct Args {
     /// Upstream read/write timeout.
     #[arg(long, env = "ACS_PROXY_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
     upstream_timeout_ms: u64,
+    /// Tokio work stealing between the proxy threads (`false`: one runtime per thread).
+    #[arg(long, env = "ACS_PROXY_WORK_STEALING", default_value_t = true, action = clap::ArgAction::Set)]
+    work_stealing: bool,
+    /// Accept tasks per listening socket.
+    #[arg(long, env = "ACS_PROXY_LISTENER_TASKS", default_value_t = 1)]
+    listener_tasks: usize,
+    /// Idle upstream connections kept for reuse, over all backends.
+    #[arg(long, env = "ACS_PROXY_UPSTREAM_KEEPALIVE_POOL", default_value_t = 128)]
+    upstream_keepalive_pool: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,6 +88,11 @@ fn main() -> anyhow::Result<()> {
             io: Duration::from_millis(args.upstream_timeout_ms),
             ..PeerTimeouts::default()
         },
+    };
+    config.server = ServerTuning {
+        work_stealing: args.work_stealing,
+        listener_tasks: args.listener_tasks,
+        upstream_keepalive_pool: args.upstream_keepalive_pool,
     };
     let metrics = args.metrics.into_listen().context("--metrics-listen")?;
     acs_proxy::run_with_metrics(config, metrics, acs_node::shutdown_signal()).context("acs-proxy failed")

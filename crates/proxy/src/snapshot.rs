@@ -14,7 +14,7 @@ use std::time::Duration;
 use acs_events::{ReplicaId, Selection, ServiceName, WorkerId};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::backend::{BackendState, ServiceState};
+use crate::backend::{BackendState, DrainWatch, ServiceState};
 use crate::routes::{RouteTable, Router};
 use crate::select::Candidate;
 
@@ -83,6 +83,8 @@ pub struct Snapshot {
     pub router: Router,
     /// In [`RouteTable::services`] order (the router's indices).
     pub services: Vec<Arc<ServiceRt>>,
+    /// The proxy's one drain watch, handed from each snapshot to the next.
+    pub drains: Arc<DrainWatch>,
 }
 
 impl Snapshot {
@@ -106,8 +108,13 @@ impl Snapshot {
                     .map(|b| {
                         let prev_b = old_backends.get(b.id.as_str());
                         let state = prev_b.map(|p| p.state.clone()).unwrap_or_else(|| {
-                            Arc::new(BackendState::new(name.clone(), b.id.clone()))
+                            Arc::new(BackendState::new(
+                                name.clone(),
+                                b.id.clone(),
+                                prev.drains.clone(),
+                            ))
                         });
+                        state.set_draining(b.draining);
                         let peer = match prev_b {
                             Some(p) if p.addr == b.addr && p.peer.is_some() => p.peer.clone(),
                             _ => make_peer(&b.addr, timeouts),
@@ -142,7 +149,18 @@ impl Snapshot {
                 "two services declare the same route; the first (by name) gets the traffic"
             );
         }
-        Snapshot { router, services }
+        Snapshot {
+            router,
+            services,
+            drains: prev.drains.clone(),
+        }
+    }
+
+    /// Whether any backend is draining (the drain watch then has something to check).
+    pub fn has_draining(&self) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.backends.iter().any(|b| b.draining))
     }
 
     /// Looks a request up: the matching service, if any.

@@ -214,7 +214,7 @@ pub async fn run(client: &async_nats::Client, cfg: &QueryConfig) -> anyhow::Resu
     while schedule.due(k) < cfg.duration {
         tokio::select! {
             _ = tokio::time::sleep_until((start + schedule.due(k)).into()) => {
-                let probe = k % PROBE_EVERY == 0;
+                let probe = k.is_multiple_of(PROBE_EVERY);
                 let req = random_request(&mut rng, cfg, probe);
                 let (client, subject, timeout) = (client.clone(), subject.clone(), cfg.timeout);
                 inflight.spawn(async move { ask(&client, subject, &req, probe, timeout).await });
@@ -310,7 +310,7 @@ mod tests {
                 StatsScope::Replica => {
                     assert!(REPLICA_METRICS.contains(&back.metric.as_str()));
                     let j: usize = back.id.rsplit('-').next().unwrap().parse().unwrap();
-                    let svc = if j % 2 == 0 { "-web-" } else { "-api-" };
+                    let svc = if j.is_multiple_of(2) { "-web-" } else { "-api-" };
                     assert!(j < 4 && back.id.contains(svc), "{}", back.id);
                 }
                 s => panic!("unexpected scope {s:?}"),

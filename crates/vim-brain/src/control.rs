@@ -1,10 +1,14 @@
-//! Answers to users and proxies: manual scale, maintenance, replace, status, backend snapshots. Pure functions over
+//! Answers to users and proxies: manual scale, maintenance, replace, status (whole, summary or
+//! paged), backend snapshots (within the payload limit). Pure functions over
 //! the `World` (a manual scale changes it through `World::apply`); the reconciler only decodes
 //! requests and sends the replies.
 
+use std::collections::BTreeMap;
+
 use acs_events::{
-    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaId, ReplicaInfo, ReplicaReply, ReplicaRequest, ReplicaState, ScaleMode, ScaleReply, ScaleRequest, ServiceStatus,
-    StatusReply, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
+    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaId, ReplicaInfo, ReplicaReply, ReplicaRequest, ReplicaState, ScaleMode, ScaleReply, ScaleRequest, ServiceName, ServiceStatus,
+    StatusDetail, StatusPage, StatusReply, StatusRequest, StatusSummary, SyncReply, SyncRequest, WorkerHealth, WorkerStatus,
+    SCHEMA_VERSION, STATUS_DETAIL_MAX, STATUS_PAGE_MAX,
 };
 
 use crate::config::Services;
@@ -77,43 +81,62 @@ fn free_slots(world: &World, now: Now) -> u32 {
         .fold(0u32, u32::saturating_add)
 }
 
-/// The status of every service and worker. `rejected` is left at 0: that count belongs to the
-/// reconciler loop, which fills it in.
+/// The status of every service and worker, whole while small, else a summary (see
+/// [`status_page`]). `rejected` is left at 0: that count belongs to the reconciler loop,
+/// which fills it in.
 pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
+    status_page(world, services, &StatusRequest::default(), now).expect("the default status request is always answered")
+}
+
+/// The answer to one `acs.status` request: everything while there are at most
+/// [`STATUS_DETAIL_MAX`] replicas, backends and workers in all; else a summary (every
+/// service with its counts, the workers' totals, no lists); or, on request, one service's
+/// replicas and backends or the workers, a page at a time. A page is shrunk until the reply
+/// fits in [`acs_events::MAX_PAYLOAD`]. Errors are for the user (an unknown service).
+pub fn status_page(world: &World, services: &Services, req: &StatusRequest, now: Now) -> Result<StatusReply, String> {
+    if let Some(name) = &req.service {
+        if services.get(name).is_none() {
+            return Err(format!("unknown service {:?}; known services: {}", name.as_str(), services.names().join(", ")));
+        }
+    }
     let t = now.mono;
+    // Every live worker's replicas, by service: one pass over what workers report.
+    let mut replicas: BTreeMap<&ServiceName, Vec<ReplicaInfo>> = BTreeMap::new();
+    for (wid, w) in world.workers().iter().filter(|(_, w)| w.is_up(t, world.settings())) {
+        for r in &w.last.replicas {
+            if services.get(&r.service).is_none() {
+                continue;
+            }
+            let draining =
+                matches!(world.records().get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
+            replicas.entry(&r.service).or_default().push(ReplicaInfo {
+                id: r.id.clone(),
+                worker: wid.clone(),
+                state: r.state,
+                addr: Some(r.addr.clone()),
+                draining,
+            });
+        }
+    }
     let mut out = Vec::new();
     for (name, svc) in services.iter() {
         let st = world.service(name);
-        let mut replicas = Vec::new();
-        for (wid, w) in world.workers() {
-            if !w.is_up(t, world.settings()) {
-                continue;
-            }
-            for r in w.last.replicas.iter().filter(|r| &r.service == name) {
-                let draining =
-                    matches!(world.records().get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
-                replicas.push(ReplicaInfo {
-                    id: r.id.clone(),
-                    worker: wid.clone(),
-                    state: r.state,
-                    addr: Some(r.addr.clone()),
-                    draining,
-                });
-            }
-        }
-        let backends: Vec<_> = st.map(|s| s.published.values().cloned().collect()).unwrap_or_default();
+        let replicas = replicas.remove(name).unwrap_or_default();
+        let backends: Vec<acs_events::Backend> = st.map(|s| s.published.values().cloned().collect()).unwrap_or_default();
         out.push(ServiceStatus {
             name: name.clone(),
             mode: if st.and_then(|s| s.manual).is_some() { ScaleMode::Manual } else { ScaleMode::Auto },
             desired: st.and_then(|s| s.desired).unwrap_or(svc.policy.min_replicas),
-            running: backends.iter().filter(|b: &&acs_events::Backend| !b.draining).count() as u32,
+            running: backends.iter().filter(|b| !b.draining).count() as u32,
+            replicas_total: replicas.len() as u32,
+            backends_total: backends.len() as u32,
             replicas,
             version: st.map_or(0, |s| s.version),
             backends,
             lifecycle: st.map(|s| s.lifecycle.clone()).unwrap_or_default(),
         });
     }
-    let workers = world
+    let workers: Vec<WorkerStatus> = world
         .workers()
         .iter()
         .map(|(id, w)| WorkerStatus {
@@ -127,20 +150,117 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
             cpu_pct: (w.last.host.cpu_pct * 10.0).round() / 10.0,
         })
         .collect();
-    StatusReply { v: SCHEMA_VERSION, ok: true, ts_ms: now.unix_ms, services: out, workers, rejected: 0, brain: None }
+    let summary = summarise(&workers);
+    let whole = StatusReply {
+        v: SCHEMA_VERSION,
+        ok: true,
+        ts_ms: now.unix_ms,
+        services: out,
+        workers,
+        rejected: 0,
+        brain: None,
+        summary: Some(summary),
+        page: None,
+    };
+    let total = whole.workers.len() + whole.services.iter().map(|s| s.replicas.len() + s.backends.len()).sum::<usize>();
+    let mut limit = req.limit.unwrap_or(STATUS_PAGE_MAX).min(STATUS_PAGE_MAX) as usize;
+    loop {
+        let reply = if req.service.is_some() || req.workers {
+            page(&whole, req, limit)
+        } else if total <= STATUS_DETAIL_MAX {
+            whole.clone()
+        } else {
+            summary_only(&whole, total)
+        };
+        // Room for the `brain` and `rejected` the loop adds.
+        if limit <= 1 || acs_events::encode(&reply).len() + 1024 <= acs_events::MAX_PAYLOAD {
+            return Ok(reply);
+        }
+        if reply.page.is_none() {
+            return Ok(summary_only(&whole, total));
+        }
+        limit /= 2;
+    }
+}
+
+fn summarise(workers: &[WorkerStatus]) -> StatusSummary {
+    let mut s = StatusSummary::default();
+    for w in workers {
+        if w.health == WorkerHealth::Up {
+            s.workers_up += 1;
+            s.replicas += u64::from(w.replicas);
+            s.max_replicas += u64::from(w.max_replicas);
+        } else {
+            s.workers_down += 1;
+        }
+        s.cordoned += u32::from(w.cordoned);
+        s.draining += u32::from(w.draining);
+    }
+    s
+}
+
+/// `whole` without its lists.
+fn summary_only(whole: &StatusReply, total: usize) -> StatusReply {
+    let mut r = whole.clone();
+    r.workers.clear();
+    for s in &mut r.services {
+        s.replicas.clear();
+        s.backends.clear();
+    }
+    r.page = Some(StatusPage { detail: StatusDetail::Summary, offset: 0, count: 0, total: total as u32, next: None });
+    r
+}
+
+/// One page of a service's replicas and backends, or of the workers.
+fn page(whole: &StatusReply, req: &StatusRequest, limit: usize) -> StatusReply {
+    let mut r = summary_only(whole, 0);
+    let offset = req.offset as usize;
+    let cut = |n: usize| offset.min(n)..(offset + limit).min(n);
+    let (detail, total, count) = match &req.service {
+        Some(name) => {
+            let (i, full) = whole.services.iter().enumerate().find(|(_, s)| &s.name == name).expect("checked: declared");
+            let total = full.replicas.len().max(full.backends.len());
+            r.services[i].replicas = full.replicas[cut(full.replicas.len())].to_vec();
+            r.services[i].backends = full.backends[cut(full.backends.len())].to_vec();
+            (StatusDetail::Service, total, cut(total).len())
+        }
+        None => {
+            r.workers = whole.workers[cut(whole.workers.len())].to_vec();
+            (StatusDetail::Workers, whole.workers.len(), r.workers.len())
+        }
+    };
+    let next = (offset + count < total).then_some((offset + count) as u32);
+    r.page = Some(StatusPage { detail, offset: req.offset, count: count as u32, total: total as u32, next });
+    r
 }
 
 /// Snapshots of what has been published, one `reset` per service. Before the brain has
 /// published anything (warm-up) the reply is empty, so a proxy keeps what it has.
-pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> SyncReply {
+///
+/// The reply is one message, so it names every service but carries at most
+/// [`acs_events::CHUNK_BYTES`] of backends, shared evenly among them: a service over its share
+/// gets a `reset` with the first part of its set (at its current version, so a proxy already
+/// there ignores it), and is listed in [`Sync::resend`]; the loop then publishes a fresh split
+/// `reset` of it on `acs.backends.<service>` ([`Event::ResetDue`]).
+pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> Sync {
+    let wanted: Vec<_> = services
+        .iter()
+        .filter(|(name, _)| req.services.is_empty() || req.services.contains(name))
+        .filter_map(|(name, svc)| world.service(name).filter(|st| st.last_reset.is_some()).map(|st| (name, svc, st)))
+        .collect();
+    let share = acs_events::CHUNK_BYTES / wanted.len().max(1);
     let mut updates = Vec::new();
-    for (name, svc) in services.iter() {
-        if !req.services.is_empty() && !req.services.contains(name) {
-            continue;
-        }
-        let Some(st) = world.service(name) else { continue };
-        if st.last_reset.is_none() {
-            continue;
+    let mut resend = Vec::new();
+    for (name, svc, st) in wanted {
+        let mut used = 0;
+        let mut backends = Vec::new();
+        for b in st.published.values() {
+            used += acs_events::backend_bytes(b);
+            if used > share {
+                resend.push(name.clone());
+                break;
+            }
+            backends.push(b.clone());
         }
         updates.push(BackendUpdate {
             v: SCHEMA_VERSION,
@@ -148,10 +268,17 @@ pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> 
             version: st.version,
             ts_ms: now.unix_ms,
             selection: svc.selection,
-            change: BackendChange::Reset { route: svc.route.clone(), backends: st.published.values().cloned().collect() },
+            change: BackendChange::Reset { route: svc.route.clone(), backends },
         });
     }
-    SyncReply { v: SCHEMA_VERSION, updates }
+    Sync { reply: SyncReply { v: SCHEMA_VERSION, updates }, resend }
+}
+
+/// A sync reply, and the services it could carry only in part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sync {
+    pub reply: SyncReply,
+    pub resend: Vec<ServiceName>,
 }
 
 /// Applies a maintenance request (`acs.cmd.maintenance`): cordon, uncordon or drain a worker.

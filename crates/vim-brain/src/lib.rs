@@ -16,12 +16,16 @@
 //!   `backends`, `withdraw`),
 //!   with `backoff` (crash loops) and `lifecycle` (each service's state). Pure: no
 //!   clock, no I/O; tested with plain data (each step's unit tests, and `tests/plan.rs`).
-//! - [`control`]: answers to `acs.cmd.scale`, `acs.status` and `acs.sync.backends`. Pure.
+//! - [`control`]: answers to `acs.cmd.scale`, `acs.status` (whole while small, else a summary,
+//!   with pages of one service's replicas or of the workers on request) and `acs.sync.backends`
+//!   (within the payload limit; a service cut short is republished split). Pure.
 //! - [`reconciler`]: the thin loop that does the I/O: NATS in, apply, plan, NATS out; it
 //!   counts refused messages. Before each plan it folds in what is already queued.
-//!   `reconciler/requests.rs`: the requests only the leader answers.
+//!   `reconciler/requests.rs`: the requests only the leader answers; `reconciler/pace.rs`:
+//!   whether the loop keeps up (each pass's latency, inbox lag and backlog, throttled warnings).
 //! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
-//!   `acs_node::metrics`): decisions, placements, plan duration, leader and term, refusals.
+//!   `acs_node::metrics`): decisions, placements, plan duration, decision loop latency, inbox lag
+//!   and backlog, largest message published, leader and term, refusals.
 //! - `inbox`: the loop's subscriptions; one whose stream ends is resubscribed with backoff.
 //! - [`lease`]: many brains, one leader. The lease's driver task and the JetStream KV bucket
 //!   (`acs_brain`: key `leader`, `pin.<service>`, `maintenance`), which is what outlives a

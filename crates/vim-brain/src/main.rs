@@ -30,6 +30,10 @@ struct Args {
     /// A worker silent for this long is down (ms).
     #[arg(long, env = "ACS_WORKER_TIMEOUT_MS", default_value_t = 3000)]
     worker_timeout_ms: u64,
+    /// A proxy silent for this long no longer counts for drains and traffic (ms); keep it above
+    /// the proxies' `--metrics-interval-ms`.
+    #[arg(long, env = "ACS_PROXY_TIMEOUT_MS", default_value_t = 3000)]
+    proxy_timeout_ms: u64,
     /// Listen only, for this long after start (ms), so a restarted brain learns what runs.
     #[arg(long, env = "ACS_WARMUP_MS", default_value_t = 2500)]
     warmup_ms: u64,
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         subjects,
         settings: Settings {
             worker_timeout_ms: args.worker_timeout_ms,
+            proxy_timeout_ms: args.proxy_timeout_ms,
             warmup_ms: args.warmup_ms,
             start_timeout_ms: args.start_timeout_ms,
             forget_after_ms: args.forget_after_ms.unwrap_or(args.worker_timeout_ms.saturating_mul(10)),

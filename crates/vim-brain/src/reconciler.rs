@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use acs_events::{
-    check_sender, decode, encode, CommandAck, DecodeError, ProxyMetrics, ReplicaEvent, Rejection,
+    check_sender, decode, encode, BackendDrained, CommandAck, DecodeError, ProxyMetrics, ReplicaEvent, Rejection,
     Subjects, WorkerMetrics,
 };
 use async_nats::{Client, Message};
@@ -16,6 +16,7 @@ use crate::inbox::Sub;
 use crate::plan::{plan, Plan};
 use crate::world::{Event, Now, Settings, World};
 
+mod pace;
 mod requests;
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
@@ -106,50 +107,69 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         lease,
         rejected: 0,
         prom,
+        pace: pace::Pace::default(),
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
 
     loop {
+        let deferred = brain.pace.due();
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            // A plan put off after an expensive one (see `prompt`).
+            _ = tokio::time::sleep_until(deferred.unwrap_or_else(Instant::now).into()), if deferred.is_some() => {
+                brain.prompt(&clock, &mut inbox, Instant::now()).await;
+            }
             _ = tick.tick() => {
+                let taken = Instant::now();
                 for sub in inbox.subs() {
                     sub.revive(&client).await;
                 }
-                brain.reconcile(&clock, &mut inbox).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
             }
             m = inbox.metrics.recv() => brain.on_metrics(&m, clock.now()).await,
             m = inbox.replica_events.recv() => {
+                let taken = Instant::now();
                 brain.on_replica_event(&m, clock.now()).await;
-                brain.reconcile(&clock, &mut inbox).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
             }
             m = inbox.proxies.recv() => brain.on_proxy(&m, clock.now()).await,
+            // A drain may be done: plan now rather than on the next tick.
+            m = inbox.drained.recv() => {
+                let taken = Instant::now();
+                brain.on_drained(&m, clock.now()).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
+            }
             m = inbox.scale.recv() => {
+                let taken = Instant::now();
                 brain.handle_scale(&m, clock.now()).await;
-                brain.reconcile(&clock, &mut inbox).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
             }
             m = inbox.maintenance.recv() => {
+                let taken = Instant::now();
                 brain.handle_maintenance(&m, clock.now()).await;
-                brain.reconcile(&clock, &mut inbox).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
             }
             m = inbox.replica_cmd.recv() => {
+                let taken = Instant::now();
                 brain.handle_replica(&m, clock.now()).await;
-                brain.reconcile(&clock, &mut inbox).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
             }
             // Elected: the next plan takes over (see `reconcile`), at once.
             Some(t) = elections.recv() => {
+                let taken = Instant::now();
                 if let crate::lease::Transition::Elected(_) = t {
-                    brain.reconcile(&clock, &mut inbox).await;
+                    brain.prompt(&clock, &mut inbox, taken).await;
                 }
             }
             m = inbox.status.recv() => brain.handle_status(&m, clock.now()).await,
             m = inbox.sync.recv() => brain.handle_sync(&m, clock.now()).await,
             Some(ev) = inbox.results.recv() => {
+                let taken = Instant::now();
                 brain.world.apply(ev, clock.now().mono);
-                brain.reconcile(&clock, &mut inbox).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
             }
         }
     }
@@ -181,6 +201,8 @@ struct Brain {
     rejected: u64,
     /// Prometheus metrics (`--metrics-listen`).
     prom: crate::prom::BrainProm,
+    /// Whether the loop keeps up: pass latency, inbox lag and backlog.
+    pace: pace::Pace,
 }
 
 /// The brain's subscriptions, and the channel command results come back on.
@@ -188,6 +210,7 @@ struct Inbox {
     metrics: Sub,
     replica_events: Sub,
     proxies: Sub,
+    drained: Sub,
     scale: Sub,
     maintenance: Sub,
     replica_cmd: Sub,
@@ -207,6 +230,7 @@ impl Inbox {
             metrics: sub(s.worker_metrics_all()).await?,
             replica_events: sub(s.replica_events_all()).await?,
             proxies: sub(s.proxy_metrics_all()).await?,
+            drained: sub(s.backend_drained_all()).await?,
             scale: sub(s.scale()).await?,
             maintenance: sub(s.maintenance()).await?,
             replica_cmd: sub(s.replica_command()).await?,
@@ -217,11 +241,12 @@ impl Inbox {
         })
     }
 
-    fn subs(&mut self) -> [&mut Sub; 8] {
+    fn subs(&mut self) -> [&mut Sub; 9] {
         [
             &mut self.metrics,
             &mut self.replica_events,
             &mut self.proxies,
+            &mut self.drained,
             &mut self.scale,
             &mut self.maintenance,
             &mut self.replica_cmd,
@@ -232,8 +257,18 @@ impl Inbox {
 }
 
 impl Brain {
+    /// Plans now, or, right after an expensive plan, a little later (`pace::Pace::admit`): a
+    /// stream of events must not keep the loop planning while reports pile up in its inbox.
+    /// The deferred plan still measures from the first event that asked for it.
+    async fn prompt(&mut self, clock: &Clock, inbox: &mut Inbox, taken: Instant) {
+        if let Some(taken) = self.pace.admit(taken, Instant::now()) {
+            self.reconcile(clock, inbox, taken).await;
+        }
+    }
+
     /// Tells the world about the link, folds in what is already queued, then plans and sends.
-    async fn reconcile(&mut self, clock: &Clock, inbox: &mut Inbox) {
+    /// `taken`: when the event that prompted this pass was taken off the inbox.
+    async fn reconcile(&mut self, clock: &Clock, inbox: &mut Inbox, taken: Instant) {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         if connected != self.world.link().connected {
             if connected {
@@ -244,6 +279,7 @@ impl Brain {
             self.world.apply(Event::Connection { connected }, clock.now().mono);
         }
         self.drain_queued(clock, inbox).await;
+        self.pace.report_inbox(&self.prom);
         self.report_standing(clock.now());
         // A standby keeps its world warm and sends nothing.
         let Some(term) = self.lease.acting() else { return };
@@ -286,6 +322,7 @@ impl Brain {
         self.send(&plan, &inbox.results_tx).await;
         self.prom.plan_sent(&plan, took);
         self.world.apply(Event::PlanSent(plan.bookkeeping), now.mono);
+        self.pace.pass(&self.prom, taken.elapsed(), took);
     }
 
     /// Leader or not, term, workers up and down, refusals: for `GET /metrics`.
@@ -325,24 +362,29 @@ impl Brain {
     /// Reports and command results already queued, folded in without waiting, so that a plan
     /// after a stall does not run on a stale world. Requests wait for the loop.
     async fn drain_queued(&mut self, clock: &Clock, inbox: &mut Inbox) {
-        for _ in 0..MAX_QUEUED_PER_PLAN {
+        for n in 0..MAX_QUEUED_PER_PLAN {
             if let Some(m) = inbox.metrics.try_next() {
                 self.on_metrics(&m, clock.now()).await;
             } else if let Some(m) = inbox.replica_events.try_next() {
                 self.on_replica_event(&m, clock.now()).await;
             } else if let Some(m) = inbox.proxies.try_next() {
                 self.on_proxy(&m, clock.now()).await;
+            } else if let Some(m) = inbox.drained.try_next() {
+                self.on_drained(&m, clock.now()).await;
             } else if let Ok(ev) = inbox.results.try_recv() {
                 self.world.apply(ev, clock.now().mono);
             } else {
+                self.pace.drained(n as u64, false);
                 return;
             }
         }
-        debug!(max = MAX_QUEUED_PER_PLAN, "more queued than one plan folds in; the rest comes next");
+        // Said by the pace's throttled warning: the rest comes after this plan.
+        self.pace.drained(MAX_QUEUED_PER_PLAN as u64, true);
     }
 
     async fn on_metrics(&mut self, m: &Message, now: Now) {
         if let Some(ev) = self.decode_from_sender::<WorkerMetrics>(m, |ev| ev.worker.as_str()).await {
+            self.pace.report_taken(ev.ts_ms, now.unix_ms);
             let id = ev.worker.clone();
             let refused = self.world.duplicates().get(&id).map_or(0, |d| d.refused);
             self.apply_capped(m, "worker", Event::WorkerMetrics(ev), now).await;
@@ -390,6 +432,13 @@ impl Brain {
         }
     }
 
+    async fn on_drained(&mut self, m: &Message, now: Now) {
+        if let Some(ev) = self.decode_from_sender::<BackendDrained>(m, |ev| ev.proxy.as_str()).await {
+            debug!(proxy = %ev.proxy, service = %ev.service, replica = %ev.replica, version = ev.version, "backend drained");
+            self.world.apply(Event::Drained(ev), now.mono);
+        }
+    }
+
     async fn send(&self, plan: &Plan, results: &mpsc::UnboundedSender<Event>) {
         for ev in &plan.worker_events {
             info!(worker = %ev.worker, health = ?ev.health, reason = %ev.reason, "worker health");
@@ -433,6 +482,7 @@ impl Brain {
     /// fills and a publish would wait; we drop the message instead. Nothing is lost for good:
     /// the loop is level-triggered and republishes snapshots once NATS is back.
     async fn publish(&self, subject: String, payload: Vec<u8>) {
+        self.prom.published(&subject, payload.len());
         match tokio::time::timeout(PUBLISH_TIMEOUT, self.client.publish(subject.clone(), payload.into())).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(%subject, error = %e, "publish failed"),

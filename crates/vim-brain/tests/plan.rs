@@ -356,7 +356,7 @@ fn status_reports_services_and_workers() {
     assert_eq!((s.services[0].desired, s.services[0].running), (1, 1));
     assert_eq!(s.services[0].backends[0].id.as_str(), "web-a");
     assert_eq!(s.workers[0].health, WorkerHealth::Up);
-    let sync = control::sync(&c.world, &c.services, &SyncRequest::default(), now(100));
+    let sync = control::sync(&c.world, &c.services, &SyncRequest::default(), now(100)).reply;
     assert_eq!(sync.updates.len(), 1);
     assert_eq!(sync.updates[0].version, c.version());
 }
@@ -583,7 +583,7 @@ fn a_removed_service_is_withdrawn_and_left_out_of_syncs() {
     assert_eq!(withdrawal.change, BackendChange::Withdraw, "the proxies drop the route: no backend left to reach a reused port");
     assert!(withdrawal.version > 7, "newer than what the proxy holds");
     // A full sync holds the declared services only.
-    let sync = control::sync(&c.world, &c.services, &SyncRequest::default(), now(c.now));
+    let sync = control::sync(&c.world, &c.services, &SyncRequest::default(), now(c.now)).reply;
     assert_eq!(sync.updates.iter().map(|u| u.service.as_str()).collect::<Vec<_>>(), ["web"]);
     // Said once per reset period, not on every plan.
     let mut c = c.at(500).worker("w1", 4, 5.0, &[healthy("web-a")]);

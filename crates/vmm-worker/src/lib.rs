@@ -22,7 +22,8 @@
 //!   replica's environment, the environment variables refused, the spec without secret values.
 //! - [`clock`]: [`clock::unix_now_ms`], the wall clock for timestamps that leave the worker.
 //! - [`health`]: HTTP health checks (`starting` → `healthy` ⇄ `unhealthy`).
-//! - [`metrics`]: sysinfo sampling of the host and of replica pids.
+//! - [`metrics`]: sampling of the host (sysinfo CPU/memory, `/proc/net/dev`, `/proc/diskstats`,
+//!   disk space) and of the replicas' process trees only (never every process on the host).
 //! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
 //!   `acs_node::metrics`): the replica table read at scrape time, command / start / runtime
 //!   error counters.

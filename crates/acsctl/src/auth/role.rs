@@ -99,13 +99,31 @@ pub struct Permissions {
     pub allow_responses: bool,
 }
 
-/// The monitor's JetStream API calls, and no more: find or create its own stream, and read it
-/// with an ordered consumer (created, polled, inspected for its pending count, and deleted and
-/// re-created by async-nats after a gap). Replies come back on the monitor's own inbox.
+/// The monitor's JetStream API calls, and no more: find, create or update (a retention flag
+/// changed) its own streams, the raw `ACS_METRICS` and the durable rollups `ACS_ROLLUPS`, and
+/// read them with ordered consumers (created, polled, inspected for their pending count, and
+/// deleted and re-created by async-nats after a gap). Replies come back on the monitor's own
+/// inbox; rollups are published on `<prefix>.rollup.>` (see the monitor role).
 fn monitor_jetstream() -> Vec<String> {
-    const STREAM: &str = "ACS_METRICS"; // acs_monitor::service::STREAM
+    // acs_monitor::service::STREAM, acs_monitor::durable::STREAM
     let mut v = vec!["$JS.API.INFO".to_string()];
-    for api in ["STREAM.INFO", "STREAM.CREATE", "CONSUMER.CREATE"] {
+    for stream in ["ACS_METRICS", "ACS_ROLLUPS"] {
+        for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.CREATE"] {
+            v.push(format!("$JS.API.{api}.{stream}"));
+        }
+        for api in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE", "CONSUMER.MSG.NEXT"] {
+            v.push(format!("$JS.API.{api}.{stream}.>"));
+        }
+    }
+    v
+}
+
+/// The monitor's event history: find or create the `ACS_EVENTS` stream and read it back with
+/// one ordered consumer per query (created, inspected for its pending count, polled, deleted).
+fn monitor_history_jetstream() -> Vec<String> {
+    const STREAM: &str = "ACS_EVENTS"; // acs_monitor::history::STREAM
+    let mut v = Vec::new();
+    for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.CREATE"] {
         v.push(format!("$JS.API.{api}.{STREAM}"));
     }
     for api in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE", "CONSUMER.MSG.NEXT"] {
@@ -163,6 +181,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
             vec![
                 s.worker_metrics_all(),
                 s.proxy_metrics_all(),
+                s.backend_drained_all(), // drains end on these, not on the next metrics tick
                 s.replica_events_all(),
                 s.scale(),
                 s.maintenance(),
@@ -175,6 +194,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
         Role::Proxy(id) => (
             vec![
                 s.proxy_metrics(id),
+                s.backend_drained(id),
                 s.backends_sync(),
                 s.rejections("proxy"),
             ],
@@ -189,16 +209,19 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
                 s.replica_command(), // replace one replica
                 s.monitor_stats(),
                 s.monitor_alarms(), // list, ack, silence
+                s.monitor_history(),
             ],
             vec![s.all()],
             false,
         ),
-        Role::Viewer => (vec![s.monitor_stats()], vec![s.all()], false),
+        Role::Viewer => (vec![s.monitor_stats(), s.monitor_history()], vec![s.all()], false),
         Role::Monitor => {
-            let mut publish = vec![format!("{p}.events.alarm.*"), s.rejections("monitor")];
+            // Closed rollup buckets go to ACS_ROLLUPS; no other role publishes there.
+            let mut publish = vec![format!("{p}.events.alarm.*"), s.rejections("monitor"), format!("{p}.rollup.>")];
             publish.extend(monitor_jetstream());
             // Alarm state in KV; the HTTP alarm API forwards to the lease holder on monitor_alarms.
             publish.extend(monitor_kv());
+            publish.extend(monitor_history_jetstream());
             publish.push(s.monitor_alarms());
             // The dashboard steers on behalf of its logged-in users: scale, maintenance and
             // replica replace, and the status it shows (replies to the monitor's own inbox).

@@ -54,6 +54,7 @@ fn brain_commands_and_listens() {
             subscribe: strs(&[
                 "acs.metrics.worker.*",
                 "acs.metrics.proxy.*",
+                "acs.events.drained.*",
                 "acs.events.replica.*",
                 "acs.cmd.scale",
                 "acs.cmd.maintenance",
@@ -74,6 +75,7 @@ fn proxy_operator_viewer_monitor() {
         Permissions {
             publish: strs(&[
                 "acs.metrics.proxy.p1",
+                "acs.events.drained.p1",
                 "acs.sync.backends",
                 "acs.events.error.proxy"
             ]),
@@ -84,7 +86,7 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Operator),
         Permissions {
-            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.cmd.replica", "acs.monitor.stats", "acs.monitor.alarms"]),
+            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.cmd.replica", "acs.monitor.stats", "acs.monitor.alarms", "acs.monitor.history"]),
             subscribe: strs(&["acs.>", "_INBOX_operator.>"]),
             allow_responses: false,
         }
@@ -92,7 +94,7 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Viewer),
         Permissions {
-            publish: strs(&["acs.monitor.stats"]),
+            publish: strs(&["acs.monitor.stats", "acs.monitor.history"]),
             subscribe: strs(&["acs.>", "_INBOX_viewer.>"]),
             allow_responses: false
         }
@@ -103,14 +105,24 @@ fn proxy_operator_viewer_monitor() {
             publish: strs(&[
                 "acs.events.alarm.*",
                 "acs.events.error.monitor",
+                "acs.rollup.>",
                 "$JS.API.INFO",
                 "$JS.API.STREAM.INFO.ACS_METRICS",
                 "$JS.API.STREAM.CREATE.ACS_METRICS",
+                "$JS.API.STREAM.UPDATE.ACS_METRICS",
                 "$JS.API.CONSUMER.CREATE.ACS_METRICS",
                 "$JS.API.CONSUMER.CREATE.ACS_METRICS.>",
                 "$JS.API.CONSUMER.INFO.ACS_METRICS.>",
                 "$JS.API.CONSUMER.DELETE.ACS_METRICS.>",
                 "$JS.API.CONSUMER.MSG.NEXT.ACS_METRICS.>",
+                "$JS.API.STREAM.INFO.ACS_ROLLUPS",
+                "$JS.API.STREAM.CREATE.ACS_ROLLUPS",
+                "$JS.API.STREAM.UPDATE.ACS_ROLLUPS",
+                "$JS.API.CONSUMER.CREATE.ACS_ROLLUPS",
+                "$JS.API.CONSUMER.CREATE.ACS_ROLLUPS.>",
+                "$JS.API.CONSUMER.INFO.ACS_ROLLUPS.>",
+                "$JS.API.CONSUMER.DELETE.ACS_ROLLUPS.>",
+                "$JS.API.CONSUMER.MSG.NEXT.ACS_ROLLUPS.>",
                 "$JS.API.STREAM.INFO.KV_acs_monitor",
                 "$JS.API.STREAM.CREATE.KV_acs_monitor",
                 "$JS.API.STREAM.MSG.GET.KV_acs_monitor",
@@ -121,6 +133,14 @@ fn proxy_operator_viewer_monitor() {
                 "$JS.API.CONSUMER.DELETE.KV_acs_monitor.>",
                 "$JS.FC.KV_acs_monitor.>",
                 "$KV.acs_monitor.>",
+                "$JS.API.STREAM.INFO.ACS_EVENTS",
+                "$JS.API.STREAM.CREATE.ACS_EVENTS",
+                "$JS.API.STREAM.UPDATE.ACS_EVENTS",
+                "$JS.API.CONSUMER.CREATE.ACS_EVENTS",
+                "$JS.API.CONSUMER.CREATE.ACS_EVENTS.>",
+                "$JS.API.CONSUMER.INFO.ACS_EVENTS.>",
+                "$JS.API.CONSUMER.DELETE.ACS_EVENTS.>",
+                "$JS.API.CONSUMER.MSG.NEXT.ACS_EVENTS.>",
                 "acs.monitor.alarms",
                 "acs.cmd.scale",
                 "acs.cmd.maintenance",
@@ -187,10 +207,10 @@ fn renders_nkey_users() {
     ]
     .concat();
     assert!(conf.contains(&worker), "{conf}");
-    // The viewer may publish only stats queries, and read replies only in its own inbox.
+    // The viewer may publish only stats and history queries, and read replies only in its own inbox.
     assert!(
         conf.contains(
-            "nkey: \"UVIEWER\"\n      permissions: {\n        publish: { allow: [\"acs.monitor.stats\"] }\n        subscribe: { allow: [\"acs.>\", \"_INBOX_viewer.>\"] }\n"
+            "nkey: \"UVIEWER\"\n      permissions: {\n        publish: { allow: [\"acs.monitor.stats\", \"acs.monitor.history\"] }\n        subscribe: { allow: [\"acs.>\", \"_INBOX_viewer.>\"] }\n"
         ),
         "{conf}"
     );

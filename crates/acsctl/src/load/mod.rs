@@ -7,7 +7,8 @@
 //! (demo-web's `/whoami`), which instance answered.
 //!
 //! Files: this one holds the options; `generator.rs` the request schedule ([`run`]);
-//! `report.rs` the per-second and total [`Counts`] and their latency histogram.
+//! `report.rs` the per-second and total [`Counts`], their µs latency [`Histogram`] and the
+//! text, table and JSON output (`--json`).
 
 mod generator;
 mod report;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use hyper::Uri;
 
 pub use generator::{instance_of, run};
-pub use report::{Counts, LoadReport, Tick};
+pub use report::{Counts, Histogram, LoadReport, Tick};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {

@@ -1,5 +1,6 @@
 //! What a run measured: [`Counts`] per second ([`Tick`]) and for the whole run
-//! ([`LoadReport`]), with a fixed-bucket latency histogram.
+//! ([`LoadReport`]), with a µs-resolution log [`Histogram`] of latency; text lines, a latency
+//! table and JSON ([`LoadReport::to_json`], [`Tick::to_json`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,9 +56,46 @@ impl Counts {
         self.latency.add(o.latency);
     }
 
-    /// Latency percentile over completed requests, in milliseconds (`q` in 0..=1).
+    /// Latency percentile over completed requests, in milliseconds (`q` in 0..=1), with µs
+    /// resolution (≤ 0.8 % relative error).
     pub fn latency_ms(&self, q: f64) -> Option<f64> {
-        self.latency.quantile(q)
+        self.latency.quantile_us(q).map(|us| us as f64 / 1000.0)
+    }
+
+    /// The latency histogram of completed requests.
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// Latency summary in µs: `count`, `min`, `mean`, `p50`, `p90`, `p99`, `p999`, `max`
+    /// (all null when nothing completed).
+    pub fn latency_json(&self) -> serde_json::Value {
+        let h = &self.latency;
+        serde_json::json!({
+            "count": h.count(),
+            "min": h.min_us(),
+            "mean": h.mean_us().map(|m| (m * 10.0).round() / 10.0),
+            "p50": h.quantile_us(0.5),
+            "p90": h.quantile_us(0.9),
+            "p99": h.quantile_us(0.99),
+            "p999": h.quantile_us(0.999),
+            "max": h.max_us(),
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "done": self.done,
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "statuses": self.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            "errors": self.errors,
+            "instances": self.instances,
+            "p50_ms": self.latency_ms(0.5),
+            "p99_ms": self.latency_ms(0.99),
+            "latency_us": self.latency_json(),
+        })
     }
 
     pub(super) fn merge(&mut self, other: &Counts) {
@@ -92,7 +130,7 @@ impl Counts {
             write!(f, " [{}]", parts.join(" "))?;
         }
         if let (Some(p50), Some(p99)) = (self.latency_ms(0.5), self.latency_ms(0.99)) {
-            write!(f, " p50 {p50:.1}ms p99 {p99:.1}ms")?;
+            write!(f, " p50 {p50:.3}ms p99 {p99:.3}ms")?;
         }
         if !self.instances.is_empty() {
             let list: Vec<String> = self
@@ -114,6 +152,17 @@ pub struct Tick {
     pub sent: u64,
     pub in_flight: usize,
     pub counts: Counts,
+}
+
+impl Tick {
+    /// One JSON object: the second, `sent`, `in_flight` and the counts.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.counts.to_json();
+        v["second"] = self.second.into();
+        v["sent"] = self.sent.into();
+        v["in_flight"] = self.in_flight.into();
+        v
+    }
 }
 
 impl fmt::Display for Tick {
@@ -139,6 +188,41 @@ pub struct LoadReport {
     pub failed: u64,
 }
 
+impl LoadReport {
+    /// The whole run as one JSON object (`"total": true` tells it from the per-second lines).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.counts.to_json();
+        v["total"] = true.into();
+        v["elapsed_s"] = self.elapsed.as_secs_f64().into();
+        v["sent"] = self.sent.into();
+        v["abandoned"] = self.abandoned.into();
+        v
+    }
+
+    /// A two-line table of the run's latency in µs (count, min, mean, percentiles, max).
+    pub fn latency_table(&self) -> String {
+        let h = &self.counts.latency;
+        let cell = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        let cols = [
+            ("count", h.count().to_string()),
+            ("min", cell(h.min_us())),
+            ("mean", h.mean_us().map_or("-".into(), |m| format!("{m:.0}"))),
+            ("p50", cell(h.quantile_us(0.5))),
+            ("p90", cell(h.quantile_us(0.9))),
+            ("p99", cell(h.quantile_us(0.99))),
+            ("p99.9", cell(h.quantile_us(0.999))),
+            ("max", cell(h.max_us())),
+        ];
+        let mut head = format!("{:<12}", "latency µs");
+        let mut row = format!("{:<12}", "");
+        for (name, v) in &cols {
+            head.push_str(&format!(" {name:>9}"));
+            row.push_str(&format!(" {v:>9}"));
+        }
+        format!("{head}\n{row}")
+    }
+}
+
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -155,57 +239,89 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Latency histogram: 0.1 ms buckets below 100 ms, 10 ms buckets up to 60 s, then one overflow.
+/// Latency histogram in microseconds, HDR-style: values below 2^`SUB_BITS` µs get a bucket each
+/// (exact); above that, every power-of-two range is split into 2^(`SUB_BITS` - 1) linear
+/// sub-buckets, so a bucket's width is at most 1/2^(`SUB_BITS` - 1) of its lower edge (≤ 0.8 %).
+/// Quantiles report a bucket's upper edge, so they never understate. Buckets grow on demand up
+/// to `MAX_US` (values above it land in the last bucket and `max` keeps the real value).
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Histogram {
+pub struct Histogram {
     buckets: Vec<u64>,
     count: u64,
+    sum_us: u128,
+    min_us: u64,
+    max_us: u64,
 }
 
-const FINE: u64 = 1_000; // 0..100 ms in 100 µs steps
-const COARSE: u64 = 5_990; // 100 ms..60 s in 10 ms steps
+const SUB_BITS: u32 = 8; // 256 exact values, then 128 sub-buckets per power of two
+const HALF: u64 = 1 << (SUB_BITS - 1);
+/// One hour: longer latencies are clamped (requests time out long before).
+const MAX_US: u64 = 3_600_000_000;
 
 impl Histogram {
-    fn index(d: Duration) -> usize {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = if us < 100_000 {
-            us / 100
-        } else {
-            (FINE + (us - 100_000) / 10_000).min(FINE + COARSE)
-        };
-        i as usize
-    }
-
-    /// Upper edge of bucket `i`, in ms.
-    fn upper_ms(i: usize) -> f64 {
-        let i = i as u64;
-        if i < FINE {
-            (i + 1) as f64 * 0.1
-        } else {
-            100.0 + (i - FINE + 1) as f64 * 10.0
+    fn index(us: u64) -> usize {
+        let us = us.min(MAX_US);
+        if us < 2 * HALF {
+            return us as usize;
         }
+        // `us` is in [2^e, 2^(e+1)) with e >= SUB_BITS; its top SUB_BITS bits pick the bucket.
+        let e = 63 - us.leading_zeros();
+        let shift = e + 1 - SUB_BITS;
+        let sub = (us >> shift) - HALF; // 0..HALF
+        (2 * HALF + u64::from(shift - 1) * HALF + sub) as usize
     }
 
-    fn add(&mut self, d: Duration) {
-        let i = Self::index(d);
+    /// Largest value (µs) that falls in bucket `i`.
+    fn upper_us(i: usize) -> u64 {
+        let i = i as u64;
+        if i < 2 * HALF {
+            return i;
+        }
+        let shift = (i - 2 * HALF) / HALF + 1;
+        let sub = (i - 2 * HALF) % HALF;
+        ((HALF + sub + 1) << shift) - 1
+    }
+
+    pub fn add(&mut self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = Self::index(us);
         if self.buckets.len() <= i {
             self.buckets.resize(i + 1, 0);
         }
         self.buckets[i] += 1;
+        if self.count == 0 || us < self.min_us {
+            self.min_us = us;
+        }
+        self.max_us = self.max_us.max(us);
         self.count += 1;
+        self.sum_us += u128::from(us);
     }
 
-    fn merge(&mut self, other: &Histogram) {
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
         if self.buckets.len() < other.buckets.len() {
             self.buckets.resize(other.buckets.len(), 0);
         }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
         }
+        if self.count == 0 || other.min_us < self.min_us {
+            self.min_us = other.min_us;
+        }
+        self.max_us = self.max_us.max(other.max_us);
         self.count += other.count;
+        self.sum_us += other.sum_us;
     }
 
-    fn quantile(&self, q: f64) -> Option<f64> {
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `q` quantile (0..=1) in µs: the upper edge of the bucket holding that rank, capped
+    /// by the largest value seen.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
         if self.count == 0 {
             return None;
         }
@@ -214,10 +330,22 @@ impl Histogram {
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Some(Self::upper_ms(i));
+                return Some(Self::upper_us(i).min(self.max_us).max(self.min_us));
             }
         }
-        None
+        Some(self.max_us)
+    }
+
+    pub fn min_us(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.min_us)
+    }
+
+    pub fn max_us(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.max_us)
+    }
+
+    pub fn mean_us(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_us as f64 / self.count as f64)
     }
 }
 
@@ -249,25 +377,106 @@ mod tests {
         };
         assert_eq!(
             tick.to_string(),
-            "   3s sent 4 inflight 0 ok 2 failed 2 [200:2 502:1 connect:1] p50 5.1ms p99 5.1ms instances a:1 b:1"
+            "   3s sent 4 inflight 0 ok 2 failed 2 [200:2 502:1 connect:1] p50 5.000ms p99 5.000ms instances a:1 b:1"
         );
     }
 
     #[test]
-    fn histogram_quantiles() {
-        let mut h = Histogram::default();
-        assert_eq!(h.quantile(0.5), None);
-        for ms in 1..=100 {
-            h.add(Duration::from_millis(ms));
+    fn histogram_buckets_are_contiguous_and_within_one_percent() {
+        // Every value maps to a bucket whose upper edge is >= it and within 0.8 % of it, and
+        // bucket upper edges follow each other with no gap.
+        let mut v = 0u64;
+        while v < 50_000_000 {
+            let i = Histogram::index(v);
+            let up = Histogram::upper_us(i);
+            assert!(up >= v, "{v} -> bucket {i} upper {up}");
+            assert!((up - v) as f64 <= v as f64 / 128.0, "{v} -> {up}");
+            assert_eq!(Histogram::index(up), i, "{v}: upper edge {up} is in another bucket");
+            assert_eq!(Histogram::index(up + 1), i + 1, "{v}: gap after bucket {i}");
+            // Every value below 5 ms, then about 2 samples per bucket.
+            v = if v < 5_000 { v + 1 } else { v + v / 300 + 1 };
         }
-        let p50 = h.quantile(0.5).unwrap();
-        assert!((50.0..=50.2).contains(&p50), "{p50}");
-        let p99 = h.quantile(0.99).unwrap();
-        assert!((99.0..=99.2).contains(&p99), "{p99}");
-        h.add(Duration::from_secs(3600));
-        assert_eq!(
-            h.quantile(1.0).unwrap(),
-            Histogram::upper_ms((FINE + COARSE) as usize)
-        );
+        assert_eq!(Histogram::index(u64::MAX), Histogram::index(MAX_US));
+    }
+
+    #[test]
+    fn histogram_quantiles_have_microsecond_resolution() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile_us(0.5), None);
+        assert_eq!((h.min_us(), h.max_us(), h.mean_us()), (None, None, None));
+        // 1..=1000 µs: exact below 256 µs, within 0.8 % above.
+        for us in 1..=1000 {
+            h.add(Duration::from_micros(us));
+        }
+        assert_eq!(h.quantile_us(0.1), Some(100));
+        let p50 = h.quantile_us(0.5).unwrap();
+        assert!((500..=504).contains(&p50), "{p50}");
+        let p99 = h.quantile_us(0.99).unwrap();
+        assert!((990..=998).contains(&p99), "{p99}");
+        assert_eq!(h.quantile_us(1.0), Some(1000));
+        assert_eq!(h.quantile_us(0.0), Some(1));
+        assert_eq!((h.min_us(), h.max_us()), (Some(1), Some(1000)));
+        assert_eq!(h.mean_us(), Some(500.5));
+        assert_eq!(h.count(), 1000);
+        // Sub-µs parts are dropped, not rounded up.
+        let mut z = Histogram::default();
+        z.add(Duration::from_nanos(999));
+        assert_eq!(z.quantile_us(0.5), Some(0));
+    }
+
+    #[test]
+    fn histogram_large_values_and_merge() {
+        let mut a = Histogram::default();
+        a.add(Duration::from_millis(80));
+        let mut b = Histogram::default();
+        b.add(Duration::from_micros(90));
+        b.add(Duration::from_secs(7200)); // clamped into the last bucket; max keeps it
+        a.merge(&b);
+        a.merge(&Histogram::default());
+        assert_eq!(a.count(), 3);
+        assert_eq!(a.min_us(), Some(90));
+        assert_eq!(a.max_us(), Some(7_200_000_000));
+        assert_eq!(a.quantile_us(0.1), Some(90));
+        let p50 = a.quantile_us(0.5).unwrap();
+        assert!((80_000..=80_000 + 80_000 / 128).contains(&p50), "{p50}");
+        assert!(a.quantile_us(1.0).unwrap() >= MAX_US);
+    }
+
+    #[test]
+    fn json_and_table() {
+        let mut c = Counts::default();
+        for us in [120, 140, 4_000] {
+            c.record(&Outcome {
+                result: Ok(200),
+                instance: None,
+                latency: Duration::from_micros(us),
+            });
+        }
+        let report = LoadReport {
+            elapsed: Duration::from_secs(1),
+            sent: 3,
+            abandoned: 0,
+            ok: 3,
+            failed: 0,
+            counts: c,
+        };
+        let j = report.to_json();
+        assert_eq!(j["total"], true);
+        assert_eq!(j["ok"], 3);
+        assert_eq!(j["statuses"]["200"], 3);
+        assert_eq!(j["latency_us"]["p50"], 140);
+        assert_eq!(j["latency_us"]["min"], 120);
+        assert_eq!(j["latency_us"]["max"], 4_000);
+        assert_eq!(j["p50_ms"], 0.14);
+        assert!(report.to_string().contains("p50 0.140ms p99 4.000ms"), "{report}");
+        let t = report.latency_table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2, "{t}");
+        assert!(lines[0].starts_with("latency µs") && lines[0].contains("p99.9"), "{t}");
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cells, ["3", "120", "1420", "140", "4000", "4000", "4000", "4000"]);
+        let empty = LoadReport { counts: Counts::default(), ..report };
+        assert!(empty.latency_table().lines().nth(1).unwrap().contains('-'));
+        assert!(empty.to_json()["latency_us"]["p50"].is_null());
     }
 }

@@ -227,16 +227,6 @@ fn gib_unit(bytes: u64) -> String {
     format!("{}G", gib(bytes))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_lifecycle_change_reads_as_from_to() {
-        let json = r#"{"service":"web","ts_ms":1,"action":"lifecycle","from":"running","to":"partial_running","reason":"2/3: no worker has a free slot"}"#;
-        let d: acs_events::Decision = serde_json::from_str(json).unwrap();
-        assert_eq!(super::decision(&d), "decision web Running -> Partial-Running: 2/3: no worker has a free slot");
-    }
-}
-
 pub(super) fn leader_event(e: &LeaderEvent) -> String {
     let what = match e.change {
         LeaderChange::Elected => "elected",
@@ -253,4 +243,14 @@ pub(super) fn maintenance_request(r: &MaintenanceRequest) -> String {
         MaintenanceAction::Drain => "drain",
     };
     format!("maintenance request: {what} {}", r.worker)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lifecycle_change_reads_as_from_to() {
+        let json = r#"{"service":"web","ts_ms":1,"action":"lifecycle","from":"running","to":"partial_running","reason":"2/3: no worker has a free slot"}"#;
+        let d: acs_events::Decision = serde_json::from_str(json).unwrap();
+        assert_eq!(super::decision(&d), "decision web Running -> Partial-Running: 2/3: no worker has a free slot");
+    }
 }

@@ -8,8 +8,10 @@ use crate::id::{ReplicaId, ServiceName, WorkerId};
 use crate::msg::{Backend, ReplicaState, WorkerHealth};
 use crate::UnixMs;
 
-/// Largest replica count a manual scale may ask for.
-pub const MAX_REPLICAS: i64 = 1000;
+/// Largest replica count a manual scale (and a service's `max_replicas`) may ask for: a service
+/// of 10,000 replicas is what the brain is measured at (bench/brain-scale.sh); its backend
+/// snapshots are chunked to stay under [`crate::MAX_PAYLOAD`].
+pub const MAX_REPLICAS: i64 = 10_000;
 
 /// `{"service":"web","replicas":3}` pins `web` at 3 replicas (autoscaling paused for it);
 /// `{"service":"web","auto":true}` hands it back to its policy.
@@ -88,12 +90,52 @@ pub enum ScaleMode {
 }
 
 /// Request on `acs.status` (payload may be empty or `{}`).
+///
+/// `{}` asks for everything while it is small (at most [`STATUS_DETAIL_MAX`] replicas,
+/// backends and workers in all), else for a summary: every service with its counts, and the
+/// workers' totals ([`StatusReply::summary`]), with no lists. The lists come on request, a page
+/// at a time: `{"service":"web","offset":0}` for one service's replicas and backends,
+/// `{"workers":true,"offset":500}` for the workers. The fields were added after v1 (defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusRequest {
     #[serde(default = "v1")]
     pub v: u32,
+    /// One service's replicas and backends, a page of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceName>,
+    /// The workers list, a page of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workers: bool,
+    /// First item of the page.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u32,
+    /// Most items in the page (default and most: [`STATUS_PAGE_MAX`]; the brain may give fewer
+    /// so the reply stays under the payload limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 versioned!(StatusRequest);
+
+/// A status with at most this many replicas, backends and workers in all comes whole.
+pub const STATUS_DETAIL_MAX: usize = 1000;
+/// Most items in one status page.
+pub const STATUS_PAGE_MAX: u32 = 500;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Validate for StatusRequest {
+    fn validate(&self) -> Result<(), String> {
+        if self.service.is_some() && self.workers {
+            return Err("ask for one service's detail or for the workers, not both".into());
+        }
+        if self.limit == Some(0) {
+            return Err("limit must be >= 1".into());
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReply {
@@ -110,8 +152,54 @@ pub struct StatusReply {
     /// The answering brain: its instance, term and role (only the leader answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brain: Option<BrainInfo>,
+    /// Totals over every worker (added after v1; always set by a brain that pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<StatusSummary>,
+    /// Set when the lists are not whole: a summary, or a page (added after v1; absent: whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<StatusPage>,
 }
 versioned!(StatusReply);
+
+/// Totals over every worker the brain knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusSummary {
+    pub workers_up: u32,
+    pub workers_down: u32,
+    #[serde(default)]
+    pub cordoned: u32,
+    #[serde(default)]
+    pub draining: u32,
+    /// Replicas reported by live workers, and their slots.
+    pub replicas: u64,
+    pub max_replicas: u64,
+}
+
+/// What the lists of a [`StatusReply`] hold of the whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub detail: StatusDetail,
+    pub offset: u32,
+    /// Items in this page.
+    pub count: u32,
+    /// Items in all (replicas of the service, or workers; for a summary, replicas + backends +
+    /// workers, the lists left out).
+    pub total: u32,
+    /// `offset` of the next page, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusDetail {
+    /// No replica, backend or worker lists: too many for one reply. Ask for them by page.
+    Summary,
+    /// One service's replicas and backends (`StatusRequest::service`), a page of them.
+    Service,
+    /// The workers, a page of them.
+    Workers,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BrainInfo {
@@ -138,6 +226,12 @@ pub struct ServiceStatus {
     /// Where the service is in its life (seed 004's Partial-Running), with the reason.
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// Replicas and backends in all, also when the lists are left out or paged (added after
+    /// v1; a brain that does not page leaves them at 0 and sends the whole lists).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicas_total: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backends_total: u32,
 }
 
 /// A service's lifecycle state, with why when it is not plainly `running`.
@@ -322,11 +416,6 @@ impl Validate for MaintenanceReply {
     }
 }
 
-impl Validate for StatusRequest {
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
 impl Validate for StatusReply {
     fn validate(&self) -> Result<(), String> {
         Ok(())

@@ -56,7 +56,7 @@ pub struct HostMetrics {
     pub load15: f64,
     pub net_rx_bytes_per_s: f64,
     pub net_tx_bytes_per_s: f64,
-    /// Bytes read/written per second by the processes of this host (sysinfo's per-process I/O).
+    /// Bytes read/written per second on this host's physical disks (`/proc/diskstats`).
     pub disk_read_bytes_per_s: f64,
     pub disk_write_bytes_per_s: f64,
     pub disk_used_bytes: u64,

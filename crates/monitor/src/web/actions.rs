@@ -108,7 +108,7 @@ pub async fn replace(web: &Web, replica: &str) -> Answer {
 
 /// `acs.status`, as one line of JSON.
 pub async fn status(web: &Web) -> Result<String, String> {
-    let r: StatusReply = ask(web, web.subjects.status(), &acs_events::StatusRequest { v: SCHEMA_VERSION }).await?;
+    let r: StatusReply = ask(web, web.subjects.status(), &acs_events::StatusRequest { v: SCHEMA_VERSION, ..Default::default() }).await?;
     Ok(String::from_utf8_lossy(&encode(&r)).into_owned())
 }
 

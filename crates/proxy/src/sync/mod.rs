@@ -2,7 +2,8 @@
 //! [`RouteTable`](crate::RouteTable) the moment it arrives and swap in a new
 //! [`Snapshot`](crate::snapshot::Snapshot); ask for a snapshot on `Subjects::backends_sync()` at
 //! start (retrying with backoff until answered), after a version gap and after every
-//! NATS (re)connect. Also publishes the traffic metrics every interval.
+//! NATS (re)connect. Also publishes the traffic metrics every interval, and `BackendDrained` the
+//! moment a draining backend has nothing in flight.
 //!
 //! - [`Updater`]: the synchronous part (decode, check, apply, buffer out-of-order deltas, rebuild
 //!   the snapshot); unit-tested without NATS.
@@ -10,7 +11,7 @@
 //!   on any tokio runtime in tests.
 //!
 //! Files: `updater.rs` ([`Updater`], [`Refused`]), `nats.rs` ([`run`], [`NatsSettings`] and the
-//! sync, metrics and rejection tasks around it).
+//! sync, metrics, drained and rejection tasks around it).
 
 mod nats;
 mod updater;

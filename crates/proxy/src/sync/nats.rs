@@ -1,12 +1,12 @@
 //! [`run`]: the async loop around the [`Updater`]: connect, subscribe, ask for syncs, refuse bad
-//! input with a `Rejection`, publish traffic metrics.
+//! input with a `Rejection`, publish traffic metrics and drained backends.
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acs_events::{encode, ProxyId, Rejection, Subjects, SyncRequest};
+use acs_events::{encode, BackendDrained, ProxyId, Rejection, Subjects, SyncRequest};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -79,6 +79,9 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
         settings.clone(),
         shared.clone(),
     ));
+
+    // Drained backends, the moment they drain (woken by the request path and the updater).
+    tasks.spawn(drain_loop(client.clone(), settings.clone(), shared.clone()));
 
     // Sync requests: triggered through a 1-slot channel so that bursts coalesce.
     let (sync_tx, sync_rx) = mpsc::channel::<()>(1);
@@ -245,4 +248,46 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
             debug!(error = %e, "cannot publish traffic metrics");
         }
     }
+}
+
+/// Tells the brain, on `acs.events.drained.<proxy>`, about every draining backend with nothing
+/// in flight, once per service version. Woken by [`crate::backend::DrainWatch`]; each wake-up
+/// checks the live snapshot, so coalesced or spurious wake-ups are harmless.
+async fn drain_loop(client: async_nats::Client, settings: NatsSettings, shared: Arc<Shared>) {
+    let subject = settings.subjects.backend_drained(&settings.id);
+    let watch = shared.snapshot.load().drains.clone();
+    loop {
+        watch.woken().await;
+        for ev in drained_now(&shared.snapshot.load(), &settings.id, metrics::unix_ms()) {
+            debug!(service = %ev.service, backend = %ev.replica, version = ev.version, "backend drained");
+            if let Err(e) = client.publish(subject.clone(), encode(&ev).into()).await {
+                warn!(service = %ev.service, backend = %ev.replica, error = %e,
+                    "cannot publish a drained backend; the brain learns it from the next metrics");
+            }
+        }
+    }
+}
+
+/// The drained reports due now: draining, nothing in flight, not yet reported at this version.
+pub(crate) fn drained_now(
+    snap: &crate::snapshot::Snapshot,
+    proxy: &ProxyId,
+    ts_ms: acs_events::UnixMs,
+) -> Vec<BackendDrained> {
+    let mut out = Vec::new();
+    for svc in &snap.services {
+        for b in svc.backends.iter().filter(|b| b.draining) {
+            if b.state.in_flight() == 0 && b.state.drain_report_due(svc.version) {
+                out.push(BackendDrained {
+                    v: acs_events::SCHEMA_VERSION,
+                    proxy: proxy.clone(),
+                    service: svc.name.clone(),
+                    replica: b.id().clone(),
+                    version: svc.version,
+                    ts_ms,
+                });
+            }
+        }
+    }
+    out
 }

@@ -229,7 +229,13 @@ impl Updater {
     fn publish(&self) {
         let prev = self.shared.snapshot.load();
         let next = Snapshot::build(&self.table, &prev, &self.shared.tuning.timeouts);
+        let draining = next.has_draining();
+        let drains = next.drains.clone();
         self.shared.snapshot.store(Arc::new(next));
+        // A drain just applied may have nothing in flight: no decrement will say so.
+        if draining {
+            drains.wake();
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Step 7: the backend set to route (healthy and draining replicas), diffed with what the
 //! proxies were told: a full `reset` when one is due, else `add`, `drain` and `remove` deltas,
-//! each with the next version.
+//! each with the next version. A change too large for one message is split
+//! ([`acs_events::split_change`]): a big reset goes out as a reset and `add`s, consecutive
+//! versions, so no update is over the payload limit even at 10,000 backends.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +36,27 @@ pub(super) fn wanted(members: &[Member]) -> BTreeMap<ReplicaId, Backend> {
         }
     }
     want
+}
+
+/// Whether the routable members are exactly what was published (same ids, addresses and drain
+/// marks): the common case, answered with lookups only, without building the wanted set.
+pub(super) fn unchanged(published: &BTreeMap<ReplicaId, Backend>, members: &[Member]) -> bool {
+    let mut routed = 0;
+    for m in members {
+        let draining = match m.phase {
+            Phase::Healthy => false,
+            Phase::Draining { .. } => true,
+            _ => continue,
+        };
+        let Some(addr) = &m.addr else { continue };
+        routed += 1;
+        match published.get(&m.id) {
+            Some(b) if &b.addr == addr && b.draining == draining && b.worker == m.worker => {}
+            _ => return false,
+        }
+    }
+    // Ids are unique among members, so equal counts mean no published backend is left over.
+    routed == published.len()
 }
 
 /// What to tell the proxies so that `published` becomes `want`: everything (a reset on
@@ -79,13 +102,18 @@ pub(super) fn publish(
     reset_due: bool,
     now: Now,
 ) -> Publish {
+    if !reset_due && state.version >= first_version && unchanged(&state.published, members) {
+        return Publish { updates: Vec::new(), published: None, drain_version: state.version };
+    }
     let want = wanted(members);
     let mut version = state.version.max(first_version);
     let mut drain_version = None;
     let mut updates = Vec::new();
-    for change in changes(&state.published, &want, reset_due.then_some(&svc.route)) {
+    let changes = changes(&state.published, &want, reset_due.then_some(&svc.route));
+    for change in changes.into_iter().flat_map(|c| acs_events::split_change(c, acs_events::CHUNK_BYTES)) {
         version += 1;
-        if matches!(change, BackendChange::Drain { .. } | BackendChange::Reset { .. }) {
+        // A split reset tells the proxies about drains only with its last part.
+        if matches!(change, BackendChange::Drain { .. } | BackendChange::Reset { .. }) || reset_due {
             drain_version = Some(version);
         }
         updates.push(BackendUpdate {
@@ -143,6 +171,12 @@ mod tests {
         let want = wanted(&[member("web-a", "w1", draining()), member("web-c", "w1", Phase::Healthy)]);
         assert_eq!(names(&changes(&published, &want, None)), ["add web-c", "drain web-a", "remove web-b"]);
         assert!(changes(&want, &want, None).is_empty());
+        let members = [member("web-a", "w1", draining()), member("web-c", "w1", Phase::Healthy)];
+        assert!(unchanged(&want, &members));
+        assert!(unchanged(&want, &[members[0].clone(), members[1].clone(), member("web-d", "w1", Phase::Starting)]));
+        assert!(!unchanged(&published, &members));
+        assert!(!unchanged(&want, &members[..1]), "a published backend no member routes");
+        assert!(!unchanged(&want, &[member("web-a", "w1", Phase::Healthy), members[1].clone()]), "drain mark");
         assert_eq!(names(&changes(&published, &want, Some(&Route::default()))), ["reset 2"]);
     }
 
@@ -160,8 +194,38 @@ mod tests {
         assert_eq!(out.updates.iter().map(|u| u.version).collect::<Vec<_>>(), [11, 12, 13]);
         assert_eq!(out.drain_version, 12);
         assert_eq!(out.published.unwrap().version, 13);
-        let unchanged = ServiceState { published: wanted(&members), ..state };
+        let unchanged = ServiceState { published: wanted(&members), ..state.clone() };
         let out = publish(&id("web"), svc, &unchanged, 0, &members, false, now(0));
         assert_eq!((out.updates.len(), out.published, out.drain_version), (0, None, 10));
+    }
+
+    #[test]
+    fn a_reset_of_10000_backends_goes_out_in_parts_under_the_limit() {
+        let services = crate::Services::parse("[[service]]\nname = \"web\"\ncommand = [\"x\"]\n").unwrap();
+        let svc = services.get(&id("web")).unwrap();
+        let state = ServiceState { version: 10, ..ServiceState::default() };
+        let members: Vec<Member> = (0..10_000)
+            .map(|i| {
+                let phase = if i == 9_999 { draining() } else { Phase::Healthy };
+                member(&format!("web-{i}"), &format!("w{}", i / 10), phase)
+            })
+            .collect();
+        let out = publish(&id("web"), svc, &state, 0, &members, true, now(0));
+        assert!(out.updates.len() > 1, "{} updates", out.updates.len());
+        let versions: Vec<u64> = out.updates.iter().map(|u| u.version).collect();
+        assert_eq!(versions, (11..11 + versions.len() as u64).collect::<Vec<_>>());
+        let mut routed = 0;
+        for u in &out.updates {
+            assert!(acs_events::encode(u).len() <= acs_events::MAX_PAYLOAD);
+            routed += match &u.change {
+                BackendChange::Reset { backends, .. } | BackendChange::Add { backends } => backends.len(),
+                other => panic!("{other:?}"),
+            };
+        }
+        assert_eq!(routed, 10_000);
+        let published = out.published.unwrap();
+        assert_eq!((published.version, published.backends.len(), published.reset), (*versions.last().unwrap(), 10_000, true));
+        // The drain (in the last part) is recorded with the last part's version.
+        assert_eq!(out.drain_version, published.version);
     }
 }

@@ -18,7 +18,8 @@ pub(super) fn lost_replicas(
     being_stopped: &BTreeSet<ReplicaId>,
     up: &BTreeSet<WorkerId>,
 ) -> Vec<Decision> {
-    let member_ids: BTreeSet<&ReplicaId> = members.iter().map(|m| &m.id).collect();
+    // Membership only (the output follows `published`'s order), so a hash set will do.
+    let member_ids: std::collections::HashSet<&ReplicaId> = members.iter().map(|m| &m.id).collect();
     let lost = published.iter().filter(|(id, _)| !member_ids.contains(id) && !being_stopped.contains(*id));
     lost.map(|(id, backend)| {
         let why = if up.contains(&backend.worker) {

@@ -23,13 +23,18 @@ pub(super) struct Gathered {
 pub(super) fn gather(world: &World, services: &Services, up: &BTreeSet<WorkerId>, now: Millis) -> Gathered {
     let settings = world.settings();
     let mut out = Gathered::default();
+    // Reported replicas the brain holds a record of (only those are looked up below): a pass
+    // over every replica costs lookups, not a set of all of them.
     let mut seen: BTreeSet<&ReplicaId> = BTreeSet::new();
     for worker_id in up {
         let worker = &world.workers()[worker_id];
         for reported in worker.last.replicas.iter().filter(|r| r.state != ReplicaState::Exited) {
-            seen.insert(&reported.id);
+            let record = world.records().get(&reported.id);
+            if record.is_some() {
+                seen.insert(&reported.id);
+            }
             let unhealthy_since = worker.unhealthy_since.get(&reported.id).copied();
-            let phase = phase(world.records().get(&reported.id), reported.state, unhealthy_since, now);
+            let phase = phase(record, reported.state, unhealthy_since, now);
             if services.get(&reported.service).is_none() {
                 let reason = format!("service {} is not declared in the services file", reported.service);
                 if let Some((attempt, reason)) = undeclared_stop(phase, now, settings.stop_retry_ms, reason) {
@@ -38,7 +43,10 @@ pub(super) fn gather(world: &World, services: &Services, up: &BTreeSet<WorkerId>
                 }
                 continue;
             }
-            out.by_service.entry(reported.service.clone()).or_default().push(Member {
+            if !out.by_service.contains_key(&reported.service) {
+                out.by_service.insert(reported.service.clone(), Vec::new());
+            }
+            out.by_service.get_mut(&reported.service).expect("just inserted").push(Member {
                 id: reported.id.clone(),
                 worker: worker_id.clone(),
                 phase,

@@ -247,6 +247,7 @@ fn plan_service(
         .map(|proxy| scale_in::ProxyReport {
             seen: proxy.last_seen,
             traffic: proxy.last.services.iter().find(|s| &s.service == name),
+            drained: &proxy.drained,
         })
         .collect();
     let traffic: Vec<&ServiceTraffic> = proxies.iter().filter_map(|p| p.traffic).collect();
@@ -339,7 +340,8 @@ fn plan_service(
 
     // A new term starts with snapshots, so every proxy moves to the new leader's versions at once.
     let reset_due = state.last_reset.is_none_or(|at| now.mono.saturating_sub(at) >= settings.reset_every_ms)
-        || acs_events::version_term(state.version) < world.term();
+        || acs_events::version_term(state.version) < world.term()
+        || state.reset_requested;
     let publish = backends::publish(name, svc, state, world.first_version(), &members, reset_due, now);
     plan.updates.extend(publish.updates);
     plan.bookkeeping.published.extend(publish.published);

@@ -86,6 +86,48 @@ pub(super) fn pick(
     Some(Pick { replica: victim.id.clone(), from: hot, to: cold.id.clone(), reason })
 }
 
+/// This round's rebalance for one service: the replica in motion (kept until it has left), or
+/// a new pick when the service is steady. Returns the replicas leaving by rebalance, and the
+/// reason to give the replacement's placement when a move starts now.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step(
+    plan: &mut super::Plan,
+    world: &crate::world::World,
+    name: &acs_events::ServiceName,
+    svc: &crate::config::ServiceConfig,
+    state: &crate::world::ServiceState,
+    members: &[Member],
+    fresh: &std::collections::BTreeSet<WorkerId>,
+    desired: u32,
+    draining: &std::collections::BTreeSet<WorkerId>,
+    hold: bool,
+    now: crate::world::Now,
+) -> (std::collections::BTreeSet<ReplicaId>, Option<String>) {
+    let mut leaving = std::collections::BTreeSet::new();
+    if let Some(r) = &state.rebalancing {
+        if members.iter().any(|m| &m.id == r && m.phase.active()) {
+            leaving.insert(r.clone());
+        } else {
+            // Released to the drain (or gone): this move is over.
+            plan.bookkeeping.rebalance.push((name.clone(), None));
+        }
+        return (leaving, None);
+    }
+    let active = members.iter().filter(|m| m.phase.active()).count() as u32;
+    let steady = active == desired && !hold && !members.iter().any(|m| draining.contains(&m.worker));
+    if !svc.rebalance.enabled || !steady {
+        return (leaving, None);
+    }
+    let candidates = super::scale_out::candidates(world, now.mono, name, fresh);
+    let cpu = |w: &WorkerId| world.workers().get(w).map_or(0.0, |w| w.last.host.cpu_pct);
+    let Some(p) = pick(&svc.rebalance, members, &state.published, &candidates, cpu, &state.rebalance_moves, now.mono) else {
+        return (leaving, None);
+    };
+    leaving.insert(p.replica.clone());
+    plan.bookkeeping.rebalance.push((name.clone(), Some(p.replica)));
+    (leaving, Some(p.reason))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{id, member};
@@ -163,46 +205,4 @@ mod tests {
         let cands = [cand("w3", 0, 0, 10.0)];
         assert!(pick(&cfg(), &ms, &published(&[]), &cands, cpu, &VecDeque::new(), 0).is_none());
     }
-}
-
-/// This round's rebalance for one service: the replica in motion (kept until it has left), or
-/// a new pick when the service is steady. Returns the replicas leaving by rebalance, and the
-/// reason to give the replacement's placement when a move starts now.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn step(
-    plan: &mut super::Plan,
-    world: &crate::world::World,
-    name: &acs_events::ServiceName,
-    svc: &crate::config::ServiceConfig,
-    state: &crate::world::ServiceState,
-    members: &[Member],
-    fresh: &std::collections::BTreeSet<WorkerId>,
-    desired: u32,
-    draining: &std::collections::BTreeSet<WorkerId>,
-    hold: bool,
-    now: crate::world::Now,
-) -> (std::collections::BTreeSet<ReplicaId>, Option<String>) {
-    let mut leaving = std::collections::BTreeSet::new();
-    if let Some(r) = &state.rebalancing {
-        if members.iter().any(|m| &m.id == r && m.phase.active()) {
-            leaving.insert(r.clone());
-        } else {
-            // Released to the drain (or gone): this move is over.
-            plan.bookkeeping.rebalance.push((name.clone(), None));
-        }
-        return (leaving, None);
-    }
-    let active = members.iter().filter(|m| m.phase.active()).count() as u32;
-    let steady = active == desired && !hold && !members.iter().any(|m| draining.contains(&m.worker));
-    if !svc.rebalance.enabled || !steady {
-        return (leaving, None);
-    }
-    let candidates = super::scale_out::candidates(world, now.mono, name, fresh);
-    let cpu = |w: &WorkerId| world.workers().get(w).map_or(0.0, |w| w.last.host.cpu_pct);
-    let Some(p) = pick(&svc.rebalance, members, &state.published, &candidates, cpu, &state.rebalance_moves, now.mono) else {
-        return (leaving, None);
-    };
-    leaving.insert(p.replica.clone());
-    plan.bookkeeping.rebalance.push((name.clone(), Some(p.replica)));
-    (leaving, Some(p.reason))
 }

@@ -1,6 +1,8 @@
 //! Step 6: too many replicas: choose victims (see [`crate::placement::victim_order`]); a replica
 //! not serving yet is stopped at once, a serving one is drained first. Then the drains that
-//! finished (or ran out of time) are stopped, and stops not yet reflected are retried.
+//! finished (or ran out of time) are stopped, and stops not yet reflected are retried. A drain
+//! finishes on fresh evidence from every live proxy: its metrics, or at once its
+//! `BackendDrained` event.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +11,7 @@ use acs_events::{Decision, DecisionAction, ReplicaId, ServiceName, ServiceTraffi
 use super::{decision, Member, Phase, Stop};
 use crate::config::Policy;
 use crate::placement::{self, VictimCandidate};
-use crate::world::{Millis, Now};
+use crate::world::{Drained, Millis, Now};
 
 /// What happens to one scale-in victim.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +90,8 @@ pub(super) struct ProxyReport<'a> {
     pub seen: Millis,
     /// Its entry for the service; `None` if it does not route the service (yet).
     pub traffic: Option<&'a ServiceTraffic>,
+    /// Its `BackendDrained` events, by replica: evidence that does not wait for a metrics tick.
+    pub drained: &'a BTreeMap<ReplicaId, Drained>,
 }
 
 /// Stops for drains that are done (or past their deadline) and retries of stops not yet
@@ -107,8 +111,13 @@ pub(super) fn finish_drains(
             Phase::Draining { since, version, deadline } if !newly_draining.contains(&m.id) => {
                 let evidence = drain_evidence(proxies, &m.id, since, version);
                 let reason = match evidence {
-                    Evidence::Drained { proxies } => Some(format!(
+                    Evidence::Drained { proxies, by_event: 0 } => Some(format!(
                         "drained in {} ms: no request in flight at any of the {proxies} live proxies",
+                        now - since
+                    )),
+                    Evidence::Drained { proxies, by_event } => Some(format!(
+                        "drained in {} ms: no request in flight at any of the {proxies} live proxies \
+                         ({by_event} said so in a drained event)",
                         now - since
                     )),
                     _ if now < deadline => None,
@@ -151,8 +160,8 @@ enum Evidence {
     /// No live proxy: nobody can confirm it; only the deadline ends it.
     NoLiveProxy,
     /// Every live proxy reported after the drain began, has applied its version, and has no
-    /// request in flight to the replica.
-    Drained { proxies: usize },
+    /// request in flight to the replica; `by_event` of them in a `BackendDrained` event.
+    Drained { proxies: usize, by_event: usize },
     /// Not yet: how many proxies have not reported since, have not applied it, and how many
     /// requests the others still have in flight.
     Waiting { not_fresh: usize, not_applied: usize, in_flight: u64 },
@@ -160,13 +169,20 @@ enum Evidence {
 
 /// Fresh evidence only: a report the brain received after `since` (the drain's start), from a
 /// proxy that has applied `version` (or a later one). A proxy that does not route the service
-/// has not applied it.
+/// has not applied it. A `BackendDrained` event received after `since` at `version` or later
+/// is such a report with nothing in flight (a draining backend gets no new requests).
 fn drain_evidence(proxies: &[ProxyReport], replica: &ReplicaId, since: Millis, version: u64) -> Evidence {
     if proxies.is_empty() {
         return Evidence::NoLiveProxy;
     }
-    let (mut not_fresh, mut not_applied, mut in_flight) = (0, 0, 0u64);
+    let (mut not_fresh, mut not_applied, mut in_flight, mut by_event) = (0, 0, 0u64, 0);
     for p in proxies {
+        // `>=`: the event may come back within the millisecond the drain began; its version
+        // (the drain's or later) already says it is about this drain.
+        if p.drained.get(replica).is_some_and(|d| d.seen >= since && d.version >= version) {
+            by_event += 1;
+            continue;
+        }
         match p.traffic {
             _ if p.seen <= since => not_fresh += 1,
             Some(t) if t.version >= version => {
@@ -177,7 +193,7 @@ fn drain_evidence(proxies: &[ProxyReport], replica: &ReplicaId, since: Millis, v
         }
     }
     if not_fresh == 0 && not_applied == 0 && in_flight == 0 {
-        Evidence::Drained { proxies: proxies.len() }
+        Evidence::Drained { proxies: proxies.len(), by_event }
     } else {
         Evidence::Waiting { not_fresh, not_applied, in_flight }
     }
@@ -224,8 +240,10 @@ mod tests {
         assert_eq!(scale_in(&id("web"), &mut members, 1, &policy(), |_| 0.0, &BTreeSet::new(), now(1_000)), ScaleIn::default());
     }
 
+    static NO_EVENTS: BTreeMap<ReplicaId, Drained> = BTreeMap::new();
+
     fn report(seen: Millis, traffic: &ServiceTraffic) -> ProxyReport<'_> {
-        ProxyReport { seen, traffic: Some(traffic) }
+        ProxyReport { seen, traffic: Some(traffic), drained: &NO_EVENTS }
     }
 
     /// `web-b`, draining since 1 000 at version 7 until 6 000, as the live `proxies` see it `at`.
@@ -255,13 +273,31 @@ mod tests {
         // A report from before the drain began says nothing about it.
         assert!(run(&[report(1_000, &idle)], 2_000).is_empty(), "stale report");
         // Every live proxy must confirm: one idle, one that does not route the service yet.
-        let unrouted = ProxyReport { seen: 1_500, traffic: None };
+        let unrouted = ProxyReport { seen: 1_500, traffic: None, drained: &NO_EVENTS };
         assert!(run(&[report(1_500, &idle), unrouted], 2_000).is_empty(), "one proxy has not applied it");
         assert!(run(&[report(1_500, &idle), report(900, &idle)], 2_000).is_empty(), "one proxy not fresh");
         let late = run(&[report(1_500, &idle), report(900, &idle)], 6_000);
         assert_eq!(late[0].reason, "drain deadline passed before every proxy reported since the drain began");
         let both = run(&[report(1_500, &idle), report(1_600, &idle)], 2_000);
         assert_eq!(both[0].reason, "drained in 1000 ms: no request in flight at any of the 2 live proxies");
+    }
+
+    #[test]
+    fn a_drained_event_is_evidence_without_waiting_for_metrics() {
+        // Both proxies' last metrics are from before the drain and show requests in flight.
+        let busy = at_proxy(6, &[("web-b", 3)]);
+        let event = |version, seen| BTreeMap::from([(id("web-b"), Drained { version, seen })]);
+        let (fresh, stale, old_version) = (event(7, 1_020), event(7, 900), event(6, 1_020));
+        let with = |drained| ProxyReport { seen: 800, traffic: Some(&busy), drained };
+        let stops = run(&[with(&fresh)], 1_030);
+        assert_eq!(stops[0].reason, "drained in 30 ms: no request in flight at any of the 1 live proxies (1 said so in a drained event)");
+        assert!(run(&[with(&stale)], 1_030).is_empty(), "an event from before this drain began");
+        assert!(run(&[with(&old_version)], 1_030).is_empty(), "an event at an older version");
+        // Every live proxy still has to confirm, by event or by metrics.
+        let idle = at_proxy(7, &[("web-b", 0)]);
+        assert!(run(&[with(&fresh), with(&NO_EVENTS)], 1_030).is_empty(), "the other proxy has not said so");
+        let both = run(&[with(&fresh), report(1_025, &idle)], 1_030);
+        assert_eq!(both[0].reason, "drained in 30 ms: no request in flight at any of the 2 live proxies (1 said so in a drained event)");
     }
 
     #[test]

@@ -102,9 +102,11 @@ impl Brain {
         if self.lease.acting().is_none() {
             return; // only the leader answers; a standby stays silent
         }
-        let payload = match decode_or_default::<StatusRequest>(&m.payload) {
-            Ok(_) => {
-                let reply = control::status(&self.world, &self.services, now);
+        let answer = decode_or_default::<StatusRequest>(&m.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|req| control::status_page(&self.world, &self.services, &req, now));
+        let payload = match answer {
+            Ok(reply) => {
                 let brain = acs_events::BrainInfo {
                     instance: self.lease.instance.clone(),
                     term: self.world.term(),
@@ -125,7 +127,14 @@ impl Brain {
             return; // only the leader answers; a standby stays silent
         }
         let payload = match decode_or_default::<SyncRequest>(&m.payload) {
-            Ok(req) => encode(&control::sync(&self.world, &self.services, &req, now)),
+            Ok(req) => {
+                let sync = control::sync(&self.world, &self.services, &req, now);
+                if !sync.resend.is_empty() {
+                    info!(services = ?sync.resend, "sync reply carries part of these services' backends; fresh split resets follow");
+                    self.world.apply(crate::world::Event::ResetDue(sync.resend), now.mono);
+                }
+                encode(&sync.reply)
+            }
             Err(e) => {
                 self.count_refused(m, &e.to_string());
                 error_reply(&e.to_string())

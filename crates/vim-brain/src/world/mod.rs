@@ -1,7 +1,8 @@
 //! The brain's model of the cluster, folded from events by a synchronous [`World::apply`].
 //!
 //! Two kinds of state live here:
-//! - what others report: workers' last metrics (with their replicas) and proxies' traffic;
+//! - what others report: workers' last metrics (with their replicas), proxies' traffic and
+//!   their drained backends;
 //! - the brain's own bookkeeping: replicas it asked for but has not yet seen healthy, drains in
 //!   progress, stops in flight, per-service desired counts, manual pins, recommendation history
 //!   and the backend sets it has published.
@@ -27,7 +28,7 @@ mod settings;
 use std::collections::{BTreeMap, VecDeque};
 
 use acs_events::{
-    Backend, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaState,
+    Backend, BackendDrained, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaState,
     ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
 };
 
@@ -75,6 +76,19 @@ impl WorkerView {
 pub struct ProxyView {
     pub last: ProxyMetrics,
     pub last_seen: Millis,
+    /// Drain evidence from `BackendDrained` events, by replica: the newest version the proxy
+    /// said it had drained at, and when the brain heard it. Kept only for backends the proxy
+    /// still lists (pruned on each metrics report).
+    pub drained: BTreeMap<ReplicaId, Drained>,
+}
+
+/// One proxy's word that a draining replica has nothing in flight there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// The service's backend-set version the proxy had applied.
+    pub version: u64,
+    /// When the brain received it (monotonic).
+    pub seen: Millis,
 }
 
 /// What the brain is doing with a replica, beyond what its worker reports.
@@ -110,6 +124,9 @@ pub struct ServiceState {
     /// Backend set the proxies have been told.
     pub published: BTreeMap<ReplicaId, Backend>,
     pub last_reset: Option<Millis>,
+    /// A fresh `reset` is wanted at the next plan: a proxy's sync reply could not carry the
+    /// whole set under the payload limit ([`Event::ResetDue`]).
+    pub reset_requested: bool,
     /// Why the service cannot reach its desired count, if it cannot (announced once).
     pub blocked: Option<String>,
     /// Its lifecycle state as the last plan saw it, and whether a replica was ever healthy.
@@ -166,6 +183,8 @@ pub enum Event {
     WorkerMetrics(WorkerMetrics),
     Replica(ReplicaEvent),
     Proxy(ProxyMetrics),
+    /// A proxy's draining backend has nothing in flight (`acs.events.drained.<proxy>`).
+    Drained(BackendDrained),
     /// A worker's answer to a command (or the failure to get one).
     CommandResult { worker: WorkerId, replica: ReplicaId, start: bool, result: Result<CommandAck, String> },
     /// A manual pin at `replicas`, or (`None`) the service handed back to its policy.
@@ -179,6 +198,9 @@ pub enum Event {
     Maintenance { worker: WorkerId, state: Maintenance },
     /// This brain now leads in `term` (elected); stamps versions and replica ids.
     Term(acs_events::Term),
+    /// Publish a fresh (split) `reset` of these services at the next plan: a sync reply
+    /// carried only part of their backends.
+    ResetDue(Vec<ServiceName>),
     /// An operator asked to replace `replica` (`acs.cmd.replica`): it moves make-before-break,
     /// as a rebalance pick does. `control::replace` checks it first.
     Replace { service: ServiceName, replica: ReplicaId, reason: String },
@@ -278,8 +300,23 @@ impl World {
                     self.refused_ids += 1;
                     return;
                 }
+                let mut drained = self.proxies.remove(&m.proxy).map(|p| p.drained).unwrap_or_default();
+                if !drained.is_empty() {
+                    let listed = |r: &ReplicaId| m.services.iter().any(|s| s.backends.iter().any(|b| &b.id == r));
+                    drained.retain(|r, _| listed(r));
+                }
                 let id = m.proxy.clone();
-                self.proxies.insert(id, ProxyView { last: m, last_seen: now });
+                self.proxies.insert(id, ProxyView { last: m, last_seen: now, drained });
+            }
+            // From a proxy the brain does not know (no metrics yet) it is no evidence: a drain
+            // waits for every live proxy, and this one is not live yet.
+            Event::Drained(d) => {
+                if let Some(p) = self.proxies.get_mut(&d.proxy) {
+                    let e = p.drained.entry(d.replica).or_insert(Drained { version: 0, seen: 0 });
+                    if d.version >= e.version {
+                        *e = Drained { version: d.version, seen: now };
+                    }
+                }
             }
             Event::CommandResult { worker, replica, start, result } => {
                 self.command_result(worker, replica, start, result, now)
@@ -303,6 +340,13 @@ impl World {
             // Workers reconnect on their own backoff (async-nats waits up to 4 s between
             // attempts), so they get the slack on top of the worker timeout to report again.
             Event::Term(term) => self.term = self.term.max(term),
+            Event::ResetDue(services) => {
+                for service in services {
+                    if let Some(st) = self.services.get_mut(&service) {
+                        st.reset_requested = true;
+                    }
+                }
+            }
             Event::Replace { service, replica, reason } => {
                 let st = self.services.entry(service).or_default();
                 st.rebalancing = Some(replica);

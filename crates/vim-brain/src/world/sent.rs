@@ -52,6 +52,7 @@ impl World {
             st.published = p.backends;
             if p.reset {
                 st.last_reset = Some(now);
+                st.reset_requested = false;
             }
         }
         for blocked in b.blocked {

@@ -225,3 +225,28 @@ fn a_full_sync_drops_services_the_brain_no_longer_declares() {
     assert!(u.table().get("web").is_none());
     assert!(live_ids(&u).is_empty(), "the live snapshot no longer routes it");
 }
+
+#[test]
+fn a_drained_backend_is_reported_once_nothing_is_in_flight() {
+    let mut u = updater();
+    let proxy = acs_events::ProxyId::new("p1").unwrap();
+    let drained = |u: &Updater| {
+        let snap = u.shared.snapshot.load();
+        super::super::nats::drained_now(&snap, &proxy, 0)
+            .into_iter()
+            .map(|d| (d.replica.to_string(), d.version))
+            .collect::<Vec<_>>()
+    };
+    u.apply(reset(1, &["a", "b"]));
+    assert!(drained(&u).is_empty(), "nothing draining");
+    let b = u.shared.snapshot.load().service("web").unwrap().backends[1].state.clone();
+    let busy = b.begin();
+    u.apply(upd(2, BackendChange::Drain { ids: vec![ReplicaId::new("b").unwrap()] }));
+    assert!(drained(&u).is_empty(), "one request still in flight");
+    drop(busy);
+    assert_eq!(drained(&u), [("b".to_string(), 2)]);
+    assert!(drained(&u).is_empty(), "reported once per version");
+    // A later version while still draining: reported again, so the brain sees that version.
+    u.apply(add(3, "c"));
+    assert_eq!(drained(&u), [("b".to_string(), 3)]);
+}
