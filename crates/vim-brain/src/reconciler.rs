@@ -135,7 +135,13 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
                 brain.on_replica_event(&m, clock.now()).await;
                 brain.prompt(&clock, &mut inbox, taken).await;
             }
-            m = inbox.proxies.recv() => brain.on_proxy(&m, clock.now()).await,
+            // New traffic figures: a spike is acted on now rather than on the next tick (the
+            // plan's stabilisation windows still decide; `prompt` spaces costly plans).
+            m = inbox.proxies.recv() => {
+                let taken = Instant::now();
+                brain.on_proxy(&m, clock.now()).await;
+                brain.prompt(&clock, &mut inbox, taken).await;
+            }
             // A drain may be done: plan now rather than on the next tick.
             m = inbox.drained.recv() => {
                 let taken = Instant::now();
