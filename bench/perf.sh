@@ -5,9 +5,10 @@
 #                                    proxy adds at half its peak, open loop (acsctl load)
 #   P3      bench/proxy-bench.sh     backend event on NATS -> proxy routing by it
 #   P4      bench/scale-in.sh        scale-in request -> replica drained, stopped, gone
-#   P5      bench/spike.sh           load step -> first decision -> new replica serving (if present)
+#   P5      bench/spike.sh           load step -> first decision -> new replica serving
 #   P6      bench/brain-scale.sh     the brain with 1,000 and 10,000 simulated workers
 #   P7      bench/worker-idle.sh     an idle worker with 10 replicas
+#   (and issue 9's monitor load test, bench/monitor-load.sh at 1,000 and 10,000 agents)
 #
 # The release binaries are built once first. Each script's table (its stdout) goes to
 # OUT/<name>.txt and its log (stderr) to OUT/<name>.log; at the end every table is printed in
@@ -35,6 +36,7 @@ STEPS=(
   "spike|P5|bench/spike.sh"
   "brain-scale|P6|bench/brain-scale.sh"
   "worker-idle|P7|bench/worker-idle.sh"
+  "monitor-load|issue 9 load|COUNTS='1000 10000' WARMUP=60 bench/monitor-load.sh"
 )
 
 log "building the release binaries once"
@@ -45,8 +47,9 @@ ran=()
 for step in "${STEPS[@]}"; do
   IFS='|' read -r name what cmd <<<"$step"
   if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then continue; fi
-  if [[ ! -x "${cmd%% *}" && ! -f "${cmd%% *}" ]]; then
-    log "$name ($what): ${cmd%% *} does not exist in this tree; skipped"
+  script=$(grep -o 'bench/[a-z-]*\.sh' <<<"$cmd" | head -n 1)
+  if [[ ! -f "$script" ]]; then
+    log "$name ($what): $script does not exist in this tree; skipped"
     continue
   fi
   log "$name ($what): $cmd"
