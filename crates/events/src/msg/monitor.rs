@@ -60,14 +60,10 @@ impl Validate for StatsRequest {
         if self.metric.is_empty() || self.metric.len() > 64 {
             return Err("metric must be 1..=64 characters".into());
         }
-        match (self.from_ms, self.to_ms, self.last_ms) {
-            (_, _, Some(0)) => return Err("last_ms must be positive".into()),
-            (_, _, Some(l)) if l > MAX_WINDOW_MS => return Err(format!("last_ms {l} is more than 30 days")),
-            (Some(_), _, Some(_)) => return Err("give either from_ms/to_ms or last_ms, not both".into()),
-            (None, _, None) => return Err("window missing: give from_ms (and to_ms) or last_ms".into()),
-            (Some(f), Some(t), None) if t <= f => return Err(format!("bad window: to_ms {t} is not after from_ms {f}")),
-            _ => {}
+        if self.from_ms.is_none() && self.last_ms.is_none() {
+            return Err("window missing: give from_ms (and to_ms) or last_ms".into());
         }
+        check_window(self.from_ms, self.to_ms, self.last_ms)?;
         if let Some(step) = self.step_ms {
             if step == 0 {
                 return Err("step_ms must be positive".into());
@@ -77,6 +73,18 @@ impl Validate for StatsRequest {
             }
         }
         Ok(())
+    }
+}
+
+/// The checks every window takes, given as `from_ms`..`to_ms` or as the last `last_ms` (stats
+/// and history queries).
+fn check_window(from: Option<UnixMs>, to: Option<UnixMs>, last: Option<u64>) -> Result<(), String> {
+    match (from, to, last) {
+        (_, _, Some(0)) => Err("last_ms must be positive".into()),
+        (_, _, Some(l)) if l > MAX_WINDOW_MS => Err(format!("last_ms {l} is more than 30 days")),
+        (Some(_), _, Some(_)) => Err("give either from_ms/to_ms or last_ms, not both".into()),
+        (Some(f), Some(t), None) if t <= f => Err(format!("bad window: to_ms {t} is not after from_ms {f}")),
+        _ => Ok(()),
     }
 }
 
@@ -205,12 +213,10 @@ impl Validate for HistoryRequest {
                 return Err(format!("id {id:?} must be one subject token of 1..=128 characters"));
             }
         }
+        check_window(self.from_ms, self.to_ms, self.last_ms)?;
         match (self.from_ms, self.to_ms, self.last_ms) {
-            (_, _, Some(0)) => return Err("last_ms must be positive".into()),
-            (_, _, Some(l)) if l > MAX_WINDOW_MS => return Err(format!("last_ms {l} is more than 30 days")),
-            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => return Err("give either from_ms/to_ms or last_ms, not both".into()),
+            (None, Some(_), Some(_)) => return Err("give either from_ms/to_ms or last_ms, not both".into()),
             (None, Some(_), None) => return Err("to_ms needs from_ms".into()),
-            (Some(f), Some(t), None) if t <= f => return Err(format!("bad window: to_ms {t} is not after from_ms {f}")),
             _ => {}
         }
         match self.limit {
