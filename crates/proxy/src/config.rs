@@ -6,6 +6,7 @@ use std::time::Duration;
 use acs_events::{ProxyId, Subjects};
 
 use crate::backend::EjectPolicy;
+use crate::pressure::PressureSettings;
 use crate::snapshot::PeerTimeouts;
 
 /// Most tries (first attempt plus retries) a request may take; bounds the CTX's fixed array.
@@ -23,6 +24,8 @@ pub enum ConfigError {
     Threads,
     #[error("--listener-tasks and --upstream-keepalive-pool must be > 0")]
     Server,
+    #[error("--pressure-factor must be a finite number >= 1 and --pressure-min-rps >= 0, got {0} and {1}")]
+    Pressure(f64, f64),
 }
 
 /// Pingora's server knobs (`ServerConf` and the listener), measured in docs/PERFORMANCE.md
@@ -80,6 +83,8 @@ pub struct Config {
     pub subjects: Subjects,
     pub id: ProxyId,
     pub metrics_interval: Duration,
+    /// Early reports when a service's load jumps between two intervals.
+    pub pressure: PressureSettings,
     /// Pingora worker threads for the proxy service.
     pub threads: usize,
     pub tuning: Tuning,
@@ -95,6 +100,7 @@ impl Config {
             subjects: Subjects::default(),
             id,
             metrics_interval: Duration::from_secs(1),
+            pressure: PressureSettings::default(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tuning: Tuning::default(),
             server: ServerTuning::default(),
@@ -115,6 +121,10 @@ impl Config {
         }
         if self.threads == 0 {
             return Err(ConfigError::Threads);
+        }
+        let p = &self.pressure;
+        if !(p.factor.is_finite() && p.factor >= 1.0 && p.min_rps.is_finite() && p.min_rps >= 0.0) {
+            return Err(ConfigError::Pressure(p.factor, p.min_rps));
         }
         let s = &self.server;
         if s.listener_tasks == 0 || s.upstream_keepalive_pool == 0 {
@@ -154,6 +164,11 @@ mod tests {
         let mut c = cfg();
         c.server.listener_tasks = 0;
         assert!(c.validate().unwrap_err().to_string().contains("--listener-tasks"));
+        let mut c = cfg();
+        c.pressure.factor = 0.5;
+        assert!(c.validate().unwrap_err().to_string().contains("--pressure-factor"));
+        c.pressure.factor = f64::NAN;
+        assert!(c.validate().is_err());
         assert!(cfg().with_prefix("a..b").is_err());
         assert_eq!(
             cfg().with_prefix("prod.acs").unwrap().subjects.prefix(),

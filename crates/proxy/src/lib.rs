@@ -15,6 +15,8 @@
 //! - [`snapshot`]: the immutable value behind the `ArcSwap` that the request path reads.
 //! - [`service`]: the Pingora `ProxyHttp` implementation (routing, retries, 404/503 answers).
 //! - [`metrics`]: builds `ProxyMetrics` from a snapshot every interval.
+//! - [`pressure`]: asks for a report before the interval is up when a service's rate or
+//!   in-flight count jumps (so a load step reaches the brain in ~0.1 s, not up to 1 s).
 //! - [`prom`]: `GET /metrics` for Prometheus (`--metrics-listen`): running sums of those
 //!   windows, and the live snapshot read at scrape time.
 //! - [`sync`]: live updates. `sync/updater.rs`: the pure [`Updater`] (decode, check, apply,
@@ -29,6 +31,7 @@
 pub mod backend;
 pub mod config;
 pub mod metrics;
+pub mod pressure;
 pub mod prom;
 pub mod routes;
 pub mod select;
@@ -118,6 +121,7 @@ pub fn run_with_metrics(
             subjects: config.subjects.clone(),
             id: config.id.clone(),
             metrics_interval: config.metrics_interval,
+            pressure: config.pressure,
         },
         shared,
     };

@@ -7,6 +7,7 @@ use acs_events::ProxyId;
 use acs_proxy::backend::EjectPolicy;
 use acs_proxy::snapshot::PeerTimeouts;
 use acs_proxy::config::ServerTuning;
+use acs_proxy::pressure::PressureSettings;
 use acs_proxy::{Config, Tuning};
 use anyhow::Context;
 use clap::Parser;
@@ -37,6 +38,16 @@ struct Args {
     /// Traffic metrics interval.
     #[arg(long, env = "ACS_PROXY_METRICS_INTERVAL_MS", default_value_t = 1000)]
     metrics_interval_ms: u64,
+    /// How often to look for a load jump that should be reported before the interval is up
+    /// (0: only report every interval).
+    #[arg(long, env = "ACS_PROXY_PRESSURE_CHECK_MS", default_value_t = 50)]
+    pressure_check_ms: u64,
+    /// A jump: the recent rate or in-flight count at least this many times the last report's ...
+    #[arg(long, env = "ACS_PROXY_PRESSURE_FACTOR", default_value_t = 2.0)]
+    pressure_factor: f64,
+    /// ... and at least this many req/s above it.
+    #[arg(long, env = "ACS_PROXY_PRESSURE_MIN_RPS", default_value_t = 20.0)]
+    pressure_min_rps: f64,
     /// Proxy worker threads (default: number of CPUs).
     #[arg(long, env = "ACS_PROXY_THREADS")]
     threads: Option<usize>,
@@ -74,6 +85,12 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::new(args.listen, acs_node::nats::DEFAULT_URL, args.id).with_prefix(&args.prefix)?;
     config.nats = nats;
     config.metrics_interval = Duration::from_millis(args.metrics_interval_ms);
+    config.pressure = PressureSettings {
+        check: Duration::from_millis(args.pressure_check_ms),
+        factor: args.pressure_factor,
+        min_rps: args.pressure_min_rps,
+        ..PressureSettings::default()
+    };
     if let Some(t) = args.threads {
         config.threads = t;
     }

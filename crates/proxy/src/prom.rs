@@ -47,6 +47,7 @@ pub struct Totals {
 struct Inner {
     services: BTreeMap<ServiceName, WindowStats>,
     unrouted: u64,
+    early_reports: u64,
 }
 
 impl Totals {
@@ -54,6 +55,11 @@ impl Totals {
     pub fn add(&self, service: &ServiceName, w: &WindowStats) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.services.entry(service.clone()).or_default().merge(w);
+    }
+
+    /// A traffic report sent before the interval was up ([`crate::pressure`]).
+    pub fn early_report(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).early_reports += 1;
     }
 
     pub fn add_unrouted(&self, n: u64) {
@@ -173,6 +179,13 @@ impl Collector for ProxyCollector {
             c.encode(encoder.encode_descriptor(
                 "acs_proxy_unrouted_requests",
                 "Requests no route matched (answered 404)",
+                None,
+                counter_type(),
+            )?)?;
+            let c = ConstCounter::new(totals.early_reports);
+            c.encode(encoder.encode_descriptor(
+                "acs_proxy_early_reports",
+                "Traffic reports sent before the interval was up, because a service's load jumped",
                 None,
                 counter_type(),
             )?)?;

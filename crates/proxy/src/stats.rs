@@ -166,6 +166,11 @@ impl Window {
         self.errors.fetch_add(1, Relaxed);
     }
 
+    /// Requests completed so far in this window (the window is not reset).
+    pub fn requests_so_far(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
     pub fn take(&self) -> WindowStats {
         WindowStats {
             requests: self.requests.swap(0, Relaxed),

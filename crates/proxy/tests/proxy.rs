@@ -166,9 +166,10 @@ struct ProxyProc {
 impl ProxyProc {
     /// Starts the proxy on a free port; tries another port if the proxy exits at once (another
     /// test may have bound the "free" port in between).
-    fn start(nats_url: &str, id: &str) -> Self {
+    /// `extra` arguments come last; a `--metrics-interval-ms` there replaces the default 300.
+    fn start(nats_url: &str, id: &str, extra: &[&str]) -> Self {
         for _ in 0..5 {
-            let mut p = Self::start_once(nats_url, id);
+            let mut p = Self::start_once(nats_url, id, extra);
             std::thread::sleep(Duration::from_millis(100));
             if p.child.try_wait().ok().flatten().is_none() {
                 return p;
@@ -177,22 +178,20 @@ impl ProxyProc {
         panic!("acs-proxy did not stay up");
     }
 
-    fn start_once(nats_url: &str, id: &str) -> Self {
+    fn start_once(nats_url: &str, id: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let log =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
+        let interval: &[&str] = if extra.contains(&"--metrics-interval-ms") {
+            &[]
+        } else {
+            &["--metrics-interval-ms", "300"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url, "--nats-insecure"])
-            .args([
-                "--prefix",
-                "acs",
-                "--id",
-                id,
-                "--metrics-interval-ms",
-                "300",
-                "--threads",
-                "1",
-            ])
+            .args(["--prefix", "acs", "--id", id, "--threads", "1"])
+            .args(interval)
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()),
@@ -276,12 +275,17 @@ impl World {
     /// Starts NATS, the fake brain (holding `initial` resets) and the proxy, and waits until
     /// the proxy has synced.
     async fn start(initial: Vec<BackendUpdate>) -> Self {
+        Self::start_with(initial, &[]).await
+    }
+
+    /// As [`World::start`], with more proxy arguments.
+    async fn start_with(initial: Vec<BackendUpdate>, proxy_args: &[&str]) -> Self {
         let (nats, nc) = nats_and_client().await;
         let brain = FakeBrain::start(&nc).await;
         for u in initial {
             brain.set(u);
         }
-        let proxy = ProxyProc::start(&nats.url(), "p1");
+        let proxy = ProxyProc::start(&nats.url(), "p1", proxy_args);
         let http = Client::builder(TokioExecutor::new()).build_http();
         let w = World {
             _nats: nats,
@@ -823,6 +827,49 @@ async fn traffic_metrics_have_sane_numbers() {
     assert_eq!(unrouted, 3);
 }
 
+/// A load step is reported at once, not at the end of the metrics interval: with a 30 s interval,
+/// a burst of requests reaches the brain's subject as an early report over a short window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_step_is_reported_before_the_interval_is_up() {
+    let [b1] = test_backends(["b1"]).await;
+    let w = World::start_with(
+        vec![reset("web", 3, route(Some("web.test"), None), vec![b1.backend()])],
+        &["--metrics-interval-ms", "30000"],
+    )
+    .await;
+    w.until_served_by("web.test", "/", &["b1"], 1).await;
+    let mut sub = w.metrics_sub().await;
+    // Open loop, well over 20 req/s and over twice the last report's 0: 8 at a time for 1.5 s.
+    let load = {
+        let w = &w;
+        async move {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed() < Duration::from_millis(1500) {
+                let batch = (0..8).map(|_| w.get("web.test", "/"));
+                for (status, _) in futures::future::join_all(batch).await {
+                    assert_eq!(status, 200);
+                }
+                sent += 8;
+            }
+            sent
+        }
+    };
+    let watch = async {
+        let m = tokio::time::timeout(Duration::from_secs(10), next_metrics(&mut sub))
+            .await
+            .expect("an early report within 10 s of a 30 s interval");
+        (m, Instant::now())
+    };
+    let started = Instant::now();
+    let (sent, (m, seen)) = tokio::join!(load, watch);
+    assert!(sent > 0);
+    let web = m.services.iter().find(|s| s.service.as_str() == "web").expect("web is listed");
+    assert!(m.interval_ms < 5_000, "a short window: {} ms", m.interval_ms);
+    assert!(web.totals.requests > 0 && web.totals.rps > 20.0, "{:?}", web.totals);
+    assert!(seen.duration_since(started) < Duration::from_secs(5));
+}
+
 /// The NATS task runs in-process too: after a NATS restart it reconnects and asks for a sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_task_resyncs_after_reconnect() {
@@ -833,6 +880,7 @@ async fn nats_task_resyncs_after_reconnect() {
         subjects: Subjects::default(),
         id: ProxyId::new("inproc").unwrap(),
         metrics_interval: Duration::from_millis(200),
+        pressure: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(acs_proxy::sync::run(settings, shared.clone(), async {

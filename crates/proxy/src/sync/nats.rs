@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{Refused, Updater};
 use crate::metrics;
+use crate::pressure::{Pressure, PressureSettings};
 use crate::routes::Outcome;
 use crate::service::Shared;
 
@@ -25,6 +26,8 @@ pub struct NatsSettings {
     pub subjects: Subjects,
     pub id: ProxyId,
     pub metrics_interval: Duration,
+    /// Early reports when a service's load jumps ([`crate::pressure`]).
+    pub pressure: PressureSettings,
 }
 
 /// Backoff of sync requests: 200 ms doubling to 5 s.
@@ -238,12 +241,30 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
     let mut tick = tokio::time::interval(settings.metrics_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let enabled = settings.pressure.enabled();
+    let mut check = tokio::time::interval(if enabled { settings.pressure.check } else { Duration::from_secs(3600) });
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last = Instant::now();
+    let mut pressure = Pressure::new(settings.pressure, last);
     loop {
-        tick.tick().await;
+        let early = tokio::select! {
+            _ = tick.tick() => None,
+            _ = check.tick(), if enabled => match pressure.check(&shared.snapshot.load(), Instant::now()) {
+                Some(jump) => Some(jump),
+                None => continue,
+            },
+        };
         let now = Instant::now();
         let m = metrics::collect_shared(&shared, &settings.id, now - last);
         last = now;
+        pressure.reported(&m, now);
+        if let Some(j) = early {
+            shared.prom.early_report();
+            debug!(service = %j.service, rps = j.rps, reported_rps = j.reported_rps, in_flight = j.in_flight,
+                reported_in_flight = j.reported_in_flight, "load jumped: traffic reported early");
+            // The next regular report is a whole interval after this one.
+            tick.reset();
+        }
         if let Err(e) = client.publish(subject.clone(), encode(&m).into()).await {
             debug!(error = %e, "cannot publish traffic metrics");
         }
