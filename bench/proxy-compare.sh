@@ -4,17 +4,21 @@
 # In one run, on this machine (everything on loopback), against one demo-web backend
 # (`demo-web --port N --id be1 --work-ms 0`, GET /whoami):
 #   P1. closed-loop throughput: `wrk -t2 -c32 -d10s --latency`, rounds interleaved
-#       (direct, acs-proxy, nginx, HAProxy) x ROUNDS; prints req/s (median of the rounds),
-#       p50/p99 (medians too) and acs-proxy's ratio vs nginx and vs HAProxy;
+#       (direct, acs-proxy, pingora-bare, nginx, HAProxy) x ROUNDS; prints req/s (median of
+#       the rounds), p50/p99 (medians too) and each one's ratio vs nginx and vs HAProxy;
 #   P2. latency the proxy adds under open-loop load: `acsctl load` at half of acs-proxy's
-#       measured peak, straight to the backend and through acs-proxy; prints p50/p99 of each
-#       and proxy minus direct.
+#       measured peak, straight to the backend, through acs-proxy and through pingora-bare;
+#       prints p50/p99 of each and proxy minus direct.
 #
-# Every proxy gets 2 workers (acs-proxy --threads 2, nginx worker_processes 2, HAProxy
-# nbthread 2), keeps upstream connections alive (nginx keepalive 64, HAProxy http-reuse always,
-# Pingora's pool) and logs no requests.
+# pingora-bare is crates/proxy/examples/bare_pingora.rs: the same Pingora and server settings as
+# acs-proxy with an empty ProxyHttp (one fixed peer, no filters, no logging, no metrics). It shows
+# how much of the gap to nginx/HAProxy is Pingora's own (cloudflare/pingora#372).
 #
-# Usage: bench/proxy-compare.sh            (a run takes ~3 min after the build)
+# Every proxy gets 2 workers (acs-proxy and pingora-bare --threads 2, nginx worker_processes 2,
+# HAProxy nbthread 2), keeps upstream connections alive (nginx keepalive 64, HAProxy http-reuse
+# always, Pingora's pool) and logs no requests.
+#
+# Usage: bench/proxy-compare.sh            (a run takes ~4 min after the build)
 #   ROUNDS=3 DURATION=10s CONNS=32 WRK_THREADS=2 PROXY_THREADS=2 LOAD_DURATION=20s \
 #   LOAD_RPS=<fixed rate instead of half the peak> bench/proxy-compare.sh
 #
@@ -118,7 +122,7 @@ ensure_pkg curl curl
 
 log "building release binaries (the first build of Pingora takes several minutes)"
 cargo build --release -q -p acs-proxy --bin acs-proxy --example route_latency \
-  -p demo-web --bin demo-web -p acsctl --bin acsctl
+  --example bare_pingora -p demo-web --bin demo-web -p acsctl --bin acsctl
 
 # ---- processes ------------------------------------------------------------------------------
 NATS_PORT=$(free_port)
@@ -143,6 +147,12 @@ wait_port "$ACS_PORT" acs-proxy
 log "publishing a reset for service 'bench' -> be1 (127.0.0.1:$BE_PORT)"
 "$REL/examples/route_latency" --nats "$NATS_URL" --proxy "127.0.0.1:$ACS_PORT" --service bench \
   --backend "be1=127.0.0.1:$BE_PORT" --setup-only
+
+BARE_PORT=$(free_port)
+"$REL/examples/bare_pingora" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$BE_PORT" \
+  --threads "$PROXY_THREADS" >"$WORK/pingora-bare.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$BARE_PORT/whoami" pingora-bare
 
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/nginx/tmp"
@@ -202,10 +212,11 @@ wait_http "http://127.0.0.1:$HAPROXY_PORT/whoami" haproxy
 declare -A URL=(
   [direct]="http://127.0.0.1:$BE_PORT/whoami"
   [acs-proxy]="http://127.0.0.1:$ACS_PORT/whoami"
+  [pingora-bare]="http://127.0.0.1:$BARE_PORT/whoami"
   [nginx]="http://127.0.0.1:$NGINX_PORT/whoami"
   [haproxy]="http://127.0.0.1:$HAPROXY_PORT/whoami"
 )
-TARGETS=(direct acs-proxy nginx haproxy)
+TARGETS=(direct acs-proxy pingora-bare nginx haproxy)
 
 # ---- P1: closed-loop throughput -------------------------------------------------------------
 log "warm-up ($WARMUP each)"
@@ -242,11 +253,13 @@ run_load() { # name url -> "p50_ms p99_ms sent ok failed skipped"
   p99=$(sed -n 's/.* p99 \([0-9.]*\)ms.*/\1/p' <<<"$last")
   echo "${p50:-0} ${p99:-0} | $last"
 }
-log "open loop: acsctl load --rps $RATE --duration $LOAD_DURATION, direct then acs-proxy"
+log "open loop: acsctl load --rps $RATE --duration $LOAD_DURATION: direct, acs-proxy, pingora-bare"
 LD=$(run_load direct "${URL[direct]}")
 LP=$(run_load acs-proxy "${URL[acs-proxy]}")
+LB=$(run_load pingora-bare "${URL[pingora-bare]}")
 read -r LD_P50 LD_P99 _ <<<"$LD"
 read -r LP_P50 LP_P99 _ <<<"$LP"
+read -r LB_P50 LB_P99 _ <<<"$LB"
 
 # ---- summary --------------------------------------------------------------------------------
 echo
@@ -262,11 +275,14 @@ for t in "${TARGETS[@]}"; do
     "$(ratio "${M_RPS[$t]}" "${M_RPS[nginx]}")" "$(ratio "${M_RPS[$t]}" "${M_RPS[haproxy]}")" \
     "${ERR[$t]}" "${RPS[$t]}"
 done
+echo "acs-proxy / pingora-bare: $(ratio "${M_RPS[acs-proxy]}" "${M_RPS[pingora-bare]}")"
 echo
 echo "P2: acsctl load URL --rps $RATE --duration $LOAD_DURATION (open loop; half of acs-proxy's peak unless LOAD_RPS)"
 printf '%-12s %10s %10s  %s\n' target "p50 ms" "p99 ms" "acsctl total line"
 printf '%-12s %10s %10s  %s\n' ------------ ---------- ---------- -----------------
 printf '%-12s %10s %10s  %s\n' direct "$LD_P50" "$LD_P99" "${LD#*| }"
 printf '%-12s %10s %10s  %s\n' acs-proxy "$LP_P50" "$LP_P99" "${LP#*| }"
+printf '%-12s %10s %10s  %s\n' pingora-bare "$LB_P50" "$LB_P99" "${LB#*| }"
 printf '%-12s %10s %10s\n' "added" "$(diff_ms "$LP_P50" "$LD_P50")" "$(diff_ms "$LP_P99" "$LD_P99")"
+printf '%-12s %10s %10s\n' "bare added" "$(diff_ms "$LB_P50" "$LD_P50")" "$(diff_ms "$LB_P99" "$LD_P99")"
 echo
