@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use acs_events::{decode, ProxyId, ProxyMetrics, StatusReply, Subjects, WorkerHealth, WorkerId, WorkerMetrics};
+use acs_events::{
+    decode, MetricsAssembler, ProxyId, ProxyMetrics, ProxyMetricsMsg, StatusReply, Subjects, WorkerHealth, WorkerId,
+    WorkerMetrics,
+};
 use futures::StreamExt;
 
 use crate::client;
@@ -29,6 +32,8 @@ pub struct View {
     pub proxies: BTreeMap<ProxyId, ProxyMetrics>,
     /// Messages that did not decode (counted, shown in the footer).
     pub bad: u64,
+    /// Split proxy reports given up on before they were whole (shown in the footer).
+    pub parts_dropped: u64,
 }
 
 pub async fn run(
@@ -50,6 +55,8 @@ pub async fn run(
     // When each sender last reported, to forget the ones that stopped.
     let mut seen_workers: BTreeMap<WorkerId, Instant> = BTreeMap::new();
     let mut seen_proxies: BTreeMap<ProxyId, Instant> = BTreeMap::new();
+    // A big proxy's report comes in parts; it is shown once whole.
+    let mut parts = MetricsAssembler::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `--once`: one status and a little more than a metrics second, then a single frame.
@@ -65,10 +72,13 @@ pub async fn run(
                 }
                 Err(_) => view.bad += 1,
             },
-            Some(m) = proxies.next() => match decode::<ProxyMetrics>(&m.payload) {
+            Some(m) = proxies.next() => match decode::<ProxyMetricsMsg>(&m.payload) {
                 Ok(p) => {
-                    seen_proxies.insert(p.proxy.clone(), Instant::now());
-                    view.proxies.insert(p.proxy.clone(), p);
+                    if let Some(p) = parts.push(p, first.elapsed().as_millis() as u64) {
+                        seen_proxies.insert(p.proxy.clone(), Instant::now());
+                        view.proxies.insert(p.proxy.clone(), p);
+                    }
+                    view.parts_dropped = parts.dropped().total();
                 }
                 Err(_) => view.bad += 1,
             },
@@ -189,6 +199,9 @@ pub fn render(v: &View) -> String {
     out.push_str(&svcs.render());
     if v.bad > 0 {
         let _ = writeln!(out, "\n{} metrics messages did not decode (see `acsctl watch`)", v.bad);
+    }
+    if v.parts_dropped > 0 {
+        let _ = writeln!(out, "\n{} split proxy reports were dropped before all their parts came", v.parts_dropped);
     }
     out
 }

@@ -6,7 +6,9 @@
 //! - [`id`]: validated identifiers (`WorkerId`, `ServiceName`, `ReplicaId`, ...). Ids become
 //!   subject tokens, so `.`, `*`, `>` and whitespace are refused at the edge.
 //! - [`msg`]: the typed messages, one module per concern (metrics, commands, backends, traffic,
-//!   decisions, control, drains). Every message carries a schema version `v`.
+//!   decisions, control, drains). Every message carries a schema version `v`. Messages that can
+//!   outgrow [`MAX_PAYLOAD`] are split and put back together here too: backend snapshots
+//!   ([`split_change`]) and proxy reports ([`split_metrics`], [`MetricsAssembler`]).
 //! - [`codec`]: `encode` / `decode` with payload-size bounds and semantic validation; every
 //!   subscriber decodes through it so that bad input always yields a readable [`DecodeError`].
 //!

@@ -89,6 +89,21 @@ fn v1_payloads_parse() {
     assert_eq!((d.proxy.as_str(), d.replica.as_str(), d.version), ("p1", "web-t5x3k2-2", 1763870358000003));
 }
 
+/// A part of a split proxy report (written as version 2): read by the assembling readers, and
+/// refused by a reader of whole reports, as by any reader older than parts; a v1 report is a
+/// whole one to the assembling readers.
+#[test]
+fn proxy_report_parts_parse() {
+    let bytes = read("v2", "proxy_metrics_part.json");
+    let p: ProxyMetricsMsg = decode(&bytes).unwrap();
+    assert_eq!(p.part, Some(MetricsPart { seq: 1_763_870_400_000, index: 1, count: 2 }));
+    assert_eq!(decode::<ProxyMetricsMsg>(&encode(&p)).unwrap(), p, "round-trips");
+    let e = decode::<ProxyMetrics>(&bytes).unwrap_err();
+    assert_eq!(e.to_string(), "schema version 2 is newer than this build understands (1)");
+    let whole: ProxyMetricsMsg = decode(&read("v1", "proxy_metrics.json")).unwrap();
+    assert_eq!((whole.part, whole.metrics.services[0].backends.len()), (None, 2));
+}
+
 #[test]
 fn contract_breaks_fail_readably() {
     assert!(bad::<ScaleRequest>("scale_negative.json").contains("replicas must be >= 0"));

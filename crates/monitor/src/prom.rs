@@ -59,6 +59,7 @@ impl Collector for MonitorCollector {
         counter(&mut e, "acs_monitor_rollups_skipped", "Closed buckets a replay left out because ACS_ROLLUPS had them", c.rollups_skipped.load(Ordering::Relaxed))?;
         counter(&mut e, "acs_monitor_rollup_fetches", "Queries that read older buckets from ACS_ROLLUPS", c.rollup_fetches.load(Ordering::Relaxed))?;
         counter(&mut e, "acs_monitor_rollup_fetch_errors", "Reads of older buckets from ACS_ROLLUPS that failed", c.rollup_fetch_errors.load(Ordering::Relaxed))?;
+        counter(&mut e, "acs_monitor_proxy_parts_dropped", "Split proxy reports given up on before they were whole", c.proxy_parts_dropped.load(Ordering::Relaxed))?;
         let (series, buckets) = self.shared.store.lock().unwrap_or_else(|p| p.into_inner()).size();
         gauge(&mut e, "acs_monitor_series", "Metric series in the history store", series as i64)?;
         gauge(&mut e, "acs_monitor_buckets", "Raw slots (at capacity) and rollup buckets held in memory", buckets as i64)?;

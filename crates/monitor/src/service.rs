@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acs_events::{
-    check_sender, decode, encode, ProxyMetrics, Rejection, StatsReply, StatsRequest, Subjects, WorkerMetrics,
+    check_sender, decode, encode, MetricsAssembler, ProxyMetricsMsg, Rejection, StatsReply, StatsRequest, Subjects,
+    WorkerMetrics,
 };
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
@@ -46,6 +47,9 @@ pub struct Counters {
     /// Queries that read older buckets from ACS_ROLLUPS, and those reads that failed.
     pub rollup_fetches: std::sync::atomic::AtomicU64,
     pub rollup_fetch_errors: std::sync::atomic::AtomicU64,
+    /// Split proxy reports (and stray parts) given up on before they were whole
+    /// ([`acs_events::PartsDropped::total`]).
+    pub proxy_parts_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Where older buckets are read from.
@@ -134,6 +138,9 @@ pub async fn ingest(
     let wk = wk.trim_end_matches('*');
     let px = subjects.proxy_metrics_all();
     let px = px.trim_end_matches('*');
+    // A proxy report too big for one message is stored as parts; the store takes it whole.
+    let mut parts = MetricsAssembler::default();
+    let started = std::time::Instant::now();
     while let Some(m) = msgs.next().await {
         let m = match m {
             Ok(m) => m,
@@ -158,11 +165,21 @@ pub async fn ingest(
                 .and_then(|w| future(w.ts_ms).map(|_| w))
                 .map(|w| fold(&shared, &outbox, |s| s.ingest_worker(&w)))
         } else if subject.starts_with(px) {
-            decode::<ProxyMetrics>(&m.payload)
+            decode::<ProxyMetricsMsg>(&m.payload)
                 .map_err(|e| (e.kind(), e.to_string()))
-                .and_then(|p| check_sender(subject, p.proxy.as_str()).map(|_| p).map_err(|e| ("invalid", e)))
-                .and_then(|p| future(p.ts_ms).map(|_| p))
-                .map(|p| fold(&shared, &outbox, |s| s.ingest_proxy(&p)))
+                .and_then(|p| check_sender(subject, p.metrics.proxy.as_str()).map(|_| p).map_err(|e| ("invalid", e)))
+                .and_then(|p| future(p.metrics.ts_ms).map(|_| p))
+                .map(|p| {
+                    let whole = parts.push(p, started.elapsed().as_millis() as u64);
+                    let dropped = parts.dropped().total();
+                    let before = shared.counters.proxy_parts_dropped.swap(dropped, std::sync::atomic::Ordering::Relaxed);
+                    if dropped > before {
+                        tracing::warn!(subject, dropped = ?parts.dropped(), "incomplete split proxy report dropped");
+                    }
+                    if let Some(p) = whole {
+                        fold(&shared, &outbox, |s| s.ingest_proxy(&p));
+                    }
+                })
         } else {
             Ok(())
         };

@@ -48,6 +48,8 @@ struct Inner {
     services: BTreeMap<ServiceName, WindowStats>,
     unrouted: u64,
     early_reports: u64,
+    split_reports: u64,
+    unsent_reports: u64,
 }
 
 impl Totals {
@@ -60,6 +62,16 @@ impl Totals {
     /// A traffic report sent before the interval was up ([`crate::pressure`]).
     pub fn early_report(&self) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).early_reports += 1;
+    }
+
+    /// A traffic report too big for one message, sent in parts.
+    pub fn split_report(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).split_reports += 1;
+    }
+
+    /// A traffic report too big even in parts ([`acs_events::MAX_PARTS`]), not sent.
+    pub fn unsent_report(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).unsent_reports += 1;
     }
 
     pub fn add_unrouted(&self, n: u64) {
@@ -186,6 +198,20 @@ impl Collector for ProxyCollector {
             c.encode(encoder.encode_descriptor(
                 "acs_proxy_early_reports",
                 "Traffic reports sent before the interval was up, because a service's load jumped",
+                None,
+                counter_type(),
+            )?)?;
+            let c = ConstCounter::new(totals.split_reports);
+            c.encode(encoder.encode_descriptor(
+                "acs_proxy_split_reports",
+                "Traffic reports too big for one message, sent in parts",
+                None,
+                counter_type(),
+            )?)?;
+            let c = ConstCounter::new(totals.unsent_reports);
+            c.encode(encoder.encode_descriptor(
+                "acs_proxy_unsent_reports",
+                "Traffic reports too big even in parts, not sent",
                 None,
                 counter_type(),
             )?)?;

@@ -870,6 +870,47 @@ async fn a_load_step_is_reported_before_the_interval_is_up() {
     assert!(seen.duration_since(started) < Duration::from_secs(5));
 }
 
+/// A report too big for one message (4,000 backends, about 350 KB) arrives in parts, each under
+/// the payload limit, and the parts reassemble to the whole report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_too_big_for_one_message_is_sent_in_parts() {
+    let w = World::start(Vec::new()).await;
+    let (services, per_service) = (20, 200);
+    let mut sub = w.metrics_sub().await;
+    for s in 0..services {
+        let backends = (0..per_service)
+            .map(|b| backend(&format!("svc{s:02}-backend-{b:04}"), &closed_addr()))
+            .collect();
+        w.publish(&reset(&format!("svc{s:02}"), 1, route(Some(&format!("svc{s:02}.test")), None), backends))
+            .await;
+    }
+    let mut assembler = acs_events::MetricsAssembler::default();
+    let start = Instant::now();
+    let mut parts;
+    let whole = loop {
+        assert!(start.elapsed() < DEADLINE, "no whole report with every backend");
+        let msg = tokio::time::timeout(DEADLINE, sub.next()).await.expect("metrics arrive").unwrap();
+        assert!(msg.payload.len() <= acs_events::MAX_PAYLOAD, "a message of {} bytes", msg.payload.len());
+        let part: acs_events::ProxyMetricsMsg = decode(&msg.payload).expect("a part decodes and validates");
+        parts = part.part.map_or(1, |p| p.count);
+        let now_ms = start.elapsed().as_millis() as u64;
+        if let Some(m) = assembler.push(part, now_ms) {
+            if m.services.iter().map(|s| s.backends.len()).sum::<usize>() == services * per_service {
+                break m;
+            }
+        }
+    };
+    assert_eq!(whole.proxy.as_str(), "p1");
+    assert_eq!(whole.services.len(), services);
+    for (i, svc) in whole.services.iter().enumerate() {
+        assert_eq!(svc.service.as_str(), format!("svc{i:02}"));
+        assert_eq!(svc.version, 1);
+        assert_eq!(svc.backends.len(), per_service, "{} arrives whole", svc.service);
+    }
+    assert_eq!(assembler.dropped().total(), 0);
+    assert!(parts >= 2, "the whole report came in {parts} parts");
+}
+
 /// The NATS task runs in-process too: after a NATS restart it reconnects and asks for a sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_task_resyncs_after_reconnect() {

@@ -58,6 +58,7 @@ pub struct BrainProm {
     term: Gauge,
     workers: Family<State, Gauge>,
     rejected: Counter,
+    proxy_parts_dropped: Counter,
 }
 
 impl Default for BrainProm {
@@ -79,6 +80,7 @@ impl Default for BrainProm {
             term: Gauge::default(),
             workers: Family::default(),
             rejected: Counter::default(),
+            proxy_parts_dropped: Counter::default(),
         }
     }
 }
@@ -169,7 +171,17 @@ impl BrainProm {
             "Messages this brain refused (malformed, wrong sender, over the id cap, refused requests)",
             self.rejected.clone(),
         );
+        r.register(
+            "acs_brain_proxy_parts_dropped",
+            "Split proxy reports given up on before they were whole (timed out, superseded, inconsistent)",
+            self.proxy_parts_dropped.clone(),
+        );
         r
+    }
+
+    /// Incomplete split proxy reports dropped so far (a running total, as the assembler counts).
+    pub fn proxy_parts_dropped(&self, total: u64) {
+        self.proxy_parts_dropped.inner().store(total, Ordering::Relaxed);
     }
 
     /// A plan was made (in `took`) and sent.

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use acs_events::{
-    check_sender, decode, encode, BackendDrained, CommandAck, DecodeError, ProxyMetrics, ReplicaEvent, Rejection,
-    Subjects, WorkerMetrics,
+    check_sender, decode, encode, BackendDrained, CommandAck, DecodeError, MetricsAssembler, ProxyMetricsMsg,
+    ReplicaEvent, Rejection, Subjects, WorkerMetrics,
 };
 use async_nats::{Client, Message};
 use tokio::sync::mpsc;
@@ -108,6 +108,8 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         rejected: 0,
         prom,
         pace: pace::Pace::default(),
+        proxy_parts: MetricsAssembler::default(),
+        proxy_parts_dropped: 0,
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,6 +211,10 @@ struct Brain {
     prom: crate::prom::BrainProm,
     /// Whether the loop keeps up: pass latency, inbox lag and backlog.
     pace: pace::Pace,
+    /// Puts split proxy reports back together; only whole ones reach the world.
+    proxy_parts: MetricsAssembler,
+    /// Incomplete proxy reports given up on, as last logged.
+    proxy_parts_dropped: u64,
 }
 
 /// The brain's subscriptions, and the channel command results come back on.
@@ -432,8 +438,22 @@ impl Brain {
         }
     }
 
+    /// A report too big for one message comes in parts; the world sees it once it is whole.
     async fn on_proxy(&mut self, m: &Message, now: Now) {
-        if let Some(ev) = self.decode_from_sender::<ProxyMetrics>(m, |ev| ev.proxy.as_str()).await {
+        let Some(msg) = self.decode_from_sender::<ProxyMetricsMsg>(m, |ev| ev.metrics.proxy.as_str()).await else {
+            return;
+        };
+        let whole = self.proxy_parts.push(msg, now.mono);
+        let dropped = self.proxy_parts.dropped();
+        if dropped.total() > self.proxy_parts_dropped {
+            self.proxy_parts_dropped = dropped.total();
+            self.prom.proxy_parts_dropped(dropped.total());
+            warn!(
+                subject = %m.subject, timed_out = dropped.timed_out, superseded = dropped.superseded, stale = dropped.stale,
+                evicted = dropped.evicted, inconsistent = dropped.inconsistent, "incomplete split proxy report dropped"
+            );
+        }
+        if let Some(ev) = whole {
             self.apply_capped(m, "proxy", Event::Proxy(ev), now).await;
         }
     }

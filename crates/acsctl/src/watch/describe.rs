@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use acs_events::{
-    decode, BackendUpdate, Decision, LeaderEvent, MaintenanceRequest, ProxyMetrics, Rejection, ReplicaEvent, ScaleRequest, Subjects,
+    decode, BackendUpdate, Decision, LeaderEvent, MaintenanceRequest, ProxyMetricsMsg, Rejection, ReplicaEvent, ScaleRequest, Subjects,
     SyncRequest, WorkerCommand, WorkerEvent, WorkerMetrics,
 };
 
@@ -23,7 +23,11 @@ pub fn describe(subjects: &Subjects, subject: &str, payload: &[u8]) -> String {
     };
     let described = match (kind, last) {
         ("metrics.worker", Some(_)) => decode::<WorkerMetrics>(payload).map(|m| worker_metrics(&m)),
-        ("metrics.proxy", Some(_)) => decode::<ProxyMetrics>(payload).map(|m| proxy_metrics(&m)),
+        ("metrics.proxy", Some(_)) => decode::<ProxyMetricsMsg>(payload).map(|m| match m.part {
+            // A report too big for one message comes in parts; each lists its own services.
+            Some(p) => format!("{} (part {}/{})", proxy_metrics(&m.metrics), p.index + 1, p.count),
+            None => proxy_metrics(&m.metrics),
+        }),
         ("events.replica", Some(_)) => decode::<ReplicaEvent>(payload).map(|e| replica_event(&e)),
         ("events.decision", Some(_)) => decode::<Decision>(payload).map(|d| decision(&d)),
         ("events.worker", Some(_)) => decode::<WorkerEvent>(payload).map(|e| worker_event(&e)),

@@ -101,6 +101,12 @@ fn proxy_metrics_line() {
         ),
         "proxy p1 no services unrouted 4"
     );
+    // One part of a report too big for one message (schema v2), and a v1 reader's view of it.
+    let part = r#"{"v":2,"proxy":"p1","ts_ms":7,"interval_ms":1000,"services":[{"service":"web","version":9,
+        "requests":1,"rps":1.0,"in_flight":0,"p50_ms":1.0,"p99_ms":1.0,"errors":0}],"part":{"seq":7,"index":1,"count":3}}"#;
+    assert_eq!(d("acs.metrics.proxy.p1", part), "proxy p1 web 1 rps inflight 0 p99 1ms v9 (part 2/3)");
+    let bad = r#"{"v":2,"proxy":"p1","ts_ms":7,"interval_ms":1000,"part":{"seq":7,"index":3,"count":3}}"#;
+    assert!(d("acs.metrics.proxy.p1", bad).contains("part.index 3 must be below"), "{}", d("acs.metrics.proxy.p1", bad));
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod leader;
 mod metrics;
 mod monitor;
 mod traffic;
+mod traffic_parts;
 
 pub use alarm::*;
 pub use backends::*;
@@ -21,6 +22,7 @@ pub use leader::*;
 pub use metrics::*;
 pub use monitor::*;
 pub use traffic::*;
+pub use traffic_parts::*;
 
 pub use crate::id::{CommandId, ProxyId};
 

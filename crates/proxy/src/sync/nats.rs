@@ -265,8 +265,21 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
             // The next regular report is a whole interval after this one.
             tick.reset();
         }
-        if let Err(e) = client.publish(subject.clone(), encode(&m).into()).await {
-            debug!(error = %e, "cannot publish traffic metrics");
+        // A report over one message's limit goes as parts (see acs_events::split_metrics).
+        let parts = acs_events::split_metrics(m, acs_events::CHUNK_BYTES);
+        if parts.len() > acs_events::MAX_PARTS as usize {
+            shared.prom.unsent_report();
+            warn!(parts = parts.len(), max = acs_events::MAX_PARTS, "traffic report too big even in parts; not sent");
+            continue;
+        }
+        if parts.len() > 1 {
+            shared.prom.split_report();
+        }
+        for part in &parts {
+            if let Err(e) = client.publish(subject.clone(), encode(part).into()).await {
+                debug!(error = %e, "cannot publish traffic metrics");
+                break;
+            }
         }
     }
 }
