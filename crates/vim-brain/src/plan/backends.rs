@@ -30,8 +30,8 @@ pub(super) fn wanted(members: &[Member]) -> BTreeMap<ReplicaId, Backend> {
             Phase::Draining { .. } => true,
             _ => continue,
         };
-        if let Some(addr) = &m.addr {
-            let backend = Backend { id: m.id.clone(), addr: addr.clone(), worker: m.worker.clone(), draining };
+        if let Some(addr) = m.addr {
+            let backend = Backend { id: m.id.clone(), addr: addr.to_string(), worker: m.worker.clone(), draining };
             want.insert(m.id.clone(), backend);
         }
     }
@@ -48,10 +48,10 @@ pub(super) fn unchanged(published: &BTreeMap<ReplicaId, Backend>, members: &[Mem
             Phase::Draining { .. } => true,
             _ => continue,
         };
-        let Some(addr) = &m.addr else { continue };
+        let Some(addr) = m.addr else { continue };
         routed += 1;
-        match published.get(&m.id) {
-            Some(b) if &b.addr == addr && b.draining == draining && b.worker == m.worker => {}
+        match published.get(m.id) {
+            Some(b) if b.addr == addr && b.draining == draining && &b.worker == m.worker => {}
             _ => return false,
         }
     }

@@ -19,7 +19,7 @@ pub(super) fn lost_replicas(
     up: &BTreeSet<WorkerId>,
 ) -> Vec<Decision> {
     // Membership only (the output follows `published`'s order), so a hash set will do.
-    let member_ids: std::collections::HashSet<&ReplicaId> = members.iter().map(|m| &m.id).collect();
+    let member_ids: std::collections::HashSet<&ReplicaId> = members.iter().map(|m| m.id).collect();
     let lost = published.iter().filter(|(id, _)| !member_ids.contains(id) && !being_stopped.contains(*id));
     lost.map(|(id, backend)| {
         let why = if up.contains(&backend.worker) {
@@ -51,7 +51,7 @@ pub(super) fn replace_unhealthy(members: &mut [Member], now: Millis, grace_ms: M
 /// Healthy replicas whose `Starting` record can go.
 pub(super) fn started_records_done(members: &[Member], records: &BTreeMap<ReplicaId, Record>) -> Vec<ReplicaId> {
     let starting = |id: &ReplicaId| matches!(records.get(id), Some(Record { intent: Intent::Starting { .. }, .. }));
-    members.iter().filter(|m| m.phase == Phase::Healthy && starting(&m.id)).map(|m| m.id.clone()).collect()
+    members.iter().filter(|m| m.phase == Phase::Healthy && starting(m.id)).map(|m| m.id.clone()).collect()
 }
 
 #[cfg(test)]

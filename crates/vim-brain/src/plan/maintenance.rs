@@ -40,11 +40,11 @@ pub(super) fn moves(
     now: Now,
 ) -> Moves {
     // Leaving: on a draining worker, or picked by the rebalance.
-    let is_leaving = |m: &Member| draining.contains(&m.worker) || rebalancing.contains(&m.id);
+    let is_leaving = |m: &Member| draining.contains(m.worker) || rebalancing.contains(m.id);
     let on: Vec<&Member> = members.iter().filter(|m| m.phase.active() && is_leaving(m)).collect();
     let mut out = Moves { target: desired, leaving: on.iter().map(|m| m.id.clone()).collect(), ..Moves::default() };
     let Some(first) = on.first() else { return out };
-    let serving = |m: &Member| m.phase == Phase::Healthy && published.get(&m.id).is_some_and(|b| !b.draining);
+    let serving = |m: &Member| m.phase == Phase::Healthy && published.get(m.id).is_some_and(|b| !b.draining);
     let off: Vec<&Member> = members.iter().filter(|m| !is_leaving(m)).filter(|m| serving(m)).collect();
     let on_serving = on.iter().filter(|m| serving(m)).count() as u32;
     let off_serving = off.len() as u32;
@@ -59,7 +59,7 @@ pub(super) fn moves(
                 replacement: new.id.clone(),
                 to: new.worker.clone(),
             };
-            let why = if draining.contains(&old.worker) {
+            let why = if draining.contains(old.worker) {
                 format!("{} is draining", old.worker)
             } else {
                 format!("rebalance off {}", old.worker)

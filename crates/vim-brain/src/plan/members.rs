@@ -12,45 +12,50 @@ use crate::config::Services;
 use crate::world::{Intent, Millis, Record, World};
 
 #[derive(Debug, Default)]
-pub(super) struct Gathered {
-    pub by_service: BTreeMap<ServiceName, Vec<Member>>,
+pub(super) struct Gathered<'a> {
+    /// Every declared service (possibly with no member), and its members.
+    pub by_service: BTreeMap<ServiceName, Vec<Member<'a>>>,
     /// Stops to send, with the service each replica belongs to.
     pub stops: Vec<(ServiceName, Stop)>,
     /// Records to drop.
     pub forget: Vec<ReplicaId>,
 }
 
-pub(super) fn gather(world: &World, services: &Services, up: &BTreeSet<WorkerId>, now: Millis) -> Gathered {
+pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<WorkerId>, now: Millis) -> Gathered<'a> {
     let settings = world.settings();
-    let mut out = Gathered::default();
+    // One lookup per replica: a service is declared exactly when it has an entry here.
+    let mut out = Gathered {
+        by_service: services.0.keys().map(|name| (name.clone(), Vec::new())).collect(),
+        ..Gathered::default()
+    };
     // Reported replicas the brain holds a record of (only those are looked up below): a pass
     // over every replica costs lookups, not a set of all of them.
     let mut seen: BTreeSet<&ReplicaId> = BTreeSet::new();
+    // `up` is a subset of the workers, both in id order: one walk over both, no lookups.
+    let mut workers = world.workers().iter();
     for worker_id in up {
-        let worker = &world.workers()[worker_id];
+        let Some((worker_id, worker)) = workers.by_ref().find(|(id, _)| *id == worker_id) else { break };
         for reported in worker.last.replicas.iter().filter(|r| r.state != ReplicaState::Exited) {
-            let record = world.records().get(&reported.id);
+            let record = if world.records().is_empty() { None } else { world.records().get(&reported.id) };
             if record.is_some() {
                 seen.insert(&reported.id);
             }
-            let unhealthy_since = worker.unhealthy_since.get(&reported.id).copied();
+            let unhealthy_since =
+                if worker.unhealthy_since.is_empty() { None } else { worker.unhealthy_since.get(&reported.id).copied() };
             let phase = phase(record, reported.state, unhealthy_since, now);
-            if services.get(&reported.service).is_none() {
+            let Some(members) = out.by_service.get_mut(&reported.service) else {
                 let reason = format!("service {} is not declared in the services file", reported.service);
                 if let Some((attempt, reason)) = undeclared_stop(phase, now, settings.stop_retry_ms, reason) {
                     let stop = Stop { replica: reported.id.clone(), worker: worker_id.clone(), attempt, grace_s: 0.0, reason };
                     out.stops.push((reported.service.clone(), stop));
                 }
                 continue;
-            }
-            if !out.by_service.contains_key(&reported.service) {
-                out.by_service.insert(reported.service.clone(), Vec::new());
-            }
-            out.by_service.get_mut(&reported.service).expect("just inserted").push(Member {
-                id: reported.id.clone(),
-                worker: worker_id.clone(),
+            };
+            members.push(Member {
+                id: &reported.id,
+                worker: worker_id,
                 phase,
-                addr: Some(reported.addr.clone()),
+                addr: Some(&reported.addr),
                 cpu_pct: reported.cpu_pct,
                 started_ms: reported.started_ms,
             });
@@ -62,10 +67,10 @@ pub(super) fn gather(world: &World, services: &Services, up: &BTreeSet<WorkerId>
         let worker_up = up.contains(&record.worker);
         match record.intent {
             Intent::Starting { since } if worker_up && now.saturating_sub(since) < settings.start_timeout_ms => {
-                if services.get(&record.service).is_some() {
-                    out.by_service.entry(record.service.clone()).or_default().push(Member {
-                        id: id.clone(),
-                        worker: record.worker.clone(),
+                if let Some(members) = out.by_service.get_mut(&record.service) {
+                    members.push(Member {
+                        id,
+                        worker: &record.worker,
                         phase: Phase::Pending,
                         addr: None,
                         cpu_pct: 0.0,

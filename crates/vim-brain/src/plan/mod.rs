@@ -143,13 +143,14 @@ pub(crate) struct BlockedChange {
     pub(crate) reason: Option<String>,
 }
 
-/// How the plan sees one replica of a service.
+/// How the plan sees one replica of a service. It borrows from the world: a pass builds one
+/// per replica (100,000 at P6's scale), so no id or address is copied for it.
 #[derive(Debug, Clone, PartialEq)]
-struct Member {
-    id: ReplicaId,
-    worker: WorkerId,
+struct Member<'a> {
+    id: &'a ReplicaId,
+    worker: &'a WorkerId,
     phase: Phase,
-    addr: Option<String>,
+    addr: Option<&'a str>,
     cpu_pct: f64,
     started_ms: u64,
 }
@@ -347,10 +348,10 @@ fn plan_service(
     plan.bookkeeping.published.extend(publish.published);
 
     // Record drains with the version that told the proxies.
-    for m in members.iter().filter(|m| scale_in.newly_draining.contains(&m.id)) {
+    for m in members.iter().filter(|m| scale_in.newly_draining.contains(m.id)) {
         if let Phase::Draining { since, deadline, .. } = m.phase {
             let intent = Intent::Draining { since, version: publish.drain_version, deadline };
-            plan.record(&m.id, name, &m.worker, intent);
+            plan.record(m.id, name, m.worker, intent);
         }
     }
     let started = lost::started_records_done(&members, world.records());
@@ -470,12 +471,13 @@ mod test_support {
         s.parse().unwrap()
     }
 
-    pub fn member(replica: &str, worker: &str, phase: Phase) -> Member {
+    /// Members borrow from the world; here the ids and address are leaked, a few bytes a test.
+    pub fn member(replica: &str, worker: &str, phase: Phase) -> Member<'static> {
         Member {
-            id: id(replica),
-            worker: id(worker),
+            id: Box::leak(Box::new(id(replica))),
+            worker: Box::leak(Box::new(id(worker))),
             phase,
-            addr: Some(format!("127.0.0.1:4{}", replica.len())),
+            addr: Some(Box::leak(format!("127.0.0.1:4{}", replica.len()).into_boxed_str())),
             cpu_pct: 0.0,
             started_ms: 0,
         }

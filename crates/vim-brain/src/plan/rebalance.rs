@@ -48,11 +48,11 @@ pub(super) fn pick(
     }
     let serving: Vec<&Member> = members
         .iter()
-        .filter(|m| m.phase == Phase::Healthy && published.get(&m.id).is_some_and(|b| !b.draining))
+        .filter(|m| m.phase == Phase::Healthy && published.get(m.id).is_some_and(|b| !b.draining))
         .collect();
     let mut per_worker: BTreeMap<&WorkerId, u32> = BTreeMap::new();
     for m in &serving {
-        *per_worker.entry(&m.worker).or_default() += 1;
+        *per_worker.entry(m.worker).or_default() += 1;
     }
     // Hottest first; ties by id so the choice is deterministic.
     let (hot, hot_count) = per_worker
@@ -71,7 +71,7 @@ pub(super) fn pick(
     }
     let victim = serving
         .iter()
-        .filter(|m| m.worker == hot)
+        .filter(|m| *m.worker == hot)
         .max_by_key(|m| (m.started_ms, m.id.clone()))?;
     let reason = format!(
         "rebalance: {hot} runs at cpu {hot_cpu:.0}%, {} at {:.0}% ({gap:.0} points apart, more than {:.0}); \
@@ -105,7 +105,7 @@ pub(super) fn step(
 ) -> (std::collections::BTreeSet<ReplicaId>, Option<String>) {
     let mut leaving = std::collections::BTreeSet::new();
     if let Some(r) = &state.rebalancing {
-        if members.iter().any(|m| &m.id == r && m.phase.active()) {
+        if members.iter().any(|m| m.id == r && m.phase.active()) {
             leaving.insert(r.clone());
         } else {
             // Released to the drain (or gone): this move is over.
@@ -114,7 +114,7 @@ pub(super) fn step(
         return (leaving, None);
     }
     let active = members.iter().filter(|m| m.phase.active()).count() as u32;
-    let steady = active == desired && !hold && !members.iter().any(|m| draining.contains(&m.worker));
+    let steady = active == desired && !hold && !members.iter().any(|m| draining.contains(m.worker));
     if !svc.rebalance.enabled || !steady {
         return (leaving, None);
     }
@@ -155,7 +155,7 @@ mod tests {
         }
     }
 
-    fn members() -> Vec<Member> {
+    fn members() -> Vec<Member<'static>> {
         let mut a = member("a", "w1", Phase::Healthy);
         let mut b = member("b", "w1", Phase::Healthy);
         let c = member("c", "w2", Phase::Healthy);

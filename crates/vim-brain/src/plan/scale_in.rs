@@ -45,7 +45,7 @@ pub(super) fn scale_in(
     let Some(excess) = (active.len() as u32).checked_sub(desired).filter(|n| *n > 0) else { return out };
     let mut per_worker: BTreeMap<&WorkerId, u32> = BTreeMap::new();
     for m in &active {
-        *per_worker.entry(&m.worker).or_default() += 1;
+        *per_worker.entry(m.worker).or_default() += 1;
     }
     let mut victims: Vec<VictimCandidate> = active
         .iter()
@@ -54,14 +54,14 @@ pub(super) fn scale_in(
             worker: m.worker.clone(),
             not_serving: m.phase != Phase::Healthy,
             worker_of_service: per_worker[&m.worker],
-            worker_cpu_pct: worker_cpu_pct(&m.worker),
+            worker_cpu_pct: worker_cpu_pct(m.worker),
             started_ms: m.started_ms,
         })
         .collect();
     // Replicas moving off a draining worker go first (see `maintenance.rs`).
     victims.sort_by(|a, b| leaving.contains(&b.id).cmp(&leaving.contains(&a.id)).then(placement::victim_order(a, b)));
     for victim in victims.into_iter().take(excess as usize) {
-        let m = members.iter_mut().find(|m| m.id == victim.id).expect("victim is a member");
+        let m = members.iter_mut().find(|m| *m.id == victim.id).expect("victim is a member");
         if victim.not_serving {
             let reason = format!("scale-in to {desired}: not serving yet, stopped without drain");
             let stop = Stop { replica: m.id.clone(), worker: m.worker.clone(), attempt: 1, grace_s: policy.stop_grace_s, reason };
@@ -108,8 +108,8 @@ pub(super) fn finish_drains(
     for m in members.iter_mut() {
         let stop = |attempt, reason| Stop { replica: m.id.clone(), worker: m.worker.clone(), attempt, grace_s: stop_grace_s, reason };
         match m.phase {
-            Phase::Draining { since, version, deadline } if !newly_draining.contains(&m.id) => {
-                let evidence = drain_evidence(proxies, &m.id, since, version);
+            Phase::Draining { since, version, deadline } if !newly_draining.contains(m.id) => {
+                let evidence = drain_evidence(proxies, m.id, since, version);
                 let reason = match evidence {
                     Evidence::Drained { proxies, by_event: 0 } => Some(format!(
                         "drained in {} ms: no request in flight at any of the {proxies} live proxies",
