@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # perf.sh — issue 10's P1–P7 in one run, one script after the other, on this machine:
 #
-#   P1, P2  bench/proxy-compare.sh   acs-proxy vs nginx vs HAProxy (wrk), and the latency the
-#                                    proxy adds at half its peak, open loop (acsctl load)
+#   P1, P2  bench/proxy-compare.sh   acs-proxy vs bare Pingora vs nginx vs HAProxy (wrk), and
+#                                    the latency the proxy adds at half its peak, open loop
+#   P1      bench/proxy-instructions.sh  instructions per request (callgrind), noise-free
 #   P3      bench/proxy-bench.sh     backend event on NATS -> proxy routing by it
 #   P4      bench/scale-in.sh        scale-in request -> replica drained, stopped, gone
 #   P5      bench/spike.sh           load step -> first decision -> new replica serving
@@ -15,7 +16,7 @@
 # order, with the command that made it and how long it took. A script that fails is reported
 # and the run goes on with the next.
 #
-# Usage: bench/perf.sh                   (about 25 minutes on 2 cores)
+# Usage: bench/perf.sh                   (about 30 minutes on 2 cores)
 #   ONLY="proxy-compare worker-idle"     run only these scripts
 #   OUT=DIR                              where tables and logs go (default target/perf-<time>)
 #
@@ -31,6 +32,7 @@ log() { printf '[perf] %s\n' "$*" >&2; }
 # name | measures | command (run from the repository root)
 STEPS=(
   "proxy-compare|P1, P2|bench/proxy-compare.sh"
+  "proxy-instructions|P1 profile|bench/proxy-instructions.sh"
   "proxy-bench|P3|bench/proxy-bench.sh"
   "scale-in|P4|bench/scale-in.sh"
   "spike|P5|bench/spike.sh"

@@ -155,56 +155,13 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$BARE_PORT/whoami" pingora-bare
 
 NGINX_PORT=$(free_port)
-mkdir -p "$WORK/nginx/tmp"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes $PROXY_THREADS;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/tmp/body;
-  proxy_temp_path $WORK/nginx/tmp/proxy;
-  fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-  uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-  scgi_temp_path $WORK/nginx/tmp/scgi;
-  upstream backend {
-    server 127.0.0.1:$BE_PORT;
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
+nginx_conf "$WORK/nginx" "$NGINX_PORT" "$BE_PORT" "$PROXY_THREADS" on 4096
 "$(bin nginx)" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/stdout.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX_PORT/whoami" nginx
 
 HAPROXY_PORT=$(free_port)
-cat >"$WORK/haproxy.cfg" <<EOF
-global
-  nbthread $PROXY_THREADS
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend be
-backend be
-  server be1 127.0.0.1:$BE_PORT
-EOF
+haproxy_cfg "$WORK/haproxy.cfg" "$HAPROXY_PORT" "$BE_PORT" "$PROXY_THREADS" 4096
 "$(bin haproxy)" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$HAPROXY_PORT/whoami" haproxy
