@@ -21,8 +21,9 @@
 //!   windows, and the live snapshot read at scrape time.
 //! - [`sync`]: live updates. `sync/updater.rs`: the pure [`Updater`] (decode, check, apply,
 //!   buffer out-of-order deltas, swap the snapshot); `sync/nats.rs`: the NATS task around it
-//!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics, and publish
-//!   `BackendDrained` the moment a draining backend has nothing in flight).
+//!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics, in parts when
+//!   one message cannot hold them, and publish `BackendDrained` the moment a draining backend
+//!   has nothing in flight).
 //! - [`run`]: wires it all into a Pingora `Server` and runs until `shutdown` resolves.
 //!
 //! Pingora logs through the `log` crate; the binary bridges it into `tracing`
