@@ -24,6 +24,18 @@ fn services_file(services: usize, per_service: usize) -> String {
         .collect()
 }
 
+/// Replica `j` of worker `i`. By default shaped like the brain's own ids (`<service>-t<term>-<seq>`,
+/// `seq` in placement order), which a pass meets in no particular order; `IDS=worker` gives
+/// acs-sim's `<worker>-<service>-<j>`, which a pass meets already sorted by id.
+fn replica_id(i: usize, j: usize, replicas: usize, services: usize) -> String {
+    if std::env::var("IDS").is_ok_and(|v| v == "worker") {
+        return format!("sim-w{i:05}-s{}-{j}", j % services);
+    }
+    // An odd multiplier is a bijection modulo a power of two: unique, scattered placement order.
+    let seq = ((i * replicas + j) as u64).wrapping_mul(2_654_435_761) % (1 << 20);
+    format!("s{}-t1-{seq}", j % services)
+}
+
 /// Worker `i`'s report number `seq`, shaped like `acs-sim workers`' (CPU figures vary with `seq`).
 fn report(i: usize, replicas: usize, services: usize, seq: u64) -> WorkerMetrics {
     let cpu = 10.0 + ((i as u64 * 7 + seq * 13) % 80) as f64;
@@ -40,7 +52,7 @@ fn report(i: usize, replicas: usize, services: usize, seq: u64) -> WorkerMetrics
         capacity: Capacity { max_replicas: 16, running: replicas as u32 },
         replicas: (0..replicas)
             .map(|j| ReplicaStatus {
-                id: format!("sim-w{i:05}-s{}-{j}", j % services).parse().unwrap(),
+                id: replica_id(i, j, replicas, services).parse().unwrap(),
                 service: format!("s{}", j % services).parse().unwrap(),
                 addr: format!("10.{}.{}.{}:{}", (i >> 16) & 255, (i >> 8) & 255, i & 255, 20_000 + j),
                 state: ReplicaState::Healthy,

@@ -177,6 +177,13 @@ mod tests {
         assert!(!unchanged(&published, &members));
         assert!(!unchanged(&want, &members[..1]), "a published backend no member routes");
         assert!(!unchanged(&want, &[member("web-a", "w1", Phase::Healthy), members[1].clone()]), "drain mark");
+        // Order does not matter; an extra routed member, an address or a worker does.
+        assert!(unchanged(&want, &[members[1].clone(), members[0].clone()]));
+        assert!(!unchanged(&want, &[members[0].clone(), members[1].clone(), member("web-e", "w1", Phase::Healthy)]));
+        let moved = Member { addr: Some("10.0.0.9:1"), ..members[1].clone() };
+        assert!(!unchanged(&want, &[members[0].clone(), moved]), "address");
+        let elsewhere = Member { worker: Box::leak(Box::new(id("w2"))), ..members[1].clone() };
+        assert!(!unchanged(&want, &[members[0].clone(), elsewhere]), "worker");
         assert_eq!(names(&changes(&published, &want, Some(&Route::default()))), ["reset 2"]);
     }
 

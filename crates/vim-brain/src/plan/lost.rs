@@ -77,6 +77,27 @@ mod tests {
     }
 
     #[test]
+    fn lost_replicas_are_found_whatever_the_members_order() {
+        let published: BTreeMap<_, _> =
+            ["web-a", "web-b", "web-c", "web-d", "web-e", "web-f"].map(|r| backend(r, "w1")).into();
+        // Members come in gather order (by worker), not by id; one is not published at all.
+        let members = ["web-e", "web-a", "web-zz", "web-c"].map(|r| member(r, "w1", Phase::Healthy));
+        let being_stopped = [id("web-f")].into();
+        let up = [id("w1")].into();
+        let lost = lost_replicas(&id("web"), now(0), &published, &members, &being_stopped, &up);
+        let replicas: Vec<_> = lost
+            .iter()
+            .map(|d| match &d.action {
+                DecisionAction::Lost { replica, .. } => replica.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(replicas, ["web-b", "web-d"]);
+        assert_eq!(lost[0].reason, "web-b is no longer reported by w1; removed from rotation and replaced if still needed");
+        assert!(lost_replicas(&id("web"), now(0), &published, &[], &being_stopped, &up).len() == 5);
+    }
+
+    #[test]
     fn unhealthy_past_the_grace_is_stopped() {
         let mut members = [
             member("web-a", "w1", Phase::Unhealthy { since: 0 }),
