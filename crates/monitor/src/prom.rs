@@ -7,11 +7,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use acs_node::metrics::prometheus_client;
+use acs_node::metrics::{counter, gauge, prometheus_client};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
 use crate::alarm::notify::NotifyCounters;
@@ -33,16 +31,6 @@ pub fn registry(shared: Shared, alarms: Option<(Arc<AlarmCounters>, Arc<NotifyCo
     let mut r = Registry::default();
     r.register_collector(Box::new(MonitorCollector { shared, alarms }));
     r
-}
-
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(v);
-    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(v);
-    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
 impl Collector for MonitorCollector {

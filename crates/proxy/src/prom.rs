@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use acs_events::{ProxyId, ServiceName};
-use acs_node::metrics::prometheus_client;
+use acs_node::metrics::{counter, prometheus_client};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -187,42 +187,13 @@ impl Collector for ProxyCollector {
                 fam.encode_family(&[("service", name.as_str())])?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
-            let c = ConstCounter::new(totals.unrouted);
-            c.encode(encoder.encode_descriptor(
-                "acs_proxy_unrouted_requests",
-                "Requests no route matched (answered 404)",
-                None,
-                counter_type(),
-            )?)?;
-            let c = ConstCounter::new(totals.early_reports);
-            c.encode(encoder.encode_descriptor(
-                "acs_proxy_early_reports",
-                "Traffic reports sent before the interval was up, because a service's load jumped",
-                None,
-                counter_type(),
-            )?)?;
-            let c = ConstCounter::new(totals.split_reports);
-            c.encode(encoder.encode_descriptor(
-                "acs_proxy_split_reports",
-                "Traffic reports too big for one message, sent in parts",
-                None,
-                counter_type(),
-            )?)?;
-            let c = ConstCounter::new(totals.unsent_reports);
-            c.encode(encoder.encode_descriptor(
-                "acs_proxy_unsent_reports",
-                "Traffic reports too big even in parts, not sent",
-                None,
-                counter_type(),
-            )?)?;
+            counter(&mut encoder, "acs_proxy_unrouted_requests", "Requests no route matched (answered 404)", totals.unrouted)?;
+            counter(&mut encoder, "acs_proxy_early_reports", "Traffic reports sent before the interval was up, because a service's load jumped", totals.early_reports)?;
+            counter(&mut encoder, "acs_proxy_split_reports", "Traffic reports too big for one message, sent in parts", totals.split_reports)?;
+            counter(&mut encoder, "acs_proxy_unsent_reports", "Traffic reports too big even in parts, not sent", totals.unsent_reports)?;
         }
-        let c = ConstCounter::new(shared.rejected.load(Relaxed));
-        c.encode(encoder.encode_descriptor(
-            "acs_proxy_rejected_updates",
-            "Malformed or unauthorised backend updates refused",
-            None,
-            counter_type(),
-        )?)?;
+        let rejected = shared.rejected.load(Relaxed);
+        counter(&mut encoder, "acs_proxy_rejected_updates", "Malformed or unauthorised backend updates refused", rejected)?;
 
         let snap = shared.snapshot.load_full();
         let now = mono_now_ms();

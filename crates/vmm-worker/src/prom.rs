@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use acs_events::{ReplicaState, RuntimeKind};
-use acs_node::metrics::prometheus_client;
+use acs_node::metrics::{counter, gauge, prometheus_client};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
@@ -176,12 +176,11 @@ impl std::fmt::Debug for TableCollector {
 impl Collector for TableCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let t = (self.0)();
-        let gauge = ConstGauge::new(0i64);
         let mut fam = encoder.encode_descriptor(
             "acs_worker_replicas",
             "Replicas in this worker's table, by state (starts in flight not included)",
             None,
-            gauge.metric_type(),
+            ConstGauge::new(0i64).metric_type(),
         )?;
         for (state, label) in STATES {
             let n = t.states.iter().filter(|s| **s == state).count() as i64;
@@ -200,17 +199,14 @@ impl Collector for TableCollector {
             ),
         ];
         for (name, help, v) in gauges {
-            let g = ConstGauge::new(v as i64);
-            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            gauge(&mut encoder, name, help, v as i64)?;
         }
-        let c = ConstCounter::new(t.rejected);
-        c.encode(encoder.encode_descriptor(
+        counter(
+            &mut encoder,
             "acs_worker_rejected_messages",
             "Messages this worker refused (malformed, stale, unauthorised by policy)",
-            None,
-            c.metric_type(),
-        )?)?;
-        Ok(())
+            t.rejected,
+        )
     }
 }
 
