@@ -96,7 +96,22 @@ pub fn split_metrics(m: ProxyMetrics, max_bytes: usize) -> Vec<ProxyMetricsMsg> 
     if encode(&whole).len() <= max_bytes {
         return vec![whole];
     }
-    let mut header = whole.metrics;
+    split_parts(whole.metrics, max_bytes)
+}
+
+/// The payloads to publish for `m`: as [`split_metrics`], encoded, with a report that fits
+/// encoded only once (what a proxy does every interval).
+pub fn encode_metrics(m: ProxyMetrics, max_bytes: usize) -> Vec<Vec<u8>> {
+    let whole = ProxyMetricsMsg::from(m);
+    let bytes = encode(&whole);
+    if bytes.len() <= max_bytes {
+        return vec![bytes];
+    }
+    split_parts(whole.metrics, max_bytes).iter().map(encode).collect()
+}
+
+/// `m` (known not to fit) as parts of at most `max_bytes`, see [`split_metrics`].
+fn split_parts(mut header: ProxyMetrics, max_bytes: usize) -> Vec<ProxyMetricsMsg> {
     let services = std::mem::take(&mut header.services);
     header.v = PARTS_VERSION;
     let seq = header.ts_ms;
@@ -262,12 +277,11 @@ impl MetricsAssembler {
             while self.pending.len() >= self.max_proxies {
                 self.evict_oldest();
             }
-            self.pending.insert(proxy.clone(), Pending { seq: p.seq, count: p.count, first_ms: now_ms, parts: BTreeMap::new() });
         }
         while self.parts_held >= self.max_parts_held {
             self.evict_oldest();
         }
-        // Eviction may have taken this proxy's own set (the oldest): start it again.
+        // A new set, or this proxy's own again if it was the oldest and evicted just now.
         let held = self.pending.entry(proxy.clone()).or_insert_with(|| Pending {
             seq: p.seq,
             count: p.count,
@@ -437,7 +451,16 @@ mod tests {
         let parts = split_metrics(m.clone(), CHUNK_BYTES);
         assert_eq!(parts, vec![ProxyMetricsMsg { metrics: m.clone(), part: None }]);
         assert_eq!(encode(&parts[0]), encode(&m), "the wire form of a whole report is unchanged");
-        assert_eq!(MetricsAssembler::default().push(parts[0].clone(), 0), Some(m));
+        assert_eq!(MetricsAssembler::default().push(parts[0].clone(), 0), Some(m.clone()));
+        assert_eq!(encode_metrics(m, CHUNK_BYTES), vec![encode(&parts[0])]);
+    }
+
+    #[test]
+    fn encoded_parts_are_the_split_parts() {
+        let m = report("p1", 9, vec![service("web", 4_000), service("api", 10)]);
+        let parts = split_checked(&m);
+        assert!(parts.len() > 1);
+        assert_eq!(encode_metrics(m, CHUNK_BYTES), parts.iter().map(encode).collect::<Vec<_>>());
     }
 
     #[test]

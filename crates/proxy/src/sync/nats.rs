@@ -266,7 +266,7 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
             tick.reset();
         }
         // A report over one message's limit goes as parts (see acs_events::split_metrics).
-        let parts = acs_events::split_metrics(m, acs_events::CHUNK_BYTES);
+        let parts = acs_events::encode_metrics(m, acs_events::CHUNK_BYTES);
         if parts.len() > acs_events::MAX_PARTS as usize {
             shared.prom.unsent_report();
             warn!(parts = parts.len(), max = acs_events::MAX_PARTS, "traffic report too big even in parts; not sent");
@@ -275,8 +275,8 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
         if parts.len() > 1 {
             shared.prom.split_report();
         }
-        for part in &parts {
-            if let Err(e) = client.publish(subject.clone(), encode(part).into()).await {
+        for part in parts {
+            if let Err(e) = client.publish(subject.clone(), part.into()).await {
                 debug!(error = %e, "cannot publish traffic metrics");
                 break;
             }
