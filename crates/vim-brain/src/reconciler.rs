@@ -109,7 +109,6 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
         prom,
         pace: pace::Pace::default(),
         proxy_parts: MetricsAssembler::default(),
-        proxy_parts_dropped: 0,
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -213,8 +212,6 @@ struct Brain {
     pace: pace::Pace,
     /// Puts split proxy reports back together; only whole ones reach the world.
     proxy_parts: MetricsAssembler,
-    /// Incomplete proxy reports given up on, as last logged.
-    proxy_parts_dropped: u64,
 }
 
 /// The brain's subscriptions, and the channel command results come back on.
@@ -443,10 +440,10 @@ impl Brain {
         let Some(msg) = self.decode_from_sender::<ProxyMetricsMsg>(m, |ev| ev.metrics.proxy.as_str()).await else {
             return;
         };
+        let before = self.proxy_parts.dropped().total();
         let whole = self.proxy_parts.push(msg, now.mono);
         let dropped = self.proxy_parts.dropped();
-        if dropped.total() > self.proxy_parts_dropped {
-            self.proxy_parts_dropped = dropped.total();
+        if dropped.total() > before {
             self.prom.proxy_parts_dropped(dropped.total());
             warn!(
                 subject = %m.subject, timed_out = dropped.timed_out, superseded = dropped.superseded, stale = dropped.stale,
