@@ -36,12 +36,11 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<Wo
     for worker_id in up {
         let Some((worker_id, worker)) = workers.by_ref().find(|(id, _)| *id == worker_id) else { break };
         for reported in worker.last.replicas.iter().filter(|r| r.state != ReplicaState::Exited) {
-            let record = if world.records().is_empty() { None } else { world.records().get(&reported.id) };
+            let record = world.records().get(&reported.id);
             if record.is_some() {
                 seen.insert(&reported.id);
             }
-            let unhealthy_since =
-                if worker.unhealthy_since.is_empty() { None } else { worker.unhealthy_since.get(&reported.id).copied() };
+            let unhealthy_since = worker.unhealthy_since.get(&reported.id).copied();
             let phase = phase(record, reported.state, unhealthy_since, now);
             let Some(members) = out.by_service.get_mut(&reported.service) else {
                 let reason = format!("service {} is not declared in the services file", reported.service);
