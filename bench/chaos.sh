@@ -76,7 +76,7 @@ if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL")" != 200 ]; t
   "$DEMO" up >&2 || { say "compose-demo up failed"; exit 1; }
 fi
 LEASE=0
-docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -q -- '--lease-ms' && LEASE=1
+docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease-ms' >/dev/null && LEASE=1
 DRAIN=0
 acsctl drain --help >/dev/null 2>&1 && DRAIN=1
 

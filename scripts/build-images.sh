@@ -66,7 +66,7 @@ for img in "${images[@]}"; do
 done
 if [ "$need_bins" -eq 1 ]; then
   if [ "$build" -eq 1 ]; then
-    rustup target list --installed 2>/dev/null | grep -qx "$TARGET" \
+    rustup target list --installed 2>/dev/null | grep -x "$TARGET" >/dev/null \
       || say "note: rust target $TARGET is not listed by rustup; cargo may fail"
     say "cargo build --release --target $TARGET ${pkgs[*]} (static; all of them, see above)"
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
@@ -81,7 +81,7 @@ check_static() {
   local bin=$1
   [ -x "$bin" ] || die "$bin not found; run without --no-build"
   if command -v readelf >/dev/null 2>&1; then
-    if readelf -l "$bin" | grep -q 'Requesting program interpreter'; then
+    if readelf -l "$bin" | grep 'Requesting program interpreter' >/dev/null; then
       die "$bin is dynamically linked; build with RUSTFLAGS='-C target-feature=+crt-static' --target $TARGET"
     fi
   elif ldd "$bin" >/dev/null 2>&1; then

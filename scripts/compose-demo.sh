@@ -149,7 +149,7 @@ need_acsctl() {
 needed_images() {
   local img
   for img in "${IMAGES[@]}"; do
-    if [ "$img" = nats ] && ! compose config 2>/dev/null | grep -q 'image: acs/nats:'; then
+    if [ "$img" = nats ] && ! compose config 2>/dev/null | grep 'image: acs/nats:' >/dev/null; then
       continue
     fi
     printf '%s\n' "$img"
@@ -427,9 +427,10 @@ cmd_up() {
 EOF
 }
 
-# Whether the brain image has the leader lease (`vim-brain --help` lists --lease-ms).
+# Whether the brain image has the leader lease (`vim-brain --help` lists --lease-ms). Not
+# `grep -q`: under pipefail its early exit fails the writer with SIGPIPE, and so the test.
 brain_has_lease() {
-  docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -q -- '--lease-ms'
+  docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease-ms' >/dev/null
 }
 
 # Every component reached NATS by its compose name (nats://nats:4222): their static glibc
