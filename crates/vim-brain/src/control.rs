@@ -125,7 +125,10 @@ pub fn status_page(world: &World, services: &Services, req: &StatusRequest, now:
         let backends: Vec<acs_events::Backend> = st.map(|s| s.published.values().cloned().collect()).unwrap_or_default();
         out.push(ServiceStatus {
             name: name.clone(),
-            mode: if st.and_then(|s| s.manual).is_some() { ScaleMode::Manual } else { ScaleMode::Auto },
+            mode: match st {
+                Some(s) if s.manual.is_some() || s.pin_unreadable => ScaleMode::Manual,
+                _ => ScaleMode::Auto,
+            },
             desired: st.and_then(|s| s.desired).unwrap_or(svc.policy.min_replicas),
             running: backends.iter().filter(|b| !b.draining).count() as u32,
             replicas_total: replicas.len() as u32,

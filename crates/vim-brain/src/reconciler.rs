@@ -355,7 +355,11 @@ impl Brain {
         }
         for (service, error) in loaded.errors {
             self.rejected += 1;
-            warn!(%service, %error, total = self.rejected, "cannot read the manual pin kept in KV; the service keeps its current mode");
+            warn!(
+                %service, %error, total = self.rejected,
+                "cannot read the manual pin kept in KV; the service holds its current count as if pinned until `acsctl scale` sets it again"
+            );
+            self.world.apply(Event::PinUnreadable { service }, now.mono);
         }
         let maintenance = crate::lease::load_maintenance(&self.kv).await;
         for (worker, state) in maintenance.states {

@@ -130,6 +130,17 @@ async fn a_corrupt_pin_in_kv_is_reported_and_counted_not_taken_as_auto() {
     eventually("the new brain answers", || async { try_status(&client).await.is_some() }).await;
     let s = status(&client).await;
     assert!(s.rejected >= 1, "the unreadable pin is counted: {s:?}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Held as if pinned: no load (0 req/s) would take it to min 1 within the 1 s scale-down
+    // window if it were handed to its policy.
+    eventually("held at what runs", || async {
+        let s = status(&client).await;
+        (s.services[0].mode, s.services[0].desired) == (ScaleMode::Manual, 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(worker.running.lock().unwrap().len(), 2, "nothing was stopped on a pin it could not read");
+    assert_eq!(status(&client).await.services[0].mode, ScaleMode::Manual);
+    // The operator's next scale ends the hold: back under the policy, it goes to min 1.
+    scale(&client, r#"{"service":"web","auto":true}"#).await;
+    eventually("scaled in by the policy", || async { worker.running.lock().unwrap().len() == 1 }).await;
 }

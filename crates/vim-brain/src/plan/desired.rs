@@ -49,6 +49,11 @@ pub(super) fn desired_count(
         });
         return Desired { count: pinned, recommendation: None, decision };
     }
+    if state.pin_unreadable {
+        // Held as if pinned, at what runs: the operator's value is unknown, and handing the
+        // service to its policy could stop replicas the pin was keeping (announced at take-over).
+        return Desired { count: current, recommendation: None, decision: None };
+    }
     let first_plan = state.desired.is_none();
     let recommended = policy::recommend(policy, current, measured);
     let mut stabilized = policy::stabilize(policy, current, recommended.replicas, &state.history, now.mono);

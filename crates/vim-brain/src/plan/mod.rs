@@ -41,6 +41,7 @@ use acs_events::{
     ServiceTraffic, WorkerCommand, WorkerEvent, WorkerId, SCHEMA_VERSION,
 };
 
+pub(crate) use backends::digest as backends_digest;
 use crate::config::{ServiceConfig, Services};
 use crate::policy;
 use crate::world::{Intent, Millis, Now, Record, ServiceState, World};
@@ -253,9 +254,11 @@ fn plan_service(
         .collect();
     let traffic: Vec<&ServiceTraffic> = proxies.iter().filter_map(|p| p.traffic).collect();
 
-    let being_stopped = plan.upserted_records();
-    let lost = lost::lost_replicas(name, now, &state.published, &members, &being_stopped, up);
-    plan.decisions.extend(lost);
+    // The steady case: every published backend is a routed member, so none can be lost.
+    if !backends::unchanged(&state.published, state.published_digest, &members) {
+        let being_stopped = plan.upserted_records();
+        plan.decisions.extend(lost::lost_replicas(name, now, &state.published, &members, &being_stopped, up));
+    }
     for stop in lost::replace_unhealthy(&mut members, now.mono, settings.unhealthy_grace_ms, policy.stop_grace_s) {
         plan.stop(name, stop, now);
     }
@@ -361,7 +364,7 @@ fn plan_service(
     let ever_ready = state.ever_ready || counts.ready > 0;
     let inputs = lifecycle::Inputs {
         desired: desired.count,
-        pinned: state.manual.is_some(),
+        pinned: state.manual.is_some() || state.pin_unreadable,
         blocked: blocked_reason.as_deref(),
         crash: crash.reason.as_deref(),
         ever_ready,

@@ -115,6 +115,9 @@ pub struct ServiceState {
     pub desired: Option<u32>,
     /// Pinned by a manual scale.
     pub manual: Option<u32>,
+    /// Its pin in KV was unreadable at take-over ([`Event::PinUnreadable`]): it holds its
+    /// desired count (what ran at the first plan) as if pinned, until the next scale request.
+    pub pin_unreadable: bool,
     /// When the desired count last changed.
     pub last_change: Option<Millis>,
     /// Policy recommendations with their time, for the stabilisation windows.
@@ -123,6 +126,10 @@ pub struct ServiceState {
     pub version: u64,
     /// Backend set the proxies have been told.
     pub published: BTreeMap<ReplicaId, Backend>,
+    /// `published`'s digest (`plan::backends::digest`), kept with it by `World::apply`: a steady
+    /// plan compares it with the members' instead of looking up every backend. One that does
+    /// not match (a state built by hand) only costs that plan the full diff.
+    pub published_digest: u64,
     pub last_reset: Option<Millis>,
     /// A fresh `reset` is wanted at the next plan: a proxy's sync reply could not carry the
     /// whole set under the payload limit ([`Event::ResetDue`]).
@@ -189,6 +196,10 @@ pub enum Event {
     CommandResult { worker: WorkerId, replica: ReplicaId, start: bool, result: Result<CommandAck, String> },
     /// A manual pin at `replicas`, or (`None`) the service handed back to its policy.
     Pin { service: ServiceName, replicas: Option<u32> },
+    /// The pin kept in KV for a service could not be read when this brain took over: an
+    /// operator had set something, so the service holds its count as if pinned (not handed to
+    /// its policy) until the next `acs.cmd.scale` for it.
+    PinUnreadable { service: ServiceName },
     /// A plan has been sent: record what it started, drained, stopped, decided and published.
     PlanSent(Bookkeeping),
     /// The brain's own NATS connection went down (`false`) or came back (`true`).
@@ -324,11 +335,13 @@ impl World {
             Event::Pin { service, replicas } => {
                 let st = self.services.entry(service).or_default();
                 st.manual = replicas;
+                st.pin_unreadable = false;
                 if replicas.is_none() {
                     // Restart the stabilisation history: the pinned period says nothing about the load.
                     st.history.clear();
                 }
             }
+            Event::PinUnreadable { service } => self.services.entry(service).or_default().pin_unreadable = true,
             Event::PlanSent(bookkeeping) => self.plan_sent(bookkeeping, now),
             Event::Maintenance { worker, state } => {
                 if state == Maintenance::default() {

@@ -49,6 +49,7 @@ impl World {
         for p in b.published {
             let st = self.services.entry(p.service).or_default();
             st.version = p.version;
+            st.published_digest = crate::plan::backends_digest(p.backends.values());
             st.published = p.backends;
             if p.reset {
                 st.last_reset = Some(now);
