@@ -14,11 +14,13 @@ use super::HealthAnnounced;
 use crate::world::{is_full_disruption, Now, World};
 
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct Health {
+pub(super) struct Health<'a> {
     /// Workers counted as up: recent metrics, or silent but held (their replicas stay routed).
-    pub up: BTreeSet<WorkerId>,
+    /// Borrowed from the world, and built from its sorted ids in one go: 10,000 cloned and
+    /// inserted one by one were 8 % of a plan at P6's scale.
+    pub up: BTreeSet<&'a WorkerId>,
     /// Workers whose metrics are recent enough: the only ones new replicas go to.
-    pub fresh: BTreeSet<WorkerId>,
+    pub fresh: BTreeSet<&'a WorkerId>,
     /// Transitions since the last announcement, to record...
     pub announced: Vec<HealthAnnounced>,
     /// ...and to publish.
@@ -30,14 +32,13 @@ pub(super) struct Health {
     pub forget_proxies: Vec<ProxyId>,
 }
 
-pub(super) fn worker_health(world: &World, now: Now) -> Health {
+pub(super) fn worker_health(world: &World, now: Now) -> Health<'_> {
     let settings = world.settings();
-    let mut health = Health::default();
-    for (id, worker) in world.workers() {
-        if worker.is_up(now.mono, settings) {
-            health.fresh.insert(id.clone());
-        }
-    }
+    let mut health = Health {
+        fresh: world.workers().iter().filter(|(_, w)| w.is_up(now.mono, settings)).map(|(id, _)| id).collect(),
+        ..Health::default()
+    };
+    let mut up = Vec::new();
     let believed = world.workers().iter().filter(|(id, w)| w.announced_up || health.fresh.contains(*id)).count();
     let silent = believed - health.fresh.len();
     let link = world.link();
@@ -61,7 +62,7 @@ pub(super) fn worker_health(world: &World, now: Now) -> Health {
         // Held: a silent worker keeps the health it was announced with.
         let is_up = fresh || (hold.is_some() && worker.announced_up);
         if is_up {
-            health.up.insert(id.clone());
+            up.push(id);
         }
         let gone = now.mono.saturating_sub(worker.last_seen) >= settings.forget_after_ms;
         if gone && !is_up && !worker.announced_up && hold.is_none() {
@@ -90,6 +91,7 @@ pub(super) fn worker_health(world: &World, now: Now) -> Health {
             reason,
         });
     }
+    health.up = up.into_iter().collect();
     let gone = |seen| now.mono.saturating_sub(seen) >= settings.forget_after_ms;
     let proxies = world.proxies().iter().filter(|(_, p)| gone(p.last_seen));
     health.forget_proxies = proxies.map(|(id, _)| id.clone()).collect();

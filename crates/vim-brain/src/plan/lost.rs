@@ -16,7 +16,7 @@ pub(super) fn lost_replicas(
     published: &BTreeMap<ReplicaId, Backend>,
     members: &[Member],
     being_stopped: &BTreeSet<ReplicaId>,
-    up: &BTreeSet<WorkerId>,
+    up: &BTreeSet<&WorkerId>,
 ) -> Vec<Decision> {
     // Membership only (the output follows `published`'s order), so a hash set will do.
     let member_ids: std::collections::HashSet<&ReplicaId> = members.iter().map(|m| m.id).collect();
@@ -69,7 +69,8 @@ mod tests {
         let published: BTreeMap<_, _> = [backend("web-a", "w1"), backend("web-b", "w2"), backend("web-c", "w1")].into();
         let members = [member("web-a", "w1", Phase::Healthy)];
         let being_stopped = [id("web-c")].into();
-        let up = [id("w1")].into();
+        let w1 = id("w1");
+        let up = [&w1].into();
         let lost = lost_replicas(&id("web"), now(0), &published, &members, &being_stopped, &up);
         assert_eq!(lost.len(), 1, "web-a is reported, web-c is being stopped: {lost:?}");
         assert_eq!(lost[0].action, DecisionAction::Lost { replica: id("web-b"), worker: id("w2") });
@@ -83,7 +84,8 @@ mod tests {
         // Members come in gather order (by worker), not by id; one is not published at all.
         let members = ["web-e", "web-a", "web-zz", "web-c"].map(|r| member(r, "w1", Phase::Healthy));
         let being_stopped = [id("web-f")].into();
-        let up = [id("w1")].into();
+        let w1 = id("w1");
+        let up = [&w1].into();
         let lost = lost_replicas(&id("web"), now(0), &published, &members, &being_stopped, &up);
         let replicas: Vec<_> = lost
             .iter()

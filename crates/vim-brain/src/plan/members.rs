@@ -21,7 +21,7 @@ pub(super) struct Gathered<'a> {
     pub forget: Vec<ReplicaId>,
 }
 
-pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<WorkerId>, now: Millis) -> Gathered<'a> {
+pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&WorkerId>, now: Millis) -> Gathered<'a> {
     let settings = world.settings();
     // One lookup per replica: a service is declared exactly when it has an entry here.
     let mut out = Gathered {
@@ -34,7 +34,7 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<Wo
     // `up` is a subset of the workers, both in id order: one walk over both, no lookups.
     let mut workers = world.workers().iter();
     for worker_id in up {
-        let Some((worker_id, worker)) = workers.by_ref().find(|(id, _)| *id == worker_id) else { break };
+        let Some((worker_id, worker)) = workers.by_ref().find(|(id, _)| id == worker_id) else { break };
         for reported in worker.last.replicas.iter().filter(|r| r.state != ReplicaState::Exited) {
             let record = world.records().get(&reported.id);
             if record.is_some() {
@@ -55,6 +55,9 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<Wo
                 worker: worker_id,
                 phase,
                 addr: Some(&reported.addr),
+                // Hashed now, while the report is in the cache: the plan's backend checks
+                // then never read the strings again.
+                route: super::backends::route_hash(&reported.id, &reported.addr, worker_id),
                 cpu_pct: reported.cpu_pct,
                 started_ms: reported.started_ms,
             });
@@ -72,6 +75,7 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<Wo
                         worker: &record.worker,
                         phase: Phase::Pending,
                         addr: None,
+                        route: 0,
                         cpu_pct: 0.0,
                         started_ms: 0,
                     });

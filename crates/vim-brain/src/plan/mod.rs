@@ -152,6 +152,8 @@ struct Member<'a> {
     worker: &'a WorkerId,
     phase: Phase,
     addr: Option<&'a str>,
+    /// `backends::route_hash` of its id, address and worker (0 without an address).
+    route: u64,
     cpu_pct: f64,
     started_ms: u64,
 }
@@ -217,9 +219,10 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
     for id in gathered.forget {
         plan.bookkeeping.records.push(RecordChange::Remove(id));
     }
+    let snapshots = backends::periodic_resets(world, services, now.mono);
     for (name, svc) in services.iter() {
         let members = gathered.by_service.remove(name).unwrap_or_default();
-        plan_service(&mut plan, world, now, name, svc, members, &health);
+        plan_service(&mut plan, world, now, name, svc, members, &health, snapshots.contains(name));
     }
     for w in withdraw::withdrawals(world, services, now) {
         plan.withdrawn.push(w.update.service.clone());
@@ -238,6 +241,7 @@ fn plan_service(
     svc: &ServiceConfig,
     mut members: Vec<Member>,
     health: &health::Health,
+    periodic_reset: bool,
 ) {
     let up = &health.up;
     let default_state = ServiceState::default();
@@ -343,9 +347,7 @@ fn plan_service(
     }
 
     // A new term starts with snapshots, so every proxy moves to the new leader's versions at once.
-    let reset_due = state.last_reset.is_none_or(|at| now.mono.saturating_sub(at) >= settings.reset_every_ms)
-        || acs_events::version_term(state.version) < world.term()
-        || state.reset_requested;
+    let reset_due = periodic_reset || acs_events::version_term(state.version) < world.term() || state.reset_requested;
     let publish = backends::publish(name, svc, state, world.first_version(), &members, reset_due, now);
     plan.updates.extend(publish.updates);
     plan.bookkeeping.published.extend(publish.published);
@@ -476,14 +478,9 @@ mod test_support {
 
     /// Members borrow from the world; here the ids and address are leaked, a few bytes a test.
     pub fn member(replica: &str, worker: &str, phase: Phase) -> Member<'static> {
-        Member {
-            id: Box::leak(Box::new(id(replica))),
-            worker: Box::leak(Box::new(id(worker))),
-            phase,
-            addr: Some(Box::leak(format!("127.0.0.1:4{}", replica.len()).into_boxed_str())),
-            cpu_pct: 0.0,
-            started_ms: 0,
-        }
+        let (id, worker): (&'static ReplicaId, &'static WorkerId) = (Box::leak(Box::new(id(replica))), Box::leak(Box::new(id(worker))));
+        let addr: &'static str = Box::leak(format!("127.0.0.1:4{}", replica.len()).into_boxed_str());
+        Member { id, worker, phase, addr: Some(addr), route: backends::route_hash(id, addr, worker), cpu_pct: 0.0, started_ms: 0 }
     }
 
     pub fn ids(stops: &[Stop]) -> Vec<&str> {

@@ -97,7 +97,7 @@ pub(super) fn step(
     svc: &crate::config::ServiceConfig,
     state: &crate::world::ServiceState,
     members: &[Member],
-    fresh: &std::collections::BTreeSet<WorkerId>,
+    fresh: &std::collections::BTreeSet<&WorkerId>,
     desired: u32,
     draining: &std::collections::BTreeSet<WorkerId>,
     hold: bool,

@@ -26,7 +26,7 @@ pub(super) struct ScaleOut {
 /// off after a refusal. Each counts the slots its reported replicas take, plus starts sent but
 /// not yet reported. One pass over the records (indexed by worker), then one over each
 /// candidate's replicas: O(records + replicas), not O(workers × records).
-pub(super) fn candidates(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<WorkerId>) -> Vec<Candidate> {
+pub(super) fn candidates(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<&WorkerId>) -> Vec<Candidate> {
     let mut starting: BTreeMap<&WorkerId, Vec<(&ReplicaId, &ServiceName)>> = BTreeMap::new();
     for (replica, record) in world.records() {
         if matches!(record.intent, Intent::Starting { .. }) {
@@ -34,7 +34,7 @@ pub(super) fn candidates(world: &World, now: Millis, service: &ServiceName, up: 
         }
     }
     let mut out = Vec::new();
-    for id in up {
+    for &id in up {
         let worker = &world.workers()[id];
         if worker.backoff_until > now || world.maintenance_of(id).cordoned {
             continue;
@@ -141,9 +141,9 @@ mod tests {
     }
 
     /// The reference: every worker scans every record (what `candidates` did before its index).
-    fn candidates_by_scanning(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<WorkerId>) -> Vec<Candidate> {
+    fn candidates_by_scanning(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<&WorkerId>) -> Vec<Candidate> {
         let mut out = Vec::new();
-        for id in up {
+        for &id in up {
             let worker = &world.workers()[id];
             if worker.backoff_until > now || world.maintenance_of(id).cordoned {
                 continue;
@@ -216,7 +216,7 @@ mod tests {
             }
         }
         world.apply(Event::PlanSent(Bookkeeping { records, ..Bookkeeping::default() }), 0);
-        let up: BTreeSet<WorkerId> = world.workers().keys().cloned().collect();
+        let up: BTreeSet<&WorkerId> = world.workers().keys().collect();
         for service in ["web", "api", "other"] {
             let service: ServiceName = id(service);
             let indexed = candidates(&world, 0, &service, &up);
