@@ -165,10 +165,25 @@ pub(super) fn changes(
 /// a steady one. A snapshot for a new term or a proxy's sync request is never put off.
 pub(super) const SNAPSHOT_BUDGET: usize = 10_000;
 
-/// Which services take their periodic `reset` (every `reset_every_ms`) in this plan: the most
-/// overdue first (never reset before that), within [`SNAPSHOT_BUDGET`].
+/// Periodic snapshots of all services together republish at most about this many backends a
+/// second: past `reset_every_ms × SNAPSHOT_RATE` backends in all (10,000 at the default 5 s),
+/// each service's period grows with the total. At P6's 100,000 backends, that is every 50 s
+/// instead of every 5 s (2 MB/s of snapshots to every proxy, and a snapshot in most plans).
+/// Snapshots are the safety net: a proxy that misses a delta sees the version gap and asks for
+/// one at once (`acs.backends.sync`), whatever the period.
+pub(super) const SNAPSHOT_RATE: u64 = 2_000;
+
+/// The period of periodic snapshots: `reset_every_ms`, or longer for large backend sets
+/// ([`SNAPSHOT_RATE`]).
+pub(super) fn snapshot_every(world: &World, services: &Services) -> Millis {
+    let total: u64 = services.iter().map(|(name, _)| world.service(name).map_or(0, |s| s.published.len() as u64)).sum();
+    world.settings().reset_every_ms.max(total * 1000 / SNAPSHOT_RATE)
+}
+
+/// Which services take their periodic `reset` (every [`snapshot_every`]) in this plan: the
+/// most overdue first (never reset before that), within [`SNAPSHOT_BUDGET`].
 pub(super) fn periodic_resets<'s>(world: &World, services: &'s Services, now: Millis) -> BTreeSet<&'s ServiceName> {
-    let every = world.settings().reset_every_ms;
+    let every = snapshot_every(world, services);
     let mut due: Vec<(Option<Millis>, usize, &ServiceName)> = services
         .iter()
         .filter_map(|(name, _)| {
@@ -304,7 +319,6 @@ mod tests {
             .collect();
         let services = Services::parse(&file).unwrap();
         let mut world = World::new(Settings::default(), now(0));
-        let every = world.settings().reset_every_ms;
         let sent = |names: &[&str], size: usize| crate::plan::Bookkeeping {
             published: names
                 .iter()
@@ -322,6 +336,10 @@ mod tests {
         assert_eq!(names(periodic_resets(&world, &services, 0)), ["a", "b", "c", "small"]);
         world.apply(Event::PlanSent(sent(&["a", "b", "c"], SNAPSHOT_BUDGET * 6 / 10)), 0);
         world.apply(Event::PlanSent(sent(&["small"], 10)), 1);
+        // 18,010 backends in all: snapshots of them all at most SNAPSHOT_RATE a second.
+        let every = snapshot_every(&world, &services);
+        assert_eq!(every, 18_010 * 1000 / SNAPSHOT_RATE);
+        assert!(every > world.settings().reset_every_ms);
         assert!(periodic_resets(&world, &services, every - 1).is_empty(), "none due yet");
         // All due: in order of how overdue, one big one a plan...
         let first = names(periodic_resets(&world, &services, every + 1));

@@ -20,7 +20,8 @@ pub struct Settings {
     pub stop_retry_ms: Millis,
     /// A worker that refused a start is not chosen again for this long.
     pub refusal_backoff_ms: Millis,
-    /// Full `reset` snapshots are republished this often.
+    /// Full `reset` snapshots are republished this often (longer for over 10,000 backends in
+    /// all: `plan::backends::snapshot_every`).
     pub reset_every_ms: Millis,
     /// A worker (announced down) or proxy silent this long is forgotten: its replicas were
     /// replaced long ago. Default: 10 worker timeouts.
