@@ -46,8 +46,9 @@ fn routable<'m, 'a>(members: &'m [Member<'a>]) -> impl Iterator<Item = (&'m Memb
 }
 
 /// The seeded hash of a backend's id, address and worker: a [`Member`] carries it, computed
-/// once in `gather` while its report is in the cache. Digests never leave the process.
-pub(super) fn route_hash(id: &ReplicaId, addr: &str, worker: &WorkerId) -> u64 {
+/// by the world when the report is folded in (`WorkerView::route`). Digests never leave the
+/// process.
+pub(crate) fn route_hash(id: &ReplicaId, addr: &str, worker: &WorkerId) -> u64 {
     let mut hasher = foldhash::quality::FixedState::with_seed(seeds().0).build_hasher();
     // One write of the fields laid end to end hashes several times faster than one write per
     // field. Ids hold no ':' and an address holds no whitespace, so the layout is unambiguous.

@@ -103,23 +103,9 @@ mod tests {
     use super::super::test_support::{id, now};
     use super::*;
     use crate::world::{Event, Settings};
-    use acs_events::{Capacity, HostMetrics, RuntimeKind, WorkerMetrics};
 
     fn metrics(worker: &str) -> Event {
-        Event::WorkerMetrics(WorkerMetrics {
-            v: 1,
-            worker: id(worker),
-            seq: 1,
-            ts_ms: 0,
-            started_ms: 0,
-            instance: String::new(),
-            interval_ms: 1000,
-            runtime: RuntimeKind::Process,
-            host: HostMetrics::default(),
-            capacity: Capacity { max_replicas: 4, running: 0 },
-            replicas: vec![],
-            rejected: 0,
-        })
+        Event::WorkerMetrics(super::super::test_support::report(worker, vec![]))
     }
 
     #[test]
@@ -129,7 +115,7 @@ mod tests {
         let health = worker_health(&world, now(100));
         assert_eq!(health.up.iter().map(|w| w.as_str()).collect::<Vec<_>>(), ["w1"]);
         assert_eq!(health.announced, [HealthAnnounced { worker: id("w1"), up: true }]);
-        assert!(health.events[0].reason.starts_with("metrics arriving; 0/4 replicas"), "{}", health.events[0].reason);
+        assert!(health.events[0].reason.starts_with("metrics arriving; 0/8 replicas"), "{}", health.events[0].reason);
 
         let sent = crate::plan::Bookkeeping { worker_health: health.announced, ..Default::default() };
         world.apply(Event::PlanSent(sent), 100);

@@ -23,10 +23,17 @@ pub(super) struct Gathered<'a> {
 
 pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&WorkerId>, now: Millis) -> Gathered<'a> {
     let settings = world.settings();
-    // One lookup per replica: a service is declared exactly when it has an entry here. A hash
-    // lookup, not the BTreeMap's few string compares: it runs 100,000 times a pass at P6's scale.
-    let index: std::collections::HashMap<&str, usize, foldhash::fast::FixedState> =
-        services.0.keys().enumerate().map(|(i, name)| (name.as_str(), i)).collect();
+    // A replica's service, found by its number (`Slot::service`): a service is declared exactly
+    // when its number maps to a list here. No name is read: at P6's 100,000 replicas a pass,
+    // reading them was a cache miss each. Numberless names (past the cap) go by name.
+    let numbers = world.service_numbers();
+    let mut by_number: Vec<Option<usize>> = vec![None; numbers.len()];
+    for (i, name) in services.0.keys().enumerate() {
+        if let Some(n) = numbers.get(name) {
+            by_number[n as usize] = Some(i);
+        }
+    }
+    let by_name = |name: &ServiceName| services.0.keys().position(|n| n == name);
     let mut lists: Vec<Vec<Member<'a>>> = services.0.keys().map(|_| Vec::new()).collect();
     let mut out = Gathered::default();
     // Reported replicas the brain holds a record of (only those are looked up below): a pass
@@ -36,14 +43,19 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&W
     let mut workers = world.workers().iter();
     for worker_id in up {
         let Some((worker_id, worker)) = workers.by_ref().find(|(id, _)| id == worker_id) else { break };
-        for reported in worker.last.replicas.iter().filter(|r| r.state != ReplicaState::Exited) {
+        for (i, reported) in worker.last.replicas.iter().enumerate().filter(|(_, r)| r.state != ReplicaState::Exited) {
             let record = world.records().get(&reported.id);
             if record.is_some() {
                 seen.insert(&reported.id);
             }
             let unhealthy_since = worker.unhealthy_since.get(&reported.id).copied();
             let phase = phase(record, reported.state, unhealthy_since, now);
-            let Some(members) = index.get(reported.service.as_str()).map(|&i| &mut lists[i]) else {
+            let slot = worker.slot(i);
+            let list = match slot.service {
+                Some(n) => by_number.get(n as usize).copied().flatten(),
+                None => by_name(&reported.service),
+            };
+            let Some(members) = list.map(|i| &mut lists[i]) else {
                 let reason = format!("service {} is not declared in the services file", reported.service);
                 if let Some((attempt, reason)) = undeclared_stop(phase, now, settings.stop_retry_ms, reason) {
                     let stop = Stop { replica: reported.id.clone(), worker: worker_id.clone(), attempt, grace_s: 0.0, reason };
@@ -56,9 +68,7 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&W
                 worker: worker_id,
                 phase,
                 addr: Some(&reported.addr),
-                // Hashed now, while the report is in the cache: the plan's backend checks
-                // then never read the strings again.
-                route: super::backends::route_hash(&reported.id, &reported.addr, worker_id),
+                route: slot.route,
                 cpu_pct: reported.cpu_pct,
                 started_ms: reported.started_ms,
             });
@@ -70,7 +80,7 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&W
         let worker_up = up.contains(&record.worker);
         match record.intent {
             Intent::Starting { since } if worker_up && now.saturating_sub(since) < settings.start_timeout_ms => {
-                if let Some(members) = index.get(record.service.as_str()).map(|&i| &mut lists[i]) {
+                if let Some(members) = by_name(&record.service).map(|i| &mut lists[i]) {
                     members.push(Member {
                         id,
                         worker: &record.worker,
@@ -148,6 +158,41 @@ mod tests {
         assert_eq!(phase(Some(&starting), ReplicaState::Healthy, None, 100), Phase::Healthy);
         assert_eq!(phase(None, ReplicaState::Unhealthy, Some(40), 100), Phase::Unhealthy { since: 40 });
         assert_eq!(phase(None, ReplicaState::Unhealthy, None, 100), Phase::Unhealthy { since: 100 });
+    }
+
+    #[test]
+    fn replicas_are_filed_by_service_number_and_by_name_past_the_cap() {
+        use crate::world::{Event, Now, Settings};
+        use acs_events::*;
+        // A cap of 3 ids: the worker fits, and only the first 3 service names get numbers.
+        let mut world = World::new(Settings { max_ids: 3, ..Settings::default() }, Now { mono: 0, unix_ms: 0 });
+        let replica = |n: usize, service: &str| ReplicaStatus {
+            id: id(&format!("r{n}")),
+            service: id(service),
+            addr: format!("10.0.0.1:{}", 20_000 + n),
+            state: ReplicaState::Healthy,
+            cpu_pct: 0.0,
+            mem_bytes: 0,
+            started_ms: 0,
+            restarts: 0,
+        };
+        let replicas = ["other", "web", "gone", "api", "web"].iter().enumerate().map(|(n, s)| replica(n, s)).collect();
+        let m = super::super::test_support::report("w1", replicas);
+        world.apply(Event::WorkerMetrics(m), 0);
+        assert_eq!(world.service_numbers().get(&id("api")), None, "past the cap");
+        let file = "[[service]]\nname = \"web\"\ncommand = [\"x\"]\nroute = { path_prefix = \"/w\" }\n\
+                    [[service]]\nname = \"api\"\ncommand = [\"x\"]\nroute = { path_prefix = \"/a\" }\n";
+        let services = Services::parse(file).unwrap();
+        let w1 = id("w1");
+        let out = gather(&world, &services, &[&w1].into(), 0);
+        let filed = |service: &str| out.by_service[&id::<ServiceName>(service)].iter().map(|m| m.id.as_str()).collect::<Vec<_>>();
+        assert_eq!(filed("web"), ["r1", "r4"]);
+        assert_eq!(filed("api"), ["r3"], "numberless, found by name");
+        let stopped: Vec<_> = out.stops.iter().map(|(s, stop)| (s.as_str(), stop.replica.as_str())).collect();
+        assert_eq!(stopped, [("other", "r0"), ("gone", "r2")], "undeclared services' replicas are stopped");
+        // Their route hashes are the ones the digest uses.
+        let m = &out.by_service[&id::<ServiceName>("web")][0];
+        assert_eq!(m.route, super::super::backends::route_hash(m.id, m.addr.unwrap(), &w1));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use acs_events::{
     ServiceTraffic, WorkerCommand, WorkerEvent, WorkerId, SCHEMA_VERSION,
 };
 
-pub(crate) use backends::digest as backends_digest;
+pub(crate) use backends::{digest as backends_digest, route_hash};
 use crate::config::{ServiceConfig, Services};
 use crate::policy;
 use crate::world::{Intent, Millis, Now, Record, ServiceState, World};
@@ -219,10 +219,10 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
     for id in gathered.forget {
         plan.bookkeeping.records.push(RecordChange::Remove(id));
     }
-    let snapshots = backends::periodic_resets(world, services, now.mono);
+    let pass = Pass { world, now, health: &health, snapshots: backends::periodic_resets(world, services, now.mono) };
     for (name, svc) in services.iter() {
         let members = gathered.by_service.remove(name).unwrap_or_default();
-        plan_service(&mut plan, world, now, name, svc, members, &health, snapshots.contains(name));
+        plan_service(&mut plan, &pass, name, svc, members);
     }
     for w in withdraw::withdrawals(world, services, now) {
         plan.withdrawn.push(w.update.service.clone());
@@ -232,17 +232,19 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
     plan
 }
 
-/// Every step for one service, in order; each feeds the next through `members` and `plan`.
-fn plan_service(
-    plan: &mut Plan,
-    world: &World,
+/// What every service's steps share in one plan.
+struct Pass<'a> {
+    world: &'a World,
     now: Now,
-    name: &ServiceName,
-    svc: &ServiceConfig,
-    mut members: Vec<Member>,
-    health: &health::Health,
-    periodic_reset: bool,
-) {
+    health: &'a health::Health<'a>,
+    /// Services whose periodic snapshot is taken in this plan (`backends::periodic_resets`).
+    snapshots: BTreeSet<&'a ServiceName>,
+}
+
+/// Every step for one service, in order; each feeds the next through `members` and `plan`.
+fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceConfig, mut members: Vec<Member>) {
+    let Pass { world, now, health, .. } = *pass;
+    let periodic_reset = pass.snapshots.contains(name);
     let up = &health.up;
     let default_state = ServiceState::default();
     let state = world.service(name).unwrap_or(&default_state);
@@ -481,6 +483,24 @@ mod test_support {
         let (id, worker): (&'static ReplicaId, &'static WorkerId) = (Box::leak(Box::new(id(replica))), Box::leak(Box::new(id(worker))));
         let addr: &'static str = Box::leak(format!("127.0.0.1:4{}", replica.len()).into_boxed_str());
         Member { id, worker, phase, addr: Some(addr), route: backends::route_hash(id, addr, worker), cpu_pct: 0.0, started_ms: 0 }
+    }
+
+    /// A worker's report with these replicas (room for 8).
+    pub fn report(worker: &str, replicas: Vec<acs_events::ReplicaStatus>) -> acs_events::WorkerMetrics {
+        acs_events::WorkerMetrics {
+            v: 1,
+            worker: id(worker),
+            seq: 1,
+            ts_ms: 0,
+            started_ms: 0,
+            instance: String::new(),
+            interval_ms: 1000,
+            runtime: acs_events::RuntimeKind::Process,
+            host: acs_events::HostMetrics::default(),
+            capacity: acs_events::Capacity { max_replicas: 8, running: replicas.len() as u32 },
+            replicas,
+            rejected: 0,
+        }
     }
 
     pub fn ids(stops: &[Stop]) -> Vec<&str> {

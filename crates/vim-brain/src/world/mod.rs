@@ -64,6 +64,72 @@ pub struct WorkerView {
     pub backoff_until: Millis,
     /// When each replica on it was first seen unhealthy.
     pub unhealthy_since: BTreeMap<ReplicaId, Millis>,
+    /// What a plan reads of each of `last.replicas` (same order) without touching its strings,
+    /// computed when a report or event is folded in, while they are in the cache: at P6's
+    /// 100,000 replicas, a plan's reads of ids, addresses and service names were cache misses
+    /// and most of its time (issue 10). Kept by [`Self::reindex`].
+    slots: Vec<Slot>,
+}
+
+/// A replica as a plan finds it: its route hash and its service's interned number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Slot {
+    /// `plan::backends::route_hash` of its id, address and worker.
+    pub route: u64,
+    /// Its service in [`World::service_number`]'s numbering, or `None` past the cap.
+    pub service: Option<u32>,
+}
+
+impl WorkerView {
+    /// Recomputes `slots` after `last.replicas` changed.
+    fn reindex(&mut self, id: &WorkerId, names: &mut ServiceNumbers) {
+        self.slots.clear();
+        for r in &self.last.replicas {
+            self.slots.push(Slot { route: crate::plan::route_hash(&r.id, &r.addr, id), service: names.number(&r.service) });
+        }
+    }
+
+    /// The slot of `last.replicas[i]`.
+    pub(crate) fn slot(&self, i: usize) -> Slot {
+        match self.slots.get(i) {
+            Some(&slot) => slot,
+            None => {
+                debug_assert!(false, "slots not reindexed");
+                let r = &self.last.replicas[i];
+                Slot { route: crate::plan::route_hash(&r.id, &r.addr, &self.last.worker), service: None }
+            }
+        }
+    }
+}
+
+/// Every service name workers have reported, numbered in order of first sight. Bounded by
+/// `max_ids`: names past it get no number, and a plan looks those up by name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct ServiceNumbers {
+    numbers: BTreeMap<ServiceName, u32>,
+    cap: usize,
+}
+
+impl ServiceNumbers {
+    fn number(&mut self, name: &ServiceName) -> Option<u32> {
+        if let Some(&n) = self.numbers.get(name) {
+            return Some(n);
+        }
+        if self.numbers.len() >= self.cap {
+            return None;
+        }
+        let n = self.numbers.len() as u32;
+        self.numbers.insert(name.clone(), n);
+        Some(n)
+    }
+
+    pub(crate) fn get(&self, name: &ServiceName) -> Option<u32> {
+        self.numbers.get(name).copied()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.numbers.len()
+    }
 }
 
 impl WorkerView {
@@ -174,6 +240,8 @@ pub struct World {
     term: acs_events::Term,
     /// Second processes reporting under a worker id another live instance holds (refused).
     duplicates: BTreeMap<WorkerId, Duplicate>,
+    /// Reported service names, numbered for the plan (`Slot::service`).
+    service_numbers: ServiceNumbers,
 }
 
 /// A worker's maintenance state: cordoned (no new placements), and draining (its replicas move
@@ -220,6 +288,7 @@ pub enum Event {
 impl World {
     pub fn new(settings: Settings, now: Now) -> Self {
         Self {
+            service_numbers: ServiceNumbers { numbers: BTreeMap::new(), cap: settings.max_ids },
             settings,
             started: now.mono,
             epoch: now.unix_ms,
@@ -275,6 +344,11 @@ impl World {
     }
 
     /// What the brain is doing with replicas beyond what workers report.
+    /// Reported service names, numbered (`Slot::service`).
+    pub(crate) fn service_numbers(&self) -> &ServiceNumbers {
+        &self.service_numbers
+    }
+
     pub fn records(&self) -> &BTreeMap<ReplicaId, Record> {
         &self.records
     }
@@ -414,11 +488,13 @@ impl World {
                         announced_up: false,
                         backoff_until: 0,
                         unhealthy_since: BTreeMap::new(),
+                        slots: Vec::new(),
                     },
                 );
             }
         }
         let w = self.workers.get_mut(&id).expect("just inserted");
+        w.reindex(&id, &mut self.service_numbers);
         let unhealthy: Vec<ReplicaId> = w
             .last
             .replicas
@@ -463,6 +539,7 @@ impl World {
             }
         }
         w.last.capacity.running = slots_taken(&w.last.replicas);
+        w.reindex(&ev.worker, &mut self.service_numbers);
     }
 
     fn command_result(
@@ -499,6 +576,7 @@ impl World {
                             if !w.last.replicas.iter().any(|x| x.id == r.id) {
                                 w.last.replicas.push(r.clone());
                                 w.last.capacity.running = slots_taken(&w.last.replicas);
+                                w.reindex(&worker, &mut self.service_numbers);
                             }
                         }
                     }
