@@ -23,7 +23,7 @@ pub(super) struct Gathered<'a> {
 
 pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&WorkerId>, now: Millis) -> Gathered<'a> {
     let settings = world.settings();
-    // A replica's service, found by its number (`Slot::service`): a service is declared exactly
+    // A replica's service, found by its number (`ReplicaKeys::service`): a service is declared exactly
     // when its number maps to a list here. No name is read: at P6's 100,000 replicas a pass,
     // reading them was a cache miss each. Numberless names (past the cap) go by name.
     let numbers = world.service_numbers();
@@ -50,8 +50,8 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&W
             }
             let unhealthy_since = worker.unhealthy_since.get(&reported.id).copied();
             let phase = phase(record, reported.state, unhealthy_since, now);
-            let slot = worker.slot(i);
-            let list = match slot.service {
+            let keys = worker.keys(i);
+            let list = match keys.service {
                 Some(n) => by_number.get(n as usize).copied().flatten(),
                 None => by_name(&reported.service),
             };
@@ -68,7 +68,7 @@ pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&W
                 worker: worker_id,
                 phase,
                 addr: Some(&reported.addr),
-                route: slot.route,
+                route: keys.route,
                 cpu_pct: reported.cpu_pct,
                 started_ms: reported.started_ms,
             });

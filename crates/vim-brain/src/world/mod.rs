@@ -5,14 +5,20 @@
 //!   their drained backends;
 //! - the brain's own bookkeeping: replicas it asked for but has not yet seen healthy, drains in
 //!   progress, stops in flight, per-service desired counts, manual pins, recommendation history
-//!   and the backend sets it has published.
+//!   and the backend sets it has published (each with its digest, so a steady plan need not
+//!   compare them backend by backend).
+//!
+//! Beside each worker's report it keeps `ReplicaKeys` per replica (route hash, service
+//! number), computed when the report is folded in: at 100,000 replicas, a plan that read ids,
+//! addresses and service names spent most of its time on cache misses (issue 10, P6).
 //!
 //! # One door
 //!
 //! Like kube-rs's reflector `Store` (`apply_watcher_event`), the world changes only through:
 //! - [`World::new`]: an empty world at brain start;
 //! - [`World::apply`]: one [`Event`]: a worker's or proxy's report, a command's result, a manual
-//!   pin ([`Event::Pin`], from `acs.cmd.scale` or KV), a maintenance state, a replace request
+//!   pin ([`Event::Pin`], from `acs.cmd.scale` or KV) or one KV could not give back
+//!   ([`Event::PinUnreadable`]), a maintenance state, a replace request
 //!   ([`Event::Replace`]), a new term, or the bookkeeping of a plan once it has been sent
 //!   ([`Event::PlanSent`]).
 //!
@@ -68,12 +74,12 @@ pub struct WorkerView {
     /// computed when a report or event is folded in, while they are in the cache: at P6's
     /// 100,000 replicas, a plan's reads of ids, addresses and service names were cache misses
     /// and most of its time (issue 10). Kept by [`Self::reindex`].
-    slots: Vec<Slot>,
+    keys: Vec<ReplicaKeys>,
 }
 
 /// A replica as a plan finds it: its route hash and its service's interned number.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Slot {
+pub(crate) struct ReplicaKeys {
     /// `plan::backends::route_hash` of its id, address and worker.
     pub route: u64,
     /// Its service in [`World::service_number`]'s numbering, or `None` past the cap.
@@ -81,22 +87,22 @@ pub(crate) struct Slot {
 }
 
 impl WorkerView {
-    /// Recomputes `slots` after `last.replicas` changed.
+    /// Recomputes `keys` after `last.replicas` changed.
     fn reindex(&mut self, id: &WorkerId, names: &mut ServiceNumbers) {
-        self.slots.clear();
+        self.keys.clear();
         for r in &self.last.replicas {
-            self.slots.push(Slot { route: crate::plan::route_hash(&r.id, &r.addr, id), service: names.number(&r.service) });
+            self.keys.push(ReplicaKeys { route: crate::plan::route_hash(&r.id, &r.addr, id), service: names.number(&r.service) });
         }
     }
 
-    /// The slot of `last.replicas[i]`.
-    pub(crate) fn slot(&self, i: usize) -> Slot {
-        match self.slots.get(i) {
-            Some(&slot) => slot,
+    /// The keys of `last.replicas[i]`.
+    pub(crate) fn keys(&self, i: usize) -> ReplicaKeys {
+        match self.keys.get(i) {
+            Some(&keys) => keys,
             None => {
-                debug_assert!(false, "slots not reindexed");
+                debug_assert!(false, "keys not reindexed");
                 let r = &self.last.replicas[i];
-                Slot { route: crate::plan::route_hash(&r.id, &r.addr, &self.last.worker), service: None }
+                ReplicaKeys { route: crate::plan::route_hash(&r.id, &r.addr, &self.last.worker), service: None }
             }
         }
     }
@@ -240,7 +246,7 @@ pub struct World {
     term: acs_events::Term,
     /// Second processes reporting under a worker id another live instance holds (refused).
     duplicates: BTreeMap<WorkerId, Duplicate>,
-    /// Reported service names, numbered for the plan (`Slot::service`).
+    /// Reported service names, numbered for the plan (`ReplicaKeys::service`).
     service_numbers: ServiceNumbers,
 }
 
@@ -344,7 +350,7 @@ impl World {
     }
 
     /// What the brain is doing with replicas beyond what workers report.
-    /// Reported service names, numbered (`Slot::service`).
+    /// Reported service names, numbered (`ReplicaKeys::service`).
     pub(crate) fn service_numbers(&self) -> &ServiceNumbers {
         &self.service_numbers
     }
@@ -488,7 +494,7 @@ impl World {
                         announced_up: false,
                         backoff_until: 0,
                         unhealthy_since: BTreeMap::new(),
-                        slots: Vec::new(),
+                        keys: Vec::new(),
                     },
                 );
             }
