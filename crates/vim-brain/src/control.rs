@@ -286,7 +286,7 @@ pub struct Sync {
 
 /// Applies a maintenance request (`acs.cmd.maintenance`): cordon, uncordon or drain a worker.
 /// Unknown workers are refused with the list of known ones. The drain itself is planned by
-/// [`crate::plan`] (make-before-break moves); this only records the state.
+/// [`crate::plan`](mod@crate::plan) (make-before-break moves); this only records the state.
 pub fn maintenance(world: &mut World, req: &MaintenanceRequest, now: Now) -> MaintenanceReply {
     let Some(worker) = world.workers().get(&req.worker) else {
         let known: Vec<&str> = world.workers().keys().map(|w| w.as_str()).collect();

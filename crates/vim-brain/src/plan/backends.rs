@@ -46,7 +46,7 @@ fn routable<'m, 'a>(members: &'m [Member<'a>]) -> impl Iterator<Item = (&'m Memb
 }
 
 /// The seeded hash of a backend's id, address and worker: a [`Member`] carries it, computed
-/// by the world when the report is folded in (`WorkerView::route`). Digests never leave the
+/// by the world when the report is folded in (`WorkerView::keys`). Digests never leave the
 /// process.
 pub(crate) fn route_hash(id: &ReplicaId, addr: &str, worker: &WorkerId) -> u64 {
     let mut hasher = foldhash::quality::FixedState::with_seed(seeds().0).build_hasher();

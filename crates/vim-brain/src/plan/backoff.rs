@@ -16,7 +16,7 @@
 //! - **Said once per step**: a `blocked` decision when a backoff step begins, not every tick.
 //!
 //! The counts live in the world ([`CrashLoop`] in `ServiceState`); exits are folded in by
-//! `World::apply` ([`on_exit`], [`on_start_refused`]) and the plan's steps ([`CrashStep`]) come
+//! `World::apply` ([`on_exit`], [`on_start_refused`]) and the plan's steps (`CrashStep`) come
 //! back through `Event::PlanSent`. Everything here is pure.
 
 use std::collections::BTreeMap;

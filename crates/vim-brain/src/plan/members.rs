@@ -23,9 +23,9 @@ pub(super) struct Gathered<'a> {
 
 pub(super) fn gather<'a>(world: &'a World, services: &Services, up: &BTreeSet<&WorkerId>, now: Millis) -> Gathered<'a> {
     let settings = world.settings();
-    // A replica's service, found by its number (`ReplicaKeys::service`): a service is declared exactly
-    // when its number maps to a list here. No name is read: at P6's 100,000 replicas a pass,
-    // reading them was a cache miss each. Numberless names (past the cap) go by name.
+    // A replica's service, found by its number (`ReplicaKeys::service`): a service is declared
+    // exactly when its number maps to a list here. No name is read: at P6's 100,000 replicas a
+    // pass, reading them was a cache miss each. Numberless names (past the cap) go by name.
     let numbers = world.service_numbers();
     let mut by_number: Vec<Option<usize>> = vec![None; numbers.len()];
     for (i, name) in services.0.keys().enumerate() {

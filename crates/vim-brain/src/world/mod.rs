@@ -82,7 +82,7 @@ pub struct WorkerView {
 pub(crate) struct ReplicaKeys {
     /// `plan::backends::route_hash` of its id, address and worker.
     pub route: u64,
-    /// Its service in [`World::service_number`]'s numbering, or `None` past the cap.
+    /// Its service's number ([`World::service_numbers`]), or `None` past the cap.
     pub service: Option<u32>,
 }
 
