@@ -26,8 +26,9 @@ else
   exit 1
 fi
 
-# A one-off build gains nothing from incremental state, which roughly doubles target/ (the CI
-# machine's disk ran out once). Export CARGO_INCREMENTAL=1 to keep it for repeated local runs.
+# A one-off build gains nothing from incremental state, which cargo writes to target/ for
+# every workspace crate (the CI machine's disk ran out once). Export CARGO_INCREMENTAL=1 to keep
+# it for repeated local runs.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
