@@ -19,7 +19,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use acs_events::{decode, BackendChange, BackendDrained, BackendUpdate, Decision, DecisionAction, ReplicaEvent, ReplicaState};
+use acs_events::{
+    decode, BackendChange, BackendDrained, BackendUpdate, Decision, DecisionAction, ReplicaEvent,
+    ReplicaState,
+};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
@@ -37,7 +40,11 @@ policy = { min_replicas = 1, max_replicas = 8, drain_timeout_s = 10, stop_grace_
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("dir");
-    if dir.ends_with("examples") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("examples") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn pct(v: &[f64], q: f64) -> f64 {
@@ -73,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
     opts.max_replicas = 4;
     let mut cluster = LocalCluster::start(opts).await?;
     let web = |s: &acs_events::StatusReply| s.services[0].clone();
-    cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 1).await?;
+    cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 1)
+        .await?;
     let nats = cluster.operator_client().await?;
     let mut trail = nats.subscribe("acs.>").await?;
     nats.flush().await?;
@@ -82,34 +91,56 @@ async fn main() -> anyhow::Result<()> {
     let load_url = format!("{}/whoami", cluster.proxy_url());
     let load = tokio::spawn(async move {
         let opts = LoadOptions::new(load_url, rps, Duration::from_secs(3600));
-        load::run(&opts, async { let _ = rx.await; }, |_| {}).await
+        load::run(
+            &opts,
+            async {
+                let _ = rx.await;
+            },
+            |_| {},
+        )
+        .await
     });
 
     let mut results = Vec::new();
     for round in 1..=rounds {
-        let r = nats.request("acs.cmd.scale", r#"{"service":"web","replicas":2}"#.into()).await?;
+        let r = nats
+            .request("acs.cmd.scale", r#"{"service":"web","replicas":2}"#.into())
+            .await?;
         anyhow::ensure!(serde_json::from_slice::<serde_json::Value>(&r.payload)?["ok"] == true);
         cluster
-            .wait_for_status(Duration::from_secs(60), |s| web(s).backends.len() == 2 && web(s).running == 2)
+            .wait_for_status(Duration::from_secs(60), |s| {
+                web(s).backends.len() == 2 && web(s).running == 2
+            })
             .await?;
         // Traffic on both, then forget what came before the scale-in.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        while futures::FutureExt::now_or_never(trail.next()).flatten().is_some() {}
+        while futures::FutureExt::now_or_never(trail.next())
+            .flatten()
+            .is_some()
+        {}
 
         let t0 = Instant::now();
-        let r = nats.request("acs.cmd.scale", r#"{"service":"web","replicas":1}"#.into()).await?;
+        let r = nats
+            .request("acs.cmd.scale", r#"{"service":"web","replicas":1}"#.into())
+            .await?;
         anyhow::ensure!(serde_json::from_slice::<serde_json::Value>(&r.payload)?["ok"] == true);
         let mut out = Round::default();
         let mut victim = None;
         let deadline = t0 + Duration::from_secs(30);
         while out.exited.is_none() || out.removed.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let m = tokio::time::timeout(left, trail.next()).await.map_err(|_| anyhow::anyhow!("round {round}: not gone in 30 s: {out:?}"))?;
-            let Some(m) = m else { anyhow::bail!("trail ended") };
+            let m = tokio::time::timeout(left, trail.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("round {round}: not gone in 30 s: {out:?}"))?;
+            let Some(m) = m else {
+                anyhow::bail!("trail ended")
+            };
             let at = t0.elapsed().as_secs_f64() * 1000.0;
             let s = m.subject.as_str();
             if s.starts_with("acs.events.decision.") {
-                let Ok(d) = decode::<Decision>(&m.payload) else { continue };
+                let Ok(d) = decode::<Decision>(&m.payload) else {
+                    continue;
+                };
                 match d.action {
                     DecisionAction::Drain { replica, .. } if victim.is_none() => {
                         victim = Some(replica);
@@ -129,7 +160,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             } else if s.starts_with("acs.events.replica.") {
                 if let Ok(e) = decode::<ReplicaEvent>(&m.payload) {
-                    if Some(&e.replica.id) == victim.as_ref() && e.replica.state == ReplicaState::Exited {
+                    if Some(&e.replica.id) == victim.as_ref()
+                        && e.replica.state == ReplicaState::Exited
+                    {
                         out.exited = Some(at);
                     }
                 }
@@ -137,7 +170,9 @@ async fn main() -> anyhow::Result<()> {
                 if let (Ok(u), Some(v)) = (decode::<BackendUpdate>(&m.payload), victim.as_ref()) {
                     let gone = match &u.change {
                         BackendChange::Remove { ids } => ids.contains(v),
-                        BackendChange::Reset { backends, .. } => !backends.iter().any(|b| &b.id == v),
+                        BackendChange::Reset { backends, .. } => {
+                            !backends.iter().any(|b| &b.id == v)
+                        }
                         _ => false,
                     };
                     if gone && out.removed.is_none() {
@@ -157,15 +192,22 @@ async fn main() -> anyhow::Result<()> {
     let report = load.await??;
     cluster.stop();
 
-    let col = |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
+    let col =
+        |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
     let rows: [(&str, Vec<f64>); 5] = [
         ("drain decision", col(&|r| r.drain)),
         ("proxy BackendDrained event", col(&|r| r.drained)),
         ("stop decision", col(&|r| r.stop)),
         ("replica exited", col(&|r| r.exited)),
-        ("gone (exited + removed from backends)", col(&|r| Some(r.exited?.max(r.removed?)))),
+        (
+            "gone (exited + removed from backends)",
+            col(&|r| Some(r.exited?.max(r.removed?))),
+        ),
     ];
-    let by_event = results.iter().filter(|r| r.reason.contains("drained event")).count();
+    let by_event = results
+        .iter()
+        .filter(|r| r.reason.contains("drained event"))
+        .count();
     println!();
     println!("P4 scale-in 2 -> 1, process runtime, {rounds} rounds, {rps} req/s through the proxy");
     println!();
@@ -175,7 +217,13 @@ async fn main() -> anyhow::Result<()> {
         if v.is_empty() {
             println!("| {name} | 0 | - | - | - |");
         } else {
-            println!("| {name} | {} | {:.1} | {:.1} | {:.1} |", v.len(), pct(v, 0.5), pct(v, 0.9), pct(v, 1.0));
+            println!(
+                "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+                v.len(),
+                pct(v, 0.5),
+                pct(v, 0.9),
+                pct(v, 1.0)
+            );
         }
     }
     println!();

@@ -36,7 +36,11 @@ fn bin_dir() -> PathBuf {
     // target/release/examples/scale_latency -> target/release
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("dir");
-    if dir.ends_with("examples") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("examples") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -61,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
     opts.max_replicas = 4;
     let mut cluster = LocalCluster::start(opts).await?;
     let web = |s: &acs_events::StatusReply| s.services[0].clone();
-    cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 1).await?;
+    cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 1)
+        .await?;
     let nats = cluster.operator_client().await?;
     let whoami = format!("{}/whoami", cluster.proxy_url());
 
@@ -70,17 +76,29 @@ async fn main() -> anyhow::Result<()> {
     let load_url = whoami.clone();
     let load = tokio::spawn(async move {
         let opts = LoadOptions::new(load_url, rps, Duration::from_secs(3600));
-        load::run(&opts, async { let _ = rx.await; }, |_| {}).await
+        load::run(
+            &opts,
+            async {
+                let _ = rx.await;
+            },
+            |_| {},
+        )
+        .await
     });
 
     let http: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut out_ms = Vec::new();
     let mut in_ms = Vec::new();
     for round in 1..=rounds {
-        let before: BTreeSet<String> =
-            web(&cluster.status().await?).backends.iter().map(|b| b.id.to_string()).collect();
+        let before: BTreeSet<String> = web(&cluster.status().await?)
+            .backends
+            .iter()
+            .map(|b| b.id.to_string())
+            .collect();
         let t0 = Instant::now();
-        let r = nats.request("acs.cmd.scale", r#"{"service":"web","replicas":2}"#.into()).await?;
+        let r = nats
+            .request("acs.cmd.scale", r#"{"service":"web","replicas":2}"#.into())
+            .await?;
         anyhow::ensure!(serde_json::from_slice::<serde_json::Value>(&r.payload)?["ok"] == true);
         // Ask the proxy until a replica that was not there before answers.
         let serving = loop {
@@ -91,19 +109,30 @@ async fn main() -> anyhow::Result<()> {
                     break t0.elapsed();
                 }
             }
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "new replica never served");
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(60),
+                "new replica never served"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         out_ms.push(serving.as_secs_f64() * 1000.0);
 
         let t1 = Instant::now();
-        let r = nats.request("acs.cmd.scale", r#"{"service":"web","replicas":1}"#.into()).await?;
+        let r = nats
+            .request("acs.cmd.scale", r#"{"service":"web","replicas":1}"#.into())
+            .await?;
         anyhow::ensure!(serde_json::from_slice::<serde_json::Value>(&r.payload)?["ok"] == true);
         cluster
-            .wait_for_status(Duration::from_secs(60), |s| web(s).backends.len() == 1 && web(s).replicas.len() == 1)
+            .wait_for_status(Duration::from_secs(60), |s| {
+                web(s).backends.len() == 1 && web(s).replicas.len() == 1
+            })
             .await?;
         in_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
-        eprintln!("round {round}: scale-out to serving {:.0} ms, scale-in drained+stopped {:.0} ms", out_ms[round - 1], in_ms[round - 1]);
+        eprintln!(
+            "round {round}: scale-out to serving {:.0} ms, scale-in drained+stopped {:.0} ms",
+            out_ms[round - 1],
+            in_ms[round - 1]
+        );
     }
     let _ = stop_load.send(());
     let report = load.await??;
@@ -111,9 +140,19 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!("manual scale 1->2, request to new replica serving via proxy ({rounds} rounds):");
-    println!("  p50 {:.0} ms   p95 {:.0} ms   max {:.0} ms", pct(&mut out_ms, 0.5), pct(&mut out_ms, 0.95), pct(&mut out_ms, 1.0));
+    println!(
+        "  p50 {:.0} ms   p95 {:.0} ms   max {:.0} ms",
+        pct(&mut out_ms, 0.5),
+        pct(&mut out_ms, 0.95),
+        pct(&mut out_ms, 1.0)
+    );
     println!("manual scale 2->1, request to replica drained, stopped and gone from status:");
-    println!("  p50 {:.0} ms   p95 {:.0} ms   max {:.0} ms", pct(&mut in_ms, 0.5), pct(&mut in_ms, 0.95), pct(&mut in_ms, 1.0));
+    println!(
+        "  p50 {:.0} ms   p95 {:.0} ms   max {:.0} ms",
+        pct(&mut in_ms, 0.5),
+        pct(&mut in_ms, 0.95),
+        pct(&mut in_ms, 1.0)
+    );
     println!("steady load through the proxy during all of it ({rps} req/s):");
     println!("  {report}");
     println!("  failed requests: {}", report.failed);

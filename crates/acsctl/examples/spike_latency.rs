@@ -27,7 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use acs_events::{
-    decode, BackendChange, BackendUpdate, Decision, DecisionAction, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaState,
+    decode, BackendChange, BackendUpdate, Decision, DecisionAction, ProxyMetrics, ReplicaEvent,
+    ReplicaId, ReplicaState,
 };
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
@@ -85,7 +86,11 @@ selection = "round_robin"
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("dir");
-    if dir.ends_with("examples") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("examples") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn pct(v: &[f64], q: f64) -> f64 {
@@ -103,7 +108,9 @@ struct DockerWorker {
 
 impl Drop for DockerWorker {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(15) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -114,34 +121,70 @@ impl Drop for DockerWorker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=acs.worker={}", self.id)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=acs.worker={}", self.id),
+            ])
             .output();
         if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(Stdio::null()).status();
+                let _ = Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .status();
             }
         }
     }
 }
 
-fn spawn_docker_worker(cluster: &LocalCluster, id: &str, image: &str) -> anyhow::Result<DockerWorker> {
+fn spawn_docker_worker(
+    cluster: &LocalCluster,
+    id: &str,
+    image: &str,
+) -> anyhow::Result<DockerWorker> {
     let state = cluster.dir().join("workers").join(id);
     std::fs::create_dir_all(&state)?;
     let log = std::fs::File::create(cluster.dir().join("logs").join(format!("{id}.log")))?;
     let mut cmd = Command::new(cluster.bin_dir().join("vmm-worker"));
-    cmd.args(["--id", id, "--runtime", "docker", "--max-replicas", "4", "--nats", &cluster.nats_url()])
-        .args(["--interval-ms", "1000", "--advertise-host", "127.0.0.1", "--shutdown-grace-ms", "3000"])
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--allow-image", image])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    cmd.args([
+        "--id",
+        id,
+        "--runtime",
+        "docker",
+        "--max-replicas",
+        "4",
+        "--nats",
+        &cluster.nats_url(),
+    ])
+    .args([
+        "--interval-ms",
+        "1000",
+        "--advertise-host",
+        "127.0.0.1",
+        "--shutdown-grace-ms",
+        "3000",
+    ])
+    .arg("--state-dir")
+    .arg(&state)
+    .args(["--allow-image", image])
+    .stdin(Stdio::null())
+    .stdout(log.try_clone()?)
+    .stderr(log);
     for (k, v) in cluster.worker_env(&acs_events::WorkerId::new(id.to_string())?) {
         cmd.env(k, v);
     }
-    Ok(DockerWorker { id: id.to_string(), child: cmd.spawn()? })
+    Ok(DockerWorker {
+        id: id.to_string(),
+        child: cmd.spawn()?,
+    })
 }
 
 /// Milliseconds since the round's step at which each step was seen.
@@ -159,11 +202,21 @@ struct Round {
 fn load_task(
     url: String,
     rps: f64,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<load::LoadReport, load::LoadError>>) {
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<load::LoadReport, load::LoadError>>,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let h = tokio::spawn(async move {
         let opts = LoadOptions::new(url, rps, Duration::from_secs(3600));
-        load::run(&opts, async { let _ = rx.await; }, |_| {}).await
+        load::run(
+            &opts,
+            async {
+                let _ = rx.await;
+            },
+            |_| {},
+        )
+        .await
     });
     (tx, h)
 }
@@ -196,13 +249,19 @@ async fn main() -> anyhow::Result<()> {
         opts.workers = 1;
     }
     let mut cluster = LocalCluster::start(opts).await?;
-    let _worker = if docker { Some(spawn_docker_worker(&cluster, &docker_id, &image)?) } else { None };
+    let _worker = if docker {
+        Some(spawn_docker_worker(&cluster, &docker_id, &image)?)
+    } else {
+        None
+    };
     let web = |s: &acs_events::StatusReply| s.services[0].clone();
     let back_to_one = |s: &acs_events::StatusReply| {
         let w = web(s);
         w.running == 1 && w.backends.len() == 1 && w.replicas.len() == 1
     };
-    cluster.wait_for_status(Duration::from_secs(90), back_to_one).await?;
+    cluster
+        .wait_for_status(Duration::from_secs(90), back_to_one)
+        .await?;
     let nats = cluster.operator_client().await?;
     let mut trail = nats.subscribe("acs.>").await?;
     nats.flush().await?;
@@ -213,12 +272,20 @@ async fn main() -> anyhow::Result<()> {
     let mut spike_reports = Vec::new();
     let mut results = Vec::new();
     for round in 1..=rounds {
-        cluster.wait_for_status(Duration::from_secs(90), back_to_one).await?;
+        cluster
+            .wait_for_status(Duration::from_secs(90), back_to_one)
+            .await?;
         // A few seconds at the base rate, so the brain's windows hold only the base load.
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let before: BTreeSet<String> =
-            web(&cluster.status().await?).backends.iter().map(|b| b.id.to_string()).collect();
-        while futures::FutureExt::now_or_never(trail.next()).flatten().is_some() {}
+        let before: BTreeSet<String> = web(&cluster.status().await?)
+            .backends
+            .iter()
+            .map(|b| b.id.to_string())
+            .collect();
+        while futures::FutureExt::now_or_never(trail.next())
+            .flatten()
+            .is_some()
+        {}
 
         let t0 = Instant::now();
         let (stop_spike, spike) = load_task(whoami.clone(), SPIKE_RPS - BASE_RPS);
@@ -253,21 +320,34 @@ async fn main() -> anyhow::Result<()> {
             let m = tokio::time::timeout(left, trail.next())
                 .await
                 .map_err(|_| anyhow::anyhow!("round {round}: no new replica in 60 s: {out:?}"))?;
-            let Some(m) = m else { anyhow::bail!("trail ended") };
+            let Some(m) = m else {
+                anyhow::bail!("trail ended")
+            };
             let at = t0.elapsed().as_secs_f64() * 1000.0;
             let s = m.subject.as_str();
             if s.starts_with("acs.metrics.proxy.") && out.report.is_none() {
                 if let Ok(pm) = decode::<ProxyMetrics>(&m.payload) {
-                    let rps = pm.services.iter().filter(|t| t.service.as_str() == "web").map(|t| t.totals.rps).sum();
+                    let rps = pm
+                        .services
+                        .iter()
+                        .filter(|t| t.service.as_str() == "web")
+                        .map(|t| t.totals.rps)
+                        .sum();
                     // The first report that shows the spike (one in flight at the step does not).
                     if rps > 1.5 * BASE_RPS {
                         out.report = Some((at, rps));
                     }
                 }
             } else if s.starts_with("acs.events.decision.") {
-                let Ok(d) = decode::<Decision>(&m.payload) else { continue };
+                let Ok(d) = decode::<Decision>(&m.payload) else {
+                    continue;
+                };
                 match d.action {
-                    DecisionAction::Scale { from, to, manual: false } if to > from && out.decision.is_none() => {
+                    DecisionAction::Scale {
+                        from,
+                        to,
+                        manual: false,
+                    } if to > from && out.decision.is_none() => {
                         out.decision = Some(at);
                         out.scale = format!("{from}->{to}: {}", d.reason);
                         prober = Some(make_prober());
@@ -300,13 +380,13 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        let Some(prober) = prober else { anyhow::bail!("round {round}: a new replica without a scale decision") };
+        let Some(prober) = prober else {
+            anyhow::bail!("round {round}: a new replica without a scale decision")
+        };
         let left = deadline.saturating_duration_since(Instant::now());
-        out.serving = Some(
-            tokio::time::timeout(left, prober)
-                .await
-                .map_err(|_| anyhow::anyhow!("round {round}: new replica never answered through the proxy"))??,
-        );
+        out.serving = Some(tokio::time::timeout(left, prober).await.map_err(|_| {
+            anyhow::anyhow!("round {round}: new replica never answered through the proxy")
+        })??);
         // Let the new replicas take some of the spike, then end it.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = stop_spike.send(());
@@ -324,18 +404,36 @@ async fn main() -> anyhow::Result<()> {
         );
         results.push(out);
     }
-    cluster.wait_for_status(Duration::from_secs(90), back_to_one).await?;
+    cluster
+        .wait_for_status(Duration::from_secs(90), back_to_one)
+        .await?;
     let _ = stop_base.send(());
     let base_report = base.await??;
     cluster.stop();
 
-    let col = |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
+    let col =
+        |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
     let rows: [(&str, Vec<f64>); 5] = [
-        ("proxy's first metrics report showing the spike", col(&|r| Some(r.report?.0))),
-        ("first scale decision (acs.events.decision.web)", col(&|r| r.decision)),
-        ("new replica's `healthy` event (worker)", col(&|r| r.healthy)),
-        ("new replica in the proxies' backends (add)", col(&|r| r.routed)),
-        ("new replica answers /whoami through the proxy", col(&|r| r.serving)),
+        (
+            "proxy's first metrics report showing the spike",
+            col(&|r| Some(r.report?.0)),
+        ),
+        (
+            "first scale decision (acs.events.decision.web)",
+            col(&|r| r.decision),
+        ),
+        (
+            "new replica's `healthy` event (worker)",
+            col(&|r| r.healthy),
+        ),
+        (
+            "new replica in the proxies' backends (add)",
+            col(&|r| r.routed),
+        ),
+        (
+            "new replica answers /whoami through the proxy",
+            col(&|r| r.serving),
+        ),
     ];
     println!();
     println!(
@@ -348,17 +446,30 @@ async fn main() -> anyhow::Result<()> {
         if v.is_empty() {
             println!("| {name} | 0 | - | - | - |");
         } else {
-            println!("| {name} | {} | {:.1} | {:.1} | {:.1} |", v.len(), pct(v, 0.5), pct(v, 0.9), pct(v, 1.0));
+            println!(
+                "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+                v.len(),
+                pct(v, 0.5),
+                pct(v, 0.9),
+                pct(v, 1.0)
+            );
         }
     }
     println!();
     for (i, r) in results.iter().enumerate() {
         let (at, rps) = r.report.unwrap_or((f64::NAN, f64::NAN));
-        println!("round {}: first report at {at:.0} ms said {rps:.0} req/s; decision {}", i + 1, r.scale);
+        println!(
+            "round {}: first report at {at:.0} ms said {rps:.0} req/s; decision {}",
+            i + 1,
+            r.scale
+        );
     }
     let spike_failed: u64 = spike_reports.iter().map(|r| r.failed).sum();
     let spike_total: u64 = spike_reports.iter().map(|r| r.sent).sum();
     println!("base load ({BASE_RPS} req/s): {base_report}");
-    println!("failed requests: {} of the base load, {spike_failed} of {spike_total} spike requests", base_report.failed);
+    println!(
+        "failed requests: {} of the base load, {spike_failed} of {spike_total} spike requests",
+        base_report.failed
+    );
     Ok(())
 }

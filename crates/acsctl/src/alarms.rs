@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use acs_events::{AlarmAction, AlarmReply, AlarmRequest, AlarmState, Subjects, UnixMs, SCHEMA_VERSION};
+use acs_events::{
+    AlarmAction, AlarmReply, AlarmRequest, AlarmState, Subjects, UnixMs, SCHEMA_VERSION,
+};
 
 use crate::client;
 use crate::error::Result;
@@ -25,26 +27,47 @@ pub struct AlarmArgs {
 impl AlarmArgs {
     pub fn request(&self) -> AlarmRequest {
         // Who acks or silences: --by, else the login name, so the monitor's history says who.
-        let by = self.by.clone().or_else(|| std::env::var("USER").ok()).filter(|b| !b.is_empty());
+        let by = self
+            .by
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .filter(|b| !b.is_empty());
         let needs_by = matches!(self.action, AlarmAction::Ack | AlarmAction::Silence);
         AlarmRequest {
             v: SCHEMA_VERSION,
             action: self.action,
             rule: self.rule.clone(),
             id: self.id.clone(),
-            by: if needs_by { Some(by.unwrap_or_else(|| "acsctl".into())) } else { None },
+            by: if needs_by {
+                Some(by.unwrap_or_else(|| "acsctl".into()))
+            } else {
+                None
+            },
             for_ms: self.for_.map(|d| d.as_millis() as u64),
             comment: self.comment.clone(),
         }
     }
 }
 
-pub async fn run(candidates: &[acs_node::NatsOptions], timeout: Duration, subjects: &Subjects, args: AlarmArgs, json: bool) -> Result<()> {
+pub async fn run(
+    candidates: &[acs_node::NatsOptions],
+    timeout: Duration,
+    subjects: &Subjects,
+    args: AlarmArgs,
+    json: bool,
+) -> Result<()> {
     let req = args.request();
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
-    let reply: AlarmReply = client::unless_refused(&refusals, client::ask(&nc, subjects, subjects.monitor_alarms(), &req, timeout)).await?;
+    let reply: AlarmReply = client::unless_refused(
+        &refusals,
+        client::ask(&nc, subjects, subjects.monitor_alarms(), &req, timeout),
+    )
+    .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
     } else {
         print!("{}", render(&reply, unix_now_ms()));
     }
@@ -52,13 +75,16 @@ pub async fn run(candidates: &[acs_node::NatsOptions], timeout: Duration, subjec
 }
 
 fn unix_now_ms() -> UnixMs {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One row per alarm (rule and target), firing first, then pending, then resolved.
 pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
     if r.alarms.is_empty() {
-        return "ALARMS: none (no rule has fired; rules come from the monitor's --alarms file)\n".into();
+        return "ALARMS: none (no rule has fired; rules come from the monitor's --alarms file)\n"
+            .into();
     }
     let rank = |s: AlarmState| match s {
         AlarmState::Firing => 0,
@@ -66,12 +92,31 @@ pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
         AlarmState::Resolved => 2,
     };
     let mut alarms: Vec<_> = r.alarms.iter().collect();
-    alarms.sort_by_key(|a| (rank(a.state), std::cmp::Reverse(a.changed_ms), a.rule.clone(), a.id.clone()));
-    let mut t = Table::new(["RULE", "TARGET", "STATE", "SEVERITY", "VALUE", "SINCE", "ACK / SILENCE", "MESSAGE"]);
+    alarms.sort_by_key(|a| {
+        (
+            rank(a.state),
+            std::cmp::Reverse(a.changed_ms),
+            a.rule.clone(),
+            a.id.clone(),
+        )
+    });
+    let mut t = Table::new([
+        "RULE",
+        "TARGET",
+        "STATE",
+        "SEVERITY",
+        "VALUE",
+        "SINCE",
+        "ACK / SILENCE",
+        "MESSAGE",
+    ]);
     for a in alarms {
         let mut people = Vec::new();
         if let Some(ack) = &a.ack {
-            let until = ack.until_ms.map(|u| format!(" for {}", left(u, now_ms))).unwrap_or_default();
+            let until = ack
+                .until_ms
+                .map(|u| format!(" for {}", left(u, now_ms)))
+                .unwrap_or_default();
             people.push(format!("acked by {}{until}", ack.by));
         }
         if let Some(until) = a.silenced_until_ms.filter(|u| *u > now_ms) {
@@ -84,12 +129,20 @@ pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
             a.severity.as_str().to_string(),
             format!("{} {:.1} (threshold {:.1})", a.metric, a.value, a.threshold),
             crate::status::ago(now_ms.saturating_sub(a.since_ms)),
-            if people.is_empty() { "-".into() } else { people.join(", ") },
+            if people.is_empty() {
+                "-".into()
+            } else {
+                people.join(", ")
+            },
             a.message.clone(),
         ]);
     }
     let mut out = t.render();
-    let firing = r.alarms.iter().filter(|a| a.state == AlarmState::Firing).count();
+    let firing = r
+        .alarms
+        .iter()
+        .filter(|a| a.state == AlarmState::Firing)
+        .count();
     let _ = writeln!(out, "{firing} firing, {} in all", r.alarms.len());
     out
 }
@@ -132,25 +185,55 @@ mod tests {
     #[test]
     fn firing_first_with_people() {
         let mut acked = view("cpu_high", AlarmState::Firing, 5_000);
-        acked.ack = Some(AlarmAck { by: "ana".into(), until_ms: Some(3_601_000), comment: None });
+        acked.ack = Some(AlarmAck {
+            by: "ana".into(),
+            until_ms: Some(3_601_000),
+            comment: None,
+        });
         acked.silenced_until_ms = Some(7_201_000);
         let reply = AlarmReply::ok(vec![view("mem_high", AlarmState::Resolved, 9_000), acked]);
         let out = render(&reply, 61_000);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("RULE"), "{out}");
-        assert!(lines[1].starts_with("cpu_high  worker w1  firing    critical  cpu 97.2 (threshold 90.0)  60s ago"), "{out}");
-        assert!(lines[1].contains("acked by ana for 59m, silenced for 119m"), "{out}");
-        assert!(lines[2].starts_with("mem_high") && lines[2].contains("resolved"), "{out}");
+        assert!(
+            lines[1].starts_with(
+                "cpu_high  worker w1  firing    critical  cpu 97.2 (threshold 90.0)  60s ago"
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("acked by ana for 59m, silenced for 119m"),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("mem_high") && lines[2].contains("resolved"),
+            "{out}"
+        );
         assert_eq!(lines[3], "1 firing, 2 in all");
     }
 
     #[test]
     fn empty_and_requests() {
         assert!(render(&AlarmReply::ok(vec![]), 0).starts_with("ALARMS: none"));
-        let a = AlarmArgs { action: AlarmAction::Ack, rule: Some("cpu_high".into()), id: None, for_: Some(Duration::from_secs(60)), by: Some("ana".into()), comment: None };
+        let a = AlarmArgs {
+            action: AlarmAction::Ack,
+            rule: Some("cpu_high".into()),
+            id: None,
+            for_: Some(Duration::from_secs(60)),
+            by: Some("ana".into()),
+            comment: None,
+        };
         let r = a.request();
         assert_eq!((r.by.as_deref(), r.for_ms), (Some("ana"), Some(60_000)));
-        let list = AlarmArgs { action: AlarmAction::List, rule: None, id: None, for_: None, by: Some("ana".into()), comment: None }.request();
+        let list = AlarmArgs {
+            action: AlarmAction::List,
+            rule: None,
+            id: None,
+            for_: None,
+            by: Some("ana".into()),
+            comment: None,
+        }
+        .request();
         assert_eq!(list.by, None, "a list names nobody");
     }
 }

@@ -224,7 +224,9 @@ fn parse_scope(s: &str) -> Result<acs_events::StatsScope, String> {
         "replica" => Ok(Replica),
         "service" => Ok(Service),
         "proxy" => Ok(Proxy),
-        other => Err(format!("unknown scope {other:?}: use worker, replica, service or proxy")),
+        other => Err(format!(
+            "unknown scope {other:?}: use worker, replica, service or proxy"
+        )),
     }
 }
 
@@ -384,7 +386,9 @@ mod tests {
         assert_eq!(parse_scale_target("auto").unwrap(), ScaleTarget::Auto);
         assert_eq!(parse_scale_target("AUTO").unwrap(), ScaleTarget::Auto);
         assert!(parse_scale_target("-1").unwrap_err().contains(">= 0"));
-        assert!(parse_scale_target("10001").unwrap_err().contains("<= 10000"));
+        assert!(parse_scale_target("10001")
+            .unwrap_err()
+            .contains("<= 10000"));
         assert!(parse_scale_target("three").unwrap_err().contains("auto"));
         assert!(parse_scale_target("2.5").is_err());
     }
@@ -414,8 +418,16 @@ mod tests {
         assert!(matches!(cli.command, Command::Status { json: true, .. }));
         let cli = parse(&["status", "--service", "web", "--offset", "500"]).unwrap();
         match cli.command {
-            Command::Status { service, workers, offset, .. } => {
-                assert_eq!((service.unwrap().as_str(), workers, offset), ("web", false, 500));
+            Command::Status {
+                service,
+                workers,
+                offset,
+                ..
+            } => {
+                assert_eq!(
+                    (service.unwrap().as_str(), workers, offset),
+                    ("web", false, 500)
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -57,7 +57,10 @@ pub fn candidates(args: &NatsArgs, subjects: &Subjects, name: &str) -> Result<Ve
 
 /// [`connect`] with each candidate in turn; the first that is admitted wins. Also returns the
 /// server's refusals on that connection, for [`unless_refused`].
-pub async fn connect_any(candidates: &[NatsOptions], timeout: Duration) -> Result<(Client, NatsOptions, Refusals)> {
+pub async fn connect_any(
+    candidates: &[NatsOptions],
+    timeout: Duration,
+) -> Result<(Client, NatsOptions, Refusals)> {
     let mut last = None;
     for c in candidates {
         match c.connect_once_watched(timeout).await {
@@ -70,7 +73,10 @@ pub async fn connect_any(candidates: &[NatsOptions], timeout: Duration) -> Resul
 
 /// Runs a request, and fails at once with [`Error::Denied`] if the server refuses something on
 /// the connection meanwhile (a permissions violation: the request itself would only time out).
-pub async fn unless_refused<T>(refusals: &Refusals, request: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub async fn unless_refused<T>(
+    refusals: &Refusals,
+    request: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let mark = refusals.mark();
     tokio::select! {
         r = request => r,
@@ -184,7 +190,10 @@ fn status_request(req: &acs_events::StatusRequest) -> Vec<u8> {
     if *req == acs_events::StatusRequest::default() {
         return b"{}".to_vec();
     }
-    acs_events::encode(&acs_events::StatusRequest { v: acs_events::SCHEMA_VERSION, ..req.clone() })
+    acs_events::encode(&acs_events::StatusRequest {
+        v: acs_events::SCHEMA_VERSION,
+        ..req.clone()
+    })
 }
 
 /// Asks the brain for its status and returns the reply as JSON, checked but not reshaped.
@@ -225,7 +234,13 @@ pub async fn maintenance(
 
 /// One checked request: `req` is validated first (a bad one never leaves), the reply is
 /// decoded as `Rep`, and `{"ok":false}` becomes [`Error::Refused`].
-pub async fn ask<Req, Rep>(nc: &Client, subjects: &Subjects, subject: String, req: &Req, timeout: Duration) -> Result<Rep>
+pub async fn ask<Req, Rep>(
+    nc: &Client,
+    subjects: &Subjects,
+    subject: String,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Rep>
 where
     Req: serde::Serialize + Validate,
     Rep: DeserializeOwned + Validate + acs_events::codec::Versioned,

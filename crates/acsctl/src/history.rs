@@ -34,12 +34,25 @@ impl HistoryArgs {
     }
 }
 
-pub async fn run(candidates: &[acs_node::NatsOptions], timeout: Duration, subjects: &Subjects, args: HistoryArgs, json: bool) -> Result<()> {
+pub async fn run(
+    candidates: &[acs_node::NatsOptions],
+    timeout: Duration,
+    subjects: &Subjects,
+    args: HistoryArgs,
+    json: bool,
+) -> Result<()> {
     let req = args.request();
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
-    let reply: HistoryReply = client::unless_refused(&refusals, client::ask(&nc, subjects, subjects.monitor_history(), &req, timeout)).await?;
+    let reply: HistoryReply = client::unless_refused(
+        &refusals,
+        client::ask(&nc, subjects, subjects.monitor_history(), &req, timeout),
+    )
+    .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
     } else {
         print!("{}", render(&reply));
     }
@@ -53,7 +66,10 @@ pub fn render(r: &HistoryReply) -> String {
         return "HISTORY: no event in the window\n".into();
     }
     if r.truncated {
-        let _ = writeln!(out, "(older events in the window left out; narrow --kind/--id/--last or raise --limit)");
+        let _ = writeln!(
+            out,
+            "(older events in the window left out; narrow --kind/--id/--last or raise --limit)"
+        );
     }
     for e in &r.events {
         let _ = writeln!(out, "{}  {:<8}  {}", clock(e.ts_ms), e.kind, summary(e));
@@ -63,7 +79,13 @@ pub fn render(r: &HistoryReply) -> String {
 
 fn clock(ms: u64) -> String {
     let s = ms / 1000;
-    format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
 }
 
 fn field<'a>(e: &'a HistoryEntry, k: &str) -> &'a str {
@@ -73,7 +95,11 @@ fn field<'a>(e: &'a HistoryEntry, k: &str) -> &'a str {
 /// The event in words: its own reason or message where it has one.
 fn summary(e: &HistoryEntry) -> String {
     let d = &e.data;
-    let num = |k: &str| d.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    let num = |k: &str| {
+        d.get(k)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into())
+    };
     match e.kind.as_str() {
         "decision" => {
             let action = field(e, "action");
@@ -83,15 +109,48 @@ fn summary(e: &HistoryEntry) -> String {
             };
             format!("{}  {what}: {}", field(e, "service"), field(e, "reason"))
         }
-        "alarm" => format!("{} {} {}: {}", field(e, "rule"), field(e, "state"), field(e, "severity"), field(e, "message")),
+        "alarm" => format!(
+            "{} {} {}: {}",
+            field(e, "rule"),
+            field(e, "state"),
+            field(e, "severity"),
+            field(e, "message")
+        ),
         "replica" => {
             let r = d.get("replica");
-            let get = |k: &str| r.and_then(|r| r.get(k)).and_then(|v| v.as_str()).unwrap_or("?");
-            format!("{} ({}) on {}: {} {}", get("id"), get("service"), field(e, "worker"), get("state"), field(e, "reason"))
+            let get = |k: &str| {
+                r.and_then(|r| r.get(k))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+            };
+            format!(
+                "{} ({}) on {}: {} {}",
+                get("id"),
+                get("service"),
+                field(e, "worker"),
+                get("state"),
+                field(e, "reason")
+            )
         }
-        "worker" => format!("{} is {}: {}", field(e, "worker"), field(e, "health"), field(e, "reason")),
-        "leader" => format!("{} {} (term {})", field(e, "brain"), field(e, "change"), num("term")),
-        "drained" => format!("{} ({}) has nothing in flight at proxy {} (version {})", field(e, "replica"), field(e, "service"), field(e, "proxy"), num("version")),
+        "worker" => format!(
+            "{} is {}: {}",
+            field(e, "worker"),
+            field(e, "health"),
+            field(e, "reason")
+        ),
+        "leader" => format!(
+            "{} {} (term {})",
+            field(e, "brain"),
+            field(e, "change"),
+            num("term")
+        ),
+        "drained" => format!(
+            "{} ({}) has nothing in flight at proxy {} (version {})",
+            field(e, "replica"),
+            field(e, "service"),
+            field(e, "proxy"),
+            num("version")
+        ),
         _ => match d {
             serde_json::Value::String(s) => format!("{}: {s}", e.subject),
             _ => format!("{}: {}", e.subject, field(e, "error")),
@@ -104,7 +163,13 @@ mod tests {
     use super::*;
 
     fn entry(kind: &str, data: serde_json::Value) -> HistoryEntry {
-        HistoryEntry { seq: 1, ts_ms: 3_723_004, subject: format!("acs.events.{kind}.x"), kind: kind.into(), data }
+        HistoryEntry {
+            seq: 1,
+            ts_ms: 3_723_004,
+            subject: format!("acs.events.{kind}.x"),
+            kind: kind.into(),
+            data,
+        }
     }
 
     #[test]
@@ -117,19 +182,38 @@ mod tests {
             to_ms: 1,
             truncated: true,
             events: vec![
-                entry("decision", serde_json::json!({"service":"web","action":"scale","from":2,"to":4,"reason":"rps high"})),
-                entry("alarm", serde_json::json!({"rule":"cpu_high","state":"firing","severity":"critical","message":"w1 cpu = 95"})),
-                entry("replica", serde_json::json!({"worker":"w1","replica":{"id":"web-1","service":"web","state":"healthy"},"reason":""})),
+                entry(
+                    "decision",
+                    serde_json::json!({"service":"web","action":"scale","from":2,"to":4,"reason":"rps high"}),
+                ),
+                entry(
+                    "alarm",
+                    serde_json::json!({"rule":"cpu_high","state":"firing","severity":"critical","message":"w1 cpu = 95"}),
+                ),
+                entry(
+                    "replica",
+                    serde_json::json!({"worker":"w1","replica":{"id":"web-1","service":"web","state":"healthy"},"reason":""}),
+                ),
                 entry("error", serde_json::json!("not json")),
             ],
         };
         let text = render(&r);
         assert!(text.starts_with("(older events"), "{text}");
-        assert!(text.contains("01:02:03.004  decision  web  scale 2 → 4: rps high"), "{text}");
-        assert!(text.contains("alarm     cpu_high firing critical: w1 cpu = 95"), "{text}");
+        assert!(
+            text.contains("01:02:03.004  decision  web  scale 2 → 4: rps high"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alarm     cpu_high firing critical: w1 cpu = 95"),
+            "{text}"
+        );
         assert!(text.contains("web-1 (web) on w1: healthy"), "{text}");
         assert!(text.contains("acs.events.error.x: not json"), "{text}");
-        let empty = HistoryReply { events: vec![], truncated: false, ..r };
+        let empty = HistoryReply {
+            events: vec![],
+            truncated: false,
+            ..r
+        };
         assert_eq!(render(&empty), "HISTORY: no event in the window\n");
     }
 }

@@ -62,14 +62,34 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
     let subjects = acs_events::Subjects::new(cli.prefix.clone()).map_err(Error::Usage)?;
     let nats = || client::candidates(&cli.nats, &subjects, "acsctl");
     match cli.command {
-        Command::Status { json, service, workers, offset, limit } => {
+        Command::Status {
+            json,
+            service,
+            workers,
+            offset,
+            limit,
+        } => {
             let (nc, _, refusals) = client::connect_any(&nats()?, cli.timeout).await?;
-            let req = acs_events::StatusRequest { service, workers, offset, limit, ..Default::default() };
+            let req = acs_events::StatusRequest {
+                service,
+                workers,
+                offset,
+                limit,
+                ..Default::default()
+            };
             if json {
-                let raw = client::unless_refused(&refusals, client::status_raw(&nc, &subjects, &req, cli.timeout)).await?;
+                let raw = client::unless_refused(
+                    &refusals,
+                    client::status_raw(&nc, &subjects, &req, cli.timeout),
+                )
+                .await?;
                 println!("{}", serde_json::to_string_pretty(&raw).unwrap_or_default());
             } else {
-                let reply = client::unless_refused(&refusals, client::status_page(&nc, &subjects, &req, cli.timeout)).await?;
+                let reply = client::unless_refused(
+                    &refusals,
+                    client::status_page(&nc, &subjects, &req, cli.timeout),
+                )
+                .await?;
                 print!("{}", status::render(&reply));
             }
             Ok(())
@@ -77,16 +97,48 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
         Command::Scale { service, target } => {
             let (nc, _, refusals) = client::connect_any(&nats()?, cli.timeout).await?;
             let req = scale::request(service, target);
-            let reply = client::unless_refused(&refusals, client::scale(&nc, &subjects, &req, cli.timeout)).await?;
+            let reply =
+                client::unless_refused(&refusals, client::scale(&nc, &subjects, &req, cli.timeout))
+                    .await?;
             println!("{}", scale::render(&req, &reply));
             Ok(())
         }
-        Command::Cordon { worker } => maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Cordon, false).await,
-        Command::Uncordon { worker } => {
-            maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Uncordon, false).await
+        Command::Cordon { worker } => {
+            maintenance::run(
+                &nats()?,
+                cli.timeout,
+                &subjects,
+                worker,
+                acs_events::MaintenanceAction::Cordon,
+                false,
+            )
+            .await
         }
-        Command::Drain { worker, wait } => maintenance::run(&nats()?, cli.timeout, &subjects, worker, acs_events::MaintenanceAction::Drain, wait).await,
-        Command::Replace { replica, wait } => replace::run(&nats()?, cli.timeout, &subjects, replica, wait).await,
+        Command::Uncordon { worker } => {
+            maintenance::run(
+                &nats()?,
+                cli.timeout,
+                &subjects,
+                worker,
+                acs_events::MaintenanceAction::Uncordon,
+                false,
+            )
+            .await
+        }
+        Command::Drain { worker, wait } => {
+            maintenance::run(
+                &nats()?,
+                cli.timeout,
+                &subjects,
+                worker,
+                acs_events::MaintenanceAction::Drain,
+                wait,
+            )
+            .await
+        }
+        Command::Replace { replica, wait } => {
+            replace::run(&nats()?, cli.timeout, &subjects, replica, wait).await
+        }
         Command::Stats(a) => {
             let q = stats::StatsQuery {
                 scope: a.scope,
@@ -111,16 +163,47 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
                 Some(C::Unsilence(t)) => (A::Unsilence, Some(t)),
             };
             let args = match t {
-                None => alarms::AlarmArgs { action, rule: None, id: None, for_: None, by: None, comment: None },
-                Some(t) => alarms::AlarmArgs { action, rule: Some(t.rule), id: t.id, for_: t.for_, by: t.by, comment: t.comment },
+                None => alarms::AlarmArgs {
+                    action,
+                    rule: None,
+                    id: None,
+                    for_: None,
+                    by: None,
+                    comment: None,
+                },
+                Some(t) => alarms::AlarmArgs {
+                    action,
+                    rule: Some(t.rule),
+                    id: t.id,
+                    for_: t.for_,
+                    by: t.by,
+                    comment: t.comment,
+                },
             };
             alarms::run(&nats()?, cli.timeout, &subjects, args, json).await
         }
-        Command::History { kind, id, last, from, to, limit, json } => {
-            let args = history::HistoryArgs { kind, id, last, from_ms: from, to_ms: to, limit };
+        Command::History {
+            kind,
+            id,
+            last,
+            from,
+            to,
+            limit,
+            json,
+        } => {
+            let args = history::HistoryArgs {
+                kind,
+                id,
+                last,
+                from_ms: from,
+                to_ms: to,
+                limit,
+            };
             history::run(&nats()?, cli.timeout, &subjects, args, json).await
         }
-        Command::Top { interval, once } => top::run(&nats()?, cli.timeout, &subjects, interval, once, shutdown).await,
+        Command::Top { interval, once } => {
+            top::run(&nats()?, cli.timeout, &subjects, interval, once, shutdown).await
+        }
         Command::Watch {
             subject,
             json,

@@ -8,23 +8,44 @@ use acs_events::{ReplicaAction, ReplicaReply, ReplicaRequest, Subjects, SCHEMA_V
 use crate::client;
 use crate::error::Result;
 
-pub async fn run(candidates: &[acs_node::NatsOptions], timeout: std::time::Duration, subjects: &Subjects, replica: String, wait: bool) -> Result<()> {
+pub async fn run(
+    candidates: &[acs_node::NatsOptions],
+    timeout: std::time::Duration,
+    subjects: &Subjects,
+    replica: String,
+    wait: bool,
+) -> Result<()> {
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
-    let req = ReplicaRequest { v: SCHEMA_VERSION, replica: replica.clone(), action: ReplicaAction::Replace };
-    let reply: ReplicaReply = client::unless_refused(&refusals, client::ask(&nc, subjects, subjects.replica_command(), &req, timeout)).await?;
+    let req = ReplicaRequest {
+        v: SCHEMA_VERSION,
+        replica: replica.clone(),
+        action: ReplicaAction::Replace,
+    };
+    let reply: ReplicaReply = client::unless_refused(
+        &refusals,
+        client::ask(&nc, subjects, subjects.replica_command(), &req, timeout),
+    )
+    .await?;
     println!("{}", reply.note.as_deref().unwrap_or("ok"));
     if !wait {
         return Ok(());
     }
     let mut last = String::new();
     loop {
-        let status = client::unless_refused(&refusals, client::status(&nc, subjects, timeout)).await?;
+        let status =
+            client::unless_refused(&refusals, client::status(&nc, subjects, timeout)).await?;
         let now = status
             .services
             .iter()
             .flat_map(|s| &s.replicas)
             .find(|r| r.id.as_str() == replica)
-            .map(|r| format!("{replica}: {}{}", crate::status::state_name(r.state), if r.draining { " (draining)" } else { "" }));
+            .map(|r| {
+                format!(
+                    "{replica}: {}{}",
+                    crate::status::state_name(r.state),
+                    if r.draining { " (draining)" } else { "" }
+                )
+            });
         let Some(now) = now else {
             println!("{replica} is gone; its replacement serves");
             return Ok(());

@@ -30,7 +30,9 @@ impl StatsQuery {
         let (mut last, mut step) = (self.last, self.step);
         if self.hourly {
             if step.is_some() {
-                return Err(Error::Usage("--hourly is --last 24h --step 1h; give it or --step, not both".into()));
+                return Err(Error::Usage(
+                    "--hourly is --last 24h --step 1h; give it or --step, not both".into(),
+                ));
             }
             step = Some(Duration::from_secs(3600));
             last = last.or(Some(Duration::from_secs(24 * 3600)));
@@ -51,12 +53,25 @@ impl StatsQuery {
     }
 }
 
-pub async fn run(candidates: &[acs_node::NatsOptions], timeout: Duration, subjects: &Subjects, q: StatsQuery, json: bool) -> Result<()> {
+pub async fn run(
+    candidates: &[acs_node::NatsOptions],
+    timeout: Duration,
+    subjects: &Subjects,
+    q: StatsQuery,
+    json: bool,
+) -> Result<()> {
     let req = q.request()?;
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
-    let reply: StatsReply = client::unless_refused(&refusals, client::ask(&nc, subjects, subjects.monitor_stats(), &req, timeout)).await?;
+    let reply: StatsReply = client::unless_refused(
+        &refusals,
+        client::ask(&nc, subjects, subjects.monitor_stats(), &req, timeout),
+    )
+    .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
     } else {
         print!("{}", render(&reply));
     }
@@ -70,7 +85,14 @@ pub fn render(r: &StatsReply) -> String {
     let res = format_step(r.resolution_ms);
     match &r.summary {
         None => {
-            let _ = writeln!(out, "{scope} {} {}: no samples between {} and {} (resolution {res})", r.id, r.metric, clock(r.from_ms), clock(r.to_ms));
+            let _ = writeln!(
+                out,
+                "{scope} {} {}: no samples between {} and {} (resolution {res})",
+                r.id,
+                r.metric,
+                clock(r.from_ms),
+                clock(r.to_ms)
+            );
         }
         Some(s) => {
             let f = |x: f64| value(&r.metric, x);
@@ -93,8 +115,21 @@ pub fn render(r: &StatsReply) -> String {
     if !r.series.is_empty() {
         let mut t = Table::new(["  TIME (UTC)", "SAMPLES", "MIN", "AVG", "MAX", "LAST"]);
         for p in &r.series {
-            let f = |x: f64| if p.count == 0 { "-".to_string() } else { value(&r.metric, x) };
-            t.row([format!("  {}", clock(p.ts_ms)), p.count.to_string(), f(p.min), f(p.avg), f(p.max), f(p.last)]);
+            let f = |x: f64| {
+                if p.count == 0 {
+                    "-".to_string()
+                } else {
+                    value(&r.metric, x)
+                }
+            };
+            t.row([
+                format!("  {}", clock(p.ts_ms)),
+                p.count.to_string(),
+                f(p.min),
+                f(p.avg),
+                f(p.max),
+                f(p.last),
+            ]);
         }
         out.push_str(&t.render());
     }
@@ -150,7 +185,12 @@ fn clock(ms: UnixMs) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -159,19 +199,46 @@ mod tests {
     use acs_events::{StatsPoint, StatsSummary};
 
     fn q() -> StatsQuery {
-        StatsQuery { scope: StatsScope::Worker, id: "w1".into(), metric: "cpu".into(), last: None, from_ms: None, to_ms: None, step: None, hourly: false }
+        StatsQuery {
+            scope: StatsScope::Worker,
+            id: "w1".into(),
+            metric: "cpu".into(),
+            last: None,
+            from_ms: None,
+            to_ms: None,
+            step: None,
+            hourly: false,
+        }
     }
 
     #[test]
     fn hourly_is_a_day_in_hours_and_the_default_window_an_hour() {
-        let r = StatsQuery { hourly: true, ..q() }.request().unwrap();
+        let r = StatsQuery {
+            hourly: true,
+            ..q()
+        }
+        .request()
+        .unwrap();
         assert_eq!((r.last_ms, r.step_ms), (Some(86_400_000), Some(3_600_000)));
         let r = q().request().unwrap();
         assert_eq!((r.last_ms, r.step_ms), (Some(3_600_000), None));
-        let both = StatsQuery { hourly: true, step: Some(Duration::from_secs(60)), ..q() }.request();
+        let both = StatsQuery {
+            hourly: true,
+            step: Some(Duration::from_secs(60)),
+            ..q()
+        }
+        .request();
         assert!(matches!(both, Err(Error::Usage(m)) if m.contains("--hourly")));
-        let from = StatsQuery { from_ms: Some(5), ..q() }.request().unwrap();
-        assert_eq!(from.last_ms, None, "an explicit start means no default window");
+        let from = StatsQuery {
+            from_ms: Some(5),
+            ..q()
+        }
+        .request()
+        .unwrap();
+        assert_eq!(
+            from.last_ms, None,
+            "an explicit start means no default window"
+        );
     }
 
     #[test]
@@ -185,15 +252,42 @@ mod tests {
         r.from_ms = 1_764_660_600_000; // 2025-12-02 07:30:00 UTC
         r.to_ms = r.from_ms + 7_200_000;
         r.resolution_ms = 3_600_000;
-        r.summary = Some(StatsSummary { count: 7200, min: 1024.0, max: 3.0 * 1048576.0, avg: 2.0 * 1048576.0, last: 512.0, p95: 3.0 * 1048576.0 });
+        r.summary = Some(StatsSummary {
+            count: 7200,
+            min: 1024.0,
+            max: 3.0 * 1048576.0,
+            avg: 2.0 * 1048576.0,
+            last: 512.0,
+            p95: 3.0 * 1048576.0,
+        });
         r.series = vec![
-            StatsPoint { ts_ms: r.from_ms, count: 3600, min: 1024.0, max: 1048576.0, avg: 2048.0, last: 4096.0 },
-            StatsPoint { ts_ms: r.from_ms + 3_600_000, count: 0, min: 0.0, max: 0.0, avg: 0.0, last: 0.0 },
+            StatsPoint {
+                ts_ms: r.from_ms,
+                count: 3600,
+                min: 1024.0,
+                max: 1048576.0,
+                avg: 2048.0,
+                last: 4096.0,
+            },
+            StatsPoint {
+                ts_ms: r.from_ms + 3_600_000,
+                count: 0,
+                min: 0.0,
+                max: 0.0,
+                avg: 0.0,
+                last: 0.0,
+            },
         ];
         let out = render(&r);
         assert!(out.starts_with("worker w1 memory from 2025-12-02 07:30:00 to 2025-12-02 09:30:00 (7200 samples, resolution 1h)"), "{out}");
-        assert!(out.contains("min 1.0KiB  avg 2.0MiB  max 3.0MiB  p95 3.0MiB  last 512B"), "{out}");
-        assert!(out.contains("2025-12-02 07:30:00  3600     1.0KiB  2.0KiB  1.0MiB  4.0KiB"), "{out}");
+        assert!(
+            out.contains("min 1.0KiB  avg 2.0MiB  max 3.0MiB  p95 3.0MiB  last 512B"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2025-12-02 07:30:00  3600     1.0KiB  2.0KiB  1.0MiB  4.0KiB"),
+            "{out}"
+        );
         assert!(out.contains("2025-12-02 08:30:00  0        -"), "{out}");
     }
 
@@ -204,7 +298,11 @@ mod tests {
         r.scope = Some(StatsScope::Service);
         r.id = "web".into();
         r.metric = "p99_ms".into();
-        assert!(render(&r).contains("service web p99_ms: no samples"), "{}", render(&r));
+        assert!(
+            render(&r).contains("service web p99_ms: no samples"),
+            "{}",
+            render(&r)
+        );
     }
 
     #[test]

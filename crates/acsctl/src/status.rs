@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 
 use acs_events::{
-    Lifecycle, LifecycleState, ReplicaState, ScaleMode, ServiceStatus, StatusDetail, StatusReply, WorkerHealth,
+    Lifecycle, LifecycleState, ReplicaState, ScaleMode, ServiceStatus, StatusDetail, StatusReply,
+    WorkerHealth,
 };
 
 /// Renders the services table (with each service's replicas and backends) and the workers table.
@@ -25,7 +26,10 @@ pub fn render(s: &StatusReply) -> String {
                 ScaleMode::Manual => "manual",
             };
             let backends = if svc.backends.is_empty() && svc.backends_total > 0 {
-                format!("{} (list: acsctl status --service {})", svc.backends_total, svc.name)
+                format!(
+                    "{} (list: acsctl status --service {})",
+                    svc.backends_total, svc.name
+                )
             } else if svc.backends.is_empty() {
                 "-".to_string()
             } else {
@@ -121,8 +125,14 @@ pub fn render(s: &StatusReply) -> String {
                 None
             }
             StatusDetail::Service => {
-                let svc = s.services.iter().find(|v| !v.replicas.is_empty() || !v.backends.is_empty());
-                Some(format!("--service {}", svc.map_or("SERVICE".to_string(), |v| v.name.to_string())))
+                let svc = s
+                    .services
+                    .iter()
+                    .find(|v| !v.replicas.is_empty() || !v.backends.is_empty());
+                Some(format!(
+                    "--service {}",
+                    svc.map_or("SERVICE".to_string(), |v| v.name.to_string())
+                ))
             }
             StatusDetail::Workers => Some("--workers".to_string()),
         };
@@ -154,8 +164,13 @@ pub(crate) fn lifecycle_cell(svc: &ServiceStatus) -> String {
     match state {
         LifecycleState::PartialRunning | LifecycleState::Scaling => {
             // The brain's reason opens with its `ready/desired`; else the routed count.
-            let frac = reason.as_deref().and_then(|r| r.split_once(':')).map(|(f, _)| f.to_string());
-            let frac = frac.filter(|f| f.contains('/')).unwrap_or_else(|| format!("{}/{}", svc.running, svc.desired));
+            let frac = reason
+                .as_deref()
+                .and_then(|r| r.split_once(':'))
+                .map(|(f, _)| f.to_string());
+            let frac = frac
+                .filter(|f| f.contains('/'))
+                .unwrap_or_else(|| format!("{}/{}", svc.running, svc.desired));
             format!("{} {frac}", state.name())
         }
         LifecycleState::Failed => match reason {
@@ -292,39 +307,82 @@ The brain has refused 2 malformed message(s) since it started.
         }))
         .unwrap();
         let out = render(&s);
-        assert!(out.contains("3000 (list: acsctl status --service web)"), "{out}");
-        assert!(out.contains("WORKERS: 300 up, 2 down, 1 cordoned, 0 draining; 3000/4000 replica slots used"), "{out}");
-        assert!(out.contains("6302 replicas, backends and workers in all"), "{out}");
+        assert!(
+            out.contains("3000 (list: acsctl status --service web)"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "WORKERS: 300 up, 2 down, 1 cordoned, 0 draining; 3000/4000 replica slots used"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("6302 replicas, backends and workers in all"),
+            "{out}"
+        );
 
         s.services[0].backends = sample().services[0].backends.clone();
         s.page = Some(acs_events::StatusPage {
-            detail: StatusDetail::Service, offset: 500, count: 500, total: 3000, next: Some(1000),
+            detail: StatusDetail::Service,
+            offset: 500,
+            count: 500,
+            total: 3000,
+            next: Some(1000),
         });
         let out = render(&s);
-        assert!(out.contains("Items 500..1000 of 3000; next page: acsctl status --service web --offset 1000"), "{out}");
+        assert!(
+            out.contains(
+                "Items 500..1000 of 3000; next page: acsctl status --service web --offset 1000"
+            ),
+            "{out}"
+        );
         s.workers = sample().workers;
         s.services[0].backends.clear();
         s.page = Some(acs_events::StatusPage {
-            detail: StatusDetail::Workers, offset: 300, count: 2, total: 302, next: None,
+            detail: StatusDetail::Workers,
+            offset: 300,
+            count: 2,
+            total: 302,
+            next: None,
         });
         let out = render(&s);
         assert!(out.contains("w2      DOWN"), "{out}");
-        assert!(out.contains("Items 300..302 of 302 (the last page)"), "{out}");
+        assert!(
+            out.contains("Items 300..302 of 302 (the last page)"),
+            "{out}"
+        );
     }
 
     #[test]
     fn lifecycle_cells() {
         let mut svc = sample().services.remove(0);
         let mut cell = |state, reason: Option<&str>| {
-            svc.lifecycle = Lifecycle { state, reason: reason.map(str::to_string) };
+            svc.lifecycle = Lifecycle {
+                state,
+                reason: reason.map(str::to_string),
+            };
             lifecycle_cell(&svc)
         };
         assert_eq!(cell(LifecycleState::Running, None), "Running");
-        assert_eq!(cell(LifecycleState::Scaling, Some("1/3: 2 starting")), "Scaling 1/3");
-        assert_eq!(cell(LifecycleState::PartialRunning, None), "Partial-Running 2/3", "routed/desired");
-        assert_eq!(cell(LifecycleState::Suspended, Some("pinned at 0")), "Suspended");
+        assert_eq!(
+            cell(LifecycleState::Scaling, Some("1/3: 2 starting")),
+            "Scaling 1/3"
+        );
+        assert_eq!(
+            cell(LifecycleState::PartialRunning, None),
+            "Partial-Running 2/3",
+            "routed/desired"
+        );
+        assert_eq!(
+            cell(LifecycleState::Suspended, Some("pinned at 0")),
+            "Suspended"
+        );
         let crash = "crash loop: web-7 exited with status 1; next start in 8 s";
-        assert_eq!(cell(LifecycleState::Failed, Some(crash)), format!("Failed: {crash}"));
+        assert_eq!(
+            cell(LifecycleState::Failed, Some(crash)),
+            format!("Failed: {crash}")
+        );
     }
 
     #[test]

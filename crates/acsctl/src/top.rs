@@ -9,8 +9,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use acs_events::{
-    decode, MetricsAssembler, ProxyId, ProxyMetrics, ProxyMetricsMsg, StatusReply, Subjects, WorkerHealth, WorkerId,
-    WorkerMetrics,
+    decode, MetricsAssembler, ProxyId, ProxyMetrics, ProxyMetricsMsg, StatusReply, Subjects,
+    WorkerHealth, WorkerId, WorkerMetrics,
 };
 use futures::StreamExt;
 
@@ -47,7 +47,12 @@ pub async fn run(
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
     let sub = |s: String| {
         let nc = nc.clone();
-        async move { nc.subscribe(s.clone()).await.map_err(|e| Error::Request { subject: s, reason: e.to_string() }) }
+        async move {
+            nc.subscribe(s.clone()).await.map_err(|e| Error::Request {
+                subject: s,
+                reason: e.to_string(),
+            })
+        }
     };
     let mut workers = sub(subjects.worker_metrics_all()).await?;
     let mut proxies = sub(subjects.proxy_metrics_all()).await?;
@@ -120,13 +125,36 @@ pub fn render(v: &View) -> String {
         },
         (None, None) => "waiting for the brain".into(),
     };
-    let _ = writeln!(out, "acs top: {brain}; {} workers, {} proxies reporting", v.workers.len(), v.proxies.len());
+    let _ = writeln!(
+        out,
+        "acs top: {brain}; {} workers, {} proxies reporting",
+        v.workers.len(),
+        v.proxies.len()
+    );
     out.push('\n');
 
-    let mut hosts = Table::new(["HOST", "HEALTH", "CPU", "MEM", "LOAD1", "NET RX/TX", "REPLICAS", "NOTE"]);
-    let status_workers = v.status.as_ref().map(|s| s.workers.as_slice()).unwrap_or_default();
+    let mut hosts = Table::new([
+        "HOST",
+        "HEALTH",
+        "CPU",
+        "MEM",
+        "LOAD1",
+        "NET RX/TX",
+        "REPLICAS",
+        "NOTE",
+    ]);
+    let status_workers = v
+        .status
+        .as_ref()
+        .map(|s| s.workers.as_slice())
+        .unwrap_or_default();
     let mut ids: Vec<&WorkerId> = v.workers.keys().collect();
-    ids.extend(status_workers.iter().map(|w| &w.id).filter(|id| !v.workers.contains_key(*id)));
+    ids.extend(
+        status_workers
+            .iter()
+            .map(|w| &w.id)
+            .filter(|id| !v.workers.contains_key(*id)),
+    );
     ids.sort();
     for id in ids {
         let st = status_workers.iter().find(|w| &w.id == id);
@@ -145,7 +173,11 @@ pub fn render(v: &View) -> String {
             Some(m) => {
                 let h = &m.host;
                 let mem = if h.mem_total_bytes > 0 {
-                    format!("{} / {}", bytes(h.mem_used_bytes as f64), bytes(h.mem_total_bytes as f64))
+                    format!(
+                        "{} / {}",
+                        bytes(h.mem_used_bytes as f64),
+                        bytes(h.mem_total_bytes as f64)
+                    )
                 } else {
                     bytes(h.mem_used_bytes as f64)
                 };
@@ -155,7 +187,11 @@ pub fn render(v: &View) -> String {
                     format!("{:.1}%", h.cpu_pct),
                     mem,
                     format!("{:.2}", h.load1),
-                    format!("{}/s / {}/s", bytes(h.net_rx_bytes_per_s), bytes(h.net_tx_bytes_per_s)),
+                    format!(
+                        "{}/s / {}/s",
+                        bytes(h.net_rx_bytes_per_s),
+                        bytes(h.net_tx_bytes_per_s)
+                    ),
                     format!("{}/{}", m.capacity.running, m.capacity.max_replicas),
                     note.join(" "),
                 ]
@@ -163,7 +199,16 @@ pub fn render(v: &View) -> String {
             None => {
                 note.push("no metrics");
                 let reps = st.map_or("-".into(), |w| format!("{}/{}", w.replicas, w.max_replicas));
-                [id.to_string(), health.to_string(), "-".into(), "-".into(), "-".into(), "-".into(), reps, note.join(" ")]
+                [
+                    id.to_string(),
+                    health.to_string(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    reps,
+                    note.join(" "),
+                ]
             }
         };
         hosts.row(row);
@@ -171,12 +216,41 @@ pub fn render(v: &View) -> String {
     out.push_str(&hosts.render());
     out.push('\n');
 
-    let mut svcs = Table::new(["SERVICE", "STATE", "MODE", "DESIRED", "RUNNING", "REQ/S", "P50", "P99", "IN-FLIGHT", "ERRORS"]);
-    for s in v.status.as_ref().map(|s| s.services.as_slice()).unwrap_or_default() {
-        let traffic: Vec<_> = v.proxies.values().flat_map(|p| &p.services).filter(|t| t.service == s.name).map(|t| &t.totals).collect();
-        let (rps, inflight, errors) = traffic.iter().fold((0.0, 0, 0), |(r, i, e), t| (r + t.rps, i + t.in_flight, e + t.errors));
+    let mut svcs = Table::new([
+        "SERVICE",
+        "STATE",
+        "MODE",
+        "DESIRED",
+        "RUNNING",
+        "REQ/S",
+        "P50",
+        "P99",
+        "IN-FLIGHT",
+        "ERRORS",
+    ]);
+    for s in v
+        .status
+        .as_ref()
+        .map(|s| s.services.as_slice())
+        .unwrap_or_default()
+    {
+        let traffic: Vec<_> = v
+            .proxies
+            .values()
+            .flat_map(|p| &p.services)
+            .filter(|t| t.service == s.name)
+            .map(|t| &t.totals)
+            .collect();
+        let (rps, inflight, errors) = traffic.iter().fold((0.0, 0, 0), |(r, i, e), t| {
+            (r + t.rps, i + t.in_flight, e + t.errors)
+        });
         // The slowest proxy's figure: a percentile cannot be averaged across proxies.
-        let worst = |f: fn(&acs_events::Traffic) -> f64| traffic.iter().map(|t| f(t)).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let worst = |f: fn(&acs_events::Traffic) -> f64| {
+            traffic
+                .iter()
+                .map(|t| f(t))
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        };
         let ms = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.1}ms"));
         let mode = match s.mode {
             acs_events::ScaleMode::Auto => "auto",
@@ -192,16 +266,28 @@ pub fn render(v: &View) -> String {
             if has { format!("{rps:.1}") } else { "-".into() },
             ms(worst(|t| t.p50_ms)),
             ms(worst(|t| t.p99_ms)),
-            if has { inflight.to_string() } else { "-".into() },
+            if has {
+                inflight.to_string()
+            } else {
+                "-".into()
+            },
             if has { errors.to_string() } else { "-".into() },
         ]);
     }
     out.push_str(&svcs.render());
     if v.bad > 0 {
-        let _ = writeln!(out, "\n{} metrics messages did not decode (see `acsctl watch`)", v.bad);
+        let _ = writeln!(
+            out,
+            "\n{} metrics messages did not decode (see `acsctl watch`)",
+            v.bad
+        );
     }
     if v.parts_dropped > 0 {
-        let _ = writeln!(out, "\n{} split proxy reports were dropped before all their parts came", v.parts_dropped);
+        let _ = writeln!(
+            out,
+            "\n{} split proxy reports were dropped before all their parts came",
+            v.parts_dropped
+        );
     }
     out
 }
@@ -246,26 +332,62 @@ mod tests {
 
     #[test]
     fn a_frame_joins_status_and_metrics() {
-        let mut v = View { status: Some(status()), ..View::default() };
+        let mut v = View {
+            status: Some(status()),
+            ..View::default()
+        };
         v.workers.insert("w1".parse().unwrap(), worker("w1"));
-        v.proxies.insert("p1".parse().unwrap(), proxy("p1", 40.0, 3.0));
-        v.proxies.insert("p2".parse().unwrap(), proxy("p2", 60.0, 8.5));
+        v.proxies
+            .insert("p1".parse().unwrap(), proxy("p1", 40.0, 3.0));
+        v.proxies
+            .insert("p2".parse().unwrap(), proxy("p2", 60.0, 8.5));
         let out = render(&v);
-        assert!(out.starts_with("acs top: leader brain-a (term 4); 1 workers, 2 proxies reporting"), "{out}");
-        let line = |p: &str| out.lines().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no {p} in\n{out}")).to_string();
+        assert!(
+            out.starts_with("acs top: leader brain-a (term 4); 1 workers, 2 proxies reporting"),
+            "{out}"
+        );
+        let line = |p: &str| {
+            out.lines()
+                .find(|l| l.starts_with(p))
+                .unwrap_or_else(|| panic!("no {p} in\n{out}"))
+                .to_string()
+        };
         let w1 = line("w1");
-        assert!(w1.contains("up") && w1.contains("37.5%") && w1.contains("1.0GiB / 4.0GiB") && w1.contains("2.0KiB/s / 1.0KiB/s") && w1.contains("2/4"), "{w1}");
+        assert!(
+            w1.contains("up")
+                && w1.contains("37.5%")
+                && w1.contains("1.0GiB / 4.0GiB")
+                && w1.contains("2.0KiB/s / 1.0KiB/s")
+                && w1.contains("2/4"),
+            "{w1}"
+        );
         let w2 = line("w2");
-        assert!(w2.contains("down") && w2.contains("1/4") && w2.contains("cordoned no metrics"), "{w2}");
+        assert!(
+            w2.contains("down") && w2.contains("1/4") && w2.contains("cordoned no metrics"),
+            "{w2}"
+        );
         let web = line("web");
-        assert!(web.contains("Running") && web.contains("manual") && web.contains("100.0") && web.contains("8.5ms") && web.contains("  4  "), "{web}");
+        assert!(
+            web.contains("Running")
+                && web.contains("manual")
+                && web.contains("100.0")
+                && web.contains("8.5ms")
+                && web.contains("  4  "),
+            "{web}"
+        );
     }
 
     #[test]
     fn a_silent_brain_is_said_not_fatal() {
-        let v = View { status_error: Some("no responders".into()), ..View::default() };
+        let v = View {
+            status_error: Some("no responders".into()),
+            ..View::default()
+        };
         let out = render(&v);
-        assert!(out.starts_with("acs top: brain: no answer (no responders)"), "{out}");
+        assert!(
+            out.starts_with("acs top: brain: no answer (no responders)"),
+            "{out}"
+        );
         assert!(out.contains("SERVICE"), "{out}");
     }
 }

@@ -379,7 +379,12 @@ async fn the_monitor_answers_stats_and_keeps_to_its_stream() {
         })
         .await;
     assert!(other.is_err(), "the monitor created another stream");
-    expect_violation(&mut m_violations, "publish", "$JS.API.STREAM.CREATE.KV_acs_lease").await;
+    expect_violation(
+        &mut m_violations,
+        "publish",
+        "$JS.API.STREAM.CREATE.KV_acs_lease",
+    )
+    .await;
 
     // The event history stream is the monitor's too.
     js.get_or_create_stream(async_nats::jetstream::stream::Config {

@@ -10,7 +10,6 @@ use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterError, ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
 
-
 fn services_file(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("services.toml");
     std::fs::write(&p, text).unwrap();
@@ -115,23 +114,44 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
 
     // Secured by default: nobody without a credential gets in, and the viewer may watch but
     // not steer (its scale request is refused by the server and changes nothing).
-    let anonymous = acs_node::NatsOptions::new(cluster.nats_url()).connect_once(Duration::from_secs(3)).await;
-    let err = anonymous.expect_err("an anonymous client is refused").to_string();
+    let anonymous = acs_node::NatsOptions::new(cluster.nats_url())
+        .connect_once(Duration::from_secs(3))
+        .await;
+    let err = anonymous
+        .expect_err("an anonymous client is refused")
+        .to_string();
     assert!(err.contains("refused these credentials"), "{err}");
-    let viewer = acsctl::client::connect(&cluster.nats_options(&acsctl::auth::Role::Viewer), Duration::from_secs(3))
-        .await
-        .expect("the viewer connects");
+    let viewer = acsctl::client::connect(
+        &cluster.nats_options(&acsctl::auth::Role::Viewer),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("the viewer connects");
     let mut watch = viewer.subscribe("acs.metrics.>").await.unwrap();
-    let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch)).await;
+    let seen =
+        tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch)).await;
     assert!(matches!(seen, Ok(Some(_))), "the viewer sees metrics");
     let refused = viewer
         .request("acs.cmd.scale", r#"{"service":"web","replicas":0}"#.into())
         .await;
-    assert!(refused.is_err(), "a viewer's scale request gets no answer: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a viewer's scale request gets no answer: {refused:?}"
+    );
     // The CLI as the viewer: a permissions error that says so, not a time-out.
     let viewer_seed = cluster.auth_dir().seed_file(&acsctl::auth::Role::Viewer);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
-        .args(["--prefix", "acs", "scale", "web", "0", "--timeout", "20s", "--nats", &cluster.nats_url()])
+        .args([
+            "--prefix",
+            "acs",
+            "scale",
+            "web",
+            "0",
+            "--timeout",
+            "20s",
+            "--nats",
+            &cluster.nats_url(),
+        ])
         .arg("--nats-nkey")
         .arg(&viewer_seed)
         .env("RUST_LOG", "error")
@@ -140,10 +160,22 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("NATS refused it") && stderr.contains("Permissions Violation"), "{stderr}");
-    let web = |s: &acs_events::StatusReply| s.services.iter().find(|x| x.name.as_str() == "web").map(|x| (x.desired, x.mode));
+    assert!(
+        stderr.contains("NATS refused it") && stderr.contains("Permissions Violation"),
+        "{stderr}"
+    );
+    let web = |s: &acs_events::StatusReply| {
+        s.services
+            .iter()
+            .find(|x| x.name.as_str() == "web")
+            .map(|x| (x.desired, x.mode))
+    };
     let after = cluster.status().await.unwrap();
-    assert_eq!(web(&after), web(&status), "the viewer's request changed nothing");
+    assert_eq!(
+        web(&after),
+        web(&status),
+        "the viewer's request changed nothing"
+    );
 
     // Traffic through the proxy reaches a demo-web replica (poll: the proxy learns the
     // backend a moment after the brain counts it).

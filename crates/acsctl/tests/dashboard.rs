@@ -41,14 +41,23 @@ impl Drop for Driver {
 /// `name` on PATH or in /usr/bin; panics naming the package (the test must run in CI).
 fn tool(name: &str, package: &str) -> PathBuf {
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
         .unwrap_or(None)
         .or_else(|| Some(Path::new("/usr/bin").join(name)).filter(|p| p.is_file()));
-    found.unwrap_or_else(|| panic!("{name} not found: apt-get install {package} (scripts/install-deps.sh does)"))
+    found.unwrap_or_else(|| {
+        panic!("{name} not found: apt-get install {package} (scripts/install-deps.sh does)")
+    })
 }
 
 fn screenshots_dir() -> PathBuf {
-    let dir = acs_testkit::bin_dir().parent().expect("target dir").join("dashboard-screenshots");
+    let dir = acs_testkit::bin_dir()
+        .parent()
+        .expect("target dir")
+        .join("dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -61,7 +70,9 @@ async fn screenshot(c: &Client, name: &str) {
 
 /// Shows page `name` (hash navigation) and lets the charts draw.
 async fn show(c: &Client, name: &str) {
-    c.execute("location.hash = arguments[0];", vec![json!(name)]).await.unwrap();
+    c.execute("location.hash = arguments[0];", vec![json!(name)])
+        .await
+        .unwrap();
     let visible = format!("!document.getElementById('page-{name}').hidden");
     wait_js(c, &visible, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -71,7 +82,10 @@ async fn show(c: &Client, name: &str) {
 async fn wait_js(c: &Client, expr: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let v = c.execute(&format!("return !!({expr});"), vec![]).await.unwrap();
+        let v = c
+            .execute(&format!("return !!({expr});"), vec![])
+            .await
+            .unwrap();
         if v == json!(true) {
             return;
         }
@@ -82,21 +96,58 @@ async fn wait_js(c: &Client, expr: &str, timeout: Duration) {
 
 /// Clicks a dashboard button and waits for its flash message to say it worked.
 async fn click_and_flash(c: &Client, css: &str, what: &str) {
-    c.execute("delete document.getElementById('flash').dataset.ok;", vec![]).await.unwrap();
-    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{what}: no {css}: {e}")).click().await.unwrap();
-    wait_js(c, "document.getElementById('flash').dataset.ok !== undefined", Duration::from_secs(10)).await;
-    let ok = c.execute("return document.getElementById('flash').dataset.ok;", vec![]).await.unwrap();
-    let flash = c.find(Locator::Css("#flash")).await.unwrap().text().await.unwrap();
+    c.execute(
+        "delete document.getElementById('flash').dataset.ok;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "document.getElementById('flash').dataset.ok !== undefined",
+        Duration::from_secs(10),
+    )
+    .await;
+    let ok = c
+        .execute(
+            "return document.getElementById('flash').dataset.ok;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let flash = c
+        .find(Locator::Css("#flash"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(ok, json!("true"), "{what} failed: {flash}");
 }
 
 async fn js_number(c: &Client, expr: &str) -> f64 {
-    c.execute(&format!("return Number({expr});"), vec![]).await.unwrap().as_f64().unwrap_or(0.0)
+    c.execute(&format!("return Number({expr});"), vec![])
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
-    for bin in ["vim-brain", "vmm-worker", "acs-proxy", "demo-web", "acs-monitor"] {
+    for bin in [
+        "vim-brain",
+        "vmm-worker",
+        "acs-proxy",
+        "demo-web",
+        "acs-monitor",
+    ] {
         acs_testkit::workspace_bin(bin);
     }
     let chromium = tool("chromium", "chromium");
@@ -110,13 +161,22 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     o.workers = 2;
     o.max_replicas = 3;
     o.ready_timeout = Duration::from_secs(90);
-    let cluster = LocalCluster::start(o).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let cluster = LocalCluster::start(o)
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
     cluster
-        .wait_for_status(Duration::from_secs(60), |s| s.services.iter().any(|x| x.name.as_str() == "web" && x.running >= 1))
+        .wait_for_status(Duration::from_secs(60), |s| {
+            s.services
+                .iter()
+                .any(|x| x.name.as_str() == "web" && x.running >= 1)
+        })
         .await
         .unwrap_or_else(|e| panic!("web never ran: {e}"));
     let base = format!("http://{}", cluster.options().monitor_http);
-    let token = std::fs::read_to_string(cluster.monitor_token_file()).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(cluster.monitor_token_file())
+        .unwrap()
+        .trim()
+        .to_string();
 
     let port = free_port();
     let driver = Driver(
@@ -127,7 +187,8 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
             .spawn()
             .expect("chromedriver starts"),
     );
-    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).expect("chromedriver listens");
+    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
+        .expect("chromedriver listens");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -145,25 +206,81 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
 
     // No session: the login page. A wrong token is refused with a message.
     c.goto(&base).await.unwrap();
-    c.wait().for_element(Locator::Css("#token")).await.unwrap().send_keys("wrong-token-0123456789").await.unwrap();
-    c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
-    let err = c.wait().for_element(Locator::Css("#login-error")).await.unwrap().text().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("wrong-token-0123456789")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let err = c
+        .wait()
+        .for_element(Locator::Css("#login-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(err.contains("Wrong token"), "{err}");
     screenshot(&c, "login").await;
-    c.find(Locator::Css("#token")).await.unwrap().send_keys(&token).await.unwrap();
-    c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
-    c.wait().for_element(Locator::Css("#nav")).await.expect("logged in: the dashboard");
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#nav"))
+        .await
+        .expect("logged in: the dashboard");
 
     // Live data moves: status and worker metrics arrive over SSE, the chart gains points.
-    wait_js(&c, "Number(document.getElementById('last-update').dataset.ts) > 0", Duration::from_secs(20)).await;
-    wait_js(&c, "Number(document.getElementById('ov-cpu-box').dataset.points || 0) > 0", Duration::from_secs(20)).await;
+    wait_js(
+        &c,
+        "Number(document.getElementById('last-update').dataset.ts) > 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_js(
+        &c,
+        "Number(document.getElementById('ov-cpu-box').dataset.points || 0) > 0",
+        Duration::from_secs(20),
+    )
+    .await;
     let (points, ts) = (
         js_number(&c, "document.getElementById('ov-cpu-box').dataset.points").await,
         js_number(&c, "document.getElementById('last-update').dataset.ts").await,
     );
-    wait_js(&c, &format!("Number(document.getElementById('ov-cpu-box').dataset.points) > {points}"), Duration::from_secs(20)).await;
-    wait_js(&c, &format!("Number(document.getElementById('last-update').dataset.ts) > {ts}"), Duration::from_secs(20)).await;
-    wait_js(&c, "document.querySelectorAll('#ov-workers tbody tr[data-key^=\"w\"]').length === 2", Duration::from_secs(20)).await;
+    wait_js(
+        &c,
+        &format!("Number(document.getElementById('ov-cpu-box').dataset.points) > {points}"),
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_js(
+        &c,
+        &format!("Number(document.getElementById('last-update').dataset.ts) > {ts}"),
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#ov-workers tbody tr[data-key^=\"w\"]').length === 2",
+        Duration::from_secs(20),
+    )
+    .await;
     screenshot(&c, "overview").await;
 
     // The session cookie alone does not steer: a POST without the CSRF header is refused.
@@ -177,36 +294,84 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     assert_eq!(refused, json!(403));
 
     show(&c, "hosts").await;
-    wait_js(&c, "document.querySelectorAll('#hosts-table tbody tr[data-key^=\"w\"]').length === 2", Duration::from_secs(10)).await;
-    wait_js(&c, "Number(document.getElementById('hosts-hourly-box').dataset.points || 0) > 0", Duration::from_secs(15)).await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#hosts-table tbody tr[data-key^=\"w\"]').length === 2",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_js(
+        &c,
+        "Number(document.getElementById('hosts-hourly-box').dataset.points || 0) > 0",
+        Duration::from_secs(15),
+    )
+    .await;
     screenshot(&c, "hosts").await;
 
     // Pin web at 3 from the Services page.
     show(&c, "services").await;
-    let input = c.wait().for_element(Locator::Css("input[data-pin=\"web\"]")).await.unwrap();
+    let input = c
+        .wait()
+        .for_element(Locator::Css("input[data-pin=\"web\"]"))
+        .await
+        .unwrap();
     input.clear().await.unwrap();
     input.send_keys("3").await.unwrap();
-    c.find(Locator::Css("button[data-pin-btn=\"web\"]")).await.unwrap().click().await.unwrap();
-    wait_js(&c, "document.getElementById('flash').dataset.ok !== undefined", Duration::from_secs(10)).await;
-    let flash = c.find(Locator::Css("#flash")).await.unwrap().text().await.unwrap();
-    let ok = c.execute("return document.getElementById('flash').dataset.ok;", vec![]).await.unwrap();
+    c.find(Locator::Css("button[data-pin-btn=\"web\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.getElementById('flash').dataset.ok !== undefined",
+        Duration::from_secs(10),
+    )
+    .await;
+    let flash = c
+        .find(Locator::Css("#flash"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ok = c
+        .execute(
+            "return document.getElementById('flash').dataset.ok;",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(ok, json!("true"), "the pin failed: {flash}");
     assert!(flash.contains("web: pin at 3"), "{flash}");
 
     let status = cluster
         .wait_for_status(Duration::from_secs(60), |s| {
-            s.services.iter().any(|x| x.name.as_str() == "web" && x.desired == 3 && x.running == 3)
+            s.services
+                .iter()
+                .any(|x| x.name.as_str() == "web" && x.desired == 3 && x.running == 3)
         })
         .await
         .unwrap_or_else(|e| panic!("web never ran 3: {e}"));
-    let web = status.services.iter().find(|x| x.name.as_str() == "web").unwrap();
+    let web = status
+        .services
+        .iter()
+        .find(|x| x.name.as_str() == "web")
+        .unwrap();
     assert_eq!(web.mode, acs_events::ScaleMode::Manual);
 
     // Three replicas serve through the proxy.
     let url = format!("{}/whoami", cluster.proxy_url());
     let deadline = Instant::now() + Duration::from_secs(30);
     let report = loop {
-        let r = load::run(&LoadOptions::new(url.clone(), 40.0, Duration::from_secs(2)), std::future::pending(), |_| {}).await.unwrap();
+        let r = load::run(
+            &LoadOptions::new(url.clone(), 40.0, Duration::from_secs(2)),
+            std::future::pending(),
+            |_| {},
+        )
+        .await
+        .unwrap();
         if r.counts.instances.len() == 3 || Instant::now() > deadline {
             break r;
         }
@@ -216,7 +381,12 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     wait_js(&c, "[...document.querySelectorAll('#services-table tbody td')].some(td => td.textContent === 'manual')", Duration::from_secs(10)).await;
     screenshot(&c, "services").await;
     show(&c, "replicas").await;
-    wait_js(&c, "document.querySelectorAll('#replicas-table button[data-replace]').length === 3", Duration::from_secs(10)).await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#replicas-table button[data-replace]').length === 3",
+        Duration::from_secs(10),
+    )
+    .await;
     screenshot(&c, "replicas").await;
 
     // Replace one replica from its button: a new one takes its place, the old one goes.
@@ -229,23 +399,43 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     cluster
         .wait_for_status(Duration::from_secs(60), |s| {
             s.services.iter().any(|x| {
-                x.name.as_str() == "web" && x.running == 3 && x.replicas.iter().all(|r| r.id.as_str() != victim)
+                x.name.as_str() == "web"
+                    && x.running == 3
+                    && x.replicas.iter().all(|r| r.id.as_str() != victim)
             })
         })
         .await
         .unwrap_or_else(|e| panic!("{victim} was never replaced: {e}"));
 
     // Cordon w1 from its button, then uncordon it.
-    click_and_flash(&c, "button[data-maint=\"w1\"][data-action=\"cordon\"]", "cordon").await;
+    click_and_flash(
+        &c,
+        "button[data-maint=\"w1\"][data-action=\"cordon\"]",
+        "cordon",
+    )
+    .await;
     cluster
-        .wait_for_status(Duration::from_secs(20), |s| s.workers.iter().any(|w| w.id.as_str() == "w1" && w.cordoned))
+        .wait_for_status(Duration::from_secs(20), |s| {
+            s.workers
+                .iter()
+                .any(|w| w.id.as_str() == "w1" && w.cordoned)
+        })
         .await
         .unwrap_or_else(|e| panic!("w1 was never cordoned: {e}"));
     wait_js(&c, "[...document.querySelectorAll('#maint-table tbody tr[data-key=\"w1\"] td')].some(td => td.textContent === 'cordoned')", Duration::from_secs(10)).await;
     screenshot(&c, "replicas-cordoned").await;
-    click_and_flash(&c, "button[data-maint=\"w1\"][data-action=\"uncordon\"]", "uncordon").await;
+    click_and_flash(
+        &c,
+        "button[data-maint=\"w1\"][data-action=\"uncordon\"]",
+        "uncordon",
+    )
+    .await;
     cluster
-        .wait_for_status(Duration::from_secs(20), |s| s.workers.iter().any(|w| w.id.as_str() == "w1" && !w.cordoned))
+        .wait_for_status(Duration::from_secs(20), |s| {
+            s.workers
+                .iter()
+                .any(|w| w.id.as_str() == "w1" && !w.cordoned)
+        })
         .await
         .unwrap_or_else(|e| panic!("w1 was never uncordoned: {e}"));
 
@@ -253,8 +443,18 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     c.refresh().await.unwrap();
     c.wait().for_element(Locator::Css("#nav")).await.unwrap();
     show(&c, "decisions").await;
-    wait_js(&c, "/^[1-9][0-9]* decisions/.test(document.getElementById('history-note').textContent)", Duration::from_secs(10)).await;
-    wait_js(&c, "document.querySelectorAll('#decisions-feed li[data-service=\"web\"]').length > 0", Duration::from_secs(10)).await;
+    wait_js(
+        &c,
+        "/^[1-9][0-9]* decisions/.test(document.getElementById('history-note').textContent)",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#decisions-feed li[data-service=\"web\"]').length > 0",
+        Duration::from_secs(10),
+    )
+    .await;
     screenshot(&c, "decisions").await;
     show(&c, "alarms").await;
     screenshot(&c, "alarms-quiet").await;
@@ -275,7 +475,11 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     // An alarm fires and is acked from the page: pin web at 0, so config/alarms.local.toml's
     // web_replicas_low (below 1 for 10 s) fires; Ack on the Alarms page records who acked.
     show(&c, "services").await;
-    let input = c.wait().for_element(Locator::Css("input[data-pin=\"web\"]")).await.unwrap();
+    let input = c
+        .wait()
+        .for_element(Locator::Css("input[data-pin=\"web\"]"))
+        .await
+        .unwrap();
     input.clear().await.unwrap();
     input.send_keys("0").await.unwrap();
     click_and_flash(&c, "button[data-pin-btn=\"web\"]", "pin web at 0").await;
@@ -284,15 +488,31 @@ async fn the_dashboard_logs_in_shows_live_data_and_pins_web_at_three() {
     wait_js(&c, firing, Duration::from_secs(60)).await;
     click_and_flash(&c, "button[data-ack=\"web_replicas_low\"]", "ack").await;
     wait_js(&c, "[...document.querySelectorAll('#alarms-table tbody tr')].some(tr => tr.dataset.key === 'web_replicas_low|web' && tr.textContent.includes('acked by dashboard'))", Duration::from_secs(10)).await;
-    wait_js(&c, "document.querySelectorAll('#alarm-feed li').length > 0", Duration::from_secs(10)).await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#alarm-feed li').length > 0",
+        Duration::from_secs(10),
+    )
+    .await;
     screenshot(&c, "alarms").await;
 
     // Logging out ends the session: the API refuses the cookie again.
     show(&c, "overview").await;
-    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
-    c.wait().for_element(Locator::Css("#token")).await.expect("back at the login page");
+    c.find(Locator::Css("#logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#token"))
+        .await
+        .expect("back at the login page");
     let after = c
-        .execute_async("const done = arguments[0]; fetch('/api/v1/status').then(r => done(r.status));", vec![])
+        .execute_async(
+            "const done = arguments[0]; fetch('/api/v1/status').then(r => done(r.status));",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(after, json!(401));

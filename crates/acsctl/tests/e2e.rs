@@ -8,7 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use acs_events::{decode, Action, BackendChange, BackendUpdate, Decision, DecisionAction, ReplicaEvent, ReplicaState, WorkerCommand};
+use acs_events::{
+    decode, Action, BackendChange, BackendUpdate, Decision, DecisionAction, ReplicaEvent,
+    ReplicaState, WorkerCommand,
+};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
 use common::{background_load, decoded, record, web, Recording};
@@ -36,7 +39,10 @@ stop_grace_s = 5
 
 /// A local cluster serving [`SERVICES`] from `tmp`, with workers that report every 500 ms and
 /// `tune` applied to the options; the temp dir lives as long as the cluster needs it.
-async fn start_cluster(tag: &str, tune: impl FnOnce(&mut ClusterOptions)) -> (TempDir, LocalCluster) {
+async fn start_cluster(
+    tag: &str,
+    tune: impl FnOnce(&mut ClusterOptions),
+) -> (TempDir, LocalCluster) {
     let tmp = TempDir::new(tag);
     let services = tmp.path().join("services.toml");
     std::fs::write(&services, SERVICES).unwrap();
@@ -45,7 +51,9 @@ async fn start_cluster(tag: &str, tune: impl FnOnce(&mut ClusterOptions)) -> (Te
     opts.worker_interval_ms = 500;
     opts.ready_timeout = Duration::from_secs(90);
     tune(&mut opts);
-    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    let cluster = LocalCluster::start(opts)
+        .await
+        .expect("local cluster starts");
     (tmp, cluster)
 }
 
@@ -88,40 +96,72 @@ async fn e2e_scales_out_and_in_with_zero_failed_requests() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     scale(r#"{"service":"web","auto":true}"#).await;
     let out = cluster
-        .wait_for_status(Duration::from_secs(90), |s| web(s).running >= 4 && web(s).backends.len() >= 4)
+        .wait_for_status(Duration::from_secs(90), |s| {
+            web(s).running >= 4 && web(s).backends.len() >= 4
+        })
         .await
         .expect("web scales out to 4 replicas under load");
-    let new_backends: Vec<String> = web(&out).backends.iter().map(|b| b.id.to_string()).collect();
-    let workers: std::collections::BTreeSet<_> = web(&out).backends.iter().map(|b| b.worker.to_string()).collect();
-    assert_eq!(workers.len(), 2, "replicas are spread over both workers: {new_backends:?}");
+    let new_backends: Vec<String> = web(&out)
+        .backends
+        .iter()
+        .map(|b| b.id.to_string())
+        .collect();
+    let workers: std::collections::BTreeSet<_> = web(&out)
+        .backends
+        .iter()
+        .map(|b| b.worker.to_string())
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "replicas are spread over both workers: {new_backends:?}"
+    );
     // Let the new backends take traffic for a while.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = stop_heavy.send(());
     let heavy = heavy.await.unwrap();
     println!("heavy load: {heavy}");
-    assert_eq!(heavy.failed, 0, "no request failed during scale-out: {heavy}");
+    assert_eq!(
+        heavy.failed, 0,
+        "no request failed during scale-out: {heavy}"
+    );
     for id in &new_backends {
-        assert!(heavy.counts.instances.contains_key(id), "backend {id} received traffic: {:?}", heavy.counts.instances);
+        assert!(
+            heavy.counts.instances.contains_key(id),
+            "backend {id} received traffic: {:?}",
+            heavy.counts.instances
+        );
     }
 
     // 2. Light load: 3 requests/s keeps requests in flight while replicas drain and stop.
     let (stop_light, light) = background_load(url.clone(), 3.0, Duration::from_secs(180));
     cluster
-        .wait_for_status(Duration::from_secs(90), |s| web(s).running == 1 && web(s).backends.len() == 1 && web(s).replicas.len() == 1)
+        .wait_for_status(Duration::from_secs(90), |s| {
+            web(s).running == 1 && web(s).backends.len() == 1 && web(s).replicas.len() == 1
+        })
         .await
         .expect("web scales back in to 1");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_light.send(());
     let light = light.await.unwrap();
     println!("light load during scale-in: {light}");
-    assert_eq!(light.failed, 0, "no request failed during scale-in: {light}");
+    assert_eq!(
+        light.failed, 0,
+        "no request failed during scale-in: {light}"
+    );
     assert!(light.ok > 0);
 
     // 3. Every step was explained.
     let ds: Vec<Decision> = decoded(&decisions);
     let has = |f: &dyn Fn(&DecisionAction) -> bool| ds.iter().any(|d| f(&d.action));
-    assert!(has(&|a| matches!(a, DecisionAction::Scale { from: 1, to, manual: false } if *to >= 3)), "scale-out decision: {ds:#?}");
-    assert!(has(&|a| matches!(a, DecisionAction::Scale { to: 1, .. })), "scale-in decision");
+    assert!(
+        has(&|a| matches!(a, DecisionAction::Scale { from: 1, to, manual: false } if *to >= 3)),
+        "scale-out decision: {ds:#?}"
+    );
+    assert!(
+        has(&|a| matches!(a, DecisionAction::Scale { to: 1, .. })),
+        "scale-in decision"
+    );
     assert!(has(&|a| matches!(a, DecisionAction::Place { .. })));
     assert!(has(&|a| matches!(a, DecisionAction::Drain { .. })));
     assert!(has(&|a| matches!(a, DecisionAction::Stop { .. })));
@@ -129,7 +169,10 @@ async fn e2e_scales_out_and_in_with_zero_failed_requests() {
     // 4. Each victim left the rotation (drained) before its worker was told to stop it, and
     //    before it exited.
     let stops = drained_before_stopped(&trail);
-    assert!(stops >= 3, "scale-in from 4 to 1 stops at least 3 replicas, saw {stops}");
+    assert!(
+        stops >= 3,
+        "scale-in from 4 to 1 stops at least 3 replicas, saw {stops}"
+    );
     let exited = cluster.check_children();
     assert!(exited.is_empty(), "no component died: {exited:?}");
     cluster.stop();
@@ -148,29 +191,47 @@ fn drained_before_stopped(trail: &Recording) -> usize {
         if !m.subject.starts_with("acs.cmd.worker.") {
             continue;
         }
-        if let Ok(WorkerCommand { action: Action::Stop { replica, .. }, .. }) = decode(&m.payload) {
+        if let Ok(WorkerCommand {
+            action: Action::Stop { replica, .. },
+            ..
+        }) = decode(&m.payload)
+        {
             first_stop.entry(replica.to_string()).or_insert(i);
         }
     }
-    let change = |m: &async_nats::Message| (m.subject.as_str() == "acs.backends.web").then(|| decode::<BackendUpdate>(&m.payload).ok()).flatten().map(|u| u.change);
+    let change = |m: &async_nats::Message| {
+        (m.subject.as_str() == "acs.backends.web")
+            .then(|| decode::<BackendUpdate>(&m.payload).ok())
+            .flatten()
+            .map(|u| u.change)
+    };
     let drains = |m: &async_nats::Message, victim: &str| match change(m) {
         Some(BackendChange::Drain { ids }) => ids.iter().any(|id| id.as_str() == victim),
-        Some(BackendChange::Reset { backends, .. }) => backends.iter().any(|b| b.id.as_str() == victim && b.draining),
+        Some(BackendChange::Reset { backends, .. }) => backends
+            .iter()
+            .any(|b| b.id.as_str() == victim && b.draining),
         _ => false,
     };
     let serves = |m: &async_nats::Message, victim: &str| match change(m) {
-        Some(BackendChange::Add { backends } | BackendChange::Reset { backends, .. }) => backends.iter().any(|b| b.id.as_str() == victim && !b.draining),
+        Some(BackendChange::Add { backends } | BackendChange::Reset { backends, .. }) => backends
+            .iter()
+            .any(|b| b.id.as_str() == victim && !b.draining),
         _ => false,
     };
     let exits = |m: &async_nats::Message, victim: &str| {
         m.subject.starts_with("acs.events.replica.")
-            && decode::<ReplicaEvent>(&m.payload).is_ok_and(|e| e.replica.id.as_str() == victim && e.replica.state == ReplicaState::Exited)
+            && decode::<ReplicaEvent>(&m.payload).is_ok_and(|e| {
+                e.replica.id.as_str() == victim && e.replica.state == ReplicaState::Exited
+            })
     };
     first_stop.retain(|victim, stop_at| trail[..*stop_at].iter().any(|m| serves(m, victim)));
     for (victim, &stop_at) in &first_stop {
         let drained_at = trail[..stop_at].iter().position(|m| drains(m, victim));
         let Some(drained_at) = drained_at else {
-            panic!("{victim}: stopped (message {stop_at}) without being drained first: {:#?}", subjects(&trail));
+            panic!(
+                "{victim}: stopped (message {stop_at}) without being drained first: {:#?}",
+                subjects(&trail)
+            );
         };
         let exited_at = trail.iter().position(|m| exits(m, victim));
         assert!(
@@ -194,15 +255,23 @@ fn subjects(trail: &[async_nats::Message]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_manual_scale_shows_in_status_and_serves() {
     let (_tmp, mut cluster) = start_cluster("manual", |_| {}).await;
-    cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 1).await.unwrap();
+    cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 1)
+        .await
+        .unwrap();
 
     let client = cluster.operator_client().await.unwrap();
-    let reply = client.request("acs.cmd.scale", r#"{"service":"web","replicas":3}"#.into()).await.unwrap();
+    let reply = client
+        .request("acs.cmd.scale", r#"{"service":"web","replicas":3}"#.into())
+        .await
+        .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["mode"], "manual");
     let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 3 && web(s).desired == 3)
+        .wait_for_status(Duration::from_secs(60), |s| {
+            web(s).running == 3 && web(s).desired == 3
+        })
         .await
         .expect("3 replicas after a manual scale");
     assert_eq!(web(&s).mode, acs_events::ScaleMode::Manual);
@@ -213,12 +282,23 @@ async fn e2e_manual_scale_shows_in_status_and_serves() {
     let report = load.await.unwrap();
     drop(stop);
     assert_eq!(report.failed, 0, "{report}");
-    assert_eq!(report.counts.instances.len(), 3, "{:?}", report.counts.instances);
+    assert_eq!(
+        report.counts.instances.len(),
+        3,
+        "{:?}",
+        report.counts.instances
+    );
 
     // Unknown service: a clear error, nothing changes.
-    let reply = client.request("acs.cmd.scale", r#"{"service":"api","replicas":3}"#.into()).await.unwrap();
+    let reply = client
+        .request("acs.cmd.scale", r#"{"service":"api","replicas":3}"#.into())
+        .await
+        .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["ok"], false);
-    assert!(reply["error"].as_str().unwrap().contains("unknown service"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("unknown service"),
+        "{reply}"
+    );
     cluster.stop();
 }

@@ -28,12 +28,22 @@ policy = { min_replicas = 1, max_replicas = 1 }
 "#;
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn lifecycle_of(s: &StatusReply, name: &str) -> (LifecycleState, String) {
-    let svc = s.services.iter().find(|x| x.name.as_str() == name).expect("service in status");
-    (svc.lifecycle.state, svc.lifecycle.reason.clone().unwrap_or_default())
+    let svc = s
+        .services
+        .iter()
+        .find(|x| x.name.as_str() == name)
+        .expect("service in status");
+    (
+        svc.lifecycle.state,
+        svc.lifecycle.reason.clone().unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,11 +59,16 @@ async fn a_crashing_service_is_failed_and_backs_off_while_a_healthy_one_runs() {
     opts.ready_timeout = Duration::from_secs(90);
     // The worker may run `sh` too (canonical, as its allow-list wants).
     let sh = std::fs::canonicalize("/bin/sh").expect("/bin/sh");
-    opts.extra_args.insert("vmm-worker".into(), vec!["--allow-command".into(), sh.display().to_string()]);
+    opts.extra_args.insert(
+        "vmm-worker".into(),
+        vec!["--allow-command".into(), sh.display().to_string()],
+    );
     let web_decisions;
     let crash_decisions;
     let cluster = {
-        let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+        let cluster = LocalCluster::start(opts)
+            .await
+            .expect("local cluster starts");
         let client = cluster.operator_client().await.unwrap();
         web_decisions = record(&client, "acs.events.decision.web".into()).await;
         crash_decisions = record(&client, "acs.events.decision.crash".into()).await;
@@ -73,7 +88,9 @@ async fn a_crashing_service_is_failed_and_backs_off_while_a_healthy_one_runs() {
 
     // `web` runs; it was Creating before.
     cluster
-        .wait_for_status(Duration::from_secs(60), |s| lifecycle_of(s, "web").0 == LifecycleState::Running)
+        .wait_for_status(Duration::from_secs(60), |s| {
+            lifecycle_of(s, "web").0 == LifecycleState::Running
+        })
         .await
         .expect("web Running");
     let changes = |rec| {
@@ -85,29 +102,53 @@ async fn a_crashing_service_is_failed_and_backs_off_while_a_healthy_one_runs() {
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(changes(&web_decisions), [(LifecycleState::Creating, LifecycleState::Running)]);
+    assert_eq!(
+        changes(&web_decisions),
+        [(LifecycleState::Creating, LifecycleState::Running)]
+    );
 
     // Watch `crash` for 30 s after its first start. Without the backoff it would be restarted
     // as soon as each exit is seen (about 15 times, each living 1 s); with it: at once, then
     // after 1, 2, 4, 8 s, each plus its 1 s of life: 6, so at most 7 on a slow machine.
     let places = || {
         let ds: Vec<Decision> = decoded(&crash_decisions);
-        ds.into_iter().filter(|d| matches!(d.action, DecisionAction::Place { .. })).map(|d| d.ts_ms).collect::<Vec<_>>()
+        ds.into_iter()
+            .filter(|d| matches!(d.action, DecisionAction::Place { .. }))
+            .map(|d| d.ts_ms)
+            .collect::<Vec<_>>()
     };
     let first = places()[0];
     acs_testkit::poll::until("30 s of crash loop", Duration::from_secs(50), || async {
         places().last().is_some_and(|_| unix_ms() >= first + 30_000)
     })
     .await;
-    let starts: Vec<u64> = places().into_iter().filter(|t| *t < first + 30_000).collect();
+    let starts: Vec<u64> = places()
+        .into_iter()
+        .filter(|t| *t < first + 30_000)
+        .collect();
     assert!((4..=7).contains(&starts.len()), "starts at {starts:?}");
     let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    eprintln!("crash: {} starts in 30 s, gaps {gaps:?} ms; status reason: {reason}", starts.len());
+    eprintln!(
+        "crash: {} starts in 30 s, gaps {gaps:?} ms; status reason: {reason}",
+        starts.len()
+    );
     assert!(gaps.last() > gaps.get(1), "the waits grow: {gaps:?}");
     let ds: Vec<Decision> = decoded(&crash_decisions);
-    let explained = ds.iter().filter(|d| d.action == DecisionAction::Blocked && d.reason.starts_with("crash loop:")).count();
-    assert!(explained >= starts.len() - 2 && explained <= starts.len(), "one per step: {explained} for {} starts", starts.len());
-    assert!(ds.iter().all(|d| d.lifecycle.is_some()), "every decision carries the lifecycle");
-    assert!(changes(&crash_decisions).iter().any(|(_, to)| *to == LifecycleState::Failed));
+    let explained = ds
+        .iter()
+        .filter(|d| d.action == DecisionAction::Blocked && d.reason.starts_with("crash loop:"))
+        .count();
+    assert!(
+        explained >= starts.len() - 2 && explained <= starts.len(),
+        "one per step: {explained} for {} starts",
+        starts.len()
+    );
+    assert!(
+        ds.iter().all(|d| d.lifecycle.is_some()),
+        "every decision carries the lifecycle"
+    );
+    assert!(changes(&crash_decisions)
+        .iter()
+        .any(|(_, to)| *to == LifecycleState::Failed));
     drop(tmp);
 }

@@ -34,7 +34,9 @@ async fn three_workers(tag: &str) -> (TempDir, LocalCluster) {
     opts.workers = 3;
     opts.worker_interval_ms = 500;
     opts.ready_timeout = Duration::from_secs(90);
-    let cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    let cluster = LocalCluster::start(opts)
+        .await
+        .expect("local cluster starts");
     (tmp, cluster)
 }
 
@@ -47,7 +49,8 @@ fn maintenance(cluster: &LocalCluster, args: &[&str]) -> (bool, String) {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -57,7 +60,10 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
     let client = cluster.operator_client().await.unwrap();
     let decisions = record(&client, "acs.events.decision.web".into()).await;
 
-    let s = cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 2).await.expect("web runs 2");
+    let s = cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
+        .await
+        .expect("web runs 2");
     let victim = web(&s).backends[0].worker.to_string();
     let before: Vec<String> = web(&s).backends.iter().map(|b| b.id.to_string()).collect();
 
@@ -73,8 +79,16 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
         })
         .await
         .expect("web back at 2 after the drain");
-    assert!(web(&s).replicas.iter().all(|r| r.worker.as_str() != victim), "nothing left on {victim}: {:?}", web(&s).replicas);
-    let w = s.workers.iter().find(|w| w.id.as_str() == victim).expect("the drained worker is known");
+    assert!(
+        web(&s).replicas.iter().all(|r| r.worker.as_str() != victim),
+        "nothing left on {victim}: {:?}",
+        web(&s).replicas
+    );
+    let w = s
+        .workers
+        .iter()
+        .find(|w| w.id.as_str() == victim)
+        .expect("the drained worker is known");
     assert!(w.cordoned, "a drained worker stays cordoned");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(());
@@ -88,23 +102,50 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
     let moved: Vec<_> = ds
         .iter()
         .filter_map(|d| match &d.action {
-            DecisionAction::Relocate { replica, from, replacement, .. } => Some((replica.to_string(), from.to_string(), replacement.to_string())),
+            DecisionAction::Relocate {
+                replica,
+                from,
+                replacement,
+                ..
+            } => Some((
+                replica.to_string(),
+                from.to_string(),
+                replacement.to_string(),
+            )),
             _ => None,
         })
         .collect();
-    assert!(!moved.is_empty() && moved.iter().all(|(_, from, _)| *from == victim), "relocations off {victim}: {moved:?}");
+    assert!(
+        !moved.is_empty() && moved.iter().all(|(_, from, _)| *from == victim),
+        "relocations off {victim}: {moved:?}"
+    );
     for (replica, _, replacement) in &moved {
         let placed = ds.iter().position(|d| matches!(&d.action, DecisionAction::Place { replica: r, .. } if r.as_str() == replacement));
         let relocated = ds.iter().position(|d| matches!(&d.action, DecisionAction::Relocate { replica: r, .. } if r.as_str() == replica));
-        assert!(placed.is_some() && placed < relocated, "{replacement} placed before {replica} moved: {ds:?}");
+        assert!(
+            placed.is_some() && placed < relocated,
+            "{replacement} placed before {replica} moved: {ds:?}"
+        );
     }
-    let on_victim = before.iter().filter(|id| moved.iter().any(|(r, _, _)| r == *id)).count();
-    assert!(on_victim >= 1, "the victim's replicas were the ones moved: {before:?} {moved:?}");
+    let on_victim = before
+        .iter()
+        .filter(|id| moved.iter().any(|(r, _, _)| r == *id))
+        .count();
+    assert!(
+        on_victim >= 1,
+        "the victim's replicas were the ones moved: {before:?} {moved:?}"
+    );
 
     // Uncordon: placements may go there again.
     let (ok, out) = maintenance(&cluster, &["uncordon", &victim]);
     assert!(ok, "{out}");
-    let s = cluster.wait_for_status(Duration::from_secs(10), |s| s.workers.iter().any(|w| w.id.as_str() == victim && !w.cordoned)).await;
+    let s = cluster
+        .wait_for_status(Duration::from_secs(10), |s| {
+            s.workers
+                .iter()
+                .any(|w| w.id.as_str() == victim && !w.cordoned)
+        })
+        .await;
     assert!(s.is_ok(), "uncordoned");
 }
 
@@ -116,7 +157,10 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
 async fn a_silent_worker_is_replaced_and_when_it_heals_the_surplus_is_drained_without_loss() {
     let (_tmp, cluster) = three_workers("partition").await;
 
-    let s = cluster.wait_for_status(Duration::from_secs(60), |s| web(s).running == 2).await.expect("web runs 2");
+    let s = cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
+        .await
+        .expect("web runs 2");
     let victim = web(&s).backends[0].worker.to_string();
     let pid = cluster.pid(&victim).expect("the worker's pid") as i32;
 
@@ -127,8 +171,15 @@ async fn a_silent_worker_is_replaced_and_when_it_heals_the_surplus_is_drained_wi
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let replaced = cluster
         .wait_for_status(Duration::from_secs(30), |s| {
-            s.workers.iter().any(|w| w.id.as_str() == victim && w.health == acs_events::WorkerHealth::Down)
-                && web(s).backends.iter().filter(|b| b.worker.as_str() != victim && !b.draining).count() >= 2
+            s.workers
+                .iter()
+                .any(|w| w.id.as_str() == victim && w.health == acs_events::WorkerHealth::Down)
+                && web(s)
+                    .backends
+                    .iter()
+                    .filter(|b| b.worker.as_str() != victim && !b.draining)
+                    .count()
+                    >= 2
         })
         .await;
     unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -136,17 +187,29 @@ async fn a_silent_worker_is_replaced_and_when_it_heals_the_surplus_is_drained_wi
 
     let healed = cluster
         .wait_for_status(Duration::from_secs(60), |s| {
-            s.workers.iter().any(|w| w.id.as_str() == victim && w.health == acs_events::WorkerHealth::Up)
+            s.workers
+                .iter()
+                .any(|w| w.id.as_str() == victim && w.health == acs_events::WorkerHealth::Up)
                 && web(s).replicas.len() == 2
                 && web(s).backends.len() == 2
                 && web(s).running == 2
         })
         .await
         .expect("after healing: exactly 2 replicas, no surplus");
-    println!("healed: {:?}", web(&healed).replicas.iter().map(|r| (r.id.to_string(), r.worker.to_string())).collect::<Vec<_>>());
+    println!(
+        "healed: {:?}",
+        web(&healed)
+            .replicas
+            .iter()
+            .map(|r| (r.id.to_string(), r.worker.to_string()))
+            .collect::<Vec<_>>()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(());
     let load = load.await.unwrap();
     println!("load through the partition: {load}");
-    assert_eq!(load.failed, 0, "no request failed while the worker was silent or healing: {load}");
+    assert_eq!(
+        load.failed, 0,
+        "no request failed while the worker was silent or healing: {load}"
+    );
 }

@@ -92,7 +92,13 @@ async fn wait_query(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_component_of_a_local_cluster() {
-    for bin in ["vim-brain", "vmm-worker", "acs-proxy", "acs-monitor", "demo-web"] {
+    for bin in [
+        "vim-brain",
+        "vmm-worker",
+        "acs-proxy",
+        "acs-monitor",
+        "demo-web",
+    ] {
         acs_testkit::workspace_bin(bin);
     }
     let prometheus = prometheus_bin();
@@ -185,8 +191,14 @@ async fn prometheus_scrapes_every_component_of_a_local_cluster() {
     );
 
     // One metric per component, each with a value that says it works.
-    wait_query(addr, "acs_monitor_ingested_messages_total", |r| r.len() == 1 && r[0].1 >= 1.0).await;
-    wait_query(addr, "acs_monitor_alarm_leader", |r| r.len() == 1 && r[0].1 == 1.0).await;
+    wait_query(addr, "acs_monitor_ingested_messages_total", |r| {
+        r.len() == 1 && r[0].1 >= 1.0
+    })
+    .await;
+    wait_query(addr, "acs_monitor_alarm_leader", |r| {
+        r.len() == 1 && r[0].1 == 1.0
+    })
+    .await;
     wait_query(addr, "acs_brain_leader", |r| r.len() == 1 && r[0].1 == 1.0).await;
     wait_query(addr, "sum(acs_brain_decisions_total)", |r| {
         r.len() == 1 && r[0].1 >= 1.0

@@ -37,10 +37,16 @@ async fn a_scale_in_ends_on_the_drained_event_not_on_the_metrics_tick() {
     opts.worker_interval_ms = 500;
     opts.ready_timeout = Duration::from_secs(90);
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    opts.extra_args.insert("acs-proxy".into(), args(&["--metrics-interval-ms", PROXY_METRICS_MS]));
+    opts.extra_args.insert(
+        "acs-proxy".into(),
+        args(&["--metrics-interval-ms", PROXY_METRICS_MS]),
+    );
     // The proxy must stay live for the drain between its 10 s reports.
-    opts.extra_args.insert("vim-brain".into(), args(&["--proxy-timeout-ms", "30000"]));
-    let mut cluster = LocalCluster::start(opts).await.expect("local cluster starts");
+    opts.extra_args
+        .insert("vim-brain".into(), args(&["--proxy-timeout-ms", "30000"]));
+    let mut cluster = LocalCluster::start(opts)
+        .await
+        .expect("local cluster starts");
     let client = cluster.operator_client().await.unwrap();
     let trail = record(&client, "acs.>".into()).await;
     let scale = |n: u32| {
@@ -55,23 +61,37 @@ async fn a_scale_in_ends_on_the_drained_event_not_on_the_metrics_tick() {
 
     scale(2).await;
     cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2 && web(s).backends.len() == 2)
+        .wait_for_status(Duration::from_secs(60), |s| {
+            web(s).running == 2 && web(s).backends.len() == 2
+        })
         .await
         .expect("web runs 2 replicas");
     // Quick requests and 40 ms ones, so that some may be in flight when the drain begins.
     let load = MixedLoad::start(cluster.proxy_addr(), 20.0, "/work?ms=40", 5.0);
     // The brain counts a proxy only once it has reported: wait for its first metrics.
-    let proxy_reports = || trail.lock().unwrap().iter().filter(|m| m.subject.starts_with("acs.metrics.proxy.")).count();
+    let proxy_reports = || {
+        trail
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.subject.starts_with("acs.metrics.proxy."))
+            .count()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while proxy_reports() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the proxy never reported its metrics");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy never reported its metrics"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     scale(1).await;
     cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).backends.len() == 1 && web(s).replicas.len() == 1)
+        .wait_for_status(Duration::from_secs(60), |s| {
+            web(s).backends.len() == 1 && web(s).replicas.len() == 1
+        })
         .await
         .expect("web scales in to 1");
     let (quick, slow) = load.finish().await;
@@ -80,26 +100,56 @@ async fn a_scale_in_ends_on_the_drained_event_not_on_the_metrics_tick() {
     cluster.stop();
 
     let trail = trail.lock().unwrap().clone();
-    let decision = |i: usize| decode::<Decision>(&trail[i].payload).ok().filter(|_| trail[i].subject.starts_with("acs.events.decision."));
+    let decision = |i: usize| {
+        decode::<Decision>(&trail[i].payload)
+            .ok()
+            .filter(|_| trail[i].subject.starts_with("acs.events.decision."))
+    };
     let drain_at = (0..trail.len())
-        .find(|&i| matches!(decision(i), Some(Decision { action: DecisionAction::Drain { .. }, .. })))
+        .find(|&i| {
+            matches!(
+                decision(i),
+                Some(Decision {
+                    action: DecisionAction::Drain { .. },
+                    ..
+                })
+            )
+        })
         .expect("a drain decision");
-    let Some(Decision { action: DecisionAction::Drain { replica: victim, .. }, .. }) = decision(drain_at) else { unreachable!() };
+    let Some(Decision {
+        action: DecisionAction::Drain {
+            replica: victim, ..
+        },
+        ..
+    }) = decision(drain_at)
+    else {
+        unreachable!()
+    };
     let stop_at = (drain_at..trail.len())
         .find(|&i| matches!(decision(i), Some(Decision { action: DecisionAction::Stop { ref replica, .. }, .. }) if *replica == victim))
         .expect("a stop decision for the drained replica");
     let reason = decision(stop_at).unwrap().reason;
-    assert!(reason.contains("said so in a drained event"), "the stop names the event: {reason}");
+    assert!(
+        reason.contains("said so in a drained event"),
+        "the stop names the event: {reason}"
+    );
 
     let between = &trail[drain_at..stop_at];
     let drained = between.iter().find_map(|m| {
-        let d = decode::<BackendDrained>(&m.payload).ok().filter(|_| m.subject.starts_with("acs.events.drained."))?;
+        let d = decode::<BackendDrained>(&m.payload)
+            .ok()
+            .filter(|_| m.subject.starts_with("acs.events.drained."))?;
         (d.replica == victim).then_some(d)
     });
-    let drained = drained.expect("the proxy published BackendDrained for the victim before the stop");
-    assert!(drained.version > 0 && drained.service.as_str() == "web", "{drained:?}");
+    let drained =
+        drained.expect("the proxy published BackendDrained for the victim before the stop");
+    assert!(
+        drained.version > 0 && drained.service.as_str() == "web",
+        "{drained:?}"
+    );
     let exited = trail[stop_at..].iter().any(|m| {
-        decode::<ReplicaEvent>(&m.payload).is_ok_and(|e| e.replica.id == victim && e.replica.state == ReplicaState::Exited)
+        decode::<ReplicaEvent>(&m.payload)
+            .is_ok_and(|e| e.replica.id == victim && e.replica.state == ReplicaState::Exited)
     });
     assert!(exited, "the drained replica exited after its stop");
 }

@@ -70,14 +70,20 @@ where
     T: DeserializeOwned + Validate + Versioned,
 {
     if bytes.len() > limit {
-        return Err(DecodeError::TooLarge { size: bytes.len(), limit });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty);
     }
     let value: T = serde_json::from_slice(bytes)?;
     if value.version() > T::max_version() {
-        return Err(DecodeError::Version { found: value.version(), max: T::max_version() });
+        return Err(DecodeError::Version {
+            found: value.version(),
+            max: T::max_version(),
+        });
     }
     value.validate().map_err(DecodeError::Invalid)?;
     Ok(value)

@@ -19,7 +19,11 @@ pub enum IdError {
     #[error("{kind} {value:?} is longer than {MAX_ID_LEN} bytes")]
     TooLong { kind: &'static str, value: String },
     #[error("{kind} {value:?} contains {ch:?}; only letters, digits, '-' and '_' are allowed (ids become NATS subject tokens)")]
-    BadChar { kind: &'static str, value: String, ch: char },
+    BadChar {
+        kind: &'static str,
+        value: String,
+        ch: char,
+    },
 }
 
 /// Checks `value` against the id rules; `kind` names the id in the error message.
@@ -28,10 +32,20 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if value.len() > MAX_ID_LEN {
-        return Err(IdError::TooLong { kind, value: truncate(value) });
+        return Err(IdError::TooLong {
+            kind,
+            value: truncate(value),
+        });
     }
-    if let Some(ch) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(IdError::BadChar { kind, value: value.to_string(), ch });
+    if let Some(ch) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(IdError::BadChar {
+            kind,
+            value: value.to_string(),
+            ch,
+        });
     }
     Ok(())
 }
@@ -154,7 +168,9 @@ mod tests {
 
     #[test]
     fn validates_on_deserialize() {
-        let err = serde_json::from_str::<WorkerId>("\"w.1\"").unwrap_err().to_string();
+        let err = serde_json::from_str::<WorkerId>("\"w.1\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("worker id"), "{err}");
     }
 }

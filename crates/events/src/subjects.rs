@@ -13,7 +13,9 @@ pub struct Subjects {
 
 impl Default for Subjects {
     fn default() -> Self {
-        Self { prefix: "acs".to_string() }
+        Self {
+            prefix: "acs".to_string(),
+        }
     }
 }
 
@@ -26,7 +28,9 @@ impl Subjects {
         }
         for tok in prefix.split('.') {
             if tok.is_empty() || tok.contains(['*', '>']) || tok.chars().any(char::is_whitespace) {
-                return Err(format!("subject prefix {prefix:?} has an invalid token {tok:?}"));
+                return Err(format!(
+                    "subject prefix {prefix:?} has an invalid token {tok:?}"
+                ));
             }
         }
         Ok(Self { prefix })
@@ -209,10 +213,16 @@ mod tests {
         assert_eq!(s.scale(), "acs.cmd.scale");
         assert_eq!(s.status(), "acs.status");
         assert_eq!(s.all(), "acs.>");
-        assert_eq!(s.backend_drained(&ProxyId::new("p1").unwrap()), "acs.events.drained.p1");
+        assert_eq!(
+            s.backend_drained(&ProxyId::new("p1").unwrap()),
+            "acs.events.drained.p1"
+        );
         assert_eq!(s.backend_drained_all(), "acs.events.drained.*");
         let p = Subjects::new("prod.acs").unwrap();
-        assert_eq!(p.backends(&ServiceName::new("web").unwrap()), "prod.acs.backends.web");
+        assert_eq!(
+            p.backends(&ServiceName::new("web").unwrap()),
+            "prod.acs.backends.web"
+        );
     }
 
     #[test]
@@ -227,14 +237,20 @@ mod tests {
     fn check_sender_matches_last_token() {
         assert_eq!(check_sender("acs.metrics.worker.w1", "w1"), Ok(()));
         let err = check_sender("acs.metrics.worker.w1", "w2").unwrap_err();
-        assert!(err.contains("names \"w1\"") && err.contains("names \"w2\""), "{err}");
+        assert!(
+            err.contains("names \"w1\"") && err.contains("names \"w2\""),
+            "{err}"
+        );
         assert!(check_sender("", "w1").is_err());
     }
 
     #[test]
     fn classify() {
         let s = Subjects::default();
-        assert_eq!(s.classify("acs.metrics.worker.w1"), Some(("metrics.worker", Some("w1"))));
+        assert_eq!(
+            s.classify("acs.metrics.worker.w1"),
+            Some(("metrics.worker", Some("w1")))
+        );
         assert_eq!(s.classify("acs.status"), Some(("status", None)));
         assert_eq!(s.classify("other.x"), None);
     }

@@ -6,7 +6,10 @@ use std::path::Path;
 use acs_events::*;
 
 fn read(dir: &str, name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir).join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -29,8 +32,14 @@ fn a_start_written_before_secrets_parses_with_none_and_writes_none() {
 fn a_start_with_secrets_round_trips_names_only() {
     let c: WorkerCommand = decode(&read("v1", "command_start_secrets.json")).unwrap();
     let s = spec_of(&c);
-    assert_eq!(s.secrets.get("DB_PASSWORD").map(String::as_str), Some("web-db-password"));
-    assert_eq!(s.secrets.get("API_TOKEN").map(String::as_str), Some("api.token"));
+    assert_eq!(
+        s.secrets.get("DB_PASSWORD").map(String::as_str),
+        Some("web-db-password")
+    );
+    assert_eq!(
+        s.secrets.get("API_TOKEN").map(String::as_str),
+        Some("api.token")
+    );
     let again: WorkerCommand = decode(&encode(&c)).unwrap();
     assert_eq!(again, c);
 }
@@ -38,8 +47,18 @@ fn a_start_with_secrets_round_trips_names_only() {
 #[test]
 fn bad_secret_references_are_refused() {
     let e = decode::<WorkerCommand>(&read("bad", "command_secret_path.json")).unwrap_err();
-    assert!(e.to_string().contains("secret name \"../../etc/shadow\""), "{e}");
-    for bad in ["", ".", "..", "a/b", ".hidden", &"x".repeat(MAX_SECRET_NAME + 1)] {
+    assert!(
+        e.to_string().contains("secret name \"../../etc/shadow\""),
+        "{e}"
+    );
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        ".hidden",
+        &"x".repeat(MAX_SECRET_NAME + 1),
+    ] {
         assert!(check_secret_name(bad).is_err(), "{bad:?}");
     }
     for good in ["db", "web-db.password_2", "A"] {
@@ -49,7 +68,14 @@ fn bad_secret_references_are_refused() {
     let both = spec(serde_json::json!({
         "service": "web", "command": ["x"], "env": {"K": "1"}, "secrets": {"K": "k"}
     }));
-    assert!(both.validate().unwrap_err().contains("both in env and in secrets"));
-    let bad_var = spec(serde_json::json!({"service": "web", "command": ["x"], "secrets": {"A=B": "k"}}));
-    assert!(bad_var.validate().unwrap_err().contains("not an environment variable name"));
+    assert!(both
+        .validate()
+        .unwrap_err()
+        .contains("both in env and in secrets"));
+    let bad_var =
+        spec(serde_json::json!({"service": "web", "command": ["x"], "secrets": {"A=B": "k"}}));
+    assert!(bad_var
+        .validate()
+        .unwrap_err()
+        .contains("not an environment variable name"));
 }

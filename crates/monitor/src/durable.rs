@@ -70,11 +70,17 @@ impl Versioned for RollupMsg {
 impl Validate for RollupMsg {
     fn validate(&self) -> Result<(), String> {
         if self.width_ms == 0 || !self.start_ms.is_multiple_of(self.width_ms) {
-            return Err(format!("start_ms {} is not a multiple of width_ms {}", self.start_ms, self.width_ms));
+            return Err(format!(
+                "start_ms {} is not a multiple of width_ms {}",
+                self.start_ms, self.width_ms
+            ));
         }
         for (m, &(count, sum, min, max, last, p95)) in &self.metrics {
-            if count == 0 || ![sum, min, max, last, p95].iter().all(|x| x.is_finite()) || min > max {
-                return Err(format!("metric {m:?}: not a bucket (count {count}, min {min}, max {max})"));
+            if count == 0 || ![sum, min, max, last, p95].iter().all(|x| x.is_finite()) || min > max
+            {
+                return Err(format!(
+                    "metric {m:?}: not a bucket (count {count}, min {min}, max {max})"
+                ));
             }
         }
         Ok(())
@@ -90,17 +96,34 @@ impl RollupMsg {
             id: c.id.clone(),
             start_ms: c.start_ms,
             width_ms: c.width_ms,
-            metrics: c.metrics.iter().map(|(m, b)| (m.to_string(), (b.count, b.sum, b.min, b.max, b.last, b.p95))).collect(),
+            metrics: c
+                .metrics
+                .iter()
+                .map(|(m, b)| (m.to_string(), (b.count, b.sum, b.min, b.max, b.last, b.p95)))
+                .collect(),
         }
     }
 
     pub fn bucket(&self, metric: &str) -> Option<Bucket> {
         let &(count, sum, min, max, last, p95) = self.metrics.get(metric)?;
-        Some(Bucket { count, sum, min, max, last, p95 })
+        Some(Bucket {
+            count,
+            sum,
+            min,
+            max,
+            last,
+            p95,
+        })
     }
 
     pub fn msg_id(&self) -> String {
-        format!("{}.{}.{}.{}", self.tier, self.scope.as_str(), self.id, self.start_ms)
+        format!(
+            "{}.{}.{}.{}",
+            self.tier,
+            self.scope.as_str(),
+            self.id,
+            self.start_ms
+        )
     }
 }
 
@@ -110,14 +133,31 @@ pub fn subject(prefix: &str, tier: &str, scope: StatsScope, id: &str) -> String 
 
 /// Whether `id` can be one subject token.
 fn token_ok(id: &str) -> bool {
-    !id.is_empty() && !id.chars().any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+    !id.is_empty()
+        && !id
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
 }
 
 /// Creates ACS_ROLLUPS, or brings an existing one's limits in line with `tiers`.
-pub async fn ensure_stream(js: &jetstream::Context, prefix: &str, tiers: &[TierSpec]) -> anyhow::Result<stream::Stream> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    prefix: &str,
+    tiers: &[TierSpec],
+) -> anyhow::Result<stream::Stream> {
     let rollups = &tiers[1.min(tiers.len())..];
-    let max_age = Duration::from_millis(rollups.iter().map(|t| t.durable_ms).max().unwrap_or(3_600_000));
-    let per_subject = rollups.iter().map(|t| t.durable_ms.div_ceil(t.width_ms)).max().unwrap_or(1) as i64;
+    let max_age = Duration::from_millis(
+        rollups
+            .iter()
+            .map(|t| t.durable_ms)
+            .max()
+            .unwrap_or(3_600_000),
+    );
+    let per_subject = rollups
+        .iter()
+        .map(|t| t.durable_ms.div_ceil(t.width_ms))
+        .max()
+        .unwrap_or(1) as i64;
     let cfg = stream::Config {
         name: STREAM.to_string(),
         subjects: vec![format!("{prefix}.rollup.>")],
@@ -139,7 +179,11 @@ pub async fn ensure_stream(js: &jetstream::Context, prefix: &str, tiers: &[TierS
 /// For each tier (index as in `tiers`; the raw tier is always `None`), the start of the newest
 /// bucket already stored, read with an ordered consumer delivering the last message of
 /// `<prefix>.rollup.<tier>.>`.
-pub async fn resume_marks(stream: &stream::Stream, prefix: &str, tiers: &[TierSpec]) -> anyhow::Result<Vec<Option<u64>>> {
+pub async fn resume_marks(
+    stream: &stream::Stream,
+    prefix: &str,
+    tiers: &[TierSpec],
+) -> anyhow::Result<Vec<Option<u64>>> {
     let mut marks = vec![None];
     for t in &tiers[1..] {
         let filter = format!("{prefix}.rollup.{}.>", tier_name(t.width_ms));
@@ -156,7 +200,10 @@ pub async fn resume_marks(stream: &stream::Stream, prefix: &str, tiers: &[TierSp
             continue;
         }
         let mut msgs = c.messages().await.context("reading ACS_ROLLUPS")?;
-        let first = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await.ok().flatten();
+        let first = tokio::time::timeout(Duration::from_secs(5), msgs.next())
+            .await
+            .ok()
+            .flatten();
         let start = match first {
             Some(Ok(m)) => decode::<RollupMsg>(&m.payload).ok().map(|r| r.start_ms),
             _ => None,
@@ -167,7 +214,11 @@ pub async fn resume_marks(stream: &stream::Stream, prefix: &str, tiers: &[TierSp
 }
 
 /// Starts the publisher; batches go in through the returned queue (`try_send`, never waiting).
-pub fn spawn_publisher(js: jetstream::Context, prefix: String, counters: Arc<Counters>) -> tokio::sync::mpsc::Sender<Vec<Closed>> {
+pub fn spawn_publisher(
+    js: jetstream::Context,
+    prefix: String,
+    counters: Arc<Counters>,
+) -> tokio::sync::mpsc::Sender<Vec<Closed>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Closed>>(QUEUE);
     tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
@@ -177,7 +228,12 @@ pub fn spawn_publisher(js: jetstream::Context, prefix: String, counters: Arc<Cou
     tx
 }
 
-async fn publish_batch(js: &jetstream::Context, prefix: &str, counters: &Counters, batch: Vec<Closed>) {
+async fn publish_batch(
+    js: &jetstream::Context,
+    prefix: &str,
+    counters: &Counters,
+    batch: Vec<Closed>,
+) {
     let (mut failed, mut first_error) = (0u64, None::<String>);
     let mut acks = futures::stream::FuturesUnordered::new();
     let mut pace = tokio::time::interval(PACE_EVERY);
@@ -192,8 +248,13 @@ async fn publish_batch(js: &jetstream::Context, prefix: &str, counters: &Counter
             continue;
         }
         let msg = RollupMsg::new(c);
-        let publish = jetstream::message::PublishMessage::build().payload(encode(&msg).into()).message_id(msg.msg_id());
-        match js.send_publish(subject(prefix, &msg.tier, c.scope, &c.id), publish).await {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(encode(&msg).into())
+            .message_id(msg.msg_id());
+        match js
+            .send_publish(subject(prefix, &msg.tier, c.scope, &c.id), publish)
+            .await
+        {
             Ok(ack) => acks.push(ack.into_future()),
             Err(e) => {
                 failed += 1;
@@ -209,7 +270,13 @@ async fn publish_batch(js: &jetstream::Context, prefix: &str, counters: &Counter
     }
     if failed > 0 {
         let total = counters.rollups_failed.fetch_add(failed, Ordering::Relaxed) + failed;
-        tracing::warn!(failed, total, of = batch.len(), error = first_error.unwrap_or_default(), "rollups not stored in ACS_ROLLUPS");
+        tracing::warn!(
+            failed,
+            total,
+            of = batch.len(),
+            error = first_error.unwrap_or_default(),
+            "rollups not stored in ACS_ROLLUPS"
+        );
     }
 }
 
@@ -236,10 +303,23 @@ fn ack_one(
 
 /// Hands `closed` to the publisher, leaving out buckets not newer than `marks` (already stored).
 /// Never waits: a full queue drops the batch, logged and counted.
-pub fn enqueue(tx: &tokio::sync::mpsc::Sender<Vec<Closed>>, marks: &[Option<u64>], counters: &Counters, mut closed: Vec<Closed>) {
+pub fn enqueue(
+    tx: &tokio::sync::mpsc::Sender<Vec<Closed>>,
+    marks: &[Option<u64>],
+    counters: &Counters,
+    mut closed: Vec<Closed>,
+) {
     let before = closed.len();
-    closed.retain(|c| marks.get(c.tier).copied().flatten().is_none_or(|m| c.start_ms > m));
-    counters.rollups_skipped.fetch_add((before - closed.len()) as u64, Ordering::Relaxed);
+    closed.retain(|c| {
+        marks
+            .get(c.tier)
+            .copied()
+            .flatten()
+            .is_none_or(|m| c.start_ms > m)
+    });
+    counters
+        .rollups_skipped
+        .fetch_add((before - closed.len()) as u64, Ordering::Relaxed);
     if closed.is_empty() {
         return;
     }
@@ -253,8 +333,13 @@ pub fn enqueue(tx: &tokio::sync::mpsc::Sender<Vec<Closed>>, marks: &[Option<u64>
 /// Reads the buckets `f` asks for: an ordered consumer on the one subject, from the window's
 /// start (a bucket is published after it ends, so after its start), until a bucket at or past
 /// `f.until_ms` or the end of the stream.
-pub async fn fetch(stream: &stream::Stream, prefix: &str, f: &Fetch) -> Result<Vec<(u64, Bucket)>, String> {
-    let start_time = async_nats::datetime::from_nanos(f.from_ms as i128 * 1_000_000).map_err(|e| e.to_string())?;
+pub async fn fetch(
+    stream: &stream::Stream,
+    prefix: &str,
+    f: &Fetch,
+) -> Result<Vec<(u64, Bucket)>, String> {
+    let start_time = async_nats::datetime::from_nanos(f.from_ms as i128 * 1_000_000)
+        .map_err(|e| e.to_string())?;
     let c = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subject(prefix, &f.tier, f.scope, &f.id),
@@ -273,16 +358,23 @@ pub async fn fetch(stream: &stream::Stream, prefix: &str, f: &Fetch) -> Result<V
     if c.cached_info().num_pending == 0 {
         return Ok(out);
     }
-    let mut msgs = c.messages().await.map_err(|e| format!("reading ACS_ROLLUPS: {e}"))?;
+    let mut msgs = c
+        .messages()
+        .await
+        .map_err(|e| format!("reading ACS_ROLLUPS: {e}"))?;
     let read = async {
         while let Some(m) = msgs.next().await {
             let m = m.map_err(|e| format!("reading ACS_ROLLUPS: {e}"))?;
             let pending = m.info().map(|i| i.pending).unwrap_or(0);
             match decode::<RollupMsg>(&m.payload) {
                 Ok(r) if r.start_ms >= f.until_ms => break,
-                Ok(r) if r.start_ms >= f.from_ms => out.extend(r.bucket(&f.metric).map(|b| (r.start_ms, b))),
+                Ok(r) if r.start_ms >= f.from_ms => {
+                    out.extend(r.bucket(&f.metric).map(|b| (r.start_ms, b)))
+                }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(subject = %m.subject, error = %e, "skipped a bad message in ACS_ROLLUPS"),
+                Err(e) => {
+                    tracing::warn!(subject = %m.subject, error = %e, "skipped a bad message in ACS_ROLLUPS")
+                }
             }
             if pending == 0 {
                 break;
@@ -290,7 +382,9 @@ pub async fn fetch(stream: &stream::Stream, prefix: &str, f: &Fetch) -> Result<V
         }
         Ok::<_, String>(())
     };
-    tokio::time::timeout(FETCH_TIMEOUT, read).await.map_err(|_| format!("ACS_ROLLUPS did not answer within {FETCH_TIMEOUT:?}"))??;
+    tokio::time::timeout(FETCH_TIMEOUT, read)
+        .await
+        .map_err(|_| format!("ACS_ROLLUPS did not answer within {FETCH_TIMEOUT:?}"))??;
     Ok(out)
 }
 
@@ -311,19 +405,45 @@ mod tests {
 
     #[test]
     fn a_rollup_message_round_trips_and_bad_ones_are_refused() {
-        let b = Bucket { count: 60, sum: 270.0, min: 0.0, max: 9.0, last: 9.0, p95: 9.0 };
-        let c = Closed { tier: 1, width_ms: 60_000, start_ms: 120_000, scope: StatsScope::Worker, id: "w1".into(), metrics: vec![("cpu", b)] };
+        let b = Bucket {
+            count: 60,
+            sum: 270.0,
+            min: 0.0,
+            max: 9.0,
+            last: 9.0,
+            p95: 9.0,
+        };
+        let c = Closed {
+            tier: 1,
+            width_ms: 60_000,
+            start_ms: 120_000,
+            scope: StatsScope::Worker,
+            id: "w1".into(),
+            metrics: vec![("cpu", b)],
+        };
         let m = RollupMsg::new(&c);
         assert_eq!(m.msg_id(), "1m.worker.w1.120000");
-        assert_eq!(subject("acs", &m.tier, m.scope, &m.id), "acs.rollup.1m.worker.w1");
+        assert_eq!(
+            subject("acs", &m.tier, m.scope, &m.id),
+            "acs.rollup.1m.worker.w1"
+        );
         let json = String::from_utf8(encode(&m)).unwrap();
-        assert!(json.contains(r#""cpu":[60,270.0,0.0,9.0,9.0,9.0]"#), "{json}");
+        assert!(
+            json.contains(r#""cpu":[60,270.0,0.0,9.0,9.0,9.0]"#),
+            "{json}"
+        );
         let back: RollupMsg = decode(json.as_bytes()).unwrap();
         assert_eq!(back.bucket("cpu"), Some(b));
         let bad = json.replace("120000", "120001");
-        assert!(decode::<RollupMsg>(bad.as_bytes()).unwrap_err().to_string().contains("not a multiple"));
+        assert!(decode::<RollupMsg>(bad.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("not a multiple"));
         let bad = json.replace("[60,", "[0,");
-        assert!(decode::<RollupMsg>(bad.as_bytes()).unwrap_err().to_string().contains("not a bucket"));
+        assert!(decode::<RollupMsg>(bad.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("not a bucket"));
         assert!(!token_ok("a.b") && !token_ok("") && token_ok("w1-web-3"));
     }
 
@@ -331,12 +451,28 @@ mod tests {
     fn skipped_and_dropped_batches_are_counted() {
         let counters = Counters::default();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let c = |start_ms| Closed { tier: 1, width_ms: 60_000, start_ms, scope: StatsScope::Worker, id: "w1".into(), metrics: vec![] };
+        let c = |start_ms| Closed {
+            tier: 1,
+            width_ms: 60_000,
+            start_ms,
+            scope: StatsScope::Worker,
+            id: "w1".into(),
+            metrics: vec![],
+        };
         let marks = [None, Some(120_000)];
-        enqueue(&tx, &marks, &counters, vec![c(60_000), c(120_000), c(180_000)]);
+        enqueue(
+            &tx,
+            &marks,
+            &counters,
+            vec![c(60_000), c(120_000), c(180_000)],
+        );
         assert_eq!(counters.rollups_skipped.load(Ordering::Relaxed), 2);
         enqueue(&tx, &marks, &counters, vec![c(240_000)]);
-        assert_eq!(counters.rollups_dropped.load(Ordering::Relaxed), 1, "the queue holds one batch");
+        assert_eq!(
+            counters.rollups_dropped.load(Ordering::Relaxed),
+            1,
+            "the queue holds one batch"
+        );
         assert_eq!(rx.try_recv().unwrap().len(), 1);
     }
 }

@@ -11,7 +11,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use acs_events::{decode, encode, HistoryEntry, HistoryReply, HistoryRequest, Subjects, DEFAULT_HISTORY};
+use acs_events::{
+    decode, encode, HistoryEntry, HistoryReply, HistoryRequest, Subjects, DEFAULT_HISTORY,
+};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
@@ -31,7 +33,11 @@ pub const MAX_SCAN: u64 = 200_000;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Creates (or finds) the history stream.
-pub async fn ensure_stream(js: &jetstream::Context, subjects: &Subjects, max_age: Duration) -> anyhow::Result<stream::Stream> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    max_age: Duration,
+) -> anyhow::Result<stream::Stream> {
     let cfg = stream::Config {
         name: STREAM.to_string(),
         subjects: vec![subjects.events_all()],
@@ -42,7 +48,10 @@ pub async fn ensure_stream(js: &jetstream::Context, subjects: &Subjects, max_age
         ..Default::default()
     };
     // A changed --events-max-age-s is applied to the existing stream.
-    crate::service::ensure(js, cfg, |have, want| have.subjects == want.subjects && have.max_age == want.max_age).await
+    crate::service::ensure(js, cfg, |have, want| {
+        have.subjects == want.subjects && have.max_age == want.max_age
+    })
+    .await
 }
 
 /// The window a request asks for, `[from, to)` in unix ms.
@@ -90,13 +99,21 @@ pub struct Newest {
 
 impl Newest {
     pub fn new(limit: u32, max_bytes: usize) -> Self {
-        Newest { limit: limit.max(1) as usize, max_bytes, bytes: 0, entries: VecDeque::new(), dropped: false }
+        Newest {
+            limit: limit.max(1) as usize,
+            max_bytes,
+            bytes: 0,
+            entries: VecDeque::new(),
+            dropped: false,
+        }
     }
     /// `size`: the entry's payload bytes (what it adds to the reply, roughly).
     pub fn push(&mut self, size: usize, e: HistoryEntry) {
         self.entries.push_back((size, e));
         self.bytes += size;
-        while self.entries.len() > self.limit || (self.bytes > self.max_bytes && self.entries.len() > 1) {
+        while self.entries.len() > self.limit
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        {
             let (s, _) = self.entries.pop_front().expect("not empty");
             self.bytes -= s;
             self.dropped = true;
@@ -108,7 +125,12 @@ impl Newest {
 }
 
 /// Answers one request from the stream. Errors become an error reply naming the problem.
-pub async fn query(js: &jetstream::Context, subjects: &Subjects, req: &HistoryRequest, now_ms: u64) -> HistoryReply {
+pub async fn query(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    req: &HistoryRequest,
+    now_ms: u64,
+) -> HistoryReply {
     match read(js, subjects, req, now_ms).await {
         Ok(r) => r,
         Err(e) => {
@@ -118,10 +140,26 @@ pub async fn query(js: &jetstream::Context, subjects: &Subjects, req: &HistoryRe
     }
 }
 
-async fn read(js: &jetstream::Context, subjects: &Subjects, req: &HistoryRequest, now_ms: u64) -> anyhow::Result<HistoryReply> {
+async fn read(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    req: &HistoryRequest,
+    now_ms: u64,
+) -> anyhow::Result<HistoryReply> {
     let (from, to) = window(req, now_ms);
-    let mut reply = HistoryReply { v: 1, ok: true, error: None, from_ms: from, to_ms: to, events: Vec::new(), truncated: false };
-    let stream = js.get_stream(STREAM).await.context("finding the ACS_EVENTS stream")?;
+    let mut reply = HistoryReply {
+        v: 1,
+        ok: true,
+        error: None,
+        from_ms: from,
+        to_ms: to,
+        events: Vec::new(),
+        truncated: false,
+    };
+    let stream = js
+        .get_stream(STREAM)
+        .await
+        .context("finding the ACS_EVENTS stream")?;
     let start = async_nats::datetime::from_nanos(from as i128 * 1_000_000)
         .map_err(|e| anyhow::anyhow!("from_ms {from} is out of range: {e}"))?;
     let mut consumer = stream
@@ -133,7 +171,13 @@ async fn read(js: &jetstream::Context, subjects: &Subjects, req: &HistoryRequest
         .await
         .context("creating a history reader")?;
     // Nothing matches from the start on: answer now instead of waiting for a message.
-    if consumer.info().await.context("reading the history reader's state")?.num_pending == 0 {
+    if consumer
+        .info()
+        .await
+        .context("reading the history reader's state")?
+        .num_pending
+        == 0
+    {
         return Ok(reply);
     }
     let mut msgs = consumer.messages().await.context("reading the history")?;
@@ -145,18 +189,30 @@ async fn read(js: &jetstream::Context, subjects: &Subjects, req: &HistoryRequest
             Ok(None) => break,
             Ok(Some(m)) => m.context("reading the history")?,
         };
-        let info = m.info().map_err(|e| anyhow::anyhow!("a history message without JetStream info: {e}"))?;
+        let info = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("a history message without JetStream info: {e}"))?;
         let ts_ms = (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
         let (seq, pending) = (info.stream_sequence, info.pending);
         if ts_ms >= to {
             break;
         }
         let size = m.payload.len() + m.subject.len() + 64;
-        let data = serde_json::from_slice(&m.payload)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned()));
+        let data = serde_json::from_slice(&m.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())
+        });
         let subject = m.subject.to_string();
         let kind = kind_of(subjects, &subject).to_string();
-        newest.push(size, HistoryEntry { seq, ts_ms, subject, kind, data });
+        newest.push(
+            size,
+            HistoryEntry {
+                seq,
+                ts_ms,
+                subject,
+                kind,
+                data,
+            },
+        );
         scanned += 1;
         if pending == 0 {
             break;
@@ -173,26 +229,44 @@ async fn read(js: &jetstream::Context, subjects: &Subjects, req: &HistoryRequest
 }
 
 /// Serves `acs.monitor.history` in the monitor queue group until the subscription ends.
-pub async fn serve(client: async_nats::Client, subjects: Subjects, counters: std::sync::Arc<crate::Counters>) -> anyhow::Result<()> {
+pub async fn serve(
+    client: async_nats::Client,
+    subjects: Subjects,
+    counters: std::sync::Arc<crate::Counters>,
+) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     let mut sub = client
-        .queue_subscribe(subjects.monitor_history(), crate::service::QUEUE_GROUP.to_string())
+        .queue_subscribe(
+            subjects.monitor_history(),
+            crate::service::QUEUE_GROUP.to_string(),
+        )
         .await
         .context("subscribing to the history subject")?;
     while let Some(msg) = sub.next().await {
-        counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .queries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(reply_to) = msg.reply.clone() else {
-            counters.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(subject = %msg.subject, "history request without a reply subject");
             continue;
         };
-        let (client, js, subjects, counters) = (client.clone(), js.clone(), subjects.clone(), counters.clone());
+        let (client, js, subjects, counters) = (
+            client.clone(),
+            js.clone(),
+            subjects.clone(),
+            counters.clone(),
+        );
         // A long read must not hold up the next request.
         tokio::spawn(async move {
             let answer = match decode::<HistoryRequest>(&msg.payload) {
                 Ok(req) => query(&js, &subjects, &req, unix_ms()).await,
                 Err(e) => {
-                    counters.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counters
+                        .rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(error = %e, "refused a history request");
                     HistoryReply::error(e.to_string())
                 }
@@ -207,18 +281,49 @@ pub async fn serve(client: async_nats::Client, subjects: Subjects, counters: std
 
 /// `GET /api/v1/history?kind=decision&id=web&window=1h&limit=50` (or `from`/`to` in unix ms).
 pub fn parse_query(q: &str) -> Result<HistoryRequest, String> {
-    let mut req = HistoryRequest { v: 1, kind: None, id: None, from_ms: None, to_ms: None, last_ms: None, limit: None };
+    let mut req = HistoryRequest {
+        v: 1,
+        kind: None,
+        id: None,
+        from_ms: None,
+        to_ms: None,
+        last_ms: None,
+        limit: None,
+    };
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = crate::http::percent_decode(v).ok_or_else(|| format!("parameter {k}: bad percent-encoding"))?;
+        let v = crate::http::percent_decode(v)
+            .ok_or_else(|| format!("parameter {k}: bad percent-encoding"))?;
         match k {
             "kind" => req.kind = Some(v),
             "id" => req.id = Some(v),
-            "window" => req.last_ms = Some(crate::http::parse_duration_ms(&v).map_err(|e| format!("window: {e}"))?),
-            "from" => req.from_ms = Some(v.parse().map_err(|_| format!("from: {v:?} is not unix milliseconds"))?),
-            "to" => req.to_ms = Some(v.parse().map_err(|_| format!("to: {v:?} is not unix milliseconds"))?),
-            "limit" => req.limit = Some(v.parse().map_err(|_| format!("limit: {v:?} is not a number"))?),
-            other => return Err(format!("unknown parameter {other:?} (known: kind, id, window, from, to, limit)")),
+            "window" => {
+                req.last_ms =
+                    Some(crate::http::parse_duration_ms(&v).map_err(|e| format!("window: {e}"))?)
+            }
+            "from" => {
+                req.from_ms = Some(
+                    v.parse()
+                        .map_err(|_| format!("from: {v:?} is not unix milliseconds"))?,
+                )
+            }
+            "to" => {
+                req.to_ms = Some(
+                    v.parse()
+                        .map_err(|_| format!("to: {v:?} is not unix milliseconds"))?,
+                )
+            }
+            "limit" => {
+                req.limit = Some(
+                    v.parse()
+                        .map_err(|_| format!("limit: {v:?} is not a number"))?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?} (known: kind, id, window, from, to, limit)"
+                ))
+            }
         }
     }
     // The same checks as on NATS, so both APIs refuse alike.
@@ -237,9 +342,18 @@ mod tests {
     #[test]
     fn filters_name_one_kind_or_everything() {
         let s = Subjects::default();
-        assert_eq!(filter(&s, &req(r#"{"kind":"decision","id":"web"}"#)), "acs.events.decision.web");
-        assert_eq!(filter(&s, &req(r#"{"kind":"alarm"}"#)), "acs.events.alarm.*");
-        assert_eq!(filter(&s, &req(r#"{"kind":"leader"}"#)), "acs.events.leader");
+        assert_eq!(
+            filter(&s, &req(r#"{"kind":"decision","id":"web"}"#)),
+            "acs.events.decision.web"
+        );
+        assert_eq!(
+            filter(&s, &req(r#"{"kind":"alarm"}"#)),
+            "acs.events.alarm.*"
+        );
+        assert_eq!(
+            filter(&s, &req(r#"{"kind":"leader"}"#)),
+            "acs.events.leader"
+        );
         assert_eq!(filter(&s, &req("{}")), "acs.events.>");
         assert_eq!(kind_of(&s, "acs.events.decision.web"), "decision");
         assert_eq!(kind_of(&s, "acs.events.leader"), "leader");
@@ -247,22 +361,40 @@ mod tests {
 
     #[test]
     fn windows_default_to_the_last_hour() {
-        assert_eq!(window(&req("{}"), 10_000_000), (10_000_000 - 3_600_000, 10_000_001));
+        assert_eq!(
+            window(&req("{}"), 10_000_000),
+            (10_000_000 - 3_600_000, 10_000_001)
+        );
         assert_eq!(window(&req(r#"{"last_ms":1000}"#), 5_000), (4_000, 5_001));
-        assert_eq!(window(&req(r#"{"from_ms":10,"to_ms":20}"#), 5_000), (10, 20));
+        assert_eq!(
+            window(&req(r#"{"from_ms":10,"to_ms":20}"#), 5_000),
+            (10, 20)
+        );
     }
 
     #[test]
     fn newest_keeps_the_last_entries_in_order() {
-        let e = |seq| HistoryEntry { seq, ts_ms: seq, subject: String::new(), kind: String::new(), data: serde_json::Value::Null };
+        let e = |seq| HistoryEntry {
+            seq,
+            ts_ms: seq,
+            subject: String::new(),
+            kind: String::new(),
+            data: serde_json::Value::Null,
+        };
         let mut n = Newest::new(2, 1_000);
         (1..=3).for_each(|s| n.push(10, e(s)));
         assert!(n.dropped);
-        assert_eq!(n.into_vec().iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(
+            n.into_vec().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
         // The byte budget holds too, but never empties the reply.
         let mut n = Newest::new(10, 25);
         (1..=3).for_each(|s| n.push(10, e(s)));
-        assert_eq!(n.into_vec().iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(
+            n.into_vec().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
         let mut n = Newest::new(10, 5);
         n.push(10, e(1));
         assert_eq!(n.into_vec().len(), 1);
@@ -271,7 +403,10 @@ mod tests {
     #[test]
     fn http_queries_are_checked_like_nats_ones() {
         let q = parse_query("kind=decision&id=web&window=10m&limit=5").unwrap();
-        assert_eq!((q.kind.as_deref(), q.id.as_deref(), q.last_ms, q.limit), (Some("decision"), Some("web"), Some(600_000), Some(5)));
+        assert_eq!(
+            (q.kind.as_deref(), q.id.as_deref(), q.last_ms, q.limit),
+            (Some("decision"), Some("web"), Some(600_000), Some(5))
+        );
         assert!(parse_query("kind=nope").unwrap_err().contains("not one of"));
         assert!(parse_query("id=web").unwrap_err().contains("needs a kind"));
         assert!(parse_query("limit=x").unwrap_err().contains("limit"));

@@ -79,10 +79,15 @@ impl Config {
 /// Connects, replays the stream, serves stats until `shutdown` resolves. Returns the shared state
 /// through `started` once serving, so tests can look at it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    rollup::validate(&config.tiers, config.grace_ms).map_err(|e| anyhow::anyhow!("bad tiers: {e}"))?;
+    rollup::validate(&config.tiers, config.grace_ms)
+        .map_err(|e| anyhow::anyhow!("bad tiers: {e}"))?;
     // Bind first: a taken port fails the start instead of a half-working monitor.
     let listener = match &config.http {
-        Some((addr, _)) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
+        Some((addr, _)) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?,
+        ),
         None => None,
     };
     let client = config.nats.connect().await.context("connecting to NATS")?;
@@ -96,14 +101,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let shared = Shared {
         store: Arc::new(Mutex::new(store)),
         counters: Arc::default(),
-        rollups: Some(service::Rollups { stream: rollups, prefix: prefix.clone() }),
+        rollups: Some(service::Rollups {
+            stream: rollups,
+            prefix: prefix.clone(),
+        }),
     };
-    let outbox = service::Outbox { tx: durable::spawn_publisher(js.clone(), prefix, shared.counters.clone()), marks };
+    let outbox = service::Outbox {
+        tx: durable::spawn_publisher(js.clone(), prefix, shared.counters.clone()),
+        marks,
+    };
     let (caught_up, caught_up_rx) = tokio::sync::watch::channel(false);
-    let ingest = tokio::spawn(service::ingest(client.clone(), stream, config.subjects.clone(), shared.clone(), caught_up, outbox));
+    let ingest = tokio::spawn(service::ingest(
+        client.clone(),
+        stream,
+        config.subjects.clone(),
+        shared.clone(),
+        caught_up,
+        outbox,
+    ));
     let alarm_caught_up = caught_up_rx.clone();
-    let history = tokio::spawn(history::serve(client.clone(), config.subjects.clone(), shared.counters.clone()));
-    let serve = tokio::spawn(service::serve_stats(client.clone(), config.subjects.clone(), shared.clone(), caught_up_rx));
+    let history = tokio::spawn(history::serve(
+        client.clone(),
+        config.subjects.clone(),
+        shared.counters.clone(),
+    ));
+    let serve = tokio::spawn(service::serve_stats(
+        client.clone(),
+        config.subjects.clone(),
+        shared.clone(),
+        caught_up_rx,
+    ));
     let (alarm_stop, alarm_stop_rx) = tokio::sync::watch::channel(false);
     let mut alarm_counters = None;
     let alarms = match config.alarms.clone() {
@@ -118,7 +145,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 caught_up: alarm_caught_up,
                 stop: alarm_stop_rx,
             };
-            Some(tokio::spawn(alarm::task::run(wiring, cfg, notifier, counters)))
+            Some(tokio::spawn(alarm::task::run(
+                wiring, cfg, notifier, counters,
+            )))
         }
         None => None,
     };
@@ -129,7 +158,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         (tokio::spawn(http::serve(l, shared.clone(), web)), live)
     });
     let metrics = match &config.metrics {
-        Some(listen) => Some(acs_node::metrics::spawn(listen, prom::registry(shared.clone(), alarm_counters)).await?.1),
+        Some(listen) => Some(
+            acs_node::metrics::spawn(listen, prom::registry(shared.clone(), alarm_counters))
+                .await?
+                .1,
+        ),
         None => None,
     };
     tracing::info!(subject = %config.subjects.monitor_stats(), "monitor replaying, then serving");

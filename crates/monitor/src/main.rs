@@ -94,7 +94,9 @@ fn duration_ms(s: &str) -> Result<u64, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 10s, 5m, 1h or 30d"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s, 5m, 1h or 30d"))?;
     let unit = match unit {
         "s" => 1_000,
         "m" => 60_000,
@@ -102,7 +104,8 @@ fn duration_ms(s: &str) -> Result<u64, String> {
         "d" => 86_400_000,
         _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
     };
-    n.checked_mul(unit).ok_or_else(|| format!("{s:?} is too long"))
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// `WIDTH:MEMORY:DURABLE,...` into tiers.
@@ -111,10 +114,18 @@ fn parse_tiers(spec: &str) -> Result<Vec<TierSpec>, String> {
         .map(|t| {
             let parts: Vec<&str> = t.trim().split(':').collect();
             let [w, k, d] = parts.as_slice() else {
-                return Err(format!("tier {t:?}: want WIDTH:MEMORY:DURABLE, e.g. 1m:1h:1d"));
+                return Err(format!(
+                    "tier {t:?}: want WIDTH:MEMORY:DURABLE, e.g. 1m:1h:1d"
+                ));
             };
-            let f = |what: &str, v: &str| duration_ms(v).map_err(|e| format!("tier {t:?}, {what}: {e}"));
-            Ok(TierSpec { width_ms: f("width", w)?, keep_ms: f("memory keep", k)?, durable_ms: f("durable keep", d)? })
+            let f = |what: &str, v: &str| {
+                duration_ms(v).map_err(|e| format!("tier {t:?}, {what}: {e}"))
+            };
+            Ok(TierSpec {
+                width_ms: f("width", w)?,
+                keep_ms: f("memory keep", k)?,
+                durable_ms: f("durable keep", d)?,
+            })
         })
         .collect()
 }
@@ -124,12 +135,25 @@ fn tiers(args: &Args) -> anyhow::Result<Vec<TierSpec>> {
     let tiers = match &args.tiers {
         Some(spec) => parse_tiers(spec).map_err(|e| anyhow::anyhow!("--tiers: {e}"))?,
         None => vec![
-            TierSpec { width_ms: 1_000, keep_ms: args.raw_keep_s * 1000, durable_ms: args.stream_max_age_s * 1000 },
-            TierSpec { width_ms: 60_000, keep_ms: args.minute_keep_s * 1000, durable_ms: args.minute_durable_s * 1000 },
-            TierSpec { width_ms: 3_600_000, keep_ms: args.hour_keep_s * 1000, durable_ms: args.hour_durable_s * 1000 },
+            TierSpec {
+                width_ms: 1_000,
+                keep_ms: args.raw_keep_s * 1000,
+                durable_ms: args.stream_max_age_s * 1000,
+            },
+            TierSpec {
+                width_ms: 60_000,
+                keep_ms: args.minute_keep_s * 1000,
+                durable_ms: args.minute_durable_s * 1000,
+            },
+            TierSpec {
+                width_ms: 3_600_000,
+                keep_ms: args.hour_keep_s * 1000,
+                durable_ms: args.hour_durable_s * 1000,
+            },
         ],
     };
-    acs_monitor::rollup::validate(&tiers, args.grace_ms).map_err(|e| anyhow::anyhow!("bad tiers: {e}"))?;
+    acs_monitor::rollup::validate(&tiers, args.grace_ms)
+        .map_err(|e| anyhow::anyhow!("bad tiers: {e}"))?;
     Ok(tiers)
 }
 
@@ -148,10 +172,24 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     if args.check {
-        let t: Vec<String> = tiers.iter().map(|t| format!("{}:{}s:{}s", tier_name(t.width_ms), t.keep_ms / 1000, t.durable_ms / 1000)).collect();
+        let t: Vec<String> = tiers
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}:{}s:{}s",
+                    tier_name(t.width_ms),
+                    t.keep_ms / 1000,
+                    t.durable_ms / 1000
+                )
+            })
+            .collect();
         println!("ok: tiers {}", t.join(","));
         match &alarms {
-            Some(a) => println!("ok: {} alarm rules, {} channels", a.rules.rules.len(), a.rules.channels.len()),
+            Some(a) => println!(
+                "ok: {} alarm rules, {} channels",
+                a.rules.rules.len(),
+                a.rules.channels.len()
+            ),
             None => println!("ok: no alarm rules (--alarms not given)"),
         }
         return Ok(());
@@ -167,7 +205,8 @@ fn main() -> anyhow::Result<()> {
     config.metrics = args.metrics.clone().into_listen()?;
     config.alarms = alarms;
     let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-    rt.block_on(acs_monitor::run(config, acs_node::shutdown_signal())).context("acs-monitor failed")
+    rt.block_on(acs_monitor::run(config, acs_node::shutdown_signal()))
+        .context("acs-monitor failed")
 }
 
 #[cfg(test)]
@@ -178,8 +217,14 @@ mod tests {
     fn tiers_parse_and_bad_ones_are_named() {
         let t = parse_tiers("1s:10m:1h,1m:1h:1d,1h:2h:30d").unwrap();
         assert_eq!(t, acs_monitor::rollup::DEFAULT_TIERS.to_vec());
-        assert!(parse_tiers("1s:10m").unwrap_err().contains("WIDTH:MEMORY:DURABLE"));
-        assert!(parse_tiers("1s:10x:1h").unwrap_err().contains("memory keep: \"10x\": unknown unit"));
-        assert!(parse_tiers("1s:ten:1h").unwrap_err().contains("not a duration"));
+        assert!(parse_tiers("1s:10m")
+            .unwrap_err()
+            .contains("WIDTH:MEMORY:DURABLE"));
+        assert!(parse_tiers("1s:10x:1h")
+            .unwrap_err()
+            .contains("memory keep: \"10x\": unknown unit"));
+        assert!(parse_tiers("1s:ten:1h")
+            .unwrap_err()
+            .contains("not a duration"));
     }
 }

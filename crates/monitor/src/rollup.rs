@@ -32,7 +32,14 @@ pub struct Bucket {
 impl Bucket {
     /// A slot of `count` samples averaging `avg`.
     pub fn slot(avg: f32, count: u32) -> Self {
-        Bucket { count, sum: avg * count as f32, min: avg, max: avg, last: avg, p95: avg }
+        Bucket {
+            count,
+            sum: avg * count as f32,
+            min: avg,
+            max: avg,
+            last: avg,
+            p95: avg,
+        }
     }
 
     pub fn avg(&self) -> f64 {
@@ -101,7 +108,12 @@ pub struct Ring {
 impl Ring {
     pub fn new(slot_ms: u64, keep_ms: u64) -> Self {
         let cap = (keep_ms / slot_ms).max(1) as usize;
-        Ring { slot_ms, head: None, vals: vec![f32::NAN; cap].into_boxed_slice(), counts: vec![0; cap].into_boxed_slice() }
+        Ring {
+            slot_ms,
+            head: None,
+            vals: vec![f32::NAN; cap].into_boxed_slice(),
+            counts: vec![0; cap].into_boxed_slice(),
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -115,7 +127,8 @@ impl Ring {
 
     /// Oldest slot index still held.
     fn tail(&self) -> Option<u64> {
-        self.head.map(|h| (h + 1).saturating_sub(self.capacity() as u64))
+        self.head
+            .map(|h| (h + 1).saturating_sub(self.capacity() as u64))
     }
 
     /// Adds a sample; false if it is older than the ring holds.
@@ -150,13 +163,21 @@ impl Ring {
     /// The slots with samples whose start lies in `from_ms..to_ms`, oldest first, as buckets.
     pub fn range(&self, from_ms: u64, to_ms: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
         let (lo, hi) = match (self.tail(), self.head) {
-            (Some(t), Some(h)) => (t.max(from_ms.div_ceil(self.slot_ms)), (h + 1).min(to_ms.div_ceil(self.slot_ms))),
+            (Some(t), Some(h)) => (
+                t.max(from_ms.div_ceil(self.slot_ms)),
+                (h + 1).min(to_ms.div_ceil(self.slot_ms)),
+            ),
             _ => (1, 0),
         };
         let cap = self.capacity() as u64;
         (lo..hi.max(lo)).filter_map(move |s| {
             let i = (s % cap) as usize;
-            (self.counts[i] > 0).then(|| (s * self.slot_ms, Bucket::slot(self.vals[i], self.counts[i] as u32)))
+            (self.counts[i] > 0).then(|| {
+                (
+                    s * self.slot_ms,
+                    Bucket::slot(self.vals[i], self.counts[i] as u32),
+                )
+            })
         })
     }
 }
@@ -180,7 +201,13 @@ impl Rollup {
     fn new(width_ms: u64, keep_ms: u64, first_ms: u64) -> Self {
         let start = first_ms - first_ms % width_ms;
         let cap = (keep_ms / width_ms) as usize + 1;
-        Rollup { width_ms, keep_ms, buckets: VecDeque::with_capacity(cap), next_close_ms: start, mem_from_ms: start + width_ms }
+        Rollup {
+            width_ms,
+            keep_ms,
+            buckets: VecDeque::with_capacity(cap),
+            next_close_ms: start,
+            mem_from_ms: start + width_ms,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -193,8 +220,13 @@ impl Rollup {
 
     /// Closed buckets whose start lies in `from_ms..to_ms`, oldest first.
     pub fn range(&self, from_ms: u64, to_ms: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
-        let i = self.buckets.partition_point(|b| (b.0 as u64) * 1000 < from_ms);
-        self.buckets.range(i..).map(|&(s, b)| (s as u64 * 1000, b)).take_while(move |b| b.0 < to_ms)
+        let i = self
+            .buckets
+            .partition_point(|b| (b.0 as u64) * 1000 < from_ms);
+        self.buckets
+            .range(i..)
+            .map(|&(s, b)| (s as u64 * 1000, b))
+            .take_while(move |b| b.0 < to_ms)
     }
 
     fn oldest_ms(&self) -> Option<u64> {
@@ -228,9 +260,21 @@ pub struct TierSpec {
 /// The default tiers: raw 1 s (10 min in memory, 1 h replayable), 1 min (1 h in memory, 1 day
 /// durable), 1 h (2 h in memory, 30 days durable).
 pub const DEFAULT_TIERS: [TierSpec; 3] = [
-    TierSpec { width_ms: 1_000, keep_ms: 600_000, durable_ms: 3_600_000 },
-    TierSpec { width_ms: 60_000, keep_ms: 3_600_000, durable_ms: 86_400_000 },
-    TierSpec { width_ms: 3_600_000, keep_ms: 7_200_000, durable_ms: 30 * 86_400_000 },
+    TierSpec {
+        width_ms: 1_000,
+        keep_ms: 600_000,
+        durable_ms: 3_600_000,
+    },
+    TierSpec {
+        width_ms: 60_000,
+        keep_ms: 3_600_000,
+        durable_ms: 86_400_000,
+    },
+    TierSpec {
+        width_ms: 3_600_000,
+        keep_ms: 7_200_000,
+        durable_ms: 30 * 86_400_000,
+    },
 ];
 
 /// A tier's name in subjects and messages: its width, e.g. `1s`, `1m`, `5m`, `1h`, `1d`.
@@ -254,23 +298,45 @@ pub fn validate(specs: &[TierSpec], grace_ms: u64) -> Result<(), String> {
         return Err(format!("{} tiers: at most 8", specs.len()));
     }
     for (i, t) in specs.iter().enumerate() {
-        let name = if i == 0 { "raw".to_string() } else { format!("tier {} ({})", i, tier_name(t.width_ms)) };
+        let name = if i == 0 {
+            "raw".to_string()
+        } else {
+            format!("tier {} ({})", i, tier_name(t.width_ms))
+        };
         if t.width_ms == 0 || t.width_ms % 1000 != 0 {
-            return Err(format!("{name}: width {} ms is not a whole number of seconds", t.width_ms));
+            return Err(format!(
+                "{name}: width {} ms is not a whole number of seconds",
+                t.width_ms
+            ));
         }
         if t.keep_ms < t.width_ms {
-            return Err(format!("{name}: memory keep {} s is shorter than its width {} s", t.keep_ms / 1000, t.width_ms / 1000));
+            return Err(format!(
+                "{name}: memory keep {} s is shorter than its width {} s",
+                t.keep_ms / 1000,
+                t.width_ms / 1000
+            ));
         }
         if t.durable_ms < t.keep_ms {
-            return Err(format!("{name}: durable keep {} s is shorter than its memory keep {} s", t.durable_ms / 1000, t.keep_ms / 1000));
+            return Err(format!(
+                "{name}: durable keep {} s is shorter than its memory keep {} s",
+                t.durable_ms / 1000,
+                t.keep_ms / 1000
+            ));
         }
         if i == 0 && t.keep_ms / t.width_ms > 86_400 {
-            return Err(format!("raw: memory keep of {} slots is more than 86400", t.keep_ms / t.width_ms));
+            return Err(format!(
+                "raw: memory keep of {} slots is more than 86400",
+                t.keep_ms / t.width_ms
+            ));
         }
         if let Some(next) = specs.get(i + 1) {
             let nname = format!("tier {} ({})", i + 1, tier_name(next.width_ms));
             if next.width_ms <= t.width_ms || next.width_ms % t.width_ms != 0 {
-                return Err(format!("{nname}: width {} s is not a multiple of the finer width {} s", next.width_ms / 1000, t.width_ms / 1000));
+                return Err(format!(
+                    "{nname}: width {} s is not a multiple of the finer width {} s",
+                    next.width_ms / 1000,
+                    t.width_ms / 1000
+                ));
             }
             // The raw ring must still hold a bucket's slots when the watermark (newest − grace)
             // closes it; closed rollups stay until the watermark passes their keep.
@@ -299,7 +365,13 @@ impl Series {
     /// A series whose first sample is at `first_ms`.
     pub fn new(specs: &[TierSpec], first_ms: u64) -> Self {
         let raw = Ring::new(specs[0].width_ms, specs[0].keep_ms);
-        Series { raw, rollups: specs[1..].iter().map(|s| Rollup::new(s.width_ms, s.keep_ms, first_ms)).collect() }
+        Series {
+            raw,
+            rollups: specs[1..]
+                .iter()
+                .map(|s| Rollup::new(s.width_ms, s.keep_ms, first_ms))
+                .collect(),
+        }
     }
 
     pub fn add(&mut self, ts_ms: u64, x: f32) -> bool {
@@ -324,8 +396,15 @@ impl Series {
                 let s = r.next_close_ms;
                 // Skip empty stretches in one step: where does the finer tier next hold data?
                 let next = match finer.last() {
-                    None => self.raw.newest_ms().filter(|&n| n >= s).map(|_| s.max(self.raw.tail().unwrap_or(0) * self.raw.slot_ms)),
-                    Some(f) => f.buckets.get(f.buckets.partition_point(|b| (b.0 as u64) * 1000 < s)).map(|b| b.0 as u64 * 1000),
+                    None => self
+                        .raw
+                        .newest_ms()
+                        .filter(|&n| n >= s)
+                        .map(|_| s.max(self.raw.tail().unwrap_or(0) * self.raw.slot_ms)),
+                    Some(f) => f
+                        .buckets
+                        .get(f.buckets.partition_point(|b| (b.0 as u64) * 1000 < s))
+                        .map(|b| b.0 as u64 * 1000),
                 };
                 match next {
                     None => {
@@ -356,7 +435,10 @@ impl Series {
 
     /// Whether nothing is left in memory as seen from `watermark_ms` (the series can go).
     pub fn is_stale(&self, watermark_ms: u64, raw_keep_ms: u64) -> bool {
-        let raw_gone = self.raw.newest_ms().is_none_or(|n| n + raw_keep_ms <= watermark_ms);
+        let raw_gone = self
+            .raw
+            .newest_ms()
+            .is_none_or(|n| n + raw_keep_ms <= watermark_ms);
         raw_gone && self.rollups.iter().all(|r| r.is_empty())
     }
 }
@@ -366,17 +448,35 @@ mod tests {
     use super::*;
 
     const SPECS: [TierSpec; 3] = [
-        TierSpec { width_ms: 1_000, keep_ms: 120_000, durable_ms: 3_600_000 },
-        TierSpec { width_ms: 60_000, keep_ms: 600_000, durable_ms: 86_400_000 },
-        TierSpec { width_ms: 300_000, keep_ms: 600_000, durable_ms: 86_400_000 },
+        TierSpec {
+            width_ms: 1_000,
+            keep_ms: 120_000,
+            durable_ms: 3_600_000,
+        },
+        TierSpec {
+            width_ms: 60_000,
+            keep_ms: 600_000,
+            durable_ms: 86_400_000,
+        },
+        TierSpec {
+            width_ms: 300_000,
+            keep_ms: 600_000,
+            durable_ms: 86_400_000,
+        },
     ];
 
     #[test]
     fn a_bucket_is_24_bytes_and_combines_exactly() {
         assert_eq!(std::mem::size_of::<Bucket>(), 24);
-        let parts: Vec<Bucket> = [3.0, 1.0, 7.0, 5.0].iter().map(|&x| Bucket::slot(x, 1)).collect();
+        let parts: Vec<Bucket> = [3.0, 1.0, 7.0, 5.0]
+            .iter()
+            .map(|&x| Bucket::slot(x, 1))
+            .collect();
         let b = Bucket::combine(&parts).unwrap();
-        assert_eq!((b.count, b.sum, b.min, b.max, b.last), (4, 16.0, 1.0, 7.0, 5.0));
+        assert_eq!(
+            (b.count, b.sum, b.min, b.max, b.last),
+            (4, 16.0, 1.0, 7.0, 5.0)
+        );
         assert_eq!(b.avg(), 4.0);
         assert_eq!(Bucket::combine(&[]), None);
     }
@@ -396,7 +496,20 @@ mod tests {
         assert!(r.add(5_000, 2.0));
         assert!(r.add(5_500, 4.0));
         let v: Vec<_> = r.range(0, 100_000).collect();
-        assert_eq!(v, vec![(5_000, Bucket { count: 2, sum: 6.0, min: 3.0, max: 3.0, last: 3.0, p95: 3.0 })]);
+        assert_eq!(
+            v,
+            vec![(
+                5_000,
+                Bucket {
+                    count: 2,
+                    sum: 6.0,
+                    min: 3.0,
+                    max: 3.0,
+                    last: 3.0,
+                    p95: 3.0
+                }
+            )]
+        );
         for s in 6..100u64 {
             r.add(s * 1_000, s as f32);
         }
@@ -420,10 +533,21 @@ mod tests {
         }
         assert_eq!(s.raw.capacity(), 120);
         // Past the keep (10 min) buckets are dropped: at most keep / width + 1 stay.
-        assert!((9..=11).contains(&s.rollups[0].len()), "{}", s.rollups[0].len());
-        assert!((1..=3).contains(&s.rollups[1].len()), "{}", s.rollups[1].len());
+        assert!(
+            (9..=11).contains(&s.rollups[0].len()),
+            "{}",
+            s.rollups[0].len()
+        );
+        assert!(
+            (1..=3).contains(&s.rollups[1].len()),
+            "{}",
+            s.rollups[1].len()
+        );
         assert!(s.size() <= 120 + 11 + 3);
-        assert!(s.rollups[0].buckets.capacity() <= 16, "no growth past the keep");
+        assert!(
+            s.rollups[0].buckets.capacity() <= 16,
+            "no growth past the keep"
+        );
         assert_eq!(emitted, 599 + 119);
     }
 
@@ -439,11 +563,17 @@ mod tests {
         let minutes: Vec<_> = out.iter().filter(|o| o.0 == 1).collect();
         assert_eq!(minutes.len(), 10);
         let m = minutes[0].2;
-        assert_eq!((m.count, m.min, m.max, m.last, m.sum), (60, 0.0, 59.0, 59.0, 1770.0));
+        assert_eq!(
+            (m.count, m.min, m.max, m.last, m.sum),
+            (60, 0.0, 59.0, 59.0, 1770.0)
+        );
         assert_eq!(m.p95, 56.0);
         let fives: Vec<_> = out.iter().filter(|o| o.0 == 2).collect();
         assert_eq!(fives.len(), 2);
-        assert_eq!((fives[1].1, fives[1].2.count, fives[1].2.max), (300_000, 300, 59.0));
+        assert_eq!(
+            (fives[1].1, fives[1].2.count, fives[1].2.max),
+            (300_000, 300, 59.0)
+        );
         // A long silence then new data: no empty buckets, no long loop.
         s.add(40_000_000, 1.0);
         s.close(40_100_000, |k, start, b| out.push((k, start, b)));
@@ -455,10 +585,14 @@ mod tests {
         assert_eq!(validate(&DEFAULT_TIERS, 2_000), Ok(()));
         let mut t = DEFAULT_TIERS;
         t[0].width_ms = 1_500;
-        assert!(validate(&t, 0).unwrap_err().contains("whole number of seconds"));
+        assert!(validate(&t, 0)
+            .unwrap_err()
+            .contains("whole number of seconds"));
         let mut t = DEFAULT_TIERS;
         t[0].keep_ms = 30_000;
-        assert!(validate(&t, 0).unwrap_err().contains("must cover one tier 1 (1m) bucket"));
+        assert!(validate(&t, 0)
+            .unwrap_err()
+            .contains("must cover one tier 1 (1m) bucket"));
         let mut t = DEFAULT_TIERS;
         t[2].durable_ms = 1_000;
         assert!(validate(&t, 0).unwrap_err().contains("durable keep"));

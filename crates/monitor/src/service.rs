@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use acs_events::{
-    check_sender, decode, encode, MetricsAssembler, ProxyMetricsMsg, Rejection, StatsReply, StatsRequest, Subjects,
-    WorkerMetrics,
+    check_sender, decode, encode, MetricsAssembler, ProxyMetricsMsg, Rejection, StatsReply,
+    StatsRequest, Subjects, WorkerMetrics,
 };
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
@@ -27,7 +27,10 @@ pub const STREAM: &str = "ACS_METRICS";
 pub const QUEUE_GROUP: &str = "acs-monitor";
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Counters, shared with whoever wants to show them.
@@ -78,22 +81,49 @@ pub async fn ensure(
     let mut s = match js.get_or_create_stream(cfg.clone()).await {
         Ok(s) => s,
         // Another monitor may have created it between our look and our create.
-        Err(e) => js.get_stream(&name).await.map_err(|_| e).with_context(|| format!("creating the {name} stream"))?,
+        Err(e) => js
+            .get_stream(&name)
+            .await
+            .map_err(|_| e)
+            .with_context(|| format!("creating the {name} stream"))?,
     };
-    let have = s.info().await.with_context(|| format!("reading the {name} stream"))?.config.clone();
+    let have = s
+        .info()
+        .await
+        .with_context(|| format!("reading the {name} stream"))?
+        .config
+        .clone();
     if !same(&have, &cfg) {
         let mut want = have.clone();
-        (want.subjects, want.max_age, want.max_messages_per_subject, want.duplicate_window) =
-            (cfg.subjects, cfg.max_age, cfg.max_messages_per_subject, cfg.duplicate_window);
+        (
+            want.subjects,
+            want.max_age,
+            want.max_messages_per_subject,
+            want.duplicate_window,
+        ) = (
+            cfg.subjects,
+            cfg.max_age,
+            cfg.max_messages_per_subject,
+            cfg.duplicate_window,
+        );
         tracing::info!(stream = %name, max_age = ?want.max_age, "updating the stream's limits");
-        js.update_stream(want).await.with_context(|| format!("updating the {name} stream"))?;
-        s = js.get_stream(&name).await.with_context(|| format!("reading the {name} stream"))?;
+        js.update_stream(want)
+            .await
+            .with_context(|| format!("updating the {name} stream"))?;
+        s = js
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("reading the {name} stream"))?;
     }
     Ok(s)
 }
 
 /// Creates (or finds) the metrics stream capturing `<prefix>.metrics.>`.
-pub async fn ensure_stream(js: &jetstream::Context, subjects: &Subjects, max_age: Duration) -> anyhow::Result<stream::Stream> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    max_age: Duration,
+) -> anyhow::Result<stream::Stream> {
     let cfg = stream::Config {
         name: STREAM.to_string(),
         subjects: vec![format!("{}.metrics.>", subjects.prefix())],
@@ -101,7 +131,10 @@ pub async fn ensure_stream(js: &jetstream::Context, subjects: &Subjects, max_age
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    ensure(js, cfg, |have, want| have.max_age == want.max_age && have.subjects == want.subjects).await
+    ensure(js, cfg, |have, want| {
+        have.max_age == want.max_age && have.subjects == want.subjects
+    })
+    .await
 }
 
 /// Where closed buckets go: the publisher's queue, and per tier the newest bucket already in
@@ -126,14 +159,27 @@ pub async fn ingest(
     caught_up: tokio::sync::watch::Sender<bool>,
     outbox: Outbox,
 ) -> anyhow::Result<()> {
-    if stream.info().await.context("reading the ACS_METRICS stream state")?.state.messages == 0 {
+    if stream
+        .info()
+        .await
+        .context("reading the ACS_METRICS stream state")?
+        .state
+        .messages
+        == 0
+    {
         caught_up.send_replace(true);
     }
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig { deliver_policy: consumer::DeliverPolicy::All, ..Default::default() })
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
         .await
         .context("creating the ordered consumer")?;
-    let mut msgs = consumer.messages().await.context("reading the metrics stream")?;
+    let mut msgs = consumer
+        .messages()
+        .await
+        .context("reading the metrics stream")?;
     let wk = subjects.worker_metrics_all();
     let wk = wk.trim_end_matches('*');
     let px = subjects.proxy_metrics_all();
@@ -150,18 +196,33 @@ pub async fn ingest(
             }
         };
         if !*caught_up.borrow() && m.info().is_ok_and(|i| i.pending == 0) {
-            tracing::info!(ingested = shared.counters.ingested.load(std::sync::atomic::Ordering::Relaxed), "replay caught up");
+            tracing::info!(
+                ingested = shared
+                    .counters
+                    .ingested
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "replay caught up"
+            );
             caught_up.send_replace(true);
         }
         let subject = m.subject.as_str();
         let future = |ts_ms: u64| match ts_ms > unix_ms() + MAX_FUTURE_MS {
-            true => Err(("invalid", format!("ts_ms {ts_ms} is more than {MAX_FUTURE_MS} ms ahead of this monitor's clock"))),
+            true => Err((
+                "invalid",
+                format!(
+                    "ts_ms {ts_ms} is more than {MAX_FUTURE_MS} ms ahead of this monitor's clock"
+                ),
+            )),
             false => Ok(()),
         };
         let res = if subject.starts_with(wk) {
             decode::<WorkerMetrics>(&m.payload)
                 .map_err(|e| (e.kind(), e.to_string()))
-                .and_then(|w| check_sender(subject, w.worker.as_str()).map(|_| w).map_err(|e| ("invalid", e)))
+                .and_then(|w| {
+                    check_sender(subject, w.worker.as_str())
+                        .map(|_| w)
+                        .map_err(|e| ("invalid", e))
+                })
                 .and_then(|w| future(w.ts_ms).map(|_| w))
                 .map(|w| fold(&shared, &outbox, |s| s.ingest_worker(&w)))
         } else if subject.starts_with(px) {
@@ -185,7 +246,10 @@ pub async fn ingest(
         };
         match res {
             Ok(()) => {
-                shared.counters.ingested.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .counters
+                    .ingested
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err((kind, error)) => reject(&client, &subjects, &shared, subject, kind, error).await,
         }
@@ -205,22 +269,42 @@ fn fold(shared: &Shared, outbox: &Outbox, f: impl FnOnce(&mut Store)) {
     }
 }
 
-async fn reject(client: &async_nats::Client, subjects: &Subjects, shared: &Shared, subject: &str, kind: &str, error: String) {
-    let total = shared.counters.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+async fn reject(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    shared: &Shared,
+    subject: &str,
+    kind: &str,
+    error: String,
+) {
+    let total = shared
+        .counters
+        .rejected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
     tracing::warn!(subject, kind, %error, total, "rejected a message");
     let r = Rejection::new("monitor", subject, kind, error, unix_ms(), total);
-    if let Err(e) = client.publish(subjects.rejections("monitor"), encode(&r).into()).await {
+    if let Err(e) = client
+        .publish(subjects.rejections("monitor"), encode(&r).into())
+        .await
+    {
         tracing::warn!(error = %e, "could not publish a rejection");
     }
 }
 
 /// Decodes and answers one stats request payload; bad input becomes an error reply.
 pub async fn handle(shared: &Shared, payload: &[u8], now_ms: u64) -> StatsReply {
-    shared.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match decode::<StatsRequest>(payload) {
         Ok(req) => answer(shared, &req, now_ms).await,
         Err(e) => {
-            shared.counters.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .counters
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             StatsReply::error(e.to_string())
         }
     }
@@ -235,13 +319,22 @@ pub async fn answer(shared: &Shared, req: &StatsRequest, now_ms: u64) -> StatsRe
     };
     let durable = match (&plan.fetch, &shared.rollups) {
         (Some(f), Some(r)) => {
-            shared.counters.rollup_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .counters
+                .rollup_fetches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match crate::durable::fetch(&r.stream, &r.prefix, f).await {
                 Ok(v) => v,
                 Err(e) => {
-                    let total = shared.counters.rollup_fetch_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let total = shared
+                        .counters
+                        .rollup_fetch_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
                     tracing::warn!(error = %e, total, "could not read older buckets");
-                    return StatsReply::error(format!("reading older history from ACS_ROLLUPS failed: {e}"));
+                    return StatsReply::error(format!(
+                        "reading older history from ACS_ROLLUPS failed: {e}"
+                    ));
                 }
             }
         }
@@ -259,14 +352,25 @@ pub async fn serve_stats(
     shared: Shared,
     mut caught_up: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    caught_up.wait_for(|c| *c).await.context("the replay stopped before catching up")?;
+    caught_up
+        .wait_for(|c| *c)
+        .await
+        .context("the replay stopped before catching up")?;
     let mut sub = client
         .queue_subscribe(subjects.monitor_stats(), QUEUE_GROUP.to_string())
         .await
         .context("subscribing to the stats subject")?;
     while let Some(msg) = sub.next().await {
         let Some(reply) = msg.reply.clone() else {
-            reject(&client, &subjects, &shared, msg.subject.as_str(), "invalid", "stats request without a reply subject".into()).await;
+            reject(
+                &client,
+                &subjects,
+                &shared,
+                msg.subject.as_str(),
+                "invalid",
+                "stats request without a reply subject".into(),
+            )
+            .await;
             continue;
         };
         // Each request in its own task: one reading ACS_ROLLUPS does not hold up the others.

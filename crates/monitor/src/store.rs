@@ -14,10 +14,27 @@ use acs_events::{ProxyMetrics, ReplicaState, StatsScope, WorkerMetrics};
 use crate::rollup::{Bucket, Series, TierSpec, DEFAULT_TIERS};
 
 /// Metrics each scope answers; a query for anything else is refused by name.
-pub const WORKER_METRICS: &[&str] =
-    &["cpu", "memory", "net_rx", "net_tx", "disk_read", "disk_write", "disk_used", "replicas"];
-pub const REPLICA_METRICS: &[&str] = &["cpu", "memory", "rps", "in_flight", "errors", "p50_ms", "p99_ms"];
-pub const SERVICE_METRICS: &[&str] = &["rps", "in_flight", "errors", "p50_ms", "p99_ms", "replicas"];
+pub const WORKER_METRICS: &[&str] = &[
+    "cpu",
+    "memory",
+    "net_rx",
+    "net_tx",
+    "disk_read",
+    "disk_write",
+    "disk_used",
+    "replicas",
+];
+pub const REPLICA_METRICS: &[&str] = &[
+    "cpu",
+    "memory",
+    "rps",
+    "in_flight",
+    "errors",
+    "p50_ms",
+    "p99_ms",
+];
+pub const SERVICE_METRICS: &[&str] =
+    &["rps", "in_flight", "errors", "p50_ms", "p99_ms", "replicas"];
 pub const PROXY_METRICS: &[&str] = &["rps", "in_flight", "errors", "unrouted"];
 
 pub fn metrics_of(scope: StatsScope) -> &'static [&'static str] {
@@ -53,7 +70,12 @@ fn scope_index(scope: StatsScope) -> usize {
     }
 }
 
-const SCOPES: [StatsScope; 4] = [StatsScope::Worker, StatsScope::Replica, StatsScope::Service, StatsScope::Proxy];
+const SCOPES: [StatsScope; 4] = [
+    StatsScope::Worker,
+    StatsScope::Replica,
+    StatsScope::Service,
+    StatsScope::Proxy,
+];
 
 /// Default wait for late samples before a bucket closes.
 pub const DEFAULT_GRACE_MS: u64 = 2_000;
@@ -158,16 +180,21 @@ impl Store {
                 // (tier, start) → metrics, for this id: one message per tier and bucket.
                 let mut out: Vec<Closed> = Vec::new();
                 for (metric, series) in entity.iter_mut() {
-                    series.close(wm, |tier, start_ms, b| match out.iter_mut().find(|c| c.tier == tier && c.start_ms == start_ms) {
-                        Some(c) => c.metrics.push((metric, b)),
-                        None => out.push(Closed {
-                            tier,
-                            width_ms: 0,
-                            start_ms,
-                            scope: SCOPES[si],
-                            id: id.to_string(),
-                            metrics: vec![(metric, b)],
-                        }),
+                    series.close(wm, |tier, start_ms, b| {
+                        match out
+                            .iter_mut()
+                            .find(|c| c.tier == tier && c.start_ms == start_ms)
+                        {
+                            Some(c) => c.metrics.push((metric, b)),
+                            None => out.push(Closed {
+                                tier,
+                                width_ms: 0,
+                                start_ms,
+                                scope: SCOPES[si],
+                                id: id.to_string(),
+                                metrics: vec![(metric, b)],
+                            }),
+                        }
                     });
                 }
                 for mut c in out {
@@ -197,7 +224,10 @@ impl Store {
 
     /// Ids held for a scope, sorted.
     pub fn ids(&self, scope: StatsScope) -> Vec<String> {
-        let mut v: Vec<String> = self.entities[scope_index(scope)].keys().map(|k| k.to_string()).collect();
+        let mut v: Vec<String> = self.entities[scope_index(scope)]
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
         v.sort();
         v
     }
@@ -219,7 +249,13 @@ impl Store {
                 continue;
             }
             self.add(StatsScope::Replica, r.id.as_str(), "cpu", t, r.cpu_pct);
-            self.add(StatsScope::Replica, r.id.as_str(), "memory", t, r.mem_bytes as f64);
+            self.add(
+                StatsScope::Replica,
+                r.id.as_str(),
+                "memory",
+                t,
+                r.mem_bytes as f64,
+            );
         }
     }
 
@@ -237,7 +273,11 @@ impl Store {
             self.add(sv, name, "errors", t, tr.errors as f64);
             self.add(sv, name, "p50_ms", t, tr.p50_ms);
             self.add(sv, name, "p99_ms", t, tr.p99_ms);
-            let routable = s.backends.iter().filter(|b| !b.draining && !b.ejected).count();
+            let routable = s
+                .backends
+                .iter()
+                .filter(|b| !b.draining && !b.ejected)
+                .count();
             self.add(sv, name, "replicas", t, routable as f64);
             for b in &s.backends {
                 let (id, bt) = (b.id.as_str(), &b.traffic);
@@ -262,9 +302,21 @@ mod tests {
     use super::*;
 
     const SPECS: [TierSpec; 3] = [
-        TierSpec { width_ms: 1_000, keep_ms: 120_000, durable_ms: 3_600_000 },
-        TierSpec { width_ms: 60_000, keep_ms: 600_000, durable_ms: 86_400_000 },
-        TierSpec { width_ms: 600_000, keep_ms: 1_200_000, durable_ms: 86_400_000 },
+        TierSpec {
+            width_ms: 1_000,
+            keep_ms: 120_000,
+            durable_ms: 3_600_000,
+        },
+        TierSpec {
+            width_ms: 60_000,
+            keep_ms: 600_000,
+            durable_ms: 86_400_000,
+        },
+        TierSpec {
+            width_ms: 600_000,
+            keep_ms: 1_200_000,
+            durable_ms: 86_400_000,
+        },
     ];
 
     #[test]
@@ -301,7 +353,10 @@ mod tests {
         }
         let c = s.take_closed();
         assert_eq!(c.len(), 1);
-        assert_eq!((c[0].tier, c[0].width_ms, c[0].start_ms, c[0].scope), (1, 60_000, 0, StatsScope::Replica));
+        assert_eq!(
+            (c[0].tier, c[0].width_ms, c[0].start_ms, c[0].scope),
+            (1, 60_000, 0, StatsScope::Replica)
+        );
         let names: Vec<&str> = c[0].metrics.iter().map(|m| m.0).collect();
         assert_eq!(names, vec!["cpu", "rps"]);
         assert_eq!((c[0].metrics[0].1.count, c[0].metrics[0].1.max), (60, 59.0));

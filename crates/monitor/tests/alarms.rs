@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acs_events::{
-    decode, encode, AlarmEvent, AlarmReply, AlarmState, Capacity, HostMetrics, RuntimeKind, Severity, Subjects,
-    WorkerMetrics,
+    decode, encode, AlarmEvent, AlarmReply, AlarmState, Capacity, HostMetrics, RuntimeKind,
+    Severity, Subjects, WorkerMetrics,
 };
 use acs_monitor::alarm::{rules, AlarmConfig};
 use acs_monitor::service::unix_ms;
@@ -44,29 +44,41 @@ async fn http_receiver() -> (SocketAddr, Hits) {
     let h = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let h = h.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let h = h.clone();
-                    async move {
-                        let mut path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let json = serde_json::from_slice(&body)
-                            .unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&body).into()));
-                        let mut hits = h.lock().unwrap();
-                        let refuse = path == "/page" && !hits.iter().any(|(p, _)| p == "/page-refused");
-                        if refuse {
-                            path = "/page-refused".into();
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let h = h.clone();
+                        async move {
+                            let mut path = req.uri().path().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let json = serde_json::from_slice(&body).unwrap_or(
+                                serde_json::Value::String(String::from_utf8_lossy(&body).into()),
+                            );
+                            let mut hits = h.lock().unwrap();
+                            let refuse =
+                                path == "/page" && !hits.iter().any(|(p, _)| p == "/page-refused");
+                            if refuse {
+                                path = "/page-refused".into();
+                            }
+                            hits.push((path, json));
+                            let mut resp =
+                                hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            if refuse {
+                                *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
                         }
-                        hits.push((path, json));
-                        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
-                        if refuse {
-                            *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
-                        }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
@@ -77,7 +89,12 @@ async fn http_receiver() -> (SocketAddr, Hits) {
 }
 
 fn hits_on(hits: &Hits, path: &str) -> Vec<serde_json::Value> {
-    hits.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
+    hits.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, b)| b.clone())
+        .collect()
 }
 
 /// aiosmtpd handler: every mail becomes `<n>.json` with its subject, recipients and text body.
@@ -154,7 +171,15 @@ fn smtp_server(tmp: &TempDir) -> Smtp {
     std::fs::write(tmp.path().join("acs_maildir.py"), MAILDIR_HANDLER).unwrap();
     let port = free_port();
     let child = Command::new(python())
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "acs_maildir.Handler"])
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "acs_maildir.Handler",
+        ])
         .arg(&dir)
         .env("PYTHONPATH", tmp.path())
         .stdout(Stdio::null())
@@ -162,7 +187,8 @@ fn smtp_server(tmp: &TempDir) -> Smtp {
         .spawn()
         .expect("python3 -m aiosmtpd: run scripts/install-deps.sh (python3-aiosmtpd)");
     let smtp = Smtp { child, port, dir };
-    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(15)).expect("aiosmtpd did not start");
+    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(15))
+        .expect("aiosmtpd did not start");
     smtp
 }
 
@@ -186,7 +212,8 @@ fn starttls_server(tmp: &TempDir, cert: &Path, key: &Path, user: &str, password:
         .spawn()
         .expect("python3 with aiosmtpd: run scripts/install-deps.sh (python3-aiosmtpd)");
     let smtp = Smtp { child, port, dir };
-    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(15)).expect("aiosmtpd did not start");
+    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(15))
+        .expect("aiosmtpd did not start");
     smtp
 }
 
@@ -197,7 +224,10 @@ fn mails(smtp: &Smtp) -> Vec<serde_json::Value> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     names.sort();
-    names.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+    names
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
 }
 
 // ---- metrics and the monitor ---------------------------------------------------------------
@@ -212,8 +242,16 @@ fn sample(worker: &str, seq: u64, cpu: f64) -> WorkerMetrics {
         instance: "i1".into(),
         interval_ms: 1000,
         runtime: RuntimeKind::Process,
-        host: HostMetrics { cpu_pct: cpu, cpus: 2, mem_used_bytes: 1000, ..Default::default() },
-        capacity: Capacity { max_replicas: 4, running: 0 },
+        host: HostMetrics {
+            cpu_pct: cpu,
+            cpus: 2,
+            mem_used_bytes: 1000,
+            ..Default::default()
+        },
+        capacity: Capacity {
+            max_replicas: 4,
+            running: 0,
+        },
         replicas: vec![],
         rejected: 0,
     }
@@ -250,7 +288,12 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start(nats: &str, rules_text: &str, dir: &Path, http: Option<(SocketAddr, String)>) -> Monitor {
+    fn start(
+        nats: &str,
+        rules_text: &str,
+        dir: &Path,
+        http: Option<(SocketAddr, String)>,
+    ) -> Monitor {
         let (tx, rx) = oneshot::channel::<()>();
         let mut config = acs_monitor::Config::new(acs_node::NatsOptions::new(nats));
         let mut alarms = AlarmConfig::new(rules::parse(rules_text, dir).unwrap());
@@ -260,19 +303,29 @@ impl Monitor {
         let task = tokio::spawn(acs_monitor::run(config, async move {
             let _ = rx.await;
         }));
-        Monitor { stop: Some(tx), task }
+        Monitor {
+            stop: Some(tx),
+            task,
+        }
     }
 
     /// Stops cleanly (the lease is released) and waits for it.
     async fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task).await.expect("monitor stops").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("monitor stops")
+            .unwrap()
+            .unwrap();
     }
 }
 
 async fn ask_alarms(client: &async_nats::Client, body: &str) -> Result<AlarmReply, String> {
     let msg = client
-        .request(Subjects::default().monitor_alarms(), body.to_string().into())
+        .request(
+            Subjects::default().monitor_alarms(),
+            body.to_string().into(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     decode::<AlarmReply>(&msg.payload).map_err(|e| e.to_string())
@@ -280,7 +333,10 @@ async fn ask_alarms(client: &async_nats::Client, body: &str) -> Result<AlarmRepl
 
 /// Collects every alarm event into a shared list.
 async fn collect_events(client: &async_nats::Client) -> Arc<Mutex<Vec<AlarmEvent>>> {
-    let mut sub = client.subscribe(Subjects::default().alarm_events_all()).await.unwrap();
+    let mut sub = client
+        .subscribe(Subjects::default().alarm_events_all())
+        .await
+        .unwrap();
     let events: Arc<Mutex<Vec<AlarmEvent>>> = Arc::default();
     let e = events.clone();
     tokio::spawn(async move {
@@ -295,14 +351,24 @@ async fn collect_events(client: &async_nats::Client) -> Arc<Mutex<Vec<AlarmEvent
 }
 
 fn states(events: &Mutex<Vec<AlarmEvent>>, id: &str) -> Vec<AlarmState> {
-    events.lock().unwrap().iter().filter(|e| e.id == id).map(|e| e.state).collect()
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.id == id)
+        .map(|e| e.state)
+        .collect()
 }
 
 async fn until(what: &str, secs: u64, mut cond: impl FnMut() -> Result<(), String>) {
-    eventually(Duration::from_secs(secs), Duration::from_millis(100), || {
-        let r = cond();
-        async move { r }
-    })
+    eventually(
+        Duration::from_secs(secs),
+        Duration::from_millis(100),
+        || {
+            let r = cond();
+            async move { r }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
@@ -367,14 +433,22 @@ notify = ["hook", "chat", "mail"]
     let publisher = publish_metrics(client.clone(), vec![("w1", cpu.clone())]);
 
     // pending, then firing after `for`, each published once.
-    until("pending then firing", 30, || match states(&events, "w1").as_slice() {
-        [AlarmState::Pending, AlarmState::Firing] => Ok(()),
-        s => Err(format!("events so far: {s:?}")),
+    until("pending then firing", 30, || {
+        match states(&events, "w1").as_slice() {
+            [AlarmState::Pending, AlarmState::Firing] => Ok(()),
+            s => Err(format!("events so far: {s:?}")),
+        }
     })
     .await;
     let fired = events.lock().unwrap()[1].clone();
-    assert_eq!((fired.severity, fired.threshold, fired.metric.as_str()), (Severity::Critical, 90.0, "cpu"));
-    assert!(fired.value > 90.0 && fired.message.contains("cpu of worker w1 is 95.5"), "{fired:?}");
+    assert_eq!(
+        (fired.severity, fired.threshold, fired.metric.as_str()),
+        (Severity::Critical, 90.0, "cpu")
+    );
+    assert!(
+        fired.value > 90.0 && fired.message.contains("cpu of worker w1 is 95.5"),
+        "{fired:?}"
+    );
     assert!(
         fired.since_ms >= events.lock().unwrap()[0].since_ms + 2000,
         "fired before `for`: {:?}",
@@ -383,7 +457,11 @@ notify = ["hook", "chat", "mail"]
 
     // Every channel hears the firing exactly once.
     until("every channel told", 20, || {
-        let (h, s, m) = (hits_on(&hits, "/hook").len(), hits_on(&hits, "/slack").len(), mails(&smtp).len());
+        let (h, s, m) = (
+            hits_on(&hits, "/hook").len(),
+            hits_on(&hits, "/slack").len(),
+            mails(&smtp).len(),
+        );
         if (h, s, m) == (1, 1, 1) {
             Ok(())
         } else {
@@ -393,43 +471,80 @@ notify = ["hook", "chat", "mail"]
     .await;
     let hook = &hits_on(&hits, "/hook")[0];
     assert_eq!(
-        (hook["notice"].as_str(), hook["rule"].as_str(), hook["state"].as_str()),
+        (
+            hook["notice"].as_str(),
+            hook["rule"].as_str(),
+            hook["state"].as_str()
+        ),
         (Some("firing"), Some("cpu_high"), Some("firing"))
     );
     assert_eq!(
-        (hook["id"].as_str(), hook["severity"].as_str(), hook["value"].as_f64()),
+        (
+            hook["id"].as_str(),
+            hook["severity"].as_str(),
+            hook["value"].as_f64()
+        ),
         (Some("w1"), Some("critical"), Some(95.5))
     );
-    let slack = hits_on(&hits, "/slack")[0]["text"].as_str().unwrap().to_string();
-    assert!(slack.contains("FIRING critical") && slack.contains("cpu_high") && slack.contains("is 95.5"), "{slack}");
+    let slack = hits_on(&hits, "/slack")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        slack.contains("FIRING critical")
+            && slack.contains("cpu_high")
+            && slack.contains("is 95.5"),
+        "{slack}"
+    );
     let mail = &mails(&smtp)[0];
     let subject = mail["subject"].as_str().unwrap();
-    assert_eq!(subject, "[acs] FIRING critical cpu_high: worker w1 cpu = 95.5");
+    assert_eq!(
+        subject,
+        "[acs] FIRING critical cpu_high: worker w1 cpu = 95.5"
+    );
     let body = mail["body"].as_str().unwrap();
-    assert!(body.contains("cpu of worker w1 is 95.5") && body.contains("rule:      cpu_high"), "{body}");
+    assert!(
+        body.contains("cpu of worker w1 is 95.5") && body.contains("rule:      cpu_high"),
+        "{body}"
+    );
     assert_eq!(mail["to"], serde_json::json!(["oncall@example.com"]));
 
     // A restart while firing: the new monitor loads the saved alarm and tells nobody again.
     monitor.stop().await;
     let monitor = Monitor::start(&nats.url(), &rules_text, tmp.path(), None);
-    let reply = eventually(Duration::from_secs(30), Duration::from_millis(200), || async {
-        let r = ask_alarms(&client, r#"{"action":"list"}"#).await?;
-        if r.ok {
-            Ok(r)
-        } else {
-            Err(format!("{r:?}"))
-        }
-    })
+    let reply = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let r = ask_alarms(&client, r#"{"action":"list"}"#).await?;
+            if r.ok {
+                Ok(r)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
     .await
     .expect("the restarted monitor answers alarm requests");
     assert_eq!(reply.alarms.len(), 1);
     let a = &reply.alarms[0];
-    assert_eq!((a.rule.as_str(), a.id.as_str(), a.state, a.notified), ("cpu_high", "w1", AlarmState::Firing, 3));
+    assert_eq!(
+        (a.rule.as_str(), a.id.as_str(), a.state, a.notified),
+        ("cpu_high", "w1", AlarmState::Firing, 3)
+    );
     // Several ticks of the new monitor with the condition still true.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(states(&events, "w1"), vec![AlarmState::Pending, AlarmState::Firing], "no new events after the restart");
     assert_eq!(
-        (hits_on(&hits, "/hook").len(), hits_on(&hits, "/slack").len(), mails(&smtp).len()),
+        states(&events, "w1"),
+        vec![AlarmState::Pending, AlarmState::Firing],
+        "no new events after the restart"
+    );
+    assert_eq!(
+        (
+            hits_on(&hits, "/hook").len(),
+            hits_on(&hits, "/slack").len(),
+            mails(&smtp).len()
+        ),
         (1, 1, 1),
         "no duplicates"
     );
@@ -437,7 +552,11 @@ notify = ["hook", "chat", "mail"]
     // Back below 90 - 5 yet above the warning: severity drops, one notice each.
     set(&cpu, 60.0);
     until("severity change", 20, || {
-        let n = (hits_on(&hits, "/hook").len(), hits_on(&hits, "/slack").len(), mails(&smtp).len());
+        let n = (
+            hits_on(&hits, "/hook").len(),
+            hits_on(&hits, "/slack").len(),
+            mails(&smtp).len(),
+        );
         if n == (2, 2, 2) {
             Ok(())
         } else {
@@ -445,7 +564,10 @@ notify = ["hook", "chat", "mail"]
         }
     })
     .await;
-    assert_eq!(hits_on(&hits, "/hook")[1]["severity"].as_str(), Some("warning"));
+    assert_eq!(
+        hits_on(&hits, "/hook")[1]["severity"].as_str(),
+        Some("warning")
+    );
 
     // Below 50 - 5: resolved, published and told once.
     set(&cpu, 10.0);
@@ -455,7 +577,11 @@ notify = ["hook", "chat", "mail"]
     })
     .await;
     until("resolve told", 20, || {
-        let n = (hits_on(&hits, "/hook").len(), hits_on(&hits, "/slack").len(), mails(&smtp).len());
+        let n = (
+            hits_on(&hits, "/hook").len(),
+            hits_on(&hits, "/slack").len(),
+            mails(&smtp).len(),
+        );
         if n == (3, 3, 3) {
             Ok(())
         } else {
@@ -465,17 +591,35 @@ notify = ["hook", "chat", "mail"]
     .await;
     assert_eq!(
         states(&events, "w1"),
-        vec![AlarmState::Pending, AlarmState::Firing, AlarmState::Firing, AlarmState::Resolved]
+        vec![
+            AlarmState::Pending,
+            AlarmState::Firing,
+            AlarmState::Firing,
+            AlarmState::Resolved
+        ]
     );
-    assert_eq!(hits_on(&hits, "/hook")[2]["notice"].as_str(), Some("resolved"));
+    assert_eq!(
+        hits_on(&hits, "/hook")[2]["notice"].as_str(),
+        Some("resolved")
+    );
     let resolved = mails(&smtp)[2].clone();
     assert!(
-        resolved["subject"].as_str().unwrap().starts_with("[acs] RESOLVED cpu_high: worker w1 cpu = "),
+        resolved["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[acs] RESOLVED cpu_high: worker w1 cpu = "),
         "{resolved}"
     );
-    assert!(resolved["body"].as_str().unwrap().contains("resolved"), "{resolved}");
+    assert!(
+        resolved["body"].as_str().unwrap().contains("resolved"),
+        "{resolved}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!((hits_on(&hits, "/hook").len(), mails(&smtp).len()), (3, 3), "nothing after the resolve");
+    assert_eq!(
+        (hits_on(&hits, "/hook").len(), mails(&smtp).len()),
+        (3, 3),
+        "nothing after the resolve"
+    );
     assert!(hits_on(&hits, "/page").is_empty());
 
     publisher.abort();
@@ -509,28 +653,65 @@ notify = ["hook"]
     let events = collect_events(&client).await;
     // `a` first: once it answers alarm requests it holds the lease (only the holder listens).
     let a = Monitor::start(&nats.url(), &rules_text, tmp.path(), None);
-    eventually(Duration::from_secs(30), Duration::from_millis(100), || async {
-        ask_alarms(&client, r#"{"action":"list"}"#).await.map(|_| ())
-    })
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            ask_alarms(&client, r#"{"action":"list"}"#)
+                .await
+                .map(|_| ())
+        },
+    )
     .await
     .expect("the first monitor takes the lease");
     let b = Monitor::start(&nats.url(), &rules_text, tmp.path(), None);
     let cpu = knob(75.0);
     let publisher = publish_metrics(client.clone(), vec![("w1", cpu.clone())]);
-    until("told once", 30, || if hits_on(&hits, "/hook").len() == 1 { Ok(()) } else { Err("not yet".into()) }).await;
+    until("told once", 30, || {
+        if hits_on(&hits, "/hook").len() == 1 {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(hits_on(&hits, "/hook").len(), 1, "both monitors notified");
-    assert_eq!(states(&events, "w1"), vec![AlarmState::Pending, AlarmState::Firing], "both monitors published");
+    assert_eq!(
+        states(&events, "w1"),
+        vec![AlarmState::Pending, AlarmState::Firing],
+        "both monitors published"
+    );
 
     // Stop the holder: the standby takes the released lease at once and owes nothing.
     a.stop().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(hits_on(&hits, "/hook").len(), 1, "a duplicate after the takeover");
+    assert_eq!(
+        hits_on(&hits, "/hook").len(),
+        1,
+        "a duplicate after the takeover"
+    );
     set(&cpu, 10.0);
-    until("resolve told once", 20, || if hits_on(&hits, "/hook").len() == 2 { Ok(()) } else { Err("not yet".into()) })
-        .await;
-    assert_eq!(hits_on(&hits, "/hook")[1]["notice"].as_str(), Some("resolved"));
-    assert_eq!(states(&events, "w1"), vec![AlarmState::Pending, AlarmState::Firing, AlarmState::Resolved]);
+    until("resolve told once", 20, || {
+        if hits_on(&hits, "/hook").len() == 2 {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    assert_eq!(
+        hits_on(&hits, "/hook")[1]["notice"].as_str(),
+        Some("resolved")
+    );
+    assert_eq!(
+        states(&events, "w1"),
+        vec![
+            AlarmState::Pending,
+            AlarmState::Firing,
+            AlarmState::Resolved
+        ]
+    );
     publisher.abort();
     b.stop().await;
 }
@@ -540,9 +721,19 @@ async fn mail_goes_over_starttls_with_auth_to_a_server_of_a_private_ca() {
     let nats = NatsServer::start();
     let tmp = TempDir::new("alarms-starttls");
     let auth = acsctl::auth::AuthDir::new(tmp.path().join("auth"), Subjects::default());
-    auth.init(&acsctl::auth::InitOptions { tls: true, ..Default::default() }).unwrap();
+    auth.init(&acsctl::auth::InitOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
     let tls = auth.tls();
-    let smtp = starttls_server(&tmp, &tls.server_cert(), &tls.server_key(), "acs", "s3cret-pass");
+    let smtp = starttls_server(
+        &tmp,
+        &tls.server_cert(),
+        &tls.server_key(),
+        "acs",
+        "s3cret-pass",
+    );
     std::fs::write(tmp.path().join("smtp-password"), "s3cret-pass\n").unwrap();
     let rules_text = format!(
         r#"
@@ -574,20 +765,52 @@ notify = ["mail"]
     let client = async_nats::connect(nats.url()).await.unwrap();
     let monitor = Monitor::start(&nats.url(), &rules_text, tmp.path(), None);
     let publisher = publish_metrics(client.clone(), vec![("w1", knob(77.0))]);
-    until("mail over STARTTLS", 30, || if mails(&smtp).len() == 1 { Ok(()) } else { Err("no mail yet".into()) }).await;
+    until("mail over STARTTLS", 30, || {
+        if mails(&smtp).len() == 1 {
+            Ok(())
+        } else {
+            Err("no mail yet".into())
+        }
+    })
+    .await;
     let mail = &mails(&smtp)[0];
-    assert_eq!((mail["tls"].as_bool(), mail["auth"].as_bool()), (Some(true), Some(true)), "{mail}");
-    assert_eq!(mail["subject"].as_str(), Some("[acs] FIRING warning cpu_high: worker w1 cpu = 77"));
-    assert!(mail["body"].as_str().unwrap().contains("cpu of worker w1 is 77"), "{mail}");
-    assert_eq!(mail["to"], serde_json::json!(["oncall@example.com", "second@example.com"]));
+    assert_eq!(
+        (mail["tls"].as_bool(), mail["auth"].as_bool()),
+        (Some(true), Some(true)),
+        "{mail}"
+    );
+    assert_eq!(
+        mail["subject"].as_str(),
+        Some("[acs] FIRING warning cpu_high: worker w1 cpu = 77")
+    );
+    assert!(
+        mail["body"]
+            .as_str()
+            .unwrap()
+            .contains("cpu of worker w1 is 77"),
+        "{mail}"
+    );
+    assert_eq!(
+        mail["to"],
+        serde_json::json!(["oncall@example.com", "second@example.com"])
+    );
     publisher.abort();
     monitor.stop().await;
 }
 
 /// A tiny HTTP/1.1 client call: (status, JSON body).
-async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
@@ -597,14 +820,23 @@ async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, b
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = send.send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn for_id(v: &[serde_json::Value], id: &str) -> Vec<serde_json::Value> {
-    v.iter().filter(|b| b["id"].as_str() == Some(id)).cloned().collect()
+    v.iter()
+        .filter(|b| b["id"].as_str() == Some(id))
+        .cloned()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -635,7 +867,12 @@ escalation = { after = "6s", to = "pager" }
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let client = async_nats::connect(nats.url()).await.unwrap();
     let events = collect_events(&client).await;
-    let monitor = Monitor::start(&nats.url(), &rules_text, tmp.path(), Some((http, token.to_string())));
+    let monitor = Monitor::start(
+        &nats.url(),
+        &rules_text,
+        tmp.path(),
+        Some((http, token.to_string())),
+    );
     let publisher = publish_metrics(client.clone(), vec![("w1", knob(80.0)), ("w2", knob(80.0))]);
 
     until("both firing", 30, || {
@@ -652,20 +889,51 @@ escalation = { after = "6s", to = "pager" }
     wait_for_port(http, Duration::from_secs(10)).unwrap();
     let (status, _) = call(http, "GET", "/api/v1/alarms", None, "").await;
     assert_eq!(status, 401);
-    let (status, body) = call(http, "POST", "/api/v1/alarms/cpu_hot/ack", Some(token), r#"{"id":"w1"}"#).await;
+    let (status, body) = call(
+        http,
+        "POST",
+        "/api/v1/alarms/cpu_hot/ack",
+        Some(token),
+        r#"{"id":"w1"}"#,
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("\"by\""), "{body}");
-    let (status, body) = call(http, "POST", "/api/v1/alarms/mem_hot/ack", Some(token), r#"{"by":"ana"}"#).await;
+    let (status, body) = call(
+        http,
+        "POST",
+        "/api/v1/alarms/mem_hot/ack",
+        Some(token),
+        r#"{"by":"ana"}"#,
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no alarm rule \"mem_hot\""), "{body}");
-    let (status, body) =
-        call(http, "POST", "/api/v1/alarms/cpu_hot/ack", Some(token), r#"{"by":"ana","for_ms":0}"#).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no alarm rule \"mem_hot\""),
+        "{body}"
+    );
+    let (status, body) = call(
+        http,
+        "POST",
+        "/api/v1/alarms/cpu_hot/ack",
+        Some(token),
+        r#"{"by":"ana","for_ms":0}"#,
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
 
     // Ack w1 over HTTP.
-    let (status, body) =
-        call(http, "POST", "/api/v1/alarms/cpu_hot/ack", Some(token), r#"{"id":"w1","by":"ana","comment":"on it"}"#)
-            .await;
+    let (status, body) = call(
+        http,
+        "POST",
+        "/api/v1/alarms/cpu_hot/ack",
+        Some(token),
+        r#"{"id":"w1","by":"ana","comment":"on it"}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["alarms"][0]["ack"]["by"].as_str(), Some("ana"));
     let acked_at = for_id(&hits_on(&hits, "/hook"), "w1").len();
@@ -687,20 +955,44 @@ escalation = { after = "6s", to = "pager" }
     assert_eq!(refused[0]["notice"].as_str(), Some("escalation"));
     let esc = for_id(&hits_on(&hits, "/page"), "w2")[0].clone();
     assert_eq!(esc["notice"].as_str(), Some("escalation"));
-    assert!(esc["ts_ms"].as_u64().unwrap() - esc["since_ms"].as_u64().unwrap() >= 6000, "escalated too early: {esc}");
+    assert!(
+        esc["ts_ms"].as_u64().unwrap() - esc["since_ms"].as_u64().unwrap() >= 6000,
+        "escalated too early: {esc}"
+    );
     let w2_hook = for_id(&hits_on(&hits, "/hook"), "w2");
-    assert!(w2_hook.iter().filter(|b| b["notice"] == "repeat").count() >= 2, "w2 repeats every 2 s: {w2_hook:?}");
-    assert_eq!(w2_hook.iter().filter(|b| b["notice"] == "firing").count(), 1, "{w2_hook:?}");
+    assert!(
+        w2_hook.iter().filter(|b| b["notice"] == "repeat").count() >= 2,
+        "w2 repeats every 2 s: {w2_hook:?}"
+    );
+    assert_eq!(
+        w2_hook.iter().filter(|b| b["notice"] == "firing").count(),
+        1,
+        "{w2_hook:?}"
+    );
 
     // w1 heard nothing more since the ack, and never reached the pager.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(for_id(&hits_on(&hits, "/hook"), "w1").len(), acked_at, "repeats after the ack");
-    assert!(for_id(&hits_on(&hits, "/page"), "w1").is_empty(), "an acked alarm escalated");
+    assert_eq!(
+        for_id(&hits_on(&hits, "/hook"), "w1").len(),
+        acked_at,
+        "repeats after the ack"
+    );
+    assert!(
+        for_id(&hits_on(&hits, "/page"), "w1").is_empty(),
+        "an acked alarm escalated"
+    );
     let page = for_id(&hits_on(&hits, "/page"), "w2");
-    assert_eq!(page.iter().filter(|b| b["notice"] == "escalation").count(), 1, "one escalation: {page:?}");
+    assert_eq!(
+        page.iter().filter(|b| b["notice"] == "escalation").count(),
+        1,
+        "one escalation: {page:?}"
+    );
     // After the escalation the pager hears w2's repeats too.
     until("pager hears repeats", 10, || {
-        let n = for_id(&hits_on(&hits, "/page"), "w2").iter().filter(|b| b["notice"] == "repeat").count();
+        let n = for_id(&hits_on(&hits, "/page"), "w2")
+            .iter()
+            .filter(|b| b["notice"] == "repeat")
+            .count();
         if n >= 1 {
             Ok(())
         } else {
@@ -715,7 +1007,10 @@ escalation = { after = "6s", to = "pager" }
     let list = body["alarms"].as_array().unwrap();
     assert_eq!(list.len(), 2, "{body}");
     assert_eq!(list[0]["ack"]["by"].as_str(), Some("ana"));
-    assert!(list[1]["ack"].is_null() && list[1]["notified"].as_u64().unwrap() >= 4, "{body}");
+    assert!(
+        list[1]["ack"].is_null() && list[1]["notified"].as_u64().unwrap() >= 4,
+        "{body}"
+    );
     assert!(mails(&smtp).is_empty());
 
     publisher.abort();
@@ -755,7 +1050,8 @@ mod with_auth {
             .spawn()
             .unwrap();
         let server = Server(child);
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).expect("nats-server did not start");
+        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))
+            .expect("nats-server did not start");
         (server, format!("nats://127.0.0.1:{port}"))
     }
 
@@ -776,7 +1072,11 @@ mod with_auth {
         let tmp = TempDir::new("alarms-auth");
         let dir = AuthDir::new(tmp.path().join("auth"), Subjects::default());
         let w1 = WorkerId::new("w1").unwrap();
-        dir.init(&InitOptions { workers: vec![w1.clone()], ..Default::default() }).unwrap();
+        dir.init(&InitOptions {
+            workers: vec![w1.clone()],
+            ..Default::default()
+        })
+        .unwrap();
         let (_server, url) = start_server(&tmp);
         let (receiver, hits) = http_receiver().await;
         let rules_text = format!(
@@ -799,7 +1099,9 @@ notify = ["hook"]
         );
         let (stop, rx) = oneshot::channel::<()>();
         let mut config = acs_monitor::Config::new(dir.nats_options(&Role::Monitor, &url));
-        config.alarms = Some(AlarmConfig::new(rules::parse(&rules_text, tmp.path()).unwrap()));
+        config.alarms = Some(AlarmConfig::new(
+            rules::parse(&rules_text, tmp.path()).unwrap(),
+        ));
         let task = tokio::spawn(acs_monitor::run(config, async move {
             let _ = rx.await;
         }));
@@ -808,17 +1110,32 @@ notify = ["hook"]
         let worker = connect(&dir, &Role::Worker(w1.clone()), &url).await;
         let publisher = publish_metrics(worker, vec![("w1", knob(75.0))]);
 
-        until("firing seen by the operator", 30, || match states(&events, "w1").as_slice() {
-            [AlarmState::Pending, AlarmState::Firing] => Ok(()),
-            s => Err(format!("{s:?}")),
+        until("firing seen by the operator", 30, || {
+            match states(&events, "w1").as_slice() {
+                [AlarmState::Pending, AlarmState::Firing] => Ok(()),
+                s => Err(format!("{s:?}")),
+            }
         })
         .await;
-        until("webhook told", 20, || if hits_on(&hits, "/hook").len() == 1 { Ok(()) } else { Err("not yet".into()) })
-            .await;
-        let reply =
-            ask_alarms(&operator, r#"{"action":"ack","rule":"cpu_high","id":"w1","by":"operator"}"#).await.unwrap();
+        until("webhook told", 20, || {
+            if hits_on(&hits, "/hook").len() == 1 {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        })
+        .await;
+        let reply = ask_alarms(
+            &operator,
+            r#"{"action":"ack","rule":"cpu_high","id":"w1","by":"operator"}"#,
+        )
+        .await
+        .unwrap();
         assert!(reply.ok, "{reply:?}");
-        assert_eq!(reply.alarms[0].ack.as_ref().map(|a| a.by.as_str()), Some("operator"));
+        assert_eq!(
+            reply.alarms[0].ack.as_ref().map(|a| a.by.as_str()),
+            Some("operator")
+        );
         let reply = ask_alarms(&operator, r#"{"action":"list"}"#).await.unwrap();
         assert_eq!(reply.alarms.len(), 1);
 
@@ -826,10 +1143,16 @@ notify = ["hook"]
         let viewer = connect(&dir, &Role::Viewer, &url).await;
         let refused = tokio::time::timeout(
             Duration::from_secs(5),
-            viewer.request(Subjects::default().monitor_alarms(), r#"{"action":"list"}"#.into()),
+            viewer.request(
+                Subjects::default().monitor_alarms(),
+                r#"{"action":"list"}"#.into(),
+            ),
         )
         .await;
-        assert!(!matches!(refused, Ok(Ok(_))), "the viewer got an alarm answer");
+        assert!(
+            !matches!(refused, Ok(Ok(_))),
+            "the viewer got an alarm answer"
+        );
 
         publisher.abort();
         let _ = stop.send(());

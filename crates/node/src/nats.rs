@@ -37,7 +37,10 @@ pub enum Auth {
     CredsFile(PathBuf),
     /// A file holding an nkey seed (`SU...`); the server knows the public key.
     NkeySeedFile(PathBuf),
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
     Token(String),
 }
 
@@ -87,10 +90,20 @@ pub struct NatsArgs {
     #[arg(global = true, long = "nats-user", env = "NATS_USER")]
     pub user: Option<String>,
     /// Password (with --nats-user).
-    #[arg(global = true, long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
+    #[arg(
+        global = true,
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Authentication token.
-    #[arg(global = true, long = "nats-token", env = "NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        global = true,
+        long = "nats-token",
+        env = "NATS_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// CA certificate (PEM) that signed the server's certificate; turns TLS on.
     #[arg(global = true, long = "nats-ca", env = "NATS_CA")]
@@ -192,7 +205,11 @@ impl NatsOptions {
     /// unauthenticated local set-up.
     pub fn new(url: impl AsRef<str>) -> Self {
         NatsOptions {
-            servers: url.as_ref().split(',').map(|s| s.trim().to_string()).collect(),
+            servers: url
+                .as_ref()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
             name: String::new(),
             auth: Auth::None,
             tls: Tls::default(),
@@ -234,9 +251,13 @@ impl NatsOptions {
                 .map_err(|e| opt(format!("bad server URL {s:?}: {e}")))?;
         }
         if let Some(p) = &self.inbox_prefix {
-            let bad = |t: &str| t.is_empty() || t.contains(['*', '>']) || t.chars().any(char::is_whitespace);
+            let bad = |t: &str| {
+                t.is_empty() || t.contains(['*', '>']) || t.chars().any(char::is_whitespace)
+            };
             if p.split('.').any(bad) {
-                return Err(opt(format!("bad inbox prefix {p:?}: dot-separated tokens without wildcards or spaces")));
+                return Err(opt(format!(
+                    "bad inbox prefix {p:?}: dot-separated tokens without wildcards or spaces"
+                )));
             }
         }
         Ok(())
@@ -306,7 +327,10 @@ impl NatsOptions {
     /// [`Self::connect_once`], plus the server's refusals on this connection: a permissions
     /// violation arrives as an event while the request itself only times out, so a one-shot
     /// command can wait on [`Refusals::next`] beside its request and fail at once, saying why.
-    pub async fn connect_once_watched(&self, timeout: Duration) -> Result<(Client, Refusals), NatsError> {
+    pub async fn connect_once_watched(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Client, Refusals), NatsError> {
         self.warn_if_insecure();
         let who = self.name.clone();
         let refusals = Refusals::default();
@@ -345,7 +369,9 @@ impl NatsOptions {
         // async-nats reports a failed TLS handshake (unknown CA, bad certificate) as `Io`.
         let lower = detail.to_ascii_lowercase();
         let kind = if kind == ConnectErrorKind::Io
-            && ["certificate", "tls", "handshake", "unknownissuer"].iter().any(|w| lower.contains(w))
+            && ["certificate", "tls", "handshake", "unknownissuer"]
+                .iter()
+                .any(|w| lower.contains(w))
         {
             ConnectErrorKind::Tls
         } else {
@@ -365,7 +391,11 @@ pub struct Refusals(std::sync::Arc<(std::sync::Mutex<Vec<String>>, tokio::sync::
 
 impl Refusals {
     fn record(&self, error: String) {
-        self.0 .0.lock().unwrap_or_else(|p| p.into_inner()).push(error);
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(error);
         self.0 .1.notify_waiters();
     }
 
@@ -429,7 +459,9 @@ pub fn log_event(who: &str, event: &Event) {
             "NATS refused the credentials (authorization violation): check the --nats-creds, \
              --nats-nkey, --nats-user or --nats-token this process was given"
         ),
-        Event::ServerError(ServerError::Other(m)) if m.to_ascii_lowercase().contains("permissions violation") => {
+        Event::ServerError(ServerError::Other(m))
+            if m.to_ascii_lowercase().contains("permissions violation") =>
+        {
             warn!(
                 client = who,
                 error = %m,
@@ -457,12 +489,18 @@ fn readable(what: &'static str, path: &Path) -> Result<(), NatsError> {
 /// Reads an nkey seed file: the seed is the first line that starts with `S` (nsc and
 /// `acsctl auth` write the bare seed; a creds-style file with comment lines works too).
 fn read_seed(path: &Path) -> Result<String, NatsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| read_error("nkey seed file", path, source))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| read_error("nkey seed file", path, source))?;
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with('S') && l.len() > 50)
         .map(str::to_string)
-        .ok_or_else(|| opt(format!("{} holds no nkey seed (a line starting with S)", path.display())))
+        .ok_or_else(|| {
+            opt(format!(
+                "{} holds no nkey seed (a line starting with S)",
+                path.display()
+            ))
+        })
 }
 
 #[cfg(test)]

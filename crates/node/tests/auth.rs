@@ -18,7 +18,8 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)).expect("nats-server up");
+        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))
+            .expect("nats-server up");
         Server(child, port)
     }
     fn url(&self) -> String {
@@ -54,15 +55,25 @@ async fn token_right_and_wrong() {
 #[tokio::test]
 async fn user_and_password() {
     let s = Server::start(&["--user", "op", "--pass", "pw"]);
-    let ok = NatsOptions::new(s.url()).with_auth(Auth::UserPassword { user: "op".into(), password: "pw".into() });
+    let ok = NatsOptions::new(s.url()).with_auth(Auth::UserPassword {
+        user: "op".into(),
+        password: "pw".into(),
+    });
     ok.connect_once(T).await.expect("right password connects");
-    let bad = NatsOptions::new(s.url()).with_auth(Auth::UserPassword { user: "op".into(), password: "no".into() });
+    let bad = NatsOptions::new(s.url()).with_auth(Auth::UserPassword {
+        user: "op".into(),
+        password: "no".into(),
+    });
     assert!(bad.connect_once(T).await.is_err());
 }
 
 #[tokio::test]
 async fn nothing_listening_says_so() {
     let o = NatsOptions::new(format!("nats://127.0.0.1:{}", free_port()));
-    let e = o.connect_once(Duration::from_millis(500)).await.unwrap_err().to_string();
+    let e = o
+        .connect_once(Duration::from_millis(500))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no server answered"), "{e}");
 }

@@ -256,7 +256,11 @@ mod tests {
         // Back in rotation; one more failure ejects it again.
         assert!(b.record_failure(t + 6000, &p));
         assert!(b.is_ejected(t + 6001));
-        assert_eq!(b.window.take().errors, 0, "ejection bookkeeping does not count errors twice");
+        assert_eq!(
+            b.window.take().errors,
+            0,
+            "ejection bookkeeping does not count errors twice"
+        );
     }
 
     #[test]

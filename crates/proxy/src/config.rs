@@ -163,10 +163,18 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("max-tries"));
         let mut c = cfg();
         c.server.listener_tasks = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("--listener-tasks"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--listener-tasks"));
         let mut c = cfg();
         c.pressure.factor = 0.5;
-        assert!(c.validate().unwrap_err().to_string().contains("--pressure-factor"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--pressure-factor"));
         c.pressure.factor = f64::NAN;
         assert!(c.validate().is_err());
         assert!(cfg().with_prefix("a..b").is_err());

@@ -128,7 +128,10 @@ pub fn run_with_metrics(
     };
     if let Some(listen) = &metrics {
         let registry = prom::registry(nats.shared.clone(), &config.id);
-        server.add_service(background_service("metrics", prom::MetricsService::bind(listen, registry)?));
+        server.add_service(background_service(
+            "metrics",
+            prom::MetricsService::bind(listen, registry)?,
+        ));
     }
     server.add_service(background_service("nats", nats));
 

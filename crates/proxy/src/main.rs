@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use acs_events::ProxyId;
 use acs_proxy::backend::EjectPolicy;
-use acs_proxy::snapshot::PeerTimeouts;
 use acs_proxy::config::ServerTuning;
 use acs_proxy::pressure::PressureSettings;
+use acs_proxy::snapshot::PeerTimeouts;
 use acs_proxy::{Config, Tuning};
 use anyhow::Context;
 use clap::Parser;
@@ -82,7 +82,8 @@ fn main() -> anyhow::Result<()> {
     acs_node::init_tracing("info");
 
     let nats = args.nats.into_options(format!("acs-proxy {}", args.id))?;
-    let mut config = Config::new(args.listen, acs_node::nats::DEFAULT_URL, args.id).with_prefix(&args.prefix)?;
+    let mut config =
+        Config::new(args.listen, acs_node::nats::DEFAULT_URL, args.id).with_prefix(&args.prefix)?;
     config.nats = nats;
     config.metrics_interval = Duration::from_millis(args.metrics_interval_ms);
     config.pressure = PressureSettings {
@@ -112,5 +113,6 @@ fn main() -> anyhow::Result<()> {
         upstream_keepalive_pool: args.upstream_keepalive_pool,
     };
     let metrics = args.metrics.into_listen().context("--metrics-listen")?;
-    acs_proxy::run_with_metrics(config, metrics, acs_node::shutdown_signal()).context("acs-proxy failed")
+    acs_proxy::run_with_metrics(config, metrics, acs_node::shutdown_signal())
+        .context("acs-proxy failed")
 }

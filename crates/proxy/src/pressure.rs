@@ -96,7 +96,8 @@ impl Pressure {
     /// A report was sent at `at` (its windows were reset then): its figures become the baseline.
     pub fn reported(&mut self, m: &ProxyMetrics, at: Instant) {
         self.last_report = at;
-        self.services.retain(|name, _| m.services.iter().any(|s| &s.service == name));
+        self.services
+            .retain(|name, _| m.services.iter().any(|s| &s.service == name));
         for s in &m.services {
             let seen = self.services.entry(s.service.clone()).or_default();
             seen.reported_rps = s.totals.rps;
@@ -124,7 +125,9 @@ impl Pressure {
                 seen.samples.push_back((self.last_report, 0));
             }
             seen.samples.push_back((now, done));
-            while seen.samples.len() > 1 && now.saturating_duration_since(seen.samples[0].0) > LOOKBACK {
+            while seen.samples.len() > 1
+                && now.saturating_duration_since(seen.samples[0].0) > LOOKBACK
+            {
                 seen.samples.pop_front();
             }
             if due.is_some() {
@@ -136,8 +139,10 @@ impl Pressure {
             let rps = start.map_or(0.0, |&(t, n)| {
                 done.saturating_sub(n) as f64 / now.saturating_duration_since(t).as_secs_f64()
             });
-            let rate_jump = rps >= seen.reported_rps * s.factor && rps - seen.reported_rps >= s.min_rps;
-            let in_flight_jump = in_flight >= seen.reported_in_flight.saturating_add(s.min_in_flight)
+            let rate_jump =
+                rps >= seen.reported_rps * s.factor && rps - seen.reported_rps >= s.min_rps;
+            let in_flight_jump = in_flight
+                >= seen.reported_in_flight.saturating_add(s.min_in_flight)
                 && in_flight as f64 >= seen.reported_in_flight as f64 * s.factor;
             if rate_jump || in_flight_jump {
                 due = Some(Jump {
@@ -159,7 +164,9 @@ mod tests {
     use crate::metrics::collect;
     use crate::routes::RouteTable;
     use crate::snapshot::PeerTimeouts;
-    use acs_events::{Backend, BackendChange, BackendUpdate, ProxyId, ReplicaId, Route, Selection, WorkerId};
+    use acs_events::{
+        Backend, BackendChange, BackendUpdate, ProxyId, ReplicaId, Route, Selection, WorkerId,
+    };
 
     fn snapshot() -> Snapshot {
         let b = |id: &str| Backend {
@@ -185,13 +192,24 @@ mod tests {
 
     fn complete(s: &Snapshot, n: usize) {
         for i in 0..n {
-            s.services[0].backends[i % 2].state.window.done(Duration::from_millis(1), false);
+            s.services[0].backends[i % 2]
+                .state
+                .window
+                .done(Duration::from_millis(1), false);
         }
     }
 
     /// Reports `s` as the metrics task would: collect (resets the windows), then `reported`.
     fn report(p: &mut Pressure, s: &Snapshot, window: Duration, at: Instant) -> ProxyMetrics {
-        let m = collect(s, &ProxyId::new("p1").unwrap(), window, 0, 0, 0, &Default::default());
+        let m = collect(
+            s,
+            &ProxyId::new("p1").unwrap(),
+            window,
+            0,
+            0,
+            0,
+            &Default::default(),
+        );
         p.reported(&m, at);
         m
     }
@@ -219,7 +237,9 @@ mod tests {
         complete(&s, 10);
         assert_eq!(p.check(&s, t0 + MS(2050)), None);
         complete(&s, 10);
-        let j = p.check(&s, t0 + MS(2100)).expect("a jump from 10 to 200 req/s is due");
+        let j = p
+            .check(&s, t0 + MS(2100))
+            .expect("a jump from 10 to 200 req/s is due");
         assert_eq!(j.service.as_str(), "web");
         assert!((j.rps - 200.0).abs() < 1.0, "{j:?}");
         assert_eq!(j.reported_rps, 10.0);
@@ -280,8 +300,12 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pressure::new(PressureSettings::default(), t0);
         report(&mut p, &s, MS(1000), t0);
-        let held: Vec<_> = (0..20).map(|_| s.services[0].backends[0].state.begin()).collect();
-        let j = p.check(&s, t0 + MS(150)).expect("20 in flight after 0 is due");
+        let held: Vec<_> = (0..20)
+            .map(|_| s.services[0].backends[0].state.begin())
+            .collect();
+        let j = p
+            .check(&s, t0 + MS(150))
+            .expect("20 in flight after 0 is due");
         assert_eq!((j.in_flight, j.reported_in_flight), (20, 0));
         // Reported: the baseline is now 20 in flight, so the same 20 are not due again.
         report(&mut p, &s, MS(150), t0 + MS(150));
@@ -296,7 +320,11 @@ mod tests {
         let mut p = Pressure::new(PressureSettings::default(), t0);
         report(&mut p, &s, MS(1000), t0);
         complete(&s, 100);
-        assert_eq!(p.check(&s, t0 + MS(99)), None, "within MIN_GAP of the last report");
+        assert_eq!(
+            p.check(&s, t0 + MS(99)),
+            None,
+            "within MIN_GAP of the last report"
+        );
         assert!(p.check(&s, t0 + MS(100)).is_some());
     }
 }

@@ -61,17 +61,26 @@ impl Totals {
 
     /// A traffic report sent before the interval was up ([`crate::pressure`]).
     pub fn early_report(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).early_reports += 1;
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .early_reports += 1;
     }
 
     /// A traffic report too big for one message, sent in parts.
     pub fn split_report(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).split_reports += 1;
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .split_reports += 1;
     }
 
     /// A traffic report too big even in parts ([`acs_events::MAX_PARTS`]), not sent.
     pub fn unsent_report(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).unsent_reports += 1;
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unsent_reports += 1;
     }
 
     pub fn add_unrouted(&self, n: u64) {
@@ -187,13 +196,38 @@ impl Collector for ProxyCollector {
                 fam.encode_family(&[("service", name.as_str())])?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
-            counter(&mut encoder, "acs_proxy_unrouted_requests", "Requests no route matched (answered 404)", totals.unrouted)?;
-            counter(&mut encoder, "acs_proxy_early_reports", "Traffic reports sent before the interval was up, because a service's load jumped", totals.early_reports)?;
-            counter(&mut encoder, "acs_proxy_split_reports", "Traffic reports too big for one message, sent in parts", totals.split_reports)?;
-            counter(&mut encoder, "acs_proxy_unsent_reports", "Traffic reports too big even in parts, not sent", totals.unsent_reports)?;
+            counter(
+                &mut encoder,
+                "acs_proxy_unrouted_requests",
+                "Requests no route matched (answered 404)",
+                totals.unrouted,
+            )?;
+            counter(
+                &mut encoder,
+                "acs_proxy_early_reports",
+                "Traffic reports sent before the interval was up, because a service's load jumped",
+                totals.early_reports,
+            )?;
+            counter(
+                &mut encoder,
+                "acs_proxy_split_reports",
+                "Traffic reports too big for one message, sent in parts",
+                totals.split_reports,
+            )?;
+            counter(
+                &mut encoder,
+                "acs_proxy_unsent_reports",
+                "Traffic reports too big even in parts, not sent",
+                totals.unsent_reports,
+            )?;
         }
         let rejected = shared.rejected.load(Relaxed);
-        counter(&mut encoder, "acs_proxy_rejected_updates", "Malformed or unauthorised backend updates refused", rejected)?;
+        counter(
+            &mut encoder,
+            "acs_proxy_rejected_updates",
+            "Malformed or unauthorised backend updates refused",
+            rejected,
+        )?;
 
         let snap = shared.snapshot.load_full();
         let now = mono_now_ms();

@@ -188,7 +188,13 @@ impl ProxyProc {
             &["--metrics-interval-ms", "300"]
         };
         let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url, "--nats-insecure"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--nats",
+                nats_url,
+                "--nats-insecure",
+            ])
             .args(["--prefix", "acs", "--id", id, "--threads", "1"])
             .args(interval)
             .args(extra)
@@ -833,7 +839,12 @@ async fn traffic_metrics_have_sane_numbers() {
 async fn a_load_step_is_reported_before_the_interval_is_up() {
     let [b1] = test_backends(["b1"]).await;
     let w = World::start_with(
-        vec![reset("web", 3, route(Some("web.test"), None), vec![b1.backend()])],
+        vec![reset(
+            "web",
+            3,
+            route(Some("web.test"), None),
+            vec![b1.backend()],
+        )],
         &["--metrics-interval-ms", "30000"],
     )
     .await;
@@ -864,9 +875,21 @@ async fn a_load_step_is_reported_before_the_interval_is_up() {
     let started = Instant::now();
     let (sent, (m, seen)) = tokio::join!(load, watch);
     assert!(sent > 0);
-    let web = m.services.iter().find(|s| s.service.as_str() == "web").expect("web is listed");
-    assert!(m.interval_ms < 5_000, "a short window: {} ms", m.interval_ms);
-    assert!(web.totals.requests > 0 && web.totals.rps > 20.0, "{:?}", web.totals);
+    let web = m
+        .services
+        .iter()
+        .find(|s| s.service.as_str() == "web")
+        .expect("web is listed");
+    assert!(
+        m.interval_ms < 5_000,
+        "a short window: {} ms",
+        m.interval_ms
+    );
+    assert!(
+        web.totals.requests > 0 && web.totals.rps > 20.0,
+        "{:?}",
+        web.totals
+    );
     assert!(seen.duration_since(started) < Duration::from_secs(5));
 }
 
@@ -881,21 +904,38 @@ async fn a_report_too_big_for_one_message_is_sent_in_parts() {
         let backends = (0..per_service)
             .map(|b| backend(&format!("svc{s:02}-backend-{b:04}"), &closed_addr()))
             .collect();
-        w.publish(&reset(&format!("svc{s:02}"), 1, route(Some(&format!("svc{s:02}.test")), None), backends))
-            .await;
+        w.publish(&reset(
+            &format!("svc{s:02}"),
+            1,
+            route(Some(&format!("svc{s:02}.test")), None),
+            backends,
+        ))
+        .await;
     }
     let mut assembler = acs_events::MetricsAssembler::default();
     let start = Instant::now();
     let mut parts;
     let whole = loop {
-        assert!(start.elapsed() < DEADLINE, "no whole report with every backend");
-        let msg = tokio::time::timeout(DEADLINE, sub.next()).await.expect("metrics arrive").unwrap();
-        assert!(msg.payload.len() <= acs_events::MAX_PAYLOAD, "a message of {} bytes", msg.payload.len());
-        let part: acs_events::ProxyMetricsMsg = decode(&msg.payload).expect("a part decodes and validates");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no whole report with every backend"
+        );
+        let msg = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .expect("metrics arrive")
+            .unwrap();
+        assert!(
+            msg.payload.len() <= acs_events::MAX_PAYLOAD,
+            "a message of {} bytes",
+            msg.payload.len()
+        );
+        let part: acs_events::ProxyMetricsMsg =
+            decode(&msg.payload).expect("a part decodes and validates");
         parts = part.part.map_or(1, |p| p.count);
         let now_ms = start.elapsed().as_millis() as u64;
         if let Some(m) = assembler.push(part, now_ms) {
-            if m.services.iter().map(|s| s.backends.len()).sum::<usize>() == services * per_service {
+            if m.services.iter().map(|s| s.backends.len()).sum::<usize>() == services * per_service
+            {
                 break m;
             }
         }
@@ -905,7 +945,12 @@ async fn a_report_too_big_for_one_message_is_sent_in_parts() {
     for (i, svc) in whole.services.iter().enumerate() {
         assert_eq!(svc.service.as_str(), format!("svc{i:02}"));
         assert_eq!(svc.version, 1);
-        assert_eq!(svc.backends.len(), per_service, "{} arrives whole", svc.service);
+        assert_eq!(
+            svc.backends.len(),
+            per_service,
+            "{} arrives whole",
+            svc.service
+        );
     }
     assert_eq!(assembler.dropped().total(), 0);
     assert!(parts >= 2, "the whole report came in {parts} parts");
@@ -1014,7 +1059,10 @@ async fn an_older_terms_update_is_refused_and_routing_keeps_the_new_leaders_back
     let v = |term, seq| acs_events::pack_version(term, seq);
     let w = World::start(vec![web_reset(v(5, 1), vec![b1.backend()])]).await;
     w.until_served_by("x", "/", &["b1"], 2).await;
-    let mut rejections = w.nc.subscribe(Subjects::default().rejections("proxy")).await.unwrap();
+    let mut rejections =
+        w.nc.subscribe(Subjects::default().rejections("proxy"))
+            .await
+            .unwrap();
     let leader = acs_events::LeaderEvent {
         v: 1,
         term: 5,
@@ -1023,15 +1071,24 @@ async fn an_older_terms_update_is_refused_and_routing_keeps_the_new_leaders_back
         change: acs_events::LeaderChange::Elected,
         lease_ms: 1500,
     };
-    w.publish_raw(&Subjects::default().leader(), encode(&leader)).await;
+    w.publish_raw(&Subjects::default().leader(), encode(&leader))
+        .await;
 
     // The paused term-4 leader wakes and sends a reset with a huge sequence.
-    w.publish(&web_reset(v(4, 1_000_000), vec![b2.backend()])).await;
-    let msg = tokio::time::timeout(DEADLINE, rejections.next()).await.expect("a rejection").unwrap();
+    w.publish(&web_reset(v(4, 1_000_000), vec![b2.backend()]))
+        .await;
+    let msg = tokio::time::timeout(DEADLINE, rejections.next())
+        .await
+        .expect("a rejection")
+        .unwrap();
     let r: acs_events::Rejection = acs_events::decode(&msg.payload).unwrap();
     assert_eq!(r.kind, "fenced", "{r:?}");
     let hits = w.spread("x", "/", 20).await;
-    assert_eq!(hits.get("b1"), Some(&20), "still the term-5 backends: {hits:?}");
+    assert_eq!(
+        hits.get("b1"),
+        Some(&20),
+        "still the term-5 backends: {hits:?}"
+    );
     assert_eq!(b2.hits.load(Ordering::Relaxed), 0);
 
     // The term-5 leader's next delta still applies.

@@ -310,7 +310,11 @@ mod tests {
                 StatsScope::Replica => {
                     assert!(REPLICA_METRICS.contains(&back.metric.as_str()));
                     let j: usize = back.id.rsplit('-').next().unwrap().parse().unwrap();
-                    let svc = if j.is_multiple_of(2) { "-web-" } else { "-api-" };
+                    let svc = if j.is_multiple_of(2) {
+                        "-web-"
+                    } else {
+                        "-api-"
+                    };
                     assert!(j < 4 && back.id.contains(svc), "{}", back.id);
                 }
                 s => panic!("unexpected scope {s:?}"),

@@ -52,7 +52,11 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts TCP connections on `addr`.
@@ -96,7 +100,11 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts connections.
     pub fn start() -> Self {
-        let mut s = Self { child: None, port: free_port(), store: TempDir::new("nats-js") };
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            store: TempDir::new("nats-js"),
+        };
         s.spawn();
         s
     }
@@ -110,12 +118,23 @@ impl NatsServer {
         let bin = nats_server_bin();
         let store = self.store.path().to_string_lossy().into_owned();
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd", &store])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+                &store,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {} ({e}); run scripts/install-deps.sh", bin.display())
+                panic!(
+                    "cannot start {} ({e}); run scripts/install-deps.sh",
+                    bin.display()
+                )
             });
         self.child = Some(child);
         wait_for_port(self.addr(), Duration::from_secs(10)).expect("nats-server did not start");

@@ -21,7 +21,10 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {message}")]
@@ -94,7 +97,11 @@ pub struct Rebalance {
 
 impl Default for Rebalance {
     fn default() -> Self {
-        Self { enabled: false, moves_per_minute: default_moves_per_minute(), cpu_gap_pct: default_cpu_gap_pct() }
+        Self {
+            enabled: false,
+            moves_per_minute: default_moves_per_minute(),
+            cpu_gap_pct: default_cpu_gap_pct(),
+        }
     }
 }
 
@@ -109,10 +116,16 @@ fn default_cpu_gap_pct() -> f64 {
 impl Rebalance {
     fn validate(&self) -> Result<(), String> {
         if !(1..=60).contains(&self.moves_per_minute) {
-            return Err(format!("rebalance.moves_per_minute must be 1..=60, got {}", self.moves_per_minute));
+            return Err(format!(
+                "rebalance.moves_per_minute must be 1..=60, got {}",
+                self.moves_per_minute
+            ));
         }
         if !(self.cpu_gap_pct.is_finite() && self.cpu_gap_pct > 0.0 && self.cpu_gap_pct <= 100.0) {
-            return Err(format!("rebalance.cpu_gap_pct must be in (0, 100], got {}", self.cpu_gap_pct));
+            return Err(format!(
+                "rebalance.cpu_gap_pct must be in (0, 100], got {}",
+                self.cpu_gap_pct
+            ));
         }
         Ok(())
     }
@@ -214,10 +227,15 @@ pub struct Services(pub BTreeMap<ServiceName, ServiceConfig>);
 impl Services {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p.clone(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: p.clone(),
+                message,
+            },
             ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: p, message },
             other => other,
         })
@@ -228,7 +246,10 @@ impl Services {
             path: "<services>".into(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        file.validate().map_err(|message| ConfigError::Invalid { path: "<services>".into(), message })
+        file.validate().map_err(|message| ConfigError::Invalid {
+            path: "<services>".into(),
+            message,
+        })
     }
 
     pub fn get(&self, name: &ServiceName) -> Option<&ServiceConfig> {
@@ -252,7 +273,8 @@ impl ServiceFile {
         let mut out = BTreeMap::new();
         let mut routes = BTreeSet::new();
         for s in self.services {
-            s.validate().map_err(|e| format!("service {:?}: {e}", s.name.as_str()))?;
+            s.validate()
+                .map_err(|e| format!("service {:?}: {e}", s.name.as_str()))?;
             let key = (s.route.host.clone(), s.route.path_prefix.clone());
             if !routes.insert(key) {
                 return Err(format!(
@@ -332,7 +354,10 @@ impl Policy {
             ));
         }
         if self.max_replicas as i64 > acs_events::MAX_REPLICAS {
-            return Err(format!("max_replicas must be <= {}", acs_events::MAX_REPLICAS));
+            return Err(format!(
+                "max_replicas must be <= {}",
+                acs_events::MAX_REPLICAS
+            ));
         }
         for signal in crate::policy::SIGNALS {
             if let Some(v) = (signal.target)(self) {
@@ -403,9 +428,15 @@ mod tests {
         let text = "[[service]]\nname = \"web\"\ncommand = [\"x\"]\nsecrets = { DB_PASSWORD = \"db-password\" }\n";
         let s = Services::parse(text).unwrap();
         let spec = s.get(&"web".parse().unwrap()).unwrap().replica_spec();
-        assert_eq!(spec.secrets.get("DB_PASSWORD").map(String::as_str), Some("db-password"));
+        assert_eq!(
+            spec.secrets.get("DB_PASSWORD").map(String::as_str),
+            Some("db-password")
+        );
         let e = err("[[service]]\nname = \"web\"\ncommand = [\"x\"]\nsecrets = { DB = \"../etc/shadow\" }\n");
-        assert!(e.contains("service \"web\"") && e.contains("../etc/shadow"), "{e}");
+        assert!(
+            e.contains("service \"web\"") && e.contains("../etc/shadow"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -419,22 +450,30 @@ mod tests {
         let e = err(
             "[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={min_replicas=5, max_replicas=2}\n",
         );
-        assert!(e.contains("service \"web\"") && e.contains("policy.min_replicas"), "{e}");
-        let e = err(
-            "[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={target_cpu_pct=-1.0}\n",
+        assert!(
+            e.contains("service \"web\"") && e.contains("policy.min_replicas"),
+            "{e}"
         );
+        let e = err("[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={target_cpu_pct=-1.0}\n");
         assert!(e.contains("policy.target_cpu_pct"), "{e}");
     }
 
     #[test]
     fn every_signal_key_is_a_policy_field() {
         for signal in crate::policy::SIGNALS {
-            let file = format!("[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={{{}=7}}\n", signal.key);
+            let file = format!(
+                "[[service]]\nname=\"web\"\ncommand=[\"x\"]\npolicy={{{}=7}}\n",
+                signal.key
+            );
             let services = Services::parse(&file).unwrap_or_else(|e| panic!("{}: {e}", signal.key));
             let policy = &services.get(&"web".parse().unwrap()).unwrap().policy;
             assert_eq!((signal.target)(policy), Some(7.0), "{}", signal.key);
             let zero = file.replace("=7}", "=0}");
-            assert!(err(&zero).contains(&format!("policy.{} must be > 0", signal.key)), "{}", signal.key);
+            assert!(
+                err(&zero).contains(&format!("policy.{} must be > 0", signal.key)),
+                "{}",
+                signal.key
+            );
         }
         assert!(crate::policy::describe_targets(&Policy::default()).starts_with("no target"));
     }
@@ -451,7 +490,9 @@ mod tests {
 
     #[test]
     fn duplicate_routes_and_names() {
-        let e = err("[[service]]\nname=\"a\"\ncommand=[\"x\"]\n[[service]]\nname=\"b\"\ncommand=[\"x\"]\n");
+        let e = err(
+            "[[service]]\nname=\"a\"\ncommand=[\"x\"]\n[[service]]\nname=\"b\"\ncommand=[\"x\"]\n",
+        );
         assert!(e.contains("already used"), "{e}");
         let e = err(
             "[[service]]\nname=\"a\"\ncommand=[\"x\"]\n[[service]]\nname=\"a\"\ncommand=[\"x\"]\nroute={host=\"h\"}\n",

@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 
 use acs_events::{
-    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaId, ReplicaInfo, ReplicaReply, ReplicaRequest, ReplicaState, ScaleMode, ScaleReply, ScaleRequest, ServiceName, ServiceStatus,
-    StatusDetail, StatusPage, StatusReply, StatusRequest, StatusSummary, SyncReply, SyncRequest, WorkerHealth, WorkerStatus,
-    SCHEMA_VERSION, STATUS_DETAIL_MAX, STATUS_PAGE_MAX,
+    BackendChange, BackendUpdate, MaintenanceAction, MaintenanceReply, MaintenanceRequest,
+    ReplicaId, ReplicaInfo, ReplicaReply, ReplicaRequest, ReplicaState, ScaleMode, ScaleReply,
+    ScaleRequest, ServiceName, ServiceStatus, StatusDetail, StatusPage, StatusReply, StatusRequest,
+    StatusSummary, SyncReply, SyncRequest, WorkerHealth, WorkerStatus, SCHEMA_VERSION,
+    STATUS_DETAIL_MAX, STATUS_PAGE_MAX,
 };
 
 use crate::config::Services;
@@ -16,7 +18,12 @@ use crate::world::{Event, Intent, Maintenance, Now, World};
 
 /// Applies a manual scale request: a pin, or (`auto`) the service handed back to its policy.
 /// Unknown services are refused with the list of known ones.
-pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, now: Now) -> ScaleReply {
+pub fn manual_scale(
+    world: &mut World,
+    services: &Services,
+    req: &ScaleRequest,
+    now: Now,
+) -> ScaleReply {
     let Some(svc) = services.get(&req.service) else {
         return ScaleReply::error(format!(
             "unknown service {:?}; known services: {}",
@@ -55,7 +62,13 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
         }
         (Some(n), ScaleMode::Manual, note)
     };
-    world.apply(Event::Pin { service: req.service.clone(), replicas }, now.mono);
+    world.apply(
+        Event::Pin {
+            service: req.service.clone(),
+            replicas,
+        },
+        now.mono,
+    );
     ScaleReply {
         v: SCHEMA_VERSION,
         ok: true,
@@ -69,13 +82,21 @@ pub fn manual_scale(world: &mut World, services: &Services, req: &ScaleRequest, 
 }
 
 fn live_workers(world: &World, now: Now) -> impl Iterator<Item = &crate::world::WorkerView> {
-    world.workers().values().filter(move |w| w.is_up(now.mono, world.settings()))
+    world
+        .workers()
+        .values()
+        .filter(move |w| w.is_up(now.mono, world.settings()))
 }
 
 fn free_slots(world: &World, now: Now) -> u32 {
     live_workers(world, now)
         .map(|w| {
-            let taken = w.last.replicas.iter().filter(|r| r.state.takes_slot()).count() as u32;
+            let taken = w
+                .last
+                .replicas
+                .iter()
+                .filter(|r| r.state.takes_slot())
+                .count() as u32;
             w.last.capacity.max_replicas.saturating_sub(taken)
         })
         .fold(0u32, u32::saturating_add)
@@ -85,7 +106,8 @@ fn free_slots(world: &World, now: Now) -> u32 {
 /// [`status_page`]). `rejected` is left at 0: that count belongs to the reconciler loop,
 /// which fills it in.
 pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
-    status_page(world, services, &StatusRequest::default(), now).expect("the default status request is always answered")
+    status_page(world, services, &StatusRequest::default(), now)
+        .expect("the default status request is always answered")
 }
 
 /// The answer to one `acs.status` request: everything while there are at most
@@ -93,22 +115,34 @@ pub fn status(world: &World, services: &Services, now: Now) -> StatusReply {
 /// service with its counts, the workers' totals, no lists); or, on request, one service's
 /// replicas and backends or the workers, a page at a time. A page is shrunk until the reply
 /// fits in [`acs_events::MAX_PAYLOAD`]. Errors are for the user (an unknown service).
-pub fn status_page(world: &World, services: &Services, req: &StatusRequest, now: Now) -> Result<StatusReply, String> {
+pub fn status_page(
+    world: &World,
+    services: &Services,
+    req: &StatusRequest,
+    now: Now,
+) -> Result<StatusReply, String> {
     if let Some(name) = &req.service {
         if services.get(name).is_none() {
-            return Err(format!("unknown service {:?}; known services: {}", name.as_str(), services.names().join(", ")));
+            return Err(format!(
+                "unknown service {:?}; known services: {}",
+                name.as_str(),
+                services.names().join(", ")
+            ));
         }
     }
     let t = now.mono;
     // Every live worker's replicas, by service: one pass over what workers report.
     let mut replicas: BTreeMap<&ServiceName, Vec<ReplicaInfo>> = BTreeMap::new();
-    for (wid, w) in world.workers().iter().filter(|(_, w)| w.is_up(t, world.settings())) {
+    for (wid, w) in world
+        .workers()
+        .iter()
+        .filter(|(_, w)| w.is_up(t, world.settings()))
+    {
         for r in &w.last.replicas {
             if services.get(&r.service).is_none() {
                 continue;
             }
-            let draining =
-                matches!(world.records().get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
+            let draining = matches!(world.records().get(&r.id), Some(rec) if matches!(rec.intent, Intent::Draining { .. }));
             replicas.entry(&r.service).or_default().push(ReplicaInfo {
                 id: r.id.clone(),
                 worker: wid.clone(),
@@ -122,14 +156,18 @@ pub fn status_page(world: &World, services: &Services, req: &StatusRequest, now:
     for (name, svc) in services.iter() {
         let st = world.service(name);
         let replicas = replicas.remove(name).unwrap_or_default();
-        let backends: Vec<acs_events::Backend> = st.map(|s| s.published.values().cloned().collect()).unwrap_or_default();
+        let backends: Vec<acs_events::Backend> = st
+            .map(|s| s.published.values().cloned().collect())
+            .unwrap_or_default();
         out.push(ServiceStatus {
             name: name.clone(),
             mode: match st {
                 Some(s) if s.manual.is_some() || s.pin_unreadable => ScaleMode::Manual,
                 _ => ScaleMode::Auto,
             },
-            desired: st.and_then(|s| s.desired).unwrap_or(svc.policy.min_replicas),
+            desired: st
+                .and_then(|s| s.desired)
+                .unwrap_or(svc.policy.min_replicas),
             running: backends.iter().filter(|b| !b.draining).count() as u32,
             replicas_total: replicas.len() as u32,
             backends_total: backends.len() as u32,
@@ -144,7 +182,11 @@ pub fn status_page(world: &World, services: &Services, req: &StatusRequest, now:
         .iter()
         .map(|(id, w)| WorkerStatus {
             id: id.clone(),
-            health: if w.is_up(t, world.settings()) { WorkerHealth::Up } else { WorkerHealth::Down },
+            health: if w.is_up(t, world.settings()) {
+                WorkerHealth::Up
+            } else {
+                WorkerHealth::Down
+            },
             cordoned: world.maintenance_of(id).cordoned,
             draining: world.maintenance_of(id).draining,
             last_seen_ms_ago: t.saturating_sub(w.last_seen),
@@ -165,7 +207,12 @@ pub fn status_page(world: &World, services: &Services, req: &StatusRequest, now:
         summary: Some(summary),
         page: None,
     };
-    let total = whole.workers.len() + whole.services.iter().map(|s| s.replicas.len() + s.backends.len()).sum::<usize>();
+    let total = whole.workers.len()
+        + whole
+            .services
+            .iter()
+            .map(|s| s.replicas.len() + s.backends.len())
+            .sum::<usize>();
     let mut limit = req.limit.unwrap_or(STATUS_PAGE_MAX).min(STATUS_PAGE_MAX) as usize;
     loop {
         let reply = if req.service.is_some() || req.workers {
@@ -210,7 +257,13 @@ fn summary_only(whole: &StatusReply, total: usize) -> StatusReply {
         s.replicas.clear();
         s.backends.clear();
     }
-    r.page = Some(StatusPage { detail: StatusDetail::Summary, offset: 0, count: 0, total: total as u32, next: None });
+    r.page = Some(StatusPage {
+        detail: StatusDetail::Summary,
+        offset: 0,
+        count: 0,
+        total: total as u32,
+        next: None,
+    });
     r
 }
 
@@ -221,7 +274,12 @@ fn page(whole: &StatusReply, req: &StatusRequest, limit: usize) -> StatusReply {
     let cut = |n: usize| offset.min(n)..(offset + limit).min(n);
     let (detail, total, count) = match &req.service {
         Some(name) => {
-            let (i, full) = whole.services.iter().enumerate().find(|(_, s)| &s.name == name).expect("checked: declared");
+            let (i, full) = whole
+                .services
+                .iter()
+                .enumerate()
+                .find(|(_, s)| &s.name == name)
+                .expect("checked: declared");
             let total = full.replicas.len().max(full.backends.len());
             r.services[i].replicas = full.replicas[cut(full.replicas.len())].to_vec();
             r.services[i].backends = full.backends[cut(full.backends.len())].to_vec();
@@ -233,7 +291,13 @@ fn page(whole: &StatusReply, req: &StatusRequest, limit: usize) -> StatusReply {
         }
     };
     let next = (offset + count < total).then_some((offset + count) as u32);
-    r.page = Some(StatusPage { detail, offset: req.offset, count: count as u32, total: total as u32, next });
+    r.page = Some(StatusPage {
+        detail,
+        offset: req.offset,
+        count: count as u32,
+        total: total as u32,
+        next,
+    });
     r
 }
 
@@ -249,7 +313,12 @@ pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> 
     let wanted: Vec<_> = services
         .iter()
         .filter(|(name, _)| req.services.is_empty() || req.services.contains(name))
-        .filter_map(|(name, svc)| world.service(name).filter(|st| st.last_reset.is_some()).map(|st| (name, svc, st)))
+        .filter_map(|(name, svc)| {
+            world
+                .service(name)
+                .filter(|st| st.last_reset.is_some())
+                .map(|st| (name, svc, st))
+        })
         .collect();
     let share = acs_events::CHUNK_BYTES / wanted.len().max(1);
     let mut updates = Vec::new();
@@ -271,10 +340,19 @@ pub fn sync(world: &World, services: &Services, req: &SyncRequest, now: Now) -> 
             version: st.version,
             ts_ms: now.unix_ms,
             selection: svc.selection,
-            change: BackendChange::Reset { route: svc.route.clone(), backends },
+            change: BackendChange::Reset {
+                route: svc.route.clone(),
+                backends,
+            },
         });
     }
-    Sync { reply: SyncReply { v: SCHEMA_VERSION, updates }, resend }
+    Sync {
+        reply: SyncReply {
+            v: SCHEMA_VERSION,
+            updates,
+        },
+        resend,
+    }
 }
 
 /// A sync reply, and the services it could carry only in part.
@@ -293,10 +371,19 @@ pub fn maintenance(world: &mut World, req: &MaintenanceRequest, now: Now) -> Mai
         return MaintenanceReply::error(format!(
             "unknown worker {:?}; known workers: {}",
             req.worker.as_str(),
-            if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none yet".to_string()
+            } else {
+                known.join(", ")
+            }
         ));
     };
-    let replicas = worker.last.replicas.iter().filter(|r| r.state.takes_slot()).count() as u32;
+    let replicas = worker
+        .last
+        .replicas
+        .iter()
+        .filter(|r| r.state.takes_slot())
+        .count() as u32;
     let (state, note) = match req.action {
         MaintenanceAction::Cordon => (
             Maintenance { cordoned: true, draining: world.maintenance_of(&req.worker).draining },
@@ -314,7 +401,13 @@ pub fn maintenance(world: &mut World, req: &MaintenanceRequest, now: Now) -> Mai
             ),
         ),
     };
-    world.apply(Event::Maintenance { worker: req.worker.clone(), state }, now.mono);
+    world.apply(
+        Event::Maintenance {
+            worker: req.worker.clone(),
+            state,
+        },
+        now.mono,
+    );
     MaintenanceReply {
         v: SCHEMA_VERSION,
         ok: true,
@@ -328,33 +421,64 @@ pub fn maintenance(world: &mut World, req: &MaintenanceRequest, now: Now) -> Mai
 
 /// `acs.cmd.replica` replace: checks the replica can be moved now, then hands it to the plan
 /// ([`Event::Replace`]), which starts a replacement and drains the old one once it serves.
-pub fn replace(world: &mut World, services: &Services, req: &ReplicaRequest, now: Now) -> ReplicaReply {
+pub fn replace(
+    world: &mut World,
+    services: &Services,
+    req: &ReplicaRequest,
+    now: Now,
+) -> ReplicaReply {
     let Ok(id) = ReplicaId::new(req.replica.as_str()) else {
         return ReplicaReply::error(format!("{:?} is not a valid replica id", req.replica));
     };
     let found = world.workers().iter().find_map(|(w, view)| {
-        view.last.replicas.iter().find(|r| r.id == id).map(|r| (w.clone(), r.service.clone(), r.state))
+        view.last
+            .replicas
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| (w.clone(), r.service.clone(), r.state))
     });
     let Some((worker, service, state)) = found else {
-        return ReplicaReply::error(format!("unknown replica {id}: no worker reports it (`acsctl status` lists the replicas)"));
+        return ReplicaReply::error(format!(
+            "unknown replica {id}: no worker reports it (`acsctl status` lists the replicas)"
+        ));
     };
-    let refuse = |error: String| ReplicaReply { service: Some(service.to_string()), replica: Some(id.to_string()), ..ReplicaReply::error(error) };
+    let refuse = |error: String| ReplicaReply {
+        service: Some(service.to_string()),
+        replica: Some(id.to_string()),
+        ..ReplicaReply::error(error)
+    };
     if services.get(&service).is_none() {
-        return refuse(format!("replica {id} belongs to {service}, which this brain does not manage"));
+        return refuse(format!(
+            "replica {id} belongs to {service}, which this brain does not manage"
+        ));
     }
     if let Some(rec) = world.records().get(&id) {
         if !matches!(rec.intent, Intent::Starting { .. }) {
-            return refuse(format!("replica {id} is already leaving (draining or stopping)"));
+            return refuse(format!(
+                "replica {id} is already leaving (draining or stopping)"
+            ));
         }
     }
     if state != ReplicaState::Healthy {
-        return refuse(format!("replica {id} is {state:?}, not healthy; the brain replaces failed replicas by itself"));
+        return refuse(format!(
+            "replica {id} is {state:?}, not healthy; the brain replaces failed replicas by itself"
+        ));
     }
-    if let Some(moving) = world.service(&service).and_then(|st| st.rebalancing.as_ref()) {
+    if let Some(moving) = world
+        .service(&service)
+        .and_then(|st| st.rebalancing.as_ref())
+    {
         return refuse(format!("{service} is already moving {moving}; one move per service at a time, try again when it is done"));
     }
     let reason = format!("replace of {id} on {worker} requested by an operator");
-    world.apply(Event::Replace { service: service.clone(), replica: id.clone(), reason }, now.mono);
+    world.apply(
+        Event::Replace {
+            service: service.clone(),
+            replica: id.clone(),
+            reason,
+        },
+        now.mono,
+    );
     ReplicaReply {
         v: SCHEMA_VERSION,
         ok: true,

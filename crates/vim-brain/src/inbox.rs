@@ -21,16 +21,26 @@ pub(crate) struct Sub {
 }
 
 impl Sub {
-    pub(crate) async fn new(client: &Client, subject: String) -> Result<Self, async_nats::SubscribeError> {
+    pub(crate) async fn new(
+        client: &Client,
+        subject: String,
+    ) -> Result<Self, async_nats::SubscribeError> {
         let sub = client.subscribe(subject.clone()).await?;
-        Ok(Self { subject, sub: Some(sub), backoff: FIRST_BACKOFF, retry_at: Instant::now() })
+        Ok(Self {
+            subject,
+            sub: Some(sub),
+            backoff: FIRST_BACKOFF,
+            retry_at: Instant::now(),
+        })
     }
 
     /// The next message. While the subscription is down this never completes; [`Self::revive`]
     /// brings it back.
     pub(crate) async fn recv(&mut self) -> Message {
         loop {
-            let Some(sub) = self.sub.as_mut() else { return std::future::pending().await };
+            let Some(sub) = self.sub.as_mut() else {
+                return std::future::pending().await;
+            };
             match sub.next().await {
                 Some(m) => return m,
                 None => self.ended(),
@@ -101,7 +111,9 @@ mod tests {
         let client = async_nats::connect(nats.url()).await.unwrap();
         let mut sub = Sub::new(&client, "t.x".into()).await.unwrap();
         client.publish("t.x", "one".into()).await.unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap();
         assert_eq!(&m.payload[..], b"one");
         assert!(sub.try_next().is_none(), "nothing else queued");
 
@@ -115,7 +127,9 @@ mod tests {
         assert!(sub.is_up(), "resubscribed after the backoff");
         client.publish("t.x", "two".into()).await.unwrap();
         client.flush().await.unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap();
         assert_eq!(&m.payload[..], b"two");
     }
 
@@ -129,7 +143,9 @@ mod tests {
         }
         client.flush().await.unwrap();
         // Let the client's reader hand them to the subscription.
-        let first = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap();
         assert_eq!(&first.payload[..], b"0");
         let mut rest = Vec::new();
         for _ in 0..50 {

@@ -44,7 +44,12 @@ pub struct LeaseConfig {
 
 impl Default for LeaseConfig {
     fn default() -> Self {
-        Self { bucket: "acs_brain".into(), lease_ms: 1500, replicas: 1, instance: default_instance() }
+        Self {
+            bucket: "acs_brain".into(),
+            lease_ms: 1500,
+            replicas: 1,
+            instance: default_instance(),
+        }
     }
 }
 
@@ -53,8 +58,14 @@ pub fn default_instance() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "brain".into());
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{host}-{}-{:x}", std::process::id(), nanos ^ (std::process::id() << 7))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{host}-{}-{:x}",
+        std::process::id(),
+        nanos ^ (std::process::id() << 7)
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +80,10 @@ pub enum LeaseError {
 /// Opens (creating if needed) the bucket. Its stream is made by hand: async-nats 0.51's
 /// `create_key_value` cannot read nats-server 2.9's answer, while every other KV call works.
 pub async fn open_bucket(client: &Client, cfg: &LeaseConfig) -> Result<Store, LeaseError> {
-    let err = |message: String| LeaseError::Open { bucket: cfg.bucket.clone(), message };
+    let err = |message: String| LeaseError::Open {
+        bucket: cfg.bucket.clone(),
+        message,
+    };
     let js = async_nats::jetstream::new(client.clone());
     let stream = async_nats::jetstream::stream::Config {
         name: format!("KV_{}", cfg.bucket),
@@ -85,7 +99,9 @@ pub async fn open_bucket(client: &Client, cfg: &LeaseConfig) -> Result<Store, Le
         .await
         .map_err(|_| err("no answer from JetStream within 10 s".into()))?
         .map_err(|e| err(e.to_string()))?;
-    js.get_key_value(&cfg.bucket).await.map_err(|e| err(e.to_string()))
+    js.get_key_value(&cfg.bucket)
+        .await
+        .map_err(|e| err(e.to_string()))
 }
 
 /// The brain's view of its leadership, shared with the driver task.
@@ -115,16 +131,31 @@ pub fn spawn(
     kv: Store,
     subjects: Subjects,
     cfg: LeaseConfig,
-) -> (Lease, mpsc::UnboundedReceiver<Transition>, tokio::task::JoinHandle<()>) {
+) -> (
+    Lease,
+    mpsc::UnboundedReceiver<Transition>,
+    tokio::task::JoinHandle<()>,
+) {
     // A third of the lease: renewals every fifth still leave two retries inside the window.
     let margin = cfg.lease_ms / 3;
     let lease = Lease {
-        machine: Arc::new(Mutex::new(Machine::new(cfg.instance.clone(), cfg.lease_ms, margin))),
+        machine: Arc::new(Mutex::new(Machine::new(
+            cfg.instance.clone(),
+            cfg.lease_ms,
+            margin,
+        ))),
         start: Instant::now(),
         instance: cfg.instance.clone(),
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let driver = Driver { client, kv, subjects, cfg, lease: lease.clone(), tx };
+    let driver = Driver {
+        client,
+        kv,
+        subjects,
+        cfg,
+        lease: lease.clone(),
+        tx,
+    };
     let task = tokio::spawn(driver.run());
     (lease, rx, task)
 }
@@ -159,7 +190,9 @@ impl Driver {
     async fn step(&self, period: Duration) {
         let now = self.lease.now();
         let (stepped, renewal) = {
-            let Ok(mut m) = self.lease.machine.lock() else { return };
+            let Ok(mut m) = self.lease.machine.lock() else {
+                return;
+            };
             (m.tick(now), m.renewal())
         };
         if let Some(t) = stepped {
@@ -170,13 +203,18 @@ impl Driver {
             None => match tokio::time::timeout(period * 2, self.kv.entry(LEADER_KEY)).await {
                 Ok(Ok(entry)) => {
                     let read = match entry {
-                        Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => Read::Entry {
-                            revision: e.revision,
-                            value: serde_json::from_slice::<Value>(&e.value).map_err(|e| e.to_string()),
-                        },
+                        Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+                            Read::Entry {
+                                revision: e.revision,
+                                value: serde_json::from_slice::<Value>(&e.value)
+                                    .map_err(|e| e.to_string()),
+                            }
+                        }
                         _ => Read::Absent,
                     };
-                    let Ok(mut m) = self.lease.machine.lock() else { return };
+                    let Ok(mut m) = self.lease.machine.lock() else {
+                        return;
+                    };
                     let corrupt = m.corrupt;
                     let w = m.observed(read, self.lease.now());
                     if m.corrupt > corrupt {
@@ -206,17 +244,21 @@ impl Driver {
         let payload = Bytes::from(serde_json::to_vec(w.value()).unwrap_or_default());
         let timeout = Duration::from_millis(self.cfg.lease_ms / 3);
         let outcome = match &w {
-            Write::Create(_) => match tokio::time::timeout(timeout, self.kv.create(LEADER_KEY, payload)).await {
-                Ok(Ok(rev)) => Ok(rev),
-                Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => Err(true),
-                Ok(Err(e)) => {
-                    warn!(error = %e, "lease claim failed");
-                    Err(false)
+            Write::Create(_) => {
+                match tokio::time::timeout(timeout, self.kv.create(LEADER_KEY, payload)).await {
+                    Ok(Ok(rev)) => Ok(rev),
+                    Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => Err(true),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "lease claim failed");
+                        Err(false)
+                    }
+                    Err(_) => Err(false),
                 }
-                Err(_) => Err(false),
-            },
+            }
             Write::Update { revision, .. } => {
-                match tokio::time::timeout(timeout, self.kv.update(LEADER_KEY, payload, *revision)).await {
+                match tokio::time::timeout(timeout, self.kv.update(LEADER_KEY, payload, *revision))
+                    .await
+                {
                     Ok(Ok(rev)) => Ok(rev),
                     Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(true),
                     Ok(Err(e)) => {
@@ -228,7 +270,9 @@ impl Driver {
             }
         };
         let t = {
-            let Ok(mut m) = self.lease.machine.lock() else { return };
+            let Ok(mut m) = self.lease.machine.lock() else {
+                return;
+            };
             match outcome {
                 Ok(rev) => m.confirmed(&w, rev, sent, self.lease.now()),
                 // Someone else wrote the key: a leader steps down at once.
@@ -266,7 +310,11 @@ impl Driver {
         let subject = self.subjects.leader();
         // Fire and forget: the event informs, the fencing does not depend on it arriving.
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(250), client.publish(subject, encode(&ev).into())).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(250),
+                client.publish(subject, encode(&ev).into()),
+            )
+            .await;
         });
         if !matches!(t, Transition::Renewed(_)) {
             let _ = self.tx.send(t);
@@ -279,9 +327,16 @@ pub async fn release(kv: &Store, lease: &Lease) {
     let w = lease.machine.lock().ok().and_then(|m| m.release());
     if let Some(w @ Write::Update { revision, .. }) = w {
         let payload = Bytes::from(serde_json::to_vec(w.value()).unwrap_or_default());
-        match tokio::time::timeout(Duration::from_secs(1), kv.update(LEADER_KEY, payload, revision)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            kv.update(LEADER_KEY, payload, revision),
+        )
+        .await
+        {
             Ok(Ok(_)) => info!("lease released"),
-            Ok(Err(e)) => warn!(error = %e, "could not release the lease; a standby takes over when it expires"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not release the lease; a standby takes over when it expires")
+            }
             Err(_) => warn!("no answer releasing the lease; a standby takes over when it expires"),
         }
     }
@@ -292,14 +347,24 @@ fn pin_key(service: &ServiceName) -> String {
 }
 
 /// Saves one pin (`None`: back to auto).
-pub async fn save_pin(kv: &Store, service: &ServiceName, replicas: Option<u32>) -> Result<(), String> {
+pub async fn save_pin(
+    kv: &Store,
+    service: &ServiceName,
+    replicas: Option<u32>,
+) -> Result<(), String> {
     let io = async {
         match replicas {
-            Some(n) => kv.put(pin_key(service), Bytes::from(n.to_string())).await.map(|_| ()).map_err(|e| e.to_string()),
+            Some(n) => kv
+                .put(pin_key(service), Bytes::from(n.to_string()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             None => kv.delete(pin_key(service)).await.map_err(|e| e.to_string()),
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), io).await.map_err(|_| "no answer from JetStream within 2 s".to_string())?
+    tokio::time::timeout(Duration::from_secs(2), io)
+        .await
+        .map_err(|_| "no answer from JetStream within 2 s".to_string())?
 }
 
 /// What a new leader reads: the pin of each declared service. A value that cannot be read is
@@ -310,24 +375,37 @@ pub struct LoadedPins {
     pub errors: Vec<(ServiceName, String)>,
 }
 
-pub async fn load_pins<'a>(kv: &Store, services: impl Iterator<Item = &'a ServiceName>) -> LoadedPins {
+pub async fn load_pins<'a>(
+    kv: &Store,
+    services: impl Iterator<Item = &'a ServiceName>,
+) -> LoadedPins {
     let mut out = LoadedPins::default();
     for service in services {
         match tokio::time::timeout(Duration::from_secs(2), kv.get(pin_key(service))).await {
             Ok(Ok(None)) => {
                 out.pins.insert(service.clone(), None);
             }
-            Ok(Ok(Some(v))) => match std::str::from_utf8(&v).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            Ok(Ok(Some(v))) => match std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
                 Some(n) if i64::from(n) <= acs_events::MAX_REPLICAS => {
                     out.pins.insert(service.clone(), Some(n));
                 }
                 _ => out.errors.push((
                     service.clone(),
-                    format!("pin value {:?} is not a replica count 0..={}", String::from_utf8_lossy(&v), acs_events::MAX_REPLICAS),
+                    format!(
+                        "pin value {:?} is not a replica count 0..={}",
+                        String::from_utf8_lossy(&v),
+                        acs_events::MAX_REPLICAS
+                    ),
                 )),
             },
             Ok(Err(e)) => out.errors.push((service.clone(), e.to_string())),
-            Err(_) => out.errors.push((service.clone(), "no answer from JetStream within 2 s".into())),
+            Err(_) => out.errors.push((
+                service.clone(),
+                "no answer from JetStream within 2 s".into(),
+            )),
         }
     }
     out
@@ -363,10 +441,16 @@ pub async fn load_maintenance(kv: &Store) -> LoadedMaintenance {
         Ok(Ok(None)) => {}
         Ok(Ok(Some(v))) => match serde_json::from_slice(&v) {
             Ok(states) => out.states = states,
-            Err(e) => out.errors.push((MAINTENANCE_KEY.into(), format!("not a map of worker states: {e}"))),
+            Err(e) => out.errors.push((
+                MAINTENANCE_KEY.into(),
+                format!("not a map of worker states: {e}"),
+            )),
         },
         Ok(Err(e)) => out.errors.push((MAINTENANCE_KEY.into(), e.to_string())),
-        Err(_) => out.errors.push((MAINTENANCE_KEY.into(), "no answer from JetStream within 2 s".into())),
+        Err(_) => out.errors.push((
+            MAINTENANCE_KEY.into(),
+            "no answer from JetStream within 2 s".into(),
+        )),
     }
     out
 }

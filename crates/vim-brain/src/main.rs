@@ -76,7 +76,11 @@ fn main() -> ExitCode {
         for (_, service) in services.iter() {
             println!("ok: {}", service.summary());
         }
-        println!("{}: {} service(s) valid", args.services.display(), services.0.len());
+        println!(
+            "{}: {} service(s) valid",
+            args.services.display(),
+            services.0.len()
+        );
         return ExitCode::SUCCESS;
     }
     let subjects = match Subjects::new(args.prefix) {
@@ -87,11 +91,22 @@ fn main() -> ExitCode {
         }
     };
     if args.lease_ms < 100 {
-        eprintln!("error: --lease-ms must be at least 100 (got {})", args.lease_ms);
+        eprintln!(
+            "error: --lease-ms must be at least 100 (got {})",
+            args.lease_ms
+        );
         return ExitCode::from(2);
     }
-    if args.kv_bucket.is_empty() || !args.kv_bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        eprintln!("error: --kv-bucket {:?}: a KV bucket name is letters, digits, '_' and '-'", args.kv_bucket);
+    if args.kv_bucket.is_empty()
+        || !args
+            .kv_bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        eprintln!(
+            "error: --kv-bucket {:?}: a KV bucket name is letters, digits, '_' and '-'",
+            args.kv_bucket
+        );
         return ExitCode::from(2);
     }
     let nats = match args.nats.into_options("vim-brain") {
@@ -117,7 +132,9 @@ fn main() -> ExitCode {
             proxy_timeout_ms: args.proxy_timeout_ms,
             warmup_ms: args.warmup_ms,
             start_timeout_ms: args.start_timeout_ms,
-            forget_after_ms: args.forget_after_ms.unwrap_or(args.worker_timeout_ms.saturating_mul(10)),
+            forget_after_ms: args
+                .forget_after_ms
+                .unwrap_or(args.worker_timeout_ms.saturating_mul(10)),
             max_ids: args.max_ids.max(1),
             ..Settings::default()
         },
@@ -126,12 +143,18 @@ fn main() -> ExitCode {
             bucket: args.kv_bucket,
             lease_ms: args.lease_ms,
             replicas: args.kv_replicas,
-            instance: args.instance.unwrap_or_else(vim_brain::lease::default_instance),
+            instance: args
+                .instance
+                .unwrap_or_else(vim_brain::lease::default_instance),
         },
         ..Config::default()
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(vim_brain::run(config, services, acs_node::shutdown_signal())) {
+    match rt.block_on(vim_brain::run(
+        config,
+        services,
+        acs_node::shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

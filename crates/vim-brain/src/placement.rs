@@ -77,7 +77,13 @@ mod tests {
     use super::*;
 
     fn c(id: &str, running: u32, max: u32, of_service: u32, cpu: f64) -> Candidate {
-        Candidate { id: id.parse().unwrap(), running, max_replicas: max, of_service, cpu_pct: cpu }
+        Candidate {
+            id: id.parse().unwrap(),
+            running,
+            max_replicas: max,
+            of_service,
+            cpu_pct: cpu,
+        }
     }
 
     #[test]

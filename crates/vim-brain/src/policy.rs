@@ -67,7 +67,13 @@ pub const SIGNALS: &[Signal] = &[
         target: |p| p.target_p99_ms,
         // Latency is not split over replicas: scaled by `ready` so that per replica reads the
         // p99 itself and the proposal is `ceil(ready * p99 / target)`, the HPA's ratio form.
-        total: |m| m.proxies.iter().map(|t| t.p99_ms).reduce(f64::max).map(|p99| p99 * m.ready as f64),
+        total: |m| {
+            m.proxies
+                .iter()
+                .map(|t| t.p99_ms)
+                .reduce(f64::max)
+                .map(|p99| p99 * m.ready as f64)
+        },
     },
 ];
 
@@ -78,8 +84,10 @@ fn sum_over_proxies(m: &Measured, figure: fn(&Traffic) -> f64) -> Option<f64> {
 
 /// The configured targets, for `vim-brain --check`.
 pub fn describe_targets(policy: &Policy) -> String {
-    let set: Vec<String> =
-        SIGNALS.iter().filter_map(|s| (s.target)(policy).map(|t| format!("{} {t}", s.key))).collect();
+    let set: Vec<String> = SIGNALS
+        .iter()
+        .filter_map(|s| (s.target)(policy).map(|t| format!("{} {t}", s.key)))
+        .collect();
     if set.is_empty() {
         "no target (stays at min_replicas unless scaled by hand)".into()
     } else {
@@ -106,7 +114,10 @@ pub fn recommend(policy: &Policy, current: u32, measured: &Measured) -> Recommen
     let mut best: Option<(u32, String)> = None;
     for signal in SIGNALS {
         let (name, unit) = (signal.name, signal.unit);
-        let (Some(target), Some(total)) = ((signal.target)(policy), (signal.total)(measured)) else { continue };
+        let (Some(target), Some(total)) = ((signal.target)(policy), (signal.total)(measured))
+        else {
+            continue;
+        };
         inputs.insert(format!("{name}_total"), round2(total));
         inputs.insert(format!("{name}_target"), target);
         if ready == 0 {
@@ -126,9 +137,16 @@ pub fn recommend(policy: &Policy, current: u32, measured: &Measured) -> Recommen
         }
     }
     let (replicas, reason) = best.unwrap_or_else(|| {
-        (current, "no signal to act on (no target configured or no ready replica)".into())
+        (
+            current,
+            "no signal to act on (no target configured or no ready replica)".into(),
+        )
     });
-    Recommendation { replicas, reason, inputs }
+    Recommendation {
+        replicas,
+        reason,
+        inputs,
+    }
 }
 
 /// The outcome of stabilising a recommendation.
@@ -151,10 +169,19 @@ pub fn stabilize(
 ) -> Stabilized {
     let within = |window_s: f64| {
         let w = (window_s * 1000.0) as u64;
-        history.iter().filter(move |(t, _)| now.saturating_sub(*t) <= w).map(|(_, r)| *r)
+        history
+            .iter()
+            .filter(move |(t, _)| now.saturating_sub(*t) <= w)
+            .map(|(_, r)| *r)
     };
-    let up = within(policy.scale_up_window_s).chain([proposal]).min().unwrap_or(proposal);
-    let down = within(policy.scale_down_window_s).chain([proposal]).max().unwrap_or(proposal);
+    let up = within(policy.scale_up_window_s)
+        .chain([proposal])
+        .min()
+        .unwrap_or(proposal);
+    let down = within(policy.scale_down_window_s)
+        .chain([proposal])
+        .max()
+        .unwrap_or(proposal);
     let mut limited_by = None;
     let mut desired = if current < up {
         if up < proposal {
@@ -192,7 +219,10 @@ pub fn stabilize(
         desired = policy.min_replicas;
         limited_by = Some(format!("min_replicas {}", policy.min_replicas));
     }
-    Stabilized { desired, limited_by }
+    Stabilized {
+        desired,
+        limited_by,
+    }
 }
 
 /// How long a recommendation can matter: the longer of the two windows.
@@ -202,7 +232,10 @@ pub fn history_keep_ms(policy: &Policy) -> Millis {
 
 /// Drops history older than `keep_ms`.
 pub fn prune(history: &mut VecDeque<(Millis, u32)>, keep_ms: Millis, now: Millis) {
-    while history.front().is_some_and(|(t, _)| now.saturating_sub(*t) > keep_ms) {
+    while history
+        .front()
+        .is_some_and(|(t, _)| now.saturating_sub(*t) > keep_ms)
+    {
         history.pop_front();
     }
 }
@@ -230,7 +263,14 @@ mod tests {
 
     /// `ready` replicas and one proxy reporting `rps` (CPU not measured).
     fn rps(ready: u32, rps: f64) -> Measured {
-        Measured { ready, proxies: vec![Traffic { rps, ..Default::default() }], ..Default::default() }
+        Measured {
+            ready,
+            proxies: vec![Traffic {
+                rps,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -243,7 +283,10 @@ mod tests {
 
     #[test]
     fn largest_signal_wins() {
-        let s = Measured { replica_cpu_pct: vec![120.0, 120.0], ..rps(2, 30.0) };
+        let s = Measured {
+            replica_cpu_pct: vec![120.0, 120.0],
+            ..rps(2, 30.0)
+        };
         let r = recommend(&policy(), 2, &s);
         assert_eq!(r.replicas, 4, "cpu 120%/replica vs 60% doubles");
         assert!(r.reason.starts_with("cpu_pct"));
@@ -251,14 +294,37 @@ mod tests {
 
     #[test]
     fn p99_latency_scales_by_its_ratio_to_the_target() {
-        let p = Policy { target_p99_ms: Some(100.0), target_rps_per_replica: None, target_cpu_pct: None, ..policy() };
-        let slow = Traffic { p99_ms: 250.0, ..Default::default() };
-        let fast = Traffic { p99_ms: 40.0, ..Default::default() };
-        let m = Measured { ready: 2, proxies: vec![fast, slow], ..Default::default() };
+        let p = Policy {
+            target_p99_ms: Some(100.0),
+            target_rps_per_replica: None,
+            target_cpu_pct: None,
+            ..policy()
+        };
+        let slow = Traffic {
+            p99_ms: 250.0,
+            ..Default::default()
+        };
+        let fast = Traffic {
+            p99_ms: 40.0,
+            ..Default::default()
+        };
+        let m = Measured {
+            ready: 2,
+            proxies: vec![fast, slow],
+            ..Default::default()
+        };
         let r = recommend(&p, 2, &m);
-        assert_eq!(r.replicas, 5, "the slowest proxy counts: ceil(2 * 250 / 100)");
+        assert_eq!(
+            r.replicas, 5,
+            "the slowest proxy counts: ceil(2 * 250 / 100)"
+        );
         assert_eq!(r.inputs["p99_ms_per_replica"], 250.0);
-        assert!(r.reason.starts_with("p99_ms 250.0 ms/replica over 2 ready vs target 100 ms"), "{}", r.reason);
+        assert!(
+            r.reason
+                .starts_with("p99_ms 250.0 ms/replica over 2 ready vs target 100 ms"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
@@ -306,7 +372,10 @@ mod tests {
 
     #[test]
     fn scale_up_window_takes_the_lowest() {
-        let p = Policy { scale_up_window_s: 5.0, ..policy() };
+        let p = Policy {
+            scale_up_window_s: 5.0,
+            ..policy()
+        };
         let mut h = VecDeque::new();
         h.push_back((0, 2));
         h.push_back((1000, 6));
@@ -319,7 +388,11 @@ mod tests {
     #[test]
     fn min_max_clamp() {
         let h = VecDeque::new();
-        let p = Policy { min_replicas: 2, max_replicas: 3, ..policy() };
+        let p = Policy {
+            min_replicas: 2,
+            max_replicas: 3,
+            ..policy()
+        };
         assert_eq!(stabilize(&p, 3, 7, &h, 0).desired, 3);
         assert_eq!(stabilize(&p, 1, 0, &h, 0).desired, 2);
     }

@@ -31,8 +31,8 @@ use crate::plan::Plan;
 
 /// Bucket bounds of `acs_brain_decision_loop_seconds`: 0.5 ms .. 5 s.
 const LOOP_BUCKETS: [f64; 22] = [
-    0.000_5, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
-    0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
+    0.000_5, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
+    0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
 ];
 
 type ServiceAction = [(&'static str, String); 2];
@@ -181,7 +181,9 @@ impl BrainProm {
 
     /// Incomplete split proxy reports dropped so far (a running total, as the assembler counts).
     pub fn proxy_parts_dropped(&self, total: u64) {
-        self.proxy_parts_dropped.inner().store(total, Ordering::Relaxed);
+        self.proxy_parts_dropped
+            .inner()
+            .store(total, Ordering::Relaxed);
     }
 
     /// A plan was made (in `took`) and sent.
@@ -212,12 +214,17 @@ impl BrainProm {
     /// Before each plan: the oldest report's age when taken (ms) and what was queued.
     pub fn inbox(&self, lag_ms: u64, backlog: u64) {
         self.inbox_lag.set(lag_ms as f64 / 1000.0);
-        self.inbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        self.inbox_backlog
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
     }
 
     /// A payload of `bytes` was published on `subject`.
     pub fn published(&self, subject: &str, bytes: usize) {
-        let kind = if subject.starts_with("_INBOX") { "reply" } else { subject.split('.').nth(1).unwrap_or("other") };
+        let kind = if subject.starts_with("_INBOX") {
+            "reply"
+        } else {
+            subject.split('.').nth(1).unwrap_or("other")
+        };
         let labels = [("kind", kind.to_string())];
         let largest = self.largest.get_or_create(&labels);
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);

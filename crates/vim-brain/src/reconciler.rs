@@ -4,8 +4,8 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use acs_events::{
-    check_sender, decode, encode, BackendDrained, CommandAck, DecodeError, MetricsAssembler, ProxyMetricsMsg,
-    ReplicaEvent, Rejection, Subjects, WorkerMetrics,
+    check_sender, decode, encode, BackendDrained, CommandAck, DecodeError, MetricsAssembler,
+    ProxyMetricsMsg, Rejection, ReplicaEvent, Subjects, WorkerMetrics,
 };
 use async_nats::{Client, Message};
 use tokio::sync::mpsc;
@@ -58,7 +58,10 @@ pub enum Error {
     #[error(transparent)]
     Nats(#[from] acs_node::NatsError),
     #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe { subject: String, source: async_nats::SubscribeError },
+    Subscribe {
+        subject: String,
+        source: async_nats::SubscribeError,
+    },
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
     #[error(transparent)]
@@ -72,14 +75,28 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> Now {
-        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        Now { mono: self.start.elapsed().as_millis() as u64, unix_ms }
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Now {
+            mono: self.start.elapsed().as_millis() as u64,
+            unix_ms,
+        }
     }
 }
 
 /// Runs the brain until `shutdown` completes.
-pub async fn run(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let nats = if config.nats.name.is_empty() { config.nats.clone().with_name("vim-brain") } else { config.nats.clone() };
+pub async fn run(
+    config: Config,
+    services: Services,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let nats = if config.nats.name.is_empty() {
+        config.nats.clone().with_name("vim-brain")
+    } else {
+        config.nats.clone()
+    };
     let prom = crate::prom::BrainProm::default();
     let metrics_task = match &config.metrics {
         Some(listen) => Some(acs_node::metrics::spawn(listen, prom.registry()).await?.1),
@@ -88,14 +105,20 @@ pub async fn run(config: Config, services: Services, shutdown: impl Future<Outpu
     let client = nats.connect().await?;
     let kv = crate::lease::open_bucket(&client, &config.lease).await?;
     let mut inbox = Inbox::subscribe(&client, &config.subjects).await?;
-    let (lease, mut elections, lease_task) =
-        crate::lease::spawn(client.clone(), kv.clone(), config.subjects.clone(), config.lease.clone());
+    let (lease, mut elections, lease_task) = crate::lease::spawn(
+        client.clone(),
+        kv.clone(),
+        config.subjects.clone(),
+        config.lease.clone(),
+    );
     info!(
         nats = %config.nats.servers_display(), services = ?services.names(), instance = %lease.instance,
         bucket = %config.lease.bucket, lease_ms = config.lease.lease_ms, "vim-brain running (standby until elected)"
     );
 
-    let clock = Clock { start: Instant::now() };
+    let clock = Clock {
+        start: Instant::now(),
+    };
     let world = World::new(config.settings.clone(), clock.now());
     let mut brain = Brain {
         client: client.clone(),
@@ -232,7 +255,9 @@ struct Inbox {
 impl Inbox {
     async fn subscribe(client: &Client, s: &Subjects) -> Result<Self, Error> {
         let sub = |subject: String| async move {
-            Sub::new(client, subject.clone()).await.map_err(|source| Error::Subscribe { subject, source })
+            Sub::new(client, subject.clone())
+                .await
+                .map_err(|source| Error::Subscribe { subject, source })
         };
         let (results_tx, results) = mpsc::unbounded_channel::<Event>();
         Ok(Self {
@@ -281,17 +306,23 @@ impl Brain {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         if connected != self.world.link().connected {
             if connected {
-                info!(grace_ms = self.world.settings().worker_timeout_ms, "NATS link back; no worker is marked down during the grace");
+                info!(
+                    grace_ms = self.world.settings().worker_timeout_ms,
+                    "NATS link back; no worker is marked down during the grace"
+                );
             } else {
                 warn!("NATS link lost; no worker is marked down while the brain cannot hear");
             }
-            self.world.apply(Event::Connection { connected }, clock.now().mono);
+            self.world
+                .apply(Event::Connection { connected }, clock.now().mono);
         }
         self.drain_queued(clock, inbox).await;
         self.pace.report_inbox(&self.prom);
         self.report_standing(clock.now());
         // A standby keeps its world warm and sends nothing.
-        let Some(term) = self.lease.acting() else { return };
+        let Some(term) = self.lease.acting() else {
+            return;
+        };
         // The lease may be won between two turns of the loop: whichever plan comes first after
         // an election stamps the new term (versions, replica ids) and reads the KV state first.
         if self.world.term() < term {
@@ -330,23 +361,36 @@ impl Brain {
         }
         self.send(&plan, &inbox.results_tx).await;
         self.prom.plan_sent(&plan, took);
-        self.world.apply(Event::PlanSent(plan.bookkeeping), now.mono);
+        self.world
+            .apply(Event::PlanSent(plan.bookkeeping), now.mono);
         self.pace.pass(&self.prom, taken.elapsed(), took);
     }
 
     /// Leader or not, term, workers up and down, refusals: for `GET /metrics`.
     fn report_standing(&self, now: Now) {
         let settings = self.world.settings();
-        let up = self.world.workers().values().filter(|w| w.is_up(now.mono, settings)).count();
+        let up = self
+            .world
+            .workers()
+            .values()
+            .filter(|w| w.is_up(now.mono, settings))
+            .count();
         let down = self.world.workers().len() - up;
-        self.prom.standing(self.lease.acting().is_some(), self.world.term(), up, down, self.rejected);
+        self.prom.standing(
+            self.lease.acting().is_some(),
+            self.world.term(),
+            up,
+            down,
+            self.rejected,
+        );
     }
 
     /// Elected: stamp the new term, and read what the previous leader kept in KV (pins and
     /// maintenance) before the first plan.
     async fn take_over(&mut self, term: acs_events::Term, now: Now) {
         self.world.apply(Event::Term(term), now.mono);
-        let loaded = crate::lease::load_pins(&self.kv, self.services.iter().map(|(name, _)| name)).await;
+        let loaded =
+            crate::lease::load_pins(&self.kv, self.services.iter().map(|(name, _)| name)).await;
         for (service, replicas) in loaded.pins {
             if let Some(n) = replicas {
                 info!(%service, replicas = n, term, "manual pin taken over");
@@ -364,7 +408,8 @@ impl Brain {
         let maintenance = crate::lease::load_maintenance(&self.kv).await;
         for (worker, state) in maintenance.states {
             info!(%worker, ?state, term, "maintenance taken over");
-            self.world.apply(Event::Maintenance { worker, state }, now.mono);
+            self.world
+                .apply(Event::Maintenance { worker, state }, now.mono);
         }
         for (key, error) in maintenance.errors {
             self.rejected += 1;
@@ -396,20 +441,30 @@ impl Brain {
     }
 
     async fn on_metrics(&mut self, m: &Message, now: Now) {
-        if let Some(ev) = self.decode_from_sender::<WorkerMetrics>(m, |ev| ev.worker.as_str()).await {
+        if let Some(ev) = self
+            .decode_from_sender::<WorkerMetrics>(m, |ev| ev.worker.as_str())
+            .await
+        {
             self.pace.report_taken(ev.ts_ms, now.unix_ms);
             let id = ev.worker.clone();
             let refused = self.world.duplicates().get(&id).map_or(0, |d| d.refused);
-            self.apply_capped(m, "worker", Event::WorkerMetrics(ev), now).await;
+            self.apply_capped(m, "worker", Event::WorkerMetrics(ev), now)
+                .await;
             // A second process under a live worker's id: refused (not applied), counted on every
             // report, announced once.
-            if let Some(d) = self.world.duplicates().get(&id).filter(|d| d.refused > refused) {
+            if let Some(d) = self
+                .world
+                .duplicates()
+                .get(&id)
+                .filter(|d| d.refused > refused)
+            {
                 self.rejected += 1;
                 if refused == 0 {
                     let ev = crate::world::duplicate_event(&id, d, now.unix_ms);
                     warn!(worker = %id, reason = %ev.reason, total = self.rejected, "duplicate worker id refused");
                     if self.lease.acting().is_some() {
-                        self.publish(self.subjects.worker_events(&id), encode(&ev)).await;
+                        self.publish(self.subjects.worker_events(&id), encode(&ev))
+                            .await;
                     }
                 } else {
                     debug!(worker = %id, refused = d.refused, "report from a duplicate worker instance refused");
@@ -433,7 +488,10 @@ impl Brain {
     }
 
     async fn on_replica_event(&mut self, m: &Message, now: Now) {
-        if let Some(ev) = self.decode_from_sender::<ReplicaEvent>(m, |ev| ev.worker.as_str()).await {
+        if let Some(ev) = self
+            .decode_from_sender::<ReplicaEvent>(m, |ev| ev.worker.as_str())
+            .await
+        {
             debug!(worker = %ev.worker, replica = %ev.replica.id, state = ?ev.replica.state, "replica event");
             self.world.apply(Event::Replica(ev), now.mono);
         }
@@ -441,7 +499,10 @@ impl Brain {
 
     /// A report too big for one message comes in parts; the world sees it once it is whole.
     async fn on_proxy(&mut self, m: &Message, now: Now) {
-        let Some(msg) = self.decode_from_sender::<ProxyMetricsMsg>(m, |ev| ev.metrics.proxy.as_str()).await else {
+        let Some(msg) = self
+            .decode_from_sender::<ProxyMetricsMsg>(m, |ev| ev.metrics.proxy.as_str())
+            .await
+        else {
             return;
         };
         let before = self.proxy_parts.dropped().total();
@@ -460,7 +521,10 @@ impl Brain {
     }
 
     async fn on_drained(&mut self, m: &Message, now: Now) {
-        if let Some(ev) = self.decode_from_sender::<BackendDrained>(m, |ev| ev.proxy.as_str()).await {
+        if let Some(ev) = self
+            .decode_from_sender::<BackendDrained>(m, |ev| ev.proxy.as_str())
+            .await
+        {
             debug!(proxy = %ev.proxy, service = %ev.service, replica = %ev.replica, version = ev.version, "backend drained");
             self.world.apply(Event::Drained(ev), now.mono);
         }
@@ -469,15 +533,18 @@ impl Brain {
     async fn send(&self, plan: &Plan, results: &mpsc::UnboundedSender<Event>) {
         for ev in &plan.worker_events {
             info!(worker = %ev.worker, health = ?ev.health, reason = %ev.reason, "worker health");
-            self.publish(self.subjects.worker_events(&ev.worker), encode(ev)).await;
+            self.publish(self.subjects.worker_events(&ev.worker), encode(ev))
+                .await;
         }
         for d in &plan.decisions {
             info!(service = %d.service, action = ?d.action, reason = %d.reason, "decision");
-            self.publish(self.subjects.decisions(&d.service), encode(d)).await;
+            self.publish(self.subjects.decisions(&d.service), encode(d))
+                .await;
         }
         for u in &plan.updates {
             debug!(service = %u.service, version = u.version, change = ?u.change, "backends");
-            self.publish(self.subjects.backends(&u.service), encode(u)).await;
+            self.publish(self.subjects.backends(&u.service), encode(u))
+                .await;
         }
         for c in &plan.commands {
             let client = self.client.clone();
@@ -488,19 +555,29 @@ impl Brain {
             let results = results.clone();
             let prom = self.prom.clone();
             tokio::spawn(async move {
-                let result = match tokio::time::timeout(timeout, client.request(subject, payload.into())).await {
-                    Err(_) => Err(format!("no answer from worker {worker} within {timeout:?}")),
-                    Ok(Err(e)) => Err(format!("request to worker {worker} failed: {e}")),
-                    Ok(Ok(msg)) => decode::<CommandAck>(&msg.payload)
-                        .map_err(|e| format!("worker {worker} sent an unreadable ack: {e}")),
-                };
+                let result =
+                    match tokio::time::timeout(timeout, client.request(subject, payload.into()))
+                        .await
+                    {
+                        Err(_) => Err(format!("no answer from worker {worker} within {timeout:?}")),
+                        Ok(Err(e)) => Err(format!("request to worker {worker} failed: {e}")),
+                        Ok(Ok(msg)) => decode::<CommandAck>(&msg.payload)
+                            .map_err(|e| format!("worker {worker} sent an unreadable ack: {e}")),
+                    };
                 prom.command_result(start, result.as_ref().map(|ack| ack.ok).map_err(|_| ()));
                 match &result {
                     Ok(ack) if ack.ok => debug!(%worker, %replica, start, "command acknowledged"),
-                    Ok(ack) => warn!(%worker, %replica, start, error = ?ack.error, "command refused"),
+                    Ok(ack) => {
+                        warn!(%worker, %replica, start, error = ?ack.error, "command refused")
+                    }
                     Err(e) => warn!(%worker, %replica, start, error = %e, "command failed"),
                 }
-                let _ = results.send(Event::CommandResult { worker, replica, start, result });
+                let _ = results.send(Event::CommandResult {
+                    worker,
+                    replica,
+                    start,
+                    result,
+                });
             });
         }
     }
@@ -510,7 +587,12 @@ impl Brain {
     /// the loop is level-triggered and republishes snapshots once NATS is back.
     async fn publish(&self, subject: String, payload: Vec<u8>) {
         self.prom.published(&subject, payload.len());
-        match tokio::time::timeout(PUBLISH_TIMEOUT, self.client.publish(subject.clone(), payload.into())).await {
+        match tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            self.client.publish(subject.clone(), payload.into()),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(%subject, error = %e, "publish failed"),
             Err(_) => warn!(%subject, "publish dropped: NATS client buffer full (outage?)"),
@@ -521,8 +603,16 @@ impl Brain {
     async fn reject(&mut self, m: &Message, kind: &str, error: String) {
         self.rejected += 1;
         warn!(subject = %m.subject, kind, %error, total = self.rejected, "rejected message");
-        let r = Rejection::new("brain", m.subject.as_str(), kind, error, now_unix_ms(), self.rejected);
-        self.publish(self.subjects.rejections("brain"), encode(&r)).await;
+        let r = Rejection::new(
+            "brain",
+            m.subject.as_str(),
+            kind,
+            error,
+            now_unix_ms(),
+            self.rejected,
+        );
+        self.publish(self.subjects.rejections("brain"), encode(&r))
+            .await;
     }
 
     async fn reject_decode(&mut self, m: &Message, e: DecodeError) {
@@ -548,10 +638,11 @@ impl Brain {
             }
         }
     }
-
 }
 
-
 pub(crate) fn now_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

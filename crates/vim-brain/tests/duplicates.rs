@@ -24,13 +24,25 @@ async fn a_second_instance_under_a_live_worker_id_is_refused_and_reported_once()
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut events = client.subscribe("acs.events.worker.w1").await.unwrap();
     let _brain = Brain::start(&nats.url());
-    eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
+    eventually("brain answers", || async {
+        try_status(&client).await.is_some()
+    })
+    .await;
 
     // Both publish, interleaved, for 3 s: "first" started earlier and never goes silent.
     for seq in 1..=15u64 {
-        client.publish("acs.metrics.worker.w1", report("first", 1_000, seq).into()).await.unwrap();
+        client
+            .publish("acs.metrics.worker.w1", report("first", 1_000, seq).into())
+            .await
+            .unwrap();
         if seq > 2 {
-            client.publish("acs.metrics.worker.w1", report("second", 50_000, seq).into()).await.unwrap();
+            client
+                .publish(
+                    "acs.metrics.worker.w1",
+                    report("second", 50_000, seq).into(),
+                )
+                .await
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -42,9 +54,25 @@ async fn a_second_instance_under_a_live_worker_id_is_refused_and_reported_once()
         }
     }
     assert_eq!(duplicates.len(), 1, "announced once: {duplicates:?}");
-    assert!(duplicates[0].contains("second") && duplicates[0].contains("first"), "{}", duplicates[0]);
+    assert!(
+        duplicates[0].contains("second") && duplicates[0].contains("first"),
+        "{}",
+        duplicates[0]
+    );
     let s = status(&client).await;
-    assert!(s.rejected >= 10, "every refused report is counted: {}", s.rejected);
-    let w1 = s.workers.iter().find(|w| w.id.as_str() == "w1").expect("w1 known");
-    assert_eq!(w1.health, WorkerHealth::Up, "the first instance keeps the id");
+    assert!(
+        s.rejected >= 10,
+        "every refused report is counted: {}",
+        s.rejected
+    );
+    let w1 = s
+        .workers
+        .iter()
+        .find(|w| w.id.as_str() == "w1")
+        .expect("w1 known");
+    assert_eq!(
+        w1.health,
+        WorkerHealth::Up,
+        "the first instance keeps the id"
+    );
 }

@@ -24,16 +24,24 @@ async fn two_brains_one_leader_and_a_takeover_without_duplicates() {
     eventually("a leads", || async { try_status(&client).await.is_some() }).await;
     let b = Brain::start_as(&nats.url(), "brain-b", 1000);
     scale(&client, r#"{"service":"web","replicas":3}"#).await;
-    eventually("3 running", || async { worker.running.lock().unwrap().len() == 3 }).await;
+    eventually("3 running", || async {
+        worker.running.lock().unwrap().len() == 3
+    })
+    .await;
     let first = status(&client).await.brain.expect("brain info");
     assert_eq!((first.instance.as_str(), first.leader), ("brain-a", true));
 
     // Every command so far came from a's term, and only 3 starts for 3 replicas.
     let mut terms = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), commands.next()).await {
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), commands.next()).await
+    {
         terms.push(decode::<WorkerCommand>(&m.payload).unwrap().term);
     }
-    assert!(!terms.is_empty() && terms.iter().all(|t| *t == first.term), "terms {terms:?}, leader's {}", first.term);
+    assert!(
+        !terms.is_empty() && terms.iter().all(|t| *t == first.term),
+        "terms {terms:?}, leader's {}",
+        first.term
+    );
     assert_eq!(worker.start_count(), 3, "the standby placed nothing");
     let running = worker.running_ids();
 
@@ -51,22 +59,41 @@ async fn two_brains_one_leader_and_a_takeover_without_duplicates() {
     })
     .await
     .expect("b is elected");
-    assert!(taken.term > first.term, "a higher term: {} after {}", taken.term, first.term);
+    assert!(
+        taken.term > first.term,
+        "a higher term: {} after {}",
+        taken.term,
+        first.term
+    );
     eprintln!("takeover after {:?} (lease 1000 ms)", died.elapsed());
 
     let s = status(&client).await;
     let info = s.brain.clone().unwrap();
     assert_eq!((info.instance.as_str(), info.term), ("brain-b", taken.term));
-    assert_eq!((s.services[0].mode, s.services[0].desired), (ScaleMode::Manual, 3), "the pin survived the failover");
+    assert_eq!(
+        (s.services[0].mode, s.services[0].desired),
+        (ScaleMode::Manual, 3),
+        "the pin survived the failover"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(worker.start_count(), 3, "no start after the takeover: the warm standby knew what runs");
+    assert_eq!(
+        worker.start_count(),
+        3,
+        "no start after the takeover: the warm standby knew what runs"
+    );
     assert_eq!(worker.running_ids(), running, "the same replicas");
 
     // The new leader commands in its own term.
     scale(&client, r#"{"service":"web","replicas":4}"#).await;
-    eventually("4 running", || async { worker.running.lock().unwrap().len() == 4 }).await;
+    eventually("4 running", || async {
+        worker.running.lock().unwrap().len() == 4
+    })
+    .await;
     let cmd = loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), commands.next()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), commands.next())
+            .await
+            .unwrap()
+            .unwrap();
         let c: WorkerCommand = decode(&m.payload).unwrap();
         if matches!(c.action, Action::Start { .. }) {
             break c;
@@ -89,9 +116,16 @@ async fn a_leader_that_stops_cleanly_hands_over_at_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t0 = status(&client).await.brain.unwrap().term;
     a.stop().await;
-    acs_testkit::poll::until("b leads well before a 30 s lease could expire", Duration::from_secs(5), || async {
-        try_status(&client).await.and_then(|s| s.brain).is_some_and(|b| b.instance == "brain-b" && b.term > t0)
-    })
+    acs_testkit::poll::until(
+        "b leads well before a 30 s lease could expire",
+        Duration::from_secs(5),
+        || async {
+            try_status(&client)
+                .await
+                .and_then(|s| s.brain)
+                .is_some_and(|b| b.instance == "brain-b" && b.term > t0)
+        },
+    )
     .await;
     b.stop().await;
 }
@@ -113,9 +147,15 @@ async fn a_brain_without_jetstream_refuses_to_start_and_says_why() {
     };
     let services = vim_brain::Services::parse(SERVICES).unwrap();
     let run = vim_brain::run(config, services, std::future::pending());
-    let err = tokio::time::timeout(Duration::from_secs(20), run).await.expect("refuses").unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("refuses")
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("acs_brain") && msg.contains("JetStream"), "{msg}");
+    assert!(
+        msg.contains("acs_brain") && msg.contains("JetStream"),
+        "{msg}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -14,7 +14,10 @@ policy = { min_replicas = 1, max_replicas = 4 }
 "#;
 
 fn now(ms: u64) -> Now {
-    Now { mono: ms, unix_ms: 1_700_000_000_000 + ms }
+    Now {
+        mono: ms,
+        unix_ms: 1_700_000_000_000 + ms,
+    }
 }
 
 struct Cluster {
@@ -24,8 +27,15 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        let settings = Settings { warmup_ms: 0, reset_every_ms: u64::MAX, ..Settings::default() };
-        Self { world: World::new(settings, now(0)), services: Services::parse(WEB).unwrap() }
+        let settings = Settings {
+            warmup_ms: 0,
+            reset_every_ms: u64::MAX,
+            ..Settings::default()
+        };
+        Self {
+            world: World::new(settings, now(0)),
+            services: Services::parse(WEB).unwrap(),
+        }
     }
 
     fn report(&mut self, at: u64, replicas: Vec<ReplicaStatus>) {
@@ -38,8 +48,14 @@ impl Cluster {
             instance: String::new(),
             interval_ms: 1000,
             runtime: RuntimeKind::Process,
-            host: HostMetrics { cpus: 2, ..Default::default() },
-            capacity: Capacity { max_replicas: 4, running: replicas.len() as u32 },
+            host: HostMetrics {
+                cpus: 2,
+                ..Default::default()
+            },
+            capacity: Capacity {
+                max_replicas: 4,
+                running: replicas.len() as u32,
+            },
             replicas,
             rejected: 0,
         };
@@ -65,7 +81,9 @@ impl Cluster {
     }
 
     fn lifecycle(&self, at: u64) -> Lifecycle {
-        control::status(&self.world, &self.services, now(at)).services[0].lifecycle.clone()
+        control::status(&self.world, &self.services, now(at)).services[0]
+            .lifecycle
+            .clone()
     }
 }
 
@@ -83,7 +101,11 @@ fn status(id: &str, state: ReplicaState, at: u64) -> ReplicaStatus {
 }
 
 fn started(p: &Plan) -> Vec<String> {
-    p.commands.iter().filter(|c| c.is_start()).map(|c| c.replica.to_string()).collect()
+    p.commands
+        .iter()
+        .filter(|c| c.is_start())
+        .map(|c| c.replica.to_string())
+        .collect()
 }
 
 fn changes(p: &Plan) -> Vec<(LifecycleState, LifecycleState)> {
@@ -101,12 +123,24 @@ fn a_healthy_service_goes_creating_then_running() {
     let r = started(&p).remove(0);
     assert_eq!(changes(&p), [], "Creating from the start");
     assert_eq!(c.lifecycle(0).state, LifecycleState::Creating);
-    assert!(p.decisions.iter().all(|d| d.lifecycle.as_ref().map(|l| l.state) == Some(LifecycleState::Creating)));
+    assert!(p
+        .decisions
+        .iter()
+        .all(|d| d.lifecycle.as_ref().map(|l| l.state) == Some(LifecycleState::Creating)));
 
     c.report(500, vec![status(&r, ReplicaState::Healthy, 500)]);
     let p = c.step(600);
-    assert_eq!(changes(&p), [(LifecycleState::Creating, LifecycleState::Running)]);
-    assert_eq!(c.lifecycle(600), Lifecycle { state: LifecycleState::Running, reason: None });
+    assert_eq!(
+        changes(&p),
+        [(LifecycleState::Creating, LifecycleState::Running)]
+    );
+    assert_eq!(
+        c.lifecycle(600),
+        Lifecycle {
+            state: LifecycleState::Running,
+            reason: None
+        }
+    );
     assert_eq!(changes(&c.step(700)), [], "said once");
 }
 
@@ -125,8 +159,16 @@ fn a_crashing_service_backs_off_and_is_failed_with_the_exit_reason() {
             c.exit(t, &r);
         }
         let p = c.step(t);
-        blocked += p.decisions.iter().filter(|d| d.action == DecisionAction::Blocked).count();
-        if failed_at.is_none() && changes(&p).iter().any(|(_, to)| *to == LifecycleState::Failed) {
+        blocked += p
+            .decisions
+            .iter()
+            .filter(|d| d.action == DecisionAction::Blocked)
+            .count();
+        if failed_at.is_none()
+            && changes(&p)
+                .iter()
+                .any(|(_, to)| *to == LifecycleState::Failed)
+        {
             failed_at = Some(t);
         }
         for r in started(&p) {
@@ -138,11 +180,22 @@ fn a_crashing_service_backs_off_and_is_failed_with_the_exit_reason() {
     // The first crash is replaced at once, then waits of 1, 2, 4, 8, 16 s: 7 starts in 40 s, not 200.
     assert!((6..=8).contains(&starts.len()), "starts at {starts:?}");
     let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.windows(2).skip(1).all(|g| g[1] > g[0]), "waits grow: {gaps:?}");
-    assert_eq!(blocked, starts.len() - 1, "one explanation per backoff step (the first crash has none)");
+    assert!(
+        gaps.windows(2).skip(1).all(|g| g[1] > g[0]),
+        "waits grow: {gaps:?}"
+    );
+    assert_eq!(
+        blocked,
+        starts.len() - 1,
+        "one explanation per backoff step (the first crash has none)"
+    );
     assert!(failed_at.is_some());
     let lc = c.lifecycle(40_000);
     assert_eq!(lc.state, LifecycleState::Failed);
     let reason = lc.reason.unwrap();
-    assert!(reason.starts_with("crash loop: web-") && reason.contains("exited with status 1; next start in"), "{reason}");
+    assert!(
+        reason.starts_with("crash loop: web-")
+            && reason.contains("exited with status 1; next start in"),
+        "{reason}"
+    );
 }

@@ -26,31 +26,55 @@ async fn places_publishes_backends_and_scales_by_hand() {
 
     // min_replicas 1: the brain places one replica and publishes it once healthy.
     eventually("one backend in status", || async {
-        try_status(&client).await.is_some_and(|s| s.services[0].running == 1)
+        try_status(&client)
+            .await
+            .is_some_and(|s| s.services[0].running == 1)
     })
     .await;
     let first: BackendUpdate = decode(&backends.next().await.unwrap().payload).unwrap();
-    assert!(matches!(first.change, BackendChange::Reset { .. } | BackendChange::Add { .. }));
+    assert!(matches!(
+        first.change,
+        BackendChange::Reset { .. } | BackendChange::Add { .. }
+    ));
     let place: Decision = decode(&decisions.next().await.unwrap().payload).unwrap();
-    assert!(matches!(place.action, DecisionAction::Place { .. }), "{place:?}");
+    assert!(
+        matches!(place.action, DecisionAction::Place { .. }),
+        "{place:?}"
+    );
 
     // Manual scale to 3.
-    let reply = request(&client, "acs.cmd.scale".into(), br#"{"service":"web","replicas":3}"#.to_vec()).await;
+    let reply = request(
+        &client,
+        "acs.cmd.scale".into(),
+        br#"{"service":"web","replicas":3}"#.to_vec(),
+    )
+    .await;
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["mode"], "manual");
-    assert!(reply["note"].as_str().unwrap().contains("overridden"), "{reply}");
+    assert!(
+        reply["note"].as_str().unwrap().contains("overridden"),
+        "{reply}"
+    );
     eventually("3 running", || async {
         let s = status(&client).await;
-        s.services[0].running == 3 && s.services[0].desired == 3 && s.services[0].mode == ScaleMode::Manual
+        s.services[0].running == 3
+            && s.services[0].desired == 3
+            && s.services[0].mode == ScaleMode::Manual
     })
     .await;
     assert_eq!(worker.running.lock().unwrap().len(), 3);
 
     // Back to 1 by hand: drains (no proxy is running, so each drain waits for its 5 s deadline), stops, removes.
-    let reply = request(&client, "acs.cmd.scale".into(), br#"{"service":"web","replicas":1}"#.to_vec()).await;
+    let reply = request(
+        &client,
+        "acs.cmd.scale".into(),
+        br#"{"service":"web","replicas":1}"#.to_vec(),
+    )
+    .await;
     assert_eq!(reply["ok"], true);
     eventually("1 running", || async {
-        status(&client).await.services[0].backends.len() == 1 && worker.running.lock().unwrap().len() == 1
+        status(&client).await.services[0].backends.len() == 1
+            && worker.running.lock().unwrap().len() == 1
     })
     .await;
     let s = status(&client).await;
@@ -68,18 +92,34 @@ async fn bad_input_gets_clear_errors_and_is_counted() {
         async move { request(&client, "acs.cmd.scale".into(), body.as_bytes().to_vec()).await }
     };
     eventually("brain answers", || async {
-        matches!(tokio::time::timeout(Duration::from_millis(500), client.request("acs.status", "".into())).await, Ok(Ok(_)))
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                client.request("acs.status", "".into())
+            )
+            .await,
+            Ok(Ok(_))
+        )
     })
     .await;
 
     let cases = [
         ("{not json", "invalid JSON"),
         (r#"{"service":"web","replicas":"three"}"#, "invalid type"),
-        (r#"{"service":"web","replicas":-2}"#, "replicas must be >= 0"),
-        (r#"{"service":"nope","replicas":2}"#, "unknown service \"nope\""),
+        (
+            r#"{"service":"web","replicas":-2}"#,
+            "replicas must be >= 0",
+        ),
+        (
+            r#"{"service":"nope","replicas":2}"#,
+            "unknown service \"nope\"",
+        ),
         (r#"{"service":"we.b","replicas":2}"#, "service name"),
         (r#"{"service":"web"}"#, "missing \"replicas\""),
-        (r#"{"service":"web","replicas":1,"colour":"red"}"#, "unknown field"),
+        (
+            r#"{"service":"web","replicas":1,"colour":"red"}"#,
+            "unknown field",
+        ),
         ("", "empty"),
     ];
     for (body, expect) in cases {
@@ -88,23 +128,46 @@ async fn bad_input_gets_clear_errors_and_is_counted() {
         let err = r["error"].as_str().unwrap();
         assert!(err.contains(expect), "{body} -> {err}");
     }
-    let big = format!(r#"{{"service":"web","replicas":1,"pad":"{}"}}"#, "x".repeat(300_000));
+    let big = format!(
+        r#"{{"service":"web","replicas":1,"pad":"{}"}}"#,
+        "x".repeat(300_000)
+    );
     let r = request(&client, "acs.cmd.scale".into(), big.into_bytes()).await;
     assert!(r["error"].as_str().unwrap().contains("limit"), "{r}");
 
     // Garbage on subjects nobody replies to: a Rejection event, a counter, and the brain lives on.
-    client.publish("acs.metrics.worker.w9", "garbage".into()).await.unwrap();
+    client
+        .publish("acs.metrics.worker.w9", "garbage".into())
+        .await
+        .unwrap();
     let ok = encode(&metrics(1, vec![]));
-    client.publish("acs.metrics.worker.w9", ok.into()).await.unwrap(); // payload says w1
-    client.publish("acs.metrics.proxy.p1", r#"{"proxy":"p1"}"#.into()).await.unwrap();
-    client.publish("acs.events.replica.w1", b"[1,2]".to_vec().into()).await.unwrap();
+    client
+        .publish("acs.metrics.worker.w9", ok.into())
+        .await
+        .unwrap(); // payload says w1
+    client
+        .publish("acs.metrics.proxy.p1", r#"{"proxy":"p1"}"#.into())
+        .await
+        .unwrap();
+    client
+        .publish("acs.events.replica.w1", b"[1,2]".to_vec().into())
+        .await
+        .unwrap();
     let mut kinds = Vec::new();
     for _ in 0..4 {
-        let m = tokio::time::timeout(Duration::from_secs(10), rejections.next()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), rejections.next())
+            .await
+            .unwrap()
+            .unwrap();
         let r: Rejection = decode(&m.payload).unwrap();
         kinds.push((r.subject, r.error));
     }
-    assert!(kinds.iter().any(|(_, e)| e.contains("names \"w9\" but the payload names \"w1\"")), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .any(|(_, e)| e.contains("names \"w9\" but the payload names \"w1\"")),
+        "{kinds:?}"
+    );
     let s = status(&client).await;
     assert!(s.rejected >= 13, "every refusal counted: {}", s.rejected);
     assert!(s.workers.is_empty(), "nothing bad was folded in");
@@ -115,7 +178,10 @@ async fn bad_status_and_sync_requests_get_error_replies_and_are_counted() {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let _brain = start_brain(&nats.url());
-    eventually("brain answers", || async { try_status(&client).await.is_some() }).await;
+    eventually("brain answers", || async {
+        try_status(&client).await.is_some()
+    })
+    .await;
 
     let cases = [
         ("acs.status", "{not json", "invalid JSON"),
@@ -123,7 +189,11 @@ async fn bad_status_and_sync_requests_get_error_replies_and_are_counted() {
         ("acs.status", r#"{"v":99}"#, "schema version 99"),
         ("acs.sync.backends", "[1,2", "invalid JSON"),
         ("acs.sync.backends", r#"{"services":"web"}"#, "invalid type"),
-        ("acs.sync.backends", r#"{"services":["we.b"]}"#, "service name"),
+        (
+            "acs.sync.backends",
+            r#"{"services":["we.b"]}"#,
+            "service name",
+        ),
     ];
     for (subject, body, expect) in cases {
         let r = request(&client, subject.into(), body.as_bytes().to_vec()).await;
@@ -139,14 +209,22 @@ async fn bad_status_and_sync_requests_get_error_replies_and_are_counted() {
 }
 
 /// A brain, the fake worker and proxy, and min_replicas placed: the start of an outage test.
-async fn before_an_outage() -> (NatsServer, Brain, async_nats::Client, FakeWorker, std::sync::Arc<std::sync::Mutex<f64>>) {
+async fn before_an_outage() -> (
+    NatsServer,
+    Brain,
+    async_nats::Client,
+    FakeWorker,
+    std::sync::Arc<std::sync::Mutex<f64>>,
+) {
     let nats = NatsServer::start();
     let brain = start_brain(&nats.url());
     let client = async_nats::connect(nats.url()).await.unwrap();
     let worker = fake_worker(client.clone());
     let load = fake_proxy(client.clone());
     eventually("min_replicas placed before the outage", || async {
-        try_status(&client).await.is_some_and(|s| s.services[0].running == 1)
+        try_status(&client)
+            .await
+            .is_some_and(|s| s.services[0].running == 1)
     })
     .await;
     (nats, brain, client, worker, load)
@@ -161,11 +239,16 @@ async fn survives_a_nats_outage() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     nats.restart();
     // The brain reconnects and resubscribes by itself: it answers requests again...
-    eventually("brain answers after the outage", || async { try_status(&client).await.is_some() }).await;
+    eventually("brain answers after the outage", || async {
+        try_status(&client).await.is_some()
+    })
+    .await;
     // ...hears the worker's metrics again...
     eventually("worker metrics arrive again", || async {
         try_status(&client).await.is_some_and(|s| {
-            s.workers.first().is_some_and(|w| w.health == WorkerHealth::Up && w.last_seen_ms_ago < 1_000)
+            s.workers
+                .first()
+                .is_some_and(|w| w.health == WorkerHealth::Up && w.last_seen_ms_ago < 1_000)
         })
     })
     .await;
@@ -173,14 +256,21 @@ async fn survives_a_nats_outage() {
     // replica is 4 replicas.
     *load.lock().unwrap() = 70.0;
     eventually("scaled out to 4 on fresh proxy metrics", || async {
-        try_status(&client).await.is_some_and(|s| s.services[0].running == 4 && s.services[0].desired == 4)
+        try_status(&client)
+            .await
+            .is_some_and(|s| s.services[0].running == 4 && s.services[0].desired == 4)
     })
     .await;
     assert_eq!(worker.running.lock().unwrap().len(), 4);
     let scale = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(m) = decisions.next().await {
             let d: Decision = decode(&m.payload).unwrap();
-            if let DecisionAction::Scale { to: 4, manual: false, .. } = d.action {
+            if let DecisionAction::Scale {
+                to: 4,
+                manual: false,
+                ..
+            } = d.action
+            {
                 return d;
             }
         }
@@ -222,7 +312,10 @@ async fn an_outage_longer_than_the_worker_timeout_marks_no_worker_down() {
     nats.stop();
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     nats.restart();
-    eventually("brain answers after the outage", || async { try_status(&client).await.is_some() }).await;
+    eventually("brain answers after the outage", || async {
+        try_status(&client).await.is_some()
+    })
+    .await;
     // Past the reconnect grace (one worker timeout), and then some.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
@@ -231,15 +324,32 @@ async fn an_outage_longer_than_the_worker_timeout_marks_no_worker_down() {
         let ev: WorkerEvent = decode(&m.payload).unwrap();
         seen.push((ev.health, ev.reason));
     }
-    assert!(seen.iter().all(|(h, _)| *h == WorkerHealth::Up), "no worker marked down: {seen:?}");
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), decisions.next()).await {
+    assert!(
+        seen.iter().all(|(h, _)| *h == WorkerHealth::Up),
+        "no worker marked down: {seen:?}"
+    );
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), decisions.next()).await
+    {
         let d: Decision = decode(&m.payload).unwrap();
-        assert!(!matches!(d.action, DecisionAction::Lost { .. } | DecisionAction::Place { .. }), "{d:?}");
+        assert!(
+            !matches!(
+                d.action,
+                DecisionAction::Lost { .. } | DecisionAction::Place { .. }
+            ),
+            "{d:?}"
+        );
     }
     assert_eq!(worker.start_count(), starts_before, "no replacement");
-    assert_eq!(worker.running_ids(), before, "the same replica runs, routed");
+    assert_eq!(
+        worker.running_ids(),
+        before,
+        "the same replica runs, routed"
+    );
     let s = status(&client).await;
-    assert_eq!((s.services[0].running, s.workers[0].health), (1, WorkerHealth::Up));
+    assert_eq!(
+        (s.services[0].running, s.workers[0].health),
+        (1, WorkerHealth::Up)
+    );
     brain.stop().await;
 }
 
@@ -255,17 +365,51 @@ async fn a_service_no_longer_declared_is_withdrawn_from_the_proxies() {
     tokio::spawn(async move {
         let proxy: ProxyId = "p9".parse().unwrap();
         loop {
-            let backend = BackendTraffic { id: "old-a".parse().unwrap(), traffic: Traffic::default(), draining: false, ejected: false };
-            let svc = ServiceTraffic { service: "old".parse().unwrap(), version: 3, totals: Traffic::default(), backends: vec![backend] };
-            let m = ProxyMetrics { v: 1, proxy: proxy.clone(), ts_ms: 0, interval_ms: 200, services: vec![svc], unrouted: 0, rejected: 0 };
-            let _ = reporter.publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into()).await;
+            let backend = BackendTraffic {
+                id: "old-a".parse().unwrap(),
+                traffic: Traffic::default(),
+                draining: false,
+                ejected: false,
+            };
+            let svc = ServiceTraffic {
+                service: "old".parse().unwrap(),
+                version: 3,
+                totals: Traffic::default(),
+                backends: vec![backend],
+            };
+            let m = ProxyMetrics {
+                v: 1,
+                proxy: proxy.clone(),
+                ts_ms: 0,
+                interval_ms: 200,
+                services: vec![svc],
+                unrouted: 0,
+                rejected: 0,
+            };
+            let _ = reporter
+                .publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into())
+                .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    let m = tokio::time::timeout(Duration::from_secs(10), old.next()).await.expect("a withdrawal within 10 s").unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), old.next())
+        .await
+        .expect("a withdrawal within 10 s")
+        .unwrap();
     let u: BackendUpdate = decode(&m.payload).unwrap();
-    assert!(u.change == BackendChange::Withdraw && u.version > 3, "{u:?}");
+    assert!(
+        u.change == BackendChange::Withdraw && u.version > 3,
+        "{u:?}"
+    );
     let sync = request(&client, "acs.sync.backends".into(), b"{}".to_vec()).await;
-    let names: Vec<&str> = sync["updates"].as_array().unwrap().iter().map(|u| u["service"].as_str().unwrap()).collect();
-    assert!(names.iter().all(|n| *n == "web"), "declared services only: {sync}");
+    let names: Vec<&str> = sync["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["service"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == "web"),
+        "declared services only: {sync}"
+    );
 }

@@ -9,7 +9,10 @@ use acs_events::*;
 use vim_brain::{plan, Event, Now, Plan, Services, Settings, World};
 
 fn now(ms: u64) -> Now {
-    Now { mono: ms, unix_ms: 1_700_000_000_000 + ms }
+    Now {
+        mono: ms,
+        unix_ms: 1_700_000_000_000 + ms,
+    }
 }
 
 fn services_file(services: usize, per_service: usize) -> String {
@@ -48,13 +51,26 @@ fn report(i: usize, replicas: usize, services: usize, seq: u64) -> WorkerMetrics
         instance: format!("inst{i}"),
         interval_ms: 1000,
         runtime: RuntimeKind::Docker,
-        host: HostMetrics { cpu_pct: cpu, cpus: 4, ..Default::default() },
-        capacity: Capacity { max_replicas: 16, running: replicas as u32 },
+        host: HostMetrics {
+            cpu_pct: cpu,
+            cpus: 4,
+            ..Default::default()
+        },
+        capacity: Capacity {
+            max_replicas: 16,
+            running: replicas as u32,
+        },
         replicas: (0..replicas)
             .map(|j| ReplicaStatus {
                 id: replica_id(i, j, replicas, services).parse().unwrap(),
                 service: format!("s{}", j % services).parse().unwrap(),
-                addr: format!("10.{}.{}.{}:{}", (i >> 16) & 255, (i >> 8) & 255, i & 255, 20_000 + j),
+                addr: format!(
+                    "10.{}.{}.{}:{}",
+                    (i >> 16) & 255,
+                    (i >> 8) & 255,
+                    i & 255,
+                    20_000 + j
+                ),
                 state: ReplicaState::Healthy,
                 cpu_pct: cpu / replicas as f64,
                 mem_bytes: 64 << 20,
@@ -78,10 +94,24 @@ struct Fleet {
 
 impl Fleet {
     fn new(workers: usize, replicas: usize, service_count: usize) -> Self {
-        let services = Services::parse(&services_file(service_count, workers * replicas / service_count)).unwrap();
-        let settings = Settings { warmup_ms: 0, ..Settings::default() };
-        let mut fleet =
-            Self { world: World::new(settings, now(0)), services, workers, replicas, service_count, seq: 0, now: 0 };
+        let services = Services::parse(&services_file(
+            service_count,
+            workers * replicas / service_count,
+        ))
+        .unwrap();
+        let settings = Settings {
+            warmup_ms: 0,
+            ..Settings::default()
+        };
+        let mut fleet = Self {
+            world: World::new(settings, now(0)),
+            services,
+            workers,
+            replicas,
+            service_count,
+            seq: 0,
+            now: 0,
+        };
         fleet.reports();
         fleet
     }
@@ -97,7 +127,8 @@ impl Fleet {
 
     fn step(&mut self) -> Plan {
         let p = plan(&self.world, &self.services, now(self.now));
-        self.world.apply(Event::PlanSent(p.bookkeeping.clone()), self.now);
+        self.world
+            .apply(Event::PlanSent(p.bookkeeping.clone()), self.now);
         p
     }
 }
@@ -114,8 +145,16 @@ fn steady_passes_over_changing_cpu_figures_change_nothing() {
         let p = fleet.step();
         assert!(p.commands.is_empty(), "pass {pass}: {:?}", p.commands);
         // Resets are due every 5 s (the default); nothing else is published.
-        let resets = p.updates.iter().filter(|u| matches!(u.change, BackendChange::Reset { .. })).count();
-        assert_eq!((p.updates.len(), resets), if pass == 5 { (10, 10) } else { (0, 0) }, "pass {pass}");
+        let resets = p
+            .updates
+            .iter()
+            .filter(|u| matches!(u.change, BackendChange::Reset { .. }))
+            .count();
+        assert_eq!(
+            (p.updates.len(), resets),
+            if pass == 5 { (10, 10) } else { (0, 0) },
+            "pass {pass}"
+        );
         assert!(p.decisions.is_empty(), "pass {pass}: {:?}", p.decisions);
     }
 }
@@ -133,9 +172,14 @@ fn plan_and_intake_at_10000_workers() {
     eprintln!("world built in {:?}", built.elapsed());
     fleet.step();
 
-    let encoded: Vec<Vec<u8>> = (0..workers).map(|i| encode(&report(i, replicas, services, 99))).collect();
+    let encoded: Vec<Vec<u8>> = (0..workers)
+        .map(|i| encode(&report(i, replicas, services, 99)))
+        .collect();
     let decoding = Instant::now();
-    let decoded: Vec<WorkerMetrics> = encoded.iter().map(|b| decode::<WorkerMetrics>(b).unwrap()).collect();
+    let decoded: Vec<WorkerMetrics> = encoded
+        .iter()
+        .map(|b| decode::<WorkerMetrics>(b).unwrap())
+        .collect();
     let decode_took = decoding.elapsed();
     let applying = Instant::now();
     for m in decoded {
@@ -147,7 +191,10 @@ fn plan_and_intake_at_10000_workers() {
         applying.elapsed()
     );
 
-    let passes = std::env::var("PASSES").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let passes = std::env::var("PASSES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let (mut plans, mut steps, mut resets) = (Vec::new(), Vec::new(), 0);
     for _ in 0..passes {
         fleet.now += 500;
@@ -161,7 +208,10 @@ fn plan_and_intake_at_10000_workers() {
         let p = plan(&fleet.world, &fleet.services, now(fleet.now));
         plans.push(t.elapsed());
         assert!(p.commands.is_empty());
-        resets += p.updates.iter().any(|u| matches!(u.change, BackendChange::Reset { .. })) as usize;
+        resets += p
+            .updates
+            .iter()
+            .any(|u| matches!(u.change, BackendChange::Reset { .. })) as usize;
         fleet.world.apply(Event::PlanSent(p.bookkeeping), fleet.now);
         steps.push(t.elapsed());
     }

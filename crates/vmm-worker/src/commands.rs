@@ -33,8 +33,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use acs_events::{
-    decode, Action, CommandAck, Term, CommandId, DecodeError, ReplicaId, ReplicaSpec, ReplicaState,
-    ReplicaStatus, RuntimeKind, ServiceName, UnixMs, WorkerCommand, WorkerId, MAX_PAYLOAD,
+    decode, Action, CommandAck, CommandId, DecodeError, ReplicaId, ReplicaSpec, ReplicaState,
+    ReplicaStatus, RuntimeKind, ServiceName, Term, UnixMs, WorkerCommand, WorkerId, MAX_PAYLOAD,
     SCHEMA_VERSION,
 };
 use tracing::{info, warn};
@@ -469,6 +469,6 @@ pub fn command_id_of(payload: &[u8]) -> Option<CommandId> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod fencing_tests;
+#[cfg(test)]
+mod tests;

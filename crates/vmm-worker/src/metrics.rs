@@ -290,8 +290,7 @@ fn process_tree(pid: u32, buf: &mut String) -> Option<Vec<Pid>> {
             buf.clear();
             let path = task.path().join("children");
             if let Err(e) = read_into(&path, buf) {
-                if e.kind() == std::io::ErrorKind::NotFound && i == 1 && task_exists(&task.path())
-                {
+                if e.kind() == std::io::ErrorKind::NotFound && i == 1 && task_exists(&task.path()) {
                     return None; // the task is there, its children file is not
                 }
                 continue;
@@ -366,7 +365,10 @@ fn parse_diskstats(text: &str, devices: &HashSet<String>) -> HashMap<String, (u6
             f.get(5).and_then(|v| v.parse::<u64>().ok()),
             f.get(9).and_then(|v| v.parse::<u64>().ok()),
         ) {
-            out.insert(name.to_string(), (r.saturating_mul(512), w.saturating_mul(512)));
+            out.insert(
+                name.to_string(),
+                (r.saturating_mul(512), w.saturating_mul(512)),
+            );
         }
     }
     out

@@ -104,7 +104,11 @@ pub async fn run_with_runtime(
     let prom = crate::prom::WorkerProm::new(runtime.kind());
     let metrics_task = match &config.metrics {
         Some(listen) => {
-            let registry = prom.registry(id.as_str(), &instance, table_view(snapshot_rx.clone(), config.max_replicas));
+            let registry = prom.registry(
+                id.as_str(),
+                &instance,
+                table_view(snapshot_rx.clone(), config.max_replicas),
+            );
             Some(acs_node::metrics::spawn(listen, registry).await?.1)
         }
         None => None,
@@ -163,8 +167,15 @@ pub async fn run_with_runtime(
     w.adopt().await;
     w.share();
     let heartbeat = heartbeat.spawn();
-    w.run_loop(sub, leader, runtime_events, health_rx, measured_rx, shutdown)
-        .await;
+    w.run_loop(
+        sub,
+        leader,
+        runtime_events,
+        health_rx,
+        measured_rx,
+        shutdown,
+    )
+    .await;
     heartbeat.abort();
     let _ = heartbeat.await;
     w.shutdown().await;
@@ -180,7 +191,10 @@ pub async fn run_with_runtime(
 }
 
 /// What a scrape reads: the snapshot the heartbeat reads too.
-fn table_view(snapshot: watch::Receiver<Snapshot>, max_replicas: u32) -> impl Fn() -> crate::prom::TableView + Send + Sync + 'static {
+fn table_view(
+    snapshot: watch::Receiver<Snapshot>,
+    max_replicas: u32,
+) -> impl Fn() -> crate::prom::TableView + Send + Sync + 'static {
     move || {
         let s = snapshot.borrow();
         crate::prom::TableView {

@@ -36,13 +36,21 @@ async fn an_older_term_is_fenced_and_a_wrong_instance_refused() {
     let (_nats, mut bus, rt, cfg) = setup().await;
     let worker = Worker::spawn_with(cfg, rt.clone());
     let mut rejections = bus.watch_rejections().await;
-    let m = bus.metrics_where("a heartbeat with an instance", |m| !m.instance.is_empty()).await;
+    let m = bus
+        .metrics_where("a heartbeat with an instance", |m| !m.instance.is_empty())
+        .await;
     assert_eq!(m.instance.len(), 16, "{:?}", m.instance);
 
     assert!(bus.request(start_cmd("c1", "r1", 5)).await.ok);
     let ack = bus.request(start_cmd("c2", "r2", 4)).await;
     assert!(!ack.ok);
-    assert!(ack.error.as_deref().unwrap().contains("from term 4, but term 5 leads"), "{ack:?}");
+    assert!(
+        ack.error
+            .as_deref()
+            .unwrap()
+            .contains("from term 4, but term 5 leads"),
+        "{ack:?}"
+    );
     assert_eq!(next_rejection(&mut rejections).await.kind, "fenced");
     assert_eq!(rt.starts(), 1, "the fenced start ran nothing");
     assert!(bus.request(start_cmd("c3", "r3", 5)).await.ok);
@@ -53,7 +61,10 @@ async fn an_older_term_is_fenced_and_a_wrong_instance_refused() {
     let ack = bus.request(other).await;
     assert!(!ack.ok);
     let err = ack.error.unwrap();
-    assert!(err.contains("0000000000000000") && err.contains(&m.instance), "{err}");
+    assert!(
+        err.contains("0000000000000000") && err.contains(&m.instance),
+        "{err}"
+    );
     assert_eq!(next_rejection(&mut rejections).await.kind, "wrong_instance");
     let mut mine = start_cmd("c6", "r6", 6);
     mine["instance"] = json!(m.instance);

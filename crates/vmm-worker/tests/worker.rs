@@ -365,7 +365,9 @@ async fn a_replica_that_exits_at_once_is_reported_exited() {
         });
         let ack = bus.request(cmd).await;
         assert!(ack.ok, "the start itself is accepted: {ack:?}");
-        let ev = bus.event_where("exited", |e| is(e, &replica, ReplicaState::Exited)).await;
+        let ev = bus
+            .event_where("exited", |e| is(e, &replica, ReplicaState::Exited))
+            .await;
         assert!(ev.reason.contains("exited with status"), "{}", ev.reason);
     }
     worker.shutdown().await;

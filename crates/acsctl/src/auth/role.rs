@@ -108,10 +108,20 @@ fn monitor_jetstream() -> Vec<String> {
     // acs_monitor::service::STREAM, acs_monitor::durable::STREAM
     let mut v = vec!["$JS.API.INFO".to_string()];
     for stream in ["ACS_METRICS", "ACS_ROLLUPS"] {
-        for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.CREATE"] {
+        for api in [
+            "STREAM.INFO",
+            "STREAM.CREATE",
+            "STREAM.UPDATE",
+            "CONSUMER.CREATE",
+        ] {
             v.push(format!("$JS.API.{api}.{stream}"));
         }
-        for api in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE", "CONSUMER.MSG.NEXT"] {
+        for api in [
+            "CONSUMER.CREATE",
+            "CONSUMER.INFO",
+            "CONSUMER.DELETE",
+            "CONSUMER.MSG.NEXT",
+        ] {
             v.push(format!("$JS.API.{api}.{stream}.>"));
         }
     }
@@ -123,10 +133,20 @@ fn monitor_jetstream() -> Vec<String> {
 fn monitor_history_jetstream() -> Vec<String> {
     const STREAM: &str = "ACS_EVENTS"; // acs_monitor::history::STREAM
     let mut v = Vec::new();
-    for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.CREATE"] {
+    for api in [
+        "STREAM.INFO",
+        "STREAM.CREATE",
+        "STREAM.UPDATE",
+        "CONSUMER.CREATE",
+    ] {
         v.push(format!("$JS.API.{api}.{STREAM}"));
     }
-    for api in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE", "CONSUMER.MSG.NEXT"] {
+    for api in [
+        "CONSUMER.CREATE",
+        "CONSUMER.INFO",
+        "CONSUMER.DELETE",
+        "CONSUMER.MSG.NEXT",
+    ] {
         v.push(format!("$JS.API.{api}.{STREAM}.>"));
     }
     v
@@ -139,10 +159,20 @@ fn monitor_kv() -> Vec<String> {
     const BUCKET: &str = "acs_monitor"; // acs_monitor::alarm::kv::BUCKET
     let stream = format!("KV_{BUCKET}");
     let mut v = Vec::new();
-    for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.MSG.GET", "CONSUMER.CREATE"] {
+    for api in [
+        "STREAM.INFO",
+        "STREAM.CREATE",
+        "STREAM.MSG.GET",
+        "CONSUMER.CREATE",
+    ] {
         v.push(format!("$JS.API.{api}.{stream}"));
     }
-    for api in ["DIRECT.GET", "CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE"] {
+    for api in [
+        "DIRECT.GET",
+        "CONSUMER.CREATE",
+        "CONSUMER.INFO",
+        "CONSUMER.DELETE",
+    ] {
         v.push(format!("$JS.API.{api}.{stream}.>"));
     }
     v.push(format!("$JS.FC.{stream}.>"));
@@ -205,7 +235,7 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
             vec![
                 s.scale(),
                 s.status(),
-                s.maintenance(), // cordon, uncordon, drain
+                s.maintenance(),     // cordon, uncordon, drain
                 s.replica_command(), // replace one replica
                 s.monitor_stats(),
                 s.monitor_alarms(), // list, ack, silence
@@ -214,10 +244,18 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
             vec![s.all()],
             false,
         ),
-        Role::Viewer => (vec![s.monitor_stats(), s.monitor_history()], vec![s.all()], false),
+        Role::Viewer => (
+            vec![s.monitor_stats(), s.monitor_history()],
+            vec![s.all()],
+            false,
+        ),
         Role::Monitor => {
             // Closed rollup buckets go to ACS_ROLLUPS; no other role publishes there.
-            let mut publish = vec![format!("{p}.events.alarm.*"), s.rejections("monitor"), format!("{p}.rollup.>")];
+            let mut publish = vec![
+                format!("{p}.events.alarm.*"),
+                s.rejections("monitor"),
+                format!("{p}.rollup.>"),
+            ];
             publish.extend(monitor_jetstream());
             // Alarm state in KV; the HTTP alarm API forwards to the lease holder on monitor_alarms.
             publish.extend(monitor_kv());

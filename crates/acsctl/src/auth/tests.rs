@@ -86,7 +86,15 @@ fn proxy_operator_viewer_monitor() {
     assert_eq!(
         perms(&Role::Operator),
         Permissions {
-            publish: strs(&["acs.cmd.scale", "acs.status", "acs.cmd.maintenance", "acs.cmd.replica", "acs.monitor.stats", "acs.monitor.alarms", "acs.monitor.history"]),
+            publish: strs(&[
+                "acs.cmd.scale",
+                "acs.status",
+                "acs.cmd.maintenance",
+                "acs.cmd.replica",
+                "acs.monitor.stats",
+                "acs.monitor.alarms",
+                "acs.monitor.history"
+            ]),
             subscribe: strs(&["acs.>", "_INBOX_operator.>"]),
             allow_responses: false,
         }
@@ -172,7 +180,10 @@ fn each_requester_has_its_own_inbox() {
     assert_eq!(p("p1").inbox_prefix().as_deref(), Some("_INBOX_proxy_p1"));
     assert_eq!(w("w1").inbox_prefix(), None);
     // The viewer queries monitor stats, so it has an inbox of its own.
-    assert_eq!(Role::Viewer.inbox_prefix().as_deref(), Some("_INBOX_viewer"));
+    assert_eq!(
+        Role::Viewer.inbox_prefix().as_deref(),
+        Some("_INBOX_viewer")
+    );
     // Nobody may read the shared default inbox.
     for role in Role::FIXED.into_iter().chain([w("w1"), p("p1")]) {
         assert!(
@@ -504,8 +515,16 @@ fn command_line() {
 
 #[test]
 fn operator_may_request_maintenance_viewer_may_not() {
-    assert!(perms(&Role::Operator).publish.contains(&"acs.cmd.maintenance".to_string()));
-    assert!(!perms(&Role::Viewer).publish.contains(&"acs.cmd.maintenance".to_string()));
-    assert!(perms(&Role::Operator).publish.contains(&"acs.cmd.replica".to_string()));
-    assert!(!perms(&Role::Viewer).publish.contains(&"acs.cmd.replica".to_string()));
+    assert!(perms(&Role::Operator)
+        .publish
+        .contains(&"acs.cmd.maintenance".to_string()));
+    assert!(!perms(&Role::Viewer)
+        .publish
+        .contains(&"acs.cmd.maintenance".to_string()));
+    assert!(perms(&Role::Operator)
+        .publish
+        .contains(&"acs.cmd.replica".to_string()));
+    assert!(!perms(&Role::Viewer)
+        .publish
+        .contains(&"acs.cmd.replica".to_string()));
 }

@@ -134,8 +134,10 @@ impl TlsDir {
         params.distinguished_name = name(hosts.first().map_or("acs nats-server", |h| h.as_str()));
         // ClientAuth too: in a NATS cluster each server dials the others' route port with this
         // certificate, and nats-server always verifies route peers (mutual TLS).
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         self.issue(ca, params, &self.server_cert(), &self.server_key())?;
         write_replace(&self.server_hosts(), wanted.as_bytes(), Secret::No)?;
         Ok(true)

@@ -58,11 +58,15 @@ pub(super) fn fixed_addrs(opts: &ClusterOptions) -> Vec<SocketAddr> {
         return Vec::new();
     };
     let workers = (1..=opts.workers).map(|i| format!("w{i}"));
-    ["vim-brain".to_string(), "proxy".to_string(), "monitor".to_string()]
-        .into_iter()
-        .chain(workers)
-        .map(|n| addr_for(opts, &n))
-        .collect()
+    [
+        "vim-brain".to_string(),
+        "proxy".to_string(),
+        "monitor".to_string(),
+    ]
+    .into_iter()
+    .chain(workers)
+    .map(|n| addr_for(opts, &n))
+    .collect()
 }
 
 /// The flags that make a component serve its metrics.

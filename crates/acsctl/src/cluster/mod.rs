@@ -145,7 +145,11 @@ impl LocalCluster {
 
     /// A client connected as the operator (steer and watch), failing fast.
     pub async fn operator_client(&self) -> crate::Result<async_nats::Client> {
-        client::connect(&self.nats_options(&crate::auth::Role::Operator), Duration::from_secs(5)).await
+        client::connect(
+            &self.nats_options(&crate::auth::Role::Operator),
+            Duration::from_secs(5),
+        )
+        .await
     }
 
     /// The environment (`NATS_NKEY`, ...) that makes a worker process started outside the

@@ -206,7 +206,10 @@ impl LoadReport {
         let cols = [
             ("count", h.count().to_string()),
             ("min", cell(h.min_us())),
-            ("mean", h.mean_us().map_or("-".into(), |m| format!("{m:.0}"))),
+            (
+                "mean",
+                h.mean_us().map_or("-".into(), |m| format!("{m:.0}")),
+            ),
             ("p50", cell(h.quantile_us(0.5))),
             ("p90", cell(h.quantile_us(0.9))),
             ("p99", cell(h.quantile_us(0.99))),
@@ -391,7 +394,11 @@ mod tests {
             let up = Histogram::upper_us(i);
             assert!(up >= v, "{v} -> bucket {i} upper {up}");
             assert!((up - v) as f64 <= v as f64 / 128.0, "{v} -> {up}");
-            assert_eq!(Histogram::index(up), i, "{v}: upper edge {up} is in another bucket");
+            assert_eq!(
+                Histogram::index(up),
+                i,
+                "{v}: upper edge {up} is in another bucket"
+            );
             assert_eq!(Histogram::index(up + 1), i + 1, "{v}: gap after bucket {i}");
             // Every value below 5 ms, then about 2 samples per bucket.
             v = if v < 5_000 { v + 1 } else { v + v / 300 + 1 };
@@ -468,14 +475,26 @@ mod tests {
         assert_eq!(j["latency_us"]["min"], 120);
         assert_eq!(j["latency_us"]["max"], 4_000);
         assert_eq!(j["p50_ms"], 0.14);
-        assert!(report.to_string().contains("p50 0.140ms p99 4.000ms"), "{report}");
+        assert!(
+            report.to_string().contains("p50 0.140ms p99 4.000ms"),
+            "{report}"
+        );
         let t = report.latency_table();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2, "{t}");
-        assert!(lines[0].starts_with("latency µs") && lines[0].contains("p99.9"), "{t}");
+        assert!(
+            lines[0].starts_with("latency µs") && lines[0].contains("p99.9"),
+            "{t}"
+        );
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(cells, ["3", "120", "1420", "140", "4000", "4000", "4000", "4000"]);
-        let empty = LoadReport { counts: Counts::default(), ..report };
+        assert_eq!(
+            cells,
+            ["3", "120", "1420", "140", "4000", "4000", "4000", "4000"]
+        );
+        let empty = LoadReport {
+            counts: Counts::default(),
+            ..report
+        };
         assert!(empty.latency_table().lines().nth(1).unwrap().contains('-'));
         assert!(empty.to_json()["latency_us"]["p50"].is_null());
     }

@@ -4,13 +4,13 @@
 use std::fmt::Write as _;
 
 use acs_events::{
-    decode, BackendUpdate, Decision, LeaderEvent, MaintenanceRequest, ProxyMetricsMsg, Rejection, ReplicaEvent, ScaleRequest, Subjects,
-    SyncRequest, WorkerCommand, WorkerEvent, WorkerMetrics,
+    decode, BackendUpdate, Decision, LeaderEvent, MaintenanceRequest, ProxyMetricsMsg, Rejection,
+    ReplicaEvent, ScaleRequest, Subjects, SyncRequest, WorkerCommand, WorkerEvent, WorkerMetrics,
 };
 
 use super::lines::{
-    backend_update, decision, leader_event, maintenance_request, proxy_metrics, rejection, replica_event, scale_request, sync_request,
-    worker_command, worker_event, worker_metrics,
+    backend_update, decision, leader_event, maintenance_request, proxy_metrics, rejection,
+    replica_event, scale_request, sync_request, worker_command, worker_event, worker_metrics,
 };
 
 /// Longest raw payload text printed for an undecodable message.
@@ -25,7 +25,12 @@ pub fn describe(subjects: &Subjects, subject: &str, payload: &[u8]) -> String {
         ("metrics.worker", Some(_)) => decode::<WorkerMetrics>(payload).map(|m| worker_metrics(&m)),
         ("metrics.proxy", Some(_)) => decode::<ProxyMetricsMsg>(payload).map(|m| match m.part {
             // A report too big for one message comes in parts; each lists its own services.
-            Some(p) => format!("{} (part {}/{})", proxy_metrics(&m.metrics), p.index + 1, p.count),
+            Some(p) => format!(
+                "{} (part {}/{})",
+                proxy_metrics(&m.metrics),
+                p.index + 1,
+                p.count
+            ),
             None => proxy_metrics(&m.metrics),
         }),
         ("events.replica", Some(_)) => decode::<ReplicaEvent>(payload).map(|e| replica_event(&e)),
@@ -35,7 +40,9 @@ pub fn describe(subjects: &Subjects, subject: &str, payload: &[u8]) -> String {
         ("backends", Some(_)) => decode::<BackendUpdate>(payload).map(|u| backend_update(&u)),
         ("cmd.worker", Some(w)) => decode::<WorkerCommand>(payload).map(|c| worker_command(w, &c)),
         ("cmd", Some("scale")) => decode::<ScaleRequest>(payload).map(|r| scale_request(&r)),
-        ("cmd", Some("maintenance")) => decode::<MaintenanceRequest>(payload).map(|r| maintenance_request(&r)),
+        ("cmd", Some("maintenance")) => {
+            decode::<MaintenanceRequest>(payload).map(|r| maintenance_request(&r))
+        }
         ("events", Some("leader")) => decode::<LeaderEvent>(payload).map(|e| leader_event(&e)),
         ("sync", Some("backends")) => {
             if payload.iter().all(u8::is_ascii_whitespace) {

@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 
 use acs_events::{
-    Action, BackendChange, BackendUpdate, Decision, DecisionAction, ProxyMetrics, Rejection,
-    ReplicaEvent, ScaleRequest, SyncRequest, WorkerCommand, WorkerEvent, WorkerHealth,
-    WorkerMetrics, LeaderChange, LeaderEvent, MaintenanceAction, MaintenanceRequest,
+    Action, BackendChange, BackendUpdate, Decision, DecisionAction, LeaderChange, LeaderEvent,
+    MaintenanceAction, MaintenanceRequest, ProxyMetrics, Rejection, ReplicaEvent, ScaleRequest,
+    SyncRequest, WorkerCommand, WorkerEvent, WorkerHealth, WorkerMetrics,
 };
 
 use crate::status::state_name;
@@ -116,7 +116,12 @@ pub(super) fn decision(d: &Decision) -> String {
         DecisionAction::Drain { replica, worker } => format!("drain {replica} on {worker}"),
         DecisionAction::Stop { replica, worker } => format!("stop {replica} on {worker}"),
         DecisionAction::Lost { replica, worker } => format!("lost {replica} on {worker}"),
-        DecisionAction::Relocate { replica, from, replacement, to } => {
+        DecisionAction::Relocate {
+            replica,
+            from,
+            replacement,
+            to,
+        } => {
             format!("relocate {replica} on {from} → {replacement} on {to}")
         }
         DecisionAction::Blocked => "blocked".to_string(),
@@ -233,7 +238,10 @@ pub(super) fn leader_event(e: &LeaderEvent) -> String {
         LeaderChange::Renewed => "renewed",
         LeaderChange::SteppedDown => "STEPPED DOWN",
     };
-    format!("leader {} {what} (term {}, lease {} ms)", e.brain, e.term, e.lease_ms)
+    format!(
+        "leader {} {what} (term {}, lease {} ms)",
+        e.brain, e.term, e.lease_ms
+    )
 }
 
 pub(super) fn maintenance_request(r: &MaintenanceRequest) -> String {
@@ -251,6 +259,9 @@ mod tests {
     fn a_lifecycle_change_reads_as_from_to() {
         let json = r#"{"service":"web","ts_ms":1,"action":"lifecycle","from":"running","to":"partial_running","reason":"2/3: no worker has a free slot"}"#;
         let d: acs_events::Decision = serde_json::from_str(json).unwrap();
-        assert_eq!(super::decision(&d), "decision web Running -> Partial-Running: 2/3: no worker has a free slot");
+        assert_eq!(
+            super::decision(&d),
+            "decision web Running -> Partial-Running: 2/3: no worker has a free slot"
+        );
     }
 }

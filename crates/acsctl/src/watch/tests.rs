@@ -104,9 +104,17 @@ fn proxy_metrics_line() {
     // One part of a report too big for one message (schema v2), and a v1 reader's view of it.
     let part = r#"{"v":2,"proxy":"p1","ts_ms":7,"interval_ms":1000,"services":[{"service":"web","version":9,
         "requests":1,"rps":1.0,"in_flight":0,"p50_ms":1.0,"p99_ms":1.0,"errors":0}],"part":{"seq":7,"index":1,"count":3}}"#;
-    assert_eq!(d("acs.metrics.proxy.p1", part), "proxy p1 web 1 rps inflight 0 p99 1ms v9 (part 2/3)");
-    let bad = r#"{"v":2,"proxy":"p1","ts_ms":7,"interval_ms":1000,"part":{"seq":7,"index":3,"count":3}}"#;
-    assert!(d("acs.metrics.proxy.p1", bad).contains("part.index 3 must be below"), "{}", d("acs.metrics.proxy.p1", bad));
+    assert_eq!(
+        d("acs.metrics.proxy.p1", part),
+        "proxy p1 web 1 rps inflight 0 p99 1ms v9 (part 2/3)"
+    );
+    let bad =
+        r#"{"v":2,"proxy":"p1","ts_ms":7,"interval_ms":1000,"part":{"seq":7,"index":3,"count":3}}"#;
+    assert!(
+        d("acs.metrics.proxy.p1", bad).contains("part.index 3 must be below"),
+        "{}",
+        d("acs.metrics.proxy.p1", bad)
+    );
 }
 
 #[test]
@@ -231,13 +239,26 @@ fn timestamp_shape() {
 #[test]
 fn leadership_and_maintenance() {
     assert_eq!(
-        d("acs.events.leader", r#"{"term":7,"brain":"brain-a","ts_ms":1,"change":"elected","lease_ms":1500}"#),
+        d(
+            "acs.events.leader",
+            r#"{"term":7,"brain":"brain-a","ts_ms":1,"change":"elected","lease_ms":1500}"#
+        ),
         "leader brain-a elected (term 7, lease 1500 ms)"
     );
     assert_eq!(
-        d("acs.events.leader", r#"{"term":7,"brain":"brain-a","ts_ms":1,"change":"stepped_down","lease_ms":1500}"#),
+        d(
+            "acs.events.leader",
+            r#"{"term":7,"brain":"brain-a","ts_ms":1,"change":"stepped_down","lease_ms":1500}"#
+        ),
         "leader brain-a STEPPED DOWN (term 7, lease 1500 ms)"
     );
-    assert_eq!(d("acs.cmd.maintenance", r#"{"worker":"w2","action":"drain"}"#), "maintenance request: drain w2");
-    assert!(d("acs.events.leader", r#"{"term":0,"brain":"b","ts_ms":1,"change":"elected","lease_ms":1}"#).contains("undecodable"));
+    assert_eq!(
+        d("acs.cmd.maintenance", r#"{"worker":"w2","action":"drain"}"#),
+        "maintenance request: drain w2"
+    );
+    assert!(d(
+        "acs.events.leader",
+        r#"{"term":0,"brain":"b","ts_ms":1,"change":"elected","lease_ms":1}"#
+    )
+    .contains("undecodable"));
 }

@@ -148,7 +148,10 @@ impl Rig {
         opts.services = services;
         // Workers are started below with this run's ids.
         opts.workers = 0;
-        opts.extra_worker_ids = worker_ids.iter().map(|w| acs_events::WorkerId::new(w.clone()).unwrap()).collect();
+        opts.extra_worker_ids = worker_ids
+            .iter()
+            .map(|w| acs_events::WorkerId::new(w.clone()).unwrap())
+            .collect();
         opts.ready_timeout = Duration::from_secs(90);
         if !o.brain_args.is_empty() {
             opts.extra_args

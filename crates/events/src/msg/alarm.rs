@@ -163,13 +163,19 @@ impl Validate for AlarmRequest {
         }
         match self.for_ms {
             Some(0) => return Err("for_ms must be positive".into()),
-            Some(f) if f > MAX_ALARM_FOR_MS => return Err(format!("for_ms {f} is more than 30 days")),
+            Some(f) if f > MAX_ALARM_FOR_MS => {
+                return Err(format!("for_ms {f} is more than 30 days"))
+            }
             None if self.action == AlarmAction::Silence => {
                 return Err("silence needs \"for_ms\": how long it lasts".into())
             }
             _ => {}
         }
-        if self.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT_LEN) {
+        if self
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_COMMENT_LEN)
+        {
             return Err(format!("comment must be at most {MAX_COMMENT_LEN} bytes"));
         }
         Ok(())
@@ -229,10 +235,20 @@ versioned!(AlarmReply);
 
 impl AlarmReply {
     pub fn ok(alarms: Vec<AlarmView>) -> Self {
-        AlarmReply { v: v1(), ok: true, error: None, alarms }
+        AlarmReply {
+            v: v1(),
+            ok: true,
+            error: None,
+            alarms,
+        }
     }
     pub fn error(msg: impl Into<String>) -> Self {
-        AlarmReply { v: v1(), ok: false, error: Some(msg.into()), alarms: Vec::new() }
+        AlarmReply {
+            v: v1(),
+            ok: false,
+            error: Some(msg.into()),
+            alarms: Vec::new(),
+        }
     }
 }
 
@@ -257,13 +273,28 @@ mod tests {
     fn requests_are_checked() {
         assert!(req(r#"{"action":"list"}"#).is_ok());
         assert!(req(r#"{"action":"ack","rule":"cpu_high","by":"ana"}"#).is_ok());
-        assert!(req(r#"{"action":"silence","rule":"cpu_high","id":"w1","by":"ana","for_ms":60000}"#).is_ok());
+        assert!(req(
+            r#"{"action":"silence","rule":"cpu_high","id":"w1","by":"ana","for_ms":60000}"#
+        )
+        .is_ok());
         assert!(req(r#"{"action":"unack","rule":"cpu_high"}"#).is_ok());
-        assert!(req(r#"{"action":"ack","by":"ana"}"#).unwrap_err().contains("needs a \"rule\""));
-        assert!(req(r#"{"action":"ack","rule":"cpu_high"}"#).unwrap_err().contains("\"by\""));
-        assert!(req(r#"{"action":"silence","rule":"cpu_high","by":"ana"}"#).unwrap_err().contains("for_ms"));
-        assert!(req(r#"{"action":"ack","rule":"cpu_high","by":"a","for_ms":0}"#).unwrap_err().contains("positive"));
-        assert!(req(r#"{"action":"ack","rule":"cpu.high","by":"a"}"#).unwrap_err().contains("rule"));
+        assert!(req(r#"{"action":"ack","by":"ana"}"#)
+            .unwrap_err()
+            .contains("needs a \"rule\""));
+        assert!(req(r#"{"action":"ack","rule":"cpu_high"}"#)
+            .unwrap_err()
+            .contains("\"by\""));
+        assert!(req(r#"{"action":"silence","rule":"cpu_high","by":"ana"}"#)
+            .unwrap_err()
+            .contains("for_ms"));
+        assert!(
+            req(r#"{"action":"ack","rule":"cpu_high","by":"a","for_ms":0}"#)
+                .unwrap_err()
+                .contains("positive")
+        );
+        assert!(req(r#"{"action":"ack","rule":"cpu.high","by":"a"}"#)
+            .unwrap_err()
+            .contains("rule"));
         assert!(req(r#"{"action":"mute","rule":"cpu_high"}"#).is_err());
         assert!(req(r#"{"action":"list","colour":"red"}"#).is_err());
     }
@@ -271,14 +302,25 @@ mod tests {
     /// The v1 fixtures (crates/events/tests/fixtures/v1/alarm_*.json) keep parsing.
     #[test]
     fn v1_fixtures_parse() {
-        let e: AlarmEvent = crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_event.json")).unwrap();
-        assert_eq!((e.state, e.severity, e.value), (AlarmState::Firing, Severity::Critical, 93.5));
-        let r: AlarmRequest = crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_request_ack.json")).unwrap();
+        let e: AlarmEvent =
+            crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_event.json")).unwrap();
+        assert_eq!(
+            (e.state, e.severity, e.value),
+            (AlarmState::Firing, Severity::Critical, 93.5)
+        );
+        let r: AlarmRequest = crate::decode(include_bytes!(
+            "../../tests/fixtures/v1/alarm_request_ack.json"
+        ))
+        .unwrap();
         assert_eq!((r.action, r.for_ms), (AlarmAction::Ack, Some(3_600_000)));
-        let r: AlarmReply = crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_reply.json")).unwrap();
+        let r: AlarmReply =
+            crate::decode(include_bytes!("../../tests/fixtures/v1/alarm_reply.json")).unwrap();
         assert_eq!(r.alarms.len(), 2);
         assert_eq!(r.alarms[0].ack.as_ref().map(|a| a.by.as_str()), Some("ana"));
-        assert_eq!((r.alarms[1].notified, r.alarms[1].silenced_until_ms), (0, Some(1_763_877_600_000)));
+        assert_eq!(
+            (r.alarms[1].notified, r.alarms[1].silenced_until_ms),
+            (0, Some(1_763_877_600_000))
+        );
     }
 
     #[test]
@@ -300,6 +342,9 @@ mod tests {
         let back: AlarmEvent = crate::decode(&crate::encode(&e)).unwrap();
         assert_eq!(back, e);
         let json = String::from_utf8(crate::encode(&e)).unwrap();
-        assert!(json.contains(r#""state":"firing""#) && json.contains(r#""severity":"critical""#), "{json}");
+        assert!(
+            json.contains(r#""state":"firing""#) && json.contains(r#""severity":"critical""#),
+            "{json}"
+        );
     }
 }

@@ -44,7 +44,10 @@ versioned!(BackendUpdate);
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum BackendChange {
     /// The full set; replaces whatever the proxy had. Also carries the route.
-    Reset { route: Route, backends: Vec<Backend> },
+    Reset {
+        route: Route,
+        backends: Vec<Backend>,
+    },
     /// Add these backends, or replace them if their id is known.
     Add { backends: Vec<Backend> },
     /// Stop sending new requests to these backends; in-flight requests finish.
@@ -118,19 +121,25 @@ pub fn split_change(change: BackendChange, chunk_bytes: usize) -> Vec<BackendCha
         BackendChange::Reset { route, backends } => {
             let mut parts = chunks(backends, chunk_bytes, backend_bytes).into_iter();
             let first = parts.next().unwrap_or_default();
-            let mut out = vec![BackendChange::Reset { route, backends: first }];
+            let mut out = vec![BackendChange::Reset {
+                route,
+                backends: first,
+            }];
             out.extend(parts.map(|backends| BackendChange::Add { backends }));
             out
         }
-        BackendChange::Add { backends } => {
-            chunks(backends, chunk_bytes, backend_bytes).into_iter().map(|backends| BackendChange::Add { backends }).collect()
-        }
-        BackendChange::Drain { ids } => {
-            chunks(ids, chunk_bytes, id_bytes).into_iter().map(|ids| BackendChange::Drain { ids }).collect()
-        }
-        BackendChange::Remove { ids } => {
-            chunks(ids, chunk_bytes, id_bytes).into_iter().map(|ids| BackendChange::Remove { ids }).collect()
-        }
+        BackendChange::Add { backends } => chunks(backends, chunk_bytes, backend_bytes)
+            .into_iter()
+            .map(|backends| BackendChange::Add { backends })
+            .collect(),
+        BackendChange::Drain { ids } => chunks(ids, chunk_bytes, id_bytes)
+            .into_iter()
+            .map(|ids| BackendChange::Drain { ids })
+            .collect(),
+        BackendChange::Remove { ids } => chunks(ids, chunk_bytes, id_bytes)
+            .into_iter()
+            .map(|ids| BackendChange::Remove { ids })
+            .collect(),
         BackendChange::Withdraw => vec![BackendChange::Withdraw],
     }
 }
@@ -173,7 +182,9 @@ impl Validate for BackendUpdate {
                 backends.iter().try_for_each(Backend::validate)
             }
             BackendChange::Add { backends } => backends.iter().try_for_each(Backend::validate),
-            BackendChange::Drain { .. } | BackendChange::Remove { .. } | BackendChange::Withdraw => Ok(()),
+            BackendChange::Drain { .. }
+            | BackendChange::Remove { .. }
+            | BackendChange::Withdraw => Ok(()),
         }
     }
 }

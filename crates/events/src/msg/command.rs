@@ -39,7 +39,10 @@ versioned!(WorkerCommand);
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Start `replica` of a service. The worker picks the host port.
-    Start { replica: ReplicaId, spec: ReplicaSpec },
+    Start {
+        replica: ReplicaId,
+        spec: ReplicaSpec,
+    },
     /// Stop `replica`: SIGTERM / `docker stop`, then kill after `grace_ms`.
     Stop {
         replica: ReplicaId,
@@ -92,7 +95,9 @@ pub fn check_secret_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= MAX_SECRET_NAME
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -127,7 +132,14 @@ versioned!(CommandAck);
 
 impl CommandAck {
     pub fn error(id: Option<CommandId>, error: impl Into<String>) -> Self {
-        Self { v: v1(), id, ok: false, error: Some(error.into()), replica: None, duplicate: false }
+        Self {
+            v: v1(),
+            id,
+            ok: false,
+            error: Some(error.into()),
+            replica: None,
+            duplicate: false,
+        }
     }
 }
 
@@ -148,7 +160,10 @@ impl Validate for ReplicaSpec {
             );
         }
         if !self.health_path.starts_with('/') {
-            return Err(format!("health_path {:?} must start with '/'", self.health_path));
+            return Err(format!(
+                "health_path {:?} must start with '/'",
+                self.health_path
+            ));
         }
         if let Some(c) = self.cpus {
             if !(c.is_finite() && c > 0.0) {
@@ -160,7 +175,9 @@ impl Validate for ReplicaSpec {
         }
         for (var, secret) in &self.secrets {
             if var.is_empty() || var.contains(['=', '\0']) {
-                return Err(format!("secrets: {var:?} is not an environment variable name"));
+                return Err(format!(
+                    "secrets: {var:?} is not an environment variable name"
+                ));
             }
             if self.env.contains_key(var) {
                 return Err(format!("{var} is set both in env and in secrets"));

@@ -346,7 +346,15 @@ versioned!(MaintenanceReply);
 
 impl MaintenanceReply {
     pub fn error(error: impl Into<String>) -> Self {
-        Self { v: v1(), ok: false, worker: None, action: None, replicas: 0, note: None, error: Some(error.into()) }
+        Self {
+            v: v1(),
+            ok: false,
+            worker: None,
+            action: None,
+            replicas: 0,
+            note: None,
+            error: Some(error.into()),
+        }
     }
 }
 
@@ -387,7 +395,14 @@ versioned!(ReplicaReply);
 
 impl ReplicaReply {
     pub fn error(error: impl Into<String>) -> Self {
-        Self { v: v1(), ok: false, replica: None, service: None, note: None, error: Some(error.into()) }
+        Self {
+            v: v1(),
+            ok: false,
+            replica: None,
+            service: None,
+            note: None,
+            error: Some(error.into()),
+        }
     }
 }
 

@@ -38,20 +38,40 @@ pub enum DecisionAction {
     /// The desired replica count changed.
     Scale { from: u32, to: u32, manual: bool },
     /// A new replica goes to `worker`.
-    Place { replica: ReplicaId, worker: WorkerId },
+    Place {
+        replica: ReplicaId,
+        worker: WorkerId,
+    },
     /// A replica leaves rotation before it stops.
-    Drain { replica: ReplicaId, worker: WorkerId },
+    Drain {
+        replica: ReplicaId,
+        worker: WorkerId,
+    },
     /// A replica is being stopped.
-    Stop { replica: ReplicaId, worker: WorkerId },
+    Stop {
+        replica: ReplicaId,
+        worker: WorkerId,
+    },
     /// A replica was lost (its worker died or it exited) and will be replaced.
-    Lost { replica: ReplicaId, worker: WorkerId },
+    Lost {
+        replica: ReplicaId,
+        worker: WorkerId,
+    },
     /// A replica is moved make-before-break (worker drain or rebalance): `replacement` starts on
     /// `to`; `replica` on `from` is drained and stopped only once the replacement serves.
-    Relocate { replica: ReplicaId, from: WorkerId, replacement: ReplicaId, to: WorkerId },
+    Relocate {
+        replica: ReplicaId,
+        from: WorkerId,
+        replacement: ReplicaId,
+        to: WorkerId,
+    },
     /// The brain wanted to act but could not (no capacity, worker refused, ...).
     Blocked,
     /// The service's lifecycle state changed (`reason` says why: `2/3: no worker has a free slot`).
-    Lifecycle { from: crate::msg::LifecycleState, to: crate::msg::LifecycleState },
+    Lifecycle {
+        from: crate::msg::LifecycleState,
+        to: crate::msg::LifecycleState,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

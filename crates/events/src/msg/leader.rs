@@ -100,7 +100,14 @@ mod tests {
 
     #[test]
     fn leader_event_needs_a_term_and_a_brain() {
-        let mut e = LeaderEvent { v: 1, term: 1, brain: "b1".into(), ts_ms: 0, change: LeaderChange::Elected, lease_ms: 1500 };
+        let mut e = LeaderEvent {
+            v: 1,
+            term: 1,
+            brain: "b1".into(),
+            ts_ms: 0,
+            change: LeaderChange::Elected,
+            lease_ms: 1500,
+        };
         assert!(e.validate().is_ok());
         e.term = 0;
         assert!(e.validate().is_err());

@@ -155,7 +155,10 @@ impl Validate for WorkerMetrics {
 impl Validate for ReplicaStatus {
     fn validate(&self) -> Result<(), String> {
         if !sane(self.cpu_pct) {
-            return Err(format!("replica {}: cpu_pct must be finite and >= 0", self.id));
+            return Err(format!(
+                "replica {}: cpu_pct must be finite and >= 0",
+                self.id
+            ));
         }
         validate_addr(&self.addr).map_err(|e| format!("replica {}: {e}", self.id))
     }

@@ -83,7 +83,9 @@ fn check_window(from: Option<UnixMs>, to: Option<UnixMs>, last: Option<u64>) -> 
         (_, _, Some(0)) => Err("last_ms must be positive".into()),
         (_, _, Some(l)) if l > MAX_WINDOW_MS => Err(format!("last_ms {l} is more than 30 days")),
         (Some(_), _, Some(_)) => Err("give either from_ms/to_ms or last_ms, not both".into()),
-        (Some(f), Some(t), None) if t <= f => Err(format!("bad window: to_ms {t} is not after from_ms {f}")),
+        (Some(f), Some(t), None) if t <= f => {
+            Err(format!("bad window: to_ms {t} is not after from_ms {f}"))
+        }
         _ => Ok(()),
     }
 }
@@ -167,7 +169,9 @@ impl Validate for StatsReply {
 }
 
 /// Kinds of event kept in the history (`<prefix>.events.<kind>[.<id>]`).
-pub const HISTORY_KINDS: &[&str] = &["decision", "replica", "worker", "leader", "alarm", "error", "drained"];
+pub const HISTORY_KINDS: &[&str] = &[
+    "decision", "replica", "worker", "leader", "alarm", "error", "drained",
+];
 /// Most entries one history reply carries (newest last), and the default.
 pub const MAX_HISTORY: u32 = 1_000;
 pub const DEFAULT_HISTORY: u32 = 100;
@@ -200,22 +204,36 @@ impl Validate for HistoryRequest {
     fn validate(&self) -> Result<(), String> {
         if let Some(k) = &self.kind {
             if !HISTORY_KINDS.contains(&k.as_str()) {
-                return Err(format!("kind {k:?} is not one of {}", HISTORY_KINDS.join(", ")));
+                return Err(format!(
+                    "kind {k:?} is not one of {}",
+                    HISTORY_KINDS.join(", ")
+                ));
             }
         }
         if let Some(id) = &self.id {
             match self.kind.as_deref() {
-                None => return Err("id needs a kind (decision, replica, worker, alarm or error)".into()),
+                None => {
+                    return Err(
+                        "id needs a kind (decision, replica, worker, alarm or error)".into(),
+                    )
+                }
                 Some("leader") => return Err("leader events have no id".into()),
                 _ => {}
             }
-            if id.is_empty() || id.len() > 128 || id.contains(['.', '*', '>', ' ', '\t', '\n', '\r']) {
-                return Err(format!("id {id:?} must be one subject token of 1..=128 characters"));
+            if id.is_empty()
+                || id.len() > 128
+                || id.contains(['.', '*', '>', ' ', '\t', '\n', '\r'])
+            {
+                return Err(format!(
+                    "id {id:?} must be one subject token of 1..=128 characters"
+                ));
             }
         }
         check_window(self.from_ms, self.to_ms, self.last_ms)?;
         match (self.from_ms, self.to_ms, self.last_ms) {
-            (None, Some(_), Some(_)) => return Err("give either from_ms/to_ms or last_ms, not both".into()),
+            (None, Some(_), Some(_)) => {
+                return Err("give either from_ms/to_ms or last_ms, not both".into())
+            }
             (None, Some(_), None) => return Err("to_ms needs from_ms".into()),
             _ => {}
         }
@@ -263,7 +281,15 @@ versioned!(HistoryReply);
 
 impl HistoryReply {
     pub fn error(msg: impl Into<String>) -> Self {
-        HistoryReply { v: v1(), ok: false, error: Some(msg.into()), from_ms: 0, to_ms: 0, events: Vec::new(), truncated: false }
+        HistoryReply {
+            v: v1(),
+            ok: false,
+            error: Some(msg.into()),
+            from_ms: 0,
+            to_ms: 0,
+            events: Vec::new(),
+            truncated: false,
+        }
     }
 }
 
@@ -287,21 +313,39 @@ mod tests {
     #[test]
     fn windows_are_checked() {
         assert!(req(r#"{"scope":"worker","id":"w1","metric":"cpu","last_ms":60000}"#).is_ok());
-        assert!(req(r#"{"scope":"worker","id":"w1","metric":"cpu"}"#).unwrap_err().contains("window missing"));
-        assert!(req(r#"{"scope":"worker","id":"w1","metric":"cpu","from_ms":5,"to_ms":5}"#).unwrap_err().contains("bad window"));
+        assert!(req(r#"{"scope":"worker","id":"w1","metric":"cpu"}"#)
+            .unwrap_err()
+            .contains("window missing"));
+        assert!(
+            req(r#"{"scope":"worker","id":"w1","metric":"cpu","from_ms":5,"to_ms":5}"#)
+                .unwrap_err()
+                .contains("bad window")
+        );
         assert!(req(r#"{"scope":"disk","id":"w1","metric":"cpu","last_ms":1}"#).is_err());
-        assert!(req(r#"{"scope":"worker","id":"w1","metric":"cpu","last_ms":1,"step_ms":0}"#).unwrap_err().contains("step_ms"));
+        assert!(
+            req(r#"{"scope":"worker","id":"w1","metric":"cpu","last_ms":1,"step_ms":0}"#)
+                .unwrap_err()
+                .contains("step_ms")
+        );
     }
 
     #[test]
     fn history_requests_are_checked() {
-        let h = |json: &str| crate::decode::<HistoryRequest>(json.as_bytes()).map_err(|e| e.to_string());
+        let h = |json: &str| {
+            crate::decode::<HistoryRequest>(json.as_bytes()).map_err(|e| e.to_string())
+        };
         assert!(h("{}").is_ok());
         assert!(h(r#"{"kind":"decision","id":"web","last_ms":60000,"limit":10}"#).is_ok());
-        assert!(h(r#"{"kind":"deploy"}"#).unwrap_err().contains("not one of"));
+        assert!(h(r#"{"kind":"deploy"}"#)
+            .unwrap_err()
+            .contains("not one of"));
         assert!(h(r#"{"id":"web"}"#).unwrap_err().contains("needs a kind"));
-        assert!(h(r#"{"kind":"leader","id":"x"}"#).unwrap_err().contains("no id"));
-        assert!(h(r#"{"kind":"decision","id":"a.b"}"#).unwrap_err().contains("subject token"));
+        assert!(h(r#"{"kind":"leader","id":"x"}"#)
+            .unwrap_err()
+            .contains("no id"));
+        assert!(h(r#"{"kind":"decision","id":"a.b"}"#)
+            .unwrap_err()
+            .contains("subject token"));
         assert!(h(r#"{"limit":0}"#).unwrap_err().contains("positive"));
         assert!(h(r#"{"limit":5000}"#).unwrap_err().contains("more than"));
         assert!(h(r#"{"to_ms":5}"#).unwrap_err().contains("needs from_ms"));

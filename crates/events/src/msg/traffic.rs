@@ -73,7 +73,8 @@ impl Validate for ProxyMetrics {
         for s in &self.services {
             s.totals.check(&format!("services[{}]", s.service))?;
             for b in &s.backends {
-                b.traffic.check(&format!("services[{}].backends[{}]", s.service, b.id))?;
+                b.traffic
+                    .check(&format!("services[{}].backends[{}]", s.service, b.id))?;
             }
         }
         Ok(())
@@ -82,7 +83,11 @@ impl Validate for ProxyMetrics {
 
 impl Traffic {
     fn check(&self, at: &str) -> Result<(), String> {
-        for (name, x) in [("rps", self.rps), ("p50_ms", self.p50_ms), ("p99_ms", self.p99_ms)] {
+        for (name, x) in [
+            ("rps", self.rps),
+            ("p50_ms", self.p50_ms),
+            ("p99_ms", self.p99_ms),
+        ] {
             if !sane(x) {
                 return Err(format!("{at}.{name} must be a finite number >= 0, got {x}"));
             }

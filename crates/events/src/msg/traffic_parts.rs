@@ -52,7 +52,10 @@ pub struct MetricsPart {
 
 impl From<ProxyMetrics> for ProxyMetricsMsg {
     fn from(metrics: ProxyMetrics) -> Self {
-        Self { metrics, part: None }
+        Self {
+            metrics,
+            part: None,
+        }
     }
 }
 
@@ -77,10 +80,16 @@ impl Validate for ProxyMetricsMsg {
 impl MetricsPart {
     fn check(&self) -> Result<(), String> {
         if self.count == 0 || self.count > MAX_PARTS {
-            return Err(format!("part.count must be 1..={MAX_PARTS}, got {}", self.count));
+            return Err(format!(
+                "part.count must be 1..={MAX_PARTS}, got {}",
+                self.count
+            ));
         }
         if self.index >= self.count {
-            return Err(format!("part.index {} must be below part.count {}", self.index, self.count));
+            return Err(format!(
+                "part.index {} must be below part.count {}",
+                self.index, self.count
+            ));
         }
         Ok(())
     }
@@ -107,7 +116,10 @@ pub fn encode_metrics(m: ProxyMetrics, max_bytes: usize) -> Vec<Vec<u8>> {
     if bytes.len() <= max_bytes {
         return vec![bytes];
     }
-    split_parts(whole.metrics, max_bytes).iter().map(encode).collect()
+    split_parts(whole.metrics, max_bytes)
+        .iter()
+        .map(encode)
+        .collect()
 }
 
 /// `m` (known not to fit) as parts of at most `max_bytes`, see [`split_metrics`].
@@ -115,8 +127,16 @@ fn split_parts(mut header: ProxyMetrics, max_bytes: usize) -> Vec<ProxyMetricsMs
     let services = std::mem::take(&mut header.services);
     header.v = PARTS_VERSION;
     let seq = header.ts_ms;
-    let widest = MetricsPart { seq, index: u32::MAX, count: u32::MAX };
-    let overhead = encode(&ProxyMetricsMsg { metrics: header.clone(), part: Some(widest) }).len();
+    let widest = MetricsPart {
+        seq,
+        index: u32::MAX,
+        count: u32::MAX,
+    };
+    let overhead = encode(&ProxyMetricsMsg {
+        metrics: header.clone(),
+        part: Some(widest),
+    })
+    .len();
     let budget = max_bytes.saturating_sub(overhead);
 
     let mut runs: Vec<Vec<ServiceTraffic>> = Vec::new();
@@ -145,7 +165,10 @@ fn split_parts(mut header: ProxyMetrics, max_bytes: usize) -> Vec<ProxyMetricsMs
                 open = false;
             }
             if !open {
-                run.push(ServiceTraffic { backends: Vec::new(), ..svc.clone() });
+                run.push(ServiceTraffic {
+                    backends: Vec::new(),
+                    ..svc.clone()
+                });
                 used += shell;
                 open = true;
             }
@@ -160,8 +183,15 @@ fn split_parts(mut header: ProxyMetrics, max_bytes: usize) -> Vec<ProxyMetricsMs
     runs.into_iter()
         .enumerate()
         .map(|(index, services)| ProxyMetricsMsg {
-            metrics: ProxyMetrics { services, ..header.clone() },
-            part: Some(MetricsPart { seq, index: index as u32, count }),
+            metrics: ProxyMetrics {
+                services,
+                ..header.clone()
+            },
+            part: Some(MetricsPart {
+                seq,
+                index: index as u32,
+                count,
+            }),
         })
         .collect()
 }
@@ -282,12 +312,15 @@ impl MetricsAssembler {
             self.evict_oldest();
         }
         // A new set, or this proxy's own again if it was the oldest and evicted just now.
-        let held = self.pending.entry(proxy.clone()).or_insert_with(|| Pending {
-            seq: p.seq,
-            count: p.count,
-            first_ms: now_ms,
-            parts: BTreeMap::new(),
-        });
+        let held = self
+            .pending
+            .entry(proxy.clone())
+            .or_insert_with(|| Pending {
+                seq: p.seq,
+                count: p.count,
+                first_ms: now_ms,
+                parts: BTreeMap::new(),
+            });
         held.parts.insert(p.index, metrics);
         self.parts_held += 1;
         if held.parts.len() < held.count as usize {
@@ -317,7 +350,12 @@ impl MetricsAssembler {
     }
 
     fn evict_oldest(&mut self) {
-        let Some(id) = self.pending.iter().min_by_key(|(_, p)| p.first_ms).map(|(id, _)| id.clone()) else {
+        let Some(id) = self
+            .pending
+            .iter()
+            .min_by_key(|(_, p)| p.first_ms)
+            .map(|(id, _)| id.clone())
+        else {
             // Nothing held, so nothing to count against the caps.
             self.parts_held = 0;
             return;
@@ -357,7 +395,14 @@ mod tests {
     use crate::{ReplicaId, ServiceName, CHUNK_BYTES, MAX_PAYLOAD};
 
     fn traffic(i: u64) -> Traffic {
-        Traffic { requests: i, rps: i as f64 / 2.0, in_flight: i % 5, p50_ms: 1.5, p99_ms: 12.25, errors: i % 3 }
+        Traffic {
+            requests: i,
+            rps: i as f64 / 2.0,
+            in_flight: i % 5,
+            p50_ms: 1.5,
+            p99_ms: 12.25,
+            errors: i % 3,
+        }
     }
 
     fn service(name: &str, backends: usize) -> ServiceTraffic {
@@ -393,7 +438,11 @@ mod tests {
         let parts = split_metrics(m.clone(), CHUNK_BYTES);
         for p in &parts {
             let bytes = encode(p);
-            assert!(bytes.len() <= CHUNK_BYTES, "a part is {} bytes", bytes.len());
+            assert!(
+                bytes.len() <= CHUNK_BYTES,
+                "a part is {} bytes",
+                bytes.len()
+            );
             assert_eq!(&decode::<ProxyMetricsMsg>(&bytes).unwrap(), p);
         }
         parts
@@ -409,11 +458,22 @@ mod tests {
     fn a_report_of_10000_backends_splits_under_the_limit_and_reassembles() {
         let services = (0..50).map(|i| service(&format!("svc{i}"), 200)).collect();
         let m = report("p1", 1_763_870_400_000, services);
-        assert!(encode(&m).len() > 4 * MAX_PAYLOAD, "the test needs a big report ({} bytes)", encode(&m).len());
+        assert!(
+            encode(&m).len() > 4 * MAX_PAYLOAD,
+            "the test needs a big report ({} bytes)",
+            encode(&m).len()
+        );
         let parts = split_checked(&m);
         assert!(parts.len() > 5, "{} parts", parts.len());
         for (i, p) in parts.iter().enumerate() {
-            assert_eq!(p.part, Some(MetricsPart { seq: m.ts_ms, index: i as u32, count: parts.len() as u32 }));
+            assert_eq!(
+                p.part,
+                Some(MetricsPart {
+                    seq: m.ts_ms,
+                    index: i as u32,
+                    count: parts.len() as u32
+                })
+            );
             assert_eq!(p.metrics.v, PARTS_VERSION);
         }
         let (out, a) = assemble(parts);
@@ -423,14 +483,38 @@ mod tests {
 
     #[test]
     fn one_service_of_10000_backends_is_continued_over_parts() {
-        let m = report("p1", 7, vec![service("small", 3), service("web", 10_000), service("tail", 0)]);
+        let m = report(
+            "p1",
+            7,
+            vec![
+                service("small", 3),
+                service("web", 10_000),
+                service("tail", 0),
+            ],
+        );
         let parts = split_checked(&m);
-        let with_web = parts.iter().filter(|p| p.metrics.services.iter().any(|s| s.service.as_str() == "web")).count();
+        let with_web = parts
+            .iter()
+            .filter(|p| {
+                p.metrics
+                    .services
+                    .iter()
+                    .any(|s| s.service.as_str() == "web")
+            })
+            .count();
         assert!(with_web > 3, "web spans {with_web} parts");
         // Every part repeats web's version and totals.
         for p in &parts {
-            for s in p.metrics.services.iter().filter(|s| s.service.as_str() == "web") {
-                assert_eq!((s.version, s.totals), (m.services[1].version, m.services[1].totals));
+            for s in p
+                .metrics
+                .services
+                .iter()
+                .filter(|s| s.service.as_str() == "web")
+            {
+                assert_eq!(
+                    (s.version, s.totals),
+                    (m.services[1].version, m.services[1].totals)
+                );
             }
         }
         assert_eq!(assemble(parts).0, vec![m]);
@@ -449,9 +533,22 @@ mod tests {
     fn a_report_that_fits_passes_straight_through() {
         let m = report("p1", 7, vec![service("web", 20)]);
         let parts = split_metrics(m.clone(), CHUNK_BYTES);
-        assert_eq!(parts, vec![ProxyMetricsMsg { metrics: m.clone(), part: None }]);
-        assert_eq!(encode(&parts[0]), encode(&m), "the wire form of a whole report is unchanged");
-        assert_eq!(MetricsAssembler::default().push(parts[0].clone(), 0), Some(m.clone()));
+        assert_eq!(
+            parts,
+            vec![ProxyMetricsMsg {
+                metrics: m.clone(),
+                part: None
+            }]
+        );
+        assert_eq!(
+            encode(&parts[0]),
+            encode(&m),
+            "the wire form of a whole report is unchanged"
+        );
+        assert_eq!(
+            MetricsAssembler::default().push(parts[0].clone(), 0),
+            Some(m.clone())
+        );
         assert_eq!(encode_metrics(m, CHUNK_BYTES), vec![encode(&parts[0])]);
     }
 
@@ -460,7 +557,10 @@ mod tests {
         let m = report("p1", 9, vec![service("web", 4_000), service("api", 10)]);
         let parts = split_checked(&m);
         assert!(parts.len() > 1);
-        assert_eq!(encode_metrics(m, CHUNK_BYTES), parts.iter().map(encode).collect::<Vec<_>>());
+        assert_eq!(
+            encode_metrics(m, CHUNK_BYTES),
+            parts.iter().map(encode).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -476,7 +576,10 @@ mod tests {
         // A whole report of another proxy, long after: the incomplete set is swept.
         let other = report("p2", 9, vec![]);
         assert_eq!(a.push(other.clone().into(), 1_200), Some(other));
-        assert_eq!((a.pending(), a.dropped().timed_out, a.dropped().total()), (0, 1, 1));
+        assert_eq!(
+            (a.pending(), a.dropped().timed_out, a.dropped().total()),
+            (0, 1, 1)
+        );
     }
 
     #[test]
@@ -495,7 +598,14 @@ mod tests {
             }
         }
         assert_eq!(out, vec![new_report]);
-        assert_eq!(a.dropped(), PartsDropped { superseded: 1, stale: 1, ..Default::default() });
+        assert_eq!(
+            a.dropped(),
+            PartsDropped {
+                superseded: 1,
+                stale: 1,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -529,17 +639,40 @@ mod tests {
     #[test]
     fn malformed_parts_are_refused() {
         let m = report("p1", 7, vec![service("web", 2)]);
-        for (index, count, why) in [(0, 0, "part.count"), (3, 3, "part.index 3"), (0, MAX_PARTS + 1, "part.count")] {
-            let msg = ProxyMetricsMsg { metrics: m.clone(), part: Some(MetricsPart { seq: 7, index, count }) };
+        for (index, count, why) in [
+            (0, 0, "part.count"),
+            (3, 3, "part.index 3"),
+            (0, MAX_PARTS + 1, "part.count"),
+        ] {
+            let msg = ProxyMetricsMsg {
+                metrics: m.clone(),
+                part: Some(MetricsPart {
+                    seq: 7,
+                    index,
+                    count,
+                }),
+            };
             let e = decode::<ProxyMetricsMsg>(&encode(&msg)).unwrap_err();
             assert!(e.to_string().contains(why), "{e}");
-            assert_eq!(MetricsAssembler::default().push(msg, 0), None, "never assembled without decode either");
+            assert_eq!(
+                MetricsAssembler::default().push(msg, 0),
+                None,
+                "never assembled without decode either"
+            );
         }
         // A version newer than parts is refused; a part is refused by a reader of whole reports.
         let mut part = split_checked(&report("p1", 7, vec![service("web", 10_000)])).remove(0);
-        assert_eq!(decode::<ProxyMetrics>(&encode(&part)).unwrap_err().kind(), "version");
+        assert_eq!(
+            decode::<ProxyMetrics>(&encode(&part)).unwrap_err().kind(),
+            "version"
+        );
         part.metrics.v = PARTS_VERSION + 1;
-        assert_eq!(decode::<ProxyMetricsMsg>(&encode(&part)).unwrap_err().kind(), "version");
+        assert_eq!(
+            decode::<ProxyMetricsMsg>(&encode(&part))
+                .unwrap_err()
+                .kind(),
+            "version"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use acs_events::{
-    AlarmAction, AlarmEvent, AlarmReply, AlarmRequest, AlarmState, AlarmView, StatsRequest, SCHEMA_VERSION,
+    AlarmAction, AlarmEvent, AlarmReply, AlarmRequest, AlarmState, AlarmView, StatsRequest,
+    SCHEMA_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +73,9 @@ pub fn value(rule: &Rule, store: &Store, id: &str, now_ms: u64) -> Option<f64> {
         last_ms: Some(rule.window_ms),
         step_ms: None,
     };
-    let s = crate::query::answer(store, &req, now_ms).summary.filter(|s| s.count > 0)?;
+    let s = crate::query::answer(store, &req, now_ms)
+        .summary
+        .filter(|s| s.count > 0)?;
     Some(match rule.aggregate {
         Aggregate::Avg => s.avg,
         Aggregate::Min => s.min,
@@ -105,7 +108,11 @@ impl Book {
                     ids.into_iter().take(MAX_TARGETS_PER_RULE).collect()
                 }
             };
-            targets.extend(self.alarms.range(range(&rule.name)).map(|(k, _)| k.1.clone()));
+            targets.extend(
+                self.alarms
+                    .range(range(&rule.name))
+                    .map(|(k, _)| k.1.clone()),
+            );
             for id in targets {
                 let v = value_of(rule, &id);
                 self.step_one(rule, &id, v, now_ms, &mut fx);
@@ -117,12 +124,23 @@ impl Book {
 
     /// [`tick`](Self::tick) against the store: `*` takes the store's ids of the rule's scope.
     pub fn tick_store(&mut self, rules: &Rules, store: &Store, now_ms: u64) -> Effects {
-        self.tick(rules, now_ms, |r| store.ids(r.scope), |r, id| value(r, store, id, now_ms))
+        self.tick(
+            rules,
+            now_ms,
+            |r| store.ids(r.scope),
+            |r, id| value(r, store, id, now_ms),
+        )
     }
 
     fn silenced_until(&self, rule: &str, id: &str) -> Option<u64> {
-        let whole = self.silences.get(&(rule.to_string(), None)).map(|s| s.until_ms);
-        let one = self.silences.get(&(rule.to_string(), Some(id.to_string()))).map(|s| s.until_ms);
+        let whole = self
+            .silences
+            .get(&(rule.to_string(), None))
+            .map(|s| s.until_ms);
+        let one = self
+            .silences
+            .get(&(rule.to_string(), Some(id.to_string())))
+            .map(|s| s.until_ms);
         whole.max(one)
     }
 
@@ -135,7 +153,13 @@ impl Book {
         let Some(mut a) = slot else { return };
         for o in outs {
             match o {
-                Output::Changed { state, severity, value, threshold, since_ms } => {
+                Output::Changed {
+                    state,
+                    severity,
+                    value,
+                    threshold,
+                    since_ms,
+                } => {
                     fx.events.push(AlarmEvent {
                         v: SCHEMA_VERSION,
                         rule: rule.name.clone(),
@@ -164,7 +188,11 @@ impl Book {
                     let alarm = self.event(rule, id, &a, now_ms);
                     for c in channels {
                         a.notified += 1;
-                        fx.notices.push(Notice { channel: c.clone(), kind, alarm: alarm.clone() });
+                        fx.notices.push(Notice {
+                            channel: c.clone(),
+                            kind,
+                            alarm: alarm.clone(),
+                        });
                     }
                 }
             }
@@ -193,8 +221,12 @@ impl Book {
     }
 
     fn expire_silences(&mut self, now_ms: u64, fx: &mut Effects) {
-        let gone: Vec<SilenceKey> =
-            self.silences.iter().filter(|(_, s)| s.until_ms <= now_ms).map(|(k, _)| k.clone()).collect();
+        let gone: Vec<SilenceKey> = self
+            .silences
+            .iter()
+            .filter(|(_, s)| s.until_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in gone {
             self.silences.remove(&k);
             fx.silences.insert(k, None);
@@ -218,8 +250,12 @@ impl Book {
             self.alarms.remove(&k);
             fx.alarms.insert(k, None);
         }
-        let gone: Vec<SilenceKey> =
-            self.silences.keys().filter(|(rule, _)| rules.rule(rule).is_none()).cloned().collect();
+        let gone: Vec<SilenceKey> = self
+            .silences
+            .keys()
+            .filter(|(rule, _)| rules.rule(rule).is_none())
+            .cloned()
+            .collect();
         for k in gone {
             self.silences.remove(&k);
             fx.silences.insert(k, None);
@@ -246,11 +282,18 @@ impl Book {
     }
 
     fn views<'a>(&self, rules: &Rules, keys: impl IntoIterator<Item = &'a Key>) -> Vec<AlarmView> {
-        keys.into_iter().filter_map(|k| Some(self.view(rules.rule(&k.0)?, &k.1, self.alarms.get(k)?))).collect()
+        keys.into_iter()
+            .filter_map(|k| Some(self.view(rules.rule(&k.0)?, &k.1, self.alarms.get(k)?)))
+            .collect()
     }
 
     /// Answers one request; ack and silence also return what to save.
-    pub fn request(&mut self, rules: &Rules, req: &AlarmRequest, now_ms: u64) -> (AlarmReply, Effects) {
+    pub fn request(
+        &mut self,
+        rules: &Rules,
+        req: &AlarmRequest,
+        now_ms: u64,
+    ) -> (AlarmReply, Effects) {
         let mut fx = Effects::default();
         let reply = match self.apply(rules, req, now_ms, &mut fx) {
             Ok(views) => AlarmReply::ok(views),
@@ -274,7 +317,11 @@ impl Book {
                 let known: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
                 format!(
                     "{NO_RULE} {name:?}; known: {}",
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
                 )
             })?),
             None => None,
@@ -282,11 +329,15 @@ impl Book {
         let keys: Vec<Key> = self
             .alarms
             .keys()
-            .filter(|k| rule.is_none_or(|r| k.0 == r.name) && req.id.as_ref().is_none_or(|id| &k.1 == id))
+            .filter(|k| {
+                rule.is_none_or(|r| k.0 == r.name) && req.id.as_ref().is_none_or(|id| &k.1 == id)
+            })
             .cloned()
             .collect();
-        let (Some(rule), AlarmAction::Ack | AlarmAction::Unack | AlarmAction::Silence | AlarmAction::Unsilence) =
-            (rule, req.action)
+        let (
+            Some(rule),
+            AlarmAction::Ack | AlarmAction::Unack | AlarmAction::Silence | AlarmAction::Unsilence,
+        ) = (rule, req.action)
         else {
             return Ok(self.views(rules, &keys));
         };
@@ -300,11 +351,18 @@ impl Book {
             AlarmAction::Ack => {
                 let active: Vec<Key> = keys
                     .iter()
-                    .filter(|k| matches!(self.alarms[*k].state, AlarmState::Pending | AlarmState::Firing))
+                    .filter(|k| {
+                        matches!(
+                            self.alarms[*k].state,
+                            AlarmState::Pending | AlarmState::Firing
+                        )
+                    })
                     .cloned()
                     .collect();
                 if active.is_empty() {
-                    return Err(format!("{target} has no pending or firing alarm to acknowledge"));
+                    return Err(format!(
+                        "{target} has no pending or firing alarm to acknowledge"
+                    ));
                 }
                 for k in &active {
                     if let Some(a) = self.alarms.get_mut(k) {
@@ -328,7 +386,11 @@ impl Book {
             AlarmAction::Silence | AlarmAction::Unsilence => {
                 let sk = (rule.name.clone(), req.id.clone());
                 if req.action == AlarmAction::Silence {
-                    let s = Silence { by, until_ms: until.unwrap_or(now_ms), comment: req.comment.clone() };
+                    let s = Silence {
+                        by,
+                        until_ms: until.unwrap_or(now_ms),
+                        comment: req.comment.clone(),
+                    };
                     self.silences.insert(sk.clone(), s.clone());
                     fx.silences.insert(sk, Some(s));
                 } else if self.silences.remove(&sk).is_some() {
@@ -395,21 +457,37 @@ escalation = { after = "5s", to = "mail" }
         let mut book = Book::default();
         let fx = book.tick_store(&rules(), &store, 30_000);
         let states: Vec<_> = fx.events.iter().map(|e| (e.id.as_str(), e.state)).collect();
-        assert_eq!(states, vec![("w1", AlarmState::Pending), ("w1", AlarmState::Firing)]);
+        assert_eq!(
+            states,
+            vec![("w1", AlarmState::Pending), ("w1", AlarmState::Firing)]
+        );
         assert_eq!(fx.events[1].value, 90.0);
-        assert!(fx.events[1].message.contains("is 90"), "{}", fx.events[1].message);
+        assert!(
+            fx.events[1].message.contains("is 90"),
+            "{}",
+            fx.events[1].message
+        );
         assert_eq!(fx.notices.len(), 1);
-        assert_eq!((fx.notices[0].channel.as_str(), fx.notices[0].kind), ("hook", NoticeKind::Firing));
+        assert_eq!(
+            (fx.notices[0].channel.as_str(), fx.notices[0].kind),
+            ("hook", NoticeKind::Firing)
+        );
         assert_eq!(fx.alarms.len(), 1);
         assert_eq!(book.alarms[&("cpu_high".into(), "w1".into())].notified, 1);
         // The next tick with the same value changes nothing worth saving.
         let fx = book.tick_store(&rules(), &store, 31_000);
-        assert!(fx.events.is_empty() && fx.notices.is_empty() && fx.alarms.is_empty(), "{fx:?}");
+        assert!(
+            fx.events.is_empty() && fx.notices.is_empty() && fx.alarms.is_empty(),
+            "{fx:?}"
+        );
         // w1 goes away: no data resolves it.
         let fx = book.tick_store(&rules(), &Store::default(), 120_000);
         let states: Vec<_> = fx.events.iter().map(|e| (e.id.as_str(), e.state)).collect();
         assert_eq!(states, vec![("w1", AlarmState::Resolved)]);
-        assert_eq!(fx.notices.iter().map(|n| n.kind).collect::<Vec<_>>(), vec![NoticeKind::Resolved]);
+        assert_eq!(
+            fx.notices.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            vec![NoticeKind::Resolved]
+        );
     }
 
     #[test]
@@ -425,9 +503,16 @@ escalation = { after = "5s", to = "mail" }
         let (reply, _) = book.request(&r, &req(r#"{"action":"list"}"#), 1);
         assert!(reply.ok);
         assert_eq!(reply.alarms.len(), 1);
-        assert_eq!((reply.alarms[0].state, reply.alarms[0].severity), (AlarmState::Firing, Severity::Warning));
+        assert_eq!(
+            (reply.alarms[0].state, reply.alarms[0].severity),
+            (AlarmState::Firing, Severity::Warning)
+        );
 
-        let (reply, fx) = book.request(&r, &req(r#"{"action":"ack","rule":"cpu_high","id":"w1","by":"ana"}"#), 1000);
+        let (reply, fx) = book.request(
+            &r,
+            &req(r#"{"action":"ack","rule":"cpu_high","id":"w1","by":"ana"}"#),
+            1000,
+        );
         assert!(reply.ok, "{reply:?}");
         assert_eq!(reply.alarms[0].ack.as_ref().unwrap().by, "ana");
         assert_eq!(fx.alarms.len(), 1);
@@ -438,13 +523,27 @@ escalation = { after = "5s", to = "mail" }
         assert!(reply.ok && reply.alarms[0].ack.is_none());
         let fx = book.tick(&r, 12_000, |_| vec![], |_, _| Some(95.0));
         assert_eq!(
-            fx.notices.iter().map(|n| (n.channel.as_str(), n.kind)).collect::<Vec<_>>(),
+            fx.notices
+                .iter()
+                .map(|n| (n.channel.as_str(), n.kind))
+                .collect::<Vec<_>>(),
             vec![("mail", NoticeKind::Escalation)]
         );
 
-        let (reply, _) = book.request(&r, &req(r#"{"action":"ack","rule":"mem_high","by":"ana"}"#), 1);
-        assert!(reply.error.unwrap().contains("no alarm rule \"mem_high\"; known: cpu_high"));
-        let (reply, _) = book.request(&r, &req(r#"{"action":"ack","rule":"cpu_high","id":"w9","by":"ana"}"#), 1);
+        let (reply, _) = book.request(
+            &r,
+            &req(r#"{"action":"ack","rule":"mem_high","by":"ana"}"#),
+            1,
+        );
+        assert!(reply
+            .error
+            .unwrap()
+            .contains("no alarm rule \"mem_high\"; known: cpu_high"));
+        let (reply, _) = book.request(
+            &r,
+            &req(r#"{"action":"ack","rule":"cpu_high","id":"w9","by":"ana"}"#),
+            1,
+        );
         assert!(reply.error.unwrap().contains("no pending or firing alarm"));
     }
 
@@ -452,8 +551,11 @@ escalation = { after = "5s", to = "mail" }
     fn a_rule_silence_covers_targets_that_fire_later_and_expires() {
         let r = rules();
         let mut book = Book::default();
-        let (reply, fx) =
-            book.request(&r, &req(r#"{"action":"silence","rule":"cpu_high","by":"ana","for_ms":5000}"#), 0);
+        let (reply, fx) = book.request(
+            &r,
+            &req(r#"{"action":"silence","rule":"cpu_high","by":"ana","for_ms":5000}"#),
+            0,
+        );
         assert!(reply.ok && reply.alarms.is_empty());
         assert_eq!(fx.silences.len(), 1);
         let mut w1 = r.clone();
@@ -461,10 +563,19 @@ escalation = { after = "5s", to = "mail" }
         let fx = book.tick(&w1, 1000, |_| vec![], |_, _| Some(95.0));
         assert_eq!(fx.events.len(), 2);
         assert!(fx.notices.is_empty());
-        assert_eq!(book.request(&r, &req(r#"{"action":"list"}"#), 1).0.alarms[0].silenced_until_ms, Some(5000));
+        assert_eq!(
+            book.request(&r, &req(r#"{"action":"list"}"#), 1).0.alarms[0].silenced_until_ms,
+            Some(5000)
+        );
         let fx = book.tick(&w1, 5000, |_| vec![], |_, _| Some(95.0));
-        assert_eq!(fx.silences.keys().next(), Some(&("cpu_high".to_string(), None)));
-        assert_eq!(fx.notices.iter().map(|n| n.kind).collect::<Vec<_>>(), vec![NoticeKind::Firing]);
+        assert_eq!(
+            fx.silences.keys().next(),
+            Some(&("cpu_high".to_string(), None))
+        );
+        assert_eq!(
+            fx.notices.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            vec![NoticeKind::Firing]
+        );
     }
 
     #[test]
@@ -475,7 +586,10 @@ escalation = { after = "5s", to = "mail" }
         w1.rules[0].target = Target::One("w1".into());
         book.tick(&w1, 0, |_| vec![], |_, _| Some(95.0));
         let fx = book.tick(&Rules::default(), 1000, |_| vec![], |_, _| None);
-        assert_eq!(fx.alarms.get(&("cpu_high".to_string(), "w1".to_string())), Some(&None));
+        assert_eq!(
+            fx.alarms.get(&("cpu_high".to_string(), "w1".to_string())),
+            Some(&None)
+        );
         assert!(book.alarms.is_empty());
     }
 }

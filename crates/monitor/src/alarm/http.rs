@@ -41,8 +41,12 @@ pub async fn answer(
     query: &str,
     body: Result<Bytes, String>,
 ) -> (StatusCode, String) {
-    let bad =
-        |status: StatusCode, e: String| (status, String::from_utf8(encode(&AlarmReply::error(e))).unwrap_or_default());
+    let bad = |status: StatusCode, e: String| {
+        (
+            status,
+            String::from_utf8(encode(&AlarmReply::error(e))).unwrap_or_default(),
+        )
+    };
     let req = match request(method, rest, query, body) {
         Ok(r) => r,
         Err((status, e)) => return bad(status, e),
@@ -50,7 +54,11 @@ pub async fn answer(
     if let Err(e) = acs_events::Validate::validate(&req) {
         return bad(StatusCode::BAD_REQUEST, e);
     }
-    let asked = tokio::time::timeout(ASK_TIMEOUT, client.request(subjects.monitor_alarms(), encode(&req).into())).await;
+    let asked = tokio::time::timeout(
+        ASK_TIMEOUT,
+        client.request(subjects.monitor_alarms(), encode(&req).into()),
+    )
+    .await;
     let msg = match asked {
         Ok(Ok(m)) => m,
         Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
@@ -63,13 +71,23 @@ pub async fn answer(
         Err(_) => return bad(StatusCode::GATEWAY_TIMEOUT, format!("no answer on {} within {ASK_TIMEOUT:?}", subjects.monitor_alarms())),
     };
     match acs_events::decode::<AlarmReply>(&msg.payload) {
-        Ok(r) if r.ok => (StatusCode::OK, String::from_utf8_lossy(&msg.payload).into_owned()),
+        Ok(r) if r.ok => (
+            StatusCode::OK,
+            String::from_utf8_lossy(&msg.payload).into_owned(),
+        ),
         Ok(r) => {
             let e = r.error.unwrap_or_default();
-            let status = if e.starts_with(NO_RULE) { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+            let status = if e.starts_with(NO_RULE) {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             bad(status, e)
         }
-        Err(e) => bad(StatusCode::BAD_GATEWAY, format!("the monitor's alarm reply is unreadable: {e}")),
+        Err(e) => bad(
+            StatusCode::BAD_GATEWAY,
+            format!("the monitor's alarm reply is unreadable: {e}"),
+        ),
     }
 }
 
@@ -96,14 +114,19 @@ fn request(
                 match k {
                     "rule" => req.rule = Some(v.to_string()),
                     "id" => req.id = Some(v.to_string()),
-                    other => return Err(bad(format!("unknown parameter {other:?} (known: rule, id)"))),
+                    other => {
+                        return Err(bad(format!(
+                            "unknown parameter {other:?} (known: rule, id)"
+                        )))
+                    }
                 }
             }
             Ok(req)
         }
-        (_, [] | [""]) => {
-            Err((StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {ALARMS_PATH}; use GET")))
-        }
+        (_, [] | [""]) => Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {ALARMS_PATH}; use GET"),
+        )),
         (&Method::POST, [rule, action]) => {
             req.action = match *action {
                 "ack" => AlarmAction::Ack,
@@ -129,8 +152,14 @@ fn request(
             (req.id, req.by, req.for_ms, req.comment) = (b.id, b.by, b.for_ms, b.comment);
             Ok(req)
         }
-        (_, [_, _]) => Err((StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed; use POST"))),
-        _ => Err((StatusCode::NOT_FOUND, format!("no such endpoint {ALARMS_PATH}/{}", rest.join("/")))),
+        (_, [_, _]) => Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed; use POST"),
+        )),
+        _ => Err((
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint {ALARMS_PATH}/{}", rest.join("/")),
+        )),
     }
 }
 
@@ -138,22 +167,58 @@ fn request(
 mod tests {
     use super::*;
 
-    fn req(method: Method, rest: &[&str], query: &str, body: &str) -> Result<AlarmRequest, (StatusCode, String)> {
+    fn req(
+        method: Method,
+        rest: &[&str],
+        query: &str,
+        body: &str,
+    ) -> Result<AlarmRequest, (StatusCode, String)> {
         request(&method, rest, query, Ok(Bytes::from(body.to_string())))
     }
 
     #[test]
     fn paths_and_bodies_become_requests() {
         let r = req(Method::GET, &[], "rule=cpu_high&id=w1", "").unwrap();
-        assert_eq!((r.action, r.rule.as_deref(), r.id.as_deref()), (AlarmAction::List, Some("cpu_high"), Some("w1")));
-        let r = req(Method::POST, &["cpu_high", "ack"], "", r#"{"id":"w1","by":"ana","for_ms":60000}"#).unwrap();
-        assert_eq!((r.action, r.by.as_deref(), r.for_ms), (AlarmAction::Ack, Some("ana"), Some(60000)));
-        assert_eq!(req(Method::POST, &["cpu_high", "mute"], "", "").unwrap_err().0, StatusCode::NOT_FOUND);
-        assert_eq!(req(Method::DELETE, &[], "", "").unwrap_err().0, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(req(Method::GET, &["cpu_high", "ack"], "", "").unwrap_err().0, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            (r.action, r.rule.as_deref(), r.id.as_deref()),
+            (AlarmAction::List, Some("cpu_high"), Some("w1"))
+        );
+        let r = req(
+            Method::POST,
+            &["cpu_high", "ack"],
+            "",
+            r#"{"id":"w1","by":"ana","for_ms":60000}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.action, r.by.as_deref(), r.for_ms),
+            (AlarmAction::Ack, Some("ana"), Some(60000))
+        );
+        assert_eq!(
+            req(Method::POST, &["cpu_high", "mute"], "", "")
+                .unwrap_err()
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            req(Method::DELETE, &[], "", "").unwrap_err().0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            req(Method::GET, &["cpu_high", "ack"], "", "")
+                .unwrap_err()
+                .0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         let e = req(Method::POST, &["cpu_high", "ack"], "", r#"{"who":"ana"}"#).unwrap_err();
-        assert!(e.0 == StatusCode::BAD_REQUEST && e.1.contains("who"), "{e:?}");
-        assert!(req(Method::GET, &[], "colour=red", "").unwrap_err().1.contains("colour"));
+        assert!(
+            e.0 == StatusCode::BAD_REQUEST && e.1.contains("who"),
+            "{e:?}"
+        );
+        assert!(req(Method::GET, &[], "colour=red", "")
+            .unwrap_err()
+            .1
+            .contains("colour"));
     }
 
     /// docs/monitor-openapi.yaml documents every alarm path.
@@ -162,7 +227,10 @@ mod tests {
         let doc = include_str!("../../../../docs/monitor-openapi.yaml");
         assert!(doc.contains(&format!("  {ALARMS_PATH}:")));
         for a in ["ack", "unack", "silence", "unsilence"] {
-            assert!(doc.contains(&format!("  {ALARMS_PATH}/{{rule}}/{a}:")), "{a} is not documented");
+            assert!(
+                doc.contains(&format!("  {ALARMS_PATH}/{{rule}}/{a}:")),
+                "{a} is not documented"
+            );
         }
     }
 }

@@ -34,8 +34,15 @@ pub struct OpenError {
 
 /// Opens (creating if needed) the bucket. Its stream is made by hand, as the brain's: async-nats
 /// 0.51's `create_key_value` cannot read nats-server 2.9's answer, while every other KV call works.
-pub async fn open_bucket(client: &async_nats::Client, bucket: &str, replicas: usize) -> Result<Store, OpenError> {
-    let err = |message: String| OpenError { bucket: bucket.to_string(), message };
+pub async fn open_bucket(
+    client: &async_nats::Client,
+    bucket: &str,
+    replicas: usize,
+) -> Result<Store, OpenError> {
+    let err = |message: String| OpenError {
+        bucket: bucket.to_string(),
+        message,
+    };
     let js = async_nats::jetstream::new(client.clone());
     let stream = async_nats::jetstream::stream::Config {
         name: format!("KV_{bucket}"),
@@ -51,7 +58,9 @@ pub async fn open_bucket(client: &async_nats::Client, bucket: &str, replicas: us
         .await
         .map_err(|_| err("no answer from JetStream within 10 s".into()))?
         .map_err(|e| err(e.to_string()))?;
-    js.get_key_value(bucket).await.map_err(|e| err(e.to_string()))
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| err(e.to_string()))
 }
 
 pub fn alarm_key((rule, id): &Key) -> String {
@@ -65,7 +74,9 @@ pub fn silence_key((rule, id): &SilenceKey) -> String {
     }
 }
 
-async fn bounded<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
+async fn bounded<T, E: std::fmt::Display>(
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
     match tokio::time::timeout(IO_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer from JetStream within {IO_TIMEOUT:?}")),
@@ -78,7 +89,11 @@ pub async fn save(kv: &Store, fx: &Effects) -> Vec<(String, String)> {
     for (k, a) in &fx.alarms {
         let key = alarm_key(k);
         let res = match a {
-            Some(a) => bounded(kv.put(&key, Bytes::from(serde_json::to_vec(a).unwrap_or_default()))).await.map(|_| ()),
+            Some(a) => {
+                bounded(kv.put(&key, Bytes::from(serde_json::to_vec(a).unwrap_or_default())))
+                    .await
+                    .map(|_| ())
+            }
             None => bounded(kv.delete(&key)).await,
         };
         if let Err(e) = res {
@@ -88,7 +103,11 @@ pub async fn save(kv: &Store, fx: &Effects) -> Vec<(String, String)> {
     for (k, s) in &fx.silences {
         let key = silence_key(k);
         let res = match s {
-            Some(s) => bounded(kv.put(&key, Bytes::from(serde_json::to_vec(s).unwrap_or_default()))).await.map(|_| ()),
+            Some(s) => {
+                bounded(kv.put(&key, Bytes::from(serde_json::to_vec(s).unwrap_or_default())))
+                    .await
+                    .map(|_| ())
+            }
             None => bounded(kv.delete(&key)).await,
         };
         if let Err(e) = res {
@@ -115,14 +134,16 @@ pub async fn load(kv: &Store) -> Result<(Book, Vec<(String, String)>), String> {
     for name in names {
         let parts: Vec<&str> = name.split('.').collect();
         let value = match parts[..] {
-            ["alarm", _, _] | ["silence", _] | ["silence", _, _] => match bounded(kv.get(&name)).await {
-                Ok(Some(v)) => v,
-                Ok(None) => continue,
-                Err(e) => {
-                    errors.push((name, e));
-                    continue;
+            ["alarm", _, _] | ["silence", _] | ["silence", _, _] => {
+                match bounded(kv.get(&name)).await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        errors.push((name, e));
+                        continue;
+                    }
                 }
-            },
+            }
             _ => continue,
         };
         let res = match parts[..] {
@@ -130,7 +151,8 @@ pub async fn load(kv: &Store) -> Result<(Book, Vec<(String, String)>), String> {
                 book.alarms.insert((rule.to_string(), id.to_string()), a);
             }),
             ["silence", rule, ..] => serde_json::from_slice::<Silence>(&value).map(|s| {
-                book.silences.insert((rule.to_string(), parts.get(2).map(|id| id.to_string())), s);
+                book.silences
+                    .insert((rule.to_string(), parts.get(2).map(|id| id.to_string())), s);
             }),
             _ => Ok(()),
         };
@@ -164,7 +186,12 @@ pub struct Lease {
 
 impl Lease {
     pub fn new(kv: Store, instance: String, lease_ms: u64) -> Self {
-        Lease { kv, instance, lease_ms, state: LeaseState::Standby { seen: None } }
+        Lease {
+            kv,
+            instance,
+            lease_ms,
+            state: LeaseState::Standby { seen: None },
+        }
     }
 
     pub fn holding(&self) -> bool {
@@ -172,7 +199,13 @@ impl Lease {
     }
 
     fn value(&self, released: bool) -> Bytes {
-        Bytes::from(serde_json::to_vec(&LeaseValue { holder: self.instance.clone(), released }).unwrap_or_default())
+        Bytes::from(
+            serde_json::to_vec(&LeaseValue {
+                holder: self.instance.clone(),
+                released,
+            })
+            .unwrap_or_default(),
+        )
     }
 
     /// One turn: renew, or look and maybe take. Returns whether this monitor holds the lease.
@@ -180,8 +213,18 @@ impl Lease {
         let lease = Duration::from_millis(self.lease_ms);
         match self.state {
             LeaseState::Holding { revision, renewed } => {
-                match tokio::time::timeout(lease / 3, self.kv.update(LEASE_KEY, self.value(false), revision)).await {
-                    Ok(Ok(rev)) => self.state = LeaseState::Holding { revision: rev, renewed: Instant::now() },
+                match tokio::time::timeout(
+                    lease / 3,
+                    self.kv.update(LEASE_KEY, self.value(false), revision),
+                )
+                .await
+                {
+                    Ok(Ok(rev)) => {
+                        self.state = LeaseState::Holding {
+                            revision: rev,
+                            renewed: Instant::now(),
+                        }
+                    }
                     Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                         tracing::warn!(instance = %self.instance, "another monitor took the alarm lease");
                         self.state = LeaseState::Standby { seen: None };
@@ -212,13 +255,18 @@ impl Lease {
                     None => Some(None),
                     Some(e) if e.operation != Operation::Put => Some(Some(e.revision)),
                     Some(e) => {
-                        let released = serde_json::from_slice::<LeaseValue>(&e.value).is_ok_and(|v| v.released);
+                        let released = serde_json::from_slice::<LeaseValue>(&e.value)
+                            .is_ok_and(|v| v.released);
                         match seen {
                             _ if released => Some(Some(e.revision)),
-                            Some((rev, at)) if rev == e.revision && at.elapsed() >= lease => Some(Some(e.revision)),
+                            Some((rev, at)) if rev == e.revision && at.elapsed() >= lease => {
+                                Some(Some(e.revision))
+                            }
                             Some((rev, _)) if rev == e.revision => None,
                             _ => {
-                                self.state = LeaseState::Standby { seen: Some((e.revision, Instant::now())) };
+                                self.state = LeaseState::Standby {
+                                    seen: Some((e.revision, Instant::now())),
+                                };
                                 None
                             }
                         }
@@ -226,12 +274,19 @@ impl Lease {
                 };
                 let won = match take {
                     None => None,
-                    Some(None) => bounded(self.kv.create(LEASE_KEY, self.value(false))).await.ok(),
-                    Some(Some(rev)) => bounded(self.kv.update(LEASE_KEY, self.value(false), rev)).await.ok(),
+                    Some(None) => bounded(self.kv.create(LEASE_KEY, self.value(false)))
+                        .await
+                        .ok(),
+                    Some(Some(rev)) => bounded(self.kv.update(LEASE_KEY, self.value(false), rev))
+                        .await
+                        .ok(),
                 };
                 if let Some(revision) = won {
                     tracing::info!(instance = %self.instance, "took the alarm lease: this monitor evaluates and notifies");
-                    self.state = LeaseState::Holding { revision, renewed: Instant::now() };
+                    self.state = LeaseState::Holding {
+                        revision,
+                        renewed: Instant::now(),
+                    };
                 }
             }
         }
@@ -243,7 +298,9 @@ impl Lease {
         if let LeaseState::Holding { revision, .. } = self.state {
             match bounded(self.kv.update(LEASE_KEY, self.value(true), revision)).await {
                 Ok(_) => tracing::info!("alarm lease released"),
-                Err(error) => tracing::warn!(%error, "could not release the alarm lease; it expires"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not release the alarm lease; it expires")
+                }
             }
             self.state = LeaseState::Standby { seen: None };
         }

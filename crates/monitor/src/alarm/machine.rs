@@ -102,7 +102,10 @@ pub enum Output {
 /// The severity the value is at, with its threshold. `held` is the severity the alarm is active
 /// at: a threshold it already crossed holds until the value is `clear` back past it.
 pub fn level(rule: &Rule, v: f64, held: Option<Severity>) -> Option<(Severity, f64)> {
-    for (sev, t) in [(Severity::Critical, rule.critical), (Severity::Warning, rule.warning)] {
+    for (sev, t) in [
+        (Severity::Critical, rule.critical),
+        (Severity::Warning, rule.warning),
+    ] {
         let Some(t) = t else { continue };
         let (crossed, holds) = match rule.condition {
             Condition::Above => (v > t, v > t - rule.clear),
@@ -208,37 +211,69 @@ fn changed(a: &Alarm) -> Output {
 
 /// Drops an ack that has run out.
 fn expire(a: &mut Alarm, now_ms: u64) {
-    if a.ack.as_ref().is_some_and(|k| k.until_ms.is_some_and(|u| u <= now_ms)) {
+    if a.ack
+        .as_ref()
+        .is_some_and(|k| k.until_ms.is_some_and(|u| u <= now_ms))
+    {
         a.ack = None;
         a.changed_ms = now_ms;
     }
 }
 
-fn notices(rule: &Rule, a: &mut Alarm, now_ms: u64, silenced_until: Option<u64>, out: &mut Vec<Output>) {
+fn notices(
+    rule: &Rule,
+    a: &mut Alarm,
+    now_ms: u64,
+    silenced_until: Option<u64>,
+    out: &mut Vec<Output>,
+) {
     if silenced_until.is_some_and(|u| u > now_ms) {
         return;
     }
-    let route = if a.escalated { Route::Both } else { Route::Notify };
+    let route = if a.escalated {
+        Route::Both
+    } else {
+        Route::Notify
+    };
     match a.state {
         AlarmState::Firing => {
             if a.told != Some((AlarmState::Firing, a.severity)) {
-                out.push(Output::Notify { kind: NoticeKind::Firing, route });
+                out.push(Output::Notify {
+                    kind: NoticeKind::Firing,
+                    route,
+                });
                 a.told = Some((AlarmState::Firing, a.severity));
                 a.last_notice_ms = now_ms;
-            } else if a.ack.is_none() && rule.repeat_ms.is_some_and(|r| now_ms.saturating_sub(a.last_notice_ms) >= r) {
-                out.push(Output::Notify { kind: NoticeKind::Repeat, route });
+            } else if a.ack.is_none()
+                && rule
+                    .repeat_ms
+                    .is_some_and(|r| now_ms.saturating_sub(a.last_notice_ms) >= r)
+            {
+                out.push(Output::Notify {
+                    kind: NoticeKind::Repeat,
+                    route,
+                });
                 a.last_notice_ms = now_ms;
             }
             if let Some(e) = &rule.escalation {
-                if a.ack.is_none() && !a.escalated && now_ms.saturating_sub(a.since_ms) >= e.after_ms {
-                    out.push(Output::Notify { kind: NoticeKind::Escalation, route: Route::Escalation });
+                if a.ack.is_none()
+                    && !a.escalated
+                    && now_ms.saturating_sub(a.since_ms) >= e.after_ms
+                {
+                    out.push(Output::Notify {
+                        kind: NoticeKind::Escalation,
+                        route: Route::Escalation,
+                    });
                     a.escalated = true;
                 }
             }
         }
         AlarmState::Resolved => {
             if matches!(a.told, Some((AlarmState::Firing, _))) {
-                out.push(Output::Notify { kind: NoticeKind::Resolved, route });
+                out.push(Output::Notify {
+                    kind: NoticeKind::Resolved,
+                    route,
+                });
                 a.told = Some((AlarmState::Resolved, a.severity));
                 a.escalated = false;
             }
@@ -248,11 +283,21 @@ fn notices(rule: &Rule, a: &mut Alarm, now_ms: u64, silenced_until: Option<u64>,
 }
 
 /// Acknowledges an active alarm: no repeats and no escalation until `until_ms` or the resolve.
-pub fn ack(a: &mut Alarm, by: &str, until_ms: Option<u64>, comment: Option<String>, now_ms: u64) -> Result<(), String> {
+pub fn ack(
+    a: &mut Alarm,
+    by: &str,
+    until_ms: Option<u64>,
+    comment: Option<String>,
+    now_ms: u64,
+) -> Result<(), String> {
     if !active(a) {
         return Err("the alarm is resolved; there is nothing to acknowledge".into());
     }
-    a.ack = Some(AlarmAck { by: by.to_string(), until_ms, comment });
+    a.ack = Some(AlarmAck {
+        by: by.to_string(),
+        until_ms,
+        comment,
+    });
     a.changed_ms = now_ms;
     Ok(())
 }
@@ -265,7 +310,14 @@ pub fn unack(a: &mut Alarm, now_ms: u64) {
 
 /// One sentence with the value, e.g. "cpu of worker w1 is 93.5 (avg over 30s), above the
 /// critical threshold 90 for 1m".
-pub fn message(rule: &Rule, id: &str, state: AlarmState, severity: Severity, value: f64, threshold: f64) -> String {
+pub fn message(
+    rule: &Rule,
+    id: &str,
+    state: AlarmState,
+    severity: Severity,
+    value: f64,
+    threshold: f64,
+) -> String {
     let what = format!(
         "{} of {} {id} is {} ({} over {})",
         rule.metric,
@@ -293,7 +345,11 @@ pub fn message(rule: &Rule, id: &str, state: AlarmState, severity: Severity, val
                 Condition::Above => format!("below {}", num(threshold - rule.clear)),
                 Condition::Below => format!("above {}", num(threshold + rule.clear)),
             };
-            format!("{what}, back {back} (threshold {} with hysteresis {}): resolved", num(threshold), num(rule.clear))
+            format!(
+                "{what}, back {back} (threshold {} with hysteresis {}): resolved",
+                num(threshold),
+                num(rule.clear)
+            )
         }
     }
 }
@@ -335,14 +391,27 @@ mod tests {
     }
 
     /// Feeds `(now, value)` pairs and collects every output.
-    fn run(rule: &Rule, slot: &mut Option<Alarm>, inputs: &[(u64, Option<f64>)]) -> Vec<(u64, Output)> {
-        inputs.iter().flat_map(|&(t, v)| step(rule, slot, v, t, None).into_iter().map(move |o| (t, o))).collect()
+    fn run(
+        rule: &Rule,
+        slot: &mut Option<Alarm>,
+        inputs: &[(u64, Option<f64>)],
+    ) -> Vec<(u64, Output)> {
+        inputs
+            .iter()
+            .flat_map(|&(t, v)| {
+                step(rule, slot, v, t, None)
+                    .into_iter()
+                    .map(move |o| (t, o))
+            })
+            .collect()
     }
 
     fn states(outs: &[(u64, Output)]) -> Vec<(u64, AlarmState, Severity)> {
         outs.iter()
             .filter_map(|(t, o)| match o {
-                Output::Changed { state, severity, .. } => Some((*t, *state, *severity)),
+                Output::Changed {
+                    state, severity, ..
+                } => Some((*t, *state, *severity)),
                 _ => None,
             })
             .collect()
@@ -381,7 +450,10 @@ mod tests {
         );
         assert_eq!(
             notices(&outs),
-            vec![(13_000, NoticeKind::Firing, Route::Notify), (26_000, NoticeKind::Resolved, Route::Notify)]
+            vec![
+                (13_000, NoticeKind::Firing, Route::Notify),
+                (26_000, NoticeKind::Resolved, Route::Notify)
+            ]
         );
         let a = slot.unwrap();
         assert_eq!((a.state, a.value, a.since_ms), (Resolved, 70.0, 26_000));
@@ -401,7 +473,10 @@ mod tests {
         assert!(notices(&outs).is_empty());
         // And a new episode starts from pending again.
         let outs = run(&r, &mut slot, &every_second(9, 9, 85.0));
-        assert_eq!(states(&outs), vec![(9000, AlarmState::Pending, Severity::Warning)]);
+        assert_eq!(
+            states(&outs),
+            vec![(9000, AlarmState::Pending, Severity::Warning)]
+        );
     }
 
     #[test]
@@ -412,9 +487,15 @@ mod tests {
         let outs = run(&r, &mut slot, &[(1000, Some(95.0))]);
         assert_eq!(
             states(&outs),
-            vec![(1000, AlarmState::Pending, Severity::Critical), (1000, AlarmState::Firing, Severity::Critical)]
+            vec![
+                (1000, AlarmState::Pending, Severity::Critical),
+                (1000, AlarmState::Firing, Severity::Critical)
+            ]
         );
-        assert_eq!(notices(&outs), vec![(1000, NoticeKind::Firing, Route::Notify)]);
+        assert_eq!(
+            notices(&outs),
+            vec![(1000, NoticeKind::Firing, Route::Notify)]
+        );
     }
 
     #[test]
@@ -425,7 +506,14 @@ mod tests {
         let outs = run(
             &r,
             &mut slot,
-            &[(1, Some(85.0)), (2, Some(92.0)), (3, Some(87.0)), (4, Some(84.0)), (5, Some(91.0)), (6, Some(74.0))],
+            &[
+                (1, Some(85.0)),
+                (2, Some(92.0)),
+                (3, Some(87.0)),
+                (4, Some(84.0)),
+                (5, Some(91.0)),
+                (6, Some(74.0)),
+            ],
         );
         use AlarmState::*;
         use Severity::*;
@@ -443,17 +531,38 @@ mod tests {
         );
         let kinds: Vec<_> = notices(&outs).iter().map(|n| (n.0, n.1)).collect();
         use NoticeKind as K;
-        assert_eq!(kinds, vec![(1, K::Firing), (2, K::Firing), (4, K::Firing), (5, K::Firing), (6, K::Resolved)]);
+        assert_eq!(
+            kinds,
+            vec![
+                (1, K::Firing),
+                (2, K::Firing),
+                (4, K::Firing),
+                (5, K::Firing),
+                (6, K::Resolved)
+            ]
+        );
     }
 
     #[test]
     fn below_rules_clear_above_the_threshold_plus_hysteresis() {
         let mut r = rule();
-        (r.condition, r.warning, r.critical, r.clear, r.for_ms) = (Condition::Below, Some(10.0), None, 2.0, 0);
+        (r.condition, r.warning, r.critical, r.clear, r.for_ms) =
+            (Condition::Below, Some(10.0), None, 2.0, 0);
         let mut slot = None;
-        let outs = run(&r, &mut slot, &[(1, Some(9.0)), (2, Some(11.0)), (3, Some(12.5))]);
+        let outs = run(
+            &r,
+            &mut slot,
+            &[(1, Some(9.0)), (2, Some(11.0)), (3, Some(12.5))],
+        );
         let s: Vec<_> = states(&outs).iter().map(|s| (s.0, s.1)).collect();
-        assert_eq!(s, vec![(1, AlarmState::Pending), (1, AlarmState::Firing), (3, AlarmState::Resolved)]);
+        assert_eq!(
+            s,
+            vec![
+                (1, AlarmState::Pending),
+                (1, AlarmState::Firing),
+                (3, AlarmState::Resolved)
+            ]
+        );
         assert_eq!(slot.unwrap().threshold, 10.0);
     }
 
@@ -465,12 +574,18 @@ mod tests {
         let outs = run(&r, &mut slot, &every_second(0, 11, 85.0));
         let kinds: Vec<_> = notices(&outs).iter().map(|n| (n.0, n.1)).collect();
         use NoticeKind as K;
-        assert_eq!(kinds, vec![(0, K::Firing), (5000, K::Repeat), (10_000, K::Repeat)]);
+        assert_eq!(
+            kinds,
+            vec![(0, K::Firing), (5000, K::Repeat), (10_000, K::Repeat)]
+        );
         ack(slot.as_mut().unwrap(), "ana", Some(30_000), None, 11_000).unwrap();
         let outs = run(&r, &mut slot, &every_second(12, 29, 85.0));
         assert!(notices(&outs).is_empty(), "{outs:?}");
         let outs = run(&r, &mut slot, &every_second(30, 30, 85.0));
-        assert_eq!(notices(&outs), vec![(30_000, NoticeKind::Repeat, Route::Notify)]);
+        assert_eq!(
+            notices(&outs),
+            vec![(30_000, NoticeKind::Repeat, Route::Notify)]
+        );
         assert!(slot.unwrap().ack.is_none());
     }
 
@@ -480,19 +595,34 @@ mod tests {
         (r.for_ms, r.repeat_ms) = (0, Some(1_000));
         let mut slot = None;
         run(&r, &mut slot, &[(0, Some(85.0))]);
-        ack(slot.as_mut().unwrap(), "ana", None, Some("looking".into()), 0).unwrap();
+        ack(
+            slot.as_mut().unwrap(),
+            "ana",
+            None,
+            Some("looking".into()),
+            0,
+        )
+        .unwrap();
         let outs = run(&r, &mut slot, &[(5_000, Some(85.0)), (6_000, Some(10.0))]);
-        assert_eq!(notices(&outs), vec![(6_000, NoticeKind::Resolved, Route::Notify)]);
+        assert_eq!(
+            notices(&outs),
+            vec![(6_000, NoticeKind::Resolved, Route::Notify)]
+        );
         let a = slot.as_mut().unwrap();
         assert!(a.ack.is_none());
-        assert!(ack(a, "ana", None, None, 7_000).unwrap_err().contains("resolved"));
+        assert!(ack(a, "ana", None, None, 7_000)
+            .unwrap_err()
+            .contains("resolved"));
     }
 
     #[test]
     fn escalates_once_when_not_acked_then_the_escalation_channel_hears_the_rest() {
         let mut r = rule();
         (r.for_ms, r.repeat_ms) = (0, Some(4_000));
-        r.escalation = Some(Escalation { after_ms: 6_000, to: "mail".into() });
+        r.escalation = Some(Escalation {
+            after_ms: 6_000,
+            to: "mail".into(),
+        });
         let mut slot = None;
         let mut inputs = every_second(0, 9, 85.0);
         inputs.push((10_000, Some(10.0)));
@@ -515,7 +645,10 @@ mod tests {
     fn an_ack_in_time_prevents_the_escalation() {
         let mut r = rule();
         r.for_ms = 0;
-        r.escalation = Some(Escalation { after_ms: 6_000, to: "mail".into() });
+        r.escalation = Some(Escalation {
+            after_ms: 6_000,
+            to: "mail".into(),
+        });
         let mut slot = None;
         run(&r, &mut slot, &[(0, Some(85.0))]);
         ack(slot.as_mut().unwrap(), "ana", None, None, 1000).unwrap();
@@ -538,11 +671,23 @@ mod tests {
         assert!(outs.iter().all(|o| matches!(o, Output::Changed { .. })));
         // The silence ends while critical: the channels still believe "firing warning".
         let outs = step(&r, &mut slot, Some(95.0), 10_000, Some(10_000));
-        assert_eq!(outs, vec![Output::Notify { kind: NoticeKind::Firing, route: Route::Notify }]);
+        assert_eq!(
+            outs,
+            vec![Output::Notify {
+                kind: NoticeKind::Firing,
+                route: Route::Notify
+            }]
+        );
         let outs: Vec<_> = step(&r, &mut slot, Some(10.0), 11_000, Some(20_000));
         assert!(outs.iter().all(|o| matches!(o, Output::Changed { .. })));
         let outs = step(&r, &mut slot, Some(10.0), 20_000, Some(20_000));
-        assert_eq!(outs, vec![Output::Notify { kind: NoticeKind::Resolved, route: Route::Notify }]);
+        assert_eq!(
+            outs,
+            vec![Output::Notify {
+                kind: NoticeKind::Resolved,
+                route: Route::Notify
+            }]
+        );
     }
 
     #[test]
@@ -553,7 +698,10 @@ mod tests {
         assert!(step(&r, &mut slot, None, 0, None).is_empty());
         run(&r, &mut slot, &[(1000, Some(85.0))]);
         let outs = run(&r, &mut slot, &[(2000, None)]);
-        assert_eq!(states(&outs), vec![(2000, AlarmState::Resolved, Severity::Warning)]);
+        assert_eq!(
+            states(&outs),
+            vec![(2000, AlarmState::Resolved, Severity::Warning)]
+        );
         assert_eq!(slot.as_ref().unwrap().value, 85.0);
         assert!(run(&r, &mut slot, &[(3000, None)]).is_empty());
     }
@@ -573,10 +721,30 @@ mod tests {
     #[test]
     fn messages_carry_the_value() {
         let r = rule();
-        let m = message(&r, "w1", AlarmState::Firing, Severity::Critical, 93.456, 90.0);
-        assert_eq!(m, "cpu of worker w1 is 93.456 (avg over 30s), above the critical threshold 90 for 10s");
-        let m = message(&r, "w1", AlarmState::Resolved, Severity::Warning, 70.0, 80.0);
-        assert!(m.contains("is 70") && m.contains("back below 75") && m.ends_with("resolved"), "{m}");
+        let m = message(
+            &r,
+            "w1",
+            AlarmState::Firing,
+            Severity::Critical,
+            93.456,
+            90.0,
+        );
+        assert_eq!(
+            m,
+            "cpu of worker w1 is 93.456 (avg over 30s), above the critical threshold 90 for 10s"
+        );
+        let m = message(
+            &r,
+            "w1",
+            AlarmState::Resolved,
+            Severity::Warning,
+            70.0,
+            80.0,
+        );
+        assert!(
+            m.contains("is 70") && m.contains("back below 75") && m.ends_with("resolved"),
+            "{m}"
+        );
         assert_eq!(num(0.5), "0.5");
         assert_eq!(num(-0.0001), "0");
     }

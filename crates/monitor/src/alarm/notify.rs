@@ -50,7 +50,11 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { attempts: 6, first: Duration::from_secs(1), max: Duration::from_secs(60) }
+        Retry {
+            attempts: 6,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
     }
 }
 
@@ -63,9 +67,18 @@ pub enum NotifyError {
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 enum Sender {
-    Webhook { url: hyper::Uri, http: HttpsClient },
-    Slack { url: hyper::Uri, http: HttpsClient },
-    Email { transport: AsyncSmtpTransport<Tokio1Executor>, cfg: Box<Email> },
+    Webhook {
+        url: hyper::Uri,
+        http: HttpsClient,
+    },
+    Slack {
+        url: hyper::Uri,
+        http: HttpsClient,
+    },
+    Email {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        cfg: Box<Email>,
+    },
 }
 
 /// The running channels. Dropping it stops their tasks.
@@ -82,23 +95,48 @@ impl Drop for Notifier {
 }
 
 impl Notifier {
-    pub fn start(channels: &BTreeMap<String, Channel>, retry: Retry) -> Result<Notifier, NotifyError> {
+    pub fn start(
+        channels: &BTreeMap<String, Channel>,
+        retry: Retry,
+    ) -> Result<Notifier, NotifyError> {
         let counters = Arc::new(NotifyCounters::default());
         let http = https_client();
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::new();
         for (name, ch) in channels {
-            let setup = |message: String| NotifyError::Setup { channel: name.clone(), message };
+            let setup = |message: String| NotifyError::Setup {
+                channel: name.clone(),
+                message,
+            };
             let sender = match ch {
-                Channel::Webhook { url } => Sender::Webhook { url: url.clone(), http: http.clone() },
-                Channel::Slack { url } => Sender::Slack { url: url.clone(), http: http.clone() },
-                Channel::Email(cfg) => Sender::Email { transport: smtp(cfg).map_err(setup)?, cfg: cfg.clone() },
+                Channel::Webhook { url } => Sender::Webhook {
+                    url: url.clone(),
+                    http: http.clone(),
+                },
+                Channel::Slack { url } => Sender::Slack {
+                    url: url.clone(),
+                    http: http.clone(),
+                },
+                Channel::Email(cfg) => Sender::Email {
+                    transport: smtp(cfg).map_err(setup)?,
+                    cfg: cfg.clone(),
+                },
             };
             let (tx, rx) = mpsc::channel(QUEUE);
-            tasks.push(tokio::spawn(worker(name.clone(), sender, rx, retry, counters.clone())));
+            tasks.push(tokio::spawn(worker(
+                name.clone(),
+                sender,
+                rx,
+                retry,
+                counters.clone(),
+            )));
             queues.insert(name.clone(), tx);
         }
-        Ok(Notifier { queues, tasks, counters })
+        Ok(Notifier {
+            queues,
+            tasks,
+            counters,
+        })
     }
 
     /// Queues one notice; never waits.
@@ -132,9 +170,12 @@ fn smtp(cfg: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let tls = |host: &str| {
         let mut b = TlsParameters::builder(host.to_string());
         if let Some(pem) = &cfg.ca_pem {
-            b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| format!("ca_file: {e}"))?);
+            b = b.add_root_certificate(
+                Certificate::from_pem(pem).map_err(|e| format!("ca_file: {e}"))?,
+            );
         }
-        b.build_rustls().map_err(|e| format!("TLS setup for {host}: {e}"))
+        b.build_rustls()
+            .map_err(|e| format!("TLS setup for {host}: {e}"))
     };
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
         .port(cfg.port)
@@ -159,7 +200,9 @@ async fn worker(
 ) {
     while let Some(n) = rx.recv().await {
         let span = tracing::info_span!("notify", channel = %channel, kind = sender.kind(), rule = %n.alarm.rule, id = %n.alarm.id, notice = n.kind.as_str());
-        deliver(&sender, &n, retry, &counters).instrument(span).await;
+        deliver(&sender, &n, retry, &counters)
+            .instrument(span)
+            .await;
     }
 }
 
@@ -167,8 +210,9 @@ async fn deliver(sender: &Sender, n: &Notice, retry: Retry, counters: &NotifyCou
     let attempts = retry.attempts.max(1);
     let mut wait = retry.first;
     for attempt in 1..=attempts {
-        let res =
-            tokio::time::timeout(SEND_TIMEOUT * 2, sender.send(n)).await.unwrap_or_else(|_| Err("timed out".into()));
+        let res = tokio::time::timeout(SEND_TIMEOUT * 2, sender.send(n))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
         match res {
             Ok(()) => {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -202,17 +246,30 @@ impl Sender {
         match self {
             Sender::Webhook { url, http } => post(http, url, webhook_body(n)).await,
             Sender::Slack { url, http } => {
-                post(http, url, serde_json::to_vec(&serde_json::json!({ "text": slack_text(n) })).unwrap_or_default())
-                    .await
+                post(
+                    http,
+                    url,
+                    serde_json::to_vec(&serde_json::json!({ "text": slack_text(n) }))
+                        .unwrap_or_default(),
+                )
+                .await
             }
             Sender::Email { transport, cfg } => {
-                let mut b =
-                    Message::builder().from(cfg.from.clone()).subject(subject(n)).header(ContentType::TEXT_PLAIN);
+                let mut b = Message::builder()
+                    .from(cfg.from.clone())
+                    .subject(subject(n))
+                    .header(ContentType::TEXT_PLAIN);
                 for to in &cfg.to {
                     b = b.to(to.clone());
                 }
-                let msg = b.body(mail_body(n)).map_err(|e| format!("building the mail: {e}"))?;
-                transport.send(msg).await.map(|_| ()).map_err(|e| format!("SMTP {}:{}: {e}", cfg.host, cfg.port))
+                let msg = b
+                    .body(mail_body(n))
+                    .map_err(|e| format!("building the mail: {e}"))?;
+                transport
+                    .send(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("SMTP {}:{}: {e}", cfg.host, cfg.port))
             }
         }
     }
@@ -221,15 +278,26 @@ impl Sender {
 async fn post(http: &HttpsClient, url: &hyper::Uri, body: Vec<u8>) -> Result<(), String> {
     let req = hyper::Request::post(url.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, concat!("acs-monitor/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("acs-monitor/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let resp = http.request(req).await.map_err(|e| format!("POST {url}: {e}"))?;
+    let resp = http
+        .request(req)
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
     Err(format!("POST {url}: HTTP {status}: {excerpt}"))
 }
@@ -250,7 +318,15 @@ pub fn subject(n: &Notice) -> String {
         NoticeKind::Resolved => String::new(),
         _ => format!(" {}", a.severity.as_str()),
     };
-    format!("[acs] {}{sev} {}: {} {} {} = {}", label(n.kind), a.rule, a.scope.as_str(), a.id, a.metric, num(a.value))
+    format!(
+        "[acs] {}{sev} {}: {} {} {} = {}",
+        label(n.kind),
+        a.rule,
+        a.scope.as_str(),
+        a.id,
+        a.metric,
+        num(a.value)
+    )
 }
 
 pub fn mail_body(n: &Notice) -> String {
@@ -275,7 +351,12 @@ pub fn mail_body(n: &Notice) -> String {
 }
 
 pub fn slack_text(n: &Notice) -> String {
-    format!("*{}* `{}`: {}", subject(n).trim_start_matches("[acs] "), n.alarm.rule, n.alarm.message)
+    format!(
+        "*{}* `{}`: {}",
+        subject(n).trim_start_matches("[acs] "),
+        n.alarm.rule,
+        n.alarm.message
+    )
 }
 
 /// The AlarmEvent's fields plus `notice` and `channel`.
@@ -317,14 +398,24 @@ mod tests {
     #[test]
     fn bodies_carry_the_rule_and_the_value() {
         let n = notice(NoticeKind::Firing);
-        assert_eq!(subject(&n), "[acs] FIRING critical cpu_high: worker w1 cpu = 93.5");
+        assert_eq!(
+            subject(&n),
+            "[acs] FIRING critical cpu_high: worker w1 cpu = 93.5"
+        );
         assert!(mail_body(&n).starts_with("cpu of worker w1 is 93.5"));
         assert!(slack_text(&n).contains("FIRING critical") && slack_text(&n).contains("is 93.5"));
         let v: serde_json::Value = serde_json::from_slice(&webhook_body(&n)).unwrap();
         assert_eq!(
-            (v["notice"].as_str(), v["rule"].as_str(), v["value"].as_f64()),
+            (
+                v["notice"].as_str(),
+                v["rule"].as_str(),
+                v["value"].as_f64()
+            ),
             (Some("firing"), Some("cpu_high"), Some(93.5))
         );
-        assert_eq!(subject(&notice(NoticeKind::Resolved)), "[acs] RESOLVED cpu_high: worker w1 cpu = 93.5");
+        assert_eq!(
+            subject(&notice(NoticeKind::Resolved)),
+            "[acs] RESOLVED cpu_high: worker w1 cpu = 93.5"
+        );
     }
 }

@@ -22,11 +22,19 @@ pub enum RulesError {
     #[error("alarm rules: {0}")]
     Toml(String),
     #[error("alarm rule {rule:?}: field `{field}`: {message}")]
-    Rule { rule: String, field: &'static str, message: String },
+    Rule {
+        rule: String,
+        field: &'static str,
+        message: String,
+    },
     #[error("alarm rule {rule:?}: {message}")]
     RuleSyntax { rule: String, message: String },
     #[error("alarm channel {channel:?}: field `{field}`: {message}")]
-    Channel { channel: String, field: &'static str, message: String },
+    Channel {
+        channel: String,
+        field: &'static str,
+        message: String,
+    },
 }
 
 type Result<T, E = RulesError> = std::result::Result<T, E>;
@@ -240,47 +248,76 @@ enum RawChannel {
 
 /// Reads and checks a rules file. Relative `password_file` paths are relative to the file.
 pub fn load(path: &Path) -> Result<Rules> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RulesError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| RulesError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     parse(&text, path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Parses and checks rules text; `base` resolves relative password files.
 pub fn parse(text: &str, base: &Path) -> Result<Rules> {
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| RulesError::Toml(e.to_string()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| RulesError::Toml(e.to_string()))?;
     let raw_channels = match table.remove("channels") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
-        Some(_) => return Err(RulesError::Toml("`channels` must be a table of [channels.<name>]".into())),
+        Some(_) => {
+            return Err(RulesError::Toml(
+                "`channels` must be a table of [channels.<name>]".into(),
+            ))
+        }
     };
     let raw_rules = match table.remove("rule") {
         None => Vec::new(),
         Some(toml::Value::Array(a)) => a,
-        Some(_) => return Err(RulesError::Toml("`rule` must be an array of [[rule]] tables".into())),
+        Some(_) => {
+            return Err(RulesError::Toml(
+                "`rule` must be an array of [[rule]] tables".into(),
+            ))
+        }
     };
     if let Some(key) = table.keys().next() {
-        return Err(RulesError::Toml(format!("unknown top-level key `{key}` (known: channels, rule)")));
+        return Err(RulesError::Toml(format!(
+            "unknown top-level key `{key}` (known: channels, rule)"
+        )));
     }
     if raw_rules.len() > MAX_RULES || raw_channels.len() > MAX_RULES {
-        return Err(RulesError::Toml(format!("at most {MAX_RULES} rules and {MAX_RULES} channels")));
+        return Err(RulesError::Toml(format!(
+            "at most {MAX_RULES} rules and {MAX_RULES} channels"
+        )));
     }
 
     let mut channels = BTreeMap::new();
     for (name, value) in raw_channels {
-        let bad = |field: &'static str, message: String| RulesError::Channel { channel: name.clone(), field, message };
-        acs_events::id::validate_id("channel name", &name).map_err(|e| bad("name", e.to_string()))?;
-        let raw: RawChannel = value.try_into().map_err(|e: toml::de::Error| bad("type", e.message().to_string()))?;
+        let bad = |field: &'static str, message: String| RulesError::Channel {
+            channel: name.clone(),
+            field,
+            message,
+        };
+        acs_events::id::validate_id("channel name", &name)
+            .map_err(|e| bad("name", e.to_string()))?;
+        let raw: RawChannel = value
+            .try_into()
+            .map_err(|e: toml::de::Error| bad("type", e.message().to_string()))?;
         let channel = check_channel(raw, base, &bad)?;
         channels.insert(name, channel);
     }
 
     let mut rules: Vec<Rule> = Vec::new();
     for (i, value) in raw_rules.into_iter().enumerate() {
-        let label = value.get("name").and_then(|n| n.as_str()).map_or_else(|| format!("#{}", i + 1), str::to_string);
-        let raw: RawRule = value.try_into().map_err(|e: toml::de::Error| RulesError::RuleSyntax {
-            rule: label.clone(),
-            message: e.message().trim().to_string(),
-        })?;
+        let label = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or_else(|| format!("#{}", i + 1), str::to_string);
+        let raw: RawRule =
+            value
+                .try_into()
+                .map_err(|e: toml::de::Error| RulesError::RuleSyntax {
+                    rule: label.clone(),
+                    message: e.message().trim().to_string(),
+                })?;
         let rule = check_rule(raw, &channels)?;
         if rules.iter().any(|r| r.name == rule.name) {
             return Err(RulesError::Rule {
@@ -296,29 +333,48 @@ pub fn parse(text: &str, base: &Path) -> Result<Rules> {
 
 fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule> {
     let name = raw.name.clone();
-    let bad = |field: &'static str, message: String| RulesError::Rule { rule: name.clone(), field, message };
+    let bad = |field: &'static str, message: String| RulesError::Rule {
+        rule: name.clone(),
+        field,
+        message,
+    };
     acs_events::id::validate_id("rule name", &raw.name).map_err(|e| bad("name", e.to_string()))?;
     let known = metrics_of(raw.scope);
     if !known.contains(&raw.metric.as_str()) {
         return Err(bad(
             "metric",
-            format!("{:?} is not a {} metric; known: {}", raw.metric, raw.scope.as_str(), known.join(", ")),
+            format!(
+                "{:?} is not a {} metric; known: {}",
+                raw.metric,
+                raw.scope.as_str(),
+                known.join(", ")
+            ),
         ));
     }
     let target = match raw.id.as_str() {
         "*" => Target::All,
         id => {
-            acs_events::id::validate_id("id", id).map_err(|e| bad("id", format!("{e}; or \"*\" for every one")))?;
+            acs_events::id::validate_id("id", id)
+                .map_err(|e| bad("id", format!("{e}; or \"*\" for every one")))?;
             Target::One(id.to_string())
         }
     };
-    for (field, v) in [("warning", raw.warning), ("critical", raw.critical), ("clear", raw.clear)] {
+    for (field, v) in [
+        ("warning", raw.warning),
+        ("critical", raw.critical),
+        ("clear", raw.clear),
+    ] {
         if v.is_some_and(|v| !v.is_finite()) {
             return Err(bad(field, "must be a finite number".into()));
         }
     }
     match (raw.warning, raw.critical) {
-        (None, None) => return Err(bad("warning", "give a warning or a critical threshold (or both)".into())),
+        (None, None) => {
+            return Err(bad(
+                "warning",
+                "give a warning or a critical threshold (or both)".into(),
+            ))
+        }
         (Some(w), Some(c)) if raw.condition == Condition::Above && c < w => {
             return Err(bad(
                 "critical",
@@ -340,7 +396,13 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
             format!("{clear} is negative; it is how far past the threshold the value must return"),
         ));
     }
-    let for_ms = raw.for_.as_deref().map(|d| duration_ms(d, true)).transpose().map_err(|e| bad("for", e))?.unwrap_or(0);
+    let for_ms = raw
+        .for_
+        .as_deref()
+        .map(|d| duration_ms(d, true))
+        .transpose()
+        .map_err(|e| bad("for", e))?
+        .unwrap_or(0);
     let window_ms = raw
         .window
         .as_deref()
@@ -351,13 +413,24 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
     if window_ms > acs_events::MAX_WINDOW_MS {
         return Err(bad("window", "must be at most 30 days".into()));
     }
-    let repeat_ms = raw.repeat.as_deref().map(|d| duration_ms(d, false)).transpose().map_err(|e| bad("repeat", e))?;
+    let repeat_ms = raw
+        .repeat
+        .as_deref()
+        .map(|d| duration_ms(d, false))
+        .transpose()
+        .map_err(|e| bad("repeat", e))?;
     if raw.notify.is_empty() && raw.escalation.is_some() {
-        return Err(bad("escalation", "needs `notify` channels first: an escalation follows an unacknowledged notice".into()));
+        return Err(bad(
+            "escalation",
+            "needs `notify` channels first: an escalation follows an unacknowledged notice".into(),
+        ));
     }
     for c in &raw.notify {
         if !channels.contains_key(c) {
-            return Err(bad("notify", format!("no channel {c:?}; declare it as [channels.{c}]")));
+            return Err(bad(
+                "notify",
+                format!("no channel {c:?}; declare it as [channels.{c}]"),
+            ));
         }
     }
     let escalation = match raw.escalation {
@@ -365,7 +438,10 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
         Some(e) => {
             let after_ms = duration_ms(&e.after, false).map_err(|m| bad("escalation.after", m))?;
             if !channels.contains_key(&e.to) {
-                return Err(bad("escalation.to", format!("no channel {:?}; declare it as [channels.{}]", e.to, e.to)));
+                return Err(bad(
+                    "escalation.to",
+                    format!("no channel {:?}; declare it as [channels.{}]", e.to, e.to),
+                ));
             }
             Some(Escalation { after_ms, to: e.to })
         }
@@ -388,11 +464,28 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
     })
 }
 
-fn check_channel(raw: RawChannel, base: &Path, bad: &dyn Fn(&'static str, String) -> RulesError) -> Result<Channel> {
+fn check_channel(
+    raw: RawChannel,
+    base: &Path,
+    bad: &dyn Fn(&'static str, String) -> RulesError,
+) -> Result<Channel> {
     Ok(match raw {
-        RawChannel::Webhook { url } => Channel::Webhook { url: check_url(&url).map_err(|e| bad("url", e))? },
-        RawChannel::Slack { url } => Channel::Slack { url: check_url(&url).map_err(|e| bad("url", e))? },
-        RawChannel::Email { host, port, tls, username, password_file, ca_file, from, to } => {
+        RawChannel::Webhook { url } => Channel::Webhook {
+            url: check_url(&url).map_err(|e| bad("url", e))?,
+        },
+        RawChannel::Slack { url } => Channel::Slack {
+            url: check_url(&url).map_err(|e| bad("url", e))?,
+        },
+        RawChannel::Email {
+            host,
+            port,
+            tls,
+            username,
+            password_file,
+            ca_file,
+            from,
+            to,
+        } => {
             if host.is_empty() {
                 return Err(bad("host", "must not be empty".into()));
             }
@@ -403,8 +496,15 @@ fn check_channel(raw: RawChannel, base: &Path, bad: &dyn Fn(&'static str, String
                 SmtpTls::Tls => 465,
             });
             let password = match (&username, password_file) {
-                (None, Some(_)) => return Err(bad("password_file", "given without a username".into())),
-                (Some(_), None) => return Err(bad("password_file", "a username needs a password_file".into())),
+                (None, Some(_)) => {
+                    return Err(bad("password_file", "given without a username".into()))
+                }
+                (Some(_), None) => {
+                    return Err(bad(
+                        "password_file",
+                        "a username needs a password_file".into(),
+                    ))
+                }
                 (None, None) => None,
                 (Some(_), Some(p)) => {
                     let p = if p.is_relative() { base.join(p) } else { p };
@@ -419,39 +519,65 @@ fn check_channel(raw: RawChannel, base: &Path, bad: &dyn Fn(&'static str, String
                     "\"none\" would send the password in clear to a remote host; use starttls or tls".into(),
                 ));
             }
-            let from: Mailbox =
-                from.parse().map_err(|e| bad("from", format!("{from:?} is not an e-mail address: {e}")))?;
+            let from: Mailbox = from
+                .parse()
+                .map_err(|e| bad("from", format!("{from:?} is not an e-mail address: {e}")))?;
             if to.is_empty() {
                 return Err(bad("to", "name at least one recipient".into()));
             }
             let to = to
                 .iter()
-                .map(|t| t.parse::<Mailbox>().map_err(|e| bad("to", format!("{t:?} is not an e-mail address: {e}"))))
+                .map(|t| {
+                    t.parse::<Mailbox>()
+                        .map_err(|e| bad("to", format!("{t:?} is not an e-mail address: {e}")))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let ca_pem = match ca_file {
                 None => None,
                 Some(_) if tls == SmtpTls::None => {
-                    return Err(bad("ca_file", "is only for tls = \"starttls\" or \"tls\"".into()))
+                    return Err(bad(
+                        "ca_file",
+                        "is only for tls = \"starttls\" or \"tls\"".into(),
+                    ))
                 }
                 Some(p) => {
                     let p = if p.is_relative() { base.join(p) } else { p };
-                    let pem = std::fs::read(&p).map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
-                    lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                        .map_err(|e| bad("ca_file", format!("{}: not a PEM certificate: {e}", p.display())))?;
+                    let pem = std::fs::read(&p)
+                        .map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
+                    lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
+                        bad(
+                            "ca_file",
+                            format!("{}: not a PEM certificate: {e}", p.display()),
+                        )
+                    })?;
                     Some(pem)
                 }
             };
-            Channel::Email(Box::new(Email { host, port, tls, username, password, from, to, ca_pem }))
+            Channel::Email(Box::new(Email {
+                host,
+                port,
+                tls,
+                username,
+                password,
+                from,
+                to,
+                ca_pem,
+            }))
         }
     })
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn check_url(url: &str) -> Result<hyper::Uri, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err(format!("{url:?} must start with http:// or https://")),
@@ -466,7 +592,9 @@ fn check_url(url: &str) -> Result<hyper::Uri, String> {
 pub fn duration_ms(v: &str, zero_ok: bool) -> Result<u64, String> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{v:?} is not a duration like 30s, 5m, 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration like 30s, 5m, 1h"))?;
     let mult = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -476,7 +604,9 @@ pub fn duration_ms(v: &str, zero_ok: bool) -> Result<u64, String> {
         "" => return Err(format!("{v:?} has no unit (ms, s, m, h, d)")),
         _ => return Err(format!("{v:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
     };
-    let ms = n.checked_mul(mult).ok_or_else(|| format!("{v:?} is too long"))?;
+    let ms = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{v:?} is too long"))?;
     if ms == 0 && !zero_ok {
         return Err(format!("{v:?} must be above zero"));
     }
@@ -561,12 +691,26 @@ notify = ["mail"]
             (cpu.target.clone(), cpu.for_ms, cpu.window_ms, cpu.repeat_ms),
             (Target::All, 60_000, 30_000, Some(1_800_000))
         );
-        assert_eq!(cpu.escalation, Some(Escalation { after_ms: 900_000, to: "mail".into() }));
+        assert_eq!(
+            cpu.escalation,
+            Some(Escalation {
+                after_ms: 900_000,
+                to: "mail".into()
+            })
+        );
         let rps = r.rule("web_rps_low").unwrap();
-        assert_eq!((rps.for_ms, rps.clear, rps.aggregate, rps.critical), (0, 0.0, Aggregate::Avg, None));
+        assert_eq!(
+            (rps.for_ms, rps.clear, rps.aggregate, rps.critical),
+            (0, 0.0, Aggregate::Avg, None)
+        );
         assert_eq!(rps.target, Target::One("web".into()));
-        let Some(Channel::Email(mail)) = r.channels.get("mail") else { panic!("mail channel") };
-        assert_eq!((mail.port, mail.tls, mail.to.len()), (2525, SmtpTls::None, 1));
+        let Some(Channel::Email(mail)) = r.channels.get("mail") else {
+            panic!("mail channel")
+        };
+        assert_eq!(
+            (mail.port, mail.tls, mail.to.len()),
+            (2525, SmtpTls::None, 1)
+        );
     }
 
     #[test]
@@ -585,13 +729,21 @@ notify = ["mail"]
         let e = err(&GOOD.replace("critical = 95.0", "critcal = 95.0"));
         assert!(e.contains("\"cpu_high\"") && e.contains("critcal"), "{e}");
         let e = err(&GOOD.replace("metric = \"cpu\"", "metric = \"rps\""));
-        assert!(e.contains("\"cpu_high\"") && e.contains("`metric`") && e.contains("not a worker metric"), "{e}");
+        assert!(
+            e.contains("\"cpu_high\"")
+                && e.contains("`metric`")
+                && e.contains("not a worker metric"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("for = \"1m\"", "for = \"1y\""));
         assert!(e.contains("`for`") && e.contains("unit"), "{e}");
         let e = err(&GOOD.replace("for = \"1m\"", "for = 60"));
         assert!(e.contains("\"cpu_high\"") && e.contains("string"), "{e}");
         let e = err(&GOOD.replace("critical = 95.0", "critical = 50.0"));
-        assert!(e.contains("`critical`") && e.contains("below the warning"), "{e}");
+        assert!(
+            e.contains("`critical`") && e.contains("below the warning"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("notify = [\"hook\", \"chat\"]", "notify = [\"pager\"]"));
         assert!(e.contains("`notify`") && e.contains("\"pager\""), "{e}");
         let e = err(&GOOD.replace("to = \"mail\"", "to = \"sms\""));
@@ -601,8 +753,14 @@ notify = ["mail"]
         let e = err(&GOOD.replace("id = \"web\"", "id = \"\""));
         assert!(e.contains("\"web_rps_low\"") && e.contains("`id`"), "{e}");
         let e = err(&GOOD.replace("warning = 1.0\n", ""));
-        assert!(e.contains("\"web_rps_low\"") && e.contains("`warning`"), "{e}");
-        let e = err(&GOOD.replace("url = \"http://127.0.0.1:9000/alarms\"", "url = \"ftp://x\""));
+        assert!(
+            e.contains("\"web_rps_low\"") && e.contains("`warning`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "url = \"http://127.0.0.1:9000/alarms\"",
+            "url = \"ftp://x\"",
+        ));
         assert!(e.contains("channel \"hook\"") && e.contains("`url`"), "{e}");
         let e = err(&GOOD.replace("to = [\"oncall@example.com\"]", "to = [\"not an address\"]"));
         assert!(e.contains("channel \"mail\"") && e.contains("`to`"), "{e}");

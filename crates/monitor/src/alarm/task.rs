@@ -52,7 +52,9 @@ pub fn default_instance() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "monitor".into());
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     format!("{host}-{}-{nanos:x}", std::process::id())
 }
 
@@ -79,8 +81,19 @@ pub struct Wiring {
 }
 
 /// Runs until `stop` turns true, then releases the lease.
-pub async fn run(wiring: Wiring, cfg: AlarmConfig, notifier: Notifier, counters: Arc<AlarmCounters>) {
-    let Wiring { client, subjects, store, mut caught_up, mut stop } = wiring;
+pub async fn run(
+    wiring: Wiring,
+    cfg: AlarmConfig,
+    notifier: Notifier,
+    counters: Arc<AlarmCounters>,
+) {
+    let Wiring {
+        client,
+        subjects,
+        store,
+        mut caught_up,
+        mut stop,
+    } = wiring;
     // Rules judged on a partial history would resolve and re-fire what a restart interrupted.
     tokio::select! {
         ok = async { caught_up.wait_for(|c| *c).await.is_ok() } => if !ok { return },
@@ -96,7 +109,16 @@ pub async fn run(wiring: Wiring, cfg: AlarmConfig, notifier: Notifier, counters:
             _ = stopped(&mut stop) => return,
         }
     };
-    let mut engine = Engine { client, subjects, cfg, kv: kv.clone(), notifier, counters, book: None, requests: None };
+    let mut engine = Engine {
+        client,
+        subjects,
+        cfg,
+        kv: kv.clone(),
+        notifier,
+        counters,
+        book: None,
+        requests: None,
+    };
     let mut lease = Lease::new(kv, engine.cfg.instance.clone(), engine.cfg.lease_ms);
     let mut every = tokio::time::interval(engine.cfg.tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,7 +206,9 @@ impl Engine {
     }
 
     async fn tick(&mut self, store: &Mutex<Store>) {
-        let Some(book) = self.book.as_mut() else { return };
+        let Some(book) = self.book.as_mut() else {
+            return;
+        };
         let now = unix_ms();
         let fx = {
             let Ok(store) = store.lock() else { return };
@@ -206,7 +230,11 @@ impl Engine {
         for e in &fx.events {
             self.counters.events.fetch_add(1, Ordering::Relaxed);
             tracing::info!(rule = %e.rule, id = %e.id, state = e.state.as_str(), severity = e.severity.as_str(), value = e.value, "{}", e.message);
-            if let Err(error) = self.client.publish(self.subjects.alarm_events(&e.rule), encode(e).into()).await {
+            if let Err(error) = self
+                .client
+                .publish(self.subjects.alarm_events(&e.rule), encode(e).into())
+                .await
+            {
                 tracing::warn!(%error, rule = %e.rule, "could not publish an alarm event");
             }
         }
@@ -230,7 +258,10 @@ impl Engine {
                 }
                 (reply, Some(fx))
             }
-            (Ok(_), None) => (AlarmReply::error("this monitor is not holding the alarm lease; ask again"), None),
+            (Ok(_), None) => (
+                AlarmReply::error("this monitor is not holding the alarm lease; ask again"),
+                None,
+            ),
             (Err(e), _) => (AlarmReply::error(e.to_string()), None),
         };
         if !reply.ok {

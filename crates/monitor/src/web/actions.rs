@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use acs_events::{
-    decode, encode, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaAction, ReplicaReply, ReplicaRequest,
-    ScaleReply, ScaleRequest, StatusReply, Validate, SCHEMA_VERSION,
+    decode, encode, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaAction,
+    ReplicaReply, ReplicaRequest, ScaleReply, ScaleRequest, StatusReply, Validate, SCHEMA_VERSION,
 };
 use hyper::StatusCode;
 use serde::de::DeserializeOwned;
@@ -38,12 +38,19 @@ where
 }
 
 fn answer(ok: bool, json: Vec<u8>) -> Answer {
-    let status = if ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     (status, String::from_utf8_lossy(&json).into_owned())
 }
 
 fn unreachable(error: String) -> Answer {
-    (StatusCode::BAD_GATEWAY, serde_json::json!({ "ok": false, "error": error }).to_string())
+    (
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({ "ok": false, "error": error }).to_string(),
+    )
 }
 
 /// The body of `POST /api/v1/services/{name}/scale`: `{"replicas":3}` or `{"auto":true}`.
@@ -60,13 +67,22 @@ pub async fn scale(web: &Web, service: &str, body: &[u8]) -> Answer {
     let bad = |e: String| (StatusCode::BAD_REQUEST, encode(&ScaleReply::error(e))).into_answer();
     let b: ScaleBody = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => return bad(format!("body must be {{\"replicas\":N}} or {{\"auto\":true}}: {e}")),
+        Err(e) => {
+            return bad(format!(
+                "body must be {{\"replicas\":N}} or {{\"auto\":true}}: {e}"
+            ))
+        }
     };
     let service = match service.parse() {
         Ok(s) => s,
         Err(e) => return bad(format!("service {service:?}: {e}")),
     };
-    let req = ScaleRequest { v: SCHEMA_VERSION, service, replicas: b.replicas, auto: b.auto };
+    let req = ScaleRequest {
+        v: SCHEMA_VERSION,
+        service,
+        replicas: b.replicas,
+        auto: b.auto,
+    };
     if let Err(e) = req.validate() {
         return bad(e);
     }
@@ -77,18 +93,27 @@ pub async fn scale(web: &Web, service: &str, body: &[u8]) -> Answer {
 }
 
 pub async fn maintenance(web: &Web, worker: &str, action: &str) -> Answer {
-    let bad = |e: String| (StatusCode::BAD_REQUEST, encode(&MaintenanceReply::error(e))).into_answer();
+    let bad =
+        |e: String| (StatusCode::BAD_REQUEST, encode(&MaintenanceReply::error(e))).into_answer();
     let action = match action {
         "cordon" => MaintenanceAction::Cordon,
         "uncordon" => MaintenanceAction::Uncordon,
         "drain" => MaintenanceAction::Drain,
-        other => return bad(format!("unknown action {other:?} (cordon, uncordon, drain)")),
+        other => {
+            return bad(format!(
+                "unknown action {other:?} (cordon, uncordon, drain)"
+            ))
+        }
     };
     let worker = match worker.parse() {
         Ok(w) => w,
         Err(e) => return bad(format!("worker {worker:?}: {e}")),
     };
-    let req = MaintenanceRequest { v: SCHEMA_VERSION, worker, action };
+    let req = MaintenanceRequest {
+        v: SCHEMA_VERSION,
+        worker,
+        action,
+    };
     match ask::<_, MaintenanceReply>(web, web.subjects.maintenance(), &req).await {
         Ok(r) => answer(r.ok, encode(&r)),
         Err(e) => unreachable(e),
@@ -96,7 +121,11 @@ pub async fn maintenance(web: &Web, worker: &str, action: &str) -> Answer {
 }
 
 pub async fn replace(web: &Web, replica: &str) -> Answer {
-    let req = ReplicaRequest { v: SCHEMA_VERSION, replica: replica.to_string(), action: ReplicaAction::Replace };
+    let req = ReplicaRequest {
+        v: SCHEMA_VERSION,
+        replica: replica.to_string(),
+        action: ReplicaAction::Replace,
+    };
     if let Err(e) = req.validate() {
         return (StatusCode::BAD_REQUEST, encode(&ReplicaReply::error(e))).into_answer();
     }
@@ -108,7 +137,15 @@ pub async fn replace(web: &Web, replica: &str) -> Answer {
 
 /// `acs.status`, as one line of JSON.
 pub async fn status(web: &Web) -> Result<String, String> {
-    let r: StatusReply = ask(web, web.subjects.status(), &acs_events::StatusRequest { v: SCHEMA_VERSION, ..Default::default() }).await?;
+    let r: StatusReply = ask(
+        web,
+        web.subjects.status(),
+        &acs_events::StatusRequest {
+            v: SCHEMA_VERSION,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(String::from_utf8_lossy(&encode(&r)).into_owned())
 }
 

@@ -66,8 +66,16 @@ pub const INDEX: &[u8] = include_bytes!("../../web/index.html");
 pub const LOGIN: &str = include_str!("../../web/login.html");
 
 pub const ASSETS: &[Asset] = &[
-    Asset { path: "/app.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../web/app.js") },
-    Asset { path: "/style.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("../../web/style.css") },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/app.js"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/style.css"),
+    },
     Asset {
         path: "/vendor/chart.umd.js",
         content_type: "text/javascript; charset=utf-8",
@@ -81,18 +89,26 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
 
 /// The login page, with `error` (already plain text) shown above the form.
 pub fn login_page(error: Option<&str>) -> String {
-    let msg = error.map(|e| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(e))).unwrap_or_default();
+    let msg = error
+        .map(|e| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(e)))
+        .unwrap_or_default();
     LOGIN.replace("<!--error-->", &msg)
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// `token=...` from an `application/x-www-form-urlencoded` body.
 pub fn form_field(body: &[u8], name: &str) -> Option<String> {
     let body = std::str::from_utf8(body).ok()?;
-    body.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).and_then(|(_, v)| crate::http::percent_decode(v))
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| crate::http::percent_decode(v))
 }
 
 #[cfg(test)]
@@ -106,7 +122,10 @@ mod tests {
         assert!(asset("/nope").is_none());
         let p = login_page(Some("<b>wrong</b>"));
         assert!(p.contains("&lt;b&gt;wrong") && !p.contains("<b>wrong"));
-        assert_eq!(form_field(b"a=1&token=ab%2Bc+d", "token").as_deref(), Some("ab+c d"));
+        assert_eq!(
+            form_field(b"a=1&token=ab%2Bc+d", "token").as_deref(),
+            Some("ab+c d")
+        );
         assert_eq!(form_field(b"a=1", "token"), None);
     }
 }

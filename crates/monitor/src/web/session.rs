@@ -24,7 +24,10 @@ pub struct Sessions {
 
 /// 32 random bytes (the thread-local CSPRNG) in hex.
 pub fn random_token() -> String {
-    rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Sessions {
@@ -32,12 +35,20 @@ impl Sessions {
     pub fn create(&mut self, now_ms: u64) -> (String, Session) {
         self.live.retain(|_, s| s.expires_ms > now_ms);
         if self.live.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self.live.iter().min_by_key(|(_, s)| s.expires_ms).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .live
+                .iter()
+                .min_by_key(|(_, s)| s.expires_ms)
+                .map(|(k, _)| k.clone())
+            {
                 self.live.remove(&oldest);
             }
         }
         let id = random_token();
-        let s = Session { csrf: random_token(), expires_ms: now_ms + TTL_MS };
+        let s = Session {
+            csrf: random_token(),
+            expires_ms: now_ms + TTL_MS,
+        };
         self.live.insert(id.clone(), s.clone());
         (id, s)
     }
@@ -69,13 +80,20 @@ impl Sessions {
 
 /// The value of cookie `name` in a `Cookie:` header value.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// `Set-Cookie` for a new session. Not `Secure`: the monitor serves plain HTTP on 127.0.0.1 by
 /// default; put TLS in front (and the cookie stays HttpOnly and SameSite=Strict) when exposing it.
 pub fn set_cookie(id: &str) -> String {
-    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", TTL_MS / 1000)
+    format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        TTL_MS / 1000
+    )
 }
 
 pub fn clear_cookie() -> String {
@@ -110,7 +128,10 @@ mod tests {
             s.create(i);
         }
         assert_eq!(s.len(), MAX_SESSIONS);
-        assert!(s.get(&first, 10).is_none(), "the oldest session was evicted");
+        assert!(
+            s.get(&first, 10).is_none(),
+            "the oldest session was evicted"
+        );
     }
 
     #[test]
@@ -119,6 +140,8 @@ mod tests {
         assert_eq!(cookie("acs_session=xyz", COOKIE), Some("xyz"));
         assert_eq!(cookie("acs_sessionx=1", COOKIE), None);
         assert_eq!(cookie("", COOKIE), None);
-        assert!(set_cookie("id").contains("HttpOnly") && set_cookie("id").contains("SameSite=Strict"));
+        assert!(
+            set_cookie("id").contains("HttpOnly") && set_cookie("id").contains("SameSite=Strict")
+        );
     }
 }

@@ -61,18 +61,26 @@ impl Hub {
 
     /// Queues `bytes` for every client; drops those that are full or gone.
     pub fn broadcast(&self, bytes: Bytes) {
-        self.clients.lock().unwrap().retain(|(id, tx)| match tx.try_send(bytes.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(client = id, queue = CLIENT_QUEUE, total, "dropped a slow dashboard client (queue full)");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::debug!(client = id, "dashboard client left");
-                false
-            }
-        });
+        self.clients
+            .lock()
+            .unwrap()
+            .retain(|(id, tx)| match tx.try_send(bytes.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        client = id,
+                        queue = CLIENT_QUEUE,
+                        total,
+                        "dropped a slow dashboard client (queue full)"
+                    );
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!(client = id, "dashboard client left");
+                    false
+                }
+            });
     }
 }
 
@@ -94,7 +102,9 @@ fn kind_of(subject: &str, s: &Subjects) -> Option<(&'static str, bool)> {
 
 /// Bus payload → one-line JSON, or `None` when it is not JSON.
 fn compact(payload: &[u8]) -> Option<String> {
-    serde_json::from_slice::<serde_json::Value>(payload).ok().map(|v| v.to_string())
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .map(|v| v.to_string())
 }
 
 /// Subscribes and forwards until the NATS client closes.
@@ -113,7 +123,9 @@ pub async fn forward(web: Arc<Web>) {
     for subject in wanted {
         match web.nats.subscribe(subject.clone()).await {
             Ok(sub) => subs.push(sub),
-            Err(e) => tracing::warn!(%subject, error = %e, "dashboard cannot subscribe; that data stays off the live pages"),
+            Err(e) => {
+                tracing::warn!(%subject, error = %e, "dashboard cannot subscribe; that data stays off the live pages")
+            }
         }
     }
     let mut all = futures::stream::select_all(subs);
@@ -122,7 +134,9 @@ pub async fn forward(web: Arc<Web>) {
         if web.hub.clients() == 0 {
             continue;
         }
-        let Some((event, thin)) = kind_of(m.subject.as_str(), s) else { continue };
+        let Some((event, thin)) = kind_of(m.subject.as_str(), s) else {
+            continue;
+        };
         if thin {
             let now = unix_ms();
             let last = last_sent.entry(m.subject.to_string()).or_insert(0);
@@ -177,7 +191,11 @@ pub async fn poll_status(web: Arc<Web>) {
 /// The `text/event-stream` response for one client: the last status at once, then the hub.
 pub fn response(web: &Web) -> Response<Body> {
     let (id, rx) = web.hub.subscribe();
-    tracing::debug!(client = id, clients = web.hub.clients(), "dashboard client connected");
+    tracing::debug!(
+        client = id,
+        clients = web.hub.clients(),
+        "dashboard client connected"
+    );
     let mut first = vec![Bytes::from_static(b"retry: 2000\n\n")];
     if let Some(s) = web.last_status.lock().unwrap().clone() {
         first.push(s);
@@ -190,11 +208,20 @@ pub fn response(web: &Web) -> Response<Body> {
             Err(_) => Some((Bytes::from_static(b": keepalive\n\n"), rx)),
         }
     });
-    let body = StreamBody::new(head.chain(tail).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let body = StreamBody::new(
+        head.chain(tail)
+            .map(|b| Ok::<_, Infallible>(Frame::data(b))),
+    );
     let mut r = Response::new(body.boxed_unsync());
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, no-store"));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, no-store"),
+    );
     r
 }
 
@@ -205,10 +232,22 @@ mod tests {
     #[test]
     fn subjects_map_to_events() {
         let s = Subjects::default();
-        assert_eq!(kind_of("acs.metrics.worker.w1", &s), Some(("worker_metrics", true)));
-        assert_eq!(kind_of("acs.metrics.proxy.p1", &s), Some(("proxy_metrics", true)));
-        assert_eq!(kind_of("acs.events.decision.web", &s), Some(("decision", false)));
-        assert_eq!(kind_of("acs.events.alarm.cpu_high", &s), Some(("alarm", false)));
+        assert_eq!(
+            kind_of("acs.metrics.worker.w1", &s),
+            Some(("worker_metrics", true))
+        );
+        assert_eq!(
+            kind_of("acs.metrics.proxy.p1", &s),
+            Some(("proxy_metrics", true))
+        );
+        assert_eq!(
+            kind_of("acs.events.decision.web", &s),
+            Some(("decision", false))
+        );
+        assert_eq!(
+            kind_of("acs.events.alarm.cpu_high", &s),
+            Some(("alarm", false))
+        );
         assert_eq!(kind_of("acs.events.leader", &s), Some(("leader", false)));
         assert_eq!(kind_of("acs.cmd.scale", &s), None);
         assert_eq!(kind_of("other.metrics.worker.w1", &s), None);
@@ -216,8 +255,14 @@ mod tests {
 
     #[test]
     fn frames_are_one_event_each() {
-        assert_eq!(&frame("status", "{\"a\":1}")[..], b"event: status\ndata: {\"a\":1}\n\n");
-        assert_eq!(compact(b"{\n \"a\": [1, 2]\n}").as_deref(), Some("{\"a\":[1,2]}"));
+        assert_eq!(
+            &frame("status", "{\"a\":1}")[..],
+            b"event: status\ndata: {\"a\":1}\n\n"
+        );
+        assert_eq!(
+            compact(b"{\n \"a\": [1, 2]\n}").as_deref(),
+            Some("{\"a\":[1,2]}")
+        );
         assert_eq!(compact(b"not json"), None);
     }
 
@@ -237,6 +282,10 @@ mod tests {
         assert_eq!(&fast.recv().await.unwrap()[..], b"event: x\ndata: full\n\n");
         drop(fast);
         hub.broadcast(frame("x", "gone"));
-        assert_eq!((hub.clients(), hub.dropped.load(Ordering::Relaxed)), (0, 1), "a closed client is not counted as slow");
+        assert_eq!(
+            (hub.clients(), hub.dropped.load(Ordering::Relaxed)),
+            (0, 1),
+            "a closed client is not counted as slow"
+        );
     }
 }

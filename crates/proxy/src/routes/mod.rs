@@ -82,7 +82,12 @@ impl RouteTable {
                 self.withdrawn.insert(u.service.clone(), u.version);
                 if self.withdrawn.len() > MAX_WITHDRAWN {
                     // Lowest version = withdrawn longest ago (versions grow with the clock).
-                    if let Some(oldest) = self.withdrawn.iter().min_by_key(|(_, v)| **v).map(|(s, _)| s.clone()) {
+                    if let Some(oldest) = self
+                        .withdrawn
+                        .iter()
+                        .min_by_key(|(_, v)| **v)
+                        .map(|(s, _)| s.clone())
+                    {
                         self.withdrawn.remove(&oldest);
                     }
                 }
@@ -134,7 +139,9 @@ impl RouteTable {
                             entry.backends.remove(id);
                         }
                     }
-                    BackendChange::Reset { .. } | BackendChange::Withdraw => unreachable!("handled above"),
+                    BackendChange::Reset { .. } | BackendChange::Withdraw => {
+                        unreachable!("handled above")
+                    }
                 }
                 Outcome::Applied
             }
@@ -157,8 +164,16 @@ impl RouteTable {
 
     /// Drops every service not in `keep` (a full sync names all the services the brain
     /// declares); returns the names dropped.
-    pub fn retain_only(&mut self, keep: &std::collections::BTreeSet<ServiceName>) -> Vec<ServiceName> {
-        let gone: Vec<ServiceName> = self.services.keys().filter(|s| !keep.contains(*s)).cloned().collect();
+    pub fn retain_only(
+        &mut self,
+        keep: &std::collections::BTreeSet<ServiceName>,
+    ) -> Vec<ServiceName> {
+        let gone: Vec<ServiceName> = self
+            .services
+            .keys()
+            .filter(|s| !keep.contains(*s))
+            .cloned()
+            .collect();
         for s in &gone {
             self.services.remove(s);
         }

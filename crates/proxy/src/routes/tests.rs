@@ -367,18 +367,36 @@ fn compile_follows_service_order() {
 #[test]
 fn withdraw_drops_the_route_and_older_updates_cannot_bring_it_back() {
     let mut t = RouteTable::new();
-    assert_eq!(t.apply(&reset("old", 5, vec![backend("a", 9001)])), Outcome::Applied);
-    assert_eq!(t.apply(&update("old", 6, BackendChange::Withdraw)), Outcome::Applied);
+    assert_eq!(
+        t.apply(&reset("old", 5, vec![backend("a", 9001)])),
+        Outcome::Applied
+    );
+    assert_eq!(
+        t.apply(&update("old", 6, BackendChange::Withdraw)),
+        Outcome::Applied
+    );
     assert!(t.get("old").is_none(), "route gone");
     // A late reset or delta from before the withdrawal is stale, not a resurrection.
-    assert_eq!(t.apply(&reset("old", 6, vec![backend("a", 9001)])), Outcome::Stale);
-    assert_eq!(t.apply(&add("old", 4, vec![backend("b", 9002)])), Outcome::Stale);
+    assert_eq!(
+        t.apply(&reset("old", 6, vec![backend("a", 9001)])),
+        Outcome::Stale
+    );
+    assert_eq!(
+        t.apply(&add("old", 4, vec![backend("b", 9002)])),
+        Outcome::Stale
+    );
     assert!(t.get("old").is_none());
     // A newer declaration (the service is back in the file) applies.
-    assert_eq!(t.apply(&reset("old", 7, vec![backend("c", 9003)])), Outcome::Applied);
+    assert_eq!(
+        t.apply(&reset("old", 7, vec![backend("c", 9003)])),
+        Outcome::Applied
+    );
     assert_eq!(backend_ids(&t, "old"), ["c"]);
     // A withdrawal older than what the proxy has is stale.
-    assert_eq!(t.apply(&update("old", 7, BackendChange::Withdraw)), Outcome::Stale);
+    assert_eq!(
+        t.apply(&update("old", 7, BackendChange::Withdraw)),
+        Outcome::Stale
+    );
 }
 
 #[test]

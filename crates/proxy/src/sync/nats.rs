@@ -242,7 +242,11 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let enabled = settings.pressure.enabled();
-    let mut check = tokio::time::interval(if enabled { settings.pressure.check } else { Duration::from_secs(3600) });
+    let mut check = tokio::time::interval(if enabled {
+        settings.pressure.check
+    } else {
+        Duration::from_secs(3600)
+    });
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last = Instant::now();
     let mut pressure = Pressure::new(settings.pressure, last);
@@ -269,7 +273,11 @@ async fn metrics_loop(client: async_nats::Client, settings: NatsSettings, shared
         let parts = acs_events::encode_metrics(m, acs_events::CHUNK_BYTES);
         if parts.len() > acs_events::MAX_PARTS as usize {
             shared.prom.unsent_report();
-            warn!(parts = parts.len(), max = acs_events::MAX_PARTS, "traffic report too big even in parts; not sent");
+            warn!(
+                parts = parts.len(),
+                max = acs_events::MAX_PARTS,
+                "traffic report too big even in parts; not sent"
+            );
             continue;
         }
         if parts.len() > 1 {

@@ -67,7 +67,11 @@ impl Updater {
         if term <= self.term_floor {
             return false;
         }
-        info!(term, previous = self.term_floor, "newer leader term seen; updates from older terms are now refused");
+        info!(
+            term,
+            previous = self.term_floor,
+            "newer leader term seen; updates from older terms are now refused"
+        );
         self.term_floor = term;
         true
     }
@@ -133,9 +137,14 @@ impl Updater {
                 return Err(self.fenced(first));
             }
         }
-        let declared: std::collections::BTreeSet<ServiceName> = fresh.iter().map(|u| u.service.clone()).collect();
+        let declared: std::collections::BTreeSet<ServiceName> =
+            fresh.iter().map(|u| u.service.clone()).collect();
         // Drop undeclared services only on a reply wholly from the current term.
-        let dropped = if declared.is_empty() || !fenced.is_empty() { Vec::new() } else { self.table.retain_only(&declared) };
+        let dropped = if declared.is_empty() || !fenced.is_empty() {
+            Vec::new()
+        } else {
+            self.table.retain_only(&declared)
+        };
         for service in &dropped {
             info!(service = %service, "service not in the brain's full sync; route dropped");
             self.pending.remove(service);
@@ -205,7 +214,10 @@ impl Updater {
         let mut current = self.table.version(service.as_str()).unwrap_or(0);
         loop {
             let floor = self.term_floor;
-            while q.first_key_value().is_some_and(|(v, _)| *v <= current || version_term(*v) < floor) {
+            while q
+                .first_key_value()
+                .is_some_and(|(v, _)| *v <= current || version_term(*v) < floor)
+            {
                 q.pop_first();
             }
             match q.first_key_value() {

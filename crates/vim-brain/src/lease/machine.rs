@@ -33,7 +33,10 @@ pub enum Read {
     /// No entry (or a delete marker): the lease is free.
     Absent,
     /// An entry at `revision`; `Err` holds why its value could not be parsed.
-    Entry { revision: u64, value: Result<Value, String> },
+    Entry {
+        revision: u64,
+        value: Result<Value, String>,
+    },
 }
 
 /// The write to try next.
@@ -64,7 +67,11 @@ pub enum Transition {
 #[derive(Debug, Clone, PartialEq)]
 enum Role {
     Standby,
-    Leader { term: Term, revision: u64, acting_until: Millis },
+    Leader {
+        term: Term,
+        revision: u64,
+        acting_until: Millis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,13 +91,23 @@ pub struct Machine {
 impl Machine {
     pub fn new(me: impl Into<String>, lease_ms: u64, margin_ms: u64) -> Self {
         let margin_ms = margin_ms.min(lease_ms);
-        Self { me: me.into(), lease_ms, margin_ms, role: Role::Standby, seen: None, max_term: 0, corrupt: 0 }
+        Self {
+            me: me.into(),
+            lease_ms,
+            margin_ms,
+            role: Role::Standby,
+            seen: None,
+            max_term: 0,
+            corrupt: 0,
+        }
     }
 
     /// The term this brain leads in, if it may act at `now`.
     pub fn acting(&self, now: Millis) -> Option<Term> {
         match self.role {
-            Role::Leader { term, acting_until, .. } if now < acting_until => Some(term),
+            Role::Leader {
+                term, acting_until, ..
+            } if now < acting_until => Some(term),
             _ => None,
         }
     }
@@ -108,7 +125,12 @@ impl Machine {
     }
 
     fn mine(&self, term: Term, released: bool) -> Value {
-        Value { holder: self.me.clone(), term, lease_ms: self.lease_ms, released }
+        Value {
+            holder: self.me.clone(),
+            term,
+            lease_ms: self.lease_ms,
+            released,
+        }
     }
 
     /// A standby's read at `now`: the write that takes the lease, if it is free or expired.
@@ -137,7 +159,10 @@ impl Machine {
                     }
                 };
                 let expired = now.saturating_sub(first_seen) >= lease_ms;
-                (released || expired).then(|| Write::Update { revision, value: self.mine(self.max_term + 1, false) })
+                (released || expired).then(|| Write::Update {
+                    revision,
+                    value: self.mine(self.max_term + 1, false),
+                })
             }
         }
     }
@@ -145,7 +170,10 @@ impl Machine {
     /// The renewal a leader sends now (same term, its last revision).
     pub fn renewal(&self) -> Option<Write> {
         match self.role {
-            Role::Leader { term, revision, .. } => Some(Write::Update { revision, value: self.mine(term, false) }),
+            Role::Leader { term, revision, .. } => Some(Write::Update {
+                revision,
+                value: self.mine(term, false),
+            }),
             Role::Standby => None,
         }
     }
@@ -153,13 +181,22 @@ impl Machine {
     /// The write that gives the lease up on a clean shutdown (keeps the term).
     pub fn release(&self) -> Option<Write> {
         match self.role {
-            Role::Leader { term, revision, .. } => Some(Write::Update { revision, value: self.mine(term, true) }),
+            Role::Leader { term, revision, .. } => Some(Write::Update {
+                revision,
+                value: self.mine(term, true),
+            }),
             Role::Standby => None,
         }
     }
 
     /// A write sent at `sent` was confirmed at `revision`; `now` is when the answer came.
-    pub fn confirmed(&mut self, write: &Write, revision: u64, sent: Millis, now: Millis) -> Option<Transition> {
+    pub fn confirmed(
+        &mut self,
+        write: &Write,
+        revision: u64,
+        sent: Millis,
+        now: Millis,
+    ) -> Option<Transition> {
         let v = write.value();
         self.max_term = self.max_term.max(v.term);
         self.seen = Some((revision, sent));
@@ -174,14 +211,22 @@ impl Machine {
                     // Confirmed too late to act on: stay down (tick already stepped down).
                     return self.step_down();
                 }
-                self.role = Role::Leader { term, revision, acting_until };
+                self.role = Role::Leader {
+                    term,
+                    revision,
+                    acting_until,
+                };
                 Some(Transition::Renewed(term))
             }
             // A late confirmation of a renewal after stepping down: the standby rule applies.
             Role::Leader { .. } => None,
             // A claim confirmed in time: elected.
             Role::Standby if now < acting_until && v.holder == self.me && v.term > 0 => {
-                self.role = Role::Leader { term: v.term, revision, acting_until };
+                self.role = Role::Leader {
+                    term: v.term,
+                    revision,
+                    acting_until,
+                };
                 Some(Transition::Elected(v.term))
             }
             Role::Standby => None,
@@ -217,15 +262,34 @@ mod tests {
     const MARGIN: u64 = 500;
 
     fn entry(revision: u64, holder: &str, term: Term) -> Read {
-        Read::Entry { revision, value: Ok(Value { holder: holder.into(), term, lease_ms: LEASE, released: false }) }
+        Read::Entry {
+            revision,
+            value: Ok(Value {
+                holder: holder.into(),
+                term,
+                lease_ms: LEASE,
+                released: false,
+            }),
+        }
     }
 
     /// `me` elected at `now` on an absent key, at revision 1.
     fn elected(me: &str, now: Millis) -> Machine {
         let mut m = Machine::new(me, LEASE, MARGIN);
         let w = m.observed(Read::Absent, now).expect("free: take it");
-        assert_eq!(w, Write::Create(Value { holder: me.into(), term: 1, lease_ms: LEASE, released: false }));
-        assert_eq!(m.confirmed(&w, 1, now, now + 5), Some(Transition::Elected(1)));
+        assert_eq!(
+            w,
+            Write::Create(Value {
+                holder: me.into(),
+                term: 1,
+                lease_ms: LEASE,
+                released: false
+            })
+        );
+        assert_eq!(
+            m.confirmed(&w, 1, now, now + 5),
+            Some(Transition::Elected(1))
+        );
         m
     }
 
@@ -235,10 +299,27 @@ mod tests {
         assert_eq!(m.acting(10), Some(1));
         assert_eq!(m.acting_until(), Some(LEASE - MARGIN));
         let w = m.renewal().unwrap();
-        assert_eq!(w, Write::Update { revision: 1, value: Value { holder: "a".into(), term: 1, lease_ms: LEASE, released: false } });
+        assert_eq!(
+            w,
+            Write::Update {
+                revision: 1,
+                value: Value {
+                    holder: "a".into(),
+                    term: 1,
+                    lease_ms: LEASE,
+                    released: false
+                }
+            }
+        );
         assert_eq!(m.confirmed(&w, 2, 300, 310), Some(Transition::Renewed(1)));
         assert_eq!(m.acting_until(), Some(300 + LEASE - MARGIN));
-        assert_eq!(m.renewal().unwrap(), Write::Update { revision: 2, value: w.value().clone() });
+        assert_eq!(
+            m.renewal().unwrap(),
+            Write::Update {
+                revision: 2,
+                value: w.value().clone()
+            }
+        );
         assert_eq!(m.tick(1200), None, "still inside the renewed window");
     }
 
@@ -251,9 +332,25 @@ mod tests {
         // A renewal (new revision) restarts the count.
         assert_eq!(b.observed(entry(8, "a", 4), 11_400), None);
         assert_eq!(b.observed(entry(8, "a", 4), 12_899), None);
-        let w = b.observed(entry(8, "a", 4), 12_900).expect("unchanged for lease_ms: expired");
-        assert_eq!(w, Write::Update { revision: 8, value: Value { holder: "b".into(), term: 5, lease_ms: LEASE, released: false } });
-        assert_eq!(b.confirmed(&w, 9, 12_900, 12_905), Some(Transition::Elected(5)));
+        let w = b
+            .observed(entry(8, "a", 4), 12_900)
+            .expect("unchanged for lease_ms: expired");
+        assert_eq!(
+            w,
+            Write::Update {
+                revision: 8,
+                value: Value {
+                    holder: "b".into(),
+                    term: 5,
+                    lease_ms: LEASE,
+                    released: false
+                }
+            }
+        );
+        assert_eq!(
+            b.confirmed(&w, 9, 12_900, 12_905),
+            Some(Transition::Elected(5))
+        );
         assert_eq!(b.acting(12_910), Some(5));
     }
 
@@ -269,7 +366,11 @@ mod tests {
         assert_eq!(b.observed(entry(2, "a", 1), b_first_seen), None);
         let a_stops = a.acting_until().unwrap();
         assert_eq!(a.tick(a_stops - 1), None);
-        assert_eq!(a.acting(a_stops), None, "not acting at its deadline, even before tick");
+        assert_eq!(
+            a.acting(a_stops),
+            None,
+            "not acting at its deadline, even before tick"
+        );
         assert_eq!(a.tick(a_stops), Some(Transition::SteppedDown(1)));
         let mut t = b_first_seen;
         let b_takes = loop {
@@ -278,7 +379,10 @@ mod tests {
             }
             t += 50;
         };
-        assert!(b_takes >= a_stops + MARGIN, "b takes at {b_takes}, a stopped at {a_stops}");
+        assert!(
+            b_takes >= a_stops + MARGIN,
+            "b takes at {b_takes}, a stopped at {a_stops}"
+        );
         assert_eq!(a.renewal(), None, "a stepped down renews nothing");
     }
 
@@ -309,14 +413,20 @@ mod tests {
         let release = a.release().unwrap();
         assert!(release.value().released && release.value().term == 1);
         let mut b = Machine::new("b", LEASE, MARGIN);
-        let read = Read::Entry { revision: 2, value: Ok(release.value().clone()) };
+        let read = Read::Entry {
+            revision: 2,
+            value: Ok(release.value().clone()),
+        };
         assert_eq!(b.observed(read, 50).map(|w| w.value().term), Some(2));
     }
 
     #[test]
     fn a_corrupt_value_is_counted_and_expires_like_any_other() {
         let mut b = Machine::new("b", LEASE, MARGIN);
-        let bad = || Read::Entry { revision: 3, value: Err("expected value at line 1".into()) };
+        let bad = || Read::Entry {
+            revision: 3,
+            value: Err("expected value at line 1".into()),
+        };
         assert_eq!(b.observed(bad(), 0), None);
         assert!(b.observed(bad(), LEASE).is_some());
         assert_eq!(b.corrupt, 2);

@@ -93,8 +93,18 @@ pub(crate) enum CrashStep {
 }
 
 /// Folds an exit in: a crash if it was young, still starting, and not asked for.
-pub fn on_exit(crash: &mut CrashLoop, r: &ReplicaStatus, intent: Option<&Intent>, reason: &str, ts_ms: UnixMs, now: Millis) {
-    let asked = matches!(intent, Some(Intent::Stopping { .. } | Intent::Draining { .. }));
+pub fn on_exit(
+    crash: &mut CrashLoop,
+    r: &ReplicaStatus,
+    intent: Option<&Intent>,
+    reason: &str,
+    ts_ms: UnixMs,
+    now: Millis,
+) {
+    let asked = matches!(
+        intent,
+        Some(Intent::Stopping { .. } | Intent::Draining { .. })
+    );
     let starting = matches!(intent, Some(Intent::Starting { .. }));
     let young = r.started_ms > 0 && ts_ms.saturating_sub(r.started_ms) < MIN_UPTIME_MS;
     if asked || !(starting || young) {
@@ -107,12 +117,21 @@ pub fn on_exit(crash: &mut CrashLoop, r: &ReplicaStatus, intent: Option<&Intent>
 /// Folds a refused start in: the worker could not run it (bad spec, image, runtime error).
 /// Refusals that say nothing about the service (worker full, stale command, older term) are
 /// left to the worker's own placement backoff.
-pub fn on_start_refused(crash: &mut CrashLoop, replica: &str, worker: &str, error: &str, now: Millis) {
+pub fn on_start_refused(
+    crash: &mut CrashLoop,
+    replica: &str,
+    worker: &str,
+    error: &str,
+    now: Millis,
+) {
     let not_ours = [" is full", " is stale", "term"];
     if not_ours.iter().any(|s| error.contains(s)) {
         return;
     }
-    crash.crashed(format!("start of {replica} on {worker} failed: {error}"), now);
+    crash.crashed(
+        format!("start of {replica} on {worker} failed: {error}"),
+        now,
+    );
 }
 
 /// The plan's reading of one service's crash history.
@@ -128,12 +147,22 @@ pub(super) struct Check {
 }
 
 pub(super) fn check(service: &ServiceName, crash: &CrashLoop, ready: u32, now: Now) -> Check {
-    let Some(next) = crash.next_start_at() else { return Check::default() };
+    let Some(next) = crash.next_start_at() else {
+        return Check::default();
+    };
     if ready > 0 {
         match crash.healthy_since {
-            None => return Check { step: Some(CrashStep::HealthySince(now.mono)), ..reading(service, crash, next, now) },
+            None => {
+                return Check {
+                    step: Some(CrashStep::HealthySince(now.mono)),
+                    ..reading(service, crash, next, now)
+                }
+            }
             Some(since) if now.mono.saturating_sub(since) >= RESET_AFTER_MS => {
-                return Check { step: Some(CrashStep::Reset), ..Check::default() }
+                return Check {
+                    step: Some(CrashStep::Reset),
+                    ..Check::default()
+                }
             }
             Some(_) => {}
         }
@@ -151,14 +180,27 @@ fn reading(service: &ServiceName, crash: &CrashLoop, next: Millis, now: Now) -> 
         let secs = (next - now.mono).div_ceil(1000);
         format!("crash loop: {error}; next start in {secs} s")
     } else {
-        format!("crash loop: {error}; {} crash(es) in a row, restarting", crash.crashes)
+        format!(
+            "crash loop: {error}; {} crash(es) in a row, restarting",
+            crash.crashes
+        )
     };
-    let mut check = Check { hold, reason: Some(reason.clone()), ..Check::default() };
+    let mut check = Check {
+        hold,
+        reason: Some(reason.clone()),
+        ..Check::default()
+    };
     if hold && crash.announced != crash.crashes {
         let mut inputs = BTreeMap::new();
         inputs.insert("crashes".into(), crash.crashes as f64);
         inputs.insert("backoff_ms".into(), crash.delay_ms() as f64);
-        check.decision = Some(decision(service, now, DecisionAction::Blocked, reason, inputs));
+        check.decision = Some(decision(
+            service,
+            now,
+            DecisionAction::Blocked,
+            reason,
+            inputs,
+        ));
         check.step = Some(CrashStep::Announced(crash.crashes));
     }
     check
@@ -199,17 +241,57 @@ mod tests {
     #[test]
     fn only_young_unasked_exits_count() {
         let mut c = CrashLoop::default();
-        let stopping = Intent::Stopping { sent: 0, attempt: 1 };
-        on_exit(&mut c, &status(1_000), Some(&stopping), "exited with status 0", 2_000, 5);
+        let stopping = Intent::Stopping {
+            sent: 0,
+            attempt: 1,
+        };
+        on_exit(
+            &mut c,
+            &status(1_000),
+            Some(&stopping),
+            "exited with status 0",
+            2_000,
+            5,
+        );
         assert_eq!(c.crashes, 0, "a stop the brain asked for");
-        on_exit(&mut c, &status(1_000), None, "exited with status 1", 1_000 + MIN_UPTIME_MS, 5);
+        on_exit(
+            &mut c,
+            &status(1_000),
+            None,
+            "exited with status 1",
+            1_000 + MIN_UPTIME_MS,
+            5,
+        );
         assert_eq!(c.crashes, 0, "ran long enough");
-        on_exit(&mut c, &status(1_000), None, "exited with status 1", 2_000, 5);
-        assert_eq!((c.crashes, c.last_error.as_deref()), (1, Some("web-7 exited with status 1")));
-        on_exit(&mut c, &status(0), Some(&Intent::Starting { since: 0 }), "", 99_000, 7);
-        assert_eq!((c.crashes, c.last_at, c.last_error.as_deref()), (2, 7, Some("web-7 exited")));
+        on_exit(
+            &mut c,
+            &status(1_000),
+            None,
+            "exited with status 1",
+            2_000,
+            5,
+        );
+        assert_eq!(
+            (c.crashes, c.last_error.as_deref()),
+            (1, Some("web-7 exited with status 1"))
+        );
+        on_exit(
+            &mut c,
+            &status(0),
+            Some(&Intent::Starting { since: 0 }),
+            "",
+            99_000,
+            7,
+        );
+        assert_eq!(
+            (c.crashes, c.last_at, c.last_error.as_deref()),
+            (2, 7, Some("web-7 exited"))
+        );
         on_start_refused(&mut c, "web-8", "w1", "command not allowed", 9);
-        assert_eq!(c.last_error.as_deref(), Some("start of web-8 on w1 failed: command not allowed"));
+        assert_eq!(
+            c.last_error.as_deref(),
+            Some("start of web-8 on w1 failed: command not allowed")
+        );
         on_start_refused(&mut c, "web-9", "w1", "worker w1 is full: 4/4 replicas", 9);
         assert_eq!(c.crashes, 3, "a full worker is not the service's fault");
     }
@@ -223,13 +305,22 @@ mod tests {
         let svc = id("web");
         let k = check(&svc, &c, 0, now(11_000));
         assert!(k.hold);
-        assert_eq!(k.reason.as_deref(), Some("crash loop: web-7 exited with status 1; next start in 7 s"));
+        assert_eq!(
+            k.reason.as_deref(),
+            Some("crash loop: web-7 exited with status 1; next start in 7 s")
+        );
         let d = k.decision.expect("first time at this step");
-        assert_eq!((d.action, d.inputs["backoff_ms"]), (DecisionAction::Blocked, 8_000.0));
+        assert_eq!(
+            (d.action, d.inputs["backoff_ms"]),
+            (DecisionAction::Blocked, 8_000.0)
+        );
         assert_eq!(k.step, Some(CrashStep::Announced(5)));
         c.step(&CrashStep::Announced(5));
         let k = check(&svc, &c, 0, now(12_000));
-        assert!(k.hold && k.decision.is_none() && k.step.is_none(), "said once: {k:?}");
+        assert!(
+            k.hold && k.decision.is_none() && k.step.is_none(),
+            "said once: {k:?}"
+        );
         let k = check(&svc, &c, 0, now(18_000));
         assert!(!k.hold, "8 s after the crash the next start may go");
         assert!(k.reason.unwrap().contains("5 crash(es) in a row"));
@@ -239,13 +330,20 @@ mod tests {
     fn resets_after_staying_healthy() {
         let mut c = CrashLoop::default();
         c.crashed("web-7 exited with status 1".into(), 0);
-        assert_eq!(check(&id("web"), &c, 0, now(1)), Check::default(), "one crash is not a loop");
+        assert_eq!(
+            check(&id("web"), &c, 0, now(1)),
+            Check::default(),
+            "one crash is not a loop"
+        );
         c.crashed("web-7 exited with status 1".into(), 0);
         let svc = id("web");
         let k = check(&svc, &c, 1, now(5_000));
         assert_eq!(k.step, Some(CrashStep::HealthySince(5_000)));
         c.step(&k.step.unwrap());
-        assert_eq!(check(&svc, &c, 1, now(5_000 + RESET_AFTER_MS - 1)).step, None);
+        assert_eq!(
+            check(&svc, &c, 1, now(5_000 + RESET_AFTER_MS - 1)).step,
+            None
+        );
         let k = check(&svc, &c, 1, now(5_000 + RESET_AFTER_MS));
         assert_eq!((k.step.clone(), k.reason), (Some(CrashStep::Reset), None));
         c.step(&k.step.unwrap());

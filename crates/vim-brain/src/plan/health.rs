@@ -35,11 +35,20 @@ pub(super) struct Health<'a> {
 pub(super) fn worker_health(world: &World, now: Now) -> Health<'_> {
     let settings = world.settings();
     let mut health = Health {
-        fresh: world.workers().iter().filter(|(_, w)| w.is_up(now.mono, settings)).map(|(id, _)| id).collect(),
+        fresh: world
+            .workers()
+            .iter()
+            .filter(|(_, w)| w.is_up(now.mono, settings))
+            .map(|(id, _)| id)
+            .collect(),
         ..Health::default()
     };
     let mut up = Vec::new();
-    let believed = world.workers().iter().filter(|(id, w)| w.announced_up || health.fresh.contains(*id)).count();
+    let believed = world
+        .workers()
+        .iter()
+        .filter(|(id, w)| w.announced_up || health.fresh.contains(*id))
+        .count();
     let silent = believed - health.fresh.len();
     let link = world.link();
     let hold = match link.hold_reason(now.mono) {
@@ -51,7 +60,11 @@ pub(super) fn worker_health(world: &World, now: Now) -> Health<'_> {
                  problem: no worker is marked down and their replicas stay routed until reports resume"
             );
             if disrupted != link.disruption {
-                let why = if disrupted { reason.clone() } else { format!("full disruption over: {silent} of {believed} workers silent") };
+                let why = if disrupted {
+                    reason.clone()
+                } else {
+                    format!("full disruption over: {silent} of {believed} workers silent")
+                };
                 health.disruption = Some((disrupted, why));
             }
             disrupted.then_some(reason)
@@ -80,14 +93,24 @@ pub(super) fn worker_health(world: &World, now: Now) -> Health<'_> {
             )
         } else {
             let silent_ms = now.mono - worker.last_seen;
-            format!("no metrics for {silent_ms} ms (timeout {} ms)", settings.worker_timeout_ms)
+            format!(
+                "no metrics for {silent_ms} ms (timeout {} ms)",
+                settings.worker_timeout_ms
+            )
         };
-        health.announced.push(HealthAnnounced { worker: id.clone(), up: is_up });
+        health.announced.push(HealthAnnounced {
+            worker: id.clone(),
+            up: is_up,
+        });
         health.events.push(WorkerEvent {
             v: SCHEMA_VERSION,
             worker: id.clone(),
             ts_ms: now.unix_ms,
-            health: if is_up { WorkerHealth::Up } else { WorkerHealth::Down },
+            health: if is_up {
+                WorkerHealth::Up
+            } else {
+                WorkerHealth::Down
+            },
             reason,
         });
     }
@@ -113,17 +136,38 @@ mod tests {
         let mut world = World::new(Settings::default(), now(0));
         world.apply(metrics("w1"), 0);
         let health = worker_health(&world, now(100));
-        assert_eq!(health.up.iter().map(|w| w.as_str()).collect::<Vec<_>>(), ["w1"]);
-        assert_eq!(health.announced, [HealthAnnounced { worker: id("w1"), up: true }]);
-        assert!(health.events[0].reason.starts_with("metrics arriving; 0/8 replicas"), "{}", health.events[0].reason);
+        assert_eq!(
+            health.up.iter().map(|w| w.as_str()).collect::<Vec<_>>(),
+            ["w1"]
+        );
+        assert_eq!(
+            health.announced,
+            [HealthAnnounced {
+                worker: id("w1"),
+                up: true
+            }]
+        );
+        assert!(
+            health.events[0]
+                .reason
+                .starts_with("metrics arriving; 0/8 replicas"),
+            "{}",
+            health.events[0].reason
+        );
 
-        let sent = crate::plan::Bookkeeping { worker_health: health.announced, ..Default::default() };
+        let sent = crate::plan::Bookkeeping {
+            worker_health: health.announced,
+            ..Default::default()
+        };
         world.apply(Event::PlanSent(sent), 100);
         assert_eq!(worker_health(&world, now(200)).events, [], "announced once");
 
         let health = worker_health(&world, now(3_100));
         assert!(health.up.is_empty());
         assert_eq!(health.events[0].health, WorkerHealth::Down);
-        assert_eq!(health.events[0].reason, "no metrics for 3100 ms (timeout 3000 ms)");
+        assert_eq!(
+            health.events[0].reason,
+            "no metrics for 3100 ms (timeout 3000 ms)"
+        );
     }
 }

@@ -41,7 +41,10 @@ pub struct Inputs<'a> {
 impl<'a> Inputs<'a> {
     /// Counts from the plan's members, plus the starts this plan sends.
     pub(super) fn count(members: &[Member], placed: u32) -> Self {
-        let mut i = Inputs { starting: placed, ..Inputs::default() };
+        let mut i = Inputs {
+            starting: placed,
+            ..Inputs::default()
+        };
         for m in members {
             match m.phase {
                 Phase::Healthy => i.ready += 1,
@@ -55,12 +58,23 @@ impl<'a> Inputs<'a> {
 }
 
 pub fn lifecycle(i: &Inputs) -> Lifecycle {
-    let at = |state, reason: String| Lifecycle { state, reason: Some(reason) };
+    let at = |state, reason: String| Lifecycle {
+        state,
+        reason: Some(reason),
+    };
     let problem = i.crash.or(i.blocked);
     let frac = format!("{}/{}", i.ready, i.desired);
     if i.desired == 0 {
-        let why = if i.pinned { "pinned at 0" } else { "scaled to 0 by its policy" };
-        let reason = if i.leaving > 0 { format!("{why}; {} stopping", i.leaving) } else { why.to_string() };
+        let why = if i.pinned {
+            "pinned at 0"
+        } else {
+            "scaled to 0 by its policy"
+        };
+        let reason = if i.leaving > 0 {
+            format!("{why}; {} stopping", i.leaving)
+        } else {
+            why.to_string()
+        };
         return at(LifecycleState::Suspended, reason);
     }
     if i.ready == 0 {
@@ -68,23 +82,37 @@ pub fn lifecycle(i: &Inputs) -> Lifecycle {
             return at(LifecycleState::Failed, p.to_string());
         }
         if !i.ever_ready {
-            return at(LifecycleState::Creating, format!("{} of {} replicas starting", i.starting, i.desired));
+            return at(
+                LifecycleState::Creating,
+                format!("{} of {} replicas starting", i.starting, i.desired),
+            );
         }
     }
     if i.ready >= i.desired && i.starting == 0 && i.leaving == 0 {
-        return Lifecycle { state: LifecycleState::Running, reason: None };
+        return Lifecycle {
+            state: LifecycleState::Running,
+            reason: None,
+        };
     }
     if i.ready < i.desired {
         if let Some(p) = problem {
             return at(LifecycleState::PartialRunning, format!("{frac}: {p}"));
         }
     }
-    let parts: Vec<String> = [(i.starting, "starting"), (i.unhealthy, "unhealthy"), (i.leaving, "leaving")]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
-    let detail = if parts.is_empty() { "replicas to start".to_string() } else { parts.join(", ") };
+    let parts: Vec<String> = [
+        (i.starting, "starting"),
+        (i.unhealthy, "unhealthy"),
+        (i.leaving, "leaving"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    let detail = if parts.is_empty() {
+        "replicas to start".to_string()
+    } else {
+        parts.join(", ")
+    };
     at(LifecycleState::Scaling, format!("{frac}: {detail}"))
 }
 
@@ -97,18 +125,37 @@ pub(crate) struct LifecycleChange {
 }
 
 /// Sets `lc` on the service's decisions in this plan, announces a change of state, records it.
-pub(super) fn observe(plan: &mut Plan, service: &ServiceName, state: &ServiceState, lc: Lifecycle, ever_ready: bool, now: Now) {
+pub(super) fn observe(
+    plan: &mut Plan,
+    service: &ServiceName,
+    state: &ServiceState,
+    lc: Lifecycle,
+    ever_ready: bool,
+    now: Now,
+) {
     let was = state.lifecycle.state;
     if lc.state != was {
-        let action = DecisionAction::Lifecycle { from: was, to: lc.state };
+        let action = DecisionAction::Lifecycle {
+            from: was,
+            to: lc.state,
+        };
         let reason = lc.reason.clone().unwrap_or_default();
-        plan.decisions.push(decision(service, now, action, reason, BTreeMap::new()));
+        plan.decisions
+            .push(decision(service, now, action, reason, BTreeMap::new()));
     }
-    for d in plan.decisions.iter_mut().filter(|d| &d.service == service && d.lifecycle.is_none()) {
+    for d in plan
+        .decisions
+        .iter_mut()
+        .filter(|d| &d.service == service && d.lifecycle.is_none())
+    {
         d.lifecycle = Some(lc.clone());
     }
     if lc != state.lifecycle || ever_ready != state.ever_ready {
-        plan.bookkeeping.lifecycle.push(LifecycleChange { service: service.clone(), lifecycle: lc, ever_ready });
+        plan.bookkeeping.lifecycle.push(LifecycleChange {
+            service: service.clone(),
+            lifecycle: lc,
+            ever_ready,
+        });
     }
 }
 
@@ -123,69 +170,184 @@ mod tests {
     }
 
     fn three() -> Inputs<'static> {
-        Inputs { desired: 3, ever_ready: true, ..Inputs::default() }
+        Inputs {
+            desired: 3,
+            ever_ready: true,
+            ..Inputs::default()
+        }
     }
 
     #[test]
     fn suspended_when_pinned_at_zero() {
-        assert_eq!(of(Inputs { pinned: true, leaving: 1, ..Inputs::default() }), (Suspended, "pinned at 0; 1 stopping".into()));
+        assert_eq!(
+            of(Inputs {
+                pinned: true,
+                leaving: 1,
+                ..Inputs::default()
+            }),
+            (Suspended, "pinned at 0; 1 stopping".into())
+        );
         assert_eq!(of(Inputs::default()).0, Suspended);
     }
 
     #[test]
     fn creating_until_the_first_healthy_replica() {
-        let i = Inputs { desired: 3, starting: 3, ..Inputs::default() };
+        let i = Inputs {
+            desired: 3,
+            starting: 3,
+            ..Inputs::default()
+        };
         assert_eq!(of(i), (Creating, "3 of 3 replicas starting".into()));
     }
 
     #[test]
     fn running_when_all_ready_and_still() {
-        assert_eq!(of(Inputs { ready: 3, ..three() }), (Running, String::new()));
-        assert_eq!(of(Inputs { ready: 3, crash: Some("crash loop: old"), ..three() }).0, Running, "healed");
+        assert_eq!(
+            of(Inputs {
+                ready: 3,
+                ..three()
+            }),
+            (Running, String::new())
+        );
+        assert_eq!(
+            of(Inputs {
+                ready: 3,
+                crash: Some("crash loop: old"),
+                ..three()
+            })
+            .0,
+            Running,
+            "healed"
+        );
     }
 
     #[test]
     fn partial_running_when_short_and_stuck() {
-        let i = Inputs { ready: 2, blocked: Some("no worker has a free slot"), ..three() };
-        assert_eq!(of(i), (PartialRunning, "2/3: no worker has a free slot".into()));
-        let i = Inputs { ready: 2, blocked: Some("no slot"), crash: Some("crash loop: web-7 exited"), ..three() };
-        assert_eq!(of(i).1, "2/3: crash loop: web-7 exited", "the crash explains more than the slot");
+        let i = Inputs {
+            ready: 2,
+            blocked: Some("no worker has a free slot"),
+            ..three()
+        };
+        assert_eq!(
+            of(i),
+            (PartialRunning, "2/3: no worker has a free slot".into())
+        );
+        let i = Inputs {
+            ready: 2,
+            blocked: Some("no slot"),
+            crash: Some("crash loop: web-7 exited"),
+            ..three()
+        };
+        assert_eq!(
+            of(i).1,
+            "2/3: crash loop: web-7 exited",
+            "the crash explains more than the slot"
+        );
     }
 
     #[test]
     fn scaling_while_replicas_come_and_go() {
-        assert_eq!(of(Inputs { ready: 2, starting: 1, ..three() }), (Scaling, "2/3: 1 starting".into()));
-        assert_eq!(of(Inputs { ready: 3, leaving: 1, ..three() }), (Scaling, "3/3: 1 leaving".into()));
-        assert_eq!(of(Inputs { ready: 1, unhealthy: 1, ..three() }), (Scaling, "1/3: 1 unhealthy".into()));
-        assert_eq!(of(Inputs { starting: 3, ..three() }), (Scaling, "0/3: 3 starting".into()), "replacing all");
+        assert_eq!(
+            of(Inputs {
+                ready: 2,
+                starting: 1,
+                ..three()
+            }),
+            (Scaling, "2/3: 1 starting".into())
+        );
+        assert_eq!(
+            of(Inputs {
+                ready: 3,
+                leaving: 1,
+                ..three()
+            }),
+            (Scaling, "3/3: 1 leaving".into())
+        );
+        assert_eq!(
+            of(Inputs {
+                ready: 1,
+                unhealthy: 1,
+                ..three()
+            }),
+            (Scaling, "1/3: 1 unhealthy".into())
+        );
+        assert_eq!(
+            of(Inputs {
+                starting: 3,
+                ..three()
+            }),
+            (Scaling, "0/3: 3 starting".into()),
+            "replacing all"
+        );
     }
 
     #[test]
     fn failed_with_nothing_ready_and_a_problem() {
         let crash = "crash loop: web-7 exited with status 1; next start in 8 s";
-        assert_eq!(of(Inputs { crash: Some(crash), ..three() }), (Failed, crash.into()));
-        let i = Inputs { desired: 2, blocked: Some("no worker is up"), ..Inputs::default() };
+        assert_eq!(
+            of(Inputs {
+                crash: Some(crash),
+                ..three()
+            }),
+            (Failed, crash.into())
+        );
+        let i = Inputs {
+            desired: 2,
+            blocked: Some("no worker is up"),
+            ..Inputs::default()
+        };
         assert_eq!(of(i), (Failed, "no worker is up".into()), "never placed");
     }
 
     #[test]
     fn a_change_is_announced_once_and_set_on_decisions() {
         let svc: ServiceName = "web".parse().unwrap();
-        let now = Now { mono: 0, unix_ms: 1 };
+        let now = Now {
+            mono: 0,
+            unix_ms: 1,
+        };
         let mut plan = Plan::default();
-        plan.decisions.push(decision(&svc, now, DecisionAction::Blocked, "no slot".into(), BTreeMap::new()));
-        let lc = lifecycle(&Inputs { ready: 2, blocked: Some("no slot"), ..three() });
-        let mut state = ServiceState { lifecycle: Lifecycle { state: Running, reason: None }, ..Default::default() };
+        plan.decisions.push(decision(
+            &svc,
+            now,
+            DecisionAction::Blocked,
+            "no slot".into(),
+            BTreeMap::new(),
+        ));
+        let lc = lifecycle(&Inputs {
+            ready: 2,
+            blocked: Some("no slot"),
+            ..three()
+        });
+        let mut state = ServiceState {
+            lifecycle: Lifecycle {
+                state: Running,
+                reason: None,
+            },
+            ..Default::default()
+        };
         observe(&mut plan, &svc, &state, lc.clone(), true, now);
-        assert_eq!(plan.decisions[1].action, DecisionAction::Lifecycle { from: Running, to: PartialRunning });
+        assert_eq!(
+            plan.decisions[1].action,
+            DecisionAction::Lifecycle {
+                from: Running,
+                to: PartialRunning
+            }
+        );
         assert_eq!(plan.decisions[1].reason, "2/3: no slot");
-        assert!(plan.decisions.iter().all(|d| d.lifecycle.as_ref() == Some(&lc)));
+        assert!(plan
+            .decisions
+            .iter()
+            .all(|d| d.lifecycle.as_ref() == Some(&lc)));
         assert_eq!(plan.bookkeeping.lifecycle.len(), 1);
 
         state.lifecycle = lc.clone();
         state.ever_ready = true;
         let mut plan = Plan::default();
         observe(&mut plan, &svc, &state, lc, true, now);
-        assert!(plan.decisions.is_empty() && plan.bookkeeping.lifecycle.is_empty(), "no change, nothing said");
+        assert!(
+            plan.decisions.is_empty() && plan.bookkeeping.lifecycle.is_empty(),
+            "no change, nothing said"
+        );
     }
 }

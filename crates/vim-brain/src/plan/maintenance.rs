@@ -41,18 +41,34 @@ pub(super) fn moves(
 ) -> Moves {
     // Leaving: on a draining worker, or picked by the rebalance.
     let is_leaving = |m: &Member| draining.contains(m.worker) || rebalancing.contains(m.id);
-    let on: Vec<&Member> = members.iter().filter(|m| m.phase.active() && is_leaving(m)).collect();
-    let mut out = Moves { target: desired, leaving: on.iter().map(|m| m.id.clone()).collect(), ..Moves::default() };
+    let on: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.phase.active() && is_leaving(m))
+        .collect();
+    let mut out = Moves {
+        target: desired,
+        leaving: on.iter().map(|m| m.id.clone()).collect(),
+        ..Moves::default()
+    };
     let Some(first) = on.first() else { return out };
-    let serving = |m: &Member| m.phase == Phase::Healthy && published.get(m.id).is_some_and(|b| !b.draining);
-    let off: Vec<&Member> = members.iter().filter(|m| !is_leaving(m)).filter(|m| serving(m)).collect();
+    let serving =
+        |m: &Member| m.phase == Phase::Healthy && published.get(m.id).is_some_and(|b| !b.draining);
+    let off: Vec<&Member> = members
+        .iter()
+        .filter(|m| !is_leaving(m))
+        .filter(|m| serving(m))
+        .collect();
     let on_serving = on.iter().filter(|m| serving(m)).count() as u32;
     let off_serving = off.len() as u32;
     // A replica on a draining worker that is not serving goes at once: nothing to lose.
     let idle = on.iter().find(|m| !serving(m)).copied();
     if idle.is_some() || off_serving + on_serving > desired {
         let old = idle.unwrap_or(first);
-        if let Some(new) = off.iter().max_by_key(|m| (m.started_ms, m.id.clone())).filter(|_| idle.is_none()) {
+        if let Some(new) = off
+            .iter()
+            .max_by_key(|m| (m.started_ms, m.id.clone()))
+            .filter(|_| idle.is_none())
+        {
             let action = DecisionAction::Relocate {
                 replica: old.id.clone(),
                 from: old.worker.clone(),
@@ -79,7 +95,11 @@ pub(super) fn moves(
 }
 
 /// Why a move cannot start: the old replica keeps serving.
-pub(super) fn blocked_reason(replica: &ReplicaId, worker: &WorkerId, placement_blocked: &str) -> String {
+pub(super) fn blocked_reason(
+    replica: &ReplicaId,
+    worker: &WorkerId,
+    placement_blocked: &str,
+) -> String {
     format!("cannot move {replica} off draining worker {worker}: no other worker can take it ({placement_blocked}); it keeps serving")
 }
 
@@ -90,7 +110,17 @@ mod tests {
 
     fn published(ids: &[&str]) -> BTreeMap<ReplicaId, Backend> {
         ids.iter()
-            .map(|r| (id(r), Backend { id: id(r), addr: "127.0.0.1:1".into(), worker: id("w"), draining: false }))
+            .map(|r| {
+                (
+                    id(r),
+                    Backend {
+                        id: id(r),
+                        addr: "127.0.0.1:1".into(),
+                        worker: id("w"),
+                        draining: false,
+                    },
+                )
+            })
             .collect()
     }
 
@@ -101,42 +131,116 @@ mod tests {
     #[test]
     fn nothing_to_move_keeps_the_target() {
         let ms = [member("a", "w2", Phase::Healthy)];
-        let out = moves(&id("web"), &ms, 1, &published(&["a"]), &draining(), &BTreeSet::new(), now(0));
-        assert_eq!(out, Moves { target: 1, ..Moves::default() });
+        let out = moves(
+            &id("web"),
+            &ms,
+            1,
+            &published(&["a"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(0),
+        );
+        assert_eq!(
+            out,
+            Moves {
+                target: 1,
+                ..Moves::default()
+            }
+        );
     }
 
     #[test]
     fn make_before_break_across_rounds() {
         // Round 1: both replicas on w1 serve; ask for one replacement.
-        let mut ms = vec![member("a", "w1", Phase::Healthy), member("b", "w1", Phase::Healthy)];
-        let out = moves(&id("web"), &ms, 2, &published(&["a", "b"]), &draining(), &BTreeSet::new(), now(0));
+        let mut ms = vec![
+            member("a", "w1", Phase::Healthy),
+            member("b", "w1", Phase::Healthy),
+        ];
+        let out = moves(
+            &id("web"),
+            &ms,
+            2,
+            &published(&["a", "b"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(0),
+        );
         assert_eq!(out.target, 3);
         assert_eq!(out.replacing, Some((id("a"), id("w1"))));
         // Round 2: the replacement starts; not serving yet, so nothing is released.
         ms.push(member("c", "w2", Phase::Starting));
-        let out = moves(&id("web"), &ms, 2, &published(&["a", "b"]), &draining(), &BTreeSet::new(), now(1));
+        let out = moves(
+            &id("web"),
+            &ms,
+            2,
+            &published(&["a", "b"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(1),
+        );
         assert_eq!((out.target, out.decision.is_none()), (3, true));
         // Round 3: healthy but not yet published: still wait.
         ms[2].phase = Phase::Healthy;
-        let out = moves(&id("web"), &ms, 2, &published(&["a", "b"]), &draining(), &BTreeSet::new(), now(2));
+        let out = moves(
+            &id("web"),
+            &ms,
+            2,
+            &published(&["a", "b"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(2),
+        );
         assert_eq!(out.target, 3);
         // Round 4: published: release the old one (scale-in to 2 drains a leaving replica).
-        let out = moves(&id("web"), &ms, 2, &published(&["a", "b", "c"]), &draining(), &BTreeSet::new(), now(3));
+        let out = moves(
+            &id("web"),
+            &ms,
+            2,
+            &published(&["a", "b", "c"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(3),
+        );
         assert_eq!(out.target, 2);
         assert!(out.leaving.contains(&id::<ReplicaId>("a")));
         let d = out.decision.unwrap();
-        assert!(matches!(d.action, DecisionAction::Relocate { ref replacement, .. } if replacement.as_str() == "c"));
+        assert!(
+            matches!(d.action, DecisionAction::Relocate { ref replacement, .. } if replacement.as_str() == "c")
+        );
         // Round 5: a is draining (not active): b is next, and needs its own replacement first.
-        ms[0].phase = Phase::Draining { since: 3, version: 1, deadline: 100 };
-        let out = moves(&id("web"), &ms, 2, &published(&["b", "c"]), &draining(), &BTreeSet::new(), now(4));
+        ms[0].phase = Phase::Draining {
+            since: 3,
+            version: 1,
+            deadline: 100,
+        };
+        let out = moves(
+            &id("web"),
+            &ms,
+            2,
+            &published(&["b", "c"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(4),
+        );
         assert_eq!(out.target, 3);
         assert_eq!(out.replacing, Some((id("b"), id("w1"))));
     }
 
     #[test]
     fn a_not_serving_replica_leaves_at_once() {
-        let ms = [member("a", "w1", Phase::Starting), member("b", "w2", Phase::Healthy)];
-        let out = moves(&id("web"), &ms, 2, &published(&["b"]), &draining(), &BTreeSet::new(), now(0));
+        let ms = [
+            member("a", "w1", Phase::Starting),
+            member("b", "w2", Phase::Healthy),
+        ];
+        let out = moves(
+            &id("web"),
+            &ms,
+            2,
+            &published(&["b"]),
+            &draining(),
+            &BTreeSet::new(),
+            now(0),
+        );
         assert_eq!(out.target, 2);
         assert_eq!(out.decision, None);
     }

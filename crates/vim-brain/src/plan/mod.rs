@@ -37,14 +37,14 @@ mod withdraw;
 use std::collections::{BTreeMap, BTreeSet};
 
 use acs_events::{
-    Action, Backend, BackendUpdate, CommandId, ProxyId, Decision, DecisionAction, ReplicaId, ServiceName,
-    ServiceTraffic, WorkerCommand, WorkerEvent, WorkerId, SCHEMA_VERSION,
+    Action, Backend, BackendUpdate, CommandId, Decision, DecisionAction, ProxyId, ReplicaId,
+    ServiceName, ServiceTraffic, WorkerCommand, WorkerEvent, WorkerId, SCHEMA_VERSION,
 };
 
-pub(crate) use backends::{digest as backends_digest, route_hash};
 use crate::config::{ServiceConfig, Services};
 use crate::policy;
 use crate::world::{Intent, Millis, Now, Record, ServiceState, World};
+pub(crate) use backends::{digest as backends_digest, route_hash};
 
 /// A command for one worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,15 +164,27 @@ enum Phase {
     Pending,
     Starting,
     Healthy,
-    Unhealthy { since: Millis },
-    Draining { since: Millis, version: u64, deadline: Millis },
-    Stopping { sent: Millis, attempt: u32 },
+    Unhealthy {
+        since: Millis,
+    },
+    Draining {
+        since: Millis,
+        version: u64,
+        deadline: Millis,
+    },
+    Stopping {
+        sent: Millis,
+        attempt: u32,
+    },
 }
 
 impl Phase {
     /// Counts towards the desired count.
     fn active(self) -> bool {
-        matches!(self, Phase::Pending | Phase::Starting | Phase::Healthy | Phase::Unhealthy { .. })
+        matches!(
+            self,
+            Phase::Pending | Phase::Starting | Phase::Healthy | Phase::Unhealthy { .. }
+        )
     }
 }
 
@@ -204,7 +216,13 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
     };
     if let Some((true, reason)) = &plan.disruption {
         for name in services.0.keys() {
-            plan.decisions.push(decision(name, now, DecisionAction::Blocked, reason.clone(), BTreeMap::new()));
+            plan.decisions.push(decision(
+                name,
+                now,
+                DecisionAction::Blocked,
+                reason.clone(),
+                BTreeMap::new(),
+            ));
         }
     }
     // Until warmed up, only listen: a restarted brain must learn what runs first. Disconnected,
@@ -219,7 +237,12 @@ pub fn plan(world: &World, services: &Services, now: Now) -> Plan {
     for id in gathered.forget {
         plan.bookkeeping.records.push(RecordChange::Remove(id));
     }
-    let pass = Pass { world, now, health: &health, snapshots: backends::periodic_resets(world, services, now.mono) };
+    let pass = Pass {
+        world,
+        now,
+        health: &health,
+        snapshots: backends::periodic_resets(world, services, now.mono),
+    };
     for (name, svc) in services.iter() {
         let members = gathered.by_service.remove(name).unwrap_or_default();
         plan_service(&mut plan, &pass, name, svc, members);
@@ -242,8 +265,16 @@ struct Pass<'a> {
 }
 
 /// Every step for one service, in order; each feeds the next through `members` and `plan`.
-fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceConfig, mut members: Vec<Member>) {
-    let Pass { world, now, health, .. } = *pass;
+fn plan_service(
+    plan: &mut Plan,
+    pass: &Pass,
+    name: &ServiceName,
+    svc: &ServiceConfig,
+    mut members: Vec<Member>,
+) {
+    let Pass {
+        world, now, health, ..
+    } = *pass;
     let periodic_reset = pass.snapshots.contains(name);
     let up = &health.up;
     let default_state = ServiceState::default();
@@ -263,9 +294,21 @@ fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceC
     // The steady case: every published backend is a routed member, so none can be lost.
     if !backends::unchanged(&state.published, state.published_digest, &members) {
         let being_stopped = plan.upserted_records();
-        plan.decisions.extend(lost::lost_replicas(name, now, &state.published, &members, &being_stopped, up));
+        plan.decisions.extend(lost::lost_replicas(
+            name,
+            now,
+            &state.published,
+            &members,
+            &being_stopped,
+            up,
+        ));
     }
-    for stop in lost::replace_unhealthy(&mut members, now.mono, settings.unhealthy_grace_ms, policy.stop_grace_s) {
+    for stop in lost::replace_unhealthy(
+        &mut members,
+        now.mono,
+        settings.unhealthy_grace_ms,
+        policy.stop_grace_s,
+    ) {
         plan.stop(name, stop, now);
     }
 
@@ -283,19 +326,49 @@ fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceC
     let ready = members.iter().filter(|m| m.phase == Phase::Healthy).count() as u32;
     let crash = backoff::check(name, &state.crash, ready, now);
     plan.decisions.extend(crash.decision.clone());
-    plan.bookkeeping.crash.extend(crash.step.clone().map(|step| (name.clone(), step)));
-    let draining: BTreeSet<WorkerId> =
-        world.maintenance().iter().filter(|(_, m)| m.draining).map(|(w, _)| w.clone()).collect();
-    let (rebalancing, rebalance_reason) =
-        rebalance::step(plan, world, name, svc, state, &members, &health.fresh, desired.count, &draining, crash.hold, now);
-    let moves = maintenance::moves(name, &members, desired.count, &state.published, &draining, &rebalancing, now);
+    plan.bookkeeping
+        .crash
+        .extend(crash.step.clone().map(|step| (name.clone(), step)));
+    let draining: BTreeSet<WorkerId> = world
+        .maintenance()
+        .iter()
+        .filter(|(_, m)| m.draining)
+        .map(|(w, _)| w.clone())
+        .collect();
+    let (rebalancing, rebalance_reason) = rebalance::step(
+        plan,
+        world,
+        name,
+        svc,
+        state,
+        &members,
+        &health.fresh,
+        desired.count,
+        &draining,
+        crash.hold,
+        now,
+    );
+    let moves = maintenance::moves(
+        name,
+        &members,
+        desired.count,
+        &state.published,
+        &draining,
+        &rebalancing,
+        now,
+    );
     plan.decisions.extend(moves.decision.clone());
     let target = moves.target;
     let mut placed = 0;
     // In a crash-loop backoff, no start until its step has passed.
     let blocked = if active < target && !crash.hold {
         let mut candidates = scale_out::candidates(world, now.mono, name, &health.fresh);
-        let planned: Vec<&WorkerId> = plan.commands.iter().filter(|c| c.is_start()).map(|c| &c.worker).collect();
+        let planned: Vec<&WorkerId> = plan
+            .commands
+            .iter()
+            .filter(|c| c.is_start())
+            .map(|c| &c.worker)
+            .collect();
         scale_out::count_planned_starts(&mut candidates, &planned);
         if let Some((_, from)) = &moves.replacing {
             // A replacement never goes back where its original is leaving, except for an
@@ -335,8 +408,21 @@ fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceC
     let blocked_reason = blocked.clone();
     plan.set_blocked(name, state.blocked.as_ref(), blocked, now);
 
-    let worker_cpu_pct = |worker: &WorkerId| world.workers().get(worker).map_or(0.0, |w| w.last.host.cpu_pct);
-    let scale_in = scale_in::scale_in(name, &mut members, target, policy, worker_cpu_pct, &moves.leaving, now);
+    let worker_cpu_pct = |worker: &WorkerId| {
+        world
+            .workers()
+            .get(worker)
+            .map_or(0.0, |w| w.last.host.cpu_pct)
+    };
+    let scale_in = scale_in::scale_in(
+        name,
+        &mut members,
+        target,
+        policy,
+        worker_cpu_pct,
+        &moves.leaving,
+        now,
+    );
     for step in scale_in.steps {
         match step {
             scale_in::Victim::Stop(stop) => plan.stop(name, stop, now),
@@ -344,25 +430,54 @@ fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceC
         }
     }
     let (grace_s, retry_ms) = (policy.stop_grace_s, settings.stop_retry_ms);
-    for stop in scale_in::finish_drains(&mut members, &scale_in.newly_draining, &proxies, now.mono, grace_s, retry_ms) {
+    for stop in scale_in::finish_drains(
+        &mut members,
+        &scale_in.newly_draining,
+        &proxies,
+        now.mono,
+        grace_s,
+        retry_ms,
+    ) {
         plan.stop(name, stop, now);
     }
 
     // A new term starts with snapshots, so every proxy moves to the new leader's versions at once.
-    let reset_due = periodic_reset || acs_events::version_term(state.version) < world.term() || state.reset_requested;
-    let publish = backends::publish(name, svc, state, world.first_version(), &members, reset_due, now);
+    let reset_due = periodic_reset
+        || acs_events::version_term(state.version) < world.term()
+        || state.reset_requested;
+    let publish = backends::publish(
+        name,
+        svc,
+        state,
+        world.first_version(),
+        &members,
+        reset_due,
+        now,
+    );
     plan.updates.extend(publish.updates);
     plan.bookkeeping.published.extend(publish.published);
 
     // Record drains with the version that told the proxies.
-    for m in members.iter().filter(|m| scale_in.newly_draining.contains(m.id)) {
-        if let Phase::Draining { since, deadline, .. } = m.phase {
-            let intent = Intent::Draining { since, version: publish.drain_version, deadline };
+    for m in members
+        .iter()
+        .filter(|m| scale_in.newly_draining.contains(m.id))
+    {
+        if let Phase::Draining {
+            since, deadline, ..
+        } = m.phase
+        {
+            let intent = Intent::Draining {
+                since,
+                version: publish.drain_version,
+                deadline,
+            };
             plan.record(m.id, name, m.worker, intent);
         }
     }
     let started = lost::started_records_done(&members, world.records());
-    plan.bookkeeping.records.extend(started.into_iter().map(RecordChange::Remove));
+    plan.bookkeeping
+        .records
+        .extend(started.into_iter().map(RecordChange::Remove));
 
     let counts = lifecycle::Inputs::count(&members, placed);
     let ever_ready = state.ever_ready || counts.ready > 0;
@@ -374,45 +489,97 @@ fn plan_service(plan: &mut Plan, pass: &Pass, name: &ServiceName, svc: &ServiceC
         ever_ready,
         ..counts
     };
-    lifecycle::observe(plan, name, state, lifecycle::lifecycle(&inputs), ever_ready, now);
+    lifecycle::observe(
+        plan,
+        name,
+        state,
+        lifecycle::lifecycle(&inputs),
+        ever_ready,
+        now,
+    );
 }
 
 impl Plan {
-    fn record(&mut self, replica: &ReplicaId, service: &ServiceName, worker: &WorkerId, intent: Intent) {
-        let record = Record { service: service.clone(), worker: worker.clone(), intent };
-        self.bookkeeping.records.push(RecordChange::Upsert(replica.clone(), record));
+    fn record(
+        &mut self,
+        replica: &ReplicaId,
+        service: &ServiceName,
+        worker: &WorkerId,
+        intent: Intent,
+    ) {
+        let record = Record {
+            service: service.clone(),
+            worker: worker.clone(),
+            intent,
+        };
+        self.bookkeeping
+            .records
+            .push(RecordChange::Upsert(replica.clone(), record));
     }
 
     /// Replicas this plan has recorded an intent for so far.
     fn upserted_records(&self) -> BTreeSet<ReplicaId> {
-        let upserted = self.bookkeeping.records.iter().filter_map(|change| match change {
-            RecordChange::Upsert(id, _) => Some(id.clone()),
-            RecordChange::Remove(_) => None,
-        });
+        let upserted = self
+            .bookkeeping
+            .records
+            .iter()
+            .filter_map(|change| match change {
+                RecordChange::Upsert(id, _) => Some(id.clone()),
+                RecordChange::Remove(_) => None,
+            });
         upserted.collect()
     }
 
     /// The stop command, its record, and on the first attempt its decision.
     fn stop(&mut self, service: &ServiceName, stop: Stop, now: Now) {
-        let Stop { replica, worker, attempt, grace_s, reason } = stop;
+        let Stop {
+            replica,
+            worker,
+            attempt,
+            grace_s,
+            reason,
+        } = stop;
         let cmd = WorkerCommand {
             v: SCHEMA_VERSION,
             id: command_id("stop", &replica, attempt),
             issued_ms: now.unix_ms,
             term: 0,
             instance: None,
-            action: Action::Stop { replica: replica.clone(), grace_ms: (grace_s * 1000.0) as u64 },
+            action: Action::Stop {
+                replica: replica.clone(),
+                grace_ms: (grace_s * 1000.0) as u64,
+            },
         };
-        self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });
-        self.record(&replica, service, &worker, Intent::Stopping { sent: now.mono, attempt });
+        self.commands.push(Command {
+            worker: worker.clone(),
+            replica: replica.clone(),
+            cmd,
+        });
+        self.record(
+            &replica,
+            service,
+            &worker,
+            Intent::Stopping {
+                sent: now.mono,
+                attempt,
+            },
+        );
         if attempt == 1 {
             let action = DecisionAction::Stop { replica, worker };
-            self.decisions.push(decision(service, now, action, reason, BTreeMap::new()));
+            self.decisions
+                .push(decision(service, now, action, reason, BTreeMap::new()));
         }
     }
 
     /// A start on the chosen worker, with a fresh replica id.
-    fn start(&mut self, world: &World, service: &ServiceName, svc: &ServiceConfig, placement: scale_out::Placement, now: Now) {
+    fn start(
+        &mut self,
+        world: &World,
+        service: &ServiceName,
+        svc: &ServiceConfig,
+        placement: scale_out::Placement,
+        now: Now,
+    ) {
         let seq = self.bookkeeping.next_seq;
         self.bookkeeping.next_seq += 1;
         let replica = world.replica_id(service, seq);
@@ -423,21 +590,54 @@ impl Plan {
             issued_ms: now.unix_ms,
             term: 0,
             instance: world.instance_of(&worker),
-            action: Action::Start { replica: replica.clone(), spec: svc.replica_spec() },
+            action: Action::Start {
+                replica: replica.clone(),
+                spec: svc.replica_spec(),
+            },
         };
-        self.commands.push(Command { worker: worker.clone(), replica: replica.clone(), cmd });
-        self.record(&replica, service, &worker, Intent::Starting { since: now.mono });
+        self.commands.push(Command {
+            worker: worker.clone(),
+            replica: replica.clone(),
+            cmd,
+        });
+        self.record(
+            &replica,
+            service,
+            &worker,
+            Intent::Starting { since: now.mono },
+        );
         let action = DecisionAction::Place { replica, worker };
-        self.decisions.push(decision(service, now, action, placement.reason, BTreeMap::new()));
+        self.decisions.push(decision(
+            service,
+            now,
+            action,
+            placement.reason,
+            BTreeMap::new(),
+        ));
     }
 
     /// Announces a blocked service once, and records the change.
-    fn set_blocked(&mut self, service: &ServiceName, was: Option<&String>, blocked: Option<String>, now: Now) {
+    fn set_blocked(
+        &mut self,
+        service: &ServiceName,
+        was: Option<&String>,
+        blocked: Option<String>,
+        now: Now,
+    ) {
         if was != blocked.as_ref() {
             if let Some(reason) = &blocked {
-                self.decisions.push(decision(service, now, DecisionAction::Blocked, reason.clone(), BTreeMap::new()));
+                self.decisions.push(decision(
+                    service,
+                    now,
+                    DecisionAction::Blocked,
+                    reason.clone(),
+                    BTreeMap::new(),
+                ));
             }
-            self.bookkeeping.blocked.push(BlockedChange { service: service.clone(), reason: blocked });
+            self.bookkeeping.blocked.push(BlockedChange {
+                service: service.clone(),
+                reason: blocked,
+            });
         }
     }
 }
@@ -447,7 +647,12 @@ impl Plan {
 fn command_id(kind: &str, replica: &ReplicaId, attempt: u32) -> CommandId {
     CommandId::new(format!("{kind}-{replica}-{attempt}")).unwrap_or_else(|_| {
         // FNV-1a: stable across runs, so a retried command keeps its id.
-        let h = replica.as_str().bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let h = replica
+            .as_str()
+            .bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
         CommandId::new(format!("{kind}-{h:016x}-{attempt}")).expect("short ascii id")
     })
 }
@@ -459,7 +664,16 @@ fn decision(
     reason: String,
     inputs: BTreeMap<String, f64>,
 ) -> Decision {
-    Decision { v: SCHEMA_VERSION, service: service.clone(), ts_ms: now.unix_ms, action, reason, inputs, lifecycle: None, term: 0 }
+    Decision {
+        v: SCHEMA_VERSION,
+        service: service.clone(),
+        ts_ms: now.unix_ms,
+        action,
+        reason,
+        inputs,
+        lifecycle: None,
+        term: 0,
+    }
 }
 
 /// Builders shared by the steps' unit tests.
@@ -468,7 +682,10 @@ mod test_support {
     use super::*;
 
     pub fn now(ms: Millis) -> Now {
-        Now { mono: ms, unix_ms: 1_700_000_000_000 + ms }
+        Now {
+            mono: ms,
+            unix_ms: 1_700_000_000_000 + ms,
+        }
     }
 
     pub fn id<T: std::str::FromStr>(s: &str) -> T
@@ -480,13 +697,28 @@ mod test_support {
 
     /// Members borrow from the world; here the ids and address are leaked, a few bytes a test.
     pub fn member(replica: &str, worker: &str, phase: Phase) -> Member<'static> {
-        let (id, worker): (&'static ReplicaId, &'static WorkerId) = (Box::leak(Box::new(id(replica))), Box::leak(Box::new(id(worker))));
-        let addr: &'static str = Box::leak(format!("127.0.0.1:4{}", replica.len()).into_boxed_str());
-        Member { id, worker, phase, addr: Some(addr), route: backends::route_hash(id, addr, worker), cpu_pct: 0.0, started_ms: 0 }
+        let (id, worker): (&'static ReplicaId, &'static WorkerId) = (
+            Box::leak(Box::new(id(replica))),
+            Box::leak(Box::new(id(worker))),
+        );
+        let addr: &'static str =
+            Box::leak(format!("127.0.0.1:4{}", replica.len()).into_boxed_str());
+        Member {
+            id,
+            worker,
+            phase,
+            addr: Some(addr),
+            route: backends::route_hash(id, addr, worker),
+            cpu_pct: 0.0,
+            started_ms: 0,
+        }
     }
 
     /// A worker's report with these replicas (room for 8).
-    pub fn report(worker: &str, replicas: Vec<acs_events::ReplicaStatus>) -> acs_events::WorkerMetrics {
+    pub fn report(
+        worker: &str,
+        replicas: Vec<acs_events::ReplicaStatus>,
+    ) -> acs_events::WorkerMetrics {
         acs_events::WorkerMetrics {
             v: 1,
             worker: id(worker),
@@ -497,7 +729,10 @@ mod test_support {
             interval_ms: 1000,
             runtime: acs_events::RuntimeKind::Process,
             host: acs_events::HostMetrics::default(),
-            capacity: acs_events::Capacity { max_replicas: 8, running: replicas.len() as u32 },
+            capacity: acs_events::Capacity {
+                max_replicas: 8,
+                running: replicas.len() as u32,
+            },
             replicas,
             rejected: 0,
         }

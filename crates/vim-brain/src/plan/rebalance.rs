@@ -31,7 +31,10 @@ pub(super) struct Pick {
 
 /// Moves started within the budget window before `now`.
 pub(super) fn recent(moves: &VecDeque<Millis>, now: Millis) -> usize {
-    moves.iter().filter(|at| now.saturating_sub(**at) < WINDOW_MS).count()
+    moves
+        .iter()
+        .filter(|at| now.saturating_sub(**at) < WINDOW_MS)
+        .count()
 }
 
 pub(super) fn pick(
@@ -57,14 +60,22 @@ pub(super) fn pick(
     // Hottest first; ties by id so the choice is deterministic.
     let (hot, hot_count) = per_worker
         .iter()
-        .max_by(|(a, _), (b, _)| worker_cpu(a).total_cmp(&worker_cpu(b)).then_with(|| b.cmp(a)))
+        .max_by(|(a, _), (b, _)| {
+            worker_cpu(a)
+                .total_cmp(&worker_cpu(b))
+                .then_with(|| b.cmp(a))
+        })
         .map(|(w, n)| ((*w).clone(), *n))?;
     let hot_cpu = worker_cpu(&hot);
     let cold = candidates
         .iter()
         // After the move it runs at most what the hot worker ran: the spread never gets worse.
         .filter(|c| c.id != hot && c.running < c.max_replicas && c.of_service < hot_count)
-        .min_by(|a, b| a.cpu_pct.total_cmp(&b.cpu_pct).then_with(|| a.id.cmp(&b.id)))?;
+        .min_by(|a, b| {
+            a.cpu_pct
+                .total_cmp(&b.cpu_pct)
+                .then_with(|| a.id.cmp(&b.id))
+        })?;
     let gap = hot_cpu - cold.cpu_pct;
     if gap <= cfg.cpu_gap_pct {
         return None;
@@ -83,7 +94,12 @@ pub(super) fn pick(
         recent(moves, now) + 1,
         cfg.moves_per_minute
     );
-    Some(Pick { replica: victim.id.clone(), from: hot, to: cold.id.clone(), reason })
+    Some(Pick {
+        replica: victim.id.clone(),
+        from: hot,
+        to: cold.id.clone(),
+        reason,
+    })
 }
 
 /// This round's rebalance for one service: the replica in motion (kept until it has left), or
@@ -120,11 +136,21 @@ pub(super) fn step(
     }
     let candidates = super::scale_out::candidates(world, now.mono, name, fresh);
     let cpu = |w: &WorkerId| world.workers().get(w).map_or(0.0, |w| w.last.host.cpu_pct);
-    let Some(p) = pick(&svc.rebalance, members, &state.published, &candidates, cpu, &state.rebalance_moves, now.mono) else {
+    let Some(p) = pick(
+        &svc.rebalance,
+        members,
+        &state.published,
+        &candidates,
+        cpu,
+        &state.rebalance_moves,
+        now.mono,
+    ) else {
         return (leaving, None);
     };
     leaving.insert(p.replica.clone());
-    plan.bookkeeping.rebalance.push((name.clone(), Some(p.replica)));
+    plan.bookkeeping
+        .rebalance
+        .push((name.clone(), Some(p.replica)));
     (leaving, Some(p.reason))
 }
 
@@ -134,17 +160,37 @@ mod tests {
     use super::*;
 
     fn cfg() -> Rebalance {
-        Rebalance { enabled: true, moves_per_minute: 1, cpu_gap_pct: 40.0 }
+        Rebalance {
+            enabled: true,
+            moves_per_minute: 1,
+            cpu_gap_pct: 40.0,
+        }
     }
 
     fn published(ids: &[&str]) -> BTreeMap<ReplicaId, Backend> {
         ids.iter()
-            .map(|r| (id(r), Backend { id: id(r), addr: "127.0.0.1:1".into(), worker: id("w"), draining: false }))
+            .map(|r| {
+                (
+                    id(r),
+                    Backend {
+                        id: id(r),
+                        addr: "127.0.0.1:1".into(),
+                        worker: id("w"),
+                        draining: false,
+                    },
+                )
+            })
             .collect()
     }
 
     fn cand(w: &str, running: u32, of_service: u32, cpu: f64) -> Candidate {
-        Candidate { id: id(w), running, max_replicas: 4, of_service, cpu_pct: cpu }
+        Candidate {
+            id: id(w),
+            running,
+            max_replicas: 4,
+            of_service,
+            cpu_pct: cpu,
+        }
     }
 
     fn cpu(w: &WorkerId) -> f64 {
@@ -167,42 +213,133 @@ mod tests {
     #[test]
     fn the_newest_replica_on_the_hottest_worker_moves_to_the_coldest() {
         let cands = [cand("w2", 1, 1, 50.0), cand("w3", 0, 0, 10.0)];
-        let p = pick(&cfg(), &members(), &published(&["a", "b", "c"]), &cands, cpu, &VecDeque::new(), 0).unwrap();
-        assert_eq!((p.replica.as_str(), p.from.as_str(), p.to.as_str()), ("b", "w1", "w3"));
-        assert!(p.reason.contains("95%") && p.reason.contains("10%") && p.reason.contains("1 of 1"), "{}", p.reason);
+        let p = pick(
+            &cfg(),
+            &members(),
+            &published(&["a", "b", "c"]),
+            &cands,
+            cpu,
+            &VecDeque::new(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.replica.as_str(), p.from.as_str(), p.to.as_str()),
+            ("b", "w1", "w3")
+        );
+        assert!(
+            p.reason.contains("95%") && p.reason.contains("10%") && p.reason.contains("1 of 1"),
+            "{}",
+            p.reason
+        );
     }
 
     #[test]
     fn off_by_default_and_needs_a_gap() {
         let cands = [cand("w3", 0, 0, 10.0)];
         let off = Rebalance::default();
-        assert!(pick(&off, &members(), &published(&["a", "b", "c"]), &cands, cpu, &VecDeque::new(), 0).is_none());
+        assert!(pick(
+            &off,
+            &members(),
+            &published(&["a", "b", "c"]),
+            &cands,
+            cpu,
+            &VecDeque::new(),
+            0
+        )
+        .is_none());
         let warm = [cand("w3", 0, 0, 60.0)];
-        assert!(pick(&cfg(), &members(), &published(&["a", "b", "c"]), &warm, cpu, &VecDeque::new(), 0).is_none(), "35 points is under 40");
+        assert!(
+            pick(
+                &cfg(),
+                &members(),
+                &published(&["a", "b", "c"]),
+                &warm,
+                cpu,
+                &VecDeque::new(),
+                0
+            )
+            .is_none(),
+            "35 points is under 40"
+        );
     }
 
     #[test]
     fn the_budget_holds_moves_per_minute() {
         let cands = [cand("w3", 0, 0, 10.0)];
         let moves: VecDeque<Millis> = [10_000].into();
-        assert!(pick(&cfg(), &members(), &published(&["a", "b", "c"]), &cands, cpu, &moves, 30_000).is_none());
-        assert!(pick(&cfg(), &members(), &published(&["a", "b", "c"]), &cands, cpu, &moves, 70_001).is_some(), "a minute later");
+        assert!(pick(
+            &cfg(),
+            &members(),
+            &published(&["a", "b", "c"]),
+            &cands,
+            cpu,
+            &moves,
+            30_000
+        )
+        .is_none());
+        assert!(
+            pick(
+                &cfg(),
+                &members(),
+                &published(&["a", "b", "c"]),
+                &cands,
+                cpu,
+                &moves,
+                70_001
+            )
+            .is_some(),
+            "a minute later"
+        );
     }
 
     #[test]
     fn never_onto_a_full_worker_nor_one_that_would_undo_the_spread() {
-        let full = [Candidate { max_replicas: 1, ..cand("w3", 1, 0, 10.0) }];
-        assert!(pick(&cfg(), &members(), &published(&["a", "b", "c"]), &full, cpu, &VecDeque::new(), 0).is_none());
+        let full = [Candidate {
+            max_replicas: 1,
+            ..cand("w3", 1, 0, 10.0)
+        }];
+        assert!(pick(
+            &cfg(),
+            &members(),
+            &published(&["a", "b", "c"]),
+            &full,
+            cpu,
+            &VecDeque::new(),
+            0
+        )
+        .is_none());
         // w1 runs 1 replica of the service, w3 runs 1 already: moving would not spread anything.
-        let ms = vec![member("a", "w1", Phase::Healthy), member("c", "w3", Phase::Healthy)];
+        let ms = vec![
+            member("a", "w1", Phase::Healthy),
+            member("c", "w3", Phase::Healthy),
+        ];
         let same = [cand("w3", 1, 1, 10.0)];
-        assert!(pick(&cfg(), &ms, &published(&["a", "c"]), &same, cpu, &VecDeque::new(), 0).is_none());
+        assert!(pick(
+            &cfg(),
+            &ms,
+            &published(&["a", "c"]),
+            &same,
+            cpu,
+            &VecDeque::new(),
+            0
+        )
+        .is_none());
     }
 
     #[test]
     fn only_serving_replicas_count() {
         let ms = vec![member("a", "w1", Phase::Starting)];
         let cands = [cand("w3", 0, 0, 10.0)];
-        assert!(pick(&cfg(), &ms, &published(&[]), &cands, cpu, &VecDeque::new(), 0).is_none());
+        assert!(pick(
+            &cfg(),
+            &ms,
+            &published(&[]),
+            &cands,
+            cpu,
+            &VecDeque::new(),
+            0
+        )
+        .is_none());
     }
 }

@@ -26,11 +26,19 @@ pub(super) struct ScaleOut {
 /// off after a refusal. Each counts the slots its reported replicas take, plus starts sent but
 /// not yet reported. One pass over the records (indexed by worker), then one over each
 /// candidate's replicas: O(records + replicas), not O(workers × records).
-pub(super) fn candidates(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<&WorkerId>) -> Vec<Candidate> {
+pub(super) fn candidates(
+    world: &World,
+    now: Millis,
+    service: &ServiceName,
+    up: &BTreeSet<&WorkerId>,
+) -> Vec<Candidate> {
     let mut starting: BTreeMap<&WorkerId, Vec<(&ReplicaId, &ServiceName)>> = BTreeMap::new();
     for (replica, record) in world.records() {
         if matches!(record.intent, Intent::Starting { .. }) {
-            starting.entry(&record.worker).or_default().push((replica, &record.service));
+            starting
+                .entry(&record.worker)
+                .or_default()
+                .push((replica, &record.service));
         }
     }
     let mut out = Vec::new();
@@ -47,7 +55,12 @@ pub(super) fn candidates(world: &World, now: Millis, service: &ServiceName, up: 
             of_service += (&r.service == service) as u32;
             reported.insert(&r.id);
         }
-        for (_, record_service) in starting.get(id).into_iter().flatten().filter(|(r, _)| !reported.contains(r)) {
+        for (_, record_service) in starting
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|(r, _)| !reported.contains(r))
+        {
             running += 1;
             of_service += (*record_service == service) as u32;
         }
@@ -77,29 +90,48 @@ pub(super) fn count_planned_starts(candidates: &mut [Candidate], planned_starts:
 }
 
 /// Places `desired - active` replicas, one at a time, each on the best candidate left.
-pub(super) fn scale_out(mut candidates: Vec<Candidate>, service: &ServiceName, active: u32, desired: u32) -> ScaleOut {
+pub(super) fn scale_out(
+    mut candidates: Vec<Candidate>,
+    service: &ServiceName,
+    active: u32,
+    desired: u32,
+) -> ScaleOut {
     let mut out = ScaleOut::default();
     for _ in active..desired {
-        let Some(best) = placement::choose(&candidates) else { break };
+        let Some(best) = placement::choose(&candidates) else {
+            break;
+        };
         let chosen = &mut candidates[best];
         let reason = format!(
             "{} has room ({}/{} replicas, {} of {service}, cpu {:.0}%); spread and least-loaded first",
             chosen.id, chosen.running, chosen.max_replicas, chosen.of_service, chosen.cpu_pct
         );
-        out.placements.push(Placement { worker: chosen.id.clone(), reason });
+        out.placements.push(Placement {
+            worker: chosen.id.clone(),
+            reason,
+        });
         chosen.running += 1;
         chosen.of_service += 1;
     }
     let missing = desired.saturating_sub(active) - out.placements.len() as u32;
     out.blocked = (missing > 0).then(|| {
         // At most ROOM_LISTED workers named, so the decision stays small with 10,000 of them.
-        let mut room: Vec<String> =
-            candidates.iter().take(ROOM_LISTED).map(|c| format!("{} {}/{}", c.id, c.running, c.max_replicas)).collect();
+        let mut room: Vec<String> = candidates
+            .iter()
+            .take(ROOM_LISTED)
+            .map(|c| format!("{} {}/{}", c.id, c.running, c.max_replicas))
+            .collect();
         if candidates.len() > ROOM_LISTED {
             room.push(format!("and {} more", candidates.len() - ROOM_LISTED));
         }
-        let room = if room.is_empty() { "no worker is up".to_string() } else { room.join(", ") };
-        format!("{missing} of {desired} replicas cannot be placed: no live worker has room ({room})")
+        let room = if room.is_empty() {
+            "no worker is up".to_string()
+        } else {
+            room.join(", ")
+        };
+        format!(
+            "{missing} of {desired} replicas cannot be placed: no live worker has room ({room})"
+        )
     });
     out
 }
@@ -110,15 +142,29 @@ mod tests {
     use super::*;
 
     fn worker(name: &str, running: u32, max_replicas: u32) -> Candidate {
-        Candidate { id: id(name), running, max_replicas, of_service: 0, cpu_pct: 5.0 }
+        Candidate {
+            id: id(name),
+            running,
+            max_replicas,
+            of_service: 0,
+            cpu_pct: 5.0,
+        }
     }
 
     #[test]
     fn places_the_missing_replicas_spread_out() {
-        let out = scale_out(vec![worker("w1", 0, 4), worker("w2", 0, 4)], &id("web"), 1, 4);
+        let out = scale_out(
+            vec![worker("w1", 0, 4), worker("w2", 0, 4)],
+            &id("web"),
+            1,
+            4,
+        );
         let on: Vec<&str> = out.placements.iter().map(|p| p.worker.as_str()).collect();
         assert_eq!(on, ["w1", "w2", "w1"]);
-        assert_eq!(out.placements[0].reason, "w1 has room (0/4 replicas, 0 of web, cpu 5%); spread and least-loaded first");
+        assert_eq!(
+            out.placements[0].reason,
+            "w1 has room (0/4 replicas, 0 of web, cpu 5%); spread and least-loaded first"
+        );
         assert_eq!(out.blocked, None);
     }
 
@@ -126,7 +172,10 @@ mod tests {
     fn says_what_cannot_be_placed() {
         let out = scale_out(vec![worker("w1", 3, 4)], &id("web"), 0, 3);
         assert_eq!(out.placements.len(), 1);
-        assert_eq!(out.blocked.as_deref(), Some("2 of 3 replicas cannot be placed: no live worker has room (w1 4/4)"));
+        assert_eq!(
+            out.blocked.as_deref(),
+            Some("2 of 3 replicas cannot be placed: no live worker has room (w1 4/4)")
+        );
         let out = scale_out(vec![], &id("web"), 0, 1);
         assert!(out.blocked.unwrap().ends_with("(no worker is up)"));
     }
@@ -141,26 +190,50 @@ mod tests {
     }
 
     /// The reference: every worker scans every record (what `candidates` did before its index).
-    fn candidates_by_scanning(world: &World, now: Millis, service: &ServiceName, up: &BTreeSet<&WorkerId>) -> Vec<Candidate> {
+    fn candidates_by_scanning(
+        world: &World,
+        now: Millis,
+        service: &ServiceName,
+        up: &BTreeSet<&WorkerId>,
+    ) -> Vec<Candidate> {
         let mut out = Vec::new();
         for &id in up {
             let worker = &world.workers()[id];
             if worker.backoff_until > now || world.maintenance_of(id).cordoned {
                 continue;
             }
-            let reported: BTreeSet<&ReplicaId> =
-                worker.last.replicas.iter().filter(|r| r.state.takes_slot()).map(|r| &r.id).collect();
+            let reported: BTreeSet<&ReplicaId> = worker
+                .last
+                .replicas
+                .iter()
+                .filter(|r| r.state.takes_slot())
+                .map(|r| &r.id)
+                .collect();
             let mut running = reported.len() as u32;
-            let mut of_service =
-                worker.last.replicas.iter().filter(|r| r.state.takes_slot() && &r.service == service).count() as u32;
+            let mut of_service = worker
+                .last
+                .replicas
+                .iter()
+                .filter(|r| r.state.takes_slot() && &r.service == service)
+                .count() as u32;
             for (replica, record) in world.records() {
-                if &record.worker == id && matches!(record.intent, Intent::Starting { .. }) && !reported.contains(replica) {
+                if &record.worker == id
+                    && matches!(record.intent, Intent::Starting { .. })
+                    && !reported.contains(replica)
+                {
                     running += 1;
                     of_service += (&record.service == service) as u32;
                 }
             }
-            let (max_replicas, cpu_pct) = (worker.last.capacity.max_replicas, worker.last.host.cpu_pct);
-            out.push(Candidate { id: id.clone(), running, max_replicas, of_service, cpu_pct });
+            let (max_replicas, cpu_pct) =
+                (worker.last.capacity.max_replicas, worker.last.host.cpu_pct);
+            out.push(Candidate {
+                id: id.clone(),
+                running,
+                max_replicas,
+                of_service,
+                cpu_pct,
+            });
         }
         out
     }
@@ -170,7 +243,13 @@ mod tests {
         use crate::plan::{Bookkeeping, RecordChange};
         use crate::world::{Event, Now, Record, Settings};
         use acs_events::*;
-        let mut world = World::new(Settings::default(), Now { mono: 0, unix_ms: 0 });
+        let mut world = World::new(
+            Settings::default(),
+            Now {
+                mono: 0,
+                unix_ms: 0,
+            },
+        );
         let mut records = Vec::new();
         for w in 0..30u32 {
             let worker: WorkerId = id(&format!("w{w}"));
@@ -179,7 +258,11 @@ mod tests {
                     id: id(&format!("r{w}-{j}")),
                     service: id(if j % 2 == 0 { "web" } else { "api" }),
                     addr: format!("10.0.0.{w}:{}", 20_000 + j),
-                    state: if j == 3 { ReplicaState::Exited } else { ReplicaState::Healthy },
+                    state: if j == 3 {
+                        ReplicaState::Exited
+                    } else {
+                        ReplicaState::Healthy
+                    },
                     cpu_pct: 0.0,
                     mem_bytes: 0,
                     started_ms: 0,
@@ -195,33 +278,67 @@ mod tests {
                 instance: String::new(),
                 interval_ms: 1000,
                 runtime: RuntimeKind::Process,
-                host: HostMetrics { cpu_pct: f64::from(w), cpus: 2, ..Default::default() },
-                capacity: Capacity { max_replicas: 8, running: w % 5 },
+                host: HostMetrics {
+                    cpu_pct: f64::from(w),
+                    cpus: 2,
+                    ..Default::default()
+                },
+                capacity: Capacity {
+                    max_replicas: 8,
+                    running: w % 5,
+                },
                 replicas,
                 rejected: 0,
             };
             world.apply(Event::WorkerMetrics(m), 0);
             // Starts sent: some already reported (r<w>-0), some not; and a drain, not a start.
-            for (k, replica) in [format!("r{w}-0"), format!("new{w}-a"), format!("new{w}-b")].into_iter().enumerate() {
+            for (k, replica) in [format!("r{w}-0"), format!("new{w}-a"), format!("new{w}-b")]
+                .into_iter()
+                .enumerate()
+            {
                 if w % 3 == k as u32 {
                     continue;
                 }
                 let service = id(if k == 2 { "api" } else { "web" });
                 let intent = if w % 7 == 0 {
-                    Intent::Draining { since: 0, version: 1, deadline: 10 }
+                    Intent::Draining {
+                        since: 0,
+                        version: 1,
+                        deadline: 10,
+                    }
                 } else {
                     Intent::Starting { since: 0 }
                 };
-                records.push(RecordChange::Upsert(id(&replica), Record { service, worker: worker.clone(), intent }));
+                records.push(RecordChange::Upsert(
+                    id(&replica),
+                    Record {
+                        service,
+                        worker: worker.clone(),
+                        intent,
+                    },
+                ));
             }
         }
-        world.apply(Event::PlanSent(Bookkeeping { records, ..Bookkeeping::default() }), 0);
+        world.apply(
+            Event::PlanSent(Bookkeeping {
+                records,
+                ..Bookkeeping::default()
+            }),
+            0,
+        );
         let up: BTreeSet<&WorkerId> = world.workers().keys().collect();
         for service in ["web", "api", "other"] {
             let service: ServiceName = id(service);
             let indexed = candidates(&world, 0, &service, &up);
-            assert_eq!(indexed, candidates_by_scanning(&world, 0, &service, &up), "{service}");
-            assert!(indexed.iter().any(|c| c.running > c.of_service), "the test covers both counts");
+            assert_eq!(
+                indexed,
+                candidates_by_scanning(&world, 0, &service, &up),
+                "{service}"
+            );
+            assert!(
+                indexed.iter().any(|c| c.running > c.of_service),
+                "the test covers both counts"
+            );
         }
     }
 

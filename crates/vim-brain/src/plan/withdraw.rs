@@ -23,7 +23,12 @@ pub(super) fn withdrawals(world: &World, services: &Services, now: Now) -> Vec<W
     // Undeclared services some live proxy still routes to, with the highest version reported.
     let mut routed: BTreeMap<&ServiceName, u64> = BTreeMap::new();
     for proxy in world.live_proxies(now.mono) {
-        for t in proxy.last.services.iter().filter(|t| services.get(&t.service).is_none()) {
+        for t in proxy
+            .last
+            .services
+            .iter()
+            .filter(|t| services.get(&t.service).is_none())
+        {
             let v = routed.entry(&t.service).or_default();
             *v = (*v).max(t.version);
         }
@@ -32,10 +37,17 @@ pub(super) fn withdrawals(world: &World, services: &Services, now: Now) -> Vec<W
     let mut out = Vec::new();
     for (service, reported_version) in routed {
         let state = world.service(service);
-        if state.and_then(|s| s.last_reset).is_some_and(|at| now.mono.saturating_sub(at) < every) {
+        if state
+            .and_then(|s| s.last_reset)
+            .is_some_and(|at| now.mono.saturating_sub(at) < every)
+        {
             continue;
         }
-        let version = state.map_or(0, |s| s.version).max(world.first_version()).max(reported_version) + 1;
+        let version = state
+            .map_or(0, |s| s.version)
+            .max(world.first_version())
+            .max(reported_version)
+            + 1;
         let change = BackendChange::Withdraw;
         let update = BackendUpdate {
             v: SCHEMA_VERSION,
@@ -45,7 +57,12 @@ pub(super) fn withdrawals(world: &World, services: &Services, now: Now) -> Vec<W
             selection: Selection::default(),
             change,
         };
-        let published = Published { service: service.clone(), version, backends: BTreeMap::new(), reset: true };
+        let published = Published {
+            service: service.clone(),
+            version,
+            backends: BTreeMap::new(),
+            reset: true,
+        };
         out.push(Withdrawal { update, published });
     }
     out
@@ -65,32 +82,74 @@ mod tests {
             draining: false,
             ejected: false,
         });
-        ServiceTraffic { service: id(service), version, totals: Traffic::default(), backends: backends.collect() }
+        ServiceTraffic {
+            service: id(service),
+            version,
+            totals: Traffic::default(),
+            backends: backends.collect(),
+        }
     }
 
     fn proxy(name: &str, services: Vec<ServiceTraffic>) -> Event {
-        Event::Proxy(ProxyMetrics { v: 1, proxy: id(name), ts_ms: 0, interval_ms: 1000, services, unrouted: 0, rejected: 0 })
+        Event::Proxy(ProxyMetrics {
+            v: 1,
+            proxy: id(name),
+            ts_ms: 0,
+            interval_ms: 1000,
+            services,
+            unrouted: 0,
+            rejected: 0,
+        })
     }
 
     #[test]
     fn an_undeclared_routed_service_is_withdrawn_once_per_reset_period() {
         let services = Services::parse("[[service]]\nname = \"web\"\ncommand = [\"x\"]\n").unwrap();
         let mut world = World::new(Settings::default(), now(0));
-        world.apply(proxy("p1", vec![report("web", 5, &["web-a"]), report("old", 40, &["old-a"])]), 0);
-        world.apply(proxy("p2", vec![report("old", 42, &["old-a"]), report("gone", 9, &[])]), 0);
+        world.apply(
+            proxy(
+                "p1",
+                vec![report("web", 5, &["web-a"]), report("old", 40, &["old-a"])],
+            ),
+            0,
+        );
+        world.apply(
+            proxy(
+                "p2",
+                vec![report("old", 42, &["old-a"]), report("gone", 9, &[])],
+            ),
+            0,
+        );
         let out = withdrawals(&world, &services, now(100));
         let names: Vec<&str> = out.iter().map(|w| w.update.service.as_str()).collect();
-        assert_eq!(names, ["gone", "old"], "web is declared; a route with no backends goes too");
+        assert_eq!(
+            names,
+            ["gone", "old"],
+            "web is declared; a route with no backends goes too"
+        );
         let u = out[1].update.clone();
-        assert_eq!((u.service.as_str(), u.version), ("old", world.first_version().max(42) + 1));
+        assert_eq!(
+            (u.service.as_str(), u.version),
+            ("old", world.first_version().max(42) + 1)
+        );
         assert_eq!(u.change, BackendChange::Withdraw);
 
-        let sent = crate::plan::Bookkeeping { published: out.into_iter().map(|w| w.published).collect(), ..Default::default() };
+        let sent = crate::plan::Bookkeeping {
+            published: out.into_iter().map(|w| w.published).collect(),
+            ..Default::default()
+        };
         world.apply(Event::PlanSent(sent), 100);
-        assert!(withdrawals(&world, &services, now(1_000)).is_empty(), "not again before reset_every_ms");
+        assert!(
+            withdrawals(&world, &services, now(1_000)).is_empty(),
+            "not again before reset_every_ms"
+        );
         world.apply(proxy("p2", vec![report("old", 42, &["old-a"])]), 5_000);
         let again = withdrawals(&world, &services, now(5_100));
-        assert_eq!(again.len(), 1, "a proxy still routes old (p1's report of it has not changed either)");
+        assert_eq!(
+            again.len(),
+            1,
+            "a proxy still routes old (p1's report of it has not changed either)"
+        );
         assert!(again[0].update.version > u.version, "versions keep growing");
     }
 }

@@ -55,7 +55,10 @@ impl Throttle {
     /// `Some(n)`: log now, `n` occurrences since the last line (this one included).
     fn hit(&mut self, now: Instant) -> Option<u64> {
         self.since += 1;
-        if self.last.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
             return None;
         }
         self.last = Some(now);
@@ -127,7 +130,9 @@ impl Pace {
         if pass > SLOW_PASS {
             if let Some(times) = self.slow.hit(Instant::now()) {
                 warn!(
-                    pass_ms = pass.as_secs_f64() * 1e3, plan_ms = plan.as_secs_f64() * 1e3, times,
+                    pass_ms = pass.as_secs_f64() * 1e3,
+                    plan_ms = plan.as_secs_f64() * 1e3,
+                    times,
                     threshold_ms = SLOW_PASS.as_millis() as u64,
                     "slow decision loop pass (event taken off the inbox to plan sent)"
                 );
@@ -158,16 +163,31 @@ mod tests {
         assert_eq!(p.admit(t0, t0), Some(t0), "nothing known yet: plan now");
         p.pass(&prom, Duration::from_millis(5), Duration::from_millis(5));
         let t1 = Instant::now();
-        assert_eq!(p.admit(t1, t1), Some(t1), "a cheap plan never puts the next off");
+        assert_eq!(
+            p.admit(t1, t1),
+            Some(t1),
+            "a cheap plan never puts the next off"
+        );
 
-        p.pass(&prom, Duration::from_millis(300), Duration::from_millis(300));
+        p.pass(
+            &prom,
+            Duration::from_millis(300),
+            Duration::from_millis(300),
+        );
         let (ended, _) = p.last.unwrap();
-        let (a, b) = (ended + Duration::from_millis(10), ended + Duration::from_millis(20));
+        let (a, b) = (
+            ended + Duration::from_millis(10),
+            ended + Duration::from_millis(20),
+        );
         assert_eq!(p.admit(a, a), None);
         assert_eq!(p.admit(b, b), None);
         assert_eq!(p.due(), Some(ended + Duration::from_millis(600)));
         let late = ended + Duration::from_millis(600);
-        assert_eq!(p.admit(late, late), Some(a), "one plan for both, measured from the first");
+        assert_eq!(
+            p.admit(late, late),
+            Some(a),
+            "one plan for both, measured from the first"
+        );
         assert_eq!(p.due(), None);
 
         p.pass(&prom, Duration::from_secs(5), Duration::from_secs(5));

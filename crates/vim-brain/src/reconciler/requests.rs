@@ -1,7 +1,10 @@
 //! The requests the leader answers (`acs.cmd.scale`, `acs.cmd.maintenance`, `acs.cmd.replica`, `acs.status`,
 //! `acs.sync.backends`); a standby stays silent. The answers themselves are pure (`control`).
 
-use acs_events::{decode, encode, DecodeError, ScaleReply, ScaleRequest, StatusReply, StatusRequest, SyncRequest, SCHEMA_VERSION};
+use acs_events::{
+    decode, encode, DecodeError, ScaleReply, ScaleRequest, StatusReply, StatusRequest, SyncRequest,
+    SCHEMA_VERSION,
+};
 use async_nats::Message;
 use tracing::{info, warn};
 
@@ -14,8 +17,12 @@ impl Brain {
         match &m.reply {
             Some(reply) => self.publish(reply.to_string(), payload).await,
             None => {
-                self.reject(m, "no_reply", "request sent without a reply subject (use request-reply)".into())
-                    .await
+                self.reject(
+                    m,
+                    "no_reply",
+                    "request sent without a reply subject (use request-reply)".into(),
+                )
+                .await
             }
         }
     }
@@ -29,11 +36,17 @@ impl Brain {
                 let mut r = control::manual_scale(&mut self.world, &self.services, &req, now);
                 if r.ok {
                     info!(service = %req.service, replicas = ?req.replicas, auto = req.auto, "manual scale");
-                    let pin = self.world.pins().find(|(s, _)| **s == req.service).map(|(_, n)| n);
+                    let pin = self
+                        .world
+                        .pins()
+                        .find(|(s, _)| **s == req.service)
+                        .map(|(_, n)| n);
                     if let Err(e) = crate::lease::save_pin(&self.kv, &req.service, pin).await {
                         warn!(error = %e, "cannot save the manual pin in KV");
                         if let Some(note) = r.note.as_mut() {
-                            note.push_str(&format!("; warning: not saved, a new leader would not know it ({e})"));
+                            note.push_str(&format!(
+                                "; warning: not saved, a new leader would not know it ({e})"
+                            ));
                         }
                     }
                 } else {
@@ -62,10 +75,16 @@ impl Brain {
         match &reply.error {
             Some(e) => self.count_refused(m, &e.clone()),
             None => {
-                info!(note = reply.note.as_deref().unwrap_or_default(), "maintenance");
-                if let Err(e) = crate::lease::save_maintenance(&self.kv, self.world.maintenance()).await {
+                info!(
+                    note = reply.note.as_deref().unwrap_or_default(),
+                    "maintenance"
+                );
+                if let Err(e) =
+                    crate::lease::save_maintenance(&self.kv, self.world.maintenance()).await
+                {
                     warn!(error = %e, "cannot save the maintenance state in KV");
-                    let warning = format!("warning: not saved, a new leader would not know it ({e})");
+                    let warning =
+                        format!("warning: not saved, a new leader would not know it ({e})");
                     reply.note = Some(match reply.note.take() {
                         Some(n) => format!("{n}; {warning}"),
                         None => warning,
@@ -112,7 +131,11 @@ impl Brain {
                     term: self.world.term(),
                     leader: true,
                 };
-                encode(&StatusReply { rejected: self.rejected, brain: Some(brain), ..reply })
+                encode(&StatusReply {
+                    rejected: self.rejected,
+                    brain: Some(brain),
+                    ..reply
+                })
             }
             Err(e) => {
                 self.count_refused(m, &e.to_string());
@@ -131,7 +154,8 @@ impl Brain {
                 let sync = control::sync(&self.world, &self.services, &req, now);
                 if !sync.resend.is_empty() {
                     info!(services = ?sync.resend, "sync reply carries part of these services' backends; fresh split resets follow");
-                    self.world.apply(crate::world::Event::ResetDue(sync.resend), now.mono);
+                    self.world
+                        .apply(crate::world::Event::ResetDue(sync.resend), now.mono);
                 }
                 encode(&sync.reply)
             }

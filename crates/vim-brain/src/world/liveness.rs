@@ -102,7 +102,12 @@ pub struct Link {
 
 impl Default for Link {
     fn default() -> Self {
-        Self { connected: true, lost_at: None, hold_until: 0, disruption: false }
+        Self {
+            connected: true,
+            lost_at: None,
+            hold_until: 0,
+            disruption: false,
+        }
     }
 }
 
@@ -124,10 +129,15 @@ impl Link {
     pub fn hold_reason(&self, now: Millis) -> Option<String> {
         if !self.connected {
             let since = self.lost_at.map_or(0, |at| now.saturating_sub(at));
-            return Some(format!("the brain has been disconnected from NATS for {since} ms"));
+            return Some(format!(
+                "the brain has been disconnected from NATS for {since} ms"
+            ));
         }
         (now < self.hold_until).then(|| {
-            format!("the brain reconnected to NATS; every worker has {} ms more to report", self.hold_until - now)
+            format!(
+                "the brain reconnected to NATS; every worker has {} ms more to report",
+                self.hold_until - now
+            )
         })
     }
 }
@@ -154,7 +164,13 @@ mod tests {
     }
 
     fn world() -> World {
-        World::new(Settings::default(), crate::world::Now { mono: 0, unix_ms: 0 })
+        World::new(
+            Settings::default(),
+            crate::world::Now {
+                mono: 0,
+                unix_ms: 0,
+            },
+        )
     }
 
     fn w1() -> WorkerId {
@@ -170,10 +186,17 @@ mod tests {
         w.apply(report("bbbb", 500, 2_100), 2_100);
         assert_eq!(w.instance_of(&w1()).as_deref(), Some("aaaa"));
         let d = &w.duplicates()[&w1()];
-        assert_eq!((d.first.as_str(), d.second.as_str(), d.refused), ("aaaa", "bbbb", 2));
+        assert_eq!(
+            (d.first.as_str(), d.second.as_str(), d.refused),
+            ("aaaa", "bbbb", 2)
+        );
         let ev = duplicate_event(&w1(), d, 5);
         assert_eq!(ev.health, WorkerHealth::Duplicate);
-        assert!(ev.reason.contains("aaaa") && ev.reason.contains("bbbb") && ev.reason.contains("500"), "{}", ev.reason);
+        assert!(
+            ev.reason.contains("aaaa") && ev.reason.contains("bbbb") && ev.reason.contains("500"),
+            "{}",
+            ev.reason
+        );
     }
 
     #[test]
@@ -207,9 +230,15 @@ mod tests {
         let mut link = Link::default();
         assert_eq!(link.hold_reason(0), None);
         link.set(false, 1_000, 3_000);
-        assert_eq!(link.hold_reason(5_000).unwrap(), "the brain has been disconnected from NATS for 4000 ms");
+        assert_eq!(
+            link.hold_reason(5_000).unwrap(),
+            "the brain has been disconnected from NATS for 4000 ms"
+        );
         link.set(true, 6_000, 3_000);
-        assert!(link.hold_reason(8_999).unwrap().contains("1 ms more to report"));
+        assert!(link
+            .hold_reason(8_999)
+            .unwrap()
+            .contains("1 ms more to report"));
         assert_eq!(link.hold_reason(9_000), None);
         // A second "connected" changes nothing.
         link.set(true, 9_500, 3_000);

@@ -34,8 +34,8 @@ mod settings;
 use std::collections::{BTreeMap, VecDeque};
 
 use acs_events::{
-    Backend, BackendDrained, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaState,
-    ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
+    Backend, BackendDrained, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId,
+    ReplicaState, ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
 };
 
 use crate::plan::backoff::{self, CrashLoop};
@@ -91,7 +91,10 @@ impl WorkerView {
     fn reindex(&mut self, id: &WorkerId, names: &mut ServiceNumbers) {
         self.keys.clear();
         for r in &self.last.replicas {
-            self.keys.push(ReplicaKeys { route: crate::plan::route_hash(&r.id, &r.addr, id), service: names.number(&r.service) });
+            self.keys.push(ReplicaKeys {
+                route: crate::plan::route_hash(&r.id, &r.addr, id),
+                service: names.number(&r.service),
+            });
         }
     }
 
@@ -102,7 +105,10 @@ impl WorkerView {
             None => {
                 debug_assert!(false, "keys not reindexed");
                 let r = &self.last.replicas[i];
-                ReplicaKeys { route: crate::plan::route_hash(&r.id, &r.addr, &self.last.worker), service: None }
+                ReplicaKeys {
+                    route: crate::plan::route_hash(&r.id, &r.addr, &self.last.worker),
+                    service: None,
+                }
             }
         }
     }
@@ -169,7 +175,11 @@ pub enum Intent {
     /// Start sent; not yet healthy.
     Starting { since: Millis },
     /// Out of rotation since `version`; waiting for in-flight requests to finish.
-    Draining { since: Millis, version: u64, deadline: Millis },
+    Draining {
+        since: Millis,
+        version: u64,
+        deadline: Millis,
+    },
     /// Stop sent at `sent`.
     Stopping { sent: Millis, attempt: u32 },
 }
@@ -267,20 +277,35 @@ pub enum Event {
     /// A proxy's draining backend has nothing in flight (`acs.events.drained.<proxy>`).
     Drained(BackendDrained),
     /// A worker's answer to a command (or the failure to get one).
-    CommandResult { worker: WorkerId, replica: ReplicaId, start: bool, result: Result<CommandAck, String> },
+    CommandResult {
+        worker: WorkerId,
+        replica: ReplicaId,
+        start: bool,
+        result: Result<CommandAck, String>,
+    },
     /// A manual pin at `replicas`, or (`None`) the service handed back to its policy.
-    Pin { service: ServiceName, replicas: Option<u32> },
+    Pin {
+        service: ServiceName,
+        replicas: Option<u32>,
+    },
     /// The pin kept in KV for a service could not be read when this brain took over: an
     /// operator had set something, so the service holds its count as if pinned (not handed to
     /// its policy) until the next `acs.cmd.scale` for it.
-    PinUnreadable { service: ServiceName },
+    PinUnreadable {
+        service: ServiceName,
+    },
     /// A plan has been sent: record what it started, drained, stopped, decided and published.
     PlanSent(Bookkeeping),
     /// The brain's own NATS connection went down (`false`) or came back (`true`).
-    Connection { connected: bool },
+    Connection {
+        connected: bool,
+    },
     /// A worker's maintenance state (`acs.cmd.maintenance`, or restored from KV); the default
     /// (neither cordoned nor draining) clears it.
-    Maintenance { worker: WorkerId, state: Maintenance },
+    Maintenance {
+        worker: WorkerId,
+        state: Maintenance,
+    },
     /// This brain now leads in `term` (elected); stamps versions and replica ids.
     Term(acs_events::Term),
     /// Publish a fresh (split) `reset` of these services at the next plan: a sync reply
@@ -288,13 +313,20 @@ pub enum Event {
     ResetDue(Vec<ServiceName>),
     /// An operator asked to replace `replica` (`acs.cmd.replica`): it moves make-before-break,
     /// as a rebalance pick does. `control::replace` checks it first.
-    Replace { service: ServiceName, replica: ReplicaId, reason: String },
+    Replace {
+        service: ServiceName,
+        replica: ReplicaId,
+        reason: String,
+    },
 }
 
 impl World {
     pub fn new(settings: Settings, now: Now) -> Self {
         Self {
-            service_numbers: ServiceNumbers { numbers: BTreeMap::new(), cap: settings.max_ids },
+            service_numbers: ServiceNumbers {
+                numbers: BTreeMap::new(),
+                cap: settings.max_ids,
+            },
             settings,
             started: now.mono,
             epoch: now.unix_ms,
@@ -374,7 +406,9 @@ impl World {
 
     /// Manual pins, by service.
     pub fn pins(&self) -> impl Iterator<Item = (&ServiceName, u32)> {
-        self.services.iter().filter_map(|(name, st)| st.manual.map(|n| (name, n)))
+        self.services
+            .iter()
+            .filter_map(|(name, st)| st.manual.map(|n| (name, n)))
     }
 
     pub fn warmed_up(&self, now: Millis) -> bool {
@@ -387,31 +421,57 @@ impl World {
             Event::WorkerMetrics(m) => self.worker_metrics(m, now),
             Event::Replica(ev) => self.replica_event(ev, now),
             Event::Proxy(m) => {
-                if !self.proxies.contains_key(&m.proxy) && self.proxies.len() >= self.settings.max_ids {
+                if !self.proxies.contains_key(&m.proxy)
+                    && self.proxies.len() >= self.settings.max_ids
+                {
                     self.refused_ids += 1;
                     return;
                 }
-                let mut drained = self.proxies.remove(&m.proxy).map(|p| p.drained).unwrap_or_default();
+                let mut drained = self
+                    .proxies
+                    .remove(&m.proxy)
+                    .map(|p| p.drained)
+                    .unwrap_or_default();
                 if !drained.is_empty() {
-                    let listed = |r: &ReplicaId| m.services.iter().any(|s| s.backends.iter().any(|b| &b.id == r));
+                    let listed = |r: &ReplicaId| {
+                        m.services
+                            .iter()
+                            .any(|s| s.backends.iter().any(|b| &b.id == r))
+                    };
                     drained.retain(|r, _| listed(r));
                 }
                 let id = m.proxy.clone();
-                self.proxies.insert(id, ProxyView { last: m, last_seen: now, drained });
+                self.proxies.insert(
+                    id,
+                    ProxyView {
+                        last: m,
+                        last_seen: now,
+                        drained,
+                    },
+                );
             }
             // From a proxy the brain does not know (no metrics yet) it is no evidence: a drain
             // waits for every live proxy, and this one is not live yet.
             Event::Drained(d) => {
                 if let Some(p) = self.proxies.get_mut(&d.proxy) {
-                    let e = p.drained.entry(d.replica).or_insert(Drained { version: 0, seen: 0 });
+                    let e = p.drained.entry(d.replica).or_insert(Drained {
+                        version: 0,
+                        seen: 0,
+                    });
                     if d.version >= e.version {
-                        *e = Drained { version: d.version, seen: now };
+                        *e = Drained {
+                            version: d.version,
+                            seen: now,
+                        };
                     }
                 }
             }
-            Event::CommandResult { worker, replica, start, result } => {
-                self.command_result(worker, replica, start, result, now)
-            }
+            Event::CommandResult {
+                worker,
+                replica,
+                start,
+                result,
+            } => self.command_result(worker, replica, start, result, now),
             Event::Pin { service, replicas } => {
                 let st = self.services.entry(service).or_default();
                 st.manual = replicas;
@@ -421,13 +481,21 @@ impl World {
                     st.history.clear();
                 }
             }
-            Event::PinUnreadable { service } => self.services.entry(service).or_default().pin_unreadable = true,
+            Event::PinUnreadable { service } => {
+                self.services.entry(service).or_default().pin_unreadable = true
+            }
             Event::PlanSent(bookkeeping) => self.plan_sent(bookkeeping, now),
             Event::Maintenance { worker, state } => {
                 if state == Maintenance::default() {
                     self.maintenance.remove(&worker);
                 } else {
-                    self.maintenance.insert(worker, Maintenance { cordoned: true, ..state });
+                    self.maintenance.insert(
+                        worker,
+                        Maintenance {
+                            cordoned: true,
+                            ..state
+                        },
+                    );
                 }
             }
             // Workers reconnect on their own backoff (async-nats waits up to 4 s between
@@ -440,14 +508,20 @@ impl World {
                     }
                 }
             }
-            Event::Replace { service, replica, reason } => {
+            Event::Replace {
+                service,
+                replica,
+                reason,
+            } => {
                 let st = self.services.entry(service).or_default();
                 st.rebalancing = Some(replica);
                 st.replacing = Some(reason);
             }
-            Event::Connection { connected } => {
-                self.link.set(connected, now, self.settings.worker_timeout_ms + RECONNECT_SLACK_MS)
-            }
+            Event::Connection { connected } => self.link.set(
+                connected,
+                now,
+                self.settings.worker_timeout_ms + RECONNECT_SLACK_MS,
+            ),
         }
     }
 
@@ -517,7 +591,9 @@ impl World {
     fn replica_event(&mut self, ev: ReplicaEvent, now: Millis) {
         // A replica event is news from a live worker; fold it into its last report so
         // the plan sees it before the next metrics tick. Unknown worker: wait for metrics.
-        let Some(w) = self.workers.get_mut(&ev.worker) else { return };
+        let Some(w) = self.workers.get_mut(&ev.worker) else {
+            return;
+        };
         w.last_seen = w.last_seen.max(now);
         let r = ev.replica;
         match r.state {
@@ -531,7 +607,13 @@ impl World {
                 // Exited while starting (crashed, or its health check timed out): forget
                 // the start, so the next plan replaces it now rather than after the
                 // start timeout.
-                if matches!(self.records.get(&r.id), Some(Record { intent: Intent::Starting { .. }, .. })) {
+                if matches!(
+                    self.records.get(&r.id),
+                    Some(Record {
+                        intent: Intent::Starting { .. },
+                        ..
+                    })
+                ) {
                     self.records.remove(&r.id);
                 }
             }
@@ -569,7 +651,13 @@ impl World {
                     // A worker's own refusal may be the image's fault; no answer at all is not.
                     if let (Some(rec), true) = (self.records.remove(&replica), result.is_ok()) {
                         if let Some(st) = self.services.get_mut(&rec.service) {
-                            backoff::on_start_refused(&mut st.crash, replica.as_str(), worker.as_str(), &error, now);
+                            backoff::on_start_refused(
+                                &mut st.crash,
+                                replica.as_str(),
+                                worker.as_str(),
+                                &error,
+                                now,
+                            );
                         }
                     }
                     if let Some(w) = self.workers.get_mut(&worker) {
@@ -590,24 +678,30 @@ impl World {
             }
         } else if failed.is_some() {
             // Retry the stop on the next plan.
-            if let Some(Record { intent: Intent::Stopping { sent, .. }, .. }) =
-                self.records.get_mut(&replica)
+            if let Some(Record {
+                intent: Intent::Stopping { sent, .. },
+                ..
+            }) = self.records.get_mut(&replica)
             {
                 *sent = 0;
             }
         }
     }
 
-
     /// Replicas a worker reports, if the worker is known.
     pub fn reported(&self, worker: &WorkerId) -> &[ReplicaStatus] {
-        self.workers.get(worker).map(|w| w.last.replicas.as_slice()).unwrap_or(&[])
+        self.workers
+            .get(worker)
+            .map(|w| w.last.replicas.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Proxies that reported recently.
     pub fn live_proxies(&self, now: Millis) -> impl Iterator<Item = &ProxyView> {
         let timeout = self.settings.proxy_timeout_ms;
-        self.proxies.values().filter(move |p| now.saturating_sub(p.last_seen) <= timeout)
+        self.proxies
+            .values()
+            .filter(move |p| now.saturating_sub(p.last_seen) <= timeout)
     }
 
     /// A fresh replica id: `<service>-t<term base36>-<seq>`. Unique because a term has one

@@ -64,7 +64,11 @@ impl World {
             (st.lifecycle, st.ever_ready) = (lc.lifecycle, lc.ever_ready);
         }
         for (service, step) in &b.crash {
-            self.services.entry(service.clone()).or_default().crash.step(step);
+            self.services
+                .entry(service.clone())
+                .or_default()
+                .crash
+                .step(step);
         }
         for (service, moving) in b.rebalance {
             let st = self.services.entry(service).or_default();

@@ -36,7 +36,10 @@ impl Brain {
         let (stop, stopped) = oneshot::channel::<()>();
         let config = Config {
             nats: acs_node::NatsOptions::new(url),
-            settings: Settings { warmup_ms: 300, ..Settings::default() },
+            settings: Settings {
+                warmup_ms: 300,
+                ..Settings::default()
+            },
             tick: Duration::from_millis(100),
             lease: vim_brain::lease::LeaseConfig {
                 instance: instance.into(),
@@ -82,8 +85,14 @@ pub fn metrics(seq: u64, replicas: Vec<ReplicaStatus>) -> WorkerMetrics {
         instance: String::new(),
         interval_ms: 200,
         runtime: RuntimeKind::Process,
-        host: HostMetrics { cpus: 2, ..Default::default() },
-        capacity: Capacity { max_replicas: 4, running: replicas.len() as u32 },
+        host: HostMetrics {
+            cpus: 2,
+            ..Default::default()
+        },
+        capacity: Capacity {
+            max_replicas: 4,
+            running: replicas.len() as u32,
+        },
         replicas,
         rejected: 0,
     }
@@ -100,7 +109,13 @@ pub struct FakeWorker {
 impl FakeWorker {
     /// Ids of what it runs, sorted.
     pub fn running_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.running.lock().unwrap().iter().map(|r| r.id.to_string()).collect();
+        let mut ids: Vec<String> = self
+            .running
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
         ids.sort();
         ids
     }
@@ -121,7 +136,9 @@ pub fn fake_worker(client: async_nats::Client) -> FakeWorker {
             loop {
                 seq += 1;
                 let m = metrics(seq, running.lock().unwrap().clone());
-                let _ = client.publish(s.worker_metrics(&w), encode(&m).into()).await;
+                let _ = client
+                    .publish(s.worker_metrics(&w), encode(&m).into())
+                    .await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
@@ -148,13 +165,35 @@ pub fn fake_worker(client: async_nats::Client) -> FakeWorker {
                             restarts: 0,
                         };
                         fake.running.lock().unwrap().push(r.clone());
-                        let ev = ReplicaEvent { v: 1, worker: w.clone(), ts_ms: 0, replica: r.clone(), reason: "health check passed".into() };
-                        let _ = client.publish(s.replica_events(&w), encode(&ev).into()).await;
-                        CommandAck { v: 1, id: Some(cmd.id), ok: true, error: None, replica: Some(r), duplicate: false }
+                        let ev = ReplicaEvent {
+                            v: 1,
+                            worker: w.clone(),
+                            ts_ms: 0,
+                            replica: r.clone(),
+                            reason: "health check passed".into(),
+                        };
+                        let _ = client
+                            .publish(s.replica_events(&w), encode(&ev).into())
+                            .await;
+                        CommandAck {
+                            v: 1,
+                            id: Some(cmd.id),
+                            ok: true,
+                            error: None,
+                            replica: Some(r),
+                            duplicate: false,
+                        }
                     }
                     Action::Stop { replica, .. } => {
                         fake.running.lock().unwrap().retain(|r| r.id != replica);
-                        CommandAck { v: 1, id: Some(cmd.id), ok: true, error: None, replica: None, duplicate: false }
+                        CommandAck {
+                            v: 1,
+                            id: Some(cmd.id),
+                            ok: true,
+                            error: None,
+                            replica: None,
+                            duplicate: false,
+                        }
                     }
                 };
                 let _ = client.publish(m.reply.unwrap(), encode(&ack).into()).await;
@@ -172,21 +211,46 @@ pub fn fake_proxy(client: async_nats::Client) -> Arc<Mutex<f64>> {
     tokio::spawn(async move {
         let proxy: ProxyId = "p1".parse().unwrap();
         loop {
-            let totals = Traffic { rps: *load.lock().unwrap(), ..Default::default() };
-            let web = ServiceTraffic { service: "web".parse().unwrap(), version: u64::MAX, totals, backends: vec![] };
-            let m = ProxyMetrics { v: 1, proxy: proxy.clone(), ts_ms: 0, interval_ms: 200, services: vec![web], unrouted: 0, rejected: 0 };
-            let _ = client.publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into()).await;
+            let totals = Traffic {
+                rps: *load.lock().unwrap(),
+                ..Default::default()
+            };
+            let web = ServiceTraffic {
+                service: "web".parse().unwrap(),
+                version: u64::MAX,
+                totals,
+                backends: vec![],
+            };
+            let m = ProxyMetrics {
+                v: 1,
+                proxy: proxy.clone(),
+                ts_ms: 0,
+                interval_ms: 200,
+                services: vec![web],
+                unrouted: 0,
+                rejected: 0,
+            };
+            let _ = client
+                .publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into())
+                .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
     rps
 }
 
-pub async fn request(client: &async_nats::Client, subject: String, payload: Vec<u8>) -> serde_json::Value {
-    let m = tokio::time::timeout(Duration::from_secs(10), client.request(subject, payload.into()))
-        .await
-        .expect("answer within 10 s")
-        .expect("request");
+pub async fn request(
+    client: &async_nats::Client,
+    subject: String,
+    payload: Vec<u8>,
+) -> serde_json::Value {
+    let m = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject, payload.into()),
+    )
+    .await
+    .expect("answer within 10 s")
+    .expect("request");
     serde_json::from_slice(&m.payload).unwrap()
 }
 
@@ -197,7 +261,13 @@ pub async fn status(client: &async_nats::Client) -> StatusReply {
 
 /// Status, or `None` while the brain is not yet subscribed.
 pub async fn try_status(client: &async_nats::Client) -> Option<StatusReply> {
-    let m = tokio::time::timeout(Duration::from_secs(2), client.request("acs.status", "{}".into())).await.ok()?.ok()?;
+    let m = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request("acs.status", "{}".into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
     serde_json::from_slice(&m.payload).ok()
 }
 

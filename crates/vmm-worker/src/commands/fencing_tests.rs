@@ -32,7 +32,10 @@ fn refused(d: Decision) -> (&'static str, String, CommandAck) {
 }
 
 fn launches(d: Decision) {
-    assert!(matches!(d, Decision::Launch(_)), "expected a launch, got {d:?}");
+    assert!(
+        matches!(d, Decision::Launch(_)),
+        "expected a launch, got {d:?}"
+    );
 }
 
 #[test]
@@ -47,7 +50,10 @@ fn a_command_from_an_older_term_is_fenced_and_nothing_runs() {
     launches(decide(&mut c, &with(start("c2", "r2"), 5, None)));
     launches(decide(&mut c, &with(start("c3", "r3"), 6, None)));
     assert_eq!(c.term_floor(), 6);
-    assert_eq!(refused(decide(&mut c, &with(start("c4", "r4"), 5, None))).0, "fenced");
+    assert_eq!(
+        refused(decide(&mut c, &with(start("c4", "r4"), 5, None))).0,
+        "fenced"
+    );
 }
 
 #[test]
@@ -55,7 +61,10 @@ fn term_zero_is_accepted_only_until_a_real_term_is_seen() {
     let mut c = worker();
     launches(decide(&mut c, &with(start("c1", "r1"), 0, None)));
     launches(decide(&mut c, &with(start("c2", "r2"), 1, None)));
-    assert_eq!(refused(decide(&mut c, &with(start("c3", "r3"), 0, None))).0, "fenced");
+    assert_eq!(
+        refused(decide(&mut c, &with(start("c3", "r3"), 0, None))).0,
+        "fenced"
+    );
 }
 
 #[test]

@@ -177,7 +177,11 @@ impl Worker {
                 self.stop_health(&replica);
                 if self.in_flight.contains(&replica) {
                     debug!(replica = %replica, %reason, "exit before its start was recorded; applied once it is");
-                    let ev = RuntimeEvent::Exited { replica: replica.clone(), code, reason };
+                    let ev = RuntimeEvent::Exited {
+                        replica: replica.clone(),
+                        code,
+                        reason,
+                    };
                     self.early_exits.insert(replica, ev);
                     return;
                 }

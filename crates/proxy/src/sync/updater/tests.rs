@@ -148,16 +148,35 @@ fn an_update_from_an_older_term_is_fenced_and_never_applied() {
     use acs_events::pack_version;
     let mut u = updater();
     let s = "acs.backends.web";
-    assert_eq!(u.on_update(s, &encode(&reset(pack_version(5, 1), &["new"]))).unwrap(), Outcome::Applied);
+    assert_eq!(
+        u.on_update(s, &encode(&reset(pack_version(5, 1), &["new"])))
+            .unwrap(),
+        Outcome::Applied
+    );
     assert_eq!(u.term_floor(), 5);
     // A paused old leader wakes up with a reset and a delta of its own.
-    let r = u.on_update(s, &encode(&reset(pack_version(4, 900), &["old"]))).unwrap_err();
+    let r = u
+        .on_update(s, &encode(&reset(pack_version(4, 900), &["old"])))
+        .unwrap_err();
     assert_eq!(r.kind, "fenced");
-    assert!(r.error.contains("from term 4, but term 5 leads"), "{}", r.error);
-    assert_eq!(u.on_update(s, &encode(&add(pack_version(4, 901), "old"))).unwrap_err().kind, "fenced");
+    assert!(
+        r.error.contains("from term 4, but term 5 leads"),
+        "{}",
+        r.error
+    );
+    assert_eq!(
+        u.on_update(s, &encode(&add(pack_version(4, 901), "old")))
+            .unwrap_err()
+            .kind,
+        "fenced"
+    );
     assert_eq!(live_ids(&u), ["new"]);
     // The current term's next delta still applies.
-    assert_eq!(u.on_update(s, &encode(&add(pack_version(5, 2), "b"))).unwrap(), Outcome::Applied);
+    assert_eq!(
+        u.on_update(s, &encode(&add(pack_version(5, 2), "b")))
+            .unwrap(),
+        Outcome::Applied
+    );
     assert_eq!(live_ids(&u), ["b", "new"]);
 }
 
@@ -168,7 +187,9 @@ fn a_leader_event_fences_before_any_update_of_the_new_term() {
     u.apply(reset(pack_version(3, 1), &["a"]));
     assert!(u.observe_term(4));
     assert!(!u.observe_term(2), "the floor never goes down");
-    let r = u.on_update("acs.backends.web", &encode(&add(pack_version(3, 2), "x"))).unwrap_err();
+    let r = u
+        .on_update("acs.backends.web", &encode(&add(pack_version(3, 2), "x")))
+        .unwrap_err();
     assert_eq!(r.kind, "fenced");
     assert_eq!(live_ids(&u), ["a"]);
 }
@@ -180,17 +201,32 @@ fn a_newer_term_reset_applies_and_a_newer_term_delta_asks_for_a_sync() {
     let s = "acs.backends.web";
     u.apply(reset(pack_version(1, 40), &["a"]));
     // A new leader's first delta does not follow 1/40: a gap, so the loop asks for a sync.
-    assert_eq!(u.on_update(s, &encode(&add(pack_version(2, 2), "c"))).unwrap(), Outcome::Gap);
+    assert_eq!(
+        u.on_update(s, &encode(&add(pack_version(2, 2), "c")))
+            .unwrap(),
+        Outcome::Gap
+    );
     assert_eq!(u.term_floor(), 2);
     // Its reset (the sync answer) applies, then the buffered delta follows.
-    let reply = SyncReply { v: 1, updates: vec![reset(pack_version(2, 1), &["b"])] };
+    let reply = SyncReply {
+        v: 1,
+        updates: vec![reset(pack_version(2, 1), &["b"])],
+    };
     assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 1);
     assert_eq!(live_ids(&u), ["b", "c"]);
     assert_eq!(u.table().version("web"), Some(pack_version(2, 2)));
     // Versions are not clock readings: a huge one is fine (no wall-clock ceiling), and the
     // next leader outranks it.
-    assert_eq!(u.on_update(s, &encode(&reset(pack_version(2, 1 << 39), &["z"]))).unwrap(), Outcome::Applied);
-    assert_eq!(u.on_update(s, &encode(&reset(pack_version(3, 1), &["d"]))).unwrap(), Outcome::Applied);
+    assert_eq!(
+        u.on_update(s, &encode(&reset(pack_version(2, 1 << 39), &["z"])))
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        u.on_update(s, &encode(&reset(pack_version(3, 1), &["d"])))
+            .unwrap(),
+        Outcome::Applied
+    );
     assert_eq!(live_ids(&u), ["d"]);
 }
 
@@ -198,11 +234,18 @@ fn a_newer_term_reset_applies_and_a_newer_term_delta_asks_for_a_sync() {
 fn a_sync_reply_from_an_older_term_is_refused_whole() {
     use acs_events::pack_version;
     let mut u = updater();
-    u.on_update("acs.backends.web", &encode(&reset(pack_version(5, 1), &["a"]))).unwrap();
+    u.on_update(
+        "acs.backends.web",
+        &encode(&reset(pack_version(5, 1), &["a"])),
+    )
+    .unwrap();
     let mut api = reset(pack_version(4, 9), &["x"]);
     api.service = ServiceName::new("api").unwrap();
     // Old leader's full sync names only api: it must neither add api nor drop web.
-    let reply = SyncReply { v: 1, updates: vec![api] };
+    let reply = SyncReply {
+        v: 1,
+        updates: vec![api],
+    };
     assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap_err().kind, "fenced");
     assert_eq!(live_ids(&u), ["a"]);
     assert_eq!(u.table().version("api"), None);
@@ -214,16 +257,29 @@ fn a_full_sync_drops_services_the_brain_no_longer_declares() {
     u.apply(reset(1, &["a"]));
     assert_eq!(live_ids(&u), ["a"]);
     // A brain warming up answers with nothing: keep what we have.
-    let reply = SyncReply { v: 1, updates: vec![] };
+    let reply = SyncReply {
+        v: 1,
+        updates: vec![],
+    };
     assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 0);
     assert_eq!(live_ids(&u), ["a"]);
     // A full reply that does not name web: web is no longer declared.
     let mut api = reset(3, &[]);
     api.service = ServiceName::new("api").unwrap();
-    let reply = SyncReply { v: 1, updates: vec![api] };
-    assert_eq!(u.on_sync_reply(&encode(&reply)).unwrap(), 2, "api applied, web dropped");
+    let reply = SyncReply {
+        v: 1,
+        updates: vec![api],
+    };
+    assert_eq!(
+        u.on_sync_reply(&encode(&reply)).unwrap(),
+        2,
+        "api applied, web dropped"
+    );
     assert!(u.table().get("web").is_none());
-    assert!(live_ids(&u).is_empty(), "the live snapshot no longer routes it");
+    assert!(
+        live_ids(&u).is_empty(),
+        "the live snapshot no longer routes it"
+    );
 }
 
 #[test]
@@ -239,9 +295,16 @@ fn a_drained_backend_is_reported_once_nothing_is_in_flight() {
     };
     u.apply(reset(1, &["a", "b"]));
     assert!(drained(&u).is_empty(), "nothing draining");
-    let b = u.shared.snapshot.load().service("web").unwrap().backends[1].state.clone();
+    let b = u.shared.snapshot.load().service("web").unwrap().backends[1]
+        .state
+        .clone();
     let busy = b.begin();
-    u.apply(upd(2, BackendChange::Drain { ids: vec![ReplicaId::new("b").unwrap()] }));
+    u.apply(upd(
+        2,
+        BackendChange::Drain {
+            ids: vec![ReplicaId::new("b").unwrap()],
+        },
+    ));
     assert!(drained(&u).is_empty(), "one request still in flight");
     drop(busy);
     assert_eq!(drained(&u), [("b".to_string(), 2)]);
