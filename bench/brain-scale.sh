@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# brain-scale.sh — the brain at scale (issue 10, P6): simulated workers publishing real
+# brain-scale.sh — the brain at scale (target P6 of docs/PERFORMANCE.md): simulated workers publishing real
 # WorkerMetrics over NATS at 1 s, 1,000 then 10,000 of them, 10 replicas each.
 #
 # For each N, on a fresh nats-server (JetStream, loopback, a temp dir, free ports):

@@ -29,8 +29,8 @@ cpu_pct() { # ticks0 ticks1 t0 t1: % of one core between the two readings
 }
 rss_mb() { awk -v k="${2:-VmRSS}:" '$1 == k {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo "?"; } # pid [VmRSS|VmHWM]
 
-# The nginx and HAProxy set-ups the proxy benchmarks compare against (issue 10's P1 settings:
-# access logs off, upstream keep-alive 64 / http-reuse always, one demo-web backend).
+# The nginx and HAProxy set-ups the proxy benchmarks compare against (access logs off,
+# upstream keep-alive 64 / http-reuse always, one demo-web backend), so each does its best case.
 nginx_conf() { # dir listen-port backend-port workers master(on|off) connections
   local dir=$1 port=$2 be=$3 workers=$4 master=$5 conns=$6
   mkdir -p "$dir/tmp"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# monitor-load.sh — the monitor under seed 003's load test (issue 9 part 6): simulated workers
+# monitor-load.sh — the monitor under load (docs/PERFORMANCE.md, "the monitor under load"): simulated workers
 # publishing real WorkerMetrics over NATS at 1 s, 1,000 then 10,000 of them.
 #
 # For each N, on a fresh nats-server (JetStream, loopback, a temp dir, free ports):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# perf.sh — issue 10's P1–P7 in one run, one script after the other, on this machine:
+# perf.sh — the targets P1–P7 of docs/PERFORMANCE.md in one run, one script after the other, on this machine:
 #
 #   P1, P2  bench/proxy-compare.sh   acs-proxy vs bare Pingora vs nginx vs HAProxy (wrk), and
 #                                    the latency the proxy adds at half its peak, open loop
@@ -9,7 +9,7 @@
 #   P5      bench/spike.sh           load step -> first decision -> new replica serving
 #   P6      bench/brain-scale.sh     the brain with 1,000 and 10,000 simulated workers
 #   P7      bench/worker-idle.sh     an idle worker with 10 replicas
-#   (and issue 9's monitor load test, bench/monitor-load.sh at 1,000 and 10,000 agents)
+#   (and the monitor load test, bench/monitor-load.sh at 1,000 and 10,000 agents)
 #
 # The release binaries are built once first. Each script's table (its stdout) goes to
 # OUT/<name>.txt and its log (stderr) to OUT/<name>.log; at the end every table is printed in
@@ -38,7 +38,7 @@ STEPS=(
   "spike|P5|bench/spike.sh"
   "brain-scale|P6|bench/brain-scale.sh"
   "worker-idle|P7|bench/worker-idle.sh"
-  "monitor-load|issue 9 load|COUNTS='1000 10000' WARMUP=60 bench/monitor-load.sh"
+  "monitor-load|monitor load|COUNTS='1000 10000' WARMUP=60 bench/monitor-load.sh"
 )
 
 log "building the release binaries once"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# proxy-ab.sh — acs-proxy's Pingora knobs, A/B in one run (issue 10, P1).
+# proxy-ab.sh — acs-proxy's Pingora knobs, A/B in one run (target P1 of
+# docs/PERFORMANCE.md).
 #
 # One demo-web backend (`--work-ms 0`, GET /whoami) and one acs-proxy per variant, all running
 # at once on loopback; `wrk -t2 -c32 --latency` rounds interleaved over the variants (variant

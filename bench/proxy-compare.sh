@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# proxy-compare.sh — acs-proxy side by side with nginx and HAProxy (issue 10, P1 and P2).
+# proxy-compare.sh — acs-proxy side by side with nginx and HAProxy (targets P1 and P2 of
+# docs/PERFORMANCE.md).
 #
 # In one run, on this machine (everything on loopback), against one demo-web backend
 # (`demo-web --port N --id be1 --work-ms 0`, GET /whoami):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# proxy-instructions.sh — instructions per proxied request (issue 10, P1), counted by
+# proxy-instructions.sh — instructions per proxied request (target P1 of docs/PERFORMANCE.md), counted by
 # `valgrind --tool=callgrind`, which counts instructions rather than time: the same binary and
 # requests give the same count however busy the machine is, unlike req/s.
 #

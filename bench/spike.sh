@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# P5 (issue 10): a load spike (10 -> 200 req/s, open loop, through the proxy) -> the brain's first
+# Target P5 of docs/PERFORMANCE.md: a load spike (10 -> 200 req/s, open loop, through the proxy) -> the brain's first
 # scale decision -> a new replica serving, on a real local cluster (release build). `web` has
 # target_rps_per_replica = 50 and starts each round at 1 replica. Prints a table of p50/p90/max,
 # in ms after the step, of: the decision, the new replica's `healthy` event, its backend `add`

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# worker-idle.sh — what an idle vmm-worker with 10 replicas costs (issue 10, P7: < 1 % of a
-# core, RSS <= 15 MB).
+# worker-idle.sh — what an idle vmm-worker with 10 replicas costs (target P7 of
+# docs/PERFORMANCE.md: < 1 % of a core, RSS <= 15 MB).
 #
 # For each runtime (process, and docker when the engine answers): a real nats-server (-js), a
 # release vim-brain whose services file pins one service at REPLICAS x (number of workers)

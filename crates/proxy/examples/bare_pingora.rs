@@ -1,4 +1,4 @@
-//! The smallest Pingora reverse proxy, for `bench/proxy-compare.sh` (issue 10, P1): is a bare
+//! The smallest Pingora reverse proxy, for `bench/proxy-compare.sh`: is a bare
 //! Pingora proxy also ~0.5× nginx on this machine, i.e. is the ceiling Pingora's rather than
 //! acs-proxy's (cloudflare/pingora#372)?
 //!

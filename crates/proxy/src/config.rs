@@ -28,8 +28,9 @@ pub enum ConfigError {
     Pressure(f64, f64),
 }
 
-/// Pingora's server knobs (`ServerConf` and the listener), measured in docs/PERFORMANCE.md
-/// (P1). The defaults are Pingora's own.
+/// Pingora's server knobs (`ServerConf` and the listener). Changing them moved throughput by
+/// no more than the noise (docs/PERFORMANCE.md, "Pingora's knobs"), so the defaults are
+/// Pingora's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTuning {
     /// Tokio work stealing between the proxy's threads (else one single-threaded runtime per

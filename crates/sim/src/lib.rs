@@ -1,6 +1,6 @@
 //! `acs-sim`: simulated acs workers and proxies that speak real NATS messages, and a load
-//! generator for the monitor's statistics API. The load benchmarks (bench/monitor-load.sh, and
-//! the brain at scale, issue 10 P6) run it against real components.
+//! generator for the monitor's statistics API. The load benchmarks (bench/monitor-load.sh and
+//! bench/brain-scale.sh) run it against real components.
 //!
 //! # Layout
 //!

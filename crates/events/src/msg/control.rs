@@ -223,7 +223,7 @@ pub struct ServiceStatus {
     /// What the proxies are told (`version` and backends).
     pub version: u64,
     pub backends: Vec<Backend>,
-    /// Where the service is in its life (seed 004's Partial-Running), with the reason.
+    /// Where the service is in its life (creating, running, partial-running, ...), with the reason.
     #[serde(default)]
     pub lifecycle: Lifecycle,
     /// Replicas and backends in all, also when the lists are left out or paged (added after

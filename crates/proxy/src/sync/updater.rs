@@ -1,5 +1,16 @@
 //! [`Updater`]: decode, check and fold backend updates into the [`RouteTable`], buffer deltas
 //! that arrive ahead of a gap, and swap a new [`Snapshot`] into [`Shared`]. No I/O.
+//!
+//! # Fencing, and no version ceiling
+//!
+//! Versions are `(term, sequence)` ([`acs_events::pack_version`]), not clock readings, so a
+//! wall-clock ceiling would refuse honest versions. The updater keeps the newest term seen (from
+//! `LeaderEvent`s and from the versions it accepted) and refuses anything from an older term as
+//! `fenced`: a paused old leader cannot roll routes back. A garbage huge sequence from a buggy
+//! leader can freeze a service only until the next election, whose higher term outranks it. A
+//! forged huge *term* would need the brain's credentials (only the brain may publish backends
+//! and leader events), and refusing terms "too far" ahead would instead risk fencing out a real
+//! leader forever.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,14 +28,6 @@ use crate::snapshot::Snapshot;
 /// Out-of-order deltas kept per service while a sync is under way.
 const MAX_PENDING: usize = 64;
 
-/// Fencing, and why there is no version ceiling any more. Versions are `(term, sequence)`
-/// ([`acs_events::pack_version`]), not clock readings, so a wall-clock ceiling would refuse
-/// honest versions. The updater keeps the newest term seen (from `LeaderEvent`s and from the
-/// versions it accepted) and refuses anything from an older term as `fenced`: a paused old
-/// leader cannot roll routes back. A garbage huge sequence from a buggy leader can freeze a
-/// service only until the next election, whose higher term outranks it. A forged huge *term*
-/// would need the brain's credentials (only the brain may publish backends and leader events),
-/// and refusing terms "too far" ahead would instead risk fencing out a real leader forever.
 /// A refused message, as published in a `Rejection`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
