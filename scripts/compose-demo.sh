@@ -422,7 +422,7 @@ cmd_up() {
   scripts/compose-demo.sh status          containers, services, workers
   acsctl scale web 5 / acsctl scale web auto   pin a replica count / back to the policy
                                           (acsctl finds the operator credentials in $AUTH_DIR_REL)
-  bench/compose-security.sh               try the attacks of issue 7 against this cluster
+  checks/compose-security.sh              try the known attacks against this cluster
   scripts/compose-demo.sh down            stop and remove everything
 EOF
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Chaos benchmark (issue 8, section 5): the compose cluster (compose.yaml: 3-node NATS, brains,
-# proxy, workers w1..w3) under steady load through the proxy; each fault in turn, then healing;
-# one table row per fault, PASS/FAIL against the issue's target (targets are never loosened).
+# Chaos check: the compose cluster (compose.yaml: 3-node NATS, brains, proxy, workers w1..w3)
+# under steady load through the proxy; each fault in turn, then healing; one table row per
+# fault, PASS/FAIL against its target (targets are never loosened).
 #
-# Usage: bench/chaos.sh [FAULT...]     (default: all, in the order below)
+# Usage: checks/chaos.sh [FAULT...]     (default: all, in the order below; --help: this text)
 #   replica-kill     docker kill of one replica container      0 failed; serving again <= 2 s
 #   worker-kill9     kill -9 of a worker process (restarts)    adopted, no duplicates, 0 failed
 #   worker-lost      a worker container stopped for good       detect <= 3 s; serving <= 5 s;
@@ -15,8 +15,7 @@
 #   nats-restart     one NATS server restarted                 0 failed; all reconnect
 #   docker-slow      a worker's Docker calls delayed           heartbeat flows; not declared dead
 #   drain            acsctl drain of a worker under load       0 failed
-# Faults that need something not built yet print "skipped: ..." (feature-detected: the brain's
-# --lease-ms, `acsctl drain`). Healing is judged against the leader's desired count for `web`
+# Healing is judged against the leader's desired count for `web`
 # (`acsctl status --json`), not the container count before the fault: "left over/missing" is
 # running replica containers minus desired once settled (+N = duplicates or surplus).
 #
@@ -24,22 +23,21 @@
 # ACS_CHAOS_URL (default http://127.0.0.1:8080/whoami), ACS_CHAOS_OUT (work dir, default a
 # temp dir, kept). Exit status: 1 if any row FAILs (the table is always printed).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-DEMO="$ROOT/scripts/compose-demo.sh"
+CHECK_TAG=chaos
+# shellcheck source=checks/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+case "${1:-}" in -h|--help) help_from_header "$0"; exit 0 ;; esac
 # Low enough that the load alone does not scale `web` out (the replica count before a fault is
 # the one expected after healing).
 RPS=${ACS_CHAOS_RPS:-10}
 HEAL=${ACS_CHAOS_HEAL_TIMEOUT:-30}
 URL=${ACS_CHAOS_URL:-http://127.0.0.1:8080/whoami}
 OUT=${ACS_CHAOS_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/acs-chaos.XXXXXX")}
-PROJECT=${COMPOSE_PROJECT_NAME:-acs}
 mkdir -p "$OUT"
 ALL=(replica-kill worker-kill9 worker-lost worker-cut brain-kill9 brain-pause nats-restart docker-slow drain)
 FAULTS=("$@")
 [ "${#FAULTS[@]}" -gt 0 ] || FAULTS=("${ALL[@]}")
 
-say() { printf 'chaos: %s\n' "$*" >&2; }
 now() { date +%s.%N | cut -c1-14; }
 ctr() { echo "${PROJECT}_$1_1"; }
 acsctl() { timeout 10 "$DEMO" acsctl "$@"; }
@@ -71,21 +69,16 @@ trap 'cleanup; print_table; exit $FAILED' EXIT
 trap 'exit 1' INT TERM
 
 # --- the cluster ------------------------------------------------------------------------------
-if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL")" != 200 ]; then
+if [ "$(http_code "$URL")" != 200 ]; then
   say "cluster not serving $URL: scripts/compose-demo.sh up"
   "$DEMO" up >&2 || { say "compose-demo up failed"; exit 1; }
 fi
-LEASE=0
-docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease-ms' >/dev/null && LEASE=1
-DRAIN=0
-acsctl drain --help >/dev/null 2>&1 && DRAIN=1
 
 # The event stream, each line prefixed with the time it arrived (seconds, 3 decimals).
 EVENTS="$OUT/events.log"
 # In its own process group (setsid), so that cleanup ends all of it (acsctl and the stamper).
 EVENTS="$OUT/events.log" setsid bash -c '"$0" acsctl watch --json 2>>"${EVENTS%/*}/watch.err" \
-  | python3 -u -c "import sys,time
-for l in sys.stdin: print(\"%.3f %s\" % (time.time(), l), end=\"\", flush=True)" >"$EVENTS" 2>&1' "$DEMO" \
+  | python3 -u "$1" stamp >"$EVENTS" 2>&1' "$DEMO" "$ROOT/checks/acscheck.py" \
   </dev/null 2>>"$OUT/watch.err" &
 WATCH_PID=$!
 
@@ -95,28 +88,22 @@ replica_ctrs() {
     --format '{{.Label "acs.worker"}} {{.Names}}' | grep -E '^w[0-9]+ ' || true
 }
 count_ctrs() { replica_ctrs | wc -l; }
-# `acsctl status --json` field of the leader's reply, by a python expression over `j` ("" if no
-# leader answers).
+# A field of the leader's `acsctl status --json` reply: `desired` (of web) or `leader` (the
+# leading brain's instance); "" if no leader answers.
 # $ACS_TIMEOUT: a paused leader still holds its subscription, so a request waits the whole
 # timeout for nothing; short enough to measure a takeover to within about a second.
 status_get() {
-  ACS_TIMEOUT=${STATUS_TIMEOUT:-1s} acsctl status --json 2>/dev/null | python3 -c "import json,sys
-try: j=json.load(sys.stdin)
-except Exception: sys.exit()
-web=[x for x in j.get('services',[]) if x.get('name')=='web']
-web=web[0] if web else {}
-brain=j.get('brain') or {}
-print($1)" 2>/dev/null
+  ACS_TIMEOUT=${STATUS_TIMEOUT:-1s} acsctl status --json 2>/dev/null | acscheck status "$1" 2>/dev/null
 }
-desired() { status_get "web.get('desired','')"; }
-leader_instance() { status_get "brain.get('instance','') if brain.get('leader') else ''"; }
+desired() { status_get desired; }
+leader_instance() { status_get leader; }
 # Seconds since T0 ($2) until a leader other than $1 answers `acs.status` (<= $HEAL s), or "-".
 wait_new_leader() {
   local old=$1 t0=$2 l deadline=$((SECONDS + HEAL))
   while [ "$SECONDS" -lt "$deadline" ]; do
     l=$(leader_instance)
     if [ -n "$l" ] && [ "$l" != "$old" ]; then
-      python3 -c "import time; print('%.2f' % (time.time() - $t0))"; return
+      acscheck since "$t0"; return
     fi
     sleep 0.1
   done
@@ -129,30 +116,17 @@ start_load() {
   LOAD_PID=$!
 }
 # "failed total" from the load's final `total ...` line.
-load_result() {
-  python3 - "$OUT/load-$1.log" <<'EOF'
-import re, sys
-t = [l for l in open(sys.argv[1]) if l.lstrip().startswith("total")]
-if not t: print("? ?"); sys.exit()
-l = t[-1]
-g = lambda k: int((re.search(r"\b%s (\d+)" % k, l) or [0, 0])[1])
-ok, failed, skipped = g("ok"), g("failed"), g("skipped")
-print(failed + skipped, ok + failed + skipped)
-EOF
-}
+load_result() { acscheck load-result "$OUT/load-$1.log"; }
 # Seconds from T0 to the first event after T0 matching the regex $2 (or "-").
-detect_after() {
-  awk -v t0="$1" -v re="$2" '$1 >= t0 && $0 ~ re { printf "%.2f", $1 - t0; found = 1; exit } END { if (!found) print "-" }' "$EVENTS"
-}
+detect_after() { acscheck detect-after "$EVENTS" "$1" "$2"; }
 # Waits (<= $HEAL s) until the container count is back at $1 (a number, or `desired`: the
 # leader's desired count) and /whoami answers; prints seconds since T0 ($2) or "-".
 wait_serving() {
   local want t0=$2 deadline=$((SECONDS + HEAL))
   while [ "$SECONDS" -lt "$deadline" ]; do
     want=$1; [ "$want" != desired ] || want=$(desired)
-    if [ -n "$want" ] && [ "$(count_ctrs)" -ge "$want" ] \
-      && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$URL")" = 200 ]; then
-      python3 -c "import time; print('%.2f' % (time.time() - $t0))"; return
+    if [ -n "$want" ] && [ "$(count_ctrs)" -ge "$want" ] && [ "$(http_code "$URL" 1)" = 200 ]; then
+      acscheck since "$t0"; return
     fi
     sleep 0.2
   done
@@ -174,17 +148,19 @@ settle() {
 }
 # The brain's WorkerEvent declaring worker $1 down (acs.events.worker.<w>, docs/EVENTS.md).
 down_re() { echo "\"health\":\"(down|lost|dead)\".*\"subject\":\"acs.events.worker.$1\""; }
-le() { python3 -c "import sys; sys.exit(0 if '$1' != '-' and float('$1') <= float('$2') else 1)"; }
+le() { acscheck le "$1" "$2"; }
 ok_if() { if "$@"; then echo PASS; else echo FAIL; fi; }
 
-# A worker with at least one replica (prints its id).
-busy_worker() { replica_ctrs | awk '{ print $1 }' | sort | uniq -c | sort -rn | awk 'NR==1 { print $2 }'; }
+# The worker with the most replicas (prints its id).
+busy_worker() { replica_ctrs | cut -d' ' -f1 | sort | uniq -c | sort -rn | head -n1 | { read -r _ w; echo "${w:-}"; }; }
+# The replica containers of worker $1, one name a line.
+ctrs_of() { replica_ctrs | grep "^$1 " | cut -d' ' -f2; }
 wsvc() { echo "worker${1#w}"; }
 
 # --- the faults ---------------------------------------------------------------------------------
 fault_replica_kill() {
   local name t0 det srv f tot lm res
-  name=$(replica_ctrs | awk 'NR==1 { print $2 }')
+  name=$(replica_ctrs | head -n1 | cut -d' ' -f2)
   [ -n "$name" ] || { row replica-kill - - - - FAIL "no replica to kill"; return; }
   start_load 20 replica-kill; sleep 3
   t0=$(now); docker kill "$name" >/dev/null
@@ -217,7 +193,7 @@ fault_worker_lost() {
   t0=$(now); docker stop -t 0 "$(ctr "$(wsvc "$w")")" >/dev/null
   CLEANUP+=("docker start $(ctr "$(wsvc "$w")")")
   # Its replicas keep running without a worker (the host is "lost"): remove them too.
-  replica_ctrs | awk -v w="$w" '$1 == w { print $2 }' | xargs -r docker rm -f >/dev/null
+  ctrs_of "$w" | xargs -r docker rm -f >/dev/null
   srv=$(wait_serving desired "$t0"); det=$(detect_after "$t0" "$(down_re "$w")")
   wait "$LOAD_PID"; read -r f tot < <(load_result worker-lost); lm=$(settle)
   # In flight to it: at most the load's concurrency share; bound by RPS x request time (<< 1 s).
@@ -229,7 +205,7 @@ fault_worker_lost() {
 fault_worker_cut() {
   local want w t0 det srv f tot lm c n res
   want=$(desired); w=$(busy_worker); c=$(ctr "$(wsvc "$w")")
-  n=$(replica_ctrs | awk -v w="$w" '$1 == w' | wc -l)
+  n=$(ctrs_of "$w" | wc -l)
   start_load 45 worker-cut; sleep 3
   t0=$(now); docker network disconnect acs-control "$c"
   CLEANUP+=("docker network connect acs-control $c")
@@ -246,9 +222,7 @@ fault_worker_cut() {
 # The leader brain (from `acs.status`: only the leader answers) killed -9 or paused 10 s.
 # detect: its successor's `elected` LeaderEvent; serving: the successor answers `acs.status`.
 fault_brain() {
-  local kind=$1
-  [ "$LEASE" -eq 1 ] || { row "brain-$kind" - - - - skip "skipped: no lease yet (vim-brain has no --lease-ms)"; return; }
-  local old new t0 det act f tot lm res c fenced down
+  local kind=$1 old new t0 det act f tot lm res c fenced down
   old=$(leader_instance)
   case "$old" in brain-1) new=brain-2 ;; brain-2) new=brain-1 ;;
     *) row "brain-$kind" - - - - FAIL "no leader brain answers acs.status (got '$old')"; return ;; esac
@@ -261,7 +235,7 @@ fault_brain() {
   else
     docker pause "$c" >/dev/null; CLEANUP+=("docker unpause $c")
     act=$(wait_new_leader "$old" "$t0")
-    python3 -c "import time; time.sleep(max(0, $t0 + 10 - time.time()))"
+    acscheck sleep-until "$t0" 10
     docker unpause "$c" >/dev/null
   fi
   wait "$LOAD_PID"; read -r f tot < <(load_result "brain-$kind"); lm=$(settle)
@@ -270,7 +244,7 @@ fault_brain() {
     res=$(ok_if eval 'le "$det" 2 && [ "$f" = 0 ] && [ "$lm" = 0 ]')
     row brain-kill9 "$det" "$act" "$f/$tot" "$lm" "$res" "new leader <= 2 s; no dup; 0 failed"
   else
-    fenced=$(awk -v t0="$t0" '$1 >= t0 && /"kind":"fenced"/' "$EVENTS" | wc -l)
+    fenced=$(acscheck count "$EVENTS" '"kind":"fenced"' "$t0")
     down=$(docker logs --since "${t0%.*}" "$c" 2>&1 | grep -c "stepped down")
     res=$(ok_if eval '[ "$det" != - ] && [ "$down" -ge 1 ] && [ "$lm" = 0 ]')
     row brain-pause "$det" "$act" "$f/$tot" "$lm (fenced $fenced, stepped down $down)" "$res" "stale commands fenced; old leader steps down; no dup"
@@ -282,28 +256,28 @@ fault_nats_restart() {
   local t0 srv f tot lm conn res
   start_load 25 nats-restart; sleep 3
   t0=$(now); docker restart -t 2 "$(ctr nats-2)" >/dev/null
-  srv=$(python3 -c "import time; print('%.2f' % (time.time() - $t0))")
+  srv=$(acscheck since "$t0")
   wait "$LOAD_PID"; read -r f tot < <(load_result nats-restart); lm=$(settle)
   conn=$("$DEMO" check >/dev/null 2>&1 && echo yes || echo no)
   res=$(ok_if eval '[ "$f" = 0 ] && [ "$lm" = 0 ] && [ "$conn" = yes ]')
   row nats-restart - "$srv" "$f/$tot" "$lm (reconnected $conn)" "$res" "0 failed; all reconnect"
 }
 
-# worker3 is recreated behind bench/chaos/docker-slow.py (its Docker socket through a proxy,
-# bench/chaos/docker-slow.compose.yaml), then every Docker call of it is delayed by
+# worker3 is recreated behind checks/chaos/docker-slow.py (its Docker socket through a proxy,
+# checks/chaos/docker-slow.compose.yaml), then every Docker call of it is delayed by
 # ACS_CHAOS_DOCKER_DELAY s (default 2) for 20 s under load. detect: the first "down"/"lost" event
 # for w3 (should be "-"). Afterwards worker3 is recreated on the plain socket.
 fault_docker_slow() {
   local dir t0 f tot lm res det pid delay=${ACS_CHAOS_DOCKER_DELAY:-2} compose=(docker-compose)
   docker-compose version >/dev/null 2>&1 || compose=(docker compose)
   dir="$OUT/docker-slow"; mkdir -p "$dir"; echo 0 >"$dir/docker.sock.delay"
-  python3 "$ROOT/bench/chaos/docker-slow.py" "$dir/docker.sock" /var/run/docker.sock "$dir/docker.sock.delay" \
+  python3 "$ROOT/checks/chaos/docker-slow.py" "$dir/docker.sock" /var/run/docker.sock "$dir/docker.sock.delay" \
     2>"$dir/proxy.log" &
   pid=$!
   CLEANUP+=("kill $pid")
   local up=("${compose[@]}" -p "$PROJECT" -f compose.yaml)
   CLEANUP+=("${up[*]} up -d --no-deps worker3")
-  ACS_SLOW_DIR=$dir "${up[@]}" -f bench/chaos/docker-slow.compose.yaml up -d --no-deps worker3 >"$dir/up.log" 2>&1 \
+  ACS_SLOW_DIR=$dir "${up[@]}" -f checks/chaos/docker-slow.compose.yaml up -d --no-deps worker3 >"$dir/up.log" 2>&1 \
     || { row docker-slow - - - - FAIL "could not recreate worker3 behind the proxy ($dir/up.log)"; return; }
   settle >/dev/null
   start_load 25 docker-slow; sleep 3
@@ -311,15 +285,13 @@ fault_docker_slow() {
   sleep 20; echo 0 >"$dir/docker.sock.delay"
   wait "$LOAD_PID"; read -r f tot < <(load_result docker-slow); lm=$(settle)
   det=$(detect_after "$t0" "$(down_re w3)")
-  local beats; beats=$(awk -v t0="$t0" -v t1="$(python3 -c "print($t0 + 20)")" \
-    '$1 >= t0 && $1 <= t1 && /"subject":"acs.metrics.worker.w3"/' "$EVENTS" | wc -l)
+  local beats; beats=$(acscheck count "$EVENTS" '"subject":"acs.metrics.worker.w3"' "$t0" 20)
   res=$(ok_if eval '[ "$det" = - ] && [ "$beats" -ge 15 ] && [ "$f" = 0 ] && [ "$lm" = 0 ]')
   row docker-slow "$det" - "$f/$tot" "$lm (w3 beats $beats/20 s)" "$res" "heartbeat flows; not declared dead"
   kill "$pid" 2>/dev/null; "${up[@]}" up -d --no-deps worker3 >>"$dir/up.log" 2>&1; settle >/dev/null
 }
 
 fault_drain() {
-  [ "$DRAIN" -eq 1 ] || { row drain - - - - skip "skipped: acsctl has no drain yet"; return; }
   local w t0 srv f tot lm res
   w=$(busy_worker)
   start_load 30 drain; sleep 3

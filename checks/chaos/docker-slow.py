@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A Unix-socket proxy in front of the Docker engine that delays every API call (bench/chaos.sh,
+"""A Unix-socket proxy in front of the Docker engine that delays every API call (checks/chaos.sh,
 fault docker-slow).
 
     docker-slow.py LISTEN_SOCKET [UPSTREAM_SOCKET] [DELAY_FILE]

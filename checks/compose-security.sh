@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# compose-security.sh — the attacks of issue 7, tried for real against the compose demo cluster.
+# compose-security.sh — the known attacks on the cluster, tried for real against the compose
+# demo cluster (docs/SECURITY.md says what stops each).
 #
 # Each row is one attack (or one control check), tried as an outsider, or with a credential
 # that leaked, and what stopped it:
@@ -16,7 +17,7 @@
 #   5. a replica container cannot open a TCP connection to NATS (its network namespace, entered
 #      from the host with nsenter), while the proxy can (control).
 #
-# Usage: bench/compose-security.sh [--keep]
+# Usage: checks/compose-security.sh [--keep]
 #   Uses the running compose cluster if there is one (and leaves it running); otherwise starts
 #   it with `scripts/compose-demo.sh up` and removes it at the end (`--keep` keeps it).
 #   Exit status 0 when every row passes.
@@ -25,17 +26,15 @@
 # python3 with the `cryptography` package (a raw NATS client that signs the nkey challenge),
 # curl. CI does not run it (no Docker engine there); docs/DOCKER.md shows a run.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-
-say() { printf 'compose-security: %s\n' "$*" >&2; }
-die() { printf 'compose-security: error: %s\n' "$*" >&2; exit 1; }
+CHECK_TAG=compose-security
+# shellcheck source=checks/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KEEP=0
 for a in "$@"; do
   case "$a" in
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) help_from_header "$0"; exit 0 ;;
     *) die "unknown argument $a (see --help)" ;;
   esac
 done
@@ -44,12 +43,9 @@ AUTH=.acs/compose/auth
 PROXY_URL=http://127.0.0.1:8080
 NATS_HOST=127.0.0.1
 NATS_PORT=4222
-DEMO=scripts/compose-demo.sh
-export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-acs}
 
 [ "$(id -u)" -eq 0 ] || die "run as root (nsenter into container network namespaces)"
-command -v python3 >/dev/null 2>&1 || die "python3 not found"
-python3 -c 'import cryptography' 2>/dev/null || die "python3 lacks the cryptography package (pip install cryptography)"
+acscheck can-sign || die "python3 lacks the cryptography package (pip install cryptography)"
 command -v nsenter >/dev/null 2>&1 || die "nsenter not found (apt-get install util-linux)"
 command -v curl >/dev/null 2>&1 || die "curl not found"
 
@@ -68,7 +64,7 @@ trap cleanup EXIT
 
 # --- the cluster ----------------------------------------------------------------------------
 nats_running() { [ -n "$(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter label=com.docker.compose.service=nats-1)" ]; }
-if nats_running && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$PROXY_URL/whoami" || true)" = 200 ]; then
+if nats_running && [ "$(http_code "$PROXY_URL/whoami")" = 200 ]; then
   say "using the running compose cluster (project $COMPOSE_PROJECT_NAME)"
 else
   say "starting the compose cluster: $DEMO up"
@@ -85,130 +81,9 @@ GATEWAY=$(docker network inspect acs-control -f '{{range .IPAM.Config}}{{.Gatewa
 [ -n "$NATS_IP" ] || die "the nats container has no address on acs-control"
 
 # --- a raw NATS client ------------------------------------------------------------------------
-# probe.py TLS NKEY ACTION [ARGS]: TLS is plain|noca|nocert|wrong|ok (ok: the cluster's CA and
-# the client certificate CERT_STEM), NKEY a seed file or `-`. Prints one line, `refused: ...`
-# or `accepted: ...`.
-cat >"$WORK/probe.py" <<'EOF'
-import base64, json, os, socket, ssl, sys, time
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
-
-host, port = os.environ["NATS_HOST"], int(os.environ["NATS_PORT"])
-tls_dir, wrong_dir = os.environ["TLS_DIR"], os.environ["WRONG_TLS_DIR"]
-tls_mode, stem, nkey_file, action, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-
-def crc16(data):
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-def nkey(seed_file):
-    seed = open(seed_file).read().strip()
-    raw = base64.b32decode(seed + "=" * (-len(seed) % 8))
-    key = Ed25519PrivateKey.from_private_bytes(raw[2:34])
-    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    body = bytes([20 << 3]) + pub  # 'U': a user key
-    public = base64.b32encode(body + crc16(body).to_bytes(2, "little")).decode().rstrip("=")
-    return key, public
-
-def out(verdict, why):
-    print(f"{verdict}: {why}")
-    sys.exit(0)
-
-class Conn:
-    def __init__(self):
-        sock = socket.create_connection((host, port), timeout=5)
-        self.f = sock.makefile("rb")
-        info = json.loads(self.f.readline().decode().split(" ", 1)[1])
-        self.sock = sock
-        if tls_mode != "plain":
-            ctx = ssl.create_default_context()
-            if tls_mode != "noca":
-                ctx.load_verify_locations(os.path.join(tls_dir, "ca.pem"))
-            if tls_mode in ("ok", "noca"):
-                ctx.load_cert_chain(os.path.join(tls_dir, stem + ".pem"), os.path.join(tls_dir, stem + "-key.pem"))
-            elif tls_mode == "wrong":
-                ctx.load_cert_chain(os.path.join(wrong_dir, stem + ".pem"), os.path.join(wrong_dir, stem + "-key.pem"))
-            try:
-                self.sock = ctx.wrap_socket(sock, server_hostname=host)
-            except ssl.SSLError as e:
-                out("refused", f"TLS handshake: {e.reason or e}")
-            self.f = self.sock.makefile("rb")
-        connect = {"verbose": False, "pedantic": False, "tls_required": tls_mode != "plain",
-                   "name": "compose-security", "protocol": 1, "headers": True, "no_responders": True}
-        if nkey_file != "-":
-            key, public = nkey(nkey_file)
-            sig = key.sign(info["nonce"].encode())
-            connect.update(nkey=public, sig=base64.urlsafe_b64encode(sig).decode().rstrip("="))
-        self.send(f"CONNECT {json.dumps(connect)}\r\n")
-
-    def send(self, text, payload=b""):
-        try:
-            self.sock.sendall(text.encode() + payload)
-        except (OSError, ssl.SSLError) as e:
-            out("refused", f"connection closed by the server ({e})")
-
-    def line(self):
-        try:
-            l = self.f.readline()
-        except (OSError, ssl.SSLError) as e:
-            out("refused", f"connection closed by the server ({getattr(e, 'reason', None) or e})")
-        if not l:
-            out("refused", "connection closed by the server")
-        return l.decode().strip()
-
-    def until_pong(self):
-        """PING, then the server's errors up to its PONG; a fatal -ERR ends the run."""
-        self.send("PING\r\n")
-        errors = []
-        while True:
-            l = self.line()
-            if l == "PONG":
-                return errors
-            if l.startswith("-ERR"):
-                errors.append(l[5:])
-                if "Permissions Violation" not in l:
-                    out("refused", l[5:])
-
-    def pub(self, subject, payload, reply=""):
-        data = payload.encode()
-        self.send(f"PUB {subject} {reply} {len(data)}\r\n".replace("  ", " "), data + b"\r\n")
-
-conn = Conn()
-errs = conn.until_pong()
-if action == "hello":
-    out("accepted", "connected and answered PING")
-elif action == "pub":
-    conn.pub(args[0], args[1])
-    errs = conn.until_pong()
-    out("refused", errs[0]) if errs else out("accepted", f"published on {args[0]}")
-elif action == "request":
-    subject, payload, inbox = args
-    conn.send(f"SUB {inbox}.probe 1\r\n")
-    conn.pub(subject, payload, f"{inbox}.probe")
-    errs = conn.until_pong()
-    if errs:
-        out("refused", errs[0])
-    deadline = time.time() + 10
-    conn.sock.settimeout(10)
-    while time.time() < deadline:
-        l = conn.line()
-        if l.startswith("MSG") or l.startswith("HMSG"):
-            parts = l.split()
-            body = conn.f.read(int(parts[-1]) + 2)[:-2].decode()
-            if l.startswith("HMSG"):
-                body = body[int(parts[-2]):]
-            if not body:
-                out("refused", "no responders")
-            out("reply", body)
-        if l == "PING":
-            conn.send("PONG\r\n")
-    out("refused", "no reply within 10 s")
-EOF
+# `acscheck nats-probe TLS STEM NKEY ACTION [ARGS]` (checks/acscheck.py): TLS is
+# plain|noca|nocert|wrong|ok (ok: the cluster's CA and the client certificate STEM), NKEY a seed
+# file or `-`. Prints one line, `refused: ...`, `accepted: ...` or `reply: ...`.
 
 # A CA and certificates that are not the cluster's: `acsctl auth init --tls` in a scratch folder.
 find_acsctl() {
@@ -225,8 +100,8 @@ ACSCTL=$(find_acsctl)
 "$ACSCTL" auth --dir "$WORK/foreign" init --workers w1 --tls >/dev/null
 
 probe() {
-  NATS_HOST=$NATS_HOST NATS_PORT=$NATS_PORT TLS_DIR="$AUTH/tls" WRONG_TLS_DIR="$WORK/foreign/tls" \
-    python3 "$WORK/probe.py" "$@" 2>&1 | tail -n1
+  acscheck nats-probe --host "$NATS_HOST" --port "$NATS_PORT" --tls-dir "$AUTH/tls" \
+    --wrong-tls-dir "$WORK/foreign/tls" "$@" 2>&1 | tail -n1
 }
 
 # probe, plus what the server logged about it (its last [ERR] line since the probe started):
@@ -285,7 +160,7 @@ expect_refused "start acs/nats:dev on acs.cmd.worker.w3" "worker w1" "$(probe ok
 expect_refused "start acs/nats:dev on acs.cmd.worker.w3" "viewer" "$(probe ok viewer "$AUTH/viewer.nk" pub acs.cmd.worker.w3 "$CMD")"
 r=$(probe ok brain "$AUTH/brain.nk" request acs.cmd.worker.w3 "$CMD" _INBOX_brain)
 case "$r" in
-  reply:*'"ok":false'*) row PASS "start acs/nats:dev on acs.cmd.worker.w3" "brain (leaked)" "w3's allow-list: $(sed 's/^reply: //' <<<"$r" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("error",""))' | short)" ;;
+  reply:*'"ok":false'*) row PASS "start acs/nats:dev on acs.cmd.worker.w3" "brain (leaked)" "w3's allow-list: $(sed 's/^reply: //' <<<"$r" | acscheck json-get error | short)" ;;
   *) row FAIL "start acs/nats:dev on acs.cmd.worker.w3" "brain (leaked)" "$r" ;;
 esac
 sleep 1
@@ -298,15 +173,7 @@ fi
 
 say "3. the /login route hijack (version 2^63)"
 # The attacker's listener, where the proxy could reach it (the host on acs-control).
-python3 - "$GATEWAY" "$WORK/hits" <<'EOF' &
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        open(sys.argv[2], "a").write(self.path + "\n")
-        self.send_response(200); self.end_headers(); self.wfile.write(b"attacker\n")
-    def log_message(self, *a): pass
-http.server.HTTPServer((sys.argv[1], 18099), H).serve_forever()
-EOF
+acscheck listen "$GATEWAY" 18099 "$WORK/hits" &
 LISTENER_PID=$!
 : >"$WORK/hits"
 sleep 0.5
@@ -335,9 +202,7 @@ fi
 if out=$(operator scale web 2 2>&1); then
   seen=
   for _ in $(seq 1 90); do
-    seen=$(for _ in $(seq 1 12); do curl -s --max-time 2 "$PROXY_URL/whoami"; echo; done | python3 -c '
-import json, sys
-print(len({json.loads(l)["hostname"] for l in sys.stdin if l.strip().startswith("{")}))')
+    seen=$(for _ in $(seq 1 12); do curl -s --max-time 2 "$PROXY_URL/whoami"; echo; done | acscheck distinct-hostnames)
     [ "$seen" -ge 2 ] && break
     sleep 1
   done
@@ -369,7 +234,7 @@ if out=$(as_role viewer '' scale web 0 2>&1); then
 else
   sleep 5
   after=$(docker ps -q --filter label=acs.service=web --filter status=running | wc -l)
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$PROXY_URL/whoami" || true)
+  code=$(http_code "$PROXY_URL/whoami")
   if [ "$after" -ge "$before" ] && [ "$code" = 200 ] && grep -qi "permission" <<<"$out"; then
     said=$(grep -o 'Permissions Violation for [A-Za-z]* to "[^"]*"' <<<"$out" | sort -u | paste -sd ';' - | sed 's/;/; /g')
     row PASS "acsctl scale web 0" "viewer" "${said:-$(short <<<"$out")}; web still $after replica(s)"
