@@ -38,38 +38,13 @@ MEASURE=${MEASURE:-30}
 BURST=${BURST:-100}
 PERF=${PERF:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-REL="$TARGET_DIR/release"
-WORK=$(mktemp -d -t acs-brain-scale.XXXXXX)
-PIDS=()
-
 BENCH_TAG=bench
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
-
-stop_pids() { # newest first (the simulator before nats-server); SIGKILL after 5 s
-  local pid i
-  for (( i = ${#PIDS[@]} - 1; i >= 0; i-- )); do
-    pid=${PIDS[$i]}
-    [[ -n "$pid" ]] || continue
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  PIDS=()
-}
-cleanup() {
-  stop_pids
-  if [[ -n "${KEEP_WORK:-}" ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_workdir brain-scale
 
 for tool in curl awk; do command -v "$tool" >/dev/null || die "$tool missing"; done
-[[ -x "$(nats_bin)" ]] || die "nats-server missing: scripts/install-deps.sh"
+[[ -x "$(bin nats-server)" ]] || die "nats-server missing: scripts/install-deps.sh"
 (( REPLICAS % SERVICE_COUNT == 0 )) || die "REPLICAS ($REPLICAS) must be a multiple of SERVICE_COUNT ($SERVICE_COUNT)"
 
 log "building release binaries (vim-brain, acs-sim, acsctl)"
@@ -125,18 +100,8 @@ row() { ROWS+=("$(printf '%s|' "$@")"); }
 for N in $COUNTS; do
   log "=== N=$N workers x $REPLICAS replicas, $SERVICE_COUNT services ==="
   PER=$(( N * REPLICAS / SERVICE_COUNT ))
-  NATS_PORT=$(free_port); HTTP_PORT=$(free_port); METRICS_PORT=$(free_port)
-  mkdir -p "$WORK/js-$N"
-  cat >"$WORK/nats-$N.conf" <<EOF
-listen: 127.0.0.1:$NATS_PORT
-http: 127.0.0.1:$HTTP_PORT
-jetstream { store_dir: "$WORK/js-$N" }
-EOF
-  "$(nats_bin)" -c "$WORK/nats-$N.conf" >"$WORK/nats-$N.log" 2>&1 &
-  NATS_PID=$!
-  PIDS+=("$NATS_PID")
-  wait_port "$NATS_PORT" nats-server
-  NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  start_nats_js "$N"
+  METRICS_PORT=$(free_port)
   METRICS_URL="http://127.0.0.1:$METRICS_PORT"
 
   SERVICES_FILE="$WORK/services-$N.toml"

@@ -12,7 +12,9 @@
 # Brings the cluster up with scripts/compose-demo.sh (building images if missing) and leaves it
 # running; `scripts/compose-demo.sh down` removes it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+BENCH_TAG=compose-scale
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RPS=${1:-150}
 SECS=${2:-40}
 ACSCTL=target/release/acsctl

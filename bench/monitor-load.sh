@@ -44,32 +44,13 @@ STREAM_MAX_AGE_S=${STREAM_MAX_AGE_S:-600}
 RSS_EVERY=${RSS_EVERY:-10}
 MONITOR_ARGS=${MONITOR_ARGS:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-REL="$TARGET_DIR/release"
-WORK=$(mktemp -d -t acs-monitor-load.XXXXXX)
-PIDS=()
-
 BENCH_TAG=bench
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
-
-stop_pids() {
-  local pid
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-cleanup() {
-  stop_pids
-  if [[ -n "${KEEP_WORK:-}" ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_workdir monitor-load
 
 for tool in curl jq; do command -v "$tool" >/dev/null || die "$tool missing (apt-get install -y $tool)"; done
-[[ -x "$(nats_bin)" ]] || die "nats-server missing: scripts/install-deps.sh"
+[[ -x "$(bin nats-server)" ]] || die "nats-server missing: scripts/install-deps.sh"
 
 log "building release binaries (acs-monitor, acs-sim)"
 cargo build --release -q -p acs-monitor -p acs-sim
@@ -126,18 +107,7 @@ row() { ROWS+=("$(printf '%s|' "$@")"); }
 
 for N in $COUNTS; do
   log "=== N=$N workers x $REPLICAS replicas ==="
-  NATS_PORT=$(free_port); HTTP_PORT=$(free_port)
-  mkdir -p "$WORK/js-$N"
-  cat >"$WORK/nats-$N.conf" <<EOF
-listen: 127.0.0.1:$NATS_PORT
-http: 127.0.0.1:$HTTP_PORT
-jetstream { store_dir: "$WORK/js-$N" }
-EOF
-  "$(nats_bin)" -c "$WORK/nats-$N.conf" >"$WORK/nats-$N.log" 2>&1 &
-  NATS_PID=$!
-  PIDS+=("$NATS_PID")
-  wait_port "$NATS_PORT" nats-server
-  NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  start_nats_js "$N"
   MON_URL="http://127.0.0.1:$HTTP_PORT"
 
   start_monitor "monA-$N"; MON_A=$MON_PID

@@ -23,11 +23,11 @@
 # Run it on an otherwise idle machine: every script shares its cores with what it measures.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+BENCH_TAG=perf
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT=${OUT:-$ROOT/target/perf-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-log() { printf '[perf] %s\n' "$*" >&2; }
 
 # name | measures | command (run from the repository root)
 STEPS=(

@@ -22,46 +22,10 @@ CONNS=${CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-2}
 PROXY_THREADS=${PROXY_THREADS:-2}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-WORK=$(mktemp -d -t acs-proxy-ab.XXXXXX)
-PIDS=()
-
 BENCH_TAG=proxy-ab
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_http() {
-  for _ in $(seq 1 100); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null) == 200 ]] && return 0
-    sleep 0.1
-  done
-  die "$2 does not answer 200 on $1"
-}
-bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else printf "%s", v }'
-}
-parse_wrk() { # file -> "rps p50_ms p99_ms"
-  local rps p50 p99
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
-  p50=$(awk '$1 == "50%" {print $2}' "$1")
-  p99=$(awk '$1 == "99%" {print $2}' "$1")
-  echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}")"
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {
-  if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_workdir proxy-ab
 
 for c in wrk curl; do command -v "$c" >/dev/null || die "$c is needed"; done
 [[ -x "$(bin nats-server)" ]] || die "nats-server is needed"
@@ -71,11 +35,7 @@ if [[ -z "${ACS_PROXY:-}" ]]; then
   ACS_PROXY="$REL/acs-proxy"
 fi
 
-NATS_PORT=$(free_port)
-"$(bin nats-server)" -a 127.0.0.1 -p "$NATS_PORT" >"$WORK/nats.log" 2>&1 &
-PIDS+=($!)
-wait_port "$NATS_PORT" nats-server
-NATS_URL="nats://127.0.0.1:$NATS_PORT"
+start_nats
 BE_PORT=$(free_port)
 DEMO_BIND=127.0.0.1 RUST_LOG=warn "$REL/demo-web" --port "$BE_PORT" --id be1 --work-ms 0 >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
@@ -102,11 +62,6 @@ FIRST_ADDR=${URL[${NAMES[0]}]#http://}; FIRST_ADDR=${FIRST_ADDR%/whoami}
   --backend "be1=127.0.0.1:$BE_PORT" --setup-only
 for n in "${NAMES[@]}"; do u=${URL[$n]}; wait_http "$u" "acs-proxy $n"; done
 
-run_wrk() { # name url duration -> file
-  local out="$WORK/wrk-$1.txt"
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3" --latency "$2" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $1"; }
-  echo "$out"
-}
 log "warm-up ($WARMUP each)"
 for n in "${NAMES[@]}"; do run_wrk "warm-$n" "${URL[$n]}" "$WARMUP" >/dev/null; done
 
@@ -115,7 +70,7 @@ N=${#NAMES[@]}
 for r in $(seq 1 "$ROUNDS"); do
   for i in $(seq 0 $((N - 1))); do
     n=${NAMES[$(( (i + r - 1) % N ))]}
-    read -r rps p50 p99 < <(parse_wrk "$(run_wrk "$n-$r" "${URL[$n]}" "$DURATION")")
+    read -r rps p50 p99 _ < <(parse_wrk "$(run_wrk "$n-$r" "${URL[$n]}" "$DURATION")")
     RPS[$n]+="$rps "; P50[$n]+="$p50 "; P99[$n]+="$p99 "
     log "round $r/$ROUNDS $n: $rps req/s, p50 $p50 ms, p99 $p99 ms"
   done

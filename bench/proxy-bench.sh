@@ -24,73 +24,12 @@ PROXY_THREADS=${PROXY_THREADS:-2}
 SAMPLES=${SAMPLES:-50}
 WARMUP=${WARMUP:-2s}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-REL="$TARGET_DIR/release"
-WORK=$(mktemp -d -t acs-proxy-bench.XXXXXX)
-PIDS=()
-
 BENCH_TAG=bench
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_workdir proxy-bench
 
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]:-}"; do
-    [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-
-ensure_pkg() { # command package
-  command -v "$1" >/dev/null 2>&1 && return 0
-  [[ "$1" == nats-server && -x /usr/sbin/nats-server ]] && return 0
-  log "$1 missing: installing Debian package $2"
-  as_root apt-get update -qq >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "could not install $2"
-}
-
-wait_http() { # url  -> 0 when it answers 200 within ~10 s
-  for _ in $(seq 1 100); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null) == 200 ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-# wrk --latency output -> "rps p50_ms p99_ms"
-to_ms() { # value with unit (us|ms|s)
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else printf "%s", v }'
-}
-parse_wrk() { # file -> "rps p50_ms p99_ms errors requests"
-  local rps p50 p99 errs reqs
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
-  reqs=$(awk '/requests in/ {print $1}' "$1")
-  p50=$(awk '$1 == "50%" {print $2}' "$1")
-  p99=$(awk '$1 == "99%" {print $2}' "$1")
-  errs=$(awk '/Socket errors:/ {gsub(",", ""); s += $4 + $6 + $8 + $10}
-              /Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}' "$1")
-  echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}") ${errs:-0} ${reqs:-0}"
-}
-
-run_wrk() { # name url duration
-  local out="$WORK/wrk-$1.txt"
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3" --latency "$2" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $1"; }
-  echo "$out"
-}
-
-# CPU time (utime + stime, in clock ticks) a process has used so far.
+# CPU time per request, in µs, from clock ticks used over a run.
 us_per_req() { # ticks requests
   awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'
 }
@@ -110,11 +49,7 @@ if ! cargo build --release -q -p demo-web --bin demo-web 2>"$WORK/demo-web-build
 fi
 
 # ---- processes ------------------------------------------------------------------------------
-NATS_PORT=$(free_port)
-"$(nats_bin)" -a 127.0.0.1 -p "$NATS_PORT" >"$WORK/nats.log" 2>&1 &
-PIDS+=($!)
-wait_port "$NATS_PORT" nats-server
-NATS_URL="nats://127.0.0.1:$NATS_PORT"
+start_nats
 
 BE_PORT=$(free_port)
 start_backend() {
@@ -178,8 +113,6 @@ RL_P99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$RL_OUT")
 RL_MAX=$(sed -n 's/.*max_ms=\([0-9.]*\).*/\1/p' <<<"$RL_OUT")
 
 # ---- summary --------------------------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 
 echo
 echo "acs-proxy benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, backend: $BACKEND_KIND"

@@ -38,81 +38,10 @@ WARMUP=${WARMUP:-2s}
 LOAD_DURATION=${LOAD_DURATION:-20s}
 LOAD_RPS=${LOAD_RPS:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-REL="$TARGET_DIR/release"
-WORK=$(mktemp -d -t acs-proxy-compare.XXXXXX)
-PIDS=()
-
 BENCH_TAG=compare
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
-
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]:-}"; do
-    [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
-bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
-
-APT_UPDATED=0
-ensure_pkg() { # command package
-  have "$1" && return 0
-  log "$1 missing: installing Debian package $2"
-  if [[ $APT_UPDATED == 0 ]]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    APT_UPDATED=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-  have "$1" || die "could not install $2"
-}
-
-wait_http() { # url what
-  for _ in $(seq 1 100); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null) == 200 ]] && return 0
-    sleep 0.1
-  done
-  die "$2 does not answer 200 on $1"
-}
-
-to_ms() { # wrk value with unit (us|ms|s) -> ms
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else printf "%s", v }'
-}
-
-parse_wrk() { # file -> "rps p50_ms p99_ms errors"
-  local rps p50 p99 errs
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
-  p50=$(awk '$1 == "50%" {print $2}' "$1")
-  p99=$(awk '$1 == "99%" {print $2}' "$1")
-  errs=$(awk '/Socket errors:/ {gsub(",", ""); s += $4 + $6 + $8 + $10}
-              /Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}' "$1")
-  echo "${rps:-0} $(to_ms "${p50:-0}") $(to_ms "${p99:-0}") ${errs:-0}"
-}
-
-run_wrk() { # name url duration -> output file
-  local out="$WORK/wrk-$1.txt"
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3" --latency "$2" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $1"; }
-  echo "$out"
-}
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {
-  if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_workdir proxy-compare
 
 # ---- prerequisites --------------------------------------------------------------------------
 ensure_pkg wrk wrk
@@ -126,11 +55,7 @@ cargo build --release -q -p acs-proxy --bin acs-proxy --example route_latency \
   --example bare_pingora -p demo-web --bin demo-web -p acsctl --bin acsctl
 
 # ---- processes ------------------------------------------------------------------------------
-NATS_PORT=$(free_port)
-"$(bin nats-server)" -a 127.0.0.1 -p "$NATS_PORT" >"$WORK/nats.log" 2>&1 &
-PIDS+=($!)
-wait_port "$NATS_PORT" nats-server
-NATS_URL="nats://127.0.0.1:$NATS_PORT"
+start_nats
 
 BE_PORT=$(free_port)
 DEMO_BIND=127.0.0.1 RUST_LOG=warn "$REL/demo-web" --port "$BE_PORT" --id be1 --work-ms 0 \
@@ -184,7 +109,7 @@ declare -A RPS P50 P99 ERR
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     log "round $r/$ROUNDS: wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency ${URL[$t]} ($t)"
-    read -r rps p50 p99 errs < <(parse_wrk "$(run_wrk "$t-$r" "${URL[$t]}" "$DURATION")")
+    read -r rps p50 p99 errs _ < <(parse_wrk "$(run_wrk "$t-$r" "${URL[$t]}" "$DURATION")")
     RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
     log "  $t: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs"
   done

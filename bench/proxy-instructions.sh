@@ -22,22 +22,11 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-WORK=$(mktemp -d -t acs-proxy-instr.XXXXXX)
-PIDS=()
 BENCH_TAG=proxy-instructions
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_workdir proxy-instr
 
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -n "${KEEP_WORK:-}" ]] && log "work dir kept: $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 export PATH="$PATH:/usr/sbin"
 for cmd in valgrind callgrind_control wrk nginx haproxy; do
@@ -53,7 +42,7 @@ PIDS+=($!)
 wait_port "$BE" demo-web
 
 NATS=$(free_port)
-"$(nats_bin)" -a 127.0.0.1 -p "$NATS" >"$WORK/nats.log" 2>&1 &
+"$(bin nats-server)" -a 127.0.0.1 -p "$NATS" >"$WORK/nats.log" 2>&1 &
 PIDS+=($!)
 wait_port "$NATS" nats-server
 
@@ -128,11 +117,11 @@ printf '%-14s %14s %9s %12s %11s %12s %10s\n' target instructions requests "inst
 per_req() { local ir=${IR[$1]} n=${REQ[$1]}; (( n > 0 )) && echo $(( ir / n )) || echo 0; }
 base_n=$(per_req nginx)
 base_h=$(per_req haproxy)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "?" }'; }
+times() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "?" }'; }
 for t in "${TARGETS[@]}"; do
   per=$(per_req "$t")
   printf '%-14s %14s %9s %12s %11s %12s %10s\n' "$t" "${IR[$t]}" "${REQ[$t]}" "$per" \
-    "$(ratio "$per" "$base_n")" "$(ratio "$per" "$base_h")" "${IDLE_IR[$t]}"
+    "$(times "$per" "$base_n")" "$(times "$per" "$base_h")" "${IDLE_IR[$t]}"
 done
 per_a=$(per_req acs-proxy)
 per_b=$(per_req pingora-bare)

@@ -6,9 +6,10 @@
 #
 #   bench/scale-in.sh [ROUNDS] [RPS]      (defaults: 20 rounds, 50 req/s)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/install-deps.sh >/dev/null
-export PATH="$PATH:/usr/sbin"
+BENCH_TAG=scale-in
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+local_cluster_deps
 cargo build --locked --release -q -p vim-brain -p vmm-worker -p acs-proxy -p demo-web -p acs-monitor -p acsctl --bins
 cargo build --locked --release -q -p acsctl --example scale_in_latency
 exec target/release/examples/scale_in_latency "${1:-20}" "${2:-50}"

@@ -6,8 +6,9 @@
 #
 #   bench/scale.sh [ROUNDS] [RPS]      (defaults: 20 rounds, 50 req/s)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/install-deps.sh >/dev/null
-export PATH="$PATH:/usr/sbin"
+BENCH_TAG=scale
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+local_cluster_deps
 cargo build --locked --release --workspace --bins --examples -q
 exec target/release/examples/scale_latency "${1:-20}" "${2:-50}"

@@ -9,9 +9,10 @@
 #   bench/spike.sh [ROUNDS] [RUNTIMES]     (defaults: 5 rounds, "process docker")
 #   IMAGE=acs/demo-web:dev                 (Docker runtime: a local demo-web image)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/install-deps.sh >/dev/null
-export PATH="$PATH:/usr/sbin"
+BENCH_TAG=spike
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+local_cluster_deps
 ROUNDS="${1:-${ROUNDS:-5}}"
 RUNTIMES="${2:-${RUNTIMES:-process docker}}"
 IMAGE="${IMAGE:-acs/demo-web:dev}"

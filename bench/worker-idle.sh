@@ -31,26 +31,14 @@ INTERVAL_MS=${INTERVAL_MS:-1000}
 PROFILE=${PROFILE:-0}
 IMAGE=${IMAGE:-acs/demo-web:dev}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-REL="$TARGET_DIR/release"
+BENCH_TAG=worker-idle
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORKER_BINS=${WORKER_BINS:-current:$REL/vmm-worker}
 KEEP_OUT=${OUT:+1}
 OUT=${OUT:-$(mktemp -d -t acs-worker-idle.XXXXXX)}
 mkdir -p "$OUT"
-PIDS=()
 
-BENCH_TAG=worker-idle
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh" # log, die, free_port, wait_port, cpu_ticks, cpu_pct, rss_mb
-
-stop_all() {
-  local pid
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
 # Containers are named acs-<worker>-<replica>; our worker ids start with i<TAG>-.
 remove_containers() {
   if [[ -n "${TAG:-}" ]] && command -v docker >/dev/null 2>&1; then
@@ -58,13 +46,11 @@ remove_containers() {
   fi
 }
 cleanup() {
-  stop_all
+  stop_pids
   remove_containers
   [[ -n "$KEEP_OUT" ]] || rm -rf "$OUT"
 }
 trap cleanup EXIT INT TERM
-
-bin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
 
 command -v python3 >/dev/null || die "python3 is needed"
 [[ -x "$(bin nats-server)" ]] || die "nats-server is needed (scripts/install-deps.sh)"
@@ -183,7 +169,7 @@ run_runtime() { # runtime
       --percent-limit 0.5 -g none 2>/dev/null | head -n 60 >"$OUT/perf-$rt-${labels[$k]}.txt" || true
     log "profile: $OUT/perf-$rt-${labels[$k]}.txt"
   done
-  stop_all
+  stop_pids
   remove_containers
 }
 
