@@ -73,8 +73,8 @@ const GRACE_SECS: u64 = 1;
 const RUNTIME_SHUTDOWN_SECS: u64 = 5;
 
 /// Runs the proxy until `shutdown` resolves, then shuts down gracefully (requests in flight get
-/// [`GRACE_SECS`]). Blocking: Pingora builds its own runtimes, so call this from `main`, not from
-/// inside a tokio runtime. `shutdown` is polled on Pingora's main runtime.
+/// `GRACE_SECS` seconds). Blocking: Pingora builds its own runtimes, so call this from `main`,
+/// not from inside a tokio runtime. `shutdown` is polled on Pingora's main runtime.
 pub fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
