@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# brain-scale.sh — the brain at scale (target P6 of docs/PERFORMANCE.md): simulated workers publishing real
-# WorkerMetrics over NATS at 1 s, 1,000 then 10,000 of them, 10 replicas each.
+# brain-scale.sh — the brain at scale (target P6 of docs/PERFORMANCE.md): simulated workers
+# publishing real WorkerMetrics over NATS at 1 s, 1,000 then 10,000 of them, 10 replicas each.
 #
 # For each N, on a fresh nats-server (JetStream, loopback, a temp dir, free ports):
 #   - a services file with SERVICE_COUNT services (s0, s1, ...) whose min = max = the replicas

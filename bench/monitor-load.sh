@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# monitor-load.sh — the monitor under load (docs/PERFORMANCE.md, "the monitor under load"): simulated workers
-# publishing real WorkerMetrics over NATS at 1 s, 1,000 then 10,000 of them.
+# monitor-load.sh — the monitor under load (docs/PERFORMANCE.md, "the monitor under load"):
+# simulated workers publishing real WorkerMetrics over NATS at 1 s, 1,000 then 10,000 of them.
 #
 # For each N, on a fresh nats-server (JetStream, loopback, a temp dir, free ports):
 #   1. one acs-monitor; `acs-sim workers --count N` publishing; WARMUP seconds; then, over one

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# perf.sh — the targets P1–P7 of docs/PERFORMANCE.md in one run, one script after the other, on this machine:
+# perf.sh — the targets P1–P7 of docs/PERFORMANCE.md in one run, one script after the other, on
+# this machine:
 #
 #   P1, P2  bench/proxy-compare.sh   acs-proxy vs bare Pingora vs nginx vs HAProxy (wrk), and
 #                                    the latency the proxy adds at half its peak, open loop

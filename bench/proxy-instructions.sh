@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# proxy-instructions.sh — instructions per proxied request (target P1 of docs/PERFORMANCE.md), counted by
-# `valgrind --tool=callgrind`, which counts instructions rather than time: the same binary and
+# proxy-instructions.sh — instructions per proxied request (target P1 of docs/PERFORMANCE.md),
+# counted by `valgrind --tool=callgrind`, which counts instructions rather than time: the same binary and
 # requests give the same count however busy the machine is, unlike req/s.
 #
 # One run, on loopback, against one demo-web backend (GET /whoami, keep-alive), each proxy with
