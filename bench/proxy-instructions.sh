@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # proxy-instructions.sh — instructions per proxied request (target P1 of docs/PERFORMANCE.md),
-# counted by `valgrind --tool=callgrind`, which counts instructions rather than time: the same binary and
-# requests give the same count however busy the machine is, unlike req/s.
+# counted by `valgrind --tool=callgrind`, which counts instructions rather than time: the same
+# binary and requests give the same count however busy the machine is, unlike req/s.
 #
 # One run, on loopback, against one demo-web backend (GET /whoami, keep-alive), each proxy with
 # ONE worker thread or process so that no count is lost to a thread callgrind does not see:

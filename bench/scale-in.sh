@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Target P4 of docs/PERFORMANCE.md: scale-in request -> replica drained, stopped and gone, on a
-# real local cluster (release build, process runtime), under steady load through the proxy. Prints a table of
-# p50/p90/max for each step (drain decision, the proxy's BackendDrained event, stop decision,
-# replica exited, gone) and the failed requests (must be 0).
+# real local cluster (release build, process runtime), under steady load through the proxy.
+# Prints a table of p50/p90/max for each step (drain decision, the proxy's BackendDrained event,
+# stop decision, replica exited, gone) and the failed requests (must be 0).
 #
 #   bench/scale-in.sh [ROUNDS] [RPS]      (defaults: 20 rounds, 50 req/s)
 set -euo pipefail

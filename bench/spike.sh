@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Target P5 of docs/PERFORMANCE.md: a load spike (10 -> 200 req/s, open loop, through the proxy)
-# -> the brain's first scale decision -> a new replica serving, on a real local cluster (release build). `web` has
-# target_rps_per_replica = 50 and starts each round at 1 replica. Prints a table of p50/p90/max,
-# in ms after the step, of: the decision, the new replica's `healthy` event, its backend `add`
-# on the proxies' subject, and its first answer to GET /whoami through the proxy; then the
-# failed requests.
+# -> the brain's first scale decision -> a new replica serving, on a real local cluster (release
+# build). `web` has target_rps_per_replica = 50 and starts each round at 1 replica. Prints a
+# table of p50/p90/max, in ms after the step, of: the decision, the new replica's `healthy`
+# event, its backend `add` on the proxies' subject, and its first answer to GET /whoami through
+# the proxy; then the failed requests.
 #
 #   bench/spike.sh [ROUNDS] [RUNTIMES]     (defaults: 5 rounds, "process docker")
 #   IMAGE=acs/demo-web:dev                 (Docker runtime: a local demo-web image)
