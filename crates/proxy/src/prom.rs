@@ -169,58 +169,7 @@ fn gauge_type() -> MetricType {
 impl Collector for ProxyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shared = &self.0;
-        {
-            let totals = shared.prom.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let mut fam = encoder.encode_descriptor(
-                "acs_proxy_requests",
-                "Requests finished, by service and outcome (error: a 5xx answer or an upstream failure)",
-                None,
-                counter_type(),
-            )?;
-            for (name, w) in &totals.services {
-                let ok = w.requests.saturating_sub(w.errors);
-                ConstCounter::new(ok)
-                    .encode(fam.encode_family(&[("service", name.as_str()), ("outcome", "ok")])?)?;
-                ConstCounter::new(w.errors).encode(
-                    fam.encode_family(&[("service", name.as_str()), ("outcome", "error")])?,
-                )?;
-            }
-            let mut fam = encoder.encode_descriptor(
-                "acs_proxy_request_duration",
-                "Time from picking a backend to the end of the answer, by service",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
-            for (name, w) in &totals.services {
-                let (sum, count, buckets) = histogram(&w.latency);
-                fam.encode_family(&[("service", name.as_str())])?
-                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-            }
-            counter(
-                &mut encoder,
-                "acs_proxy_unrouted_requests",
-                "Requests no route matched (answered 404)",
-                totals.unrouted,
-            )?;
-            counter(
-                &mut encoder,
-                "acs_proxy_early_reports",
-                "Traffic reports sent before the interval was up, because a service's load jumped",
-                totals.early_reports,
-            )?;
-            counter(
-                &mut encoder,
-                "acs_proxy_split_reports",
-                "Traffic reports too big for one message, sent in parts",
-                totals.split_reports,
-            )?;
-            counter(
-                &mut encoder,
-                "acs_proxy_unsent_reports",
-                "Traffic reports too big even in parts, not sent",
-                totals.unsent_reports,
-            )?;
-        }
+        encode_totals(shared, &mut encoder)?;
         let rejected = shared.rejected.load(Relaxed);
         counter(
             &mut encoder,
@@ -229,52 +178,113 @@ impl Collector for ProxyCollector {
             rejected,
         )?;
 
-        let snap = shared.snapshot.load_full();
-        let now = mono_now_ms();
-        let mut fam = encoder.encode_descriptor(
-            "acs_proxy_in_flight",
-            "Requests in flight, by service",
-            None,
-            gauge_type(),
-        )?;
-        for svc in &snap.services {
-            let n: u64 = svc.backends.iter().map(|b| b.state.in_flight()).sum();
-            ConstGauge::new(n as i64)
-                .encode(fam.encode_family(&[("service", svc.name.as_str())])?)?;
-        }
-        let mut fam = encoder.encode_descriptor(
+        encode_route_table(shared, &mut encoder)?;
+        Ok(())
+    }
+}
+
+/// The counters the request path keeps: requests, latency, unrouted and report counts.
+fn encode_totals(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let totals = shared.prom.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fam = encoder.encode_descriptor(
+        "acs_proxy_requests",
+        "Requests finished, by service and outcome (error: a 5xx answer or an upstream failure)",
+        None,
+        counter_type(),
+    )?;
+    for (name, w) in &totals.services {
+        let ok = w.requests.saturating_sub(w.errors);
+        ConstCounter::new(ok)
+            .encode(fam.encode_family(&[("service", name.as_str()), ("outcome", "ok")])?)?;
+        ConstCounter::new(w.errors)
+            .encode(fam.encode_family(&[("service", name.as_str()), ("outcome", "error")])?)?;
+    }
+    let mut fam = encoder.encode_descriptor(
+        "acs_proxy_request_duration",
+        "Time from picking a backend to the end of the answer, by service",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (name, w) in &totals.services {
+        let (sum, count, buckets) = histogram(&w.latency);
+        fam.encode_family(&[("service", name.as_str())])?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    }
+    counter(
+        encoder,
+        "acs_proxy_unrouted_requests",
+        "Requests no route matched (answered 404)",
+        totals.unrouted,
+    )?;
+    counter(
+        encoder,
+        "acs_proxy_early_reports",
+        "Traffic reports sent before the interval was up, because a service's load jumped",
+        totals.early_reports,
+    )?;
+    counter(
+        encoder,
+        "acs_proxy_split_reports",
+        "Traffic reports too big for one message, sent in parts",
+        totals.split_reports,
+    )?;
+    counter(
+        encoder,
+        "acs_proxy_unsent_reports",
+        "Traffic reports too big even in parts, not sent",
+        totals.unsent_reports,
+    )?;
+    Ok(())
+}
+
+/// In-flight requests and backends by state, from the live route table.
+fn encode_route_table(
+    shared: &Shared,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let snap = shared.snapshot.load_full();
+    let now = mono_now_ms();
+    let mut fam = encoder.encode_descriptor(
+        "acs_proxy_in_flight",
+        "Requests in flight, by service",
+        None,
+        gauge_type(),
+    )?;
+    for svc in &snap.services {
+        let n: u64 = svc.backends.iter().map(|b| b.state.in_flight()).sum();
+        ConstGauge::new(n as i64).encode(fam.encode_family(&[("service", svc.name.as_str())])?)?;
+    }
+    let mut fam = encoder.encode_descriptor(
             "acs_proxy_backends",
             "Backends in the live route table, by service and state (active, draining, ejected, unresolved)",
             None,
             gauge_type(),
         )?;
-        for svc in &snap.services {
-            let mut by_state = [
-                ("active", 0i64),
-                ("draining", 0),
-                ("ejected", 0),
-                ("unresolved", 0),
-            ];
-            for b in &svc.backends {
-                let i = if b.draining {
-                    1
-                } else if b.peer.is_none() {
-                    3
-                } else if b.state.is_ejected(now) {
-                    2
-                } else {
-                    0
-                };
-                by_state[i].1 += 1;
-            }
-            for (state, n) in by_state {
-                ConstGauge::new(n).encode(
-                    fam.encode_family(&[("service", svc.name.as_str()), ("state", state)])?,
-                )?;
-            }
+    for svc in &snap.services {
+        let mut by_state = [
+            ("active", 0i64),
+            ("draining", 0),
+            ("ejected", 0),
+            ("unresolved", 0),
+        ];
+        for b in &svc.backends {
+            let i = if b.draining {
+                1
+            } else if b.peer.is_none() {
+                3
+            } else if b.state.is_ejected(now) {
+                2
+            } else {
+                0
+            };
+            by_state[i].1 += 1;
         }
-        Ok(())
+        for (state, n) in by_state {
+            ConstGauge::new(n)
+                .encode(fam.encode_family(&[("service", svc.name.as_str()), ("state", state)])?)?;
+        }
     }
+    Ok(())
 }
 
 /// `(sum in seconds, count, per-bound counts)` from the log-linear buckets: each of those goes

@@ -160,75 +160,7 @@ impl Sampler {
         };
 
         let mut host = HostMetrics::default();
-        let mut procs = HashMap::with_capacity(pids.len());
-        if let Some(sys) = self.sys.as_mut() {
-            sys.refresh_cpu_usage();
-            sys.refresh_memory();
-            host.cpu_pct = sane(sys.global_cpu_usage() as f64).min(100.0);
-            host.cpus = sys.cpus().len() as u32;
-            host.mem_used_bytes = sys.used_memory();
-            host.mem_total_bytes = sys.total_memory();
-
-            // Each replica's process tree, from the kernel's children lists.
-            let trees: Option<Vec<Vec<Pid>>> = pids
-                .iter()
-                .map(|&pid| process_tree(pid, &mut self.buf))
-                .collect();
-            match trees {
-                Some(trees) => {
-                    let mut update: Vec<Pid> = trees.iter().flatten().copied().collect();
-                    let now_tracked = update.clone();
-                    update.extend(self.tracked.iter().copied());
-                    update.sort_unstable();
-                    update.dedup();
-                    sys.refresh_processes_specifics(
-                        ProcessesToUpdate::Some(&update),
-                        true,
-                        process_kind(),
-                    );
-                    self.tracked = now_tracked;
-                    for (&pid, tree) in pids.iter().zip(&trees) {
-                        let mut stats = ReplicaStats::default();
-                        for p in tree {
-                            if let Some(proc_) = sys.process(*p) {
-                                stats.cpu_pct += sane(proc_.cpu_usage() as f64);
-                                stats.mem_bytes = stats.mem_bytes.saturating_add(proc_.memory());
-                            }
-                        }
-                        procs.insert(pid, stats);
-                    }
-                }
-                // No `children` files in this kernel: every process, linked by parent.
-                None => {
-                    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, process_kind());
-                    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
-                    for (pid, p) in sys.processes() {
-                        if let Some(parent) = p.parent() {
-                            children.entry(parent).or_default().push(*pid);
-                        }
-                    }
-                    for &pid in pids {
-                        let mut stats = ReplicaStats::default();
-                        let mut stack = vec![Pid::from_u32(pid)];
-                        let mut seen = 0;
-                        while let Some(p) = stack.pop() {
-                            seen += 1;
-                            if seen > MAX_TREE {
-                                break;
-                            }
-                            if let Some(proc_) = sys.process(p) {
-                                stats.cpu_pct += sane(proc_.cpu_usage() as f64);
-                                stats.mem_bytes = stats.mem_bytes.saturating_add(proc_.memory());
-                            }
-                            if let Some(kids) = children.get(&p) {
-                                stack.extend(kids.iter().copied());
-                            }
-                        }
-                        procs.insert(pid, stats);
-                    }
-                }
-            }
-        }
+        let procs = self.sample_processes(&mut host, pids);
         if let Ok(load) = System::load_average() {
             host.load1 = sane(load.one);
             host.load5 = sane(load.five);
@@ -244,33 +176,127 @@ impl Sampler {
             host.disk_read_bytes_per_s = sane(per_s(read));
             host.disk_write_bytes_per_s = sane(per_s(written));
         }
-        if let Some(disks) = self.disks.as_mut() {
-            let storage = DiskRefreshKind::nothing().with_storage();
-            if self
-                .disks_listed
-                .is_none_or(|t| now.duration_since(t) >= DISK_RELIST)
-            {
-                disks.refresh_specifics(true, storage);
-                self.disks_listed = Some(now);
-            } else {
-                for d in disks.iter_mut() {
-                    d.refresh_specifics(storage);
-                }
-            }
-            // One device may be mounted several times (bind mounts): count each once.
-            let mut by_device: HashMap<&std::ffi::OsStr, (u64, u64)> = HashMap::new();
-            for d in disks.iter() {
-                let used = d.total_space().saturating_sub(d.available_space());
-                by_device.entry(d.name()).or_insert((d.total_space(), used));
-            }
-            for (total, used) in by_device.values() {
-                host.disk_total_bytes = host.disk_total_bytes.saturating_add(*total);
-                host.disk_used_bytes = host.disk_used_bytes.saturating_add(*used);
-            }
-        }
+        self.sample_disks(&mut host, now);
         self.last = Sample { host, procs };
         self.last.clone()
     }
+
+    /// Host CPU and memory, and each replica's process tree's CPU and memory.
+    fn sample_processes(
+        &mut self,
+        host: &mut HostMetrics,
+        pids: &[u32],
+    ) -> HashMap<u32, ReplicaStats> {
+        let Some(sys) = self.sys.as_mut() else {
+            return HashMap::new();
+        };
+        sys.refresh_cpu_usage();
+        sys.refresh_memory();
+        host.cpu_pct = sane(sys.global_cpu_usage() as f64).min(100.0);
+        host.cpus = sys.cpus().len() as u32;
+        host.mem_used_bytes = sys.used_memory();
+        host.mem_total_bytes = sys.total_memory();
+
+        // Each replica's process tree, from the kernel's children lists.
+        let trees: Option<Vec<Vec<Pid>>> = pids
+            .iter()
+            .map(|&pid| process_tree(pid, &mut self.buf))
+            .collect();
+        match trees {
+            Some(trees) => {
+                let mut update: Vec<Pid> = trees.iter().flatten().copied().collect();
+                let now_tracked = update.clone();
+                update.extend(self.tracked.iter().copied());
+                update.sort_unstable();
+                update.dedup();
+                sys.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&update),
+                    true,
+                    process_kind(),
+                );
+                self.tracked = now_tracked;
+                pids.iter()
+                    .zip(&trees)
+                    .map(|(&pid, tree)| (pid, tree_stats(sys, tree.iter().copied())))
+                    .collect()
+            }
+            // No `children` files in this kernel: every process, linked by parent.
+            None => {
+                sys.refresh_processes_specifics(ProcessesToUpdate::All, true, process_kind());
+                let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+                for (pid, p) in sys.processes() {
+                    if let Some(parent) = p.parent() {
+                        children.entry(parent).or_default().push(*pid);
+                    }
+                }
+                pids.iter()
+                    .map(|&pid| {
+                        (
+                            pid,
+                            tree_stats(sys, descendants(&children, Pid::from_u32(pid))),
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Space used and total over the mounted disks, each device counted once.
+    fn sample_disks(&mut self, host: &mut HostMetrics, now: Instant) {
+        let Some(disks) = self.disks.as_mut() else {
+            return;
+        };
+        let storage = DiskRefreshKind::nothing().with_storage();
+        if self
+            .disks_listed
+            .is_none_or(|t| now.duration_since(t) >= DISK_RELIST)
+        {
+            disks.refresh_specifics(true, storage);
+            self.disks_listed = Some(now);
+        } else {
+            for d in disks.iter_mut() {
+                d.refresh_specifics(storage);
+            }
+        }
+        // One device may be mounted several times (bind mounts): count each once.
+        let mut by_device: HashMap<&std::ffi::OsStr, (u64, u64)> = HashMap::new();
+        for d in disks.iter() {
+            let used = d.total_space().saturating_sub(d.available_space());
+            by_device.entry(d.name()).or_insert((d.total_space(), used));
+        }
+        for (total, used) in by_device.values() {
+            host.disk_total_bytes = host.disk_total_bytes.saturating_add(*total);
+            host.disk_used_bytes = host.disk_used_bytes.saturating_add(*used);
+        }
+    }
+}
+
+/// The summed CPU and memory of these processes (gone ones count as zero).
+fn tree_stats(sys: &System, tree: impl IntoIterator<Item = Pid>) -> ReplicaStats {
+    let mut stats = ReplicaStats::default();
+    for p in tree {
+        if let Some(proc_) = sys.process(p) {
+            stats.cpu_pct += sane(proc_.cpu_usage() as f64);
+            stats.mem_bytes = stats.mem_bytes.saturating_add(proc_.memory());
+        }
+    }
+    stats
+}
+
+/// `root` and its descendants by the parent links, at most [`MAX_TREE`] processes.
+fn descendants(children: &HashMap<Pid, Vec<Pid>>, root: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if out.len() >= MAX_TREE {
+            break;
+        }
+        out.push(p);
+        if let Some(kids) = children.get(&p) {
+            stack.extend(kids.iter().copied());
+        }
+    }
+    out
 }
 
 /// `pid` and its descendants (breadth first, at most [`MAX_TREE`]), from
@@ -401,110 +427,4 @@ fn sane(x: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_the_host_and_a_busy_process() {
-        let mut s = Sampler::new();
-        let me = std::process::id();
-        let burn = || {
-            let start = Instant::now();
-            let mut x = 1u64;
-            while start.elapsed() < std::time::Duration::from_millis(300) {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-        };
-        // sysinfo computes a process's CPU use only once it has seen non-zero CPU times, so a
-        // fresh process needs three refreshes: burn between each.
-        burn();
-        s.sample(&[me]);
-        burn();
-        let sample = s.sample(&[me]);
-        let h = &sample.host;
-        assert!(h.cpus >= 1);
-        assert!(h.mem_total_bytes > 0 && h.mem_used_bytes <= h.mem_total_bytes);
-        assert!((0.0..=100.0).contains(&h.cpu_pct));
-        assert!(h.disk_total_bytes >= h.disk_used_bytes);
-        let me_stats = sample.procs[&me];
-        assert!(me_stats.mem_bytes > 0);
-        assert!(me_stats.cpu_pct > 0.0, "{me_stats:?}");
-        // Too soon for another refresh: the same sample comes back.
-        assert_eq!(s.sample(&[me]), sample);
-        // Unknown pids are reported as zero, not as an error.
-        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-        let z = s.sample(&[u32::MAX - 1]);
-        assert_eq!(z.procs[&(u32::MAX - 1)], ReplicaStats::default());
-    }
-
-    #[test]
-    fn a_replica_is_its_whole_process_tree() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & wait"])
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let mut buf = String::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let tree = loop {
-            let tree = process_tree(pid, &mut buf).expect("this kernel has children files");
-            if tree.len() >= 3 || Instant::now() > deadline {
-                break tree;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(tree[0], Pid::from_u32(pid));
-        assert_eq!(tree.len(), 3, "{tree:?}");
-        // The sample adds up the tree's memory.
-        let mut s = Sampler::new();
-        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-        let whole = s.sample(&[pid]).procs[&pid].mem_bytes;
-        let sys = s.sys.as_ref().unwrap();
-        let alone = sys.process(Pid::from_u32(pid)).unwrap().memory();
-        assert!(whole > alone, "tree {whole} vs sh alone {alone}");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // A pid that is gone is a tree of itself (reported as zeros).
-        assert_eq!(process_tree(pid, &mut buf), Some(vec![Pid::from_u32(pid)]));
-        // Dead pids leave sysinfo's table after the next sample.
-        let kids: Vec<Pid> = tree[1..].to_vec();
-        for k in &kids {
-            unsafe { libc::kill(k.as_u32() as i32, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-        s.sample(&[]);
-        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-        s.sample(&[]);
-        let sys = s.sys.as_ref().unwrap();
-        assert!(sys.process(Pid::from_u32(pid)).is_none());
-    }
-
-    #[test]
-    fn net_and_disk_counters() {
-        let net = "Inter-|   Receive    |  Transmit\n face |bytes packets|bytes\n\
-                   lo: 500 5 0 0 0 0 0 0 500 5 0 0 0 0 0 0\n\
-                   eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n\
-                   veth1:300 3 0 0 0 0 0 0 400 4 0 0 0 0 0 0\n";
-        let m = parse_net_dev(net);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m["eth0"], (1000, 2000));
-        assert_eq!(m["veth1"], (300, 400));
-
-        let disks = " 254 0 vda 100 0 8 0 50 0 16 0 0 0 0\n 254 1 vda1 100 0 8 0 50 0 16 0 0 0 0\n   7 0 loop0 1 0 2 0 0 0 0 0 0 0 0\n";
-        let devices: HashSet<String> = ["vda".to_string()].into();
-        let d = parse_diskstats(disks, &devices);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d["vda"], (8 * 512, 16 * 512));
-
-        let mut c = Counters::default();
-        assert_eq!(c.advance(m.clone()), (0, 0)); // nothing to compare with yet
-        let mut next = m;
-        next.insert("eth0".into(), (1500, 2100));
-        next.remove("veth1"); // a removed interface adds nothing
-        next.insert("veth2".into(), (9999, 9999)); // nor does a new one
-        assert_eq!(c.advance(next.clone()), (500, 100));
-        next.insert("eth0".into(), (10, 20)); // went backwards: counted from 0
-        assert_eq!(c.advance(next), (10, 20));
-    }
-}
+mod tests;

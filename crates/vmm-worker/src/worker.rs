@@ -149,20 +149,7 @@ pub async fn run_with_runtime(
         rejected: 0,
         prom,
     };
-    info!(
-        worker = %id,
-        %instance,
-        runtime = ?w.runtime.kind(),
-        max_replicas = w.config.max_replicas,
-        max_concurrent_starts = w.config.max_concurrent_starts,
-        start_deadline_ms = w.config.start_deadline.as_millis() as u64,
-        command_max_age_ms = w.config.command_max_age.as_millis() as u64,
-        subject = %cmd_subject,
-        state_dir = %w.config.state_dir.display(),
-        allow_images = ?w.config.policy.allow_images,
-        allow_commands = ?w.config.policy.allow_commands,
-        "worker started"
-    );
+    w.log_start(&instance, &cmd_subject);
     warn_if_nothing_allowed(&w.config, w.runtime.kind());
     w.adopt().await;
     w.share();
@@ -188,6 +175,26 @@ pub async fn run_with_runtime(
     let _ = tokio::time::timeout(Duration::from_secs(2), w.client.flush()).await;
     info!(worker = %id, "worker stopped");
     Ok(())
+}
+
+impl Worker {
+    /// The settings a worker starts with, in one log line.
+    fn log_start(&self, instance: &str, cmd_subject: &str) {
+        info!(
+            worker = %self.config.worker_id,
+            %instance,
+            runtime = ?self.runtime.kind(),
+            max_replicas = self.config.max_replicas,
+            max_concurrent_starts = self.config.max_concurrent_starts,
+            start_deadline_ms = self.config.start_deadline.as_millis() as u64,
+            command_max_age_ms = self.config.command_max_age.as_millis() as u64,
+            subject = %cmd_subject,
+            state_dir = %self.config.state_dir.display(),
+            allow_images = ?self.config.policy.allow_images,
+            allow_commands = ?self.config.policy.allow_commands,
+            "worker started"
+        );
+    }
 }
 
 /// What a scrape reads: the snapshot the heartbeat reads too.

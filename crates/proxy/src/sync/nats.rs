@@ -40,38 +40,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let client = {
-        let mut delay = SYNC_BACKOFF_START;
-        loop {
-            let tx = ev_tx.clone();
-            let nats = &settings.nats;
-            let connect = async {
-                nats.connect_options()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .retry_on_initial_connect()
-                    .event_callback(move |ev| {
-                        let tx = tx.clone();
-                        async move {
-                            let _ = tx.send(ev);
-                        }
-                    })
-                    .connect(&nats.servers)
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            tokio::select! {
-                _ = &mut shutdown => return,
-                res = connect => match res {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        warn!(nats = %settings.nats.servers_display(), error = %e, "cannot set up the NATS client; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(SYNC_BACKOFF_MAX);
-                    }
-                }
-            }
-        }
+    let client = tokio::select! {
+        _ = &mut shutdown => return,
+        client = connect(&settings, &ev_tx) => client,
     };
     let subjects = settings.subjects.clone();
     let mut tasks = tokio::task::JoinSet::new();
@@ -156,6 +127,42 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
     }
     tasks.shutdown().await;
     let _ = client.flush().await;
+}
+
+/// A NATS client whose connection events go to `events`; retried with backoff until it is set
+/// up (async-nats itself then reconnects for ever).
+async fn connect(
+    settings: &NatsSettings,
+    events: &mpsc::UnboundedSender<async_nats::Event>,
+) -> async_nats::Client {
+    let nats = &settings.nats;
+    let mut delay = SYNC_BACKOFF_START;
+    loop {
+        let tx = events.clone();
+        let connect = async {
+            nats.connect_options()
+                .await
+                .map_err(|e| e.to_string())?
+                .retry_on_initial_connect()
+                .event_callback(move |ev| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(ev);
+                    }
+                })
+                .connect(&nats.servers)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match connect.await {
+            Ok(c) => return c,
+            Err(e) => {
+                warn!(nats = %nats.servers_display(), error = %e, "cannot set up the NATS client; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(SYNC_BACKOFF_MAX);
+            }
+        }
+    }
 }
 
 async fn subscribe(client: &async_nats::Client, subjects: &Subjects) -> async_nats::Subscriber {
