@@ -2,14 +2,13 @@
 //! runtime, the Pingora proxy, demo-web replicas): `acsctl drain` moves every replica off a
 //! worker make-before-break while load runs through the proxy, and not one request fails.
 
-mod common;
 
 use std::time::Duration;
 
 use acs_events::{Decision, DecisionAction};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
-use common::{background_load, decoded, record, web};
+use crate::common::{background_load, decoded, record, web};
 
 const SERVICES: &str = r#"
 [[service]]

@@ -1,4 +1,4 @@
-//! The brain's answers and messages at scale (issue 10, P6), with plain data: a status for
+//! The brain's answers and messages at the target scale, with plain data: a status for
 //! thousands of workers fits in the payload limit and pages; backend snapshots of 10,000
 //! backends are split and reassemble; a sync reply stays under the limit and has the rest
 //! republished.

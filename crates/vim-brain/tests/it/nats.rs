@@ -2,13 +2,12 @@
 //! answers commands and publishes metrics) so it can check what the brain sends and how it
 //! answers bad input.
 
-mod common;
 
 use std::time::Duration;
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 
 fn start_brain(url: &str) -> Brain {

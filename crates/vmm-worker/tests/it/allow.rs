@@ -1,7 +1,7 @@
 //! The worker's own policy with the process runtime, against a real nats-server: a program or an
 //! environment the host does not allow is refused before anything runs (ack, `Rejection`,
 //! counter), and secrets are resolved from the worker's secrets dir into the replica's
-//! environment without ever being on the bus. (Docker: `tests/docker.rs`.)
+//! environment without ever being on the bus. (Docker: `tests/it/docker.rs`.)
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -15,9 +15,8 @@ use vmm_worker::policy::Policy;
 use vmm_worker::runtime::process::read_record;
 use vmm_worker::Config;
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 const SECRET: &str = "s3cret-value-7f2a";
 

@@ -1,5 +1,5 @@
-//! Messages that must stay under the payload limit at scale (issue 10, P6): a backend snapshot
-//! of 10,000 backends is split and reassembles, and every part decodes under `MAX_PAYLOAD`.
+//! Messages that must stay under the payload limit at the target scale: a backend snapshot of
+//! 10,000 backends is split and reassembles, and every part decodes under `MAX_PAYLOAD`.
 
 use std::collections::BTreeMap;
 

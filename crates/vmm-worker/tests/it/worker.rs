@@ -11,9 +11,8 @@ use serde_json::json;
 use vmm_worker::runtime::process::{pid_alive, signal_group};
 use vmm_worker::Config;
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 /// What every test starts with: a nats-server, a state dir, a bus watching worker `w1`, and the
 /// worker's config (the test tunes it, then spawns the worker).

@@ -6,7 +6,6 @@
 //! a reachable Docker engine the tests fail, unless `ACS_SKIP_DOCKER_TESTS=1` skips them
 //! ([`require_docker`]).
 
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use acs_testkit::docker::{
     docker, require_docker, unique_id, ContainerGuard, NetworkGuard, TestImage,
 };
 use acs_testkit::NatsServer;
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use serde_json::json;
 use vmm_worker::Config;

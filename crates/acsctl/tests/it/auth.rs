@@ -350,7 +350,7 @@ async fn workers_and_proxies_hear_the_leader_and_cannot_speak_for_it() {
 
 /// The monitor answers stats and may use its own JetStream stream but not the brain's KV; the
 /// viewer and the operator may ask it; the viewer may not speak for a worker. (The whole monitor
-/// runs with these permissions in crates/monitor/tests/auth.rs.)
+/// runs with these permissions in crates/monitor/tests/it/auth.rs.)
 #[tokio::test]
 async fn the_monitor_answers_stats_and_keeps_to_its_stream() {
     let tmp = TempDir::new("auth-monitor-store");

@@ -1,6 +1,6 @@
-//! The plan at issue 10's P6 scale, with plain data: 10,000 workers × 10 replicas over ten
+//! The plan at the target scale, with plain data: 10,000 workers × 10 replicas over ten
 //! services whose min = max = what runs, so a steady pass changes nothing. The timing test is
-//! ignored by default (`cargo test --release -p vim-brain --test plan_scale -- --ignored
+//! ignored by default (`cargo test --release -p vim-brain --test it plan_scale -- --ignored
 //! --nocapture`); the small one checks that steady passes over changing CPU figures stay quiet.
 
 use std::time::{Duration, Instant};

@@ -2,13 +2,12 @@
 //! holds against the policy, `auto` hands the service back, and a restarted brain restores its
 //! pins from the brains' JetStream KV bucket and places nothing twice.
 
-mod common;
 
 use std::time::Duration;
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 
 /// The scale decisions published on `web` within `window`.

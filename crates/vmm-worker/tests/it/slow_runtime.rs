@@ -11,9 +11,8 @@ use serde_json::json;
 use vmm_worker::runtime::fake::{Call, FakeRuntime};
 use vmm_worker::Config;
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 

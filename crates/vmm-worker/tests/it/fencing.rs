@@ -9,9 +9,8 @@ use serde_json::json;
 use vmm_worker::runtime::fake::FakeRuntime;
 use vmm_worker::Config;
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 async fn setup() -> (NatsServer, Bus, Arc<FakeRuntime>, Config) {
     let nats = NatsServer::start();

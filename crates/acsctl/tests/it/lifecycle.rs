@@ -4,14 +4,13 @@
 //! slowly instead of every second. (The `sleep 1`: a process that exits before the worker has
 //! recorded its start is today missed by the worker until its health start timeout.)
 
-mod common;
 
 use std::time::Duration;
 
 use acs_events::{Decision, DecisionAction, LifecycleState, StatusReply};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
-use common::{decoded, record};
+use crate::common::{decoded, record};
 
 const SERVICES: &str = r#"
 [[service]]

@@ -2,13 +2,12 @@
 //! and commands; when it dies without a word (its task aborted, as `kill -9` would), the other
 //! takes over with a higher term, keeps the pins, and starts nothing twice.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

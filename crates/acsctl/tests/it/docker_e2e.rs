@@ -20,8 +20,6 @@
 //!
 //! [`LocalCluster`]: acsctl::cluster::LocalCluster
 
-mod common;
-mod docker_rig;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -29,8 +27,8 @@ use std::time::{Duration, Instant};
 use acs_events::{Decision, DecisionAction, ReplicaEvent, ReplicaState};
 use acs_testkit::docker::docker;
 use acs_testkit::poll::eventually;
-use common::{background_load, decoded, web, MixedLoad};
-use docker_rig::{
+use crate::common::{background_load, decoded, web, MixedLoad};
+use crate::docker_rig::{
     backend_ids, now_ms, replica_ids, report_start_to_serving, settled_at, Ctr, Net, Prober, Rig,
     RigOptions, CPUS, MEMORY_MB,
 };
