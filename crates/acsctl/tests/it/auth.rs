@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use acs_auth::{AuthDir, InitOptions, Role};
 use acs_events::{ProxyId, Subjects, WorkerId};
 use acs_node::{Auth, NatsOptions, Tls};
 use acs_testkit::{free_port, nats_server_bin, wait_for_port, TempDir};
-use acsctl::auth::{AuthDir, InitOptions, Role};
 use async_nats::{Client, Event, RequestErrorKind, ServerError, Subscriber};
 use futures::StreamExt;
 use tokio::sync::mpsc;

@@ -122,7 +122,7 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
         .to_string();
     assert!(err.contains("refused these credentials"), "{err}");
     let viewer = acsctl::client::connect(
-        &cluster.nats_options(&acsctl::auth::Role::Viewer),
+        &cluster.nats_options(&acs_auth::Role::Viewer),
         Duration::from_secs(3),
     )
     .await
@@ -139,7 +139,7 @@ async fn local_cluster_serves_through_the_proxy_and_stops_cleanly() {
         "a viewer's scale request gets no answer: {refused:?}"
     );
     // The CLI as the viewer: a permissions error that says so, not a time-out.
-    let viewer_seed = cluster.auth_dir().seed_file(&acsctl::auth::Role::Viewer);
+    let viewer_seed = cluster.auth_dir().seed_file(&acs_auth::Role::Viewer);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
         .args([
             "--prefix",

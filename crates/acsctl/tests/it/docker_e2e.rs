@@ -20,13 +20,13 @@
 //!
 //! [`LocalCluster`]: acsctl::cluster::LocalCluster
 
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use acs_events::{Decision, DecisionAction, ReplicaEvent, ReplicaState};
 use acs_testkit::docker::docker;
 use acs_testkit::poll::eventually;
+
 use crate::common::{background_load, decoded, web, MixedLoad};
 use crate::docker_rig::{
     backend_ids, now_ms, replica_ids, report_start_to_serving, settled_at, Ctr, Net, Prober, Rig,

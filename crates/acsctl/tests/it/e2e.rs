@@ -3,7 +3,6 @@
 //! new backends take traffic, the load drops and `web` scales in with drain, and not one request
 //! fails through the proxy at any point. Each replica that scale-in stops is drained first.
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use acs_events::{
 };
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
+
 use crate::common::{background_load, decoded, record, web, Recording};
 
 /// Scales on requests/s only (CPU is too noisy on shared CI machines to assert counts on),

@@ -4,12 +4,12 @@
 //! slowly instead of every second. (The `sleep 1`: a process that exits before the worker has
 //! recorded its start is today missed by the worker until its health start timeout.)
 
-
 use std::time::Duration;
 
 use acs_events::{Decision, DecisionAction, LifecycleState, StatusReply};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
+
 use crate::common::{decoded, record};
 
 const SERVICES: &str = r#"

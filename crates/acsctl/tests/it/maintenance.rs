@@ -2,12 +2,12 @@
 //! runtime, the Pingora proxy, demo-web replicas): `acsctl drain` moves every replica off a
 //! worker make-before-break while load runs through the proxy, and not one request fails.
 
-
 use std::time::Duration;
 
 use acs_events::{Decision, DecisionAction};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
+
 use crate::common::{background_load, decoded, record, web};
 
 const SERVICES: &str = r#"

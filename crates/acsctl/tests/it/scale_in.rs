@@ -4,12 +4,12 @@
 //! flight, a manual scale 2 -> 1 drains one replica; the proxy says it drained, the brain stops
 //! it naming that event, no proxy metrics message comes in between, and no request fails.
 
-
 use std::time::Duration;
 
 use acs_events::{decode, BackendDrained, Decision, DecisionAction, ReplicaEvent, ReplicaState};
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
+
 use crate::common::{record, web, MixedLoad};
 
 const SERVICES: &str = r#"

@@ -720,8 +720,8 @@ notify = ["hook"]
 async fn mail_goes_over_starttls_with_auth_to_a_server_of_a_private_ca() {
     let nats = NatsServer::start();
     let tmp = TempDir::new("alarms-starttls");
-    let auth = acsctl::auth::AuthDir::new(tmp.path().join("auth"), Subjects::default());
-    auth.init(&acsctl::auth::InitOptions {
+    let auth = acs_auth::AuthDir::new(tmp.path().join("auth"), Subjects::default());
+    auth.init(&acs_auth::InitOptions {
         tls: true,
         ..Default::default()
     })
@@ -1021,8 +1021,8 @@ escalation = { after = "6s", to = "pager" }
 
 mod with_auth {
     use super::*;
+    use acs_auth::{AuthDir, InitOptions, Role};
     use acs_events::WorkerId;
-    use acsctl::auth::{AuthDir, InitOptions, Role};
 
     struct Server(Child);
 

@@ -5,13 +5,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use acs_auth::{AuthDir, InitOptions, Role};
 use acs_events::{
     decode, encode, Capacity, HostMetrics, RuntimeKind, StatsReply, Subjects, WorkerId,
     WorkerMetrics,
 };
 use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, nats_server_bin, wait_for_port, TempDir};
-use acsctl::auth::{AuthDir, InitOptions, Role};
 use async_nats::{Client, Event, ServerError};
 use tokio::sync::{mpsc, oneshot};
 

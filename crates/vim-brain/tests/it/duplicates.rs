@@ -1,13 +1,13 @@
 //! Two processes under one worker id, over a real nats-server: the second is refused, counted
 //! and reported once on `acs.events.worker.<id>`; the first keeps the id.
 
-
 use std::time::Duration;
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use crate::common::*;
 use futures::StreamExt;
+
+use crate::common::*;
 
 fn report(instance: &str, started_ms: u64, seq: u64) -> Vec<u8> {
     let mut m = metrics(seq, vec![]);

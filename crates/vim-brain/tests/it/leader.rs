@@ -2,13 +2,13 @@
 //! and commands; when it dies without a word (its task aborted, as `kill -9` would), the other
 //! takes over with a higher term, keeps the pins, and starts nothing twice.
 
-
 use std::time::{Duration, Instant};
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use crate::common::*;
 use futures::StreamExt;
+
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brains_one_leader_and_a_takeover_without_duplicates() {

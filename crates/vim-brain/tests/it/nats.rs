@@ -2,13 +2,13 @@
 //! answers commands and publishes metrics) so it can check what the brain sends and how it
 //! answers bad input.
 
-
 use std::time::Duration;
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use crate::common::*;
 use futures::StreamExt;
+
+use crate::common::*;
 
 fn start_brain(url: &str) -> Brain {
     Brain::start(url)

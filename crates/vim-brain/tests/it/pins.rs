@@ -2,13 +2,13 @@
 //! holds against the policy, `auto` hands the service back, and a restarted brain restores its
 //! pins from the brains' JetStream KV bucket and places nothing twice.
 
-
 use std::time::Duration;
 
 use acs_events::*;
 use acs_testkit::NatsServer;
-use crate::common::*;
 use futures::StreamExt;
+
+use crate::common::*;
 
 /// The scale decisions published on `web` within `window`.
 async fn scale_decisions(

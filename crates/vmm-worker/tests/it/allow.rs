@@ -15,7 +15,6 @@ use vmm_worker::policy::Policy;
 use vmm_worker::runtime::process::read_record;
 use vmm_worker::Config;
 
-
 use crate::common::*;
 
 const SECRET: &str = "s3cret-value-7f2a";

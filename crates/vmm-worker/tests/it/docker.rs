@@ -6,7 +6,6 @@
 //! a reachable Docker engine the tests fail, unless `ACS_SKIP_DOCKER_TESTS=1` skips them
 //! ([`require_docker`]).
 
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,10 +14,11 @@ use acs_testkit::docker::{
     docker, require_docker, unique_id, ContainerGuard, NetworkGuard, TestImage,
 };
 use acs_testkit::NatsServer;
-use crate::common::*;
 use futures::StreamExt;
 use serde_json::json;
 use vmm_worker::Config;
+
+use crate::common::*;
 
 /// What every test starts with: the image, a nats-server, a state dir, a worker id of its own
 /// whose containers are removed on drop, and a bus watching that worker. Fields drop in order:

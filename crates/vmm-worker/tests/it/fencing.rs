@@ -9,7 +9,6 @@ use serde_json::json;
 use vmm_worker::runtime::fake::FakeRuntime;
 use vmm_worker::Config;
 
-
 use crate::common::*;
 
 async fn setup() -> (NatsServer, Bus, Arc<FakeRuntime>, Config) {

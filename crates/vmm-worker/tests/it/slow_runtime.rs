@@ -11,7 +11,6 @@ use serde_json::json;
 use vmm_worker::runtime::fake::{Call, FakeRuntime};
 use vmm_worker::Config;
 
-
 use crate::common::*;
 
 const INTERVAL: Duration = Duration::from_millis(200);

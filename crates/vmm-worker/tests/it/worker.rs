@@ -11,7 +11,6 @@ use serde_json::json;
 use vmm_worker::runtime::process::{pid_alive, signal_group};
 use vmm_worker::Config;
 
-
 use crate::common::*;
 
 /// What every test starts with: a nats-server, a state dir, a bus watching worker `w1`, and the

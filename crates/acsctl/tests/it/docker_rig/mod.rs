@@ -22,11 +22,12 @@ use acs_testkit::docker::{
 use acs_testkit::TempDir;
 use acsctl::cluster::{ClusterOptions, LocalCluster};
 
-use crate::common::{record, web, Recording};
 use containers::inspect;
 pub use containers::Ctr;
 pub use prober::{report_start_to_serving, Prober};
 use worker::WorkerProc;
+
+use crate::common::{record, web, Recording};
 
 pub const CPUS: f64 = 0.5;
 pub const MEMORY_MB: u64 = 64;

@@ -1,10 +1,14 @@
-//! Credentials and least-privilege permissions for a cluster's NATS server (`acsctl auth`).
+//! `acs-auth`: who may connect to a cluster's NATS server, and what each one may do.
 //!
 //! Every component connects as its own NATS user, authenticated by an nkey: the brain, each
 //! worker, each proxy, an operator, a read-only viewer and the monitor. The server config
 //! `include`s the generated `auth.conf`, which gives each user only the subjects its role needs
-//! ([`permissions`]); with TLS, a local CA signs the server's certificate and one client
-//! certificate per identity (mutual TLS).
+//! ([`permissions`], every subject from [`acs_events::Subjects`]); with TLS, a local CA signs
+//! the server's certificate and one client certificate per identity (mutual TLS). The
+//! `acsctl auth` command and the local cluster (`acs-cluster`) use it; so do tests that run a
+//! server with auth on.
+//!
+//! # Layout
 //!
 //! - [`role`]: [`Role`], [`Permissions`] and [`permissions`], the permission table (pure), and
 //!   each role's own inbox prefix ([`Role::inbox_prefix`]).
@@ -12,9 +16,8 @@
 //! - [`store`]: [`AuthDir`], the folder of seeds: `init`, `add`, `revoke`, `identities`, and how
 //!   a process connects as a role ([`AuthDir::nats_options`], [`AuthDir::connect_env`]).
 //! - [`tls`]: the local CA and certificates (rcgen).
-//! - [`command`]: the `acsctl auth` subcommand.
+//! - `lib.rs`: [`AuthError`].
 
-pub mod command;
 pub mod conf;
 pub mod role;
 pub mod store;
@@ -22,7 +25,6 @@ pub mod tls;
 
 use std::path::{Path, PathBuf};
 
-pub use command::{AuthArgs, AuthCommand};
 pub use conf::{render_auth_conf, render_tls_conf, User};
 pub use role::{permissions, Permissions, Role};
 pub use store::{AuthDir, Changes, Identity, InitOptions, DEFAULT_DIR, DEFAULT_TLS_HOSTS};
@@ -62,15 +64,6 @@ impl AuthError {
         AuthError::Tls {
             path: path.to_path_buf(),
             reason: reason.to_string(),
-        }
-    }
-}
-
-impl From<AuthError> for crate::Error {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Invalid(m) => crate::Error::Usage(m),
-            other => crate::Error::Failed(other.to_string()),
         }
     }
 }

@@ -4,7 +4,6 @@ use std::path::Path;
 use acs_events::{ProxyId, Subjects, WorkerId};
 use acs_testkit::TempDir;
 
-use super::command::Kind;
 use super::*;
 
 fn w(id: &str) -> Role {
@@ -449,68 +448,6 @@ fn how_a_process_connects_as_a_role() {
         .nats_options(&Role::Brain, "nats://127.0.0.1:1")
         .tls
         .enabled());
-}
-
-#[test]
-fn ids_are_checked() {
-    let err = Kind::Worker.role("w.1").unwrap_err();
-    assert!(err.contains("worker id") && err.contains("'.'"), "{err}");
-    assert!(Kind::Proxy
-        .role("")
-        .unwrap_err()
-        .contains("must not be empty"));
-    assert_eq!(Kind::Proxy.role("p1"), Ok(p("p1")));
-}
-
-#[test]
-fn command_line() {
-    use clap::Parser as _;
-    let parse = |args: &[&str]| {
-        crate::cli::Cli::try_parse_from(std::iter::once("acsctl").chain(args.iter().copied()))
-    };
-    let cli = parse(&[
-        "auth",
-        "init",
-        "--workers",
-        "w1,w2",
-        "--tls-host",
-        "nats",
-        "--tls-host",
-        "127.0.0.1",
-    ])
-    .unwrap();
-    let crate::cli::Command::Auth(a) = cli.command else {
-        panic!()
-    };
-    assert_eq!(a.dir, Path::new(DEFAULT_DIR));
-    let AuthCommand::Init {
-        workers, tls_hosts, ..
-    } = a.command
-    else {
-        panic!()
-    };
-    assert_eq!(
-        workers,
-        [WorkerId::new("w1").unwrap(), WorkerId::new("w2").unwrap()]
-    );
-    assert_eq!(tls_hosts, ["nats", "127.0.0.1"]);
-    let err = parse(&["auth", "init", "--workers", "w 1"])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("worker id"), "{err}");
-    let cli = parse(&["auth", "revoke", "proxy", "p1", "--dir", "/tmp/x"]).unwrap();
-    let crate::cli::Command::Auth(a) = cli.command else {
-        panic!()
-    };
-    assert_eq!(a.dir, Path::new("/tmp/x"));
-    assert!(matches!(
-        a.command,
-        AuthCommand::Revoke {
-            kind: Kind::Proxy,
-            ..
-        }
-    ));
-    assert!(parse(&["auth", "add", "replica", "r1"]).is_err());
 }
 
 #[test]

@@ -180,9 +180,8 @@ fn monitor_kv() -> Vec<String> {
     v
 }
 
-/// The permission table: issue 7's least privilege, every subject from [`Subjects`].
+/// The permission table: least privilege, every subject from [`Subjects`].
 pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
-    let p = s.prefix();
     let inbox = role.inbox_prefix().map(|i| format!("{i}.>"));
     let (publish, mut subscribe, allow_responses) = match role {
         Role::Worker(id) => (
@@ -197,13 +196,13 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
         ),
         Role::Brain => (
             vec![
-                format!("{p}.cmd.worker.*"),
+                s.worker_command_all(),
                 s.backends_all(),
                 s.decisions_all(),
-                format!("{p}.events.worker.*"),
+                s.worker_events_all(),
                 s.leader(), // leader events carry the fencing term to workers and proxies
                 s.rejections("brain"),
-                // JetStream and KV for the leader lease and the pins (reliability issue). KV
+                // JetStream and KV for the leader lease and the pins. KV
                 // watches deliver to the brain's own inbox, below.
                 "$JS.API.>".into(),
                 "$KV.>".into(),
@@ -252,9 +251,9 @@ pub fn permissions(role: &Role, s: &Subjects) -> Permissions {
         Role::Monitor => {
             // Closed rollup buckets go to ACS_ROLLUPS; no other role publishes there.
             let mut publish = vec![
-                format!("{p}.events.alarm.*"),
+                s.alarm_events_all(),
                 s.rejections("monitor"),
-                format!("{p}.rollup.>"),
+                s.rollups_all(),
             ];
             publish.extend(monitor_jetstream());
             // Alarm state in KV; the HTTP alarm API forwards to the lease holder on monitor_alarms.

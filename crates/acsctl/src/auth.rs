@@ -1,4 +1,5 @@
-//! `acsctl auth`: the flags, and what each command prints.
+//! `acsctl auth`: the flags, and what each command prints. The credentials, the permission
+//! table and the TLS material are `acs-auth`'s; this is its command line.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -6,8 +7,7 @@ use std::path::PathBuf;
 use acs_events::{ProxyId, Subjects, WorkerId};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::store::{AuthDir, Changes, Identity, InitOptions, DEFAULT_DIR};
-use super::Role;
+use acs_auth::{AuthDir, AuthError, Changes, Identity, InitOptions, Role, DEFAULT_DIR};
 
 #[derive(Debug, Args)]
 pub struct AuthArgs {
@@ -162,4 +162,86 @@ pub fn render_list(ids: &[Identity]) -> String {
         );
     }
     out
+}
+
+impl From<AuthError> for crate::Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid(m) => crate::Error::Usage(m),
+            other => crate::Error::Failed(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn p(id: &str) -> Role {
+        Role::Proxy(ProxyId::new(id).unwrap())
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        let err = Kind::Worker.role("w.1").unwrap_err();
+        assert!(err.contains("worker id") && err.contains("'.'"), "{err}");
+        assert!(Kind::Proxy
+            .role("")
+            .unwrap_err()
+            .contains("must not be empty"));
+        assert_eq!(Kind::Proxy.role("p1"), Ok(p("p1")));
+    }
+
+    #[test]
+    fn command_line() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            crate::cli::Cli::try_parse_from(std::iter::once("acsctl").chain(args.iter().copied()))
+        };
+        let cli = parse(&[
+            "auth",
+            "init",
+            "--workers",
+            "w1,w2",
+            "--tls-host",
+            "nats",
+            "--tls-host",
+            "127.0.0.1",
+        ])
+        .unwrap();
+        let crate::cli::Command::Auth(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.dir, Path::new(DEFAULT_DIR));
+        let AuthCommand::Init {
+            workers, tls_hosts, ..
+        } = a.command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            workers,
+            [WorkerId::new("w1").unwrap(), WorkerId::new("w2").unwrap()]
+        );
+        assert_eq!(tls_hosts, ["nats", "127.0.0.1"]);
+        let err = parse(&["auth", "init", "--workers", "w 1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker id"), "{err}");
+        let cli = parse(&["auth", "revoke", "proxy", "p1", "--dir", "/tmp/x"]).unwrap();
+        let crate::cli::Command::Auth(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.dir, Path::new("/tmp/x"));
+        assert!(matches!(
+            a.command,
+            AuthCommand::Revoke {
+                kind: Kind::Proxy,
+                ..
+            }
+        ));
+        assert!(parse(&["auth", "add", "replica", "r1"]).is_err());
+    }
 }
