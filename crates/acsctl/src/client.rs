@@ -7,7 +7,7 @@ use acs_events::{
 };
 use acs_node::{NatsArgs, NatsOptions, Refusals};
 
-use crate::auth::{AuthDir, Role};
+use acs_auth::{AuthDir, Role};
 use async_nats::{Client, Request, RequestErrorKind};
 use serde::de::DeserializeOwned;
 

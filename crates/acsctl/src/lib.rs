@@ -26,9 +26,9 @@
 //!   and the start sequence), `cluster/process.rs` (spawning, exits, signals, ordered stop),
 //!   `cluster/metrics.rs` (each component's `/metrics` port, `metrics.token`, the Prometheus
 //!   targets file).
-//! - [`auth`]: `acsctl auth`: an nkey per identity (brain, each worker and proxy, operator,
-//!   viewer, monitor), the least-privilege `auth.conf` a nats-server includes, and a local CA
-//!   with server and client certificates.
+//! - [`auth`]: the `acsctl auth` command (init, add, revoke, list) over `acs-auth`, which keeps
+//!   an nkey per identity, the least-privilege `auth.conf` a nats-server includes, and a local
+//!   CA with server and client certificates.
 //! - [`up`]: the `acsctl up` command: a `LocalCluster` in the foreground until Ctrl-C.
 //!
 //! `main.rs` only parses flags, sets up tracing and calls [`run`].
@@ -249,7 +249,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             }
             Ok(())
         }
-        Command::Auth(args) => auth::command::run(args, subjects),
+        Command::Auth(args) => auth::run(args, subjects),
         Command::Up(args) => {
             let opts = args.into_options(cli.prefix.clone());
             up::run(opts, shutdown).await

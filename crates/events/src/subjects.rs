@@ -69,6 +69,9 @@ impl Subjects {
     pub fn worker_command(&self, worker: &WorkerId) -> String {
         format!("{}.cmd.worker.{worker}", self.prefix)
     }
+    pub fn worker_command_all(&self) -> String {
+        format!("{}.cmd.worker.*", self.prefix)
+    }
 
     // ---- brain → proxy --------------------------------------------------------------------
 
@@ -120,6 +123,9 @@ impl Subjects {
     /// `acs.events.worker.<worker>`: the brain saw a worker come up or go down.
     pub fn worker_events(&self, worker: &WorkerId) -> String {
         format!("{}.events.worker.{worker}", self.prefix)
+    }
+    pub fn worker_events_all(&self) -> String {
+        format!("{}.events.worker.*", self.prefix)
     }
     /// `acs.events.error.<component>`: a component rejected a message nobody was waiting on a
     /// reply for (bad metrics, bad backend update). Lets `nats sub 'acs.>'` show bad input.
@@ -175,6 +181,10 @@ impl Subjects {
     pub fn alarm_events_all(&self) -> String {
         format!("{}.events.alarm.*", self.prefix)
     }
+    /// `acs.rollup.>`: the monitor's closed rollup buckets, kept in its `ACS_ROLLUPS` stream.
+    pub fn rollups_all(&self) -> String {
+        format!("{}.rollup.>", self.prefix)
+    }
 
     /// Which kind of subject `subject` is, for readable output in `acsctl watch`.
     pub fn classify<'a>(&self, subject: &'a str) -> Option<(&'a str, Option<&'a str>)> {
@@ -210,6 +220,10 @@ mod tests {
         let w = WorkerId::new("w1").unwrap();
         assert_eq!(s.worker_metrics(&w), "acs.metrics.worker.w1");
         assert_eq!(s.worker_command(&w), "acs.cmd.worker.w1");
+        assert_eq!(s.worker_command_all(), "acs.cmd.worker.*");
+        assert_eq!(s.worker_events_all(), "acs.events.worker.*");
+        assert_eq!(s.alarm_events_all(), "acs.events.alarm.*");
+        assert_eq!(s.rollups_all(), "acs.rollup.>");
         assert_eq!(s.scale(), "acs.cmd.scale");
         assert_eq!(s.status(), "acs.status");
         assert_eq!(s.all(), "acs.>");

@@ -91,7 +91,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
 pub struct LocalCluster {
     opts: ClusterOptions,
     /// Every component's NATS identity; the server admits nobody else.
-    auth: crate::auth::AuthDir,
+    auth: acs_auth::AuthDir,
     subjects: Subjects,
     bin_dir: PathBuf,
     dir: PathBuf,
@@ -113,8 +113,8 @@ impl LocalCluster {
     }
 
     /// How `role` connects to this cluster's nats-server (its nkey and inbox prefix). Tests
-    /// and tools use [`crate::auth::Role::Operator`] to steer, or another role to act as it.
-    pub fn nats_options(&self, role: &crate::auth::Role) -> acs_node::NatsOptions {
+    /// and tools use [`acs_auth::Role::Operator`] to steer, or another role to act as it.
+    pub fn nats_options(&self, role: &acs_auth::Role) -> acs_node::NatsOptions {
         self.auth.nats_options(role, &self.nats_url())
     }
 
@@ -146,7 +146,7 @@ impl LocalCluster {
     /// A client connected as the operator (steer and watch), failing fast.
     pub async fn operator_client(&self) -> crate::Result<async_nats::Client> {
         client::connect(
-            &self.nats_options(&crate::auth::Role::Operator),
+            &self.nats_options(&acs_auth::Role::Operator),
             Duration::from_secs(5),
         )
         .await
@@ -155,12 +155,12 @@ impl LocalCluster {
     /// The environment (`NATS_NKEY`, ...) that makes a worker process started outside the
     /// launcher connect as `id`, which must be `w1..wN` or in `extra_worker_ids`.
     pub fn worker_env(&self, id: &acs_events::WorkerId) -> Vec<(&'static str, String)> {
-        let role = crate::auth::Role::Worker(id.clone());
+        let role = acs_auth::Role::Worker(id.clone());
         self.auth.connect_env(&role, self.auth.root())
     }
 
     /// The folder of credentials (`<dir>/auth`).
-    pub fn auth_dir(&self) -> &crate::auth::AuthDir {
+    pub fn auth_dir(&self) -> &acs_auth::AuthDir {
         &self.auth
     }
 

@@ -16,8 +16,8 @@ use super::{
     default_bin_dir, io, nats_server_bin, poll_status, resolve_path, ClusterError, ClusterOptions,
     LocalCluster, Result, BRAIN_BIN, DEMO_BIN, MONITOR_BIN, PROXY_BIN, WORKER_BIN,
 };
-use crate::auth::{AuthDir, InitOptions, Role as AuthRole};
 use crate::client;
+use acs_auth::{AuthDir, InitOptions, Role as AuthRole};
 use acs_events::{ProxyId, WorkerId};
 
 impl LocalCluster {

@@ -1,0 +1,10 @@
+//! The integration tests of this crate, one module per area, linked as one binary: the crate's
+//! dependencies are linked once, not once per test file.
+
+mod alarms;
+mod auth;
+mod history;
+mod http;
+mod monitor;
+mod proxy_parts;
+mod rollups;
