@@ -26,12 +26,18 @@ stop_grace_s = 5
 
 /// A local cluster of three workers serving [`SERVICES`]; the temp dir lives as long as it.
 async fn three_workers(tag: &str) -> (TempDir, LocalCluster) {
+    local_cluster(tag, 3, 4).await
+}
+
+/// A local cluster of `workers` workers of `slots` replicas each, serving [`SERVICES`].
+async fn local_cluster(tag: &str, workers: u32, slots: u32) -> (TempDir, LocalCluster) {
     let tmp = TempDir::new(tag);
     let services = tmp.path().join("services.toml");
     std::fs::write(&services, SERVICES).unwrap();
     let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
     opts.services = services;
-    opts.workers = 3;
+    opts.workers = workers;
+    opts.max_replicas = slots;
     opts.worker_interval_ms = 500;
     opts.ready_timeout = Duration::from_secs(90);
     let cluster = LocalCluster::start(opts)
@@ -147,6 +153,38 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
         })
         .await;
     assert!(s.is_ok(), "uncordoned");
+}
+
+/// A drain with nowhere to go: two workers of one slot each, both full. `drain --wait` exits
+/// non-zero with the brain's reason instead of waiting for ever, and the replica keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_drain_wait_exits_non_zero_and_the_replica_keeps_serving() {
+    let (_tmp, cluster) = local_cluster("blocked", 2, 1).await;
+    let s = cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
+        .await
+        .expect("web runs 2");
+    let victim = web(&s).backends[0].worker.to_string();
+    let started = std::time::Instant::now();
+    let (ok, out) = maintenance(&cluster, &["drain", &victim, "--wait", "--timeout", "60s"]);
+    assert!(!ok, "a blocked drain must exit non-zero: {out}");
+    assert!(
+        out.contains(&format!("the drain of {victim} is blocked: cannot move")),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(55),
+        "it failed on the blocked decision, not the timeout: {out}"
+    );
+    let s = cluster
+        .wait_for_status(Duration::from_secs(10), |s| web(s).running == 2)
+        .await
+        .expect("web still serves 2");
+    assert!(
+        web(&s).replicas.iter().any(|r| r.worker.as_str() == victim),
+        "the blocked replica stays on {victim}: {:?}",
+        web(&s).replicas
+    );
 }
 
 /// A worker that goes silent (SIGSTOP: no heartbeat, no answers, while its replicas keep
