@@ -4,7 +4,7 @@
 //!
 //! - [`cli`]: the clap definitions (every flag also from an environment variable) and the small
 //!   parsers behind them (scale targets like `3` or `auto`); `acsctl completions` comes from
-//!   them through `clap_complete` ([`completions`]).
+//!   them through `clap_complete` ([`completions`]); its tests in `cli_tests.rs`.
 //! - [`output`]: `-o table|wide|json` on every command that prints, the one table style
 //!   (`comfy-table`, aligned by display width), JSON documents, and `NO_COLOR`.
 //! - [`clock`]: durations (`30s`, `7d`), `--from/--to` as RFC 3339, local time, unix ms or
@@ -77,113 +77,6 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
     let timeout = cli.reply_timeout();
     let wait_timeout = cli.wait_timeout();
     match cli.command {
-        Command::Status {
-            output,
-            service,
-            workers,
-            offset,
-            limit,
-        } => {
-            let req = acs_events::StatusRequest {
-                service,
-                workers,
-                offset,
-                limit,
-                ..Default::default()
-            };
-            status(&nats()?, timeout, &subjects, &req, output.format()).await
-        }
-        Command::Scale {
-            service,
-            target,
-            output,
-        } => {
-            let (nc, _, refusals) = client::connect_any(&nats()?, timeout).await?;
-            let req = scale::request(service, target);
-            let reply =
-                client::unless_refused(&refusals, client::scale(&nc, &subjects, &req, timeout))
-                    .await?;
-            match output.format() {
-                Format::Json => output::print_json(&reply),
-                Format::Table | Format::Wide => println!("{}", scale::render(&req, &reply)),
-            }
-            Ok(())
-        }
-        Command::Cordon { worker, output } => {
-            let args = maintenance::MaintenanceArgs {
-                worker,
-                action: acs_events::MaintenanceAction::Cordon,
-                wait: None,
-                format: output.format(),
-            };
-            maintenance::run(&nats()?, timeout, &subjects, args).await
-        }
-        Command::Uncordon { worker, output } => {
-            let args = maintenance::MaintenanceArgs {
-                worker,
-                action: acs_events::MaintenanceAction::Uncordon,
-                wait: None,
-                format: output.format(),
-            };
-            maintenance::run(&nats()?, timeout, &subjects, args).await
-        }
-        Command::Drain {
-            worker,
-            wait,
-            output,
-        } => {
-            let args = maintenance::MaintenanceArgs {
-                worker,
-                action: acs_events::MaintenanceAction::Drain,
-                wait: wait.then_some(wait_timeout),
-                format: output.format(),
-            };
-            maintenance::run(&nats()?, timeout, &subjects, args).await
-        }
-        Command::Replace {
-            replica,
-            wait,
-            output,
-        } => {
-            let wait = wait.then_some(wait_timeout);
-            replace::run(&nats()?, timeout, &subjects, replica, wait, output.format()).await
-        }
-        Command::Stats(a) => {
-            let q = stats::StatsQuery {
-                scope: a.scope,
-                id: a.id,
-                metric: a.metric,
-                last: a.last,
-                from_ms: a.from,
-                to_ms: a.to,
-                step: a.step,
-                hourly: a.hourly,
-            };
-            stats::run(&nats()?, timeout, &subjects, q, a.output.format()).await
-        }
-        Command::Alarms { command, output } => {
-            let args = alarms::AlarmArgs::from_command(command);
-            alarms::run(&nats()?, timeout, &subjects, args, output.format()).await
-        }
-        Command::History {
-            kind,
-            id,
-            last,
-            from,
-            to,
-            limit,
-            output,
-        } => {
-            let args = history::HistoryArgs {
-                kind,
-                id,
-                last,
-                from_ms: from,
-                to_ms: to,
-                limit,
-            };
-            history::run(&nats()?, timeout, &subjects, args, output.format()).await
-        }
         Command::Top {
             interval,
             once,
@@ -206,18 +99,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
                 json,
                 no_metrics,
             };
-            // Pick the cluster that admits us, then stay connected through outages.
-            let candidates = nats()?;
-            let chosen = match client::connect_any(&candidates, timeout).await {
-                Ok((probe, chosen, _)) => {
-                    drop(probe);
-                    chosen
-                }
-                // Nothing answers yet: wait for the first candidate's server to come up.
-                Err(_) => candidates[0].clone(),
-            };
-            let nc = client::connect_background(&chosen.with_name("acsctl watch")).await?;
-            watch::run(&nc, &subjects, &opts, shutdown).await
+            watch(&nats()?, timeout, &subjects, &opts, shutdown).await
         }
         Command::Load(args) => load::run_command(args, shutdown).await,
         Command::Auth(args) => auth::command::run(args, subjects),
@@ -229,7 +111,150 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send) -> Result<
             completions(shell, &mut std::io::stdout());
             Ok(())
         }
+        command => {
+            let ask = Ask {
+                candidates: nats()?,
+                timeout,
+                wait_timeout,
+                subjects: &subjects,
+            };
+            ask.run(command).await
+        }
     }
+}
+
+/// What a one-shot command needs: whom to ask, how long to wait for a reply and for `--wait`.
+struct Ask<'a> {
+    candidates: Vec<acs_node::NatsOptions>,
+    timeout: std::time::Duration,
+    wait_timeout: std::time::Duration,
+    subjects: &'a acs_events::Subjects,
+}
+
+impl Ask<'_> {
+    /// The one-shot commands: one request (and, with `--wait`, polls), printed in `-o` format.
+    async fn run(self, command: Command) -> Result<()> {
+        use acs_events::MaintenanceAction as M;
+        let (c, t, s) = (&self.candidates[..], self.timeout, self.subjects);
+        let maintain = |worker, action, wait: bool, output: output::OutputArgs| {
+            let wait = wait.then_some(self.wait_timeout);
+            let format = output.format();
+            maintenance::MaintenanceArgs {
+                worker,
+                action,
+                wait,
+                format,
+            }
+        };
+        match command {
+            Command::Status {
+                output,
+                service,
+                workers,
+                offset,
+                limit,
+            } => {
+                let req = acs_events::StatusRequest {
+                    service,
+                    workers,
+                    offset,
+                    limit,
+                    ..Default::default()
+                };
+                status(c, t, s, &req, output.format()).await
+            }
+            Command::Scale {
+                service,
+                target,
+                output,
+            } => scale(c, t, s, scale::request(service, target), output.format()).await,
+            Command::Cordon { worker, output } => {
+                maintenance::run(c, t, s, maintain(worker, M::Cordon, false, output)).await
+            }
+            Command::Uncordon { worker, output } => {
+                maintenance::run(c, t, s, maintain(worker, M::Uncordon, false, output)).await
+            }
+            Command::Drain {
+                worker,
+                wait,
+                output,
+            } => maintenance::run(c, t, s, maintain(worker, M::Drain, wait, output)).await,
+            Command::Replace {
+                replica,
+                wait,
+                output,
+            } => {
+                let wait = wait.then_some(self.wait_timeout);
+                replace::run(c, t, s, replica, wait, output.format()).await
+            }
+            Command::Stats(a) => {
+                let format = a.output.format();
+                stats::run(c, t, s, stats::StatsQuery::from(a), format).await
+            }
+            Command::Alarms { command, output } => {
+                let args = alarms::AlarmArgs::from_command(command);
+                alarms::run(c, t, s, args, output.format()).await
+            }
+            Command::History {
+                kind,
+                id,
+                last,
+                from,
+                to,
+                limit,
+                output,
+            } => {
+                let args = history::HistoryArgs {
+                    kind,
+                    id,
+                    last,
+                    from_ms: from,
+                    to_ms: to,
+                    limit,
+                };
+                history::run(c, t, s, args, output.format()).await
+            }
+            other => Err(Error::Usage(format!("not a one-shot command: {other:?}"))),
+        }
+    }
+}
+
+/// `acsctl watch`: picks the cluster that admits us, then stays connected through outages.
+async fn watch(
+    candidates: &[acs_node::NatsOptions],
+    timeout: std::time::Duration,
+    subjects: &acs_events::Subjects,
+    opts: &watch::WatchOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let chosen = match client::connect_any(candidates, timeout).await {
+        Ok((probe, chosen, _)) => {
+            drop(probe);
+            chosen
+        }
+        // Nothing answers yet: wait for the first candidate's server to come up.
+        Err(_) => candidates[0].clone(),
+    };
+    let nc = client::connect_background(&chosen.with_name("acsctl watch")).await?;
+    watch::run(&nc, subjects, opts, shutdown).await
+}
+
+/// `acsctl scale`: one request, the reply in words or as JSON.
+async fn scale(
+    candidates: &[acs_node::NatsOptions],
+    timeout: std::time::Duration,
+    subjects: &acs_events::Subjects,
+    req: acs_events::ScaleRequest,
+    format: Format,
+) -> Result<()> {
+    let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
+    let reply =
+        client::unless_refused(&refusals, client::scale(&nc, subjects, &req, timeout)).await?;
+    match format {
+        Format::Json => output::print_json(&reply),
+        Format::Table | Format::Wide => println!("{}", scale::render(&req, &reply)),
+    }
+    Ok(())
 }
 
 /// `acsctl status`: the brain's reply as tables, or as it came (checked) with `-o json`.

@@ -26,6 +26,21 @@ pub struct StatsQuery {
     pub hourly: bool,
 }
 
+impl From<crate::cli::StatsArgs> for StatsQuery {
+    fn from(a: crate::cli::StatsArgs) -> Self {
+        Self {
+            scope: a.scope,
+            id: a.id,
+            metric: a.metric,
+            last: a.last,
+            from_ms: a.from,
+            to_ms: a.to,
+            step: a.step,
+            hourly: a.hourly,
+        }
+    }
+}
+
 impl StatsQuery {
     pub fn request(&self) -> Result<StatsRequest> {
         let (mut last, mut step) = (self.last, self.step);
