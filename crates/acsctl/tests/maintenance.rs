@@ -155,6 +155,30 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
     assert!(s.is_ok(), "uncordoned");
 }
 
+/// `replace --wait` follows the replica in its service's status pages until it is gone, and the
+/// service is back at its desired count with the replacement in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_wait_returns_once_the_replica_is_gone() {
+    let (_tmp, cluster) = three_workers("replace").await;
+    let s = cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
+        .await
+        .expect("web runs 2");
+    let old = web(&s).backends[0].id.to_string();
+    let (ok, out) = maintenance(&cluster, &["replace", &old, "--wait", "--timeout", "90s"]);
+    assert!(ok, "acsctl replace --wait: {out}");
+    assert!(out.contains(&format!("{old} is gone")), "{out}");
+    let s = cluster
+        .wait_for_status(Duration::from_secs(30), |s| web(s).running == 2)
+        .await
+        .expect("web back at 2");
+    assert!(
+        web(&s).replicas.iter().all(|r| r.id.as_str() != old),
+        "{old} is gone: {:?}",
+        web(&s).replicas
+    );
+}
+
 /// A drain with nowhere to go: two workers of one slot each, both full. `drain --wait` exits
 /// non-zero with the brain's reason instead of waiting for ever, and the replica keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
