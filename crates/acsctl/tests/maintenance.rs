@@ -46,6 +46,14 @@ async fn local_cluster(tag: &str, workers: u32, slots: u32) -> (TempDir, LocalCl
     (tmp, cluster)
 }
 
+/// The status once web serves its 2 replicas.
+async fn serving_two(cluster: &LocalCluster) -> acs_events::StatusReply {
+    cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
+        .await
+        .expect("web runs 2")
+}
+
 fn maintenance(cluster: &LocalCluster, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_acsctl"))
         .args(args)
@@ -66,10 +74,7 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
     let client = cluster.operator_client().await.unwrap();
     let decisions = record(&client, "acs.events.decision.web".into()).await;
 
-    let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
-        .await
-        .expect("web runs 2");
+    let s = serving_two(&cluster).await;
     let victim = web(&s).backends[0].worker.to_string();
     let before: Vec<String> = web(&s).backends.iter().map(|b| b.id.to_string()).collect();
 
@@ -160,10 +165,7 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_wait_returns_once_the_replica_is_gone() {
     let (_tmp, cluster) = three_workers("replace").await;
-    let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
-        .await
-        .expect("web runs 2");
+    let s = serving_two(&cluster).await;
     let old = web(&s).backends[0].id.to_string();
     let (ok, out) = maintenance(&cluster, &["replace", &old, "--wait", "--timeout", "90s"]);
     assert!(ok, "acsctl replace --wait: {out}");
@@ -184,10 +186,7 @@ async fn replace_wait_returns_once_the_replica_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_drain_wait_exits_non_zero_and_the_replica_keeps_serving() {
     let (_tmp, cluster) = local_cluster("blocked", 2, 1).await;
-    let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
-        .await
-        .expect("web runs 2");
+    let s = serving_two(&cluster).await;
     let victim = web(&s).backends[0].worker.to_string();
     let started = std::time::Instant::now();
     let (ok, out) = maintenance(&cluster, &["drain", &victim, "--wait", "--timeout", "60s"]);
@@ -219,10 +218,7 @@ async fn a_blocked_drain_wait_exits_non_zero_and_the_replica_keeps_serving() {
 async fn a_silent_worker_is_replaced_and_when_it_heals_the_surplus_is_drained_without_loss() {
     let (_tmp, cluster) = three_workers("partition").await;
 
-    let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
-        .await
-        .expect("web runs 2");
+    let s = serving_two(&cluster).await;
     let victim = web(&s).backends[0].worker.to_string();
     let pid = cluster.pid(&victim).expect("the worker's pid") as i32;
 
