@@ -11,7 +11,8 @@ use acs_events::{
 
 use crate::client;
 use crate::error::Result;
-use crate::status::Table;
+use crate::output::Table;
+use crate::output::{print_json, Format};
 
 #[derive(Debug, Clone)]
 pub struct AlarmArgs {
@@ -25,6 +26,37 @@ pub struct AlarmArgs {
 }
 
 impl AlarmArgs {
+    /// The arguments of `acsctl alarms [list | ack | unack | silence | unsilence]`.
+    pub fn from_command(command: Option<crate::cli::AlarmsCommand>) -> Self {
+        use crate::cli::AlarmsCommand as C;
+        use AlarmAction as A;
+        let (action, t) = match command {
+            None | Some(C::List) => (A::List, None),
+            Some(C::Ack(t)) => (A::Ack, Some(t)),
+            Some(C::Unack(t)) => (A::Unack, Some(t)),
+            Some(C::Silence(t)) => (A::Silence, Some(t)),
+            Some(C::Unsilence(t)) => (A::Unsilence, Some(t)),
+        };
+        match t {
+            None => Self {
+                action,
+                rule: None,
+                id: None,
+                for_: None,
+                by: None,
+                comment: None,
+            },
+            Some(t) => Self {
+                action,
+                rule: Some(t.rule),
+                id: t.id,
+                for_: t.for_,
+                by: t.by,
+                comment: t.comment,
+            },
+        }
+    }
+
     pub fn request(&self) -> AlarmRequest {
         // Who acks or silences: --by, else the login name, so the monitor's history says who.
         let by = self
@@ -54,7 +86,7 @@ pub async fn run(
     timeout: Duration,
     subjects: &Subjects,
     args: AlarmArgs,
-    json: bool,
+    format: Format,
 ) -> Result<()> {
     let req = args.request();
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
@@ -63,21 +95,11 @@ pub async fn run(
         client::ask(&nc, subjects, subjects.monitor_alarms(), &req, timeout),
     )
     .await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).unwrap_or_default()
-        );
-    } else {
-        print!("{}", render(&reply, unix_now_ms()));
+    match format {
+        Format::Json => print_json(&reply),
+        Format::Table | Format::Wide => print!("{}", render(&reply, crate::clock::now_ms())),
     }
     Ok(())
-}
-
-fn unix_now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One row per alarm (rule and target), firing first, then pending, then resolved.

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cluster::ClusterOptions;
 use crate::load::LoadOptions;
+use crate::output::OutputArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,9 +27,10 @@ pub struct Cli {
     #[arg(long, env = "ACS_PREFIX", default_value = "acs", global = true)]
     pub prefix: String,
 
-    /// How long to wait for connections and replies (e.g. `5s`, `500ms`).
-    #[arg(long, env = "ACS_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
-    pub timeout: Duration,
+    /// How long to wait for connections and replies (default 5s); with `drain --wait` or
+    /// `replace --wait`, how long the whole wait may take (default 10m). E.g. `30s`, `500ms`.
+    #[arg(long, env = "ACS_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub timeout: Option<Duration>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -38,10 +40,10 @@ pub struct Cli {
 pub enum Command {
     /// Services (desired, running, backends) and workers, as the brain sees them.
     /// A large cluster gets a summary; its lists come a page at a time (`--service`, `--workers`).
+    /// `-o wide` adds columns, the backends with their addresses, and the brain's term.
     Status {
-        /// Print the brain's reply as JSON instead of tables.
-        #[arg(long, env = "ACSCTL_JSON")]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         /// One service's replicas and backends, a page of them.
         #[arg(long, value_parser = parse_service, conflicts_with = "workers")]
         service: Option<ServiceName>,
@@ -64,26 +66,42 @@ pub enum Command {
         /// A replica count (0..=10000) or `auto`.
         #[arg(allow_hyphen_values = true, value_parser = parse_scale_target)]
         target: ScaleTarget,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 
     /// No new replicas on WORKER; what runs there stays.
-    Cordon { worker: acs_events::WorkerId },
+    Cordon {
+        worker: acs_events::WorkerId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Placements allowed on WORKER again (also ends a drain).
-    Uncordon { worker: acs_events::WorkerId },
+    Uncordon {
+        worker: acs_events::WorkerId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Cordon WORKER and move its replicas off, each replacement serving before the old one stops.
     Drain {
         worker: acs_events::WorkerId,
-        /// Wait until the worker runs no replica, printing progress.
+        /// Wait until the worker runs no replica, printing progress; fails when the brain
+        /// says the drain is blocked, or after --timeout (default 10m).
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 
     /// Replace REPLICA: a replacement starts, then REPLICA is drained and stopped once it serves.
     Replace {
         replica: String,
-        /// Wait until REPLICA is gone, printing its state as it changes.
+        /// Wait until REPLICA is gone, printing its state as it changes; fails when the brain
+        /// says the move is blocked, or after --timeout (default 10m).
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 
     /// Metrics history from acs-monitor: min, max, avg, p95 and last over a window, and a series.
@@ -93,9 +111,8 @@ pub enum Command {
     Alarms {
         #[command(subcommand)]
         command: Option<AlarmsCommand>,
-        /// Print the monitor's reply as JSON.
-        #[arg(long, env = "ACSCTL_JSON", global = true)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 
     /// Kept events from acs-monitor (decisions, replica/worker events, leader, alarms, errors).
@@ -106,31 +123,33 @@ pub enum Command {
         /// Narrow the kind to one service, worker, rule or component.
         #[arg(long, requires = "kind")]
         id: Option<String>,
-        /// The window: the last DURATION (default 1h).
+        /// The window: the last DURATION (default 1h; events are kept 7d).
         #[arg(long, value_parser = parse_duration, conflicts_with = "from")]
         last: Option<Duration>,
-        /// Window start, unix milliseconds.
-        #[arg(long)]
+        /// Window start: RFC 3339, a local `2026-12-07 18:00`, unix ms, or `-2h` / `2h ago`.
+        #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
         from: Option<u64>,
-        /// Window end, unix milliseconds (default now).
-        #[arg(long, requires = "from")]
+        /// Window end, in the same forms (default now).
+        #[arg(long, requires = "from", value_parser = parse_instant, allow_hyphen_values = true)]
         to: Option<u64>,
         /// Most events shown, the newest (1..=1000, default 100).
         #[arg(long)]
         limit: Option<u32>,
-        /// Print the monitor's reply as JSON.
-        #[arg(long, env = "ACSCTL_JSON")]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 
-    /// A live table of hosts and services (CPU, memory, network, req/s, latency), redrawn in place.
+    /// Live hosts and services (CPU, memory, network, req/s, latency): a full-screen view on
+    /// a terminal (q quits), plain text once per interval when piped.
     Top {
-        /// How often the table is redrawn.
+        /// How often the view is refreshed.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
-        /// Print one frame and exit (for scripts).
+        /// Print one frame and exit (for scripts); `-o json` implies it.
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 
     /// Print every message on the cluster's subjects, one readable line each.
@@ -155,6 +174,24 @@ pub enum Command {
     /// Make and manage the cluster's NATS credentials: one nkey per identity, the
     /// least-privilege auth.conf the server includes, and (with --tls) a local CA.
     Auth(crate::auth::AuthArgs),
+
+    /// Print a completion script for SHELL, e.g. `acsctl completions bash > /etc/bash_completion.d/acsctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Cli {
+    /// How long one connection or reply may take.
+    pub fn reply_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(5))
+    }
+
+    /// How long `--wait` may take in all.
+    pub fn wait_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(crate::wait::DEFAULT_WAIT)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,21 +207,20 @@ pub struct StatsArgs {
     /// The window: the last DURATION (default 1h; 24h with --hourly).
     #[arg(long, value_parser = parse_duration, conflicts_with = "from")]
     pub last: Option<Duration>,
-    /// Window start, unix milliseconds.
-    #[arg(long)]
+    /// Window start: RFC 3339, a local `2026-12-07 18:00`, unix ms, or `-2h` / `2h ago`.
+    #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
     pub from: Option<u64>,
-    /// Window end, unix milliseconds (default now).
-    #[arg(long, requires = "from")]
+    /// Window end, in the same forms (default now).
+    #[arg(long, requires = "from", value_parser = parse_instant, allow_hyphen_values = true)]
     pub to: Option<u64>,
     /// Also a series at this step (e.g. `1m`).
     #[arg(long, value_parser = parse_duration)]
     pub step: Option<Duration>,
-    /// Hourly averages over the last 24 h (seed 001's hourly utilisation).
+    /// Hourly averages over the last 24 h (hourly utilisation per host).
     #[arg(long)]
     pub hourly: bool,
-    /// Print the monitor's reply as JSON.
-    #[arg(long, env = "ACSCTL_JSON")]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,8 +371,9 @@ impl UpArgs {
     }
 }
 
-/// The shared duration parser (`30s`, `500ms`, `2m`, `1h`).
-pub use acs_node::parse_duration;
+/// The duration parser (`30s`, `500ms`, `2m`, `1h`, `7d`, `1h 30m`).
+pub use crate::clock::parse_duration;
+use crate::clock::parse_instant;
 
 /// A service name that is a valid subject token.
 pub fn parse_service(s: &str) -> Result<ServiceName, String> {
@@ -360,108 +397,5 @@ pub fn parse_scale_target(s: &str) -> Result<ScaleTarget, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("acsctl").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "s", "abc", "10x", "-1s", "1e999s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn scale_targets() {
-        assert_eq!(parse_scale_target("3").unwrap(), ScaleTarget::Replicas(3));
-        assert_eq!(parse_scale_target("0").unwrap(), ScaleTarget::Replicas(0));
-        assert_eq!(parse_scale_target("auto").unwrap(), ScaleTarget::Auto);
-        assert_eq!(parse_scale_target("AUTO").unwrap(), ScaleTarget::Auto);
-        assert!(parse_scale_target("-1").unwrap_err().contains(">= 0"));
-        assert!(parse_scale_target("10001")
-            .unwrap_err()
-            .contains("<= 10000"));
-        assert!(parse_scale_target("three").unwrap_err().contains("auto"));
-        assert!(parse_scale_target("2.5").is_err());
-    }
-
-    #[test]
-    fn scale_command_line() {
-        let cli = parse(&["scale", "web", "3"]).unwrap();
-        match cli.command {
-            Command::Scale { service, target } => {
-                assert_eq!(service.as_str(), "web");
-                assert_eq!(target, ScaleTarget::Replicas(3));
-            }
-            other => panic!("{other:?}"),
-        }
-        let err = parse(&["scale", "web", "-2"]).unwrap_err().to_string();
-        assert!(err.contains("replicas must be >= 0"), "{err}");
-        let err = parse(&["scale", "we.b", "2"]).unwrap_err().to_string();
-        assert!(err.contains("service name"), "{err}");
-        assert!(parse(&["scale", "web"]).is_err());
-    }
-
-    #[test]
-    fn global_flags_anywhere() {
-        let cli = parse(&["status", "--json", "--prefix", "t1", "--timeout", "2s"]).unwrap();
-        assert_eq!(cli.prefix, "t1");
-        assert_eq!(cli.timeout, Duration::from_secs(2));
-        assert!(matches!(cli.command, Command::Status { json: true, .. }));
-        let cli = parse(&["status", "--service", "web", "--offset", "500"]).unwrap();
-        match cli.command {
-            Command::Status {
-                service,
-                workers,
-                offset,
-                ..
-            } => {
-                assert_eq!(
-                    (service.unwrap().as_str(), workers, offset),
-                    ("web", false, 500)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["status", "--service", "web", "--workers"]).is_err());
-    }
-
-    #[test]
-    fn up_defaults() {
-        let cli = parse(&["up"]).unwrap();
-        let Command::Up(up) = cli.command else {
-            panic!()
-        };
-        assert_eq!(up.workers, 2);
-        assert_eq!(up.max_replicas, 4);
-        assert_eq!(up.proxy_listen, "127.0.0.1:8080".parse().unwrap());
-        assert!(parse(&["up", "--workers", "0"]).is_err());
-    }
-
-    #[test]
-    fn load_args() {
-        let cli = parse(&[
-            "load",
-            "http://127.0.0.1:1/x",
-            "--rps",
-            "5",
-            "--duration",
-            "2s",
-        ])
-        .unwrap();
-        let Command::Load(l) = cli.command else {
-            panic!()
-        };
-        let o = l.into_options();
-        assert_eq!(o.rps, 5.0);
-        assert_eq!(o.duration, Duration::from_secs(2));
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

@@ -5,10 +5,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
+
 use acs_events::{HistoryEntry, HistoryReply, HistoryRequest, Subjects, SCHEMA_VERSION};
 
 use crate::client;
+use crate::clock::date_time_ms;
 use crate::error::Result;
+use crate::output::{print_json, Format};
 
 #[derive(Debug, Clone, Default)]
 pub struct HistoryArgs {
@@ -39,7 +43,7 @@ pub async fn run(
     timeout: Duration,
     subjects: &Subjects,
     args: HistoryArgs,
-    json: bool,
+    format: Format,
 ) -> Result<()> {
     let req = args.request();
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
@@ -48,19 +52,16 @@ pub async fn run(
         client::ask(&nc, subjects, subjects.monitor_history(), &req, timeout),
     )
     .await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).unwrap_or_default()
-        );
-    } else {
-        print!("{}", render(&reply));
+    match format {
+        Format::Json => print_json(&reply),
+        Format::Table | Format::Wide => print!("{}", render(&reply, &TimeZone::system())),
     }
     Ok(())
 }
 
-/// `12:04:05.120  decision  web  scale 2 → 4: rps 60.0 ...`, oldest first.
-pub fn render(r: &HistoryReply) -> String {
+/// `2026-12-07 12:04:05.120  decision  web  scale 2 → 4: rps 60.0 ...`, oldest first, the
+/// date and time in `tz` (the system's time zone when printed).
+pub fn render(r: &HistoryReply, tz: &TimeZone) -> String {
     let mut out = String::new();
     if r.events.is_empty() {
         return "HISTORY: no event in the window\n".into();
@@ -72,20 +73,15 @@ pub fn render(r: &HistoryReply) -> String {
         );
     }
     for e in &r.events {
-        let _ = writeln!(out, "{}  {:<8}  {}", clock(e.ts_ms), e.kind, summary(e));
+        let _ = writeln!(
+            out,
+            "{}  {:<8}  {}",
+            date_time_ms(e.ts_ms, tz),
+            e.kind,
+            summary(e)
+        );
     }
     out
-}
-
-fn clock(ms: u64) -> String {
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        ms % 1000
-    )
 }
 
 fn field<'a>(e: &'a HistoryEntry, k: &str) -> &'a str {
@@ -197,10 +193,10 @@ mod tests {
                 entry("error", serde_json::json!("not json")),
             ],
         };
-        let text = render(&r);
+        let text = render(&r, &TimeZone::UTC);
         assert!(text.starts_with("(older events"), "{text}");
         assert!(
-            text.contains("01:02:03.004  decision  web  scale 2 → 4: rps high"),
+            text.contains("1970-01-01 01:02:03.004  decision  web  scale 2 → 4: rps high"),
             "{text}"
         );
         assert!(
@@ -214,6 +210,9 @@ mod tests {
             truncated: false,
             ..r
         };
-        assert_eq!(render(&empty), "HISTORY: no event in the window\n");
+        assert_eq!(
+            render(&empty, &TimeZone::UTC),
+            "HISTORY: no event in the window\n"
+        );
     }
 }

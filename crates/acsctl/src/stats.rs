@@ -1,7 +1,7 @@
 //! `acsctl stats SCOPE ID METRIC [--last 1h | --from T --to T] [--step 1m | --hourly] [--json]`:
 //! one `StatsRequest` on `acs.monitor.stats` (answered by any acs-monitor), shown as a summary
-//! line and, with a step, a series table. `--hourly` is seed 001's view: the last 24 h in 1 h
-//! buckets (hourly utilisation and averages per host). Rendering is pure ([`render`]).
+//! line and, with a step, a series table. `--hourly` is the last 24 h in 1 h buckets (hourly
+//! utilisation and averages per host). Rendering is pure ([`render`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use acs_events::{StatsReply, StatsRequest, StatsScope, Subjects, UnixMs, SCHEMA_
 
 use crate::client;
 use crate::error::{Error, Result};
-use crate::status::Table;
+use crate::output::Table;
+use crate::output::{print_json, Format};
 
 /// What the user asked, before it becomes a request.
 #[derive(Debug, Clone)]
@@ -23,6 +24,21 @@ pub struct StatsQuery {
     pub to_ms: Option<UnixMs>,
     pub step: Option<Duration>,
     pub hourly: bool,
+}
+
+impl From<crate::cli::StatsArgs> for StatsQuery {
+    fn from(a: crate::cli::StatsArgs) -> Self {
+        Self {
+            scope: a.scope,
+            id: a.id,
+            metric: a.metric,
+            last: a.last,
+            from_ms: a.from,
+            to_ms: a.to,
+            step: a.step,
+            hourly: a.hourly,
+        }
+    }
 }
 
 impl StatsQuery {
@@ -58,7 +74,7 @@ pub async fn run(
     timeout: Duration,
     subjects: &Subjects,
     q: StatsQuery,
-    json: bool,
+    format: Format,
 ) -> Result<()> {
     let req = q.request()?;
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
@@ -67,13 +83,9 @@ pub async fn run(
         client::ask(&nc, subjects, subjects.monitor_stats(), &req, timeout),
     )
     .await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).unwrap_or_default()
-        );
-    } else {
-        print!("{}", render(&reply));
+    match format {
+        Format::Json => print_json(&reply),
+        Format::Table | Format::Wide => print!("{}", render(&reply)),
     }
     Ok(())
 }
@@ -171,26 +183,9 @@ fn format_step(ms: u64) -> String {
     }
 }
 
-/// `2026-12-02 07:30:05` from unix ms (UTC), without a date library.
+/// `2026-12-02 07:30:05` from unix ms, in UTC.
 fn clock(ms: UnixMs) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::clock::date_time(ms, &jiff::tz::TimeZone::UTC)
 }
 
 #[cfg(test)]

@@ -10,143 +10,30 @@ use acs_events::{
     WorkerHealth,
 };
 
+use crate::output::Table;
+
 /// Renders the services table (with each service's replicas and backends) and the workers table.
 pub fn render(s: &StatusReply) -> String {
-    let mut out = String::new();
+    render_as(s, false)
+}
 
+/// [`render`], and with `wide` more columns (replica and backend counts, cordon and drain, free slots), the
+/// backends with their workers' addresses, and the brain's instance and term.
+pub fn render_as(s: &StatusReply, wide: bool) -> String {
+    let mut out = String::new();
+    if wide {
+        if let Some(b) = &s.brain {
+            let _ = writeln!(out, "BRAIN: {} (term {})\n", b.instance, b.term);
+        }
+    }
     if s.services.is_empty() {
         out.push_str("SERVICES: none (is the services file empty?)\n");
     } else {
-        let mut t = Table::new([
-            "SERVICE", "STATE", "MODE", "DESIRED", "RUNNING", "VERSION", "BACKENDS",
-        ]);
-        for svc in &s.services {
-            let mode = match svc.mode {
-                ScaleMode::Auto => "auto",
-                ScaleMode::Manual => "manual",
-            };
-            let backends = if svc.backends.is_empty() && svc.backends_total > 0 {
-                format!(
-                    "{} (list: acsctl status --service {})",
-                    svc.backends_total, svc.name
-                )
-            } else if svc.backends.is_empty() {
-                "-".to_string()
-            } else {
-                svc.backends
-                    .iter()
-                    .map(|b| {
-                        let drain = if b.draining { " (draining)" } else { "" };
-                        format!("{}@{}{drain}", b.id, b.addr)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            t.row([
-                svc.name.to_string(),
-                lifecycle_cell(svc),
-                mode.to_string(),
-                svc.desired.to_string(),
-                svc.running.to_string(),
-                svc.version.to_string(),
-                backends,
-            ]);
-        }
-        out.push_str(&t.render());
-        for svc in &s.services {
-            let lc = &svc.lifecycle;
-            if let (Some(reason), false) = (&lc.reason, lc.state == LifecycleState::Failed) {
-                let _ = writeln!(out, "  {}: {}: {reason}", svc.name, lc.state.name());
-            }
-        }
-
-        let mut r = Table::new(["  REPLICA", "SERVICE", "WORKER", "STATE", "ADDR"]);
-        let mut any = false;
-        for svc in &s.services {
-            for rep in &svc.replicas {
-                any = true;
-                let mut state = state_name(rep.state).to_string();
-                if rep.draining {
-                    state.push_str(" (draining)");
-                }
-                r.row([
-                    format!("  {}", rep.id),
-                    svc.name.to_string(),
-                    rep.worker.to_string(),
-                    state,
-                    rep.addr.clone().unwrap_or_else(|| "-".into()),
-                ]);
-            }
-        }
-        if any {
-            out.push('\n');
-            out.push_str(&r.render());
-        }
+        services(&mut out, s, wide);
     }
-
     out.push('\n');
-    let paged = s.page.as_ref().map(|p| p.detail);
-    if let (Some(sum), Some(StatusDetail::Summary | StatusDetail::Service)) = (&s.summary, paged) {
-        let _ = writeln!(
-            out,
-            "WORKERS: {} up, {} down, {} cordoned, {} draining; {}/{} replica slots used (list: acsctl status --workers)",
-            sum.workers_up, sum.workers_down, sum.cordoned, sum.draining, sum.replicas, sum.max_replicas
-        );
-    } else if s.workers.is_empty() {
-        out.push_str("WORKERS: none seen yet (no vmm-worker is publishing metrics)\n");
-    } else {
-        let mut t = Table::new(["WORKER", "HEALTH", "REPLICAS", "CPU", "LAST SEEN"]);
-        for w in &s.workers {
-            let health = match w.health {
-                WorkerHealth::Up => "up",
-                WorkerHealth::Down => "DOWN",
-                WorkerHealth::Duplicate => "DUPLICATE",
-            };
-            // Maintenance rides in the health column: `up, draining` / `up, cordoned`.
-            let health = match (w.draining, w.cordoned) {
-                (true, _) => format!("{health}, draining"),
-                (false, true) => format!("{health}, cordoned"),
-                _ => health.to_string(),
-            };
-            t.row([
-                w.id.to_string(),
-                health,
-                format!("{}/{}", w.replicas, w.max_replicas),
-                format!("{:.0}%", w.cpu_pct),
-                ago(w.last_seen_ms_ago),
-            ]);
-        }
-        out.push_str(&t.render());
-    }
-    if let Some(p) = &s.page {
-        let what = match p.detail {
-            StatusDetail::Summary => {
-                let _ = writeln!(out, "\nA summary: {} replicas, backends and workers in all, too many to list at once.", p.total);
-                None
-            }
-            StatusDetail::Service => {
-                let svc = s
-                    .services
-                    .iter()
-                    .find(|v| !v.replicas.is_empty() || !v.backends.is_empty());
-                Some(format!(
-                    "--service {}",
-                    svc.map_or("SERVICE".to_string(), |v| v.name.to_string())
-                ))
-            }
-            StatusDetail::Workers => Some("--workers".to_string()),
-        };
-        if let Some(what) = what {
-            let end = p.offset + p.count;
-            let _ = write!(out, "\nItems {}..{} of {}", p.offset, end, p.total);
-            match p.next {
-                Some(next) => {
-                    let _ = writeln!(out, "; next page: acsctl status {what} --offset {next}");
-                }
-                None => out.push_str(" (the last page)\n"),
-            }
-        }
-    }
+    workers(&mut out, s, wide);
+    page_footer(&mut out, s);
     if s.rejected > 0 {
         let _ = writeln!(
             out,
@@ -155,6 +42,222 @@ pub fn render(s: &StatusReply) -> String {
         );
     }
     out
+}
+
+fn mode_name(m: ScaleMode) -> &'static str {
+    match m {
+        ScaleMode::Auto => "auto",
+        ScaleMode::Manual => "manual",
+    }
+}
+
+/// The services table, the lifecycle reasons below it, then the replicas (and, wide, the
+/// backends) tables.
+fn services(out: &mut String, s: &StatusReply, wide: bool) {
+    let mut t = if wide {
+        Table::new([
+            "SERVICE", "STATE", "MODE", "DESIRED", "RUNNING", "VERSION", "REPLICAS", "BACKENDS",
+        ])
+    } else {
+        Table::new([
+            "SERVICE", "STATE", "MODE", "DESIRED", "RUNNING", "VERSION", "BACKENDS",
+        ])
+    };
+    for svc in &s.services {
+        let backends = if svc.backends.is_empty() && svc.backends_total > 0 {
+            format!(
+                "{} (list: acsctl status --service {})",
+                svc.backends_total, svc.name
+            )
+        } else if svc.backends.is_empty() {
+            "-".to_string()
+        } else if wide {
+            svc.backends
+                .len()
+                .max(svc.backends_total as usize)
+                .to_string()
+        } else {
+            svc.backends
+                .iter()
+                .map(|b| {
+                    let drain = if b.draining { " (draining)" } else { "" };
+                    format!("{}@{}{drain}", b.id, b.addr)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let head = [
+            svc.name.to_string(),
+            lifecycle_cell(svc),
+            mode_name(svc.mode).to_string(),
+            svc.desired.to_string(),
+            svc.running.to_string(),
+            svc.version.to_string(),
+        ];
+        if wide {
+            let reps = svc.replicas.len().max(svc.replicas_total as usize);
+            let [a, b, c, d, e, f] = head;
+            t.row([a, b, c, d, e, f, reps.to_string(), backends]);
+        } else {
+            let [a, b, c, d, e, f] = head;
+            t.row([a, b, c, d, e, f, backends]);
+        }
+    }
+    out.push_str(&t.render());
+    for svc in &s.services {
+        let lc = &svc.lifecycle;
+        if let (Some(reason), false) = (&lc.reason, lc.state == LifecycleState::Failed) {
+            let _ = writeln!(out, "  {}: {}: {reason}", svc.name, lc.state.name());
+        }
+    }
+
+    let mut r = Table::new(["  REPLICA", "SERVICE", "WORKER", "STATE", "ADDR"]);
+    let mut any = false;
+    for svc in &s.services {
+        for rep in &svc.replicas {
+            any = true;
+            let mut state = state_name(rep.state).to_string();
+            if rep.draining {
+                state.push_str(" (draining)");
+            }
+            r.row([
+                format!("  {}", rep.id),
+                svc.name.to_string(),
+                rep.worker.to_string(),
+                state,
+                rep.addr.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&r.render());
+    }
+    if wide {
+        backends(out, s);
+    }
+}
+
+/// Wide only: what the proxies route to, one row per backend with its worker and address.
+fn backends(out: &mut String, s: &StatusReply) {
+    let mut t = Table::new(["  BACKEND", "SERVICE", "WORKER", "ADDR", "DRAINING"]);
+    let mut any = false;
+    for svc in &s.services {
+        for b in &svc.backends {
+            any = true;
+            t.row([
+                format!("  {}", b.id),
+                svc.name.to_string(),
+                b.worker.to_string(),
+                b.addr.clone(),
+                if b.draining { "yes" } else { "no" }.to_string(),
+            ]);
+        }
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+}
+
+/// The workers table, or the summary line when the reply is a summary.
+fn workers(out: &mut String, s: &StatusReply, wide: bool) {
+    let paged = s.page.as_ref().map(|p| p.detail);
+    if let (Some(sum), Some(StatusDetail::Summary | StatusDetail::Service)) = (&s.summary, paged) {
+        let _ = writeln!(
+            out,
+            "WORKERS: {} up, {} down, {} cordoned, {} draining; {}/{} replica slots used (list: acsctl status --workers)",
+            sum.workers_up, sum.workers_down, sum.cordoned, sum.draining, sum.replicas, sum.max_replicas
+        );
+        return;
+    }
+    if s.workers.is_empty() {
+        out.push_str("WORKERS: none seen yet (no vmm-worker is publishing metrics)\n");
+        return;
+    }
+    let mut t = if wide {
+        Table::new([
+            "WORKER",
+            "HEALTH",
+            "CORDONED",
+            "DRAINING",
+            "REPLICAS",
+            "FREE",
+            "CPU",
+            "LAST SEEN",
+        ])
+    } else {
+        Table::new(["WORKER", "HEALTH", "REPLICAS", "CPU", "LAST SEEN"])
+    };
+    for w in &s.workers {
+        let health = match w.health {
+            WorkerHealth::Up => "up",
+            WorkerHealth::Down => "DOWN",
+            WorkerHealth::Duplicate => "DUPLICATE",
+        };
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+        if wide {
+            t.row([
+                w.id.to_string(),
+                health.to_string(),
+                yes(w.cordoned),
+                yes(w.draining),
+                format!("{}/{}", w.replicas, w.max_replicas),
+                w.max_replicas.saturating_sub(w.replicas).to_string(),
+                format!("{:.1}%", w.cpu_pct),
+                format!("{} ms ago", w.last_seen_ms_ago),
+            ]);
+            continue;
+        }
+        // Maintenance rides in the health column: `up, draining` / `up, cordoned`.
+        let health = match (w.draining, w.cordoned) {
+            (true, _) => format!("{health}, draining"),
+            (false, true) => format!("{health}, cordoned"),
+            _ => health.to_string(),
+        };
+        t.row([
+            w.id.to_string(),
+            health,
+            format!("{}/{}", w.replicas, w.max_replicas),
+            format!("{:.0}%", w.cpu_pct),
+            ago(w.last_seen_ms_ago),
+        ]);
+    }
+    out.push_str(&t.render());
+}
+
+/// For a summary or a page: how many there are and how to ask for the next page.
+fn page_footer(out: &mut String, s: &StatusReply) {
+    let Some(p) = &s.page else { return };
+    let what = match p.detail {
+        StatusDetail::Summary => {
+            let _ = writeln!(
+                out,
+                "\nA summary: {} replicas, backends and workers in all, too many to list at once.",
+                p.total
+            );
+            return;
+        }
+        StatusDetail::Service => {
+            let svc = s
+                .services
+                .iter()
+                .find(|v| !v.replicas.is_empty() || !v.backends.is_empty());
+            format!(
+                "--service {}",
+                svc.map_or("SERVICE".to_string(), |v| v.name.to_string())
+            )
+        }
+        StatusDetail::Workers => "--workers".to_string(),
+    };
+    let end = p.offset + p.count;
+    let _ = write!(out, "\nItems {}..{} of {}", p.offset, end, p.total);
+    match p.next {
+        Some(next) => {
+            let _ = writeln!(out, "; next page: acsctl status {what} --offset {next}");
+        }
+        None => out.push_str(" (the last page)\n"),
+    }
 }
 
 /// `Running`, `Partial-Running 2/3`, `Scaling 2/3`, `Suspended`, `Failed: <reason>`, `Creating`.
@@ -201,46 +304,6 @@ pub fn ago(ms: u64) -> String {
         format!("{}m ago", ms / 60_000)
     } else {
         format!("{}h ago", ms / 3_600_000)
-    }
-}
-
-/// A left-aligned text table; the last column is not padded.
-pub(crate) struct Table<const N: usize> {
-    rows: Vec<[String; N]>,
-}
-
-impl<const N: usize> Table<N> {
-    pub(crate) fn new(header: [&str; N]) -> Self {
-        Self {
-            rows: vec![header.map(str::to_string)],
-        }
-    }
-
-    pub(crate) fn row(&mut self, cells: [String; N]) {
-        self.rows.push(cells);
-    }
-
-    pub(crate) fn render(&self) -> String {
-        let mut widths = [0usize; N];
-        for r in &self.rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for r in &self.rows {
-            let mut line = String::new();
-            for (i, c) in r.iter().enumerate() {
-                if i + 1 == N {
-                    line.push_str(c);
-                } else {
-                    let _ = write!(line, "{c:<w$}  ", w = widths[i]);
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
     }
 }
 
@@ -292,6 +355,27 @@ w2      DOWN    2/4       0%   65s ago
 The brain has refused 2 malformed message(s) since it started.
 ";
         assert_eq!(out, expected, "\n{out}");
+    }
+
+    #[test]
+    fn wide_adds_columns_backends_and_the_brain() {
+        let mut s = sample();
+        s.brain = serde_json::from_value(
+            serde_json::json!({"instance": "brain-a", "term": 4, "leader": true}),
+        )
+        .unwrap();
+        let out = render_as(&s, true);
+        assert!(out.starts_with("BRAIN: brain-a (term 4)\n"), "{out}");
+        for want in [
+            "SERVICE  STATE                MODE    DESIRED  RUNNING  VERSION  REPLICAS  BACKENDS\n",
+            "web      Partial-Running 2/3  manual  3        2        17       3         2\n",
+            "  BACKEND  SERVICE  WORKER  ADDR             DRAINING\n",
+            "  web-b    web      w2      127.0.0.1:40002  yes\n",
+            "WORKER  HEALTH  CORDONED  DRAINING  REPLICAS  FREE  CPU    LAST SEEN\n",
+            "w1      up      no        no        1/4       3     12.3%  400 ms ago\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
     }
 
     #[test]

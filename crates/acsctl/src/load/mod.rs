@@ -6,7 +6,7 @@
 //! total: status codes, failures by kind, and, when the body is JSON with an `"instance"` field
 //! (demo-web's `/whoami`), which instance answered.
 //!
-//! Files: this one holds the options; `generator.rs` the request schedule ([`run`]);
+//! Files: this one holds the options and the command ([`run_command`]); `generator.rs` the request schedule ([`run`]);
 //! `report.rs` the per-second and total [`Counts`], their µs latency [`Histogram`] and the
 //! text, table and JSON output (`--json`).
 
@@ -19,6 +19,34 @@ use hyper::Uri;
 
 pub use generator::{instance_of, run};
 pub use report::{Counts, Histogram, LoadReport, Tick};
+
+/// `acsctl load URL ...`: one line per second and the total (text or JSON lines), then the
+/// latency table; fails when no request succeeded.
+pub async fn run_command(
+    args: crate::cli::LoadArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> crate::Result<()> {
+    let json = args.json;
+    let opts = args.into_options();
+    let report = run(&opts, shutdown, |tick| {
+        if json {
+            println!("{}", tick.to_json());
+        } else {
+            println!("{tick}");
+        }
+    })
+    .await?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+        println!("{}", report.latency_table());
+    }
+    if report.ok == 0 && report.sent > 0 {
+        return Err(crate::Error::Failed("no request succeeded".into()));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {

@@ -1,5 +1,5 @@
 //! What a run measured: [`Counts`] per second ([`Tick`]) and for the whole run
-//! ([`LoadReport`]), with a µs-resolution log [`Histogram`] of latency; text lines, a latency
+//! ([`LoadReport`]), with an HDR [`Histogram`] of latency in µs; text lines, a latency
 //! table and JSON ([`LoadReport::to_json`], [`Tick::to_json`]).
 
 use std::collections::BTreeMap;
@@ -242,113 +242,90 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Latency histogram in microseconds, HDR-style: values below 2^`SUB_BITS` µs get a bucket each
-/// (exact); above that, every power-of-two range is split into 2^(`SUB_BITS` - 1) linear
-/// sub-buckets, so a bucket's width is at most 1/2^(`SUB_BITS` - 1) of its lower edge (≤ 0.8 %).
-/// Quantiles report a bucket's upper edge, so they never understate. Buckets grow on demand up
-/// to `MAX_US` (values above it land in the last bucket and `max` keeps the real value).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Latency in microseconds: an HDR histogram (3 significant digits, so a quantile is within
+/// 0.1 % of a value seen) from 1 µs to an hour, plus the exact count, sum, min and max.
+/// Quantiles report the highest value equivalent to the bucket, capped by the largest value
+/// seen, so they never understate. Longer latencies are clamped into the last bucket (requests
+/// time out long before); `max` keeps the real value.
+#[derive(Debug, Clone)]
 pub struct Histogram {
-    buckets: Vec<u64>,
-    count: u64,
+    hdr: hdrhistogram::Histogram<u64>,
     sum_us: u128,
     min_us: u64,
     max_us: u64,
 }
 
-const SUB_BITS: u32 = 8; // 256 exact values, then 128 sub-buckets per power of two
-const HALF: u64 = 1 << (SUB_BITS - 1);
-/// One hour: longer latencies are clamped (requests time out long before).
+/// One hour: the largest latency the histogram tells apart.
 const MAX_US: u64 = 3_600_000_000;
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            // Bounds and precision are constants that hdrhistogram accepts.
+            hdr: hdrhistogram::Histogram::new_with_bounds(1, MAX_US, 3)
+                .expect("1 µs..1 h at 3 significant digits is a valid histogram"),
+            sum_us: 0,
+            min_us: 0,
+            max_us: 0,
+        }
+    }
+}
+
+impl PartialEq for Histogram {
+    fn eq(&self, other: &Self) -> bool {
+        self.hdr == other.hdr
+            && (self.sum_us, self.min_us, self.max_us) == (other.sum_us, other.min_us, other.max_us)
+    }
+}
+
 impl Histogram {
-    fn index(us: u64) -> usize {
-        let us = us.min(MAX_US);
-        if us < 2 * HALF {
-            return us as usize;
-        }
-        // `us` is in [2^e, 2^(e+1)) with e >= SUB_BITS; its top SUB_BITS bits pick the bucket.
-        let e = 63 - us.leading_zeros();
-        let shift = e + 1 - SUB_BITS;
-        let sub = (us >> shift) - HALF; // 0..HALF
-        (2 * HALF + u64::from(shift - 1) * HALF + sub) as usize
-    }
-
-    /// Largest value (µs) that falls in bucket `i`.
-    fn upper_us(i: usize) -> u64 {
-        let i = i as u64;
-        if i < 2 * HALF {
-            return i;
-        }
-        let shift = (i - 2 * HALF) / HALF + 1;
-        let sub = (i - 2 * HALF) % HALF;
-        ((HALF + sub + 1) << shift) - 1
-    }
-
     pub fn add(&mut self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = Self::index(us);
-        if self.buckets.len() <= i {
-            self.buckets.resize(i + 1, 0);
-        }
-        self.buckets[i] += 1;
-        if self.count == 0 || us < self.min_us {
+        if self.count() == 0 || us < self.min_us {
             self.min_us = us;
         }
         self.max_us = self.max_us.max(us);
-        self.count += 1;
         self.sum_us += u128::from(us);
+        self.hdr.saturating_record(us);
     }
 
     pub fn merge(&mut self, other: &Histogram) {
-        if other.count == 0 {
+        if other.count() == 0 {
             return;
         }
-        if self.buckets.len() < other.buckets.len() {
-            self.buckets.resize(other.buckets.len(), 0);
-        }
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        if self.count == 0 || other.min_us < self.min_us {
+        if self.count() == 0 || other.min_us < self.min_us {
             self.min_us = other.min_us;
         }
         self.max_us = self.max_us.max(other.max_us);
-        self.count += other.count;
         self.sum_us += other.sum_us;
+        // Same bounds on both sides, so the counts always fit.
+        let _ = self.hdr.add(&other.hdr);
     }
 
     pub fn count(&self) -> u64 {
-        self.count
+        self.hdr.len()
     }
 
-    /// The `q` quantile (0..=1) in µs: the upper edge of the bucket holding that rank, capped
-    /// by the largest value seen.
+    /// The `q` quantile (0..=1) in µs, capped by the largest value seen.
     pub fn quantile_us(&self, q: f64) -> Option<u64> {
-        if self.count == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(Self::upper_us(i).min(self.max_us).max(self.min_us));
-            }
-        }
-        Some(self.max_us)
+        (self.count() > 0).then(|| {
+            self.hdr
+                .value_at_quantile(q.clamp(0.0, 1.0))
+                .min(self.max_us)
+                .max(self.min_us)
+        })
     }
 
     pub fn min_us(&self) -> Option<u64> {
-        (self.count > 0).then_some(self.min_us)
+        (self.count() > 0).then_some(self.min_us)
     }
 
     pub fn max_us(&self) -> Option<u64> {
-        (self.count > 0).then_some(self.max_us)
+        (self.count() > 0).then_some(self.max_us)
     }
 
     pub fn mean_us(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum_us as f64 / self.count as f64)
+        (self.count() > 0).then(|| self.sum_us as f64 / self.count() as f64)
     }
 }
 
@@ -385,25 +362,23 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_contiguous_and_within_one_percent() {
-        // Every value maps to a bucket whose upper edge is >= it and within 0.8 % of it, and
-        // bucket upper edges follow each other with no gap.
+    fn histogram_quantiles_are_within_a_tenth_of_a_percent() {
+        // One value at a time: its quantile is never below it and at most 0.1 % above it
+        // (exact below 2048 µs), however large.
+        let h = Histogram::default();
         let mut v = 0u64;
-        while v < 50_000_000 {
-            let i = Histogram::index(v);
-            let up = Histogram::upper_us(i);
-            assert!(up >= v, "{v} -> bucket {i} upper {up}");
-            assert!((up - v) as f64 <= v as f64 / 128.0, "{v} -> {up}");
-            assert_eq!(
-                Histogram::index(up),
-                i,
-                "{v}: upper edge {up} is in another bucket"
-            );
-            assert_eq!(Histogram::index(up + 1), i + 1, "{v}: gap after bucket {i}");
-            // Every value below 5 ms, then about 2 samples per bucket.
+        while v < MAX_US {
+            let hdr = h.hdr.highest_equivalent(v);
+            assert!(hdr >= v, "{v} -> {hdr}");
+            assert!((hdr - v) as f64 <= v as f64 / 1000.0, "{v} -> {hdr}");
             v = if v < 5_000 { v + 1 } else { v + v / 300 + 1 };
         }
-        assert_eq!(Histogram::index(u64::MAX), Histogram::index(MAX_US));
+        for v in [0, 1, 2_047, 2_049, 80_000, 1_234_567] {
+            let mut one = Histogram::default();
+            one.hdr.saturating_record(v);
+            let q = one.hdr.value_at_quantile(0.5);
+            assert!(q >= v && (q - v) as f64 <= v as f64 / 1000.0, "{v} -> {q}");
+        }
     }
 
     #[test]

@@ -94,29 +94,5 @@ pub fn json_line(subject: &str, payload: &[u8]) -> String {
 
 /// Local wall-clock time, `HH:MM:SS.mmm`.
 pub fn timestamp() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as libc::time_t;
-    // SAFETY: localtime_r writes only into the `tm` we pass; a zeroed `tm` is a valid value.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
-    if ok {
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec,
-            now.subsec_millis()
-        )
-    } else {
-        let s = now.as_secs() % 86_400;
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            s / 3600,
-            s / 60 % 60,
-            s % 60,
-            now.subsec_millis()
-        )
-    }
+    crate::clock::time_of_day_ms(crate::clock::now_ms(), &jiff::tz::TimeZone::system())
 }

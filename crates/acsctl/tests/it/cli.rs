@@ -11,6 +11,12 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
+// `-o json|wide`, completions, top when piped; `drain --wait` and `replace --wait`.
+#[path = "cli/output.rs"]
+mod output;
+#[path = "cli/wait.rs"]
+mod wait;
+
 const STATUS: &str = r#"{"v":1,"ok":true,"ts_ms":1,"services":[{"name":"web","mode":"auto","desired":2,"running":2,"lifecycle":{"state":"running"},"version":42,
  "replicas":[{"id":"web-a","worker":"w1","state":"healthy","addr":"127.0.0.1:40001"},
              {"id":"web-b","worker":"w2","state":"healthy","addr":"127.0.0.1:40002","draining":true}],
@@ -72,6 +78,13 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// Every one of `wants` is in `out`.
+fn assert_has(out: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
 #[tokio::test]
 async fn status_prints_tables() {
     let nats = NatsServer::start();
@@ -81,16 +94,17 @@ async fn status_prints_tables() {
     let out = acsctl(&["status", "--nats", &nats.url()]).await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for want in [
-        "SERVICE",
-        "web      Running  auto",
-        "web-a@127.0.0.1:40001, web-b@127.0.0.1:40002 (draining)",
-        "healthy (draining)",
-        "w1      up      1/4       22%  0.3s ago",
-        "w2      DOWN",
-    ] {
-        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
-    }
+    assert_has(
+        &stdout,
+        &[
+            "SERVICE",
+            "web      Running  auto",
+            "web-a@127.0.0.1:40001, web-b@127.0.0.1:40002 (draining)",
+            "healthy (draining)",
+            "w1      up      1/4       22%  0.3s ago",
+            "w2      DOWN",
+        ],
+    );
     assert_eq!(seen.lock().unwrap().as_slice(), &[b"{}".to_vec()]);
 
     let out = acsctl(&["status", "--json", "--nats", &nats.url()]).await;
@@ -98,6 +112,22 @@ async fn status_prints_tables() {
     assert!(out.status.success(), "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(v["services"][0]["name"], "web");
+
+    let out = acsctl(&["status", "-o", "wide", "--nats", &nats.url()]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_has(
+        &stdout,
+        &[
+            "REPLICAS  BACKENDS",
+            "  BACKEND  SERVICE  WORKER  ADDR             DRAINING",
+            "  web-b    web      w2      127.0.0.1:40002  yes",
+            "WORKER  HEALTH  CORDONED  DRAINING  REPLICAS  FREE  CPU    LAST SEEN",
+        ],
+    );
+    let out = acsctl(&["status", "-o", "json", "--nats", &nats.url()]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("-o json prints JSON");
+    assert_eq!(v["workers"][1]["id"], "w2");
 }
 
 #[tokio::test]

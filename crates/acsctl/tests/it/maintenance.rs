@@ -25,18 +25,32 @@ stop_grace_s = 5
 
 /// A local cluster of three workers serving [`SERVICES`]; the temp dir lives as long as it.
 async fn three_workers(tag: &str) -> (TempDir, LocalCluster) {
+    local_cluster(tag, 3, 4).await
+}
+
+/// A local cluster of `workers` workers of `slots` replicas each, serving [`SERVICES`].
+async fn local_cluster(tag: &str, workers: u32, slots: u32) -> (TempDir, LocalCluster) {
     let tmp = TempDir::new(tag);
     let services = tmp.path().join("services.toml");
     std::fs::write(&services, SERVICES).unwrap();
     let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
     opts.services = services;
-    opts.workers = 3;
+    opts.workers = workers;
+    opts.max_replicas = slots;
     opts.worker_interval_ms = 500;
     opts.ready_timeout = Duration::from_secs(90);
     let cluster = LocalCluster::start(opts)
         .await
         .expect("local cluster starts");
     (tmp, cluster)
+}
+
+/// The status once web serves its 2 replicas.
+async fn serving_two(cluster: &LocalCluster) -> acs_events::StatusReply {
+    cluster
+        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
+        .await
+        .expect("web runs 2")
 }
 
 fn maintenance(cluster: &LocalCluster, args: &[&str]) -> (bool, String) {
@@ -59,10 +73,7 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
     let client = cluster.operator_client().await.unwrap();
     let decisions = record(&client, "acs.events.decision.web".into()).await;
 
-    let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
-        .await
-        .expect("web runs 2");
+    let s = serving_two(&cluster).await;
     let victim = web(&s).backends[0].worker.to_string();
     let before: Vec<String> = web(&s).backends.iter().map(|b| b.id.to_string()).collect();
 
@@ -148,6 +159,56 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
     assert!(s.is_ok(), "uncordoned");
 }
 
+/// `replace --wait` follows the replica in its service's status pages until it is gone, and the
+/// service is back at its desired count with the replacement in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_wait_returns_once_the_replica_is_gone() {
+    let (_tmp, cluster) = three_workers("replace").await;
+    let s = serving_two(&cluster).await;
+    let old = web(&s).backends[0].id.to_string();
+    let (ok, out) = maintenance(&cluster, &["replace", &old, "--wait", "--timeout", "90s"]);
+    assert!(ok, "acsctl replace --wait: {out}");
+    assert!(out.contains(&format!("{old} is gone")), "{out}");
+    let s = cluster
+        .wait_for_status(Duration::from_secs(30), |s| web(s).running == 2)
+        .await
+        .expect("web back at 2");
+    assert!(
+        web(&s).replicas.iter().all(|r| r.id.as_str() != old),
+        "{old} is gone: {:?}",
+        web(&s).replicas
+    );
+}
+
+/// A drain with nowhere to go: two workers of one slot each, both full. `drain --wait` exits
+/// non-zero with the brain's reason instead of waiting for ever, and the replica keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_drain_wait_exits_non_zero_and_the_replica_keeps_serving() {
+    let (_tmp, cluster) = local_cluster("blocked", 2, 1).await;
+    let s = serving_two(&cluster).await;
+    let victim = web(&s).backends[0].worker.to_string();
+    let started = std::time::Instant::now();
+    let (ok, out) = maintenance(&cluster, &["drain", &victim, "--wait", "--timeout", "60s"]);
+    assert!(!ok, "a blocked drain must exit non-zero: {out}");
+    assert!(
+        out.contains(&format!("the drain of {victim} is blocked: cannot move")),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(55),
+        "it failed on the blocked decision, not the timeout: {out}"
+    );
+    let s = cluster
+        .wait_for_status(Duration::from_secs(10), |s| web(s).running == 2)
+        .await
+        .expect("web still serves 2");
+    assert!(
+        web(&s).replicas.iter().any(|r| r.worker.as_str() == victim),
+        "the blocked replica stays on {victim}: {:?}",
+        web(&s).replicas
+    );
+}
+
 /// A worker that goes silent (SIGSTOP: no heartbeat, no answers, while its replicas keep
 /// serving, as behind a cut network link) is marked down and its replicas replaced elsewhere.
 /// When it comes back (SIGCONT), the surplus is drained and stopped: the service ends at exactly
@@ -156,10 +217,7 @@ async fn drain_under_load_moves_every_replica_make_before_break_with_zero_failed
 async fn a_silent_worker_is_replaced_and_when_it_heals_the_surplus_is_drained_without_loss() {
     let (_tmp, cluster) = three_workers("partition").await;
 
-    let s = cluster
-        .wait_for_status(Duration::from_secs(60), |s| web(s).running == 2)
-        .await
-        .expect("web runs 2");
+    let s = serving_two(&cluster).await;
     let victim = web(&s).backends[0].worker.to_string();
     let pid = cluster.pid(&victim).expect("the worker's pid") as i32;
 

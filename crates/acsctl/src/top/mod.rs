@@ -1,29 +1,39 @@
-//! `acsctl top`: a live table of hosts (workers) and services, redrawn every `--interval`, like
-//! Dragonfly's `cbmon` or `top`. It asks the brain for `acs.status` each round and listens to
-//! the workers' and proxies' metrics for CPU, memory, network, requests/s and latency.
-//! [`render`] draws one frame from plain data; the loop only gathers it.
+//! `acsctl top`: hosts (workers) and services, refreshed every `--interval`, like Dragonfly's
+//! `cbmon` or `top`. It asks the brain for `acs.status` each round and listens to the
+//! workers' and proxies' metrics for CPU, memory, network, requests/s and latency.
+//!
+//! - `frame.rs`: one [`frame::Frame`] from a [`View`] and its plain-text layout (pure);
+//! - `tui.rs`: the full-screen view when stdout is a terminal (ratatui);
+//! - here: the loop that gathers the [`View`], and how each round is shown: redrawn on a
+//!   terminal, printed as plain text once per interval when piped, one frame with `--once`,
+//!   one JSON document with `-o json`.
+
+mod frame;
+mod tui;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
+use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
 use acs_events::{
     decode, MetricsAssembler, ProxyId, ProxyMetrics, ProxyMetricsMsg, StatusReply, Subjects,
-    WorkerHealth, WorkerId, WorkerMetrics,
+    WorkerId, WorkerMetrics,
 };
 use futures::StreamExt;
+use serde::Serialize;
+
+pub use frame::{frame, render, Frame};
 
 use crate::client;
 use crate::error::{Error, Result};
-use crate::stats::bytes;
-use crate::status::{lifecycle_cell, Table};
+use crate::output::{print_json, Format};
 
 /// Metrics older than this are shown as stale (`-`): the sender has stopped.
 const STALE: Duration = Duration::from_secs(5);
 
 /// What one frame shows.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize)]
 pub struct View {
     pub status: Option<StatusReply>,
     /// Why the last status request failed, if it did (shown instead of exiting).
@@ -36,12 +46,26 @@ pub struct View {
     pub parts_dropped: u64,
 }
 
+/// How each round is shown.
+enum Screen {
+    /// One frame (text or JSON) once the view has something to show, then exit.
+    Once(Format),
+    /// Plain text, one frame per interval (stdout is not a terminal).
+    Lines,
+    Tui(Box<tui::Tui>),
+}
+
+pub struct TopArgs {
+    pub interval: Duration,
+    pub once: bool,
+    pub format: Format,
+}
+
 pub async fn run(
     candidates: &[acs_node::NatsOptions],
     timeout: Duration,
     subjects: &Subjects,
-    interval: Duration,
-    once: bool,
+    args: TopArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let (nc, _, refusals) = client::connect_any(candidates, timeout).await?;
@@ -56,20 +80,37 @@ pub async fn run(
     };
     let mut workers = sub(subjects.worker_metrics_all()).await?;
     let mut proxies = sub(subjects.proxy_metrics_all()).await?;
+    let mut screen = match (args.once, args.format) {
+        (true, f) | (false, f @ Format::Json) => Screen::Once(f),
+        _ if std::io::stdout().is_terminal() => {
+            Screen::Tui(Box::new(tui::Tui::start(args.interval)?))
+        }
+        _ => Screen::Lines,
+    };
     let mut view = View::default();
     // When each sender last reported, to forget the ones that stopped.
     let mut seen_workers: BTreeMap<WorkerId, Instant> = BTreeMap::new();
     let mut seen_proxies: BTreeMap<ProxyId, Instant> = BTreeMap::new();
     // A big proxy's report comes in parts; it is shown once whole.
     let mut parts = MetricsAssembler::default();
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `--once`: one status and a little more than a metrics second, then a single frame.
     let first = Instant::now();
     tokio::pin!(shutdown);
     loop {
+        let key = async {
+            match &mut screen {
+                Screen::Tui(t) => t.key().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
+            k = key => match k {
+                tui::Key::Quit => return Ok(()),
+                tui::Key::Redraw => show(&mut screen, &view)?,
+            },
             Some(m) = workers.next() => match decode::<WorkerMetrics>(&m.payload) {
                 Ok(w) => {
                     seen_workers.insert(w.worker.clone(), Instant::now());
@@ -98,198 +139,30 @@ pub async fn run(
                 seen_proxies.retain(|_, t| t.elapsed() < STALE);
                 view.workers.retain(|w, _| seen_workers.contains_key(w));
                 view.proxies.retain(|p, _| seen_proxies.contains_key(p));
-                if once {
-                    if first.elapsed() >= Duration::from_millis(1200) || (view.status.is_some() && !view.workers.is_empty()) {
-                        print!("{}", render(&view));
-                        return Ok(());
+                if let Screen::Once(_) = screen {
+                    let ready = view.status.is_some() && !view.workers.is_empty();
+                    if !ready && first.elapsed() < Duration::from_millis(1200) {
+                        continue;
                     }
-                } else {
-                    // Home, clear, frame: redrawn in place.
-                    print!("\x1b[H\x1b[2J{}", render(&view));
-                    use std::io::Write as _;
-                    let _ = std::io::stdout().flush();
+                }
+                show(&mut screen, &view)?;
+                if let Screen::Once(_) = screen {
+                    return Ok(());
                 }
             }
         }
     }
 }
 
-/// One frame: a header, the hosts table, the services table.
-pub fn render(v: &View) -> String {
-    let mut out = String::new();
-    let brain = match (&v.status, &v.status_error) {
-        (_, Some(e)) => format!("brain: no answer ({e})"),
-        (Some(s), None) => match &s.brain {
-            Some(b) => format!("leader {} (term {})", b.instance, b.term),
-            None => "brain answered".into(),
-        },
-        (None, None) => "waiting for the brain".into(),
-    };
-    let _ = writeln!(
-        out,
-        "acs top: {brain}; {} workers, {} proxies reporting",
-        v.workers.len(),
-        v.proxies.len()
-    );
-    out.push('\n');
-
-    let mut hosts = Table::new([
-        "HOST",
-        "HEALTH",
-        "CPU",
-        "MEM",
-        "LOAD1",
-        "NET RX/TX",
-        "REPLICAS",
-        "NOTE",
-    ]);
-    let status_workers = v
-        .status
-        .as_ref()
-        .map(|s| s.workers.as_slice())
-        .unwrap_or_default();
-    let mut ids: Vec<&WorkerId> = v.workers.keys().collect();
-    ids.extend(
-        status_workers
-            .iter()
-            .map(|w| &w.id)
-            .filter(|id| !v.workers.contains_key(*id)),
-    );
-    ids.sort();
-    for id in ids {
-        let st = status_workers.iter().find(|w| &w.id == id);
-        let health = st.map_or("?", |w| match w.health {
-            WorkerHealth::Up => "up",
-            WorkerHealth::Down => "down",
-            WorkerHealth::Duplicate => "duplicate",
-        });
-        let mut note = Vec::new();
-        if st.is_some_and(|w| w.draining) {
-            note.push("draining");
-        } else if st.is_some_and(|w| w.cordoned) {
-            note.push("cordoned");
-        }
-        let row = match v.workers.get(id) {
-            Some(m) => {
-                let h = &m.host;
-                let mem = if h.mem_total_bytes > 0 {
-                    format!(
-                        "{} / {}",
-                        bytes(h.mem_used_bytes as f64),
-                        bytes(h.mem_total_bytes as f64)
-                    )
-                } else {
-                    bytes(h.mem_used_bytes as f64)
-                };
-                [
-                    id.to_string(),
-                    health.to_string(),
-                    format!("{:.1}%", h.cpu_pct),
-                    mem,
-                    format!("{:.2}", h.load1),
-                    format!(
-                        "{}/s / {}/s",
-                        bytes(h.net_rx_bytes_per_s),
-                        bytes(h.net_tx_bytes_per_s)
-                    ),
-                    format!("{}/{}", m.capacity.running, m.capacity.max_replicas),
-                    note.join(" "),
-                ]
-            }
-            None => {
-                note.push("no metrics");
-                let reps = st.map_or("-".into(), |w| format!("{}/{}", w.replicas, w.max_replicas));
-                [
-                    id.to_string(),
-                    health.to_string(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    reps,
-                    note.join(" "),
-                ]
-            }
-        };
-        hosts.row(row);
+fn show(screen: &mut Screen, view: &View) -> Result<()> {
+    match screen {
+        Screen::Once(Format::Json) => print_json(view),
+        Screen::Once(_) => print!("{}", render(view)),
+        // A blank line between frames; no escape codes, so a log or a pipe reads plainly.
+        Screen::Lines => println!("{}", render(view)),
+        Screen::Tui(t) => t.draw(&frame(view))?,
     }
-    out.push_str(&hosts.render());
-    out.push('\n');
-
-    let mut svcs = Table::new([
-        "SERVICE",
-        "STATE",
-        "MODE",
-        "DESIRED",
-        "RUNNING",
-        "REQ/S",
-        "P50",
-        "P99",
-        "IN-FLIGHT",
-        "ERRORS",
-    ]);
-    for s in v
-        .status
-        .as_ref()
-        .map(|s| s.services.as_slice())
-        .unwrap_or_default()
-    {
-        let traffic: Vec<_> = v
-            .proxies
-            .values()
-            .flat_map(|p| &p.services)
-            .filter(|t| t.service == s.name)
-            .map(|t| &t.totals)
-            .collect();
-        let (rps, inflight, errors) = traffic.iter().fold((0.0, 0, 0), |(r, i, e), t| {
-            (r + t.rps, i + t.in_flight, e + t.errors)
-        });
-        // The slowest proxy's figure: a percentile cannot be averaged across proxies.
-        let worst = |f: fn(&acs_events::Traffic) -> f64| {
-            traffic
-                .iter()
-                .map(|t| f(t))
-                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
-        };
-        let ms = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.1}ms"));
-        let mode = match s.mode {
-            acs_events::ScaleMode::Auto => "auto",
-            acs_events::ScaleMode::Manual => "manual",
-        };
-        let has = !traffic.is_empty();
-        svcs.row([
-            s.name.to_string(),
-            lifecycle_cell(s),
-            mode.into(),
-            s.desired.to_string(),
-            s.running.to_string(),
-            if has { format!("{rps:.1}") } else { "-".into() },
-            ms(worst(|t| t.p50_ms)),
-            ms(worst(|t| t.p99_ms)),
-            if has {
-                inflight.to_string()
-            } else {
-                "-".into()
-            },
-            if has { errors.to_string() } else { "-".into() },
-        ]);
-    }
-    out.push_str(&svcs.render());
-    if v.bad > 0 {
-        let _ = writeln!(
-            out,
-            "\n{} metrics messages did not decode (see `acsctl watch`)",
-            v.bad
-        );
-    }
-    if v.parts_dropped > 0 {
-        let _ = writeln!(
-            out,
-            "\n{} split proxy reports were dropped before all their parts came",
-            v.parts_dropped
-        );
-    }
-    out
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! How a command prints: `-o table|wide|json` ([`OutputArgs`]), the one table style
+//! ([`Table`], aligned by display width), JSON documents, and whether colour may be used.
+
+use std::io::IsTerminal as _;
+
+use clap::{Args, ValueEnum};
+use comfy_table::{presets, CellAlignment, ContentArrangement};
+
+/// What a printing command prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    /// Readable tables (the default).
+    #[default]
+    Table,
+    /// Tables with more columns.
+    Wide,
+    /// One JSON document.
+    Json,
+}
+
+/// `-o/--output` and its shorthand `--json`, flattened into every command that prints.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutputArgs {
+    /// How to print: table, wide (more columns) or json (one document).
+    #[arg(
+        short = 'o',
+        long = "output",
+        env = "ACSCTL_OUTPUT",
+        value_enum,
+        default_value_t = Format::Table,
+        global = true
+    )]
+    pub output: Format,
+    /// Short for `-o json`.
+    #[arg(long, env = "ACSCTL_JSON", global = true)]
+    pub json: bool,
+}
+
+impl OutputArgs {
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.output
+        }
+    }
+}
+
+/// Prints `value` as one pretty JSON document.
+pub fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        // Our own reply types always serialize; say so rather than print nothing.
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>).
+pub fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stdout().is_terminal()
+}
+
+/// A borderless, left-aligned table: two spaces between columns, the last column unpadded,
+/// columns as wide as their widest cell's display width (so `µ`, `→` and CJK line up).
+pub struct Table {
+    inner: comfy_table::Table,
+}
+
+impl Table {
+    pub fn new<const N: usize>(header: [&str; N]) -> Self {
+        let mut inner = comfy_table::Table::new();
+        inner
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header(header);
+        Self { inner }
+    }
+
+    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+        self.inner.add_row(cells);
+    }
+
+    pub fn render(&mut self) -> String {
+        let n = self.inner.column_count();
+        for (i, c) in self.inner.column_iter_mut().enumerate() {
+            c.set_padding((0, if i + 1 == n { 0 } else { 2 }));
+            c.set_cell_alignment(CellAlignment::Left);
+        }
+        let mut out = String::new();
+        for line in self.inner.lines() {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_by_display_width() {
+        let mut t = Table::new(["NAME", "NOTE"]);
+        t.row(["日本".to_string(), "wide".to_string()]);
+        t.row(["ab".to_string(), "x".to_string()]);
+        assert_eq!(t.render(), "NAME  NOTE\n日本  wide\nab    x\n");
+    }
+
+    #[test]
+    fn json_flag_is_short_for_output_json() {
+        let o = OutputArgs {
+            output: Format::Wide,
+            json: true,
+        };
+        assert_eq!(o.format(), Format::Json);
+        assert_eq!(OutputArgs::default().format(), Format::Table);
+    }
+}
