@@ -150,13 +150,15 @@ pub struct Email {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Channel {
-    /// POST of the alarm as JSON.
+    /// POST of the alarm as JSON. `ca_pem`: an extra CA (PEM) trusted for an https URL.
     Webhook {
         url: hyper::Uri,
+        ca_pem: Option<Vec<u8>>,
     },
     /// POST of `{"text": "..."}` (Slack incoming webhooks, Mattermost, Rocket.Chat...).
     Slack {
         url: hyper::Uri,
+        ca_pem: Option<Vec<u8>>,
     },
     Email(Box<Email>),
 }
@@ -225,9 +227,13 @@ struct RawEscalation {
 enum RawChannel {
     Webhook {
         url: String,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     Slack {
         url: String,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     Email {
         host: String,
@@ -470,10 +476,12 @@ fn check_channel(
     bad: &dyn Fn(&'static str, String) -> RulesError,
 ) -> Result<Channel> {
     Ok(match raw {
-        RawChannel::Webhook { url } => Channel::Webhook {
+        RawChannel::Webhook { url, ca_file } => Channel::Webhook {
+            ca_pem: webhook_ca(&url, ca_file, base).map_err(|e| bad("ca_file", e))?,
             url: check_url(&url).map_err(|e| bad("url", e))?,
         },
-        RawChannel::Slack { url } => Channel::Slack {
+        RawChannel::Slack { url, ca_file } => Channel::Slack {
+            ca_pem: webhook_ca(&url, ca_file, base).map_err(|e| bad("ca_file", e))?,
             url: check_url(&url).map_err(|e| bad("url", e))?,
         },
         RawChannel::Email {
@@ -565,6 +573,20 @@ fn check_channel(
             }))
         }
     })
+}
+
+/// The PEM of a webhook's `ca_file` (relative to the rules file), checked to hold certificates.
+fn webhook_ca(url: &str, ca_file: Option<PathBuf>, base: &Path) -> Result<Option<Vec<u8>>, String> {
+    let Some(p) = ca_file else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        return Err(format!("is only for https:// URLs, not {url:?}"));
+    }
+    let p = if p.is_relative() { base.join(p) } else { p };
+    let pem = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    super::notify::parse_ca(&pem).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(Some(pem))
 }
 
 fn is_loopback(host: &str) -> bool {
