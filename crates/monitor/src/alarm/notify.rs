@@ -382,10 +382,16 @@ pub fn subject(n: &Notice) -> String {
     )
 }
 
+/// Unix ms as an RFC 3339 UTC time, to the millisecond.
+fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 pub fn mail_body(n: &Notice) -> String {
     let a = &n.alarm;
     format!(
-        "{}\n\nrule:      {}\ntarget:    {} {}\nmetric:    {}\nvalue:     {}\nthreshold: {}\nstate:     {} ({})\nsince:     {} (unix ms)\nnotice:    {}\n\n\
+        "{}\n\nrule:      {}\ntarget:    {} {}\nmetric:    {}\nvalue:     {}\nthreshold: {}\nstate:     {} ({})\nsince:     {}\nnotice:    {}\n\n\
          Acknowledge (stops repeats and escalation):\n  nats req acs.monitor.alarms '{{\"action\":\"ack\",\"rule\":\"{}\",\"id\":\"{}\",\"by\":\"you\"}}'\n",
         a.message,
         a.rule,
@@ -396,7 +402,7 @@ pub fn mail_body(n: &Notice) -> String {
         num(a.threshold),
         a.state.as_str(),
         a.severity.as_str(),
-        a.since_ms,
+        rfc3339(a.since_ms),
         n.kind.as_str(),
         a.rule,
         a.id,
@@ -449,6 +455,36 @@ mod tests {
     }
 
     #[test]
+    fn retries_double_with_jitter_up_to_the_cap() {
+        let retry = Retry {
+            attempts: 6,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+        };
+        let waits: Vec<Duration> = backoff(retry).collect();
+        assert_eq!(waits.len(), 5, "one wait between each two attempts");
+        // Each wait is its step (1, 2, 4, 4, 4 s) plus up to as much again of jitter.
+        for (w, base) in waits.iter().zip([1, 2, 4, 4, 4]) {
+            let base = Duration::from_secs(base);
+            assert!(*w >= base && *w <= base * 2, "{waits:?}");
+        }
+        let again: Vec<Duration> = (0..8).flat_map(|_| backoff(retry)).collect();
+        assert!(
+            again.iter().any(|w| w.subsec_nanos() != 0),
+            "no jitter: {again:?}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_ca_must_hold_a_certificate() {
+        assert!(parse_ca(b"not pem").unwrap_err().contains("no certificate"));
+        let ca = rcgen::generate_simple_self_signed(vec!["hooks.example".into()]).unwrap();
+        let pem = ca.cert.pem();
+        assert_eq!(parse_ca(pem.as_bytes()).unwrap().len(), 1);
+        assert!(https_client(Some(pem.as_bytes())).is_ok());
+    }
+
+    #[test]
     fn bodies_carry_the_rule_and_the_value() {
         let n = notice(NoticeKind::Firing);
         assert_eq!(
@@ -456,6 +492,11 @@ mod tests {
             "[acs] FIRING critical cpu_high: worker w1 cpu = 93.5"
         );
         assert!(mail_body(&n).starts_with("cpu of worker w1 is 93.5"));
+        assert!(
+            mail_body(&n).contains("\nsince:     1970-01-01T00:00:00.001Z\n"),
+            "{}",
+            mail_body(&n)
+        );
         assert!(slack_text(&n).contains("FIRING critical") && slack_text(&n).contains("is 93.5"));
         let v: serde_json::Value = serde_json::from_slice(&webhook_body(&n)).unwrap();
         assert_eq!(
