@@ -113,24 +113,18 @@ fn parse_scope(v: &str) -> Result<StatsScope, String> {
 /// A duration (`humantime`: `1500ms`, `90s`, `5m`, `1h`, `1d`, `1h 30m`) in ms; a bare number
 /// is seconds. Zero is refused.
 pub fn parse_duration_ms(v: &str) -> Result<u64, String> {
-    let d = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+    let ms = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         v.parse::<u64>()
             .ok()
             .and_then(|s| s.checked_mul(1000))
-            .map(std::time::Duration::from_millis)
             .ok_or_else(|| format!("{v:?} is too long"))?
     } else {
-        humantime::parse_duration(v).map_err(|e| match e {
-            humantime::DurationError::UnknownUnit { unit, .. } => {
-                format!("{v:?}: unknown unit {unit:?} (ms, s, m, h, d, ...)")
-            }
-            e => format!("{v:?} is not a duration like 90s, 5m, 1h: {e}"),
-        })?
+        crate::alarm::rules::humantime_ms(v)?
     };
-    u64::try_from(d.as_millis())
-        .ok()
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| format!("{v:?} must be above zero and not overflow"))
+    match ms {
+        0 => Err(format!("{v:?} must be above zero")),
+        ms => Ok(ms),
+    }
 }
 
 #[cfg(test)]
