@@ -279,58 +279,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// `GET /api/v1/history?kind=decision&id=web&window=1h&limit=50` (or `from`/`to` in unix ms).
-pub fn parse_query(q: &str) -> Result<HistoryRequest, String> {
-    let mut req = HistoryRequest {
-        v: 1,
-        kind: None,
-        id: None,
-        from_ms: None,
-        to_ms: None,
-        last_ms: None,
-        limit: None,
-    };
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = crate::http::percent_decode(v)
-            .ok_or_else(|| format!("parameter {k}: bad percent-encoding"))?;
-        match k {
-            "kind" => req.kind = Some(v),
-            "id" => req.id = Some(v),
-            "window" => {
-                req.last_ms =
-                    Some(crate::http::parse_duration_ms(&v).map_err(|e| format!("window: {e}"))?)
-            }
-            "from" => {
-                req.from_ms = Some(
-                    v.parse()
-                        .map_err(|_| format!("from: {v:?} is not unix milliseconds"))?,
-                )
-            }
-            "to" => {
-                req.to_ms = Some(
-                    v.parse()
-                        .map_err(|_| format!("to: {v:?} is not unix milliseconds"))?,
-                )
-            }
-            "limit" => {
-                req.limit = Some(
-                    v.parse()
-                        .map_err(|_| format!("limit: {v:?} is not a number"))?,
-                )
-            }
-            other => {
-                return Err(format!(
-                    "unknown parameter {other:?} (known: kind, id, window, from, to, limit)"
-                ))
-            }
-        }
-    }
-    // The same checks as on NATS, so both APIs refuse alike.
-    acs_events::codec::Validate::validate(&req)?;
-    Ok(req)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,18 +346,5 @@ mod tests {
         let mut n = Newest::new(10, 5);
         n.push(10, e(1));
         assert_eq!(n.into_vec().len(), 1);
-    }
-
-    #[test]
-    fn http_queries_are_checked_like_nats_ones() {
-        let q = parse_query("kind=decision&id=web&window=10m&limit=5").unwrap();
-        assert_eq!(
-            (q.kind.as_deref(), q.id.as_deref(), q.last_ms, q.limit),
-            (Some("decision"), Some("web"), Some(600_000), Some(5))
-        );
-        assert!(parse_query("kind=nope").unwrap_err().contains("not one of"));
-        assert!(parse_query("id=web").unwrap_err().contains("needs a kind"));
-        assert!(parse_query("limit=x").unwrap_err().contains("limit"));
-        assert!(parse_query("since=1h").unwrap_err().contains("since"));
     }
 }

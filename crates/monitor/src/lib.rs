@@ -10,13 +10,15 @@
 //! - [`durable`]: the `ACS_ROLLUPS` stream: closed buckets published (deduplicated across
 //!   monitors by `Nats-Msg-Id`) and read back for windows older than memory.
 //! - [`service`]: NATS: the `ACS_METRICS` stream, replay into the store, `acs.monitor.stats`.
-//! - [`http`]: REST: `GET /api/v1/stats` with a bearer token, same engine
-//!   (docs/monitor-openapi.yaml), and the routes of the dashboard.
+//! - [`http`]: HTTP on axum: the route table, middleware for the bearer token, session and CSRF,
+//!   errors as RFC 9457 problem JSON; `GET /api/v1/stats` (same engine), history, alarms, the
+//!   dashboard's routes, public `/healthz` and `/readyz` (docs/monitor-openapi.yaml).
 //! - [`alarm`]: alarm rules (`--alarms FILE`) evaluated every second against the store; events on
 //!   `acs.events.alarm.<rule>`, webhook/Slack/e-mail notices, state and lease in KV `acs_monitor`.
 //! - [`history`]: the `ACS_EVENTS` stream of every `acs.events.>` message, read back by kind and
 //!   window on `acs.monitor.history` and `GET /api/v1/history`.
-//! - [`web`]: the live web dashboard: embedded pages, login sessions, SSE from the bus, actions.
+//! - [`web`]: the live web dashboard: embedded pages (with ETags), login sessions, SSE from the
+//!   bus with event ids and replay on reconnect, actions.
 //! - [`prom`]: Prometheus `GET /metrics` (`--metrics-listen`), read at scrape time.
 
 pub mod alarm;

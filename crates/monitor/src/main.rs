@@ -67,7 +67,8 @@ struct Args {
     /// Replicas of the alarm state's KV bucket `acs_monitor` (3 on a 3-node NATS cluster).
     #[arg(long, env = "ACS_MONITOR_KV_REPLICAS", default_value_t = 1)]
     kv_replicas: usize,
-    /// Check the flags and the alarm rules, print what was found, and exit.
+    /// Check the flags and the alarm rules, print what was found, and exit (no token needed,
+    /// nothing started).
     #[arg(long)]
     check: bool,
 }
@@ -160,7 +161,6 @@ fn tiers(args: &Args) -> anyhow::Result<Vec<TierSpec>> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     acs_node::init_tracing("info");
-    let http = http(&args)?;
     let tiers = tiers(&args)?;
     let alarms = match &args.alarms {
         Some(path) => {
@@ -194,6 +194,7 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let http = http(&args)?;
     let nats = args.nats.into_options("acs-monitor")?;
     let mut config = acs_monitor::Config::new(nats);
     config.subjects = Subjects::new(&args.prefix).map_err(anyhow::Error::msg)?;

@@ -5,6 +5,7 @@
 const Chart = window.Chart;
 const MAX_POINTS = 120;     // live chart points per series (2 min at 1/s)
 const MAX_FEED = 300;       // decisions and events kept
+const HOUR_MS = 3600 * 1000;
 const PAGES = ['overview', 'hosts', 'replicas', 'services', 'decisions', 'alarms'];
 const COLORS = ['#2f6fde', '#1f9d55', '#d98a00', '#d33a3a', '#8e44ad', '#16a2b8', '#7f8c8d', '#c0392b'];
 
@@ -137,7 +138,19 @@ function put(td, v) {
 
 const charts = {};
 
-function lineChart(id, { yMax, yLabel } = {}) {
+/** An x-axis tick label: hours (with the day) on the hourly chart, seconds elsewhere. A label
+ *  equal to the one before is left out, so a short range never shows one time many times. */
+function tickLabel(hourly) {
+  const fmt = (v) => (hourly
+    ? new Date(v).toLocaleString([], { weekday: 'short', hour: '2-digit', minute: '2-digit' })
+    : new Date(v).toLocaleTimeString());
+  return (v, i, ticks) => {
+    const label = fmt(v);
+    return i > 0 && fmt(ticks[i - 1].value) === label ? '' : label;
+  };
+}
+
+function lineChart(id, { yMax, yLabel, hourly } = {}) {
   const c = new Chart($(id), {
     type: 'line',
     data: { datasets: [] },
@@ -149,7 +162,12 @@ function lineChart(id, { yMax, yLabel } = {}) {
       normalized: true,
       elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: 0.2 } },
       scales: {
-        x: { type: 'linear', ticks: { maxTicksLimit: 6, callback: (v) => new Date(v).toLocaleTimeString() } },
+        x: {
+          type: 'linear',
+          // The hourly chart spans its day whatever the data, with a tick per whole hour.
+          ...(hourly ? { min: Date.now() - 24 * HOUR_MS, max: Date.now() } : {}),
+          ticks: { maxTicksLimit: 6, stepSize: hourly ? 4 * HOUR_MS : undefined, callback: tickLabel(hourly) },
+        },
         y: { beginAtZero: true, suggestedMax: yMax, title: { display: !!yLabel, text: yLabel } },
       },
       plugins: { legend: { position: 'bottom', labels: { boxWidth: 12 } }, tooltip: { mode: 'nearest', intersect: false } },
@@ -248,12 +266,20 @@ function onDecision(d) {
   touched(d.ts_ms);
 }
 
+/** A leader event as a sentence (the monitor does not forward lease renewals). */
+function leaderText(e) {
+  const change = e.change === 'elected' ? 'became the leader'
+    : e.change === 'stepped_down' ? 'stepped down as leader'
+      : `leader lease: ${e.change}`;
+  return `brain ${e.brain} ${change} (term ${e.term})`;
+}
+
 function eventText(kind, e) {
   return kind === 'replica'
     ? `replica ${e.replica?.id} (${e.replica?.service}) on ${e.worker}: ${e.replica?.state}${e.reason ? ` – ${e.reason}` : ''}`
     : kind === 'worker'
       ? `worker ${e.worker} is ${e.health}: ${e.reason || ''}`
-      : `leader: ${JSON.stringify(e)}`;
+      : leaderText(e);
 }
 
 function addEvent(kind, e, ts) {
@@ -342,6 +368,8 @@ async function loadHourly() {
   if (!ids.length) { note.textContent = 'no worker has reported yet'; return; }
   const c = charts.hostsHourly;
   c.data.datasets = [];
+  c.options.scales.x.min = Date.now() - 24 * HOUR_MS;
+  c.options.scales.x.max = Date.now();
   const errors = [];
   for (const id of ids) {
     try {
@@ -622,13 +650,15 @@ function connect() {
   on('worker', (e) => onEvent('worker', e));
   on('leader', (e) => onEvent('leader', e));
   on('alarm', onAlarmEvent);
+  // Events missed while disconnected that the monitor no longer keeps: say so, once.
+  on('gap', (e) => { $('history-note').textContent = `some live events were missed (${e.reason}); reload for the full history`; });
 }
 
 async function start() {
   charts.ovCpu = lineChart('ov-cpu', { yMax: 100, yLabel: '%' });
   charts.hostsCpu = lineChart('hosts-cpu', { yMax: 100, yLabel: '%' });
   charts.hostsMem = lineChart('hosts-mem', { yMax: 100, yLabel: '%' });
-  charts.hostsHourly = lineChart('hosts-hourly', { yMax: 100, yLabel: 'avg %' });
+  charts.hostsHourly = lineChart('hosts-hourly', { yMax: 100, yLabel: 'avg %', hourly: true });
   charts.svcRps = lineChart('svc-rps', { yLabel: 'req/s' });
   charts.svcLat = lineChart('svc-lat', { yLabel: 'ms' });
   $('hourly-refresh').addEventListener('click', loadHourly);

@@ -1,7 +1,8 @@
 //! The channels: a JSON webhook, a Slack-compatible webhook and SMTP e-mail.
 //!
 //! Each channel has its own queue and task, so a slow or dead receiver delays only itself and
-//! its notices stay in order. A failed send is retried with doubling backoff, then given up;
+//! its notices stay in order. A failed send is retried with doubling, jittered backoff (so
+//! monitors and channels that failed together do not retry in step), then given up;
 //! every failure is logged and counted, nothing panics. The queue is bounded: when a receiver
 //! has been down long enough to fill it, new notices are dropped (and counted).
 
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,6 +21,8 @@ use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -100,7 +104,10 @@ impl Notifier {
         retry: Retry,
     ) -> Result<Notifier, NotifyError> {
         let counters = Arc::new(NotifyCounters::default());
-        let http = https_client();
+        let http = https_client(None).map_err(|message| NotifyError::Setup {
+            channel: String::new(),
+            message,
+        })?;
         let mut queues = BTreeMap::new();
         let mut tasks = Vec::new();
         for (name, ch) in channels {
@@ -108,14 +115,19 @@ impl Notifier {
                 channel: name.clone(),
                 message,
             };
+            // A channel with its own CA gets its own client; the others share one.
+            let client = |ca: &Option<Vec<u8>>| match ca {
+                None => Ok(http.clone()),
+                Some(pem) => https_client(Some(pem)).map_err(setup),
+            };
             let sender = match ch {
-                Channel::Webhook { url } => Sender::Webhook {
+                Channel::Webhook { url, ca_pem } => Sender::Webhook {
                     url: url.clone(),
-                    http: http.clone(),
+                    http: client(ca_pem)?,
                 },
-                Channel::Slack { url } => Sender::Slack {
+                Channel::Slack { url, ca_pem } => Sender::Slack {
                     url: url.clone(),
-                    http: http.clone(),
+                    http: client(ca_pem)?,
                 },
                 Channel::Email(cfg) => Sender::Email {
                     transport: smtp(cfg).map_err(setup)?,
@@ -156,14 +168,44 @@ impl Notifier {
     }
 }
 
-/// One client for every webhook: http or https (Mozilla's roots, as lettre uses).
-fn https_client() -> HttpsClient {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots();
+/// The certificates of a PEM file; an error when it holds none.
+pub fn parse_ca(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it (want PEM: -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+/// A client for webhooks: http or https, trusting Mozilla's roots (as lettre does) and
+/// `extra_ca` (PEM) when given.
+fn https_client(extra_ca: Option<&[u8]>) -> Result<HttpsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca {
+        for cert in parse_ca(pem)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file: unusable certificate: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(SEND_TIMEOUT));
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-    Client::builder(TokioExecutor::new()).build(connector)
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 fn smtp(cfg: &Email) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
@@ -206,9 +248,20 @@ async fn worker(
     }
 }
 
+/// The waits between attempts: doubling from `first` up to `max`, each with random jitter.
+fn backoff(retry: Retry) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(retry.first)
+        .with_max_delay(retry.max)
+        .with_factor(2.0)
+        .with_jitter()
+        .with_max_times(retry.attempts.saturating_sub(1) as usize)
+        .build()
+}
+
 async fn deliver(sender: &Sender, n: &Notice, retry: Retry, counters: &NotifyCounters) {
     let attempts = retry.attempts.max(1);
-    let mut wait = retry.first;
+    let mut waits = backoff(retry);
     for attempt in 1..=attempts {
         let res = tokio::time::timeout(SEND_TIMEOUT * 2, sender.send(n))
             .await
@@ -221,9 +274,9 @@ async fn deliver(sender: &Sender, n: &Notice, retry: Retry, counters: &NotifyCou
             }
             Err(error) if attempt < attempts => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
+                let wait = waits.next().unwrap_or(retry.max);
                 tracing::warn!(attempt, %error, retry_in = ?wait, "alarm notice failed; retrying");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(retry.max);
             }
             Err(error) => {
                 let failed = counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -329,10 +382,16 @@ pub fn subject(n: &Notice) -> String {
     )
 }
 
+/// Unix ms as an RFC 3339 UTC time, to the millisecond.
+fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 pub fn mail_body(n: &Notice) -> String {
     let a = &n.alarm;
     format!(
-        "{}\n\nrule:      {}\ntarget:    {} {}\nmetric:    {}\nvalue:     {}\nthreshold: {}\nstate:     {} ({})\nsince:     {} (unix ms)\nnotice:    {}\n\n\
+        "{}\n\nrule:      {}\ntarget:    {} {}\nmetric:    {}\nvalue:     {}\nthreshold: {}\nstate:     {} ({})\nsince:     {}\nnotice:    {}\n\n\
          Acknowledge (stops repeats and escalation):\n  nats req acs.monitor.alarms '{{\"action\":\"ack\",\"rule\":\"{}\",\"id\":\"{}\",\"by\":\"you\"}}'\n",
         a.message,
         a.rule,
@@ -343,7 +402,7 @@ pub fn mail_body(n: &Notice) -> String {
         num(a.threshold),
         a.state.as_str(),
         a.severity.as_str(),
-        a.since_ms,
+        rfc3339(a.since_ms),
         n.kind.as_str(),
         a.rule,
         a.id,
@@ -396,6 +455,36 @@ mod tests {
     }
 
     #[test]
+    fn retries_double_with_jitter_up_to_the_cap() {
+        let retry = Retry {
+            attempts: 6,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+        };
+        let waits: Vec<Duration> = backoff(retry).collect();
+        assert_eq!(waits.len(), 5, "one wait between each two attempts");
+        // Each wait is its step (1, 2, 4, 4, 4 s) plus up to as much again of jitter.
+        for (w, base) in waits.iter().zip([1, 2, 4, 4, 4]) {
+            let base = Duration::from_secs(base);
+            assert!(*w >= base && *w <= base * 2, "{waits:?}");
+        }
+        let again: Vec<Duration> = (0..8).flat_map(|_| backoff(retry)).collect();
+        assert!(
+            again.iter().any(|w| w.subsec_nanos() != 0),
+            "no jitter: {again:?}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_ca_must_hold_a_certificate() {
+        assert!(parse_ca(b"not pem").unwrap_err().contains("no certificate"));
+        let ca = rcgen::generate_simple_self_signed(vec!["hooks.example".into()]).unwrap();
+        let pem = ca.cert.pem();
+        assert_eq!(parse_ca(pem.as_bytes()).unwrap().len(), 1);
+        assert!(https_client(Some(pem.as_bytes())).is_ok());
+    }
+
+    #[test]
     fn bodies_carry_the_rule_and_the_value() {
         let n = notice(NoticeKind::Firing);
         assert_eq!(
@@ -403,6 +492,11 @@ mod tests {
             "[acs] FIRING critical cpu_high: worker w1 cpu = 93.5"
         );
         assert!(mail_body(&n).starts_with("cpu of worker w1 is 93.5"));
+        assert!(
+            mail_body(&n).contains("\nsince:     1970-01-01T00:00:00.001Z\n"),
+            "{}",
+            mail_body(&n)
+        );
         assert!(slack_text(&n).contains("FIRING critical") && slack_text(&n).contains("is 93.5"));
         let v: serde_json::Value = serde_json::from_slice(&webhook_body(&n)).unwrap();
         assert_eq!(

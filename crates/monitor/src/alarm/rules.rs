@@ -150,13 +150,15 @@ pub struct Email {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Channel {
-    /// POST of the alarm as JSON.
+    /// POST of the alarm as JSON. `ca_pem`: an extra CA (PEM) trusted for an https URL.
     Webhook {
         url: hyper::Uri,
+        ca_pem: Option<Vec<u8>>,
     },
     /// POST of `{"text": "..."}` (Slack incoming webhooks, Mattermost, Rocket.Chat...).
     Slack {
         url: hyper::Uri,
+        ca_pem: Option<Vec<u8>>,
     },
     Email(Box<Email>),
 }
@@ -225,9 +227,13 @@ struct RawEscalation {
 enum RawChannel {
     Webhook {
         url: String,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     Slack {
         url: String,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     Email {
         host: String,
@@ -470,10 +476,12 @@ fn check_channel(
     bad: &dyn Fn(&'static str, String) -> RulesError,
 ) -> Result<Channel> {
     Ok(match raw {
-        RawChannel::Webhook { url } => Channel::Webhook {
+        RawChannel::Webhook { url, ca_file } => Channel::Webhook {
+            ca_pem: webhook_ca(&url, ca_file, base).map_err(|e| bad("ca_file", e))?,
             url: check_url(&url).map_err(|e| bad("url", e))?,
         },
-        RawChannel::Slack { url } => Channel::Slack {
+        RawChannel::Slack { url, ca_file } => Channel::Slack {
+            ca_pem: webhook_ca(&url, ca_file, base).map_err(|e| bad("ca_file", e))?,
             url: check_url(&url).map_err(|e| bad("url", e))?,
         },
         RawChannel::Email {
@@ -567,6 +575,20 @@ fn check_channel(
     })
 }
 
+/// The PEM of a webhook's `ca_file` (relative to the rules file), checked to hold certificates.
+fn webhook_ca(url: &str, ca_file: Option<PathBuf>, base: &Path) -> Result<Option<Vec<u8>>, String> {
+    let Some(p) = ca_file else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        return Err(format!("is only for https:// URLs, not {url:?}"));
+    }
+    let p = if p.is_relative() { base.join(p) } else { p };
+    let pem = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    super::notify::parse_ca(&pem).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(Some(pem))
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
@@ -588,25 +610,25 @@ fn check_url(url: &str) -> Result<hyper::Uri, String> {
     Ok(uri)
 }
 
-/// `500ms`, `30s`, `5m`, `1h`, `1d`; `0s` only where `zero_ok` (a `for` of zero fires at once).
+/// A duration as `humantime` reads it (`500ms`, `30s`, `5m`, `1h`, `1d`, `1h 30m`), in ms; the
+/// parser of every duration the monitor reads.
+pub fn humantime_ms(v: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(v).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("{v:?}: unknown unit {unit:?} (ms, s, m, h, d, ...)")
+        }
+        e => format!("{v:?} is not a duration like 30s, 5m, 1h: {e}"),
+    })?;
+    u64::try_from(d.as_millis()).map_err(|_| format!("{v:?} is too long"))
+}
+
+/// [`humantime_ms`], where a bare number is refused (no unit) and `0s` only where `zero_ok` (a
+/// `for` of zero fires at once).
 pub fn duration_ms(v: &str, zero_ok: bool) -> Result<u64, String> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{v:?} is not a duration like 30s, 5m, 1h"))?;
-    let mult = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "" => return Err(format!("{v:?} has no unit (ms, s, m, h, d)")),
-        _ => return Err(format!("{v:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
-    };
-    let ms = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{v:?} is too long"))?;
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{v:?} has no unit (ms, s, m, h, d)"));
+    }
+    let ms = humantime_ms(v)?;
     if ms == 0 && !zero_ok {
         return Err(format!("{v:?} must be above zero"));
     }
@@ -735,7 +757,7 @@ notify = ["mail"]
                 && e.contains("not a worker metric"),
             "{e}"
         );
-        let e = err(&GOOD.replace("for = \"1m\"", "for = \"1y\""));
+        let e = err(&GOOD.replace("for = \"1m\"", "for = \"1x\""));
         assert!(e.contains("`for`") && e.contains("unit"), "{e}");
         let e = err(&GOOD.replace("for = \"1m\"", "for = 60"));
         assert!(e.contains("\"cpu_high\"") && e.contains("string"), "{e}");
@@ -780,6 +802,11 @@ notify = ["mail"]
         assert_eq!(duration_ms("0s", true), Ok(0));
         assert!(duration_ms("0s", false).is_err());
         assert!(duration_ms("10", false).unwrap_err().contains("no unit"));
+        assert_eq!(duration_ms("1h 30m", false), Ok(5_400_000));
+        assert!(duration_ms("5x", false)
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(duration_ms("soon", false).is_err());
         assert_eq!(human_ms(90_000), "1m30s");
         assert_eq!(human_ms(1500), "1500ms");
         assert_eq!(human_ms(3_600_000), "1h");

@@ -1,6 +1,7 @@
 //! What the dashboard may ask the brain, as request-reply on NATS: scale (`acs.cmd.scale`),
 //! cordon/uncordon/drain (`acs.cmd.maintenance`), replace a replica (`acs.cmd.replica`) and
-//! status (`acs.status`). Each answers with the brain's reply JSON, or an error naming why.
+//! status (`acs.status`). Each answers with the brain's reply JSON, or a [`Problem`] naming why:
+//! 400 for a bad request, 422 when the brain refuses, 502 when no brain answers.
 
 use std::time::Duration;
 
@@ -8,16 +9,17 @@ use acs_events::{
     decode, encode, MaintenanceAction, MaintenanceReply, MaintenanceRequest, ReplicaAction,
     ReplicaReply, ReplicaRequest, ScaleReply, ScaleRequest, StatusReply, Validate, SCHEMA_VERSION,
 };
-use hyper::StatusCode;
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Web;
+use crate::http::problem::Problem;
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The brain's answer as it goes to the browser: HTTP status and JSON.
-pub type Answer = (StatusCode, String);
+/// The brain's reply JSON as it goes to the browser, or why there is none.
+pub type Answer = Result<String, Problem>;
 
 /// Sends `req` on `subject`; the reply decoded as `R` (so a malformed one is refused), with
 /// whether it says `ok`.
@@ -37,20 +39,18 @@ where
     decode::<R>(&m.payload).map_err(|e| format!("the reply on {subject} is malformed: {e}"))
 }
 
+/// The reply as it goes to the browser: a refusal (`ok: false`) is a 422 naming the brain's
+/// reason.
 fn answer(ok: bool, json: Vec<u8>) -> Answer {
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    (status, String::from_utf8_lossy(&json).into_owned())
-}
-
-fn unreachable(error: String) -> Answer {
-    (
-        StatusCode::BAD_GATEWAY,
-        serde_json::json!({ "ok": false, "error": error }).to_string(),
-    )
+    let json = String::from_utf8_lossy(&json).into_owned();
+    if ok {
+        return Ok(json);
+    }
+    let error = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "the brain refused without a reason".into());
+    Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error))
 }
 
 /// The body of `POST /api/v1/services/{name}/scale`: `{"replicas":3}` or `{"auto":true}`.
@@ -64,18 +64,17 @@ struct ScaleBody {
 }
 
 pub async fn scale(web: &Web, service: &str, body: &[u8]) -> Answer {
-    let bad = |e: String| (StatusCode::BAD_REQUEST, encode(&ScaleReply::error(e))).into_answer();
     let b: ScaleBody = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
-            return bad(format!(
+            return Err(Problem::bad_request(format!(
                 "body must be {{\"replicas\":N}} or {{\"auto\":true}}: {e}"
-            ))
+            )))
         }
     };
     let service = match service.parse() {
         Ok(s) => s,
-        Err(e) => return bad(format!("service {service:?}: {e}")),
+        Err(e) => return Err(Problem::bad_request(format!("service {service:?}: {e}"))),
     };
     let req = ScaleRequest {
         v: SCHEMA_VERSION,
@@ -83,31 +82,27 @@ pub async fn scale(web: &Web, service: &str, body: &[u8]) -> Answer {
         replicas: b.replicas,
         auto: b.auto,
     };
-    if let Err(e) = req.validate() {
-        return bad(e);
-    }
+    req.validate().map_err(Problem::bad_request)?;
     match ask::<_, ScaleReply>(web, web.subjects.scale(), &req).await {
         Ok(r) => answer(r.ok, encode(&r)),
-        Err(e) => unreachable(e),
+        Err(e) => Err(Problem::bad_gateway(e)),
     }
 }
 
 pub async fn maintenance(web: &Web, worker: &str, action: &str) -> Answer {
-    let bad =
-        |e: String| (StatusCode::BAD_REQUEST, encode(&MaintenanceReply::error(e))).into_answer();
     let action = match action {
         "cordon" => MaintenanceAction::Cordon,
         "uncordon" => MaintenanceAction::Uncordon,
         "drain" => MaintenanceAction::Drain,
         other => {
-            return bad(format!(
+            return Err(Problem::bad_request(format!(
                 "unknown action {other:?} (cordon, uncordon, drain)"
-            ))
+            )))
         }
     };
     let worker = match worker.parse() {
         Ok(w) => w,
-        Err(e) => return bad(format!("worker {worker:?}: {e}")),
+        Err(e) => return Err(Problem::bad_request(format!("worker {worker:?}: {e}"))),
     };
     let req = MaintenanceRequest {
         v: SCHEMA_VERSION,
@@ -116,7 +111,7 @@ pub async fn maintenance(web: &Web, worker: &str, action: &str) -> Answer {
     };
     match ask::<_, MaintenanceReply>(web, web.subjects.maintenance(), &req).await {
         Ok(r) => answer(r.ok, encode(&r)),
-        Err(e) => unreachable(e),
+        Err(e) => Err(Problem::bad_gateway(e)),
     }
 }
 
@@ -126,12 +121,10 @@ pub async fn replace(web: &Web, replica: &str) -> Answer {
         replica: replica.to_string(),
         action: ReplicaAction::Replace,
     };
-    if let Err(e) = req.validate() {
-        return (StatusCode::BAD_REQUEST, encode(&ReplicaReply::error(e))).into_answer();
-    }
+    req.validate().map_err(Problem::bad_request)?;
     match ask::<_, ReplicaReply>(web, web.subjects.replica_command(), &req).await {
         Ok(r) => answer(r.ok, encode(&r)),
-        Err(e) => unreachable(e),
+        Err(e) => Err(Problem::bad_gateway(e)),
     }
 }
 
@@ -147,14 +140,4 @@ pub async fn status(web: &Web) -> Result<String, String> {
     )
     .await?;
     Ok(String::from_utf8_lossy(&encode(&r)).into_owned())
-}
-
-trait IntoAnswer {
-    fn into_answer(self) -> Answer;
-}
-
-impl IntoAnswer for (StatusCode, Vec<u8>) {
-    fn into_answer(self) -> Answer {
-        (self.0, String::from_utf8_lossy(&self.1).into_owned())
-    }
 }

@@ -1,13 +1,15 @@
-//! The live web dashboard (issue 9, part 4), served next to the REST API.
+//! The live web dashboard, served next to the REST API.
 //!
 //! - [`session`]: login with the bearer token → an HttpOnly, SameSite=Strict session cookie and a
 //!   CSRF token. Pure.
-//! - [`sse`]: `GET /api/v1/events`, the bus forwarded to each browser through a bounded queue.
+//! - [`sse`]: `GET /api/v1/events`, the bus forwarded to each browser, with event ids.
+//! - [`hub`]: the fan-out to each browser's bounded queue, and the ring replayed on reconnect.
 //! - [`actions`]: scale, cordon/uncordon/drain and replace, as requests to the brain.
 //! - The static pages (`crates/monitor/web/`, plain ES modules and the vendored Chart.js) are
-//!   embedded in the binary here; `http.rs` routes.
+//!   embedded in the binary here, each with its ETag; `crate::http` routes.
 
 pub mod actions;
+pub mod hub;
 pub mod session;
 pub mod sse;
 
@@ -15,7 +17,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use acs_events::Subjects;
-use bytes::Bytes;
 
 use crate::http::HttpAuth;
 
@@ -25,9 +26,7 @@ pub struct Web {
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub sessions: Mutex<session::Sessions>,
-    pub hub: sse::Hub,
-    /// The last `status` SSE frame, sent first to a new client.
-    pub last_status: Mutex<Option<Bytes>>,
+    pub hub: hub::Hub,
     pub counters: WebCounters,
 }
 
@@ -48,8 +47,7 @@ impl Web {
             nats,
             subjects,
             sessions: Mutex::default(),
-            hub: sse::Hub::default(),
-            last_status: Mutex::default(),
+            hub: hub::Hub::default(),
             counters: WebCounters::default(),
         }
     }
@@ -61,6 +59,23 @@ pub struct Asset {
     pub content_type: &'static str,
     pub bytes: &'static [u8],
 }
+
+impl Asset {
+    /// A weak ETag from the bytes (weak: gzip changes the bytes sent, not the file).
+    pub fn etag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.bytes.hash(&mut h);
+        format!("W/\"{}\"", hex::encode(h.finish().to_be_bytes()))
+    }
+}
+
+/// A small SVG icon (a rising line), served as `/favicon.ico`; browsers take SVG there.
+pub const FAVICON: Asset = Asset {
+    path: "/favicon.ico",
+    content_type: "image/svg+xml",
+    bytes: br##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1f6feb"/><path d="M3 12l4-4 2 2 4-5" stroke="#fff" stroke-width="2" fill="none"/></svg>"##,
+};
 
 pub const INDEX: &[u8] = include_bytes!("../../web/index.html");
 pub const LOGIN: &str = include_str!("../../web/login.html");
@@ -90,25 +105,14 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
 /// The login page, with `error` (already plain text) shown above the form.
 pub fn login_page(error: Option<&str>) -> String {
     let msg = error
-        .map(|e| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(e)))
+        .map(|e| {
+            format!(
+                "<p class=\"error\" id=\"login-error\">{}</p>",
+                html_escape::encode_safe(e)
+            )
+        })
         .unwrap_or_default();
     LOGIN.replace("<!--error-->", &msg)
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `token=...` from an `application/x-www-form-urlencoded` body.
-pub fn form_field(body: &[u8], name: &str) -> Option<String> {
-    let body = std::str::from_utf8(body).ok()?;
-    body.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| crate::http::percent_decode(v))
 }
 
 #[cfg(test)]
@@ -122,10 +126,9 @@ mod tests {
         assert!(asset("/nope").is_none());
         let p = login_page(Some("<b>wrong</b>"));
         assert!(p.contains("&lt;b&gt;wrong") && !p.contains("<b>wrong"));
-        assert_eq!(
-            form_field(b"a=1&token=ab%2Bc+d", "token").as_deref(),
-            Some("ab+c d")
-        );
-        assert_eq!(form_field(b"a=1", "token"), None);
+        assert!(FAVICON.bytes.starts_with(b"<svg"));
+        let a = asset("/app.js").unwrap();
+        assert_eq!(a.etag(), a.etag());
+        assert_ne!(a.etag(), asset("/style.css").unwrap().etag());
     }
 }

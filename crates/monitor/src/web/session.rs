@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+use axum::http::{header, HeaderMap};
+use cookie::{Cookie, SameSite};
+
 pub const COOKIE: &str = "acs_session";
 pub const CSRF_HEADER: &str = "x-acs-csrf";
 /// A session lasts this long after login (no sliding renewal: log in again after).
@@ -24,10 +27,7 @@ pub struct Sessions {
 
 /// 32 random bytes (the thread-local CSPRNG) in hex.
 pub fn random_token() -> String {
-    rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 impl Sessions {
@@ -78,26 +78,36 @@ impl Sessions {
     }
 }
 
-/// The value of cookie `name` in a `Cookie:` header value.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// The session id from the `Cookie:` headers, if one names it.
+pub fn id_from(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE)
+        .map(|c| c.value().to_string())
+}
+
+fn cookie(value: String, max_age_s: i64) -> String {
+    Cookie::build((COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(max_age_s))
+        .build()
+        .to_string()
 }
 
 /// `Set-Cookie` for a new session. Not `Secure`: the monitor serves plain HTTP on 127.0.0.1 by
 /// default; put TLS in front (and the cookie stays HttpOnly and SameSite=Strict) when exposing it.
 pub fn set_cookie(id: &str) -> String {
-    format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        TTL_MS / 1000
-    )
+    cookie(id.to_string(), (TTL_MS / 1000) as i64)
 }
 
 pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    cookie(String::new(), 0)
 }
 
 #[cfg(test)]
@@ -136,12 +146,26 @@ mod tests {
 
     #[test]
     fn cookies_parse() {
-        assert_eq!(cookie("a=1; acs_session=xyz; b=2", COOKIE), Some("xyz"));
-        assert_eq!(cookie("acs_session=xyz", COOKIE), Some("xyz"));
-        assert_eq!(cookie("acs_sessionx=1", COOKIE), None);
-        assert_eq!(cookie("", COOKIE), None);
+        let id = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, v.parse().unwrap());
+            id_from(&h)
+        };
+        assert_eq!(id("a=1; acs_session=xyz; b=2").as_deref(), Some("xyz"));
+        assert_eq!(id("acs_session=xyz").as_deref(), Some("xyz"));
+        assert_eq!(id("acs_sessionx=1"), None);
+        assert_eq!(id(""), None);
+        assert_eq!(id_from(&HeaderMap::new()), None);
+        let set = set_cookie("id");
+        assert!(set.starts_with("acs_session=id;"), "{set}");
         assert!(
-            set_cookie("id").contains("HttpOnly") && set_cookie("id").contains("SameSite=Strict")
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
         );
+        assert!(
+            set.contains("Path=/") && set.contains("Max-Age=43200"),
+            "{set}"
+        );
+        assert!(clear_cookie().contains("Max-Age=0"));
     }
 }

@@ -1,90 +1,34 @@
-//! Live data for the dashboard: `GET /api/v1/events` (text/event-stream).
+//! Live data for the dashboard: `GET /api/v1/events` (text/event-stream, axum's `Sse`).
 //!
-//! One [`Hub`] per monitor. [`forward`] subscribes to what the pages show (worker and proxy
-//! metrics thinned to one per second per sender, decisions, replica/worker/leader events, alarm
-//! events) and [`poll_status`] asks the brain for `acs.status` while anyone watches; both hand
-//! each message to every client's bounded queue. A client whose queue is full is dropped (the
-//! browser's EventSource reconnects), logged and counted: one slow tab never holds memory or
-//! delays the others.
+//! [`forward`] subscribes to what the pages show (worker and proxy metrics thinned to one per
+//! second per sender, decisions, replica/worker/alarm events, leader elections and step-downs;
+//! the leader's lease renewals, several a second, are left out) and [`poll_status`] asks the
+//! brain for `acs.status` while anyone watches; both hand each message to the [`Hub`], which
+//! gives every event an `id:` and replays what a reconnecting browser missed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use acs_events::Subjects;
-use bytes::Bytes;
-use futures::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
-use hyper::{header, Response};
-use tokio::sync::mpsc;
+use acs_events::{LeaderChange, LeaderEvent, Subjects};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
 
+pub use super::hub::{Frame, Hub, Kind, CLIENT_QUEUE};
 use super::Web;
-use crate::http::Body;
 use crate::service::unix_ms;
 
-/// Messages a client may have waiting before it counts as slow.
-pub const CLIENT_QUEUE: usize = 256;
 /// Worker and proxy metrics: at most one per sender per this many ms.
 pub const THIN_MS: u64 = 900;
 pub const STATUS_EVERY: Duration = Duration::from_millis(1500);
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a browser waits before it reconnects.
+const RETRY: Duration = Duration::from_millis(2000);
 
-#[derive(Debug, Default)]
-pub struct Hub {
-    clients: Mutex<Vec<(u64, mpsc::Sender<Bytes>)>>,
-    next: AtomicU64,
-    /// Clients dropped for a full queue.
-    pub dropped: AtomicU64,
-    /// Messages from the bus that were not JSON (not forwarded).
-    pub bad_payloads: AtomicU64,
-}
-
-/// One SSE frame. `data` must be one line (compact JSON is).
-pub fn frame(event: &str, data: &str) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
-}
-
-impl Hub {
-    pub fn subscribe(&self) -> (u64, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.clients.lock().unwrap().push((id, tx));
-        (id, rx)
-    }
-
-    pub fn clients(&self) -> usize {
-        self.clients.lock().unwrap().len()
-    }
-
-    /// Queues `bytes` for every client; drops those that are full or gone.
-    pub fn broadcast(&self, bytes: Bytes) {
-        self.clients
-            .lock()
-            .unwrap()
-            .retain(|(id, tx)| match tx.try_send(bytes.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(
-                        client = id,
-                        queue = CLIENT_QUEUE,
-                        total,
-                        "dropped a slow dashboard client (queue full)"
-                    );
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    tracing::debug!(client = id, "dashboard client left");
-                    false
-                }
-            });
-    }
-}
-
-/// The event name a subject is forwarded under, and whether it is thinned.
+/// The event name a subject is forwarded under, and whether it is thinned (a metrics snapshot)
+/// or kept (an event).
 fn kind_of(subject: &str, s: &Subjects) -> Option<(&'static str, bool)> {
     let rest = subject.strip_prefix(s.prefix())?.strip_prefix('.')?;
     let (kind, _) = rest.rsplit_once('.').unwrap_or((rest, ""));
@@ -107,10 +51,17 @@ fn compact(payload: &[u8]) -> Option<String> {
         .map(|v| v.to_string())
 }
 
+/// Whether the bus message is worth a line in the feeds: not a leader's lease renewal.
+fn wanted(event: &str, payload: &[u8]) -> bool {
+    event != "leader"
+        || acs_events::decode::<LeaderEvent>(payload)
+            .map_or(true, |e| e.change != LeaderChange::Renewed)
+}
+
 /// Subscribes and forwards until the NATS client closes.
 pub async fn forward(web: Arc<Web>) {
     let s = &web.subjects;
-    let wanted = [
+    let subjects = [
         s.worker_metrics_all(),
         s.proxy_metrics_all(),
         s.decisions_all(),
@@ -120,7 +71,7 @@ pub async fn forward(web: Arc<Web>) {
         s.alarm_events_all(),
     ];
     let mut subs = Vec::new();
-    for subject in wanted {
+    for subject in subjects {
         match web.nats.subscribe(subject.clone()).await {
             Ok(sub) => subs.push(sub),
             Err(e) => {
@@ -131,12 +82,16 @@ pub async fn forward(web: Arc<Web>) {
     let mut all = futures::stream::select_all(subs);
     let mut last_sent: HashMap<String, u64> = HashMap::new();
     while let Some(m) = all.next().await {
-        if web.hub.clients() == 0 {
-            continue;
-        }
         let Some((event, thin)) = kind_of(m.subject.as_str(), s) else {
             continue;
         };
+        // Events are kept for a reconnect even while nobody watches; snapshots are not.
+        if thin && web.hub.clients() == 0 {
+            continue;
+        }
+        if !wanted(event, &m.payload) {
+            continue;
+        }
         if thin {
             let now = unix_ms();
             let last = last_sent.entry(m.subject.to_string()).or_insert(0);
@@ -146,7 +101,10 @@ pub async fn forward(web: Arc<Web>) {
             *last = now;
         }
         match compact(&m.payload) {
-            Some(json) => web.hub.broadcast(frame(event, &json)),
+            Some(json) => {
+                let kind = if thin { Kind::Snapshot } else { Kind::Event };
+                web.hub.broadcast(event, json, kind)
+            }
             None => {
                 let total = web.hub.bad_payloads.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::debug!(subject = %m.subject, total, "not JSON; not forwarded to the dashboard");
@@ -155,8 +113,8 @@ pub async fn forward(web: Arc<Web>) {
     }
 }
 
-/// Asks the brain for `acs.status` every [`STATUS_EVERY`] while a client watches, keeps the
-/// last answer for new clients and forwards it as `status` (or `status_error`).
+/// Asks the brain for `acs.status` every [`STATUS_EVERY`] while a client watches, and forwards
+/// it as `status` (the hub keeps the last for new clients) or `status_error`.
 pub async fn poll_status(web: Arc<Web>) {
     let mut tick = tokio::time::interval(STATUS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,9 +130,7 @@ pub async fn poll_status(web: Arc<Web>) {
                     tracing::info!("the brain answers acs.status again");
                     failing = false;
                 }
-                let f = frame("status", &json);
-                *web.last_status.lock().unwrap() = Some(f.clone());
-                web.hub.broadcast(f);
+                web.hub.broadcast("status", json, Kind::Status);
             }
             Err(error) => {
                 if !failing {
@@ -182,47 +138,37 @@ pub async fn poll_status(web: Arc<Web>) {
                     failing = true;
                 }
                 let msg = serde_json::json!({ "error": error, "ts_ms": unix_ms() }).to_string();
-                web.hub.broadcast(frame("status_error", &msg));
+                web.hub.broadcast("status_error", msg, Kind::Snapshot);
             }
         }
     }
 }
 
-/// The `text/event-stream` response for one client: the last status at once, then the hub.
-pub fn response(web: &Web) -> Response<Body> {
-    let (id, rx) = web.hub.subscribe();
+fn event(f: &Frame) -> Event {
+    Event::default().id(&f.id).event(f.event).data(&f.data)
+}
+
+/// The stream for one client: what it missed (after `Last-Event-ID`) and the last status, then
+/// the hub.
+pub fn response(
+    web: &Web,
+    last_event_id: Option<&str>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let sub = web.hub.subscribe(last_event_id);
     tracing::debug!(
-        client = id,
+        client = sub.client,
         clients = web.hub.clients(),
+        resume = last_event_id,
         "dashboard client connected"
     );
-    let mut first = vec![Bytes::from_static(b"retry: 2000\n\n")];
-    if let Some(s) = web.last_status.lock().unwrap().clone() {
-        first.push(s);
-    }
-    let head = futures::stream::iter(first);
-    let tail = futures::stream::unfold(rx, |mut rx| async move {
-        match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Some(b)) => Some((b, rx)),
-            Ok(None) => None,
-            Err(_) => Some((Bytes::from_static(b": keepalive\n\n"), rx)),
-        }
+    let head = futures::stream::iter(
+        std::iter::once(Event::default().retry(RETRY))
+            .chain(sub.first.into_iter().map(|f| event(&f))),
+    );
+    let tail = futures::stream::unfold(sub.rx, |mut rx| async move {
+        rx.recv().await.map(|f| (event(&f), rx))
     });
-    let body = StreamBody::new(
-        head.chain(tail)
-            .map(|b| Ok::<_, Infallible>(Frame::data(b))),
-    );
-    let mut r = Response::new(body.boxed_unsync());
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache, no-store"),
-    );
-    r
+    Sse::new(head.chain(tail).map(Ok)).keep_alive(KeepAlive::new().interval(KEEPALIVE))
 }
 
 #[cfg(test)]
@@ -254,38 +200,45 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_one_event_each() {
-        assert_eq!(
-            &frame("status", "{\"a\":1}")[..],
-            b"event: status\ndata: {\"a\":1}\n\n"
-        );
+    fn leader_renewals_stay_out_elections_and_step_downs_come_in() {
+        let leader = |change: LeaderChange| {
+            acs_events::encode(&LeaderEvent {
+                v: 1,
+                term: 3,
+                brain: "b1".into(),
+                ts_ms: 1,
+                change,
+                lease_ms: 1500,
+            })
+        };
+        assert!(!wanted("leader", &leader(LeaderChange::Renewed)));
+        assert!(wanted("leader", &leader(LeaderChange::Elected)));
+        assert!(wanted("leader", &leader(LeaderChange::SteppedDown)));
+        assert!(wanted("decision", b"{}"));
+    }
+
+    #[tokio::test]
+    async fn every_event_on_the_wire_has_an_id_and_a_reconnect_resumes() {
+        use axum::response::IntoResponse;
+        use http_body_util::BodyExt;
+        let hub = Hub::new(7);
+        hub.broadcast("decision", "{\"a\":1}".into(), Kind::Event);
+        hub.broadcast("decision", "{\"a\":2}".into(), Kind::Event);
+        let sub = hub.subscribe(Some("7-1"));
+        let head = futures::stream::iter(sub.first.iter().map(|f| event(f)).collect::<Vec<_>>());
+        let body = Sse::new(head.map(Ok::<_, Infallible>))
+            .into_response()
+            .into_body();
+        let text = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&text[..], b"id: 7-2\nevent: decision\ndata: {\"a\":2}\n\n");
+    }
+
+    #[test]
+    fn payloads_are_compacted() {
         assert_eq!(
             compact(b"{\n \"a\": [1, 2]\n}").as_deref(),
             Some("{\"a\":[1,2]}")
         );
         assert_eq!(compact(b"not json"), None);
-    }
-
-    #[tokio::test]
-    async fn a_slow_client_is_dropped_and_counted_the_others_stay() {
-        let hub = Hub::default();
-        let (_, mut fast) = hub.subscribe();
-        let (_, _slow) = hub.subscribe();
-        for i in 0..CLIENT_QUEUE {
-            hub.broadcast(frame("x", &i.to_string()));
-            fast.recv().await.unwrap();
-        }
-        assert_eq!(hub.clients(), 2);
-        hub.broadcast(frame("x", "full"));
-        assert_eq!(hub.clients(), 1, "the slow client is gone");
-        assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
-        assert_eq!(&fast.recv().await.unwrap()[..], b"event: x\ndata: full\n\n");
-        drop(fast);
-        hub.broadcast(frame("x", "gone"));
-        assert_eq!(
-            (hub.clients(), hub.dropped.load(Ordering::Relaxed)),
-            (0, 1),
-            "a closed client is not counted as slow"
-        );
     }
 }

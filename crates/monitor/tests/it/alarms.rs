@@ -1159,3 +1159,66 @@ notify = ["hook"]
         task.await.unwrap().unwrap();
     }
 }
+
+/// `--check` checks the rules file and exits: no token, no NATS, no listener.
+#[test]
+fn check_checks_the_rules_without_a_token_or_a_server() {
+    let tmp = TempDir::new("alarms-check");
+    let run = |rules: &str| {
+        let path = tmp.path().join("alarms.toml");
+        std::fs::write(&path, rules).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_acs-monitor"))
+            .arg("--alarms")
+            .arg(&path)
+            .arg("--check")
+            .env_remove("ACS_MONITOR_TOKEN_FILE")
+            .env("NATS_URL", "nats://127.0.0.1:1")
+            .output()
+            .unwrap()
+    };
+    let good = format!(
+        "{}\n[[rule]]\nname = \"cpu_hot\"\nmetric = \"cpu\"\nscope = \"worker\"\nid = \"*\"\ncondition = \"above\"\nwarning = 50.0\nnotify = [\"hook\"]\n",
+        channels(SocketAddr::from(([127, 0, 0, 1], 9)), 25)
+    );
+    let out = run(&good);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok: 1 alarm rules, 4 channels"), "{stdout}");
+    let out = run(&good.replace("notify = [\"hook\"]", "notify = [\"nope\"]"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no channel \"nope\""));
+
+    // A webhook may trust its own CA (PEM, relative to the rules file), for https only.
+    let ca = rcgen::generate_simple_self_signed(vec!["hooks.example".into()]).unwrap();
+    std::fs::write(tmp.path().join("hook-ca.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(tmp.path().join("junk.pem"), "not a certificate").unwrap();
+    let hook = "url = \"https://hooks.example/hook\"\nca_file = \"hook-ca.pem\"";
+    let with_ca = good.replacen("url = \"http://127.0.0.1:9/hook\"", hook, 1);
+    assert!(with_ca.contains("ca_file"), "{with_ca}");
+    let out = run(&with_ca);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (bad, names) in [
+        (
+            with_ca.replace("https://hooks", "http://hooks"),
+            "only for https",
+        ),
+        (with_ca.replace("hook-ca.pem", "junk.pem"), "no certificate"),
+        (with_ca.replace("hook-ca.pem", "missing.pem"), "missing.pem"),
+    ] {
+        let out = run(&bad);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("ca_file"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(names), "{stderr}");
+    }
+}
