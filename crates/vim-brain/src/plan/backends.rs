@@ -5,16 +5,14 @@
 //! versions, so no update is over the payload limit even at 10,000 backends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::OnceLock;
 
 use acs_events::{
-    Backend, BackendChange, BackendUpdate, ReplicaId, Route, ServiceName, WorkerId, SCHEMA_VERSION,
+    Backend, BackendChange, BackendUpdate, ReplicaId, Route, ServiceName, SCHEMA_VERSION,
 };
 
-use super::{Member, Phase, Published};
+use super::{Member, Phase};
 use crate::config::{ServiceConfig, Services};
-use crate::world::{Millis, Now, ServiceState, World};
+use crate::world::{entry_hash, Millis, Now, Published, Routing, World};
 
 #[derive(Debug, PartialEq)]
 pub(super) struct Publish {
@@ -54,66 +52,11 @@ fn routable<'m, 'a>(
     })
 }
 
-/// The seeded hash of a backend's id, address and worker: a [`Member`] carries it, computed
-/// by the world when the report is folded in (`WorkerView::keys`). Digests never leave the
-/// process.
-pub(crate) fn route_hash(id: &ReplicaId, addr: &str, worker: &WorkerId) -> u64 {
-    let mut hasher = foldhash::quality::FixedState::with_seed(seeds().0).build_hasher();
-    // One write of the fields laid end to end hashes several times faster than one write per
-    // field. Ids hold no ':' and an address holds no whitespace, so the layout is unambiguous.
-    let (id, worker) = (id.as_str().as_bytes(), worker.as_str().as_bytes());
-    let mut buf = [0u8; 192];
-    let len = id.len() + 1 + addr.len() + 1 + worker.len();
-    if len <= buf.len() {
-        let mut at = 0;
-        for part in [id, b":", addr.as_bytes(), b"\n", worker] {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        hasher.write(&buf[..len]);
-    } else {
-        (id, addr, worker).hash(&mut hasher);
-    }
-    hasher.finish()
-}
-
-/// The hash seed and the drain mark's key, drawn once per process from the OS's randomness
-/// (as `HashMap`'s keys are), so nobody can craft ids that collide.
-fn seeds() -> (u64, u64) {
-    static SEEDS: OnceLock<(u64, u64)> = OnceLock::new();
-    *SEEDS.get_or_init(|| {
-        let random = std::collections::hash_map::RandomState::new();
-        (random.hash_one(0u8), random.hash_one(1u8) | 1)
-    })
-}
-
-/// One backend's share of a [`digest`]: its route hash, with the drain mark folded in.
-fn entry_hash(route_hash: u64, draining: bool) -> u64 {
-    if draining {
-        route_hash ^ seeds().1
-    } else {
-        route_hash
-    }
-}
-
-/// An order-free digest of a backend set (ids, addresses, workers, drain marks): the wrapping
-/// sum of a 64-bit hash of each backend. Equal sets give equal digests; two different sets of
-/// the same size give the same one with a chance of about 2^-64. `World::apply` keeps one
-/// beside each published set ([`ServiceState::published_digest`]).
-pub(crate) fn digest<'b>(backends: impl IntoIterator<Item = &'b Backend>) -> u64 {
-    backends.into_iter().fold(0, |sum, b| {
-        sum.wrapping_add(entry_hash(
-            route_hash(&b.id, &b.addr, &b.worker),
-            b.draining,
-        ))
-    })
-}
-
 /// Whether the routable members are exactly what was published (same ids, addresses, workers
 /// and drain marks): the common case. Answered by summing the members' route hashes and
 /// comparing with the published set's digest, with no lookup and no read of an id or address:
 /// at 10,000 backends a service, the lookups were 40 % of a steady plan, and rereading the
-/// strings (cache misses) a quarter (issue 10, P6). A false "unchanged" (the 2^-64 above)
+/// strings (cache misses) a quarter. A false "unchanged" (the 2^-64 above)
 /// would hold a change back until the next periodic reset at the latest.
 pub(super) fn unchanged(
     published: &BTreeMap<ReplicaId, Backend>,
@@ -192,14 +135,14 @@ pub(super) fn changes(
 }
 
 /// Periodic snapshots in one plan stop at about this many backends (at least one service is
-/// always taken, the most overdue first); the rest are taken by the next plans. At P6's scale
-/// (10 services of 10,000 backends), ten snapshots in one pass made it 3 to 4 times as long as
+/// always taken, the most overdue first); the rest are taken by the next plans. At 10,000
+/// workers (10 services of 10,000 backends), ten snapshots in one pass made it 3 to 4 times as long as
 /// a steady one. A snapshot for a new term or a proxy's sync request is never put off.
 pub(super) const SNAPSHOT_BUDGET: usize = 10_000;
 
 /// Periodic snapshots of all services together republish at most about this many backends a
 /// second: past `reset_every_ms × SNAPSHOT_RATE` backends in all (10,000 at the default 5 s),
-/// each service's period grows with the total. At P6's 100,000 backends, that is every 50 s
+/// each service's period grows with the total. At 100,000 backends, that is every 50 s
 /// instead of every 5 s (2 MB/s of snapshots to every proxy, and a snapshot in most plans).
 /// Snapshots are the safety net: a proxy that misses a delta sees the version gap and asks for
 /// one at once (`acs.backends.sync`), whatever the period.
@@ -210,7 +153,11 @@ pub(super) const SNAPSHOT_RATE: u64 = 2_000;
 pub(super) fn snapshot_every(world: &World, services: &Services) -> Millis {
     let total: u64 = services
         .iter()
-        .map(|(name, _)| world.service(name).map_or(0, |s| s.published.len() as u64))
+        .map(|(name, _)| {
+            world
+                .service(name)
+                .map_or(0, |s| s.routing.published.len() as u64)
+        })
         .sum();
     world
         .settings()
@@ -230,9 +177,9 @@ pub(super) fn periodic_resets<'s>(
         .iter()
         .filter_map(|(name, _)| {
             let st = world.service(name);
-            let last = st.and_then(|s| s.last_reset);
+            let last = st.and_then(|s| s.routing.last_reset);
             last.is_none_or(|at| now.saturating_sub(at) >= every)
-                .then(|| (last, st.map_or(0, |s| s.published.len()), name))
+                .then(|| (last, st.map_or(0, |s| s.routing.published.len()), name))
         })
         .collect();
     due.sort();
@@ -253,7 +200,7 @@ pub(super) fn periodic_resets<'s>(
 pub(super) fn publish(
     service: &ServiceName,
     svc: &ServiceConfig,
-    state: &ServiceState,
+    state: &Routing,
     first_version: u64,
     members: &[Member],
     reset_due: bool,
@@ -261,7 +208,7 @@ pub(super) fn publish(
 ) -> Publish {
     if !reset_due
         && state.version >= first_version
-        && unchanged(&state.published, state.published_digest, members)
+        && unchanged(&state.published, state.digest, members)
     {
         return Publish {
             updates: Vec::new(),
@@ -313,6 +260,8 @@ pub(super) fn publish(
 mod tests {
     use super::super::test_support::{id, member, now};
     use super::*;
+    use crate::world::{digest, route_hash};
+    use acs_events::WorkerId;
 
     fn draining() -> Phase {
         Phase::Draining {
@@ -448,7 +397,7 @@ mod tests {
             .collect();
         let services = Services::parse(&file).unwrap();
         let mut world = World::new(Settings::default(), now(0));
-        let sent = |names: &[&str], size: usize| crate::plan::Bookkeeping {
+        let sent = |names: &[&str], size: usize| crate::world::Bookkeeping {
             published: names
                 .iter()
                 .map(|n| Published {
@@ -511,13 +460,13 @@ mod tests {
         let services =
             crate::Services::parse("[[service]]\nname = \"web\"\ncommand = [\"x\"]\n").unwrap();
         let svc = services.get(&id("web")).unwrap();
-        let state = ServiceState {
+        let state = Routing {
             version: 10,
             published: wanted(&[
                 member("web-a", "w1", Phase::Healthy),
                 member("web-b", "w1", Phase::Healthy),
             ]),
-            ..ServiceState::default()
+            ..Routing::default()
         };
         let members = [
             member("web-a", "w1", draining()),
@@ -531,8 +480,8 @@ mod tests {
         assert_eq!(out.drain_version, 12);
         assert_eq!(out.published.unwrap().version, 13);
         let published = wanted(&members);
-        let unchanged = ServiceState {
-            published_digest: digest(published.values()),
+        let unchanged = Routing {
+            digest: digest(published.values()),
             published,
             ..state.clone()
         };
@@ -548,9 +497,9 @@ mod tests {
         let services =
             crate::Services::parse("[[service]]\nname = \"web\"\ncommand = [\"x\"]\n").unwrap();
         let svc = services.get(&id("web")).unwrap();
-        let state = ServiceState {
+        let state = Routing {
             version: 10,
-            ..ServiceState::default()
+            ..Routing::default()
         };
         let members: Vec<Member> = (0..10_000)
             .map(|i| {

@@ -8,7 +8,7 @@ use acs_events::{Decision, DecisionAction, ServiceName, ServiceTraffic};
 use super::{decision, Member, Phase};
 use crate::config::Policy;
 use crate::policy::{self, Measured};
-use crate::world::{Now, ServiceState};
+use crate::world::{Now, Scale};
 
 #[derive(Debug, PartialEq)]
 pub(super) struct Desired {
@@ -45,7 +45,7 @@ pub(super) fn measure(
 pub(super) fn desired_count(
     service: &ServiceName,
     policy: &Policy,
-    state: &ServiceState,
+    state: &Scale,
     active: u32,
     measured: &Measured,
     now: Now,
@@ -148,10 +148,10 @@ mod tests {
         }
     }
 
-    fn settled(desired: u32) -> ServiceState {
-        ServiceState {
+    fn settled(desired: u32) -> Scale {
+        Scale {
             desired: Some(desired),
-            ..ServiceState::default()
+            ..Scale::default()
         }
     }
 
@@ -190,7 +190,7 @@ mod tests {
         let out = desired_count(
             &id("web"),
             &policy(),
-            &ServiceState::default(),
+            &Scale::default(),
             3,
             &load(3, 0.0),
             now(0),
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn no_new_step_within_the_step_interval() {
-        let state = ServiceState {
+        let state = Scale {
             last_change: Some(9_000),
             ..settled(2)
         };
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_pin_wins_and_is_announced_once() {
-        let pinned = ServiceState {
+        let pinned = Scale {
             manual: Some(6),
             ..settled(2)
         };
@@ -268,7 +268,7 @@ mod tests {
                 manual: true
             }
         );
-        let held = ServiceState {
+        let held = Scale {
             manual: Some(6),
             ..settled(6)
         };

@@ -10,14 +10,14 @@ use std::collections::BTreeSet;
 
 use acs_events::{ProxyId, WorkerEvent, WorkerHealth, WorkerId, SCHEMA_VERSION};
 
-use super::HealthAnnounced;
+use crate::world::HealthAnnounced;
 use crate::world::{is_full_disruption, Now, World};
 
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Health<'a> {
     /// Workers counted as up: recent metrics, or silent but held (their replicas stay routed).
     /// Borrowed from the world, and built from its sorted ids in one go: cloning and inserting
-    /// 10,000 ids one at a time, twice a plan, was about half of this step's cost at P6's scale.
+    /// 10,000 ids one at a time, twice a plan, was about half of this step's cost at 10,000 workers.
     pub up: BTreeSet<&'a WorkerId>,
     /// Workers whose metrics are recent enough: the only ones new replicas go to.
     pub fresh: BTreeSet<&'a WorkerId>,
@@ -155,7 +155,7 @@ mod tests {
             health.events[0].reason
         );
 
-        let sent = crate::plan::Bookkeeping {
+        let sent = crate::world::Bookkeeping {
             worker_health: health.announced,
             ..Default::default()
         };

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use acs_events::{DecisionAction, Lifecycle, LifecycleState, ServiceName};
 
 use super::{decision, Member, Phase, Plan};
-use crate::world::{Now, ServiceState};
+use crate::world::{LifecycleChange, Now, Status};
 
 /// What the state is computed from.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -116,19 +116,11 @@ pub fn lifecycle(i: &Inputs) -> Lifecycle {
     at(LifecycleState::Scaling, format!("{frac}: {detail}"))
 }
 
-/// The lifecycle as a plan sees it, to fold in with `Event::PlanSent`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LifecycleChange {
-    pub(crate) service: ServiceName,
-    pub(crate) lifecycle: Lifecycle,
-    pub(crate) ever_ready: bool,
-}
-
 /// Sets `lc` on the service's decisions in this plan, announces a change of state, records it.
 pub(super) fn observe(
     plan: &mut Plan,
     service: &ServiceName,
-    state: &ServiceState,
+    state: &Status,
     lc: Lifecycle,
     ever_ready: bool,
     now: Now,
@@ -319,7 +311,7 @@ mod tests {
             blocked: Some("no slot"),
             ..three()
         });
-        let mut state = ServiceState {
+        let mut state = Status {
             lifecycle: Lifecycle {
                 state: Running,
                 reason: None,

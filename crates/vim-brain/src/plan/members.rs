@@ -29,7 +29,7 @@ pub(super) fn gather<'a>(
 ) -> Gathered<'a> {
     let settings = world.settings();
     // A replica's service, found by its number (`ReplicaKeys::service`): a service is declared
-    // exactly when its number maps to a list here. No name is read: at P6's 100,000 replicas a
+    // exactly when its number maps to a list here. No name is read: at 100,000 replicas a
     // pass, reading them was a cache miss each. Numberless names (past the cap) go by name.
     let numbers = world.service_numbers();
     let mut by_number: Vec<Option<usize>> = vec![None; numbers.len()];
@@ -322,7 +322,7 @@ mod tests {
         let m = &out.by_service[&id::<ServiceName>("web")][0];
         assert_eq!(
             m.route,
-            super::super::backends::route_hash(m.id, m.addr.unwrap(), &w1)
+            crate::world::route_hash(m.id, m.addr.unwrap(), &w1)
         );
     }
 

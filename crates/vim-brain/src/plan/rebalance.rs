@@ -120,7 +120,7 @@ pub(super) fn step(
     now: crate::world::Now,
 ) -> (std::collections::BTreeSet<ReplicaId>, Option<String>) {
     let mut leaving = std::collections::BTreeSet::new();
-    if let Some(r) = &state.rebalancing {
+    if let Some(r) = &state.moves.moving {
         if members.iter().any(|m| m.id == r && m.phase.active()) {
             leaving.insert(r.clone());
         } else {
@@ -139,10 +139,10 @@ pub(super) fn step(
     let Some(p) = pick(
         &svc.rebalance,
         members,
-        &state.published,
+        &state.routing.published,
         &candidates,
         cpu,
-        &state.rebalance_moves,
+        &state.moves.begun,
         now.mono,
     ) else {
         return (leaving, None);

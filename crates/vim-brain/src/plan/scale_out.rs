@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn the_indexed_candidates_are_the_scanned_ones() {
-        use crate::plan::{Bookkeeping, RecordChange};
+        use crate::world::{Bookkeeping, RecordChange};
         use crate::world::{Event, Now, Record, Settings};
         use acs_events::*;
         let mut world = World::new(

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use acs_events::{BackendChange, BackendUpdate, Selection, ServiceName, SCHEMA_VERSION};
 
-use super::Published;
 use crate::config::Services;
+use crate::world::Published;
 use crate::world::{Now, World};
 
 /// One withdrawal: the update to publish, and what the world records of it.
@@ -38,13 +38,13 @@ pub(super) fn withdrawals(world: &World, services: &Services, now: Now) -> Vec<W
     for (service, reported_version) in routed {
         let state = world.service(service);
         if state
-            .and_then(|s| s.last_reset)
+            .and_then(|s| s.routing.last_reset)
             .is_some_and(|at| now.mono.saturating_sub(at) < every)
         {
             continue;
         }
         let version = state
-            .map_or(0, |s| s.version)
+            .map_or(0, |s| s.routing.version)
             .max(world.first_version())
             .max(reported_version)
             + 1;
@@ -134,7 +134,7 @@ mod tests {
         );
         assert_eq!(u.change, BackendChange::Withdraw);
 
-        let sent = crate::plan::Bookkeeping {
+        let sent = crate::world::Bookkeeping {
             published: out.into_iter().map(|w| w.published).collect(),
             ..Default::default()
         };

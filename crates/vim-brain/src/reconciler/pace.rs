@@ -14,7 +14,7 @@ use tracing::warn;
 
 use crate::prom::BrainProm;
 
-/// A pass slower than this is logged (P6's decision-loop target).
+/// A pass slower than this is logged (the decision loop's target at 10,000 workers).
 pub(super) const SLOW_PASS: Duration = Duration::from_millis(50);
 /// Reports older than this when taken off the inbox mean the loop is behind the bus (a report
 /// is at most one metrics interval old when it is sent).

@@ -1,5 +1,6 @@
 //! The requests the leader answers (`acs.cmd.scale`, `acs.cmd.maintenance`, `acs.cmd.replica`, `acs.status`,
-//! `acs.sync.backends`); a standby stays silent. The answers themselves are pure (`control`).
+//! `acs.sync.backends`); a standby stays silent. The answers themselves are pure (`control`):
+//! each returns its reply and the events to fold in, which are folded before the reply goes.
 
 use acs_events::{
     decode, encode, DecodeError, ScaleReply, ScaleRequest, StatusReply, StatusRequest, SyncRequest,
@@ -33,7 +34,8 @@ impl Brain {
         }
         let reply = match decode::<ScaleRequest>(&m.payload) {
             Ok(req) => {
-                let mut r = control::manual_scale(&mut self.world, &self.services, &req, now);
+                let (mut r, events) = control::manual_scale(&self.world, &self.services, &req, now);
+                self.fold(events, now);
                 if r.ok {
                     info!(service = %req.service, replicas = ?req.replicas, auto = req.auto, "manual scale");
                     let pin = self
@@ -67,11 +69,14 @@ impl Brain {
         if self.lease.acting().is_none() {
             return; // only the leader answers; a standby stays silent
         }
-        let reply = match decode::<acs_events::MaintenanceRequest>(&m.payload) {
-            Ok(req) => control::maintenance(&mut self.world, &req, now),
-            Err(e) => acs_events::MaintenanceReply::error(e.to_string()),
+        let (mut reply, events) = match decode::<acs_events::MaintenanceRequest>(&m.payload) {
+            Ok(req) => control::maintenance(&self.world, &req),
+            Err(e) => (
+                acs_events::MaintenanceReply::error(e.to_string()),
+                Vec::new(),
+            ),
         };
-        let mut reply = reply;
+        self.fold(events, now);
         match &reply.error {
             Some(e) => self.count_refused(m, &e.clone()),
             None => {
@@ -100,10 +105,11 @@ impl Brain {
         if self.lease.acting().is_none() {
             return; // only the leader answers; a standby stays silent
         }
-        let reply = match decode::<acs_events::ReplicaRequest>(&m.payload) {
-            Ok(req) => control::replace(&mut self.world, &self.services, &req, now),
-            Err(e) => acs_events::ReplicaReply::error(e.to_string()),
+        let (reply, events) = match decode::<acs_events::ReplicaRequest>(&m.payload) {
+            Ok(req) => control::replace(&self.world, &self.services, &req),
+            Err(e) => (acs_events::ReplicaReply::error(e.to_string()), Vec::new()),
         };
+        self.fold(events, now);
         match &reply.error {
             Some(e) => self.count_refused(m, &e.clone()),
             None => info!(note = reply.note.as_deref().unwrap_or_default(), "replace"),
@@ -154,10 +160,10 @@ impl Brain {
                 let sync = control::sync(&self.world, &self.services, &req, now);
                 if !sync.resend.is_empty() {
                     info!(services = ?sync.resend, "sync reply carries part of these services' backends; fresh split resets follow");
-                    self.world
-                        .apply(crate::world::Event::ResetDue(sync.resend), now.mono);
                 }
-                encode(&sync.reply)
+                let (reply, events) = sync.into_answer();
+                self.fold(events, now);
+                encode(&reply)
             }
             Err(e) => {
                 self.count_refused(m, &e.to_string());

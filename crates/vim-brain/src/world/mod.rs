@@ -10,7 +10,13 @@
 //!
 //! Beside each worker's report it keeps `ReplicaKeys` per replica (route hash, service
 //! number), computed when the report is folded in: at 100,000 replicas, a plan that read ids,
-//! addresses and service names spent most of its time on cache misses (issue 10, P6).
+//! addresses and service names spent most of its time on cache misses.
+//!
+//! Files: `views.rs` (workers, proxies, replicas' records, maintenance), `service.rs` (each
+//! service's state, by concern), `fold.rs` (how reports and answers fold in), `sent.rs` (a sent
+//! plan's [`Bookkeeping`] and how it folds in), `crash.rs` (the crash-loop counts),
+//! `digest.rs` (route hashes and backend-set digests), `liveness.rs` (the link, the
+//! full-disruption rule, duplicate worker ids), `settings.rs`.
 //!
 //! # One door
 //!
@@ -27,23 +33,36 @@
 //!
 //! Time is a plain number of milliseconds on a monotonic clock that the caller passes in.
 
+mod crash;
+mod digest;
+mod fold;
 mod liveness;
 mod sent;
+mod service;
 mod settings;
+mod views;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use acs_events::{
-    Backend, BackendDrained, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId,
-    ReplicaState, ReplicaStatus, ServiceName, UnixMs, WorkerId, WorkerMetrics,
+    BackendDrained, CommandAck, ProxyId, ProxyMetrics, ReplicaEvent, ReplicaId, ReplicaStatus,
+    ServiceName, UnixMs, WorkerId, WorkerMetrics,
 };
 
-use crate::plan::backoff::{self, CrashLoop};
-use crate::plan::{Bookkeeping, RecordChange};
-use crate::policy;
-
+pub use crash::{
+    on_exit, on_start_refused, CrashLoop, CrashStep, BASE_MS, CAP_MS, MIN_UPTIME_MS, RESET_AFTER_MS,
+};
+pub use digest::route_hash;
+pub(crate) use digest::{digest, entry_hash};
 pub use liveness::{duplicate_event, is_full_disruption, Duplicate, Link};
+pub use sent::Bookkeeping;
+pub(crate) use sent::{
+    BlockedChange, DesiredChange, HealthAnnounced, LifecycleChange, Published, RecordChange,
+};
+pub use service::{Moves, Routing, Scale, ServiceState, Status};
 pub use settings::Settings;
+pub(crate) use views::ServiceNumbers;
+pub use views::{Drained, Intent, Maintenance, ProxyView, Record, WorkerView};
 
 /// Added to the worker timeout as the grace after the brain reconnects to NATS.
 pub const RECONNECT_SLACK_MS: Millis = 5_000;
@@ -58,177 +77,6 @@ pub struct Now {
     pub mono: Millis,
     /// Wall clock, only for timestamps in messages.
     pub unix_ms: UnixMs,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerView {
-    pub last: WorkerMetrics,
-    pub last_seen: Millis,
-    /// Health as last announced in a `WorkerEvent` (the plan announces transitions).
-    pub announced_up: bool,
-    /// Not chosen for placement before this time (it refused a start).
-    pub backoff_until: Millis,
-    /// When each replica on it was first seen unhealthy.
-    pub unhealthy_since: BTreeMap<ReplicaId, Millis>,
-    /// What a plan reads of each of `last.replicas` (same order) without touching its strings,
-    /// computed when a report or event is folded in, while they are in the cache: at P6's
-    /// 100,000 replicas, a plan's reads of ids, addresses and service names were cache misses
-    /// and most of its time (issue 10). Kept by [`Self::reindex`].
-    keys: Vec<ReplicaKeys>,
-}
-
-/// A replica as a plan finds it: its route hash and its service's interned number.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct ReplicaKeys {
-    /// `plan::backends::route_hash` of its id, address and worker.
-    pub route: u64,
-    /// Its service's number ([`World::service_numbers`]), or `None` past the cap.
-    pub service: Option<u32>,
-}
-
-impl WorkerView {
-    /// Recomputes `keys` after `last.replicas` changed.
-    fn reindex(&mut self, id: &WorkerId, names: &mut ServiceNumbers) {
-        self.keys.clear();
-        for r in &self.last.replicas {
-            self.keys.push(ReplicaKeys {
-                route: crate::plan::route_hash(&r.id, &r.addr, id),
-                service: names.number(&r.service),
-            });
-        }
-    }
-
-    /// The keys of `last.replicas[i]`.
-    pub(crate) fn keys(&self, i: usize) -> ReplicaKeys {
-        match self.keys.get(i) {
-            Some(&keys) => keys,
-            None => {
-                debug_assert!(false, "keys not reindexed");
-                let r = &self.last.replicas[i];
-                ReplicaKeys {
-                    route: crate::plan::route_hash(&r.id, &r.addr, &self.last.worker),
-                    service: None,
-                }
-            }
-        }
-    }
-}
-
-/// Every service name workers have reported, numbered in order of first sight. Bounded by
-/// `max_ids`: names past it get no number, and a plan looks those up by name.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct ServiceNumbers {
-    numbers: BTreeMap<ServiceName, u32>,
-    cap: usize,
-}
-
-impl ServiceNumbers {
-    fn number(&mut self, name: &ServiceName) -> Option<u32> {
-        if let Some(&n) = self.numbers.get(name) {
-            return Some(n);
-        }
-        if self.numbers.len() >= self.cap {
-            return None;
-        }
-        let n = self.numbers.len() as u32;
-        self.numbers.insert(name.clone(), n);
-        Some(n)
-    }
-
-    pub(crate) fn get(&self, name: &ServiceName) -> Option<u32> {
-        self.numbers.get(name).copied()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.numbers.len()
-    }
-}
-
-impl WorkerView {
-    pub fn is_up(&self, now: Millis, s: &Settings) -> bool {
-        now.saturating_sub(self.last_seen) <= s.worker_timeout_ms
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProxyView {
-    pub last: ProxyMetrics,
-    pub last_seen: Millis,
-    /// Drain evidence from `BackendDrained` events, by replica: the newest version the proxy
-    /// said it had drained at, and when the brain heard it. Kept only for backends the proxy
-    /// still lists (pruned on each metrics report).
-    pub drained: BTreeMap<ReplicaId, Drained>,
-}
-
-/// One proxy's word that a draining replica has nothing in flight there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Drained {
-    /// The service's backend-set version the proxy had applied.
-    pub version: u64,
-    /// When the brain received it (monotonic).
-    pub seen: Millis,
-}
-
-/// What the brain is doing with a replica, beyond what its worker reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Intent {
-    /// Start sent; not yet healthy.
-    Starting { since: Millis },
-    /// Out of rotation since `version`; waiting for in-flight requests to finish.
-    Draining {
-        since: Millis,
-        version: u64,
-        deadline: Millis,
-    },
-    /// Stop sent at `sent`.
-    Stopping { sent: Millis, attempt: u32 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub service: ServiceName,
-    pub worker: WorkerId,
-    pub intent: Intent,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServiceState {
-    /// Current desired count; `None` until the first plan after warm-up.
-    pub desired: Option<u32>,
-    /// Pinned by a manual scale.
-    pub manual: Option<u32>,
-    /// Its pin in KV was unreadable at take-over ([`Event::PinUnreadable`]): it holds its
-    /// desired count (what ran at the first plan) as if pinned, until the next scale request.
-    pub pin_unreadable: bool,
-    /// When the desired count last changed.
-    pub last_change: Option<Millis>,
-    /// Policy recommendations with their time, for the stabilisation windows.
-    pub history: VecDeque<(Millis, u32)>,
-    /// Version of the last backend update published.
-    pub version: u64,
-    /// Backend set the proxies have been told.
-    pub published: BTreeMap<ReplicaId, Backend>,
-    /// `published`'s digest (`plan::backends::digest`), kept with it by `World::apply`: a steady
-    /// plan compares it with the members' instead of looking up every backend. One that does
-    /// not match (a state built by hand) only costs that plan the full diff.
-    pub published_digest: u64,
-    pub last_reset: Option<Millis>,
-    /// A fresh `reset` is wanted at the next plan: a proxy's sync reply could not carry the
-    /// whole set under the payload limit ([`Event::ResetDue`]).
-    pub reset_requested: bool,
-    /// Why the service cannot reach its desired count, if it cannot (announced once).
-    pub blocked: Option<String>,
-    /// Its lifecycle state as the last plan saw it, and whether a replica was ever healthy.
-    pub lifecycle: acs_events::Lifecycle,
-    pub ever_ready: bool,
-    /// Its crashes in a row, for the crash-loop backoff.
-    pub crash: CrashLoop,
-    /// The replica a rebalance is moving (until it is gone), and when moves started (budget).
-    pub rebalancing: Option<ReplicaId>,
-    pub rebalance_moves: VecDeque<Millis>,
-    /// Set while `rebalancing` is an operator's replace (`acs.cmd.replica`), with its reason:
-    /// the replacement may then go on the same worker, and no rebalance budget is spent.
-    pub replacing: Option<String>,
 }
 
 /// Everything the brain knows. `BTreeMap`s everywhere: iteration order decides outcomes.
@@ -258,14 +106,6 @@ pub struct World {
     duplicates: BTreeMap<WorkerId, Duplicate>,
     /// Reported service names, numbered for the plan (`ReplicaKeys::service`).
     service_numbers: ServiceNumbers,
-}
-
-/// A worker's maintenance state: cordoned (no new placements), and draining (its replicas move
-/// off, make-before-break). A drain implies a cordon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Maintenance {
-    pub cordoned: bool,
-    pub draining: bool,
 }
 
 /// Everything that can change the world.
@@ -323,10 +163,7 @@ pub enum Event {
 impl World {
     pub fn new(settings: Settings, now: Now) -> Self {
         Self {
-            service_numbers: ServiceNumbers {
-                numbers: BTreeMap::new(),
-                cap: settings.max_ids,
-            },
+            service_numbers: ServiceNumbers::new(settings.max_ids),
             settings,
             started: now.mono,
             epoch: now.unix_ms,
@@ -408,7 +245,7 @@ impl World {
     pub fn pins(&self) -> impl Iterator<Item = (&ServiceName, u32)> {
         self.services
             .iter()
-            .filter_map(|(name, st)| st.manual.map(|n| (name, n)))
+            .filter_map(|(name, st)| st.scale.manual.map(|n| (name, n)))
     }
 
     pub fn warmed_up(&self, now: Millis) -> bool {
@@ -420,91 +257,29 @@ impl World {
         match event {
             Event::WorkerMetrics(m) => self.worker_metrics(m, now),
             Event::Replica(ev) => self.replica_event(ev, now),
-            Event::Proxy(m) => {
-                if !self.proxies.contains_key(&m.proxy)
-                    && self.proxies.len() >= self.settings.max_ids
-                {
-                    self.refused_ids += 1;
-                    return;
-                }
-                let mut drained = self
-                    .proxies
-                    .remove(&m.proxy)
-                    .map(|p| p.drained)
-                    .unwrap_or_default();
-                if !drained.is_empty() {
-                    let listed = |r: &ReplicaId| {
-                        m.services
-                            .iter()
-                            .any(|s| s.backends.iter().any(|b| &b.id == r))
-                    };
-                    drained.retain(|r, _| listed(r));
-                }
-                let id = m.proxy.clone();
-                self.proxies.insert(
-                    id,
-                    ProxyView {
-                        last: m,
-                        last_seen: now,
-                        drained,
-                    },
-                );
-            }
-            // From a proxy the brain does not know (no metrics yet) it is no evidence: a drain
-            // waits for every live proxy, and this one is not live yet.
-            Event::Drained(d) => {
-                if let Some(p) = self.proxies.get_mut(&d.proxy) {
-                    let e = p.drained.entry(d.replica).or_insert(Drained {
-                        version: 0,
-                        seen: 0,
-                    });
-                    if d.version >= e.version {
-                        *e = Drained {
-                            version: d.version,
-                            seen: now,
-                        };
-                    }
-                }
-            }
+            Event::Proxy(m) => self.proxy_metrics(m, now),
+            Event::Drained(d) => self.drained(d, now),
             Event::CommandResult {
                 worker,
                 replica,
                 start,
                 result,
             } => self.command_result(worker, replica, start, result, now),
-            Event::Pin { service, replicas } => {
-                let st = self.services.entry(service).or_default();
-                st.manual = replicas;
-                st.pin_unreadable = false;
-                if replicas.is_none() {
-                    // Restart the stabilisation history: the pinned period says nothing about the load.
-                    st.history.clear();
-                }
-            }
+            Event::Pin { service, replicas } => self.pin(service, replicas),
             Event::PinUnreadable { service } => {
-                self.services.entry(service).or_default().pin_unreadable = true
+                self.services
+                    .entry(service)
+                    .or_default()
+                    .scale
+                    .pin_unreadable = true
             }
             Event::PlanSent(bookkeeping) => self.plan_sent(bookkeeping, now),
-            Event::Maintenance { worker, state } => {
-                if state == Maintenance::default() {
-                    self.maintenance.remove(&worker);
-                } else {
-                    self.maintenance.insert(
-                        worker,
-                        Maintenance {
-                            cordoned: true,
-                            ..state
-                        },
-                    );
-                }
-            }
-            // Workers reconnect on their own backoff (async-nats waits up to 4 s between
-            // attempts), so they get the slack on top of the worker timeout to report again.
+            Event::Maintenance { worker, state } => self.set_maintenance(worker, state),
             Event::Term(term) => self.term = self.term.max(term),
             Event::ResetDue(services) => {
                 for service in services {
                     if let Some(st) = self.services.get_mut(&service) {
-                        st.reset_requested = true;
+                        st.routing.reset_requested = true;
                     }
                 }
             }
@@ -512,11 +287,9 @@ impl World {
                 service,
                 replica,
                 reason,
-            } => {
-                let st = self.services.entry(service).or_default();
-                st.rebalancing = Some(replica);
-                st.replacing = Some(reason);
-            }
+            } => self.replace(service, replica, reason),
+            // Workers reconnect on their own backoff (async-nats waits up to 4 s between
+            // attempts), so they get the slack on top of the worker timeout to report again.
             Event::Connection { connected } => self.link.set(
                 connected,
                 now,
@@ -525,7 +298,6 @@ impl World {
         }
     }
 
-    /// The instance the brain accepted for `worker` (`None`: unknown, or an older worker
     /// that reports none); stamped in commands so only that process acts on them.
     pub fn instance_of(&self, worker: &WorkerId) -> Option<String> {
         let i = &self.workers.get(worker)?.last.instance;
@@ -535,157 +307,6 @@ impl World {
     /// Refused second instances, by worker id.
     pub fn duplicates(&self) -> &BTreeMap<WorkerId, Duplicate> {
         &self.duplicates
-    }
-
-    fn worker_metrics(&mut self, m: WorkerMetrics, now: Millis) {
-        let id = m.worker.clone();
-        if let Some(w) = self.workers.get(&id) {
-            if liveness::is_duplicate(w, &m, now, &self.settings) {
-                liveness::note_duplicate(&mut self.duplicates, w, &m, now);
-                return;
-            }
-            if w.last.instance != m.instance {
-                // A restart (the first instance went silent or stopped before this one started).
-                self.duplicates.remove(&id);
-            }
-        }
-        let full = self.workers.len() >= self.settings.max_ids;
-        match self.workers.get_mut(&id) {
-            Some(w) => {
-                w.last = m;
-                w.last_seen = now;
-            }
-            None if full => {
-                self.refused_ids += 1;
-                return;
-            }
-            None => {
-                self.workers.insert(
-                    id.clone(),
-                    WorkerView {
-                        last: m,
-                        last_seen: now,
-                        announced_up: false,
-                        backoff_until: 0,
-                        unhealthy_since: BTreeMap::new(),
-                        keys: Vec::new(),
-                    },
-                );
-            }
-        }
-        let w = self.workers.get_mut(&id).expect("just inserted");
-        w.reindex(&id, &mut self.service_numbers);
-        let unhealthy: Vec<ReplicaId> = w
-            .last
-            .replicas
-            .iter()
-            .filter(|r| r.state == ReplicaState::Unhealthy)
-            .map(|r| r.id.clone())
-            .collect();
-        w.unhealthy_since.retain(|id, _| unhealthy.contains(id));
-        for id in unhealthy {
-            w.unhealthy_since.entry(id).or_insert(now);
-        }
-    }
-
-    fn replica_event(&mut self, ev: ReplicaEvent, now: Millis) {
-        // A replica event is news from a live worker; fold it into its last report so
-        // the plan sees it before the next metrics tick. Unknown worker: wait for metrics.
-        let Some(w) = self.workers.get_mut(&ev.worker) else {
-            return;
-        };
-        w.last_seen = w.last_seen.max(now);
-        let r = ev.replica;
-        match r.state {
-            ReplicaState::Exited => {
-                if let Some(st) = self.services.get_mut(&r.service) {
-                    let intent = self.records.get(&r.id).map(|rec| &rec.intent);
-                    backoff::on_exit(&mut st.crash, &r, intent, &ev.reason, ev.ts_ms, now);
-                }
-                w.last.replicas.retain(|x| x.id != r.id);
-                w.unhealthy_since.remove(&r.id);
-                // Exited while starting (crashed, or its health check timed out): forget
-                // the start, so the next plan replaces it now rather than after the
-                // start timeout.
-                if matches!(
-                    self.records.get(&r.id),
-                    Some(Record {
-                        intent: Intent::Starting { .. },
-                        ..
-                    })
-                ) {
-                    self.records.remove(&r.id);
-                }
-            }
-            state => {
-                if state == ReplicaState::Unhealthy {
-                    w.unhealthy_since.entry(r.id.clone()).or_insert(now);
-                } else {
-                    w.unhealthy_since.remove(&r.id);
-                }
-                upsert(&mut w.last.replicas, r);
-            }
-        }
-        w.last.capacity.running = slots_taken(&w.last.replicas);
-        w.reindex(&ev.worker, &mut self.service_numbers);
-    }
-
-    fn command_result(
-        &mut self,
-        worker: WorkerId,
-        replica: ReplicaId,
-        start: bool,
-        result: Result<CommandAck, String>,
-        now: Millis,
-    ) {
-        let failed = match &result {
-            Ok(ack) if ack.ok => None,
-            Ok(ack) => Some(ack.error.clone().unwrap_or_else(|| "refused".into())),
-            Err(e) => Some(e.clone()),
-        };
-        if start {
-            match failed {
-                // The worker said no (full, bad spec, runtime error): forget the
-                // attempt so the next plan places it again, elsewhere for a while.
-                Some(error) => {
-                    // A worker's own refusal may be the image's fault; no answer at all is not.
-                    if let (Some(rec), true) = (self.records.remove(&replica), result.is_ok()) {
-                        if let Some(st) = self.services.get_mut(&rec.service) {
-                            backoff::on_start_refused(
-                                &mut st.crash,
-                                replica.as_str(),
-                                worker.as_str(),
-                                &error,
-                                now,
-                            );
-                        }
-                    }
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.backoff_until = now + self.settings.refusal_backoff_ms;
-                    }
-                }
-                None => {
-                    if let (Ok(ack), Some(w)) = (&result, self.workers.get_mut(&worker)) {
-                        if let Some(r) = &ack.replica {
-                            if !w.last.replicas.iter().any(|x| x.id == r.id) {
-                                w.last.replicas.push(r.clone());
-                                w.last.capacity.running = slots_taken(&w.last.replicas);
-                                w.reindex(&worker, &mut self.service_numbers);
-                            }
-                        }
-                    }
-                }
-            }
-        } else if failed.is_some() {
-            // Retry the stop on the next plan.
-            if let Some(Record {
-                intent: Intent::Stopping { sent, .. },
-                ..
-            }) = self.records.get_mut(&replica)
-            {
-                *sent = 0;
-            }
-        }
     }
 
     /// Replicas a worker reports, if the worker is known.
@@ -725,18 +346,6 @@ impl World {
         } else {
             acs_events::pack_version(self.term, 0)
         }
-    }
-}
-
-/// Replicas that occupy one of the worker's slots.
-fn slots_taken(replicas: &[ReplicaStatus]) -> u32 {
-    replicas.iter().filter(|r| r.state.takes_slot()).count() as u32
-}
-
-fn upsert(list: &mut Vec<ReplicaStatus>, r: ReplicaStatus) {
-    match list.iter_mut().find(|x| x.id == r.id) {
-        Some(x) => *x = r,
-        None => list.push(r),
     }
 }
 

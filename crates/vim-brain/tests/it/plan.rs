@@ -150,8 +150,18 @@ impl Cluster {
         p
     }
 
+    /// Folds a control answer's events in, as the reconciler does, and returns its reply.
+    fn answer<R>(&mut self, (reply, events): control::Answer<R>) -> R {
+        for event in events {
+            self.world.apply(event, self.now);
+        }
+        reply
+    }
+
     fn version(&self) -> u64 {
-        self.world.services()[&"web".parse::<ServiceName>().unwrap()].version
+        self.world.services()[&"web".parse::<ServiceName>().unwrap()]
+            .routing
+            .version
     }
 }
 
@@ -503,7 +513,7 @@ fn manual_scale_overrides_and_explains() {
         replicas: Some(6),
         auto: false,
     };
-    let r = control::manual_scale(&mut c.world, &c.services, &req, now(0));
+    let r = c.answer(control::manual_scale(&c.world, &c.services, &req, now(0)));
     assert!(r.ok);
     assert_eq!(r.mode, Some(ScaleMode::Manual));
     assert_eq!((r.previous, r.replicas), (Some(1), Some(6)));
@@ -531,7 +541,7 @@ fn manual_scale_overrides_and_explains() {
         replicas: Some(1),
         auto: false,
     };
-    let r = control::manual_scale(&mut c.world, &c.services, &req, now(0));
+    let r = c.answer(control::manual_scale(&c.world, &c.services, &req, now(0)));
     assert!(!r.ok);
     assert!(r
         .error
@@ -1029,7 +1039,8 @@ fn replace(c: &mut Cluster, replica: &str) -> ReplicaReply {
         replica: replica.into(),
         action: ReplicaAction::Replace,
     };
-    control::replace(&mut c.world, &c.services, &req, now(c.now))
+    let answer = control::replace(&c.world, &c.services, &req);
+    c.answer(answer)
 }
 
 #[test]
@@ -1125,6 +1136,7 @@ fn replace_refuses_what_it_cannot_move() {
     );
     // Nothing moved.
     assert!(c.world.services()[&"web".parse::<ServiceName>().unwrap()]
-        .rebalancing
+        .moves
+        .moving
         .is_none());
 }

@@ -158,7 +158,10 @@ fn snapshots_of_10000_backends_are_split_under_the_limit_and_reassemble() {
         .collect();
     assert_eq!(named, BTreeSet::from(["api", "web"]));
     for u in &sync.reply.updates {
-        assert_eq!(u.version, world.service(&u.service).unwrap().version);
+        assert_eq!(
+            u.version,
+            world.service(&u.service).unwrap().routing.version
+        );
     }
     assert_eq!(sync.resend.len(), 2);
     let mut synced = BTreeMap::new();
