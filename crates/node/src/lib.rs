@@ -10,21 +10,36 @@
 //!   `connect` for long-running processes (retries, logs connection events with a hint of what
 //!   to fix), `connect_once` for one-shot commands where a user waits.
 //! - [`logging`]: [`init_tracing`], the `RUST_LOG` filter on stderr, with Pingora's `log`
-//!   records bridged in.
+//!   records bridged in; [`LogArgs`], the daemons' `--log-format text|json`.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, never a panic.
-//! - [`duration`]: [`parse_duration`] for every duration flag (`500ms`, `30s`, `2m`, `1h`).
+//! - [`duration`]: [`parse_duration`] (humantime: `1.5s`, `500ms`, `2m`, `1h 30m`) for every
+//!   duration flag and config field, with the readers of the deprecated `--*-ms` flags and
+//!   `*_s` numbers they replaced.
+//! - [`clock`]: [`unix_ms`], the one wall-clock read for timestamps that leave a process.
+//! - [`stats`]: [`percentile`] (nearest rank), the one percentile of every latency report.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format: [`MetricsArgs`] (the
 //!   `--metrics-*` flags, off by default; a listen address needs a bearer token file) and
-//!   [`metrics::spawn`], which serves a `prometheus_client` registry (re-exported).
+//!   [`metrics::spawn`], which serves a `prometheus_client` registry (re-exported); tests in
+//!   `metrics/tests.rs`.
+//! - [`health`]: `/healthz` and `/readyz`: [`Readiness`] (NATS connected, the loop turning,
+//!   what must be loaded), served by the metrics server ([`metrics::spawn_with_health`]) or
+//!   alone on `--health-listen` ([`HealthArgs`]); `--healthcheck URL` ([`health::probe`]) for
+//!   images without a shell.
 
+pub mod clock;
 pub mod duration;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
 pub mod shutdown;
+pub mod stats;
 
+pub use clock::unix_ms;
 pub use duration::parse_duration;
-pub use logging::init_tracing;
+pub use health::{HealthArgs, Readiness, ReadyWhen};
+pub use logging::{init_tracing, LogArgs, LogFormat};
 pub use metrics::{MetricsArgs, MetricsAuth, MetricsListen};
 pub use nats::{Auth, NatsArgs, NatsError, NatsOptions, Refusals, Tls};
 pub use shutdown::shutdown_signal;
+pub use stats::percentile;

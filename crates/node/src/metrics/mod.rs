@@ -6,7 +6,8 @@
 //! calls [`spawn`]. Every request needs `Authorization: Bearer <token>` unless the process was
 //! started with `--metrics-insecure-no-auth` (tests only); the token is compared in constant
 //! time. Only `GET` and `HEAD` on `/metrics` are answered; refusals are logged and counted in
-//! `acs_metrics_http_refused_total`.
+//! `acs_metrics_http_refused_total`. Given a [`Readiness`] ([`spawn_with_health`]), the same
+//! server also answers the public `/healthz` and `/readyz`; [`spawn_health`] serves only those.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::health::{self, Readiness};
 
 pub use prometheus_client;
 
@@ -155,21 +158,138 @@ pub async fn spawn(
     listen: &MetricsListen,
     registry: Registry,
 ) -> Result<(SocketAddr, JoinHandle<()>), MetricsError> {
-    let bind_err = |source| MetricsError::Bind {
-        addr: listen.addr,
-        source,
+    let site = Site {
+        auth: listen.auth.clone(),
+        registry: Some(Arc::new(registry)),
+        ready: None,
     };
-    let listener = TcpListener::bind(listen.addr).await.map_err(bind_err)?;
+    bind_and_serve(listen.addr, site).await
+}
+
+/// [`spawn`], plus `/healthz` and `/readyz` answered from `ready`.
+pub async fn spawn_with_health(
+    listen: &MetricsListen,
+    registry: Registry,
+    ready: Readiness,
+) -> Result<(SocketAddr, JoinHandle<()>), MetricsError> {
+    let site = Site {
+        auth: listen.auth.clone(),
+        registry: Some(Arc::new(registry)),
+        ready: Some(ready),
+    };
+    bind_and_serve(listen.addr, site).await
+}
+
+/// Only `/healthz` and `/readyz` on `addr` (`--health-listen`): nothing there needs a token.
+pub async fn spawn_health(
+    addr: SocketAddr,
+    ready: Readiness,
+) -> Result<(SocketAddr, JoinHandle<()>), MetricsError> {
+    let site = Site {
+        auth: MetricsAuth::Insecure,
+        registry: None,
+        ready: Some(ready),
+    };
+    bind_and_serve(addr, site).await
+}
+
+/// The HTTP servers of one component: metrics with health on `--metrics-listen`, health
+/// alone on `--health-listen`. Dropping it stops them.
+#[derive(Debug, Default)]
+pub struct Servers(Vec<JoinHandle<()>>);
+
+impl Servers {
+    /// Starts whichever of the two is asked for; `registry` is built only for metrics.
+    pub async fn start(
+        metrics: Option<&MetricsListen>,
+        registry: impl FnOnce() -> Registry,
+        health: Option<SocketAddr>,
+        ready: &Readiness,
+    ) -> Result<Self, MetricsError> {
+        let mut tasks = Vec::new();
+        if let Some(listen) = metrics {
+            tasks.push(
+                spawn_with_health(listen, registry(), ready.clone())
+                    .await?
+                    .1,
+            );
+        }
+        if let Some(addr) = health {
+            tasks.push(spawn_health(addr, ready.clone()).await?.1);
+        }
+        Ok(Self(tasks))
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// What one server answers: `/metrics` (with a registry) behind `auth`, the health paths
+/// (with a readiness) to anyone.
+#[derive(Clone)]
+struct Site {
+    auth: MetricsAuth,
+    registry: Option<Arc<Registry>>,
+    ready: Option<Readiness>,
+}
+
+async fn bind_and_serve(
+    addr: SocketAddr,
+    site: Site,
+) -> Result<(SocketAddr, JoinHandle<()>), MetricsError> {
+    let bind_err = |source| MetricsError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    tracing::info!(%addr, auth = ?listen.auth, "serving Prometheus metrics on GET {METRICS_PATH}");
-    Ok((
-        addr,
-        tokio::spawn(serve(listener, listen.auth.clone(), Arc::new(registry))),
-    ))
+    if site.registry.is_some() {
+        let health = site.ready.is_some();
+        tracing::info!(%addr, auth = ?site.auth, health, "serving Prometheus metrics on GET {METRICS_PATH}");
+    } else {
+        tracing::info!(%addr, "serving GET {} and {}", health::HEALTHZ, health::READYZ);
+    }
+    Ok((addr, tokio::spawn(serve_site(listener, site))))
 }
 
 /// Serves `GET /metrics` until the task is dropped.
 pub async fn serve(listener: TcpListener, auth: MetricsAuth, registry: Arc<Registry>) {
+    let site = Site {
+        auth,
+        registry: Some(registry),
+        ready: None,
+    };
+    serve_site(listener, site).await
+}
+
+/// [`serve`], plus `/healthz` and `/readyz` answered from `ready`.
+pub async fn serve_with_health(
+    listener: TcpListener,
+    auth: MetricsAuth,
+    registry: Arc<Registry>,
+    ready: Readiness,
+) {
+    let site = Site {
+        auth,
+        registry: Some(registry),
+        ready: Some(ready),
+    };
+    serve_site(listener, site).await
+}
+
+/// Only `/healthz` and `/readyz`, until the task is dropped.
+pub async fn serve_health(listener: TcpListener, ready: Readiness) {
+    let site = Site {
+        auth: MetricsAuth::Insecure,
+        registry: None,
+        ready: Some(ready),
+    };
+    serve_site(listener, site).await
+}
+
+async fn serve_site(listener: TcpListener, site: Site) {
     let refused = Arc::new(AtomicU64::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -181,10 +301,10 @@ pub async fn serve(listener: TcpListener, auth: MetricsAuth, registry: Arc<Regis
                 continue;
             }
         };
-        let (auth, registry, refused) = (auth.clone(), registry.clone(), refused.clone());
+        let (site, refused) = (site.clone(), refused.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let out = handle(&auth, &registry, &refused, peer, &req);
+                let out = handle(&site, &refused, peer, &req);
                 async move { Ok::<_, std::convert::Infallible>(out) }
             });
             // A client that never finishes its headers is dropped instead of holding a task.
@@ -200,12 +320,23 @@ pub async fn serve(listener: TcpListener, auth: MetricsAuth, registry: Arc<Regis
 }
 
 fn handle(
-    auth: &MetricsAuth,
-    registry: &Registry,
+    site: &Site,
     refused: &AtomicU64,
     peer: SocketAddr,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    // Health first and without a token: an orchestrator's probe carries none, and the answer
+    // reveals nothing but ok / not ready.
+    if let Some((status, body)) = site
+        .ready
+        .as_ref()
+        .and_then(|ready| health::answer(req.uri().path(), ready))
+        .filter(|_| get)
+    {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return text(status, "text/plain; charset=utf-8", body.into());
+    }
     let refuse = |status: StatusCode, error: String| {
         let total = refused.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(%peer, path = req.uri().path(), status = status.as_u16(), %error, total, "refused a metrics request");
@@ -225,7 +356,18 @@ fn handle(
         }
         r
     };
-    if let MetricsAuth::Bearer(token) = auth {
+    let Some(registry) = &site.registry else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint {}; try GET {} or {}",
+                req.uri().path(),
+                health::HEALTHZ,
+                health::READYZ
+            ),
+        );
+    };
+    if let MetricsAuth::Bearer(token) = &site.auth {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -247,7 +389,7 @@ fn handle(
             ),
         );
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    if !get {
         return refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed; use GET", req.method()),
@@ -297,196 +439,4 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use prometheus_client::metrics::counter::Counter;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    const TOKEN: &str = "0123456789abcdef0123";
-
-    /// One raw HTTP/1.1 request on a fresh connection; the status code and the whole answer.
-    async fn ask(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let code = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (code, out)
-    }
-
-    async fn server(auth: MetricsAuth) -> (SocketAddr, Counter) {
-        let mut registry = Registry::default();
-        let c = Counter::default();
-        registry.register("acs_test_things", "Things", c.clone());
-        c.inc_by(7);
-        let listen = MetricsListen {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            auth,
-        };
-        let (addr, _task) = spawn(&listen, registry).await.unwrap();
-        (addr, c)
-    }
-
-    #[tokio::test]
-    async fn the_token_is_required_and_only_get_metrics_is_served() {
-        let (addr, c) = server(MetricsAuth::Bearer(TOKEN.into())).await;
-
-        let (code, out) = ask(addr, "GET", "/metrics", None).await;
-        assert_eq!(code, 401, "{out}");
-        assert!(
-            out.to_lowercase().contains("www-authenticate: bearer"),
-            "{out}"
-        );
-        assert!(!out.contains("acs_test_things"), "{out}");
-        let (code, _) = ask(addr, "GET", "/metrics", Some("0123456789abcdef0124")).await;
-        assert_eq!(code, 401);
-        let (code, _) = ask(addr, "GET", "/metrics", Some("short")).await;
-        assert_eq!(code, 401);
-        // Unauthenticated, other paths look the same as /metrics: nothing to probe.
-        let (code, _) = ask(addr, "GET", "/other", None).await;
-        assert_eq!(code, 401);
-
-        c.inc();
-        let (code, out) = ask(addr, "GET", "/metrics", Some(TOKEN)).await;
-        assert_eq!(code, 200, "{out}");
-        assert!(
-            out.contains(&format!("content-type: {CONTENT_TYPE}")),
-            "{out}"
-        );
-        assert!(
-            out.contains("# TYPE acs_test_things_total counter\n"),
-            "{out}"
-        );
-        assert!(out.contains("\nacs_test_things_total 8\n"), "{out}");
-        // Four refusals so far.
-        assert!(
-            out.contains("\nacs_metrics_http_refused_total 4\n"),
-            "{out}"
-        );
-
-        let (code, out) = ask(addr, "HEAD", "/metrics", Some(TOKEN)).await;
-        assert_eq!(code, 200, "{out}");
-        assert!(
-            !out.contains("acs_test_things"),
-            "a HEAD answer has no body: {out}"
-        );
-
-        let (code, out) = ask(addr, "GET", "/metricsx", Some(TOKEN)).await;
-        assert_eq!(code, 404, "{out}");
-        assert!(out.contains("try GET /metrics"), "{out}");
-        let (code, out) = ask(addr, "POST", "/metrics", Some(TOKEN)).await;
-        assert_eq!(code, 405, "{out}");
-        assert!(out.to_lowercase().contains("allow: get, head"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn insecure_serves_without_a_token() {
-        let (addr, _c) = server(MetricsAuth::Insecure).await;
-        let (code, out) = ask(addr, "GET", "/metrics", None).await;
-        assert_eq!(code, 200, "{out}");
-        assert!(out.contains("acs_test_things_total 7"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn a_client_that_sends_nothing_does_not_block_others() {
-        let (addr, _c) = server(MetricsAuth::Bearer(TOKEN.into())).await;
-        let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (code, _) = ask(addr, "GET", "/metrics", Some(TOKEN)).await;
-        assert_eq!(code, 200);
-    }
-
-    #[test]
-    fn flags_turn_into_a_listener_or_say_what_is_missing() {
-        let addr: SocketAddr = "127.0.0.1:9480".parse().unwrap();
-        let off = MetricsArgs::default();
-        assert_eq!(off.into_listen().unwrap(), None);
-
-        let no_token = MetricsArgs {
-            metrics_listen: Some(addr),
-            ..Default::default()
-        };
-        let err = no_token.into_listen().unwrap_err().to_string();
-        assert!(
-            err.contains("--metrics-token-file") && err.contains("--metrics-insecure-no-auth"),
-            "{err}"
-        );
-
-        let dir = std::env::temp_dir().join(format!("acs-metrics-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let short = dir.join("short.token");
-        std::fs::write(&short, "abc\n").unwrap();
-        let err = MetricsArgs {
-            metrics_listen: Some(addr),
-            metrics_token_file: Some(short),
-            metrics_insecure_no_auth: false,
-        }
-        .into_listen()
-        .unwrap_err();
-        assert!(matches!(err, MetricsError::ShortToken(_)), "{err}");
-
-        let good = dir.join("good.token");
-        std::fs::write(&good, format!("{TOKEN}\n")).unwrap();
-        let l = MetricsArgs {
-            metrics_listen: Some(addr),
-            metrics_token_file: Some(good),
-            metrics_insecure_no_auth: false,
-        }
-        .into_listen()
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            l,
-            MetricsListen {
-                addr,
-                auth: MetricsAuth::Bearer(TOKEN.into())
-            }
-        );
-
-        let missing = MetricsArgs {
-            metrics_listen: Some(addr),
-            metrics_token_file: Some(dir.join("nope")),
-            metrics_insecure_no_auth: false,
-        };
-        assert!(matches!(
-            missing.into_listen(),
-            Err(MetricsError::Read { .. })
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn clap_reads_the_flags() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            metrics: MetricsArgs,
-        }
-        use clap::Parser;
-        let cli = Cli::try_parse_from([
-            "x",
-            "--metrics-listen",
-            "127.0.0.1:1",
-            "--metrics-insecure-no-auth",
-        ])
-        .unwrap();
-        assert_eq!(
-            cli.metrics.into_listen().unwrap().unwrap().auth,
-            MetricsAuth::Insecure
-        );
-        assert!(Cli::try_parse_from([
-            "x",
-            "--metrics-token-file",
-            "f",
-            "--metrics-insecure-no-auth"
-        ])
-        .is_err());
-    }
-}
+mod tests;
