@@ -75,7 +75,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new<const N: usize>(header: [&str; N]) -> Self {
+    pub fn new<'a>(header: impl IntoIterator<Item = &'a str>) -> Self {
         let mut inner = comfy_table::Table::new();
         inner
             .load_preset(presets::NOTHING)
@@ -84,7 +84,7 @@ impl Table {
         Self { inner }
     }
 
-    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         self.inner.add_row(cells);
     }
 
