@@ -10,6 +10,7 @@ use acs_events::{
 };
 
 use crate::client;
+use crate::clock::date_time;
 use crate::error::Result;
 use crate::output::Table;
 use crate::output::{print_json, Format};
@@ -97,13 +98,16 @@ pub async fn run(
     .await?;
     match format {
         Format::Json => print_json(&reply),
-        Format::Table | Format::Wide => print!("{}", render(&reply, crate::clock::now_ms())),
+        Format::Table => print!("{}", render(&reply, crate::clock::now_ms(), false)),
+        Format::Wide => print!("{}", render(&reply, crate::clock::now_ms(), true)),
     }
     Ok(())
 }
 
 /// One row per alarm (rule and target), firing first, then pending, then resolved.
-pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
+/// `wide` adds when the alarm started and last changed (local date and time) and how many
+/// notices went out.
+pub fn render(r: &AlarmReply, now_ms: UnixMs, wide: bool) -> String {
     if r.alarms.is_empty() {
         return "ALARMS: none (no rule has fired; rules come from the monitor's --alarms file)\n"
             .into();
@@ -122,16 +126,13 @@ pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
             a.id.clone(),
         )
     });
-    let mut t = Table::new([
-        "RULE",
-        "TARGET",
-        "STATE",
-        "SEVERITY",
-        "VALUE",
-        "SINCE",
-        "ACK / SILENCE",
-        "MESSAGE",
-    ]);
+    let mut header = vec!["RULE", "TARGET", "STATE", "SEVERITY", "VALUE", "SINCE"];
+    if wide {
+        header.extend(["STARTED", "CHANGED", "NOTICES"]);
+    }
+    header.extend(["ACK / SILENCE", "MESSAGE"]);
+    let mut t = Table::new(header);
+    let tz = jiff::tz::TimeZone::system();
     for a in alarms {
         let mut people = Vec::new();
         if let Some(ack) = &a.ack {
@@ -144,13 +145,22 @@ pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
         if let Some(until) = a.silenced_until_ms.filter(|u| *u > now_ms) {
             people.push(format!("silenced for {}", left(until, now_ms)));
         }
-        t.row([
+        let mut row = vec![
             a.rule.clone(),
             format!("{} {}", a.scope.as_str(), a.id),
             a.state.as_str().to_string(),
             a.severity.as_str().to_string(),
             format!("{} {:.1} (threshold {:.1})", a.metric, a.value, a.threshold),
             crate::status::ago(now_ms.saturating_sub(a.since_ms)),
+        ];
+        if wide {
+            row.extend([
+                date_time(a.since_ms, &tz),
+                date_time(a.changed_ms, &tz),
+                a.notified.to_string(),
+            ]);
+        }
+        row.extend([
             if people.is_empty() {
                 "-".into()
             } else {
@@ -158,6 +168,7 @@ pub fn render(r: &AlarmReply, now_ms: UnixMs) -> String {
             },
             a.message.clone(),
         ]);
+        t.row(row);
     }
     let mut out = t.render();
     let firing = r
@@ -214,7 +225,7 @@ mod tests {
         });
         acked.silenced_until_ms = Some(7_201_000);
         let reply = AlarmReply::ok(vec![view("mem_high", AlarmState::Resolved, 9_000), acked]);
-        let out = render(&reply, 61_000);
+        let out = render(&reply, 61_000, false);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("RULE"), "{out}");
         assert!(
@@ -232,11 +243,18 @@ mod tests {
             "{out}"
         );
         assert_eq!(lines[3], "1 firing, 2 in all");
+        let wide = render(&reply, 61_000, true);
+        let head = wide.lines().next().unwrap();
+        assert!(
+            head.contains("STARTED") && head.contains("NOTICES"),
+            "{wide}"
+        );
+        assert!(wide.contains("1970-01-01"), "{wide}");
     }
 
     #[test]
     fn empty_and_requests() {
-        assert!(render(&AlarmReply::ok(vec![]), 0).starts_with("ALARMS: none"));
+        assert!(render(&AlarmReply::ok(vec![]), 0, false).starts_with("ALARMS: none"));
         let a = AlarmArgs {
             action: AlarmAction::Ack,
             rule: Some("cpu_high".into()),

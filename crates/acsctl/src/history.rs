@@ -54,14 +54,16 @@ pub async fn run(
     .await?;
     match format {
         Format::Json => print_json(&reply),
-        Format::Table | Format::Wide => print!("{}", render(&reply, &TimeZone::system())),
+        Format::Table => print!("{}", render(&reply, &TimeZone::system(), false)),
+        Format::Wide => print!("{}", render(&reply, &TimeZone::system(), true)),
     }
     Ok(())
 }
 
 /// `2026-12-07 12:04:05.120  decision  web  scale 2 → 4: rps 60.0 ...`, oldest first, the
-/// date and time in `tz` (the system's time zone when printed).
-pub fn render(r: &HistoryReply, tz: &TimeZone) -> String {
+/// date and time in `tz` (the system's time zone when printed); `wide` adds each event's
+/// stream sequence and subject.
+pub fn render(r: &HistoryReply, tz: &TimeZone, wide: bool) -> String {
     let mut out = String::new();
     if r.events.is_empty() {
         return "HISTORY: no event in the window\n".into();
@@ -73,13 +75,13 @@ pub fn render(r: &HistoryReply, tz: &TimeZone) -> String {
         );
     }
     for e in &r.events {
-        let _ = writeln!(
-            out,
-            "{}  {:<8}  {}",
-            date_time_ms(e.ts_ms, tz),
-            e.kind,
-            summary(e)
-        );
+        let when = date_time_ms(e.ts_ms, tz);
+        if wide {
+            let _ = write!(out, "{when}  #{}  {}  ", e.seq, e.subject);
+        } else {
+            let _ = write!(out, "{when}  ");
+        }
+        let _ = writeln!(out, "{:<8}  {}", e.kind, summary(e));
     }
     out
 }
@@ -193,7 +195,7 @@ mod tests {
                 entry("error", serde_json::json!("not json")),
             ],
         };
-        let text = render(&r, &TimeZone::UTC);
+        let text = render(&r, &TimeZone::UTC, false);
         assert!(text.starts_with("(older events"), "{text}");
         assert!(
             text.contains("1970-01-01 01:02:03.004  decision  web  scale 2 → 4: rps high"),
@@ -205,13 +207,18 @@ mod tests {
         );
         assert!(text.contains("web-1 (web) on w1: healthy"), "{text}");
         assert!(text.contains("acs.events.error.x: not json"), "{text}");
+        let wide = render(&r, &TimeZone::UTC, true);
+        assert!(
+            wide.contains("1970-01-01 01:02:03.004  #1  acs.events.decision.x  decision  web"),
+            "{wide}"
+        );
         let empty = HistoryReply {
             events: vec![],
             truncated: false,
             ..r
         };
         assert_eq!(
-            render(&empty, &TimeZone::UTC),
+            render(&empty, &TimeZone::UTC, false),
             "HISTORY: no event in the window\n"
         );
     }

@@ -58,8 +58,14 @@ pub fn print_json(value: &impl serde::Serialize) {
 /// Colour only on a terminal, and never when `NO_COLOR` is set to anything non-empty
 /// (<https://no-color.org>).
 pub fn colour() -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && std::io::stdout().is_terminal()
+    colour_for(
+        std::env::var_os("NO_COLOR"),
+        std::io::stdout().is_terminal(),
+    )
+}
+
+fn colour_for(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A borderless, left-aligned table: two spaces between columns, the last column unpadded,
@@ -69,7 +75,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new<const N: usize>(header: [&str; N]) -> Self {
+    pub fn new<'a>(header: impl IntoIterator<Item = &'a str>) -> Self {
         let mut inner = comfy_table::Table::new();
         inner
             .load_preset(presets::NOTHING)
@@ -78,7 +84,7 @@ impl Table {
         Self { inner }
     }
 
-    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         self.inner.add_row(cells);
     }
 
@@ -107,6 +113,17 @@ mod tests {
         t.row(["日本".to_string(), "wide".to_string()]);
         t.row(["ab".to_string(), "x".to_string()]);
         assert_eq!(t.render(), "NAME  NOTE\n日本  wide\nab    x\n");
+    }
+
+    #[test]
+    fn no_color_turns_colour_off() {
+        assert!(colour_for(None, true));
+        assert!(
+            colour_for(Some("".into()), true),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!colour_for(Some("1".into()), true));
+        assert!(!colour_for(None, false), "no colour into a pipe");
     }
 
     #[test]

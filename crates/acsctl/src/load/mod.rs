@@ -26,21 +26,27 @@ pub async fn run_command(
     args: crate::cli::LoadArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::Result<()> {
+    use std::io::Write as _;
+    // A closed stdout (`acsctl load ... | head`) must not end the run with a panic: the load
+    // goes on and its exit status still says whether a request succeeded.
+    let line = |text: &dyn std::fmt::Display| {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    };
     let json = args.json;
     let opts = args.into_options();
     let report = run(&opts, shutdown, |tick| {
         if json {
-            println!("{}", tick.to_json());
+            line(&tick.to_json());
         } else {
-            println!("{tick}");
+            line(tick);
         }
     })
     .await?;
     if json {
-        println!("{}", report.to_json());
+        line(&report.to_json());
     } else {
-        println!("{report}");
-        println!("{}", report.latency_table());
+        line(&report);
+        line(&report.latency_table());
     }
     if report.ok == 0 && report.sent > 0 {
         return Err(crate::Error::Failed("no request succeeded".into()));

@@ -13,7 +13,7 @@ mod tui;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
 use acs_events::{
@@ -109,7 +109,9 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             k = key => match k {
                 tui::Key::Quit => return Ok(()),
-                tui::Key::Redraw => show(&mut screen, &view)?,
+                tui::Key::Redraw => {
+                    show(&mut screen, &view)?;
+                }
             },
             Some(m) = workers.next() => match decode::<WorkerMetrics>(&m.payload) {
                 Ok(w) => {
@@ -145,8 +147,8 @@ pub async fn run(
                         continue;
                     }
                 }
-                show(&mut screen, &view)?;
-                if let Screen::Once(_) = screen {
+                let open = show(&mut screen, &view)?;
+                if !open || matches!(screen, Screen::Once(_)) {
                     return Ok(());
                 }
             }
@@ -154,15 +156,26 @@ pub async fn run(
     }
 }
 
-fn show(screen: &mut Screen, view: &View) -> Result<()> {
-    match screen {
-        Screen::Once(Format::Json) => print_json(view),
-        Screen::Once(_) => print!("{}", render(view)),
+/// Shows one round. `Ok(false)`: stdout is closed (`acsctl top | head`), so stop quietly.
+fn show(screen: &mut Screen, view: &View) -> Result<bool> {
+    let text = match screen {
+        Screen::Once(Format::Json) => {
+            print_json(view);
+            return Ok(true);
+        }
+        Screen::Once(_) => render(view),
         // A blank line between frames; no escape codes, so a log or a pipe reads plainly.
-        Screen::Lines => println!("{}", render(view)),
-        Screen::Tui(t) => t.draw(&frame(view))?,
-    }
-    Ok(())
+        Screen::Lines => render(view) + "\n",
+        Screen::Tui(t) => {
+            t.draw(&frame(view))?;
+            return Ok(true);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    Ok(out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok())
 }
 
 #[cfg(test)]
