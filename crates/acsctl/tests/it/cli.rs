@@ -12,9 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
 // `-o json|wide`, completions, top when piped; `drain --wait` and `replace --wait`.
-#[path = "cli/output.rs"]
 mod output;
-#[path = "cli/wait.rs"]
 mod wait;
 
 const STATUS: &str = r#"{"v":1,"ok":true,"ts_ms":1,"services":[{"name":"web","mode":"auto","desired":2,"running":2,"lifecycle":{"state":"running"},"version":42,
