@@ -4,7 +4,10 @@
 //!
 //! # Layout
 //!
-//! - [`NatsServer`]: start / stop / restart a real server; killed on drop.
+//! - [`nats`]: [`NatsServer`], start / stop / restart / reload a real server, killed on drop;
+//!   [`NatsServer::with_auth`] demands credentials ([`ServerAuth`]: nats-server's flags, or the
+//!   `auth.conf` of an auth directory, with or without TLS).
+//! - [`msg`]: messages as tests build them ([`msg::worker_metrics`], [`msg::proxy_metrics`]).
 //! - [`free_port`], [`wait_for_port`]: loopback port helpers.
 //! - [`bin_dir`], [`workspace_bin`]: where this workspace's binaries are built
 //!   (`target/<profile>`), and the path of one of them; [`nats_server_bin`]: the server's path.
@@ -17,11 +20,14 @@
 
 pub mod docker;
 pub mod http;
+pub mod msg;
+pub mod nats;
 pub mod poll;
+
+pub use nats::{NatsServer, ServerAuth};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Ports [`free_port`] picks from: below Linux's ephemeral range (32768..61000), so a port the
@@ -81,93 +87,6 @@ pub fn nats_server_bin() -> PathBuf {
         }
     }
     PathBuf::from("/usr/sbin/nats-server")
-}
-
-/// A real `nats-server` child process, killed on drop.
-///
-/// JetStream is on, as in every acs cluster (the brains' lease and state live in its KV), with
-/// its store in a temporary directory that survives [`restart`](Self::restart).
-pub struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    store: TempDir,
-}
-
-impl NatsServer {
-    /// Starts a server on a free port and waits until it accepts connections.
-    pub fn start() -> Self {
-        let mut s = Self {
-            child: None,
-            port: free_port(),
-            store: TempDir::new("nats-js"),
-        };
-        s.spawn();
-        s
-    }
-
-    /// Where JetStream keeps its files.
-    pub fn store_dir(&self) -> &Path {
-        self.store.path()
-    }
-
-    fn spawn(&mut self) {
-        let bin = nats_server_bin();
-        let store = self.store.path().to_string_lossy().into_owned();
-        let child = Command::new(&bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-                &store,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); run scripts/install-deps.sh",
-                    bin.display()
-                )
-            });
-        self.child = Some(child);
-        wait_for_port(self.addr(), Duration::from_secs(10)).expect("nats-server did not start");
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// `nats://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (a NATS outage), keeping the port for [`restart`](Self::restart).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts the server again on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// The directory of the running executable: where this workspace's binaries are built

@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use acs_events::{
-    decode, encode, Capacity, HostMetrics, RuntimeKind, StatsReply, Subjects, WorkerMetrics,
-};
+use acs_events::{decode, encode, StatsReply, Subjects, WorkerMetrics};
 use acs_monitor::http::HttpAuth;
 use acs_monitor::service::unix_ms;
+use acs_testkit::msg::worker_metrics;
 use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, NatsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,27 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn sample(ts_ms: u64, seq: u64, cpu: f64) -> WorkerMetrics {
-    WorkerMetrics {
-        v: 1,
-        worker: "w1".parse().unwrap(),
-        seq,
-        ts_ms,
-        started_ms: 0,
-        instance: "i1".into(),
-        interval_ms: 1000,
-        runtime: RuntimeKind::Process,
-        host: HostMetrics {
-            cpu_pct: cpu,
-            cpus: 2,
-            ..Default::default()
-        },
-        capacity: Capacity {
-            max_replicas: 4,
-            running: 0,
-        },
-        replicas: vec![],
-        rejected: 0,
-    }
+    worker_metrics("w1", seq, ts_ms, cpu)
 }
 
 /// One HTTP/1.1 GET; returns (status, body).
