@@ -16,7 +16,7 @@ scripts/install-deps.sh
 export PATH="$PATH:/usr/sbin"
 
 # The tests that need a Docker engine, as a nextest filterset (see .config/nextest.toml).
-docker_tests='(package(vmm-worker) & test(/^docker::/)) | (package(acsctl) & test(/^docker_e2e::/))'
+docker_tests='(binary_id(vmm-worker::it) & test(/^docker::/)) | (binary_id(acsctl::it) & test(/^docker_e2e::/))'
 skip_docker=()
 if [[ "${ACS_SKIP_DOCKER_TESTS:-}" == 1 ]]; then
   # Filtered out, so nextest counts them as skipped. nextest unions several -E filtersets, so

@@ -19,12 +19,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{
     decode, BackendChange, BackendDrained, BackendUpdate, Decision, DecisionAction, ReplicaEvent,
     ReplicaState,
 };
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
 use futures::StreamExt;
 

@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -26,12 +26,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{
     decode, BackendChange, BackendUpdate, Decision, DecisionAction, ProxyMetrics, ReplicaEvent,
     ReplicaId, ReplicaState,
 };
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
 use bytes::Bytes;
 use futures::StreamExt;

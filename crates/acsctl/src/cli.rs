@@ -7,9 +7,9 @@ use std::time::Duration;
 use acs_events::{ServiceName, MAX_REPLICAS};
 use clap::{Args, Parser, Subcommand};
 
-use crate::cluster::ClusterOptions;
 use crate::load::LoadOptions;
 use crate::output::OutputArgs;
+use acs_cluster::ClusterOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -361,7 +361,7 @@ impl UpArgs {
         o.nats_port = self.nats_port;
         o.monitor_http = self.monitor_http;
         o.nats_config = self.nats_config.or_else(|| {
-            let default = crate::cluster::resolve_path(std::path::Path::new("nats/local.conf"));
+            let default = acs_cluster::resolve_path(std::path::Path::new("nats/local.conf"));
             default.is_file().then_some(default)
         });
         o.bin_dir = self.bin_dir;

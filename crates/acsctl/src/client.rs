@@ -36,7 +36,7 @@ pub fn candidates(args: &NatsArgs, subjects: &Subjects, name: &str) -> Result<Ve
         .join("auth");
     let mut found = Vec::new();
     for dir in [local, COMPOSE_AUTH_DIR.into()] {
-        let dir = crate::cluster::resolve_path(&dir);
+        let dir = acs_cluster::resolve_path(&dir);
         let auth = AuthDir::new(&dir, subjects.clone());
         if auth.seed_file(&Role::Operator).is_file() {
             for url in &args.servers {

@@ -41,7 +41,7 @@ pub enum Error {
     Subscribe { subject: String, reason: String },
 
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(#[from] acs_cluster::ClusterError),
 
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),

@@ -1,4 +1,4 @@
-//! `acsctl`: the Auto Cloud Scaler command line, and the local cluster launcher.
+//! `acsctl`: the Auto Cloud Scaler command line, and the local cluster launcher (`acsctl up`).
 //!
 //! # Layout
 //!
@@ -29,16 +29,11 @@
 //! - [`load`]: a small open-loop HTTP load generator (hyper client) with per-second reports:
 //!   options and the command in `load/mod.rs`, the request schedule in `load/generator.rs`, the
 //!   counts and the `hdrhistogram` of latency in `load/report.rs`.
-//! - [`cluster`]: [`cluster::LocalCluster`], which starts nats-server, vim-brain, N vmm-workers
-//!   and the proxy as child processes, waits until they are ready, and stops them in order:
-//!   `cluster/options.rs` (settings, paths, its own `free_port`), `cluster/start.rs` (preflight
-//!   and the start sequence), `cluster/process.rs` (spawning, exits, signals, ordered stop),
-//!   `cluster/metrics.rs` (each component's `/metrics` port, `metrics.token`, the Prometheus
-//!   targets file).
 //! - [`auth`]: the `acsctl auth` command (init, add, revoke, list) over `acs-auth`, which keeps
 //!   an nkey per identity, the least-privilege `auth.conf` a nats-server includes, and a local
 //!   CA with server and client certificates.
-//! - [`up`]: the `acsctl up` command: a `LocalCluster` in the foreground until Ctrl-C.
+//! - [`up`]: the `acsctl up` command: an `acs_cluster::LocalCluster` (nats-server, the monitor,
+//!   vim-brain, N vmm-workers and the proxy as child processes) in the foreground until Ctrl-C.
 //!
 //! `main.rs` only parses flags, sets up tracing and calls [`run`].
 
@@ -47,7 +42,6 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
-pub mod cluster;
 pub mod error;
 pub mod history;
 pub mod load;

@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::error::{Error, Result};
+use acs_cluster::{ClusterOptions, LocalCluster};
 
 pub async fn run(opts: ClusterOptions, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     tokio::pin!(shutdown);

@@ -4,9 +4,13 @@
 //!
 //! # Layout
 //!
-//! - [`NatsServer`]: start / stop / restart a real server; killed on drop.
+//! - [`nats`]: [`NatsServer`], start / stop / restart / reload a real server, killed on drop;
+//!   [`NatsServer::with_auth`] demands credentials ([`ServerAuth`]: nats-server's flags, or the
+//!   `auth.conf` of an auth directory, with or without TLS).
+//! - [`msg`]: messages as tests build them ([`msg::worker_metrics`], [`msg::proxy_metrics`]).
 //! - [`free_port`], [`wait_for_port`]: loopback port helpers.
-//! - [`workspace_bin`]: the path of a binary built from this workspace (`target/<profile>/<name>`).
+//! - [`bin_dir`], [`workspace_bin`]: where this workspace's binaries are built
+//!   (`target/<profile>`), and the path of one of them; [`nats_server_bin`]: the server's path.
 //! - [`TempDir`]: a scratch directory removed on drop.
 //! - [`http`]: one raw HTTP/1.1 GET on a fresh connection, `(status, body)`.
 //! - [`poll`]: [`poll::eventually`] / [`poll::until`], polling a condition with a deadline.
@@ -16,47 +20,45 @@
 
 pub mod docker;
 pub mod http;
+pub mod msg;
+pub mod nats;
 pub mod poll;
+
+pub use nats::{NatsServer, ServerAuth};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1.
-///
-/// Picked at random from 20000..32000, below Linux's ephemeral range (32768..61000): a port the
-/// kernel hands out for port 0 can be taken again by any outgoing connection before the child
-/// process we start binds it; a port from this range cannot. Ports handed out by this process
-/// are never handed out twice.
+/// Ports [`free_port`] picks from: below Linux's ephemeral range (32768..61000), so a port the
+/// kernel hands out for an outgoing connection cannot take it between our check and the child's
+/// bind (a port-0 listener's port could be).
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port from [`FREE_PORTS`] that was free a moment ago on 127.0.0.1. Walks the range from a
+/// start that differs per process and call time, so parallel test processes spread out; within a
+/// process no port is handed out twice (until the range wraps).
 pub fn free_port() -> u16 {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ ((std::process::id() as u64) << 32);
-    let mut x = seed | 1;
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let given = given.get_or_insert_with(HashSet::new);
-    for _ in 0..10_000 {
-        // xorshift64
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let port = 20_000 + (x % 12_000) as u16;
-        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let len = u32::from(FREE_PORTS.end - FREE_PORTS.start);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % len;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..len {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % len;
+        let port = FREE_PORTS.start + n as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
 }
 
 /// Waits until something accepts TCP connections on `addr`.
@@ -73,10 +75,10 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> 
 
 /// Where `nats-server` is: `$NATS_SERVER_BIN`, then `PATH`, then Debian's `/usr/sbin`.
 pub fn nats_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return PathBuf::from(p);
     }
-    if let Ok(path) = std::env::var("PATH") {
+    if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             let cand = dir.join("nats-server");
             if cand.is_file() {
@@ -87,98 +89,11 @@ pub fn nats_server_bin() -> PathBuf {
     PathBuf::from("/usr/sbin/nats-server")
 }
 
-/// A real `nats-server` child process, killed on drop.
-///
-/// JetStream is on, as in every acs cluster (the brains' lease and state live in its KV), with
-/// its store in a temporary directory that survives [`restart`](Self::restart).
-pub struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    store: TempDir,
-}
-
-impl NatsServer {
-    /// Starts a server on a free port and waits until it accepts connections.
-    pub fn start() -> Self {
-        let mut s = Self {
-            child: None,
-            port: free_port(),
-            store: TempDir::new("nats-js"),
-        };
-        s.spawn();
-        s
-    }
-
-    /// Where JetStream keeps its files.
-    pub fn store_dir(&self) -> &Path {
-        self.store.path()
-    }
-
-    fn spawn(&mut self) {
-        let bin = nats_server_bin();
-        let store = self.store.path().to_string_lossy().into_owned();
-        let child = Command::new(&bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-                &store,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); run scripts/install-deps.sh",
-                    bin.display()
-                )
-            });
-        self.child = Some(child);
-        wait_for_port(self.addr(), Duration::from_secs(10)).expect("nats-server did not start");
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// `nats://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (a NATS outage), keeping the port for [`restart`](Self::restart).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts the server again on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The directory holding this workspace's built binaries (`target/debug` when running tests).
+/// The directory of the running executable: where this workspace's binaries are built
+/// (`target/<profile>`; test binaries live one level down, in `deps/`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    // Test binaries live in target/<profile>/deps.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -218,5 +133,20 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_outside_the_ephemeral_range_and_distinct() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        assert!(ports.iter().all(|p| FREE_PORTS.contains(p)), "{ports:?}");
+        let mut uniq = ports.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), ports.len(), "{ports:?}");
     }
 }

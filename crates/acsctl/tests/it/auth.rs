@@ -2,74 +2,27 @@
 //! included by a server config, and each identity connects with its own nkey seed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use acs_auth::{AuthDir, InitOptions, Role};
 use acs_events::{ProxyId, Subjects, WorkerId};
 use acs_node::{Auth, NatsOptions, Tls};
-use acs_testkit::{free_port, nats_server_bin, wait_for_port, TempDir};
+use acs_testkit::{NatsServer, ServerAuth, TempDir};
 use async_nats::{Client, Event, RequestErrorKind, ServerError, Subscriber};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A nats-server whose config is `include auth/auth.conf` (and `auth/tls.conf`); killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    tls: bool,
-}
-
-impl Server {
-    fn start(tmp: &Path, tls: bool) -> Server {
-        Server::start_with(tmp, tls, "")
-    }
-
-    /// With `extra` lines appended to the server config.
-    fn start_with(tmp: &Path, tls: bool, extra: &str) -> Server {
-        let port = free_port();
-        let mut conf = format!("listen: 127.0.0.1:{port}\ninclude \"auth/auth.conf\"\n{extra}\n");
-        if tls {
-            conf.push_str("include \"auth/tls.conf\"\n");
-        }
-        let conf_path = tmp.join("server.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let server = Server { child, port, tls };
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))
-            .expect("nats-server did not start");
-        server
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.tls { "tls" } else { "nats" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// The reload `acsctl auth` tells the user to run.
-    fn reload(&self) {
-        let status = Command::new(nats_server_bin())
-            .arg("--signal")
-            .arg(format!("reload={}", self.child.id()))
-            .status()
-            .unwrap();
-        assert!(status.success(), "nats-server --signal reload failed");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A nats-server whose config includes `<tmp>/auth/auth.conf` (and `tls.conf` with `tls`),
+/// with `extra` lines appended.
+fn server(tmp: &Path, tls: bool, extra: &str) -> NatsServer {
+    NatsServer::with_auth(ServerAuth::Dir {
+        dir: tmp.join("auth"),
+        tls,
+        extra: extra.into(),
+    })
 }
 
 fn auth_dir(tmp: &TempDir) -> AuthDir {
@@ -80,7 +33,7 @@ fn auth_dir(tmp: &TempDir) -> AuthDir {
 struct Rig {
     dir: AuthDir,
     url: String,
-    server: Server,
+    server: NatsServer,
     tmp: TempDir,
 }
 
@@ -104,7 +57,7 @@ impl Rig {
             ..Default::default()
         };
         dir.init(&opts).unwrap();
-        let server = Server::start_with(tmp.path(), false, extra);
+        let server = server(tmp.path(), false, extra);
         let url = server.url();
         Rig {
             dir,
@@ -483,7 +436,7 @@ async fn mutual_tls_with_the_local_ca() {
         ..Default::default()
     };
     dir.init(&tls_opts).unwrap();
-    let server = Server::start(tmp.path(), true);
+    let server = server(tmp.path(), true, "");
     let url = server.url();
     connect(&dir, &Role::Operator, &url).await;
 

@@ -6,8 +6,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use acs_cluster::{ClusterError, ClusterOptions, LocalCluster};
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterError, ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
 
 fn services_file(dir: &Path, text: &str) -> PathBuf {

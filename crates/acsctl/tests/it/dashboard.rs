@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_testkit::{free_port, wait_for_port, TempDir};
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 use acsctl::load::{self, LoadOptions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;

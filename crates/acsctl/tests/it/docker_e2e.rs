@@ -18,7 +18,7 @@
 //! `$TMPDIR/acs-e2e-logs-<run>`. Lines starting with `timing:` report how long containers took
 //! from creation to serving through the proxy.
 //!
-//! [`LocalCluster`]: acsctl::cluster::LocalCluster
+//! [`LocalCluster`]: acs_cluster::LocalCluster
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{
     decode, Action, BackendChange, BackendUpdate, Decision, DecisionAction, ReplicaEvent,
     ReplicaState, WorkerCommand,
 };
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 
 use crate::common::{background_load, decoded, record, web, Recording};
 

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{Decision, DecisionAction, LifecycleState, StatusReply};
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 
 use crate::common::{decoded, record};
 

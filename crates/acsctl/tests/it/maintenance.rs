@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{Decision, DecisionAction};
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 
 use crate::common::{background_load, decoded, record, web};
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 
 const WEB: &str = r#"
 [[service]]
@@ -154,7 +154,7 @@ async fn prometheus_scrapes_every_component_of_a_local_cluster() {
     }
     assert_eq!(served, 20, "the proxy serves web");
 
-    let port = acsctl::cluster::free_port();
+    let port = acs_testkit::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let log = std::fs::File::create(tmp.path().join("prometheus.log")).unwrap();
     let mut child = tokio::process::Command::new(&prometheus)

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acs_events::{
-    decode, encode, AlarmEvent, AlarmReply, AlarmState, Capacity, HostMetrics, RuntimeKind,
-    Severity, Subjects, WorkerMetrics,
+    decode, encode, AlarmEvent, AlarmReply, AlarmState, Severity, Subjects, WorkerMetrics,
 };
 use acs_monitor::alarm::{rules, AlarmConfig};
 use acs_monitor::service::unix_ms;
+use acs_testkit::msg::worker_metrics;
 use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, wait_for_port, NatsServer, TempDir};
 use bytes::Bytes;
@@ -233,28 +233,9 @@ fn mails(smtp: &Smtp) -> Vec<serde_json::Value> {
 // ---- metrics and the monitor ---------------------------------------------------------------
 
 fn sample(worker: &str, seq: u64, cpu: f64) -> WorkerMetrics {
-    WorkerMetrics {
-        v: 1,
-        worker: worker.parse().unwrap(),
-        seq,
-        ts_ms: unix_ms(),
-        started_ms: 0,
-        instance: "i1".into(),
-        interval_ms: 1000,
-        runtime: RuntimeKind::Process,
-        host: HostMetrics {
-            cpu_pct: cpu,
-            cpus: 2,
-            mem_used_bytes: 1000,
-            ..Default::default()
-        },
-        capacity: Capacity {
-            max_replicas: 4,
-            running: 0,
-        },
-        replicas: vec![],
-        rejected: 0,
-    }
+    let mut m = worker_metrics(worker, seq, unix_ms(), cpu);
+    m.host.mem_used_bytes = 1000;
+    m
 }
 
 /// Publishes real WorkerMetrics for each worker every 500 ms, its CPU read from the knob.
@@ -1023,36 +1004,13 @@ mod with_auth {
     use super::*;
     use acs_auth::{AuthDir, InitOptions, Role};
     use acs_events::WorkerId;
-
-    struct Server(Child);
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use acs_testkit::ServerAuth;
 
     /// nats-server with JetStream and the `auth.conf` that `acsctl auth init` writes.
-    fn start_server(tmp: &TempDir) -> (Server, String) {
-        let port = free_port();
-        let conf = format!(
-            "listen: 127.0.0.1:{port}\ninclude \"auth/auth.conf\"\njetstream {{ store_dir: {:?} }}\n",
-            tmp.path().join("js")
-        );
-        let path = tmp.path().join("server.conf");
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new(acs_testkit::nats_server_bin())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server(child);
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))
-            .expect("nats-server did not start");
-        (server, format!("nats://127.0.0.1:{port}"))
+    fn start_server(tmp: &TempDir) -> (NatsServer, String) {
+        let server = NatsServer::with_auth(ServerAuth::dir(tmp.path().join("auth")));
+        let url = server.url();
+        (server, url)
     }
 
     async fn connect(dir: &AuthDir, role: &Role, url: &str) -> async_nats::Client {

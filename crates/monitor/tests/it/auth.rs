@@ -2,48 +2,21 @@
 //! `acsctl auth init` writes: the monitor role can create its stream, replay it with its ordered
 //! consumer and answer; the viewer can query stats but not publish metrics.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use acs_auth::{AuthDir, InitOptions, Role};
-use acs_events::{
-    decode, encode, Capacity, HostMetrics, RuntimeKind, StatsReply, Subjects, WorkerId,
-    WorkerMetrics,
-};
+use acs_events::{decode, encode, StatsReply, Subjects, WorkerId, WorkerMetrics};
+use acs_testkit::msg::worker_metrics;
 use acs_testkit::poll::eventually;
-use acs_testkit::{free_port, nats_server_bin, wait_for_port, TempDir};
+use acs_testkit::{NatsServer, ServerAuth, TempDir};
 use async_nats::{Client, Event, ServerError};
 use tokio::sync::{mpsc, oneshot};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// nats-server with JetStream and `include auth/auth.conf`.
-fn start_server(tmp: &TempDir) -> (Server, String) {
-    let port = free_port();
-    let conf = format!(
-        "listen: 127.0.0.1:{port}\ninclude \"auth/auth.conf\"\njetstream {{ store_dir: {:?} }}\n",
-        tmp.path().join("js")
-    );
-    let path = tmp.path().join("server.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(nats_server_bin())
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))
-        .expect("nats-server did not start");
-    (server, format!("nats://127.0.0.1:{port}"))
+/// nats-server with JetStream and the `auth.conf` that `acsctl auth init` writes.
+fn start_server(tmp: &TempDir) -> (NatsServer, String) {
+    let server = NatsServer::with_auth(ServerAuth::dir(tmp.path().join("auth")));
+    let url = server.url();
+    (server, url)
 }
 
 /// Connects as `role`, handing over the server's permission errors.
@@ -73,27 +46,7 @@ async fn connect(
 }
 
 fn sample(ts_ms: u64, seq: u64) -> WorkerMetrics {
-    WorkerMetrics {
-        v: 1,
-        worker: "w1".parse().unwrap(),
-        seq,
-        ts_ms,
-        started_ms: 0,
-        instance: "i1".into(),
-        interval_ms: 1000,
-        runtime: RuntimeKind::Process,
-        host: HostMetrics {
-            cpu_pct: 50.0,
-            cpus: 2,
-            ..Default::default()
-        },
-        capacity: Capacity {
-            max_replicas: 4,
-            running: 0,
-        },
-        replicas: vec![],
-        rejected: 0,
-    }
+    worker_metrics("w1", seq, ts_ms, 50.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,12 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use acs_events::{
-    decode, encode, Capacity, HostMetrics, LeaderChange, LeaderEvent, RuntimeKind, StatsReply,
-    Subjects, WorkerMetrics,
-};
+use acs_events::{decode, encode, LeaderChange, LeaderEvent, StatsReply, Subjects, WorkerMetrics};
 use acs_monitor::http::HttpAuth;
 use acs_monitor::service::unix_ms;
+use acs_testkit::msg::worker_metrics;
 use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, NatsServer};
 use bytes::Bytes;
@@ -21,27 +19,7 @@ use hyper_util::rt::TokioIo;
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn sample(ts_ms: u64, seq: u64, cpu: f64) -> WorkerMetrics {
-    WorkerMetrics {
-        v: 1,
-        worker: "w1".parse().unwrap(),
-        seq,
-        ts_ms,
-        started_ms: 0,
-        instance: "i1".into(),
-        interval_ms: 1000,
-        runtime: RuntimeKind::Process,
-        host: HostMetrics {
-            cpu_pct: cpu,
-            cpus: 2,
-            ..Default::default()
-        },
-        capacity: Capacity {
-            max_replicas: 4,
-            running: 0,
-        },
-        replicas: vec![],
-        rejected: 0,
-    }
+    worker_metrics("w1", seq, ts_ms, cpu)
 }
 
 /// One HTTP/1.1 request; returns (status, headers, body as text).

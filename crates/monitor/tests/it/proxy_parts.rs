@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use acs_events::{
-    decode, encode, split_metrics, BackendTraffic, ProxyMetrics, ServiceTraffic, StatsReply,
-    Subjects, Traffic, CHUNK_BYTES, MAX_PAYLOAD,
+    decode, encode, split_metrics, BackendTraffic, ServiceTraffic, StatsReply, Subjects, Traffic,
+    CHUNK_BYTES, MAX_PAYLOAD,
 };
 use acs_monitor::service::{unix_ms, STREAM};
+use acs_testkit::msg::proxy_metrics;
 use acs_testkit::poll::eventually;
 use acs_testkit::NatsServer;
 
@@ -56,15 +57,7 @@ async fn a_split_report_of_10000_backends_is_ingested_whole() {
         totals: t,
         backends,
     };
-    let m = ProxyMetrics {
-        v: 1,
-        proxy: "p1".parse().unwrap(),
-        ts_ms: unix_ms(),
-        interval_ms: 1000,
-        services: vec![web],
-        unrouted: 0,
-        rejected: 0,
-    };
+    let m = proxy_metrics("p1", unix_ms(), 1000, vec![web]);
     assert!(encode(&m).len() > MAX_PAYLOAD);
     let parts = split_metrics(m.clone(), CHUNK_BYTES);
     assert!(parts.len() > 1);

@@ -5,39 +5,19 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use acs_events::{
-    decode, encode, Capacity, HostMetrics, RuntimeKind, StatsReply, Subjects, WorkerMetrics,
-};
+use acs_events::{decode, encode, StatsReply, Subjects, WorkerMetrics};
 use acs_monitor::rollup::TierSpec;
 use acs_monitor::service::unix_ms;
 use acs_node::metrics::{MetricsAuth, MetricsListen};
+use acs_testkit::msg::worker_metrics;
 use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, NatsServer};
 use tokio::sync::oneshot;
 
 fn sample(ts_ms: u64, seq: u64, cpu: f64) -> WorkerMetrics {
-    WorkerMetrics {
-        v: 1,
-        worker: "w1".parse().unwrap(),
-        seq,
-        ts_ms,
-        started_ms: 0,
-        instance: "i1".into(),
-        interval_ms: 1000,
-        runtime: RuntimeKind::Process,
-        host: HostMetrics {
-            cpu_pct: cpu,
-            cpus: 2,
-            mem_used_bytes: 1000 + seq,
-            ..Default::default()
-        },
-        capacity: Capacity {
-            max_replicas: 4,
-            running: 0,
-        },
-        replicas: vec![],
-        rejected: 0,
-    }
+    let mut m = worker_metrics("w1", seq, ts_ms, cpu);
+    m.host.mem_used_bytes = 1000 + seq;
+    m
 }
 
 /// Short tiers so the test is fast: raw 1 s slots kept 6 s, 5 s buckets kept 10 s in memory,

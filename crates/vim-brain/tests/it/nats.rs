@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use acs_events::*;
+use acs_testkit::msg::proxy_metrics;
 use acs_testkit::NatsServer;
 use futures::StreamExt;
 
@@ -376,15 +377,7 @@ async fn a_service_no_longer_declared_is_withdrawn_from_the_proxies() {
                 totals: Traffic::default(),
                 backends: vec![backend],
             };
-            let m = ProxyMetrics {
-                v: 1,
-                proxy: proxy.clone(),
-                ts_ms: 0,
-                interval_ms: 200,
-                services: vec![svc],
-                unrouted: 0,
-                rejected: 0,
-            };
+            let m = proxy_metrics(proxy.as_str(), 0, 200, vec![svc]);
             let _ = reporter
                 .publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into())
                 .await;

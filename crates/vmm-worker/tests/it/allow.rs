@@ -159,8 +159,11 @@ async fn commands_and_environments_not_allowed_are_refused_and_nothing_runs() {
     assert_eq!(m.rejected, n);
     assert!(m.replicas.is_empty(), "{:?}", m.replicas);
 
-    // Nothing ran: no state file, no process, no marker.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing ran: two heartbeats later (the worker has gone on past the refusals), still no
+    // state file, no process, no marker.
+    let seen = m.seq;
+    bus.metrics_where("two more heartbeats", |later| later.seq >= seen + 2)
+        .await;
     assert!(dir.pids().is_empty());
     assert!(no_process_mentions(&marker_s));
     assert!(!marker.exists(), "a refused command ran");

@@ -15,12 +15,12 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{ReplicaState, ScaleRequest, ServiceName, StatusReply, WorkerHealth};
 use acs_testkit::docker::{
     require_docker, sweep_stale, unique_id, ContainerGuard, NetworkGuard, TestImage,
 };
 use acs_testkit::TempDir;
-use acsctl::cluster::{ClusterOptions, LocalCluster};
 
 use containers::inspect;
 pub use containers::Ctr;

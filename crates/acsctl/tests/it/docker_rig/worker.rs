@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use acsctl::cluster::log_tail;
+use acs_cluster::log_tail;
 
 /// One `vmm-worker --runtime docker` child process; SIGTERM (then SIGKILL) on drop.
 pub struct WorkerProc {

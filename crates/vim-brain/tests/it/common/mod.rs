@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acs_events::*;
+use acs_testkit::msg::proxy_metrics;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -221,15 +222,7 @@ pub fn fake_proxy(client: async_nats::Client) -> Arc<Mutex<f64>> {
                 totals,
                 backends: vec![],
             };
-            let m = ProxyMetrics {
-                v: 1,
-                proxy: proxy.clone(),
-                ts_ms: 0,
-                interval_ms: 200,
-                services: vec![web],
-                unrouted: 0,
-                rejected: 0,
-            };
+            let m = proxy_metrics(proxy.as_str(), 0, 200, vec![web]);
             let _ = client
                 .publish(Subjects::default().proxy_metrics(&proxy), encode(&m).into())
                 .await;

@@ -1,22 +1,32 @@
-//! [`LocalCluster`]: a whole cluster on this machine as child processes, for `acsctl up`, demos
-//! and end-to-end tests.
+//! `acs-cluster`: a whole cluster on this machine as child processes, for `acsctl up`, demos,
+//! benches and end-to-end tests ([`LocalCluster`]).
 //!
 //! Start order: nats-server → acs-monitor (history from the first metric on) → vim-brain →
-//! workers `w1..wN` → proxy, each waited for. Stop order: monitor → proxy → brain → workers (SIGTERM; they stop their replicas) → nats-server, each waited for,
-//! SIGKILL after a grace period. Every child runs in its own process group (so a terminal's
-//! Ctrl-C reaches only `acsctl`, which then stops them in order) and gets SIGTERM if the
-//! launching process dies (`PR_SET_PDEATHSIG`, armed from a spawner thread that lives as long as
-//! the cluster). Logs go to `<dir>/logs/<name>.log`.
+//! workers `w1..wN` → proxy, each waited for. Stop order: monitor → proxy → brain → workers
+//! (SIGTERM; they stop their replicas) → nats-server, each waited for, SIGKILL after a grace
+//! period. Every child runs in its own process group (so a terminal's Ctrl-C reaches only the
+//! launcher, which then stops them in order) and gets SIGTERM if the launching process dies
+//! (`PR_SET_PDEATHSIG`, armed from a spawner thread that lives as long as the cluster). Logs go
+//! to `<dir>/logs/<name>.log`. Every component connects as its own NATS identity (`acs-auth`).
 //!
-//! Every component but nats-server (and, for now, the monitor) serves Prometheus `GET /metrics`
-//! on 127.0.0.1 with the bearer token in `<dir>/metrics.token`; the targets are written to
-//! `<dir>/prometheus-targets.json` for `config/prometheus.yml` (`metrics.rs`).
+//! Every component but nats-server serves Prometheus `GET /metrics` on 127.0.0.1 with the bearer
+//! token in `<dir>/metrics.token`; the targets are written to `<dir>/prometheus-targets.json` for
+//! `config/prometheus.yml`.
 //!
-//! Files: `options.rs` ([`ClusterOptions`], paths, [`free_port`]), `metrics.rs` (metrics ports,
-//! token, targets file), `start.rs`
-//! ([`LocalCluster::start`] and its readiness waits), `process.rs` (spawning, exits, signals,
-//! ordered stop).
+//! # Layout
+//!
+//! - `lib.rs`: [`LocalCluster`]'s accessors, [`ClusterError`], and the status polls.
+//! - `options.rs`: [`ClusterOptions`] and where things are found ([`resolve_path`]; free ports,
+//!   binaries and `nats-server` come from `acs-testkit`).
+//! - `start.rs`: [`LocalCluster::start`]: preflight checks, the directory lock, the start
+//!   sequence and its readiness waits.
+//! - `args.rs`: what each child is started with: arguments, the nats-server config, token
+//!   files.
+//! - `process.rs`: spawning, exits, signals, the ordered stop.
+//! - `metrics.rs`: each component's `/metrics` port, `metrics.token`, the Prometheus targets
+//!   file.
 
+mod args;
 mod metrics;
 mod options;
 mod process;
@@ -29,10 +39,8 @@ use std::time::{Duration, Instant};
 
 use acs_events::{StatusReply, Subjects};
 
-use crate::client;
-
 pub use metrics::{MetricsTarget, METRICS_BASE};
-pub use options::{default_bin_dir, free_port, nats_server_bin, resolve_path, ClusterOptions};
+pub use options::{resolve_path, ClusterOptions};
 pub use process::{log_tail, ChildExit, Role};
 use process::{Proc, Spawner};
 
@@ -73,6 +81,8 @@ pub enum ClusterError {
     },
     #[error("status request failed: {0}")]
     Status(String),
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
     #[error("{0} is in use by another local cluster (`acsctl up`); stop it or pass another --dir")]
     DirInUse(PathBuf),
     #[error("no process named {0:?} in this cluster")]
@@ -102,7 +112,7 @@ pub struct LocalCluster {
     nc: Option<async_nats::Client>,
     spawner: Spawner,
     stopped: bool,
-    /// `flock`ed `<dir>/acsctl.lock`: two clusters must not share worker state dirs.
+    /// `<dir>/acsctl.lock`, locked: two clusters must not share worker state dirs.
     _lock: File,
 }
 
@@ -144,12 +154,8 @@ impl LocalCluster {
     }
 
     /// A client connected as the operator (steer and watch), failing fast.
-    pub async fn operator_client(&self) -> crate::Result<async_nats::Client> {
-        client::connect(
-            &self.nats_options(&acs_auth::Role::Operator),
-            Duration::from_secs(5),
-        )
-        .await
+    pub async fn operator_client(&self) -> Result<async_nats::Client> {
+        connect(&self.nats_options(&acs_auth::Role::Operator)).await
     }
 
     /// The environment (`NATS_NKEY`, ...) that makes a worker process started outside the
@@ -238,11 +244,24 @@ impl LocalCluster {
     }
 }
 
+/// Connects once, failing fast: a cluster's own server is local and already listening.
+async fn connect(nats: &acs_node::NatsOptions) -> Result<async_nats::Client> {
+    nats.connect_once(Duration::from_secs(5))
+        .await
+        .map_err(|e| ClusterError::Connect {
+            url: nats.servers_display(),
+            reason: e.to_string(),
+        })
+}
+
 async fn fetch_status(nc: Option<&async_nats::Client>, subjects: &Subjects) -> Result<StatusReply> {
     let nc = nc.ok_or_else(|| ClusterError::Status("not connected".into()))?;
-    client::status(nc, subjects, Duration::from_secs(2))
+    let asked = nc.request(subjects.status(), "{}".into());
+    let reply = tokio::time::timeout(Duration::from_secs(2), asked)
         .await
-        .map_err(|e| ClusterError::Status(e.to_string()))
+        .map_err(|_| ClusterError::Status("no reply within 2s".into()))?
+        .map_err(|e| ClusterError::Status(e.to_string()))?;
+    acs_events::decode(&reply.payload).map_err(|e| ClusterError::Status(e.to_string()))
 }
 
 /// Polls the status every 250 ms until `pred` holds. `check` runs before every poll and may end
@@ -260,7 +279,9 @@ async fn poll_status(
         check()?;
         let last = match fetch_status(nc, subjects).await {
             Ok(s) if pred(&s) => return Ok(s),
-            Ok(s) => crate::status::render(&s),
+            // The whole reply: the tables are `acsctl status`'s, and a test's failure message
+            // needs every field.
+            Ok(s) => serde_json::to_string_pretty(&s).unwrap_or_else(|e| e.to_string()),
             Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {

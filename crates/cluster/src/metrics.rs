@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::{free_port, io, ClusterOptions, Result};
+use acs_testkit::free_port;
+
+use super::{io, ClusterOptions, Result};
 
 /// Default first metrics port of `acsctl up`.
 pub const METRICS_BASE: u16 = 9480;

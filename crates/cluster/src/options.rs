@@ -1,10 +1,12 @@
-//! [`ClusterOptions`] and where things are found: binaries, `nats-server`, config paths, free
-//! ports.
+//! [`ClusterOptions`] and where config files are found. Free ports, the bin dir and
+//! `nats-server` come from `acs-testkit`, which tests use too: one implementation of each.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use acs_testkit::free_port;
 
 /// Settings of a local cluster. [`ClusterOptions::new`] has the `acsctl up` defaults;
 /// [`ClusterOptions::with_free_ports`] suits tests.
@@ -41,7 +43,7 @@ pub struct ClusterOptions {
     /// appended after the launcher's own.
     pub extra_args: BTreeMap<String, Vec<String>>,
     /// Credentials to make for workers the caller starts itself (besides `w1..wN`); their
-    /// environment comes from [`crate::cluster::LocalCluster::worker_env`].
+    /// environment comes from [`crate::LocalCluster::worker_env`].
     pub extra_worker_ids: Vec<acs_events::WorkerId>,
 }
 
@@ -83,37 +85,6 @@ impl ClusterOptions {
     }
 }
 
-/// Ports [`free_port`] picks from: below Linux's ephemeral range (32768..61000), so a port the
-/// kernel hands out for an outgoing connection cannot take it between our check and the child's
-/// bind (a port-0 listener's port could be).
-const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A port from [`FREE_PORTS`] that was free a moment ago on 127.0.0.1. Walks the range from a
-/// start that differs per process and call time, so parallel test processes spread out; within a
-/// process no port is handed out twice (until the range wraps).
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let len = u32::from(FREE_PORTS.end - FREE_PORTS.start);
-    if NEXT.load(Ordering::Relaxed) == u32::MAX {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % len;
-        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    for _ in 0..len {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed) % len;
-        let port = FREE_PORTS.start + n as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
-}
-
 /// `p` as given when it exists (or is absolute); otherwise relative to this workspace's root,
 /// so `acsctl up` finds `config/` and `nats/` from any directory of a checkout.
 pub fn resolve_path(p: &Path) -> PathBuf {
@@ -124,46 +95,5 @@ pub fn resolve_path(p: &Path) -> PathBuf {
     match cand.canonicalize() {
         Ok(c) => c,
         Err(_) => p.to_path_buf(),
-    }
-}
-
-/// Where `nats-server` is: `$NATS_SERVER_BIN`, then `PATH`, then Debian's `/usr/sbin`.
-pub fn nats_server_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let cand = dir.join("nats-server");
-            if cand.is_file() {
-                return cand;
-            }
-        }
-    }
-    PathBuf::from("/usr/sbin/nats-server")
-}
-
-/// The directory of the running executable (`target/<profile>` for test binaries in `deps/`).
-pub fn default_bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_ports_are_outside_the_ephemeral_range_and_distinct() {
-        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
-        assert!(ports.iter().all(|p| FREE_PORTS.contains(p)), "{ports:?}");
-        let mut uniq = ports.clone();
-        uniq.sort_unstable();
-        uniq.dedup();
-        assert_eq!(uniq.len(), ports.len(), "{ports:?}");
     }
 }
