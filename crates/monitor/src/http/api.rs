@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use acs_events::encode;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Extension, OriginalUri, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -86,7 +86,7 @@ pub async fn status(State(app): State<App>) -> Result<Response> {
 }
 
 /// Logs and counts one action sent to the brain, and answers with the brain's reply.
-fn act(app: &App, uri: &Uri, answer: actions::Answer) -> Result<Response> {
+fn act(app: &App, OriginalUri(uri): OriginalUri, answer: actions::Answer) -> Result<Response> {
     let total = app.web.counters.actions.fetch_add(1, Ordering::Relaxed) + 1;
     let status = answer
         .as_ref()
@@ -102,7 +102,7 @@ fn act(app: &App, uri: &Uri, answer: actions::Answer) -> Result<Response> {
 
 pub async fn scale(
     State(app): State<App>,
-    uri: Uri,
+    uri: OriginalUri,
     Path(name): Path<String>,
     b: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
@@ -110,21 +110,25 @@ pub async fn scale(
         Ok(b) => actions::scale(&app.web, &name, &b).await,
         Err(p) => Err(p),
     };
-    act(&app, &uri, answer)
+    act(&app, uri, answer)
 }
 
 pub async fn maintenance(
     State(app): State<App>,
-    uri: Uri,
+    uri: OriginalUri,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response> {
     let answer = actions::maintenance(&app.web, &id, &action).await;
-    act(&app, &uri, answer)
+    act(&app, uri, answer)
 }
 
-pub async fn replace(State(app): State<App>, uri: Uri, Path(id): Path<String>) -> Result<Response> {
+pub async fn replace(
+    State(app): State<App>,
+    uri: OriginalUri,
+    Path(id): Path<String>,
+) -> Result<Response> {
     let answer = actions::replace(&app.web, &id).await;
-    act(&app, &uri, answer)
+    act(&app, uri, answer)
 }
 
 pub async fn alarms(
@@ -146,14 +150,14 @@ pub async fn alarm_action(
     Ok(json(String::from_utf8_lossy(&reply).into_owned()))
 }
 
-pub async fn not_found(method: Method, uri: Uri) -> Problem {
+pub async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> Problem {
     Problem::not_found(format!(
         "no such endpoint {method} {}; try GET {STATS_PATH}",
         uri.path()
     ))
 }
 
-pub async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use acs_node::metrics::constant_time_eq;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -97,7 +97,7 @@ pub async fn require_csrf(State(app): State<App>, req: Request, next: Next) -> R
             .csrf_refused
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        tracing::warn!(peer = %peer(&req), path = req.uri().path(), total, "a state-changing request without the session's CSRF header");
+        tracing::warn!(peer = %peer(&req), path = path(&req), total, "a state-changing request without the session's CSRF header");
         return Problem::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -112,7 +112,7 @@ pub async fn require_csrf(State(app): State<App>, req: Request, next: Next) -> R
 
 /// Logs every problem answered; counts the refusals (4xx) with the monitor's rejected messages.
 pub async fn log_problems(State(app): State<App>, req: Request, next: Next) -> Response {
-    let (peer, path) = (peer(&req), req.uri().path().to_string());
+    let (peer, path) = (peer(&req), path(&req));
     let r = next.run(req).await;
     if let Some(p) = r.extensions().get::<Problem>() {
         let status = p.status.as_u16();
@@ -124,6 +124,14 @@ pub async fn log_problems(State(app): State<App>, req: Request, next: Next) -> R
         }
     }
     r
+}
+
+/// The path as the client sent it (a nested router sees it without its prefix).
+fn path(req: &Request) -> String {
+    req.extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path(), |u| u.path())
+        .to_string()
 }
 
 /// The client's address, set by the accept loop.
