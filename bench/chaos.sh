@@ -16,7 +16,7 @@
 #   docker-slow      a worker's Docker calls delayed           heartbeat flows; not declared dead
 #   drain            acsctl drain of a worker under load       0 failed
 # Faults that need something not built yet print "skipped: ..." (feature-detected: the brain's
-# --lease-ms, `acsctl drain`). Healing is judged against the leader's desired count for `web`
+# --lease, `acsctl drain`). Healing is judged against the leader's desired count for `web`
 # (`acsctl status --json`), not the container count before the fault: "left over/missing" is
 # running replica containers minus desired once settled (+N = duplicates or surplus).
 #
@@ -76,7 +76,7 @@ if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL")" != 200 ]; t
   "$DEMO" up >&2 || { say "compose-demo up failed"; exit 1; }
 fi
 LEASE=0
-docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease-ms' >/dev/null && LEASE=1
+docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease <' >/dev/null && LEASE=1
 DRAIN=0
 acsctl drain --help >/dev/null 2>&1 && DRAIN=1
 
@@ -247,7 +247,7 @@ fault_worker_cut() {
 # detect: its successor's `elected` LeaderEvent; serving: the successor answers `acs.status`.
 fault_brain() {
   local kind=$1
-  [ "$LEASE" -eq 1 ] || { row "brain-$kind" - - - - skip "skipped: no lease yet (vim-brain has no --lease-ms)"; return; }
+  [ "$LEASE" -eq 1 ] || { row "brain-$kind" - - - - skip "skipped: no lease yet (vim-brain has no --lease)"; return; }
   local old new t0 det act f tot lm res c fenced down
   old=$(leader_instance)
   case "$old" in brain-1) new=brain-2 ;; brain-2) new=brain-1 ;;

@@ -75,9 +75,7 @@ pub async fn run(
 }
 
 fn unix_now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    acs_node::unix_ms()
 }
 
 /// One row per alarm (rule and target), firing first, then pending, then resolved.

@@ -13,6 +13,7 @@ use acs_events::{
     decode, encode, Backend, BackendChange, BackendUpdate, ProxyId, ProxyMetrics, Rejection,
     ReplicaId, Route, Selection, ServiceName, Subjects, SyncReply, WorkerId,
 };
+use acs_testkit::http::until_status;
 use acs_testkit::poll::eventually;
 use acs_testkit::{free_port, wait_for_port, NatsServer};
 use bytes::Bytes;
@@ -166,7 +167,7 @@ struct ProxyProc {
 impl ProxyProc {
     /// Starts the proxy on a free port; tries another port if the proxy exits at once (another
     /// test may have bound the "free" port in between).
-    /// `extra` arguments come last; a `--metrics-interval-ms` there replaces the default 300.
+    /// `extra` arguments come last; a `--metrics-interval` there replaces the default 300ms.
     fn start(nats_url: &str, id: &str, extra: &[&str]) -> Self {
         for _ in 0..5 {
             let mut p = Self::start_once(nats_url, id, extra);
@@ -182,10 +183,10 @@ impl ProxyProc {
         let port = free_port();
         let log =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
-        let interval: &[&str] = if extra.contains(&"--metrics-interval-ms") {
+        let interval: &[&str] = if extra.contains(&"--metrics-interval") {
             &[]
         } else {
-            &["--metrics-interval-ms", "300"]
+            &["--metrics-interval", "300ms"]
         };
         let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
             .args([
@@ -845,7 +846,7 @@ async fn a_load_step_is_reported_before_the_interval_is_up() {
             route(Some("web.test"), None),
             vec![b1.backend()],
         )],
-        &["--metrics-interval-ms", "30000"],
+        &["--metrics-interval", "30s"],
     )
     .await;
     w.until_served_by("web.test", "/", &["b1"], 1).await;
@@ -1094,4 +1095,36 @@ async fn an_older_terms_update_is_refused_and_routing_keeps_the_new_leaders_back
     // The term-5 leader's next delta still applies.
     w.publish(&add(v(5, 2), vec![b2.backend()])).await;
     w.until_served_by("x", "/", &["b1", "b2"], 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_nats_and_the_routes() {
+    let (mut nats, nc) = nats_and_client().await;
+    let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _proxy = ProxyProc::start(&nats.url(), "p1", &["--health-listen", &health.to_string()]);
+    wait_for_port(health, DEADLINE).expect("health port listens");
+    until_status(health, "/healthz", 200, DEADLINE)
+        .await
+        .unwrap();
+    // Connected, but no brain has answered a sync: no routes yet.
+    until_status(health, "/readyz", 503, DEADLINE)
+        .await
+        .unwrap();
+
+    let _brain = FakeBrain::start(&nc).await;
+    until_status(health, "/readyz", 200, DEADLINE)
+        .await
+        .unwrap();
+    // The health port serves nothing else, and needs no token for these two.
+    until_status(health, "/metrics", 404, DEADLINE)
+        .await
+        .unwrap();
+
+    nats.stop();
+    until_status(health, "/readyz", 503, DEADLINE)
+        .await
+        .unwrap();
+    until_status(health, "/healthz", 200, DEADLINE)
+        .await
+        .unwrap();
 }

@@ -25,7 +25,9 @@
 //!   whether the loop keeps up (each pass's latency, inbox lag and backlog, throttled warnings).
 //! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
 //!   `acs_node::metrics`): decisions, placements, plan duration, decision loop latency, inbox lag
-//!   and backlog, largest message published, leader and term, refusals.
+//!   and backlog, largest message published, leader and term, refusals. The same server (and
+//!   `--health-listen`) answers `/healthz` and `/readyz`: ready while NATS is connected and the
+//!   reconciler's tick turns.
 //! - `inbox`: the loop's subscriptions; one whose stream ends is resubscribed with backoff.
 //! - [`lease`]: many brains, one leader. The lease's driver task and the JetStream KV bucket
 //!   (`acs_brain`: key `leader`, `pin.<service>`, `maintenance`), which is what outlives a

@@ -1,7 +1,7 @@
 //! The thin I/O loop around the pure parts: NATS in, `World::apply`, `plan`, NATS out.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use acs_events::{
     check_sender, decode, encode, BackendDrained, CommandAck, DecodeError, MetricsAssembler,
@@ -37,6 +37,8 @@ pub struct Config {
     pub lease: crate::lease::LeaseConfig,
     /// Where `GET /metrics` is served (`--metrics-listen`); `None`: not at all.
     pub metrics: Option<acs_node::MetricsListen>,
+    /// Where `/healthz` and `/readyz` alone are served (`--health-listen`).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             command_timeout: Duration::from_secs(5),
             lease: crate::lease::LeaseConfig::default(),
             metrics: None,
+            health_listen: None,
         }
     }
 }
@@ -75,10 +78,7 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> Now {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let unix_ms = acs_node::unix_ms();
         Now {
             mono: self.start.elapsed().as_millis() as u64,
             unix_ms,
@@ -98,11 +98,20 @@ pub async fn run(
         config.nats.clone()
     };
     let prom = crate::prom::BrainProm::default();
-    let metrics_task = match &config.metrics {
-        Some(listen) => Some(acs_node::metrics::spawn(listen, prom.registry()).await?.1),
-        None => None,
-    };
+    // Ready: NATS connected and the loop turning (its tick beats).
+    let ready = acs_node::Readiness::new(acs_node::ReadyWhen {
+        beat_within: Some((config.tick * 4).max(Duration::from_secs(2))),
+        loaded: false,
+    });
+    let servers = acs_node::metrics::Servers::start(
+        config.metrics.as_ref(),
+        || prom.registry(),
+        config.health_listen,
+        &ready,
+    )
+    .await?;
     let client = nats.connect().await?;
+    ready.connected(&client);
     let kv = crate::lease::open_bucket(&client, &config.lease).await?;
     let mut inbox = Inbox::subscribe(&client, &config.subjects).await?;
     let (lease, mut elections, lease_task) = crate::lease::spawn(
@@ -147,6 +156,7 @@ pub async fn run(
                 brain.prompt(&clock, &mut inbox, Instant::now()).await;
             }
             _ = tick.tick() => {
+                ready.beat();
                 let taken = Instant::now();
                 for sub in inbox.subs() {
                     sub.revive(&client).await;
@@ -205,9 +215,7 @@ pub async fn run(
     }
     info!("vim-brain stopping");
     lease_task.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
+    drop(servers);
     crate::lease::release(&brain.kv, &brain.lease).await;
     match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
         Ok(Ok(())) => {}
@@ -641,8 +649,5 @@ impl Brain {
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    acs_node::unix_ms()
 }

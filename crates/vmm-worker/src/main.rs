@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use acs_events::{RuntimeKind, Subjects, WorkerId};
+use acs_node::duration::{legacy_ms, parse_duration};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
@@ -42,12 +43,25 @@ struct Args {
     /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
     #[command(flatten)]
     metrics: acs_node::MetricsArgs,
+    /// `--health-listen` (default off): `/healthz`, `/readyz`; `--healthcheck URL` probes one.
+    #[command(flatten)]
+    health: acs_node::HealthArgs,
+    /// `--log-format text|json`.
+    #[command(flatten)]
+    log: acs_node::LogArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
-    /// Metrics / heartbeat period in milliseconds.
-    #[arg(long, env = "ACS_INTERVAL_MS", default_value_t = 1000)]
-    interval_ms: u64,
+    /// Metrics / heartbeat period.
+    #[arg(long, env = "ACS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    #[arg(
+        long,
+        env = "ACS_INTERVAL_MS",
+        hide = true,
+        conflicts_with = "interval"
+    )]
+    interval_ms: Option<u64>,
     /// Host in the replica addresses handed to proxies.
     #[arg(long, env = "ACS_ADVERTISE_HOST", default_value = "127.0.0.1")]
     advertise_host: String,
@@ -63,12 +77,26 @@ struct Args {
     /// On shutdown leave replicas running; the next worker with the same state dir adopts them.
     #[arg(long, env = "ACS_KEEP_REPLICAS")]
     keep_replicas: bool,
-    /// Milliseconds a new replica has to pass its health check before it is stopped.
-    #[arg(long, env = "ACS_HEALTH_TIMEOUT_MS", default_value_t = 30_000)]
-    health_timeout_ms: u64,
-    /// Grace period in milliseconds for replicas stopped at shutdown.
-    #[arg(long, env = "ACS_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
-    shutdown_grace_ms: u64,
+    /// How long a new replica has to pass its health check before it is stopped.
+    #[arg(long, env = "ACS_HEALTH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    health_timeout: Duration,
+    #[arg(
+        long,
+        env = "ACS_HEALTH_TIMEOUT_MS",
+        hide = true,
+        conflicts_with = "health_timeout"
+    )]
+    health_timeout_ms: Option<u64>,
+    /// Grace period for replicas stopped at shutdown.
+    #[arg(long, env = "ACS_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    #[arg(
+        long,
+        env = "ACS_SHUTDOWN_GRACE_MS",
+        hide = true,
+        conflicts_with = "shutdown_grace"
+    )]
+    shutdown_grace_ms: Option<u64>,
     /// Docker runtime: an image replicas may run, exactly (`repo:tag`) or as a prefix ending in
     /// `*` (`acs/demo-web:*`). Repeat or separate by commas. None: no image runs.
     #[arg(long = "allow-image", env = "ACS_ALLOW_IMAGES", value_delimiter = ',')]
@@ -98,20 +126,37 @@ struct Args {
     /// Most starts the runtime runs at once; further starts wait (within their deadline).
     #[arg(long, env = "ACS_MAX_CONCURRENT_STARTS", default_value_t = 4)]
     max_concurrent_starts: u32,
-    /// Milliseconds a start may take (waiting for a slot, remove, create, start, inspect) before
-    /// it is abandoned and what it left removed.
-    #[arg(long, env = "ACS_START_DEADLINE_MS", default_value_t = 30_000)]
-    start_deadline_ms: u64,
-    /// Refuse a command issued (its `issued_ms`, by the sender's wall clock) more than this many
-    /// milliseconds ago by this host's wall clock; 0 = never. Keep it well above the clock skew.
-    #[arg(long, env = "ACS_COMMAND_MAX_AGE_MS", default_value_t = 10_000)]
-    command_max_age_ms: u64,
+    /// How long a start may take (waiting for a slot, remove, create, start, inspect) before it
+    /// is abandoned and what it left removed.
+    #[arg(long, env = "ACS_START_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    start_deadline: Duration,
+    #[arg(
+        long,
+        env = "ACS_START_DEADLINE_MS",
+        hide = true,
+        conflicts_with = "start_deadline"
+    )]
+    start_deadline_ms: Option<u64>,
+    /// Refuse a command issued (its `issued_ms`, by the sender's wall clock) longer ago than
+    /// this by this host's wall clock; 0 = never. Keep it well above the clock skew.
+    #[arg(long, env = "ACS_COMMAND_MAX_AGE", default_value = "10s", value_parser = parse_duration)]
+    command_max_age: Duration,
+    #[arg(
+        long,
+        env = "ACS_COMMAND_MAX_AGE_MS",
+        hide = true,
+        conflicts_with = "command_max_age"
+    )]
+    command_max_age_ms: Option<u64>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    acs_node::init_tracing("info");
     let args = Args::parse();
+    if let Some(url) = &args.health.healthcheck {
+        return acs_node::health::check(url).map_err(anyhow::Error::msg);
+    }
+    args.log.init("info");
     let id = match args.id {
         Some(id) => WorkerId::new(id).context("--id")?,
         None => default_id()?,
@@ -128,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     config.subjects = Subjects::new(args.prefix)
         .map_err(anyhow::Error::msg)
         .context("--prefix")?;
-    config.interval = Duration::from_millis(args.interval_ms);
+    config.interval = legacy_ms(args.interval, args.interval_ms, "interval-ms", "interval");
     config.advertise_host = args.advertise_host;
     config.advertise = match args.advertise {
         AdvertiseArg::HostPort => vmm_worker::config::Advertise::HostPort,
@@ -139,8 +184,18 @@ async fn main() -> anyhow::Result<()> {
         config.state_dir = dir;
     }
     config.keep_replicas = args.keep_replicas;
-    config.health.start_timeout = Duration::from_millis(args.health_timeout_ms);
-    config.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
+    config.health.start_timeout = legacy_ms(
+        args.health_timeout,
+        args.health_timeout_ms,
+        "health-timeout-ms",
+        "health-timeout",
+    );
+    config.shutdown_grace = legacy_ms(
+        args.shutdown_grace,
+        args.shutdown_grace_ms,
+        "shutdown-grace-ms",
+        "shutdown-grace",
+    );
     config.policy = vmm_worker::policy::Policy {
         allow_images: args.allow_images,
         allow_commands: args.allow_commands,
@@ -155,9 +210,20 @@ async fn main() -> anyhow::Result<()> {
     }
     config.pids_limit = args.pids_limit;
     config.max_concurrent_starts = args.max_concurrent_starts;
-    config.start_deadline = Duration::from_millis(args.start_deadline_ms);
-    config.command_max_age = Duration::from_millis(args.command_max_age_ms);
+    config.start_deadline = legacy_ms(
+        args.start_deadline,
+        args.start_deadline_ms,
+        "start-deadline-ms",
+        "start-deadline",
+    );
+    config.command_max_age = legacy_ms(
+        args.command_max_age,
+        args.command_max_age_ms,
+        "command-max-age-ms",
+        "command-max-age",
+    );
     config.metrics = args.metrics.into_listen().context("--metrics-listen")?;
+    config.health_listen = args.health.health_listen;
     vmm_worker::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
 }
@@ -183,4 +249,47 @@ fn default_id() -> anyhow::Result<WorkerId> {
         clean
     })
     .context("cannot derive a worker id from the host name; pass --id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("vmm-worker").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn old_millisecond_flags_and_new_duration_flags_agree() {
+        let new = parse(&[
+            "--interval=250ms",
+            "--health-timeout=1m",
+            "--command-max-age=0",
+        ]);
+        let old = parse(&[
+            "--interval-ms=250",
+            "--health-timeout-ms=60000",
+            "--command-max-age-ms=0",
+        ]);
+        let (new, old) = (new.unwrap(), old.unwrap());
+        assert_eq!(
+            legacy_ms(new.interval, new.interval_ms, "a", "b"),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            legacy_ms(old.interval, old.interval_ms, "a", "b"),
+            Duration::from_millis(250)
+        );
+        let timeout = |a: &Args| legacy_ms(a.health_timeout, a.health_timeout_ms, "a", "b");
+        assert_eq!(timeout(&new), timeout(&old));
+        let age = |a: &Args| legacy_ms(a.command_max_age, a.command_max_age_ms, "a", "b");
+        assert_eq!(age(&new), Duration::ZERO);
+        assert_eq!(age(&old), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_naming_the_flag() {
+        let e = parse(&["--shutdown-grace", "5 sec later"]).unwrap_err();
+        assert!(e.to_string().contains("--shutdown-grace"), "{e}");
+    }
 }

@@ -44,6 +44,8 @@ pub(super) struct Heartbeat {
     pub instance: String,
     /// See `Worker::order`.
     pub order: Arc<Mutex<()>>,
+    /// Beaten each interval the runtime answered a ping within half an interval.
+    pub ready: acs_node::Readiness,
 }
 
 impl Heartbeat {
@@ -59,6 +61,12 @@ impl Heartbeat {
         let mut seq = 0u64;
         loop {
             tick.tick().await;
+            let answered = tokio::time::timeout(self.interval / 2, self.runtime.ping()).await;
+            if matches!(answered, Ok(true)) {
+                self.ready.beat();
+            } else {
+                warn!("the runtime did not answer a ping; not ready");
+            }
             let measuring = self.snapshot.borrow().clone();
             let sample = sample(&sampler, &measuring.replicas).await;
             let measured = self.measure(&measuring.replicas, &sample).await;
