@@ -27,34 +27,30 @@ struct Args {
     /// How long to wait for requests in flight on shutdown.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "30s", value_parser = acs_node::parse_duration)]
     drain_timeout: Duration,
-    #[arg(
-        long,
-        env = "DRAIN_TIMEOUT_S",
-        hide = true,
-        conflicts_with = "drain_timeout"
-    )]
-    drain_timeout_s: Option<u64>,
     /// `--log-format text|json`.
     #[command(flatten)]
     log: acs_node::LogArgs,
 }
 
+/// The integer flag in seconds the duration flag replaced, still read.
+const LEGACY: &[acs_node::legacy::Legacy] = &[acs_node::legacy::Legacy::secs(
+    "drain-timeout-s",
+    "drain-timeout",
+    ["DRAIN_TIMEOUT_S", "DRAIN_TIMEOUT"],
+)];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
     args.log.init("info");
+    acs_node::legacy::warn(&deprecated);
     let mut config = demo_web::Config::new(args.port);
     config.bind = args.bind;
     if let Some(id) = args.id.filter(|s| !s.is_empty()) {
         config.id = id;
     }
     config.work_ms = args.work_ms.min(demo_web::MAX_WORK_MS);
-    config.drain_timeout = acs_node::duration::legacy_secs(
-        args.drain_timeout,
-        args.drain_timeout_s,
-        "drain-timeout-s",
-        "drain-timeout",
-    );
+    config.drain_timeout = args.drain_timeout;
     demo_web::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
 }

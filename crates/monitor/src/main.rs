@@ -5,7 +5,7 @@ use std::time::Duration;
 use acs_events::Subjects;
 use acs_monitor::http::HttpAuth;
 use acs_monitor::rollup::{tier_name, TierSpec};
-use acs_node::duration::{legacy_ms, legacy_secs};
+use acs_node::legacy::Legacy;
 use anyhow::Context;
 use clap::Parser;
 
@@ -25,63 +25,21 @@ struct Args {
     /// restart replays to rebuild the in-memory tiers.
     #[arg(long, env = "ACS_MONITOR_STREAM_MAX_AGE", default_value = "1h", value_parser = acs_node::parse_duration)]
     stream_max_age: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_STREAM_MAX_AGE_S",
-        hide = true,
-        conflicts_with = "stream_max_age"
-    )]
-    stream_max_age_s: Option<u64>,
     /// Raw tier (1 s slots): how long it is kept in memory.
     #[arg(long, env = "ACS_MONITOR_RAW_KEEP", default_value = "10m", value_parser = acs_node::parse_duration)]
     raw_keep: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_RAW_KEEP_S",
-        hide = true,
-        conflicts_with = "raw_keep"
-    )]
-    raw_keep_s: Option<u64>,
     /// Minute tier: how long it is kept in memory.
     #[arg(long, env = "ACS_MONITOR_MINUTE_KEEP", default_value = "1h", value_parser = acs_node::parse_duration)]
     minute_keep: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_MINUTE_KEEP_S",
-        hide = true,
-        conflicts_with = "minute_keep"
-    )]
-    minute_keep_s: Option<u64>,
     /// Minute tier: how long ACS_ROLLUPS keeps it.
     #[arg(long, env = "ACS_MONITOR_MINUTE_DURABLE", default_value = "1d", value_parser = acs_node::parse_duration)]
     minute_durable: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_MINUTE_DURABLE_S",
-        hide = true,
-        conflicts_with = "minute_durable"
-    )]
-    minute_durable_s: Option<u64>,
     /// Hour tier: how long it is kept in memory.
     #[arg(long, env = "ACS_MONITOR_HOUR_KEEP", default_value = "2h", value_parser = acs_node::parse_duration)]
     hour_keep: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_HOUR_KEEP_S",
-        hide = true,
-        conflicts_with = "hour_keep"
-    )]
-    hour_keep_s: Option<u64>,
     /// Hour tier: how long ACS_ROLLUPS keeps it.
     #[arg(long, env = "ACS_MONITOR_HOUR_DURABLE", default_value = "30d", value_parser = acs_node::parse_duration)]
     hour_durable: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_HOUR_DURABLE_S",
-        hide = true,
-        conflicts_with = "hour_durable"
-    )]
-    hour_durable_s: Option<u64>,
     /// Every tier at once, finest first, as WIDTH:MEMORY:DURABLE (durations like 1s, 10m, 1h,
     /// 30d), e.g. `1s:10m:1h,1m:1h:1d,1h:2h:30d`; the raw tier's DURABLE is the stream's max
     /// age. Replaces the flags above.
@@ -90,19 +48,10 @@ struct Args {
     /// How long a bucket waits for late samples before it closes.
     #[arg(long, env = "ACS_MONITOR_GRACE", default_value = DEFAULT_GRACE, value_parser = acs_node::parse_duration)]
     grace: Duration,
-    #[arg(
-        long,
-        env = "ACS_MONITOR_GRACE_MS",
-        hide = true,
-        conflicts_with = "grace"
-    )]
-    grace_ms: Option<u64>,
     /// How long the event history (stream ACS_EVENTS: decisions, alarms, replica and worker
     /// events) keeps events (at least 1s).
     #[arg(long, env = "ACS_MONITOR_EVENTS_MAX_AGE", default_value = "7d", value_parser = acs_node::parse_duration)]
     events_max_age: Duration,
-    #[arg(long, env = "ACS_MONITOR_EVENTS_MAX_AGE_S", hide = true, conflicts_with = "events_max_age", value_parser = clap::value_parser!(u64).range(1..))]
-    events_max_age_s: Option<u64>,
     /// Where the REST stats API listens (`GET /api/v1/stats`).
     #[arg(long, env = "ACS_MONITOR_HTTP", default_value = "127.0.0.1:9470")]
     http: std::net::SocketAddr,
@@ -133,20 +82,58 @@ struct Args {
     log: acs_node::LogArgs,
 }
 
-/// The per-tier flags `--tiers` replaces, in both their forms.
-const TIER_FLAGS: [&str; 12] = [
+/// The per-tier flags `--tiers` replaces.
+const TIER_FLAGS: [&str; 6] = [
     "stream_max_age",
     "raw_keep",
     "minute_keep",
     "minute_durable",
     "hour_keep",
     "hour_durable",
-    "stream_max_age_s",
-    "raw_keep_s",
-    "minute_keep_s",
-    "minute_durable_s",
-    "hour_keep_s",
-    "hour_durable_s",
+];
+
+/// The integer flags in seconds (and milliseconds) the duration flags replaced, still read.
+const LEGACY: &[Legacy] = &[
+    Legacy::secs(
+        "stream-max-age-s",
+        "stream-max-age",
+        ["ACS_MONITOR_STREAM_MAX_AGE_S", "ACS_MONITOR_STREAM_MAX_AGE"],
+    ),
+    Legacy::secs(
+        "raw-keep-s",
+        "raw-keep",
+        ["ACS_MONITOR_RAW_KEEP_S", "ACS_MONITOR_RAW_KEEP"],
+    ),
+    Legacy::secs(
+        "minute-keep-s",
+        "minute-keep",
+        ["ACS_MONITOR_MINUTE_KEEP_S", "ACS_MONITOR_MINUTE_KEEP"],
+    ),
+    Legacy::secs(
+        "minute-durable-s",
+        "minute-durable",
+        ["ACS_MONITOR_MINUTE_DURABLE_S", "ACS_MONITOR_MINUTE_DURABLE"],
+    ),
+    Legacy::secs(
+        "hour-keep-s",
+        "hour-keep",
+        ["ACS_MONITOR_HOUR_KEEP_S", "ACS_MONITOR_HOUR_KEEP"],
+    ),
+    Legacy::secs(
+        "hour-durable-s",
+        "hour-durable",
+        ["ACS_MONITOR_HOUR_DURABLE_S", "ACS_MONITOR_HOUR_DURABLE"],
+    ),
+    Legacy::ms(
+        "grace-ms",
+        "grace",
+        ["ACS_MONITOR_GRACE_MS", "ACS_MONITOR_GRACE"],
+    ),
+    Legacy::secs(
+        "events-max-age-s",
+        "events-max-age",
+        ["ACS_MONITOR_EVENTS_MAX_AGE_S", "ACS_MONITOR_EVENTS_MAX_AGE"],
+    ),
 ];
 
 /// `acs_monitor::store::DEFAULT_GRACE_MS` as a flag default (checked by a test).
@@ -157,41 +144,21 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The per-tier flags, each from its new form or its deprecated `--*-s` one.
+/// The per-tier flags, in milliseconds.
 fn tier_flags(a: &Args) -> [u64; 6] {
     [
-        legacy_secs(a.raw_keep, a.raw_keep_s, "raw-keep-s", "raw-keep"),
-        legacy_secs(
-            a.stream_max_age,
-            a.stream_max_age_s,
-            "stream-max-age-s",
-            "stream-max-age",
-        ),
-        legacy_secs(
-            a.minute_keep,
-            a.minute_keep_s,
-            "minute-keep-s",
-            "minute-keep",
-        ),
-        legacy_secs(
-            a.minute_durable,
-            a.minute_durable_s,
-            "minute-durable-s",
-            "minute-durable",
-        ),
-        legacy_secs(a.hour_keep, a.hour_keep_s, "hour-keep-s", "hour-keep"),
-        legacy_secs(
-            a.hour_durable,
-            a.hour_durable_s,
-            "hour-durable-s",
-            "hour-durable",
-        ),
+        a.raw_keep,
+        a.stream_max_age,
+        a.minute_keep,
+        a.minute_durable,
+        a.hour_keep,
+        a.hour_durable,
     ]
     .map(ms)
 }
 
 fn grace_ms(a: &Args) -> u64 {
-    ms(legacy_ms(a.grace, a.grace_ms, "grace-ms", "grace"))
+    ms(a.grace)
 }
 
 /// The REST API's address and auth, or `None` with `--no-http`; no token is an error.
@@ -283,11 +250,12 @@ fn tiers(args: &Args) -> anyhow::Result<Vec<TierSpec>> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
     if let Some(url) = &args.healthcheck {
         return acs_node::health::check(url).map_err(anyhow::Error::msg);
     }
     args.log.init("info");
+    acs_node::legacy::warn(&deprecated);
     let http = http(&args)?;
     let tiers = tiers(&args)?;
     let alarms = match &args.alarms {
@@ -326,12 +294,7 @@ fn main() -> anyhow::Result<()> {
     let nats = args.nats.into_options("acs-monitor")?;
     let mut config = acs_monitor::Config::new(nats);
     config.subjects = Subjects::new(&args.prefix).map_err(anyhow::Error::msg)?;
-    config.events_max_age = legacy_secs(
-        args.events_max_age,
-        args.events_max_age_s,
-        "events-max-age-s",
-        "events-max-age",
-    );
+    config.events_max_age = args.events_max_age;
     anyhow::ensure!(
         config.events_max_age >= Duration::from_secs(1),
         "--events-max-age: at least 1s"
@@ -351,8 +314,8 @@ fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("acs-monitor").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        acs_node::legacy::try_parse(LEGACY, "acs-monitor", args)
     }
 
     #[test]
@@ -380,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_bad_duration_is_refused_naming_the_flag() {
-        let e = parse(&["--events-max-age", "a week"]).unwrap_err();
+        let e = parse(&["--events-max-age", "a week"]).err().unwrap();
         assert!(e.to_string().contains("--events-max-age"), "{e}");
     }
 

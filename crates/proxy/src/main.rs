@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use acs_events::ProxyId;
-use acs_node::duration::{legacy_ms, parse_duration};
+use acs_node::duration::parse_duration;
+use acs_node::legacy::Legacy;
 use acs_proxy::backend::EjectPolicy;
 use acs_proxy::config::ServerTuning;
 use acs_proxy::pressure::PressureSettings;
@@ -45,24 +46,10 @@ struct Args {
     /// Traffic metrics interval.
     #[arg(long, env = "ACS_PROXY_METRICS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     metrics_interval: Duration,
-    #[arg(
-        long,
-        env = "ACS_PROXY_METRICS_INTERVAL_MS",
-        hide = true,
-        conflicts_with = "metrics_interval"
-    )]
-    metrics_interval_ms: Option<u64>,
     /// How often to look for a load jump that should be reported before the interval is up
     /// (0: only report every interval).
     #[arg(long, env = "ACS_PROXY_PRESSURE_CHECK", default_value = "50ms", value_parser = parse_duration)]
     pressure_check: Duration,
-    #[arg(
-        long,
-        env = "ACS_PROXY_PRESSURE_CHECK_MS",
-        hide = true,
-        conflicts_with = "pressure_check"
-    )]
-    pressure_check_ms: Option<u64>,
     /// A jump: the recent rate or in-flight count at least this many times the last report's ...
     #[arg(long, env = "ACS_PROXY_PRESSURE_FACTOR", default_value_t = 2.0)]
     pressure_factor: f64,
@@ -81,33 +68,12 @@ struct Args {
     /// How long an ejected backend stays out of rotation.
     #[arg(long, env = "ACS_PROXY_EJECT", default_value = "5s", value_parser = parse_duration)]
     eject: Duration,
-    #[arg(
-        long,
-        env = "ACS_PROXY_EJECT_MS",
-        hide = true,
-        conflicts_with = "eject"
-    )]
-    eject_ms: Option<u64>,
     /// Upstream connect timeout.
     #[arg(long, env = "ACS_PROXY_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    #[arg(
-        long,
-        env = "ACS_PROXY_CONNECT_TIMEOUT_MS",
-        hide = true,
-        conflicts_with = "connect_timeout"
-    )]
-    connect_timeout_ms: Option<u64>,
     /// Upstream read/write timeout.
     #[arg(long, env = "ACS_PROXY_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     upstream_timeout: Duration,
-    #[arg(
-        long,
-        env = "ACS_PROXY_UPSTREAM_TIMEOUT_MS",
-        hide = true,
-        conflicts_with = "upstream_timeout"
-    )]
-    upstream_timeout_ms: Option<u64>,
     /// Tokio work stealing between the proxy threads (`false`: one runtime per thread).
     #[arg(long, env = "ACS_PROXY_WORK_STEALING", default_value_t = true, action = clap::ArgAction::Set)]
     work_stealing: bool,
@@ -119,30 +85,56 @@ struct Args {
     upstream_keepalive_pool: usize,
 }
 
+/// The integer flags in milliseconds the duration flags replaced, still read.
+const LEGACY: &[Legacy] = &[
+    Legacy::ms(
+        "metrics-interval-ms",
+        "metrics-interval",
+        [
+            "ACS_PROXY_METRICS_INTERVAL_MS",
+            "ACS_PROXY_METRICS_INTERVAL",
+        ],
+    ),
+    Legacy::ms(
+        "pressure-check-ms",
+        "pressure-check",
+        ["ACS_PROXY_PRESSURE_CHECK_MS", "ACS_PROXY_PRESSURE_CHECK"],
+    ),
+    Legacy::ms(
+        "eject-ms",
+        "eject",
+        ["ACS_PROXY_EJECT_MS", "ACS_PROXY_EJECT"],
+    ),
+    Legacy::ms(
+        "connect-timeout-ms",
+        "connect-timeout",
+        ["ACS_PROXY_CONNECT_TIMEOUT_MS", "ACS_PROXY_CONNECT_TIMEOUT"],
+    ),
+    Legacy::ms(
+        "upstream-timeout-ms",
+        "upstream-timeout",
+        [
+            "ACS_PROXY_UPSTREAM_TIMEOUT_MS",
+            "ACS_PROXY_UPSTREAM_TIMEOUT",
+        ],
+    ),
+];
+
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
     if let Some(url) = &args.health.healthcheck {
         return acs_node::health::check(url).map_err(anyhow::Error::msg);
     }
     args.log.init("info");
+    acs_node::legacy::warn(&deprecated);
 
     let nats = args.nats.into_options(format!("acs-proxy {}", args.id))?;
     let mut config =
         Config::new(args.listen, acs_node::nats::DEFAULT_URL, args.id).with_prefix(&args.prefix)?;
     config.nats = nats;
-    config.metrics_interval = legacy_ms(
-        args.metrics_interval,
-        args.metrics_interval_ms,
-        "metrics-interval-ms",
-        "metrics-interval",
-    );
+    config.metrics_interval = args.metrics_interval;
     config.pressure = PressureSettings {
-        check: legacy_ms(
-            args.pressure_check,
-            args.pressure_check_ms,
-            "pressure-check-ms",
-            "pressure-check",
-        ),
+        check: args.pressure_check,
         factor: args.pressure_factor,
         min_rps: args.pressure_min_rps,
         ..PressureSettings::default()
@@ -154,21 +146,11 @@ fn main() -> anyhow::Result<()> {
         max_tries: args.max_tries,
         eject: EjectPolicy {
             after: args.eject_after,
-            duration: legacy_ms(args.eject, args.eject_ms, "eject-ms", "eject"),
+            duration: args.eject,
         },
         timeouts: PeerTimeouts {
-            connect: legacy_ms(
-                args.connect_timeout,
-                args.connect_timeout_ms,
-                "connect-timeout-ms",
-                "connect-timeout",
-            ),
-            io: legacy_ms(
-                args.upstream_timeout,
-                args.upstream_timeout_ms,
-                "upstream-timeout-ms",
-                "upstream-timeout",
-            ),
+            connect: args.connect_timeout,
+            io: args.upstream_timeout,
             ..PeerTimeouts::default()
         },
     };
@@ -187,19 +169,39 @@ fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("acs-proxy").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        acs_node::legacy::try_parse(LEGACY, "acs-proxy", args)
+    }
+
+    fn durations(a: &Args) -> [Duration; 5] {
+        [
+            a.metrics_interval,
+            a.pressure_check,
+            a.eject,
+            a.connect_timeout,
+            a.upstream_timeout,
+        ]
     }
 
     #[test]
     fn old_millisecond_flags_and_new_duration_flags_agree() {
-        let new = parse(&["--eject=2.5s", "--connect-timeout=300ms"]).unwrap();
-        let old = parse(&["--eject-ms=2500", "--connect-timeout-ms=300"]).unwrap();
-        let eject = |a: &Args| legacy_ms(a.eject, a.eject_ms, "a", "b");
-        assert_eq!(eject(&new), Duration::from_millis(2500));
-        assert_eq!(eject(&new), eject(&old));
-        let connect = |a: &Args| legacy_ms(a.connect_timeout, a.connect_timeout_ms, "a", "b");
-        assert_eq!(connect(&new), connect(&old));
+        let new = parse(&[
+            "--metrics-interval=300ms",
+            "--pressure-check=0",
+            "--eject=2.5s",
+            "--connect-timeout=300ms",
+            "--upstream-timeout=1m",
+        ]);
+        let old = parse(&[
+            "--metrics-interval-ms=300",
+            "--pressure-check-ms=0",
+            "--eject-ms=2500",
+            "--connect-timeout-ms=300",
+            "--upstream-timeout-ms=60000",
+        ]);
+        let (new, old) = (new.unwrap(), old.unwrap());
+        assert_eq!(durations(&new), durations(&old));
+        assert_eq!(new.eject, Duration::from_millis(2500));
         assert_eq!(
             parse(&[]).unwrap().pressure_check,
             Duration::from_millis(50)
@@ -208,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_bad_duration_is_refused_naming_the_flag() {
-        let e = parse(&["--upstream-timeout", "forever"]).unwrap_err();
-        assert!(e.to_string().contains("--upstream-timeout"), "{e}");
+        let e = parse(&["--upstream-timeout", "forever"]).err().unwrap();
+        assert!(e.contains("--upstream-timeout"), "{e}");
     }
 }

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use acs_events::Subjects;
-use acs_node::duration::{legacy_ms, parse_duration};
+use acs_node::duration::parse_duration;
+use acs_node::legacy::Legacy;
 use clap::Parser;
 use vim_brain::{Config, Services, Settings};
 
@@ -34,34 +35,16 @@ struct Args {
     /// Plan at least this often (at least 10ms).
     #[arg(long, env = "ACS_TICK", default_value = "500ms", value_parser = parse_duration)]
     tick: Duration,
-    #[arg(long, env = "ACS_TICK_MS", hide = true, conflicts_with = "tick")]
-    tick_ms: Option<u64>,
     /// A worker silent for this long is down.
     #[arg(long, env = "ACS_WORKER_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     worker_timeout: Duration,
-    #[arg(
-        long,
-        env = "ACS_WORKER_TIMEOUT_MS",
-        hide = true,
-        conflicts_with = "worker_timeout"
-    )]
-    worker_timeout_ms: Option<u64>,
     /// A proxy silent for this long no longer counts for drains and traffic; keep it above the
     /// proxies' `--metrics-interval`.
     #[arg(long, env = "ACS_PROXY_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     proxy_timeout: Duration,
-    #[arg(
-        long,
-        env = "ACS_PROXY_TIMEOUT_MS",
-        hide = true,
-        conflicts_with = "proxy_timeout"
-    )]
-    proxy_timeout_ms: Option<u64>,
     /// Listen only, for this long after start, so a restarted brain learns what runs.
     #[arg(long, env = "ACS_WARMUP", default_value = "2.5s", value_parser = parse_duration)]
     warmup: Duration,
-    #[arg(long, env = "ACS_WARMUP_MS", hide = true, conflicts_with = "warmup")]
-    warmup_ms: Option<u64>,
     /// JetStream KV bucket for the leader lease, manual pins and maintenance (shared by every
     /// brain of the cluster).
     #[arg(long, env = "ACS_KV_BUCKET", default_value = "acs_brain")]
@@ -73,83 +56,47 @@ struct Args {
     /// stops acting a third of this earlier.
     #[arg(long, env = "ACS_LEASE", default_value = "1.5s", value_parser = parse_duration)]
     lease: Duration,
-    #[arg(long, env = "ACS_LEASE_MS", hide = true, conflicts_with = "lease")]
-    lease_ms: Option<u64>,
     /// This brain's instance id in the lease and in logs (default: host-pid-random).
     #[arg(long, env = "ACS_BRAIN_INSTANCE")]
     instance: Option<String>,
     /// A replica not healthy this long after its start is replaced.
     #[arg(long, env = "ACS_START_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     start_timeout: Duration,
-    #[arg(
-        long,
-        env = "ACS_START_TIMEOUT_MS",
-        hide = true,
-        conflicts_with = "start_timeout"
-    )]
-    start_timeout_ms: Option<u64>,
     /// A worker announced down, or a proxy, silent this long is forgotten (default: 10 worker
     /// timeouts).
     #[arg(long, env = "ACS_FORGET_AFTER", value_parser = parse_duration)]
     forget_after: Option<Duration>,
-    #[arg(
-        long,
-        env = "ACS_FORGET_AFTER_MS",
-        hide = true,
-        conflicts_with = "forget_after"
-    )]
-    forget_after_ms: Option<u64>,
     /// Most distinct worker ids, and most distinct proxy ids, kept; reports from more are refused.
     #[arg(long, env = "ACS_MAX_IDS", default_value_t = 100_000)]
     max_ids: usize,
 }
 
-/// The duration flags, each taken from its new form or its deprecated `--*-ms` one.
-struct Durations {
-    tick: Duration,
-    worker_timeout: Duration,
-    proxy_timeout: Duration,
-    warmup: Duration,
-    lease: Duration,
-    start_timeout: Duration,
-    forget_after: Duration,
-}
-
-impl Durations {
-    fn of(a: &Args) -> Self {
-        let worker_timeout = legacy_ms(
-            a.worker_timeout,
-            a.worker_timeout_ms,
-            "worker-timeout-ms",
-            "worker-timeout",
-        );
-        let forget_after = a.forget_after.unwrap_or(worker_timeout.saturating_mul(10));
-        Self {
-            tick: legacy_ms(a.tick, a.tick_ms, "tick-ms", "tick"),
-            worker_timeout,
-            proxy_timeout: legacy_ms(
-                a.proxy_timeout,
-                a.proxy_timeout_ms,
-                "proxy-timeout-ms",
-                "proxy-timeout",
-            ),
-            warmup: legacy_ms(a.warmup, a.warmup_ms, "warmup-ms", "warmup"),
-            lease: legacy_ms(a.lease, a.lease_ms, "lease-ms", "lease"),
-            start_timeout: legacy_ms(
-                a.start_timeout,
-                a.start_timeout_ms,
-                "start-timeout-ms",
-                "start-timeout",
-            ),
-            forget_after: legacy_ms(
-                forget_after,
-                a.forget_after_ms,
-                "forget-after-ms",
-                "forget-after",
-            ),
-        }
-    }
-}
+/// The integer flags in milliseconds the duration flags replaced, still read.
+const LEGACY: &[Legacy] = &[
+    Legacy::ms("tick-ms", "tick", ["ACS_TICK_MS", "ACS_TICK"]),
+    Legacy::ms(
+        "worker-timeout-ms",
+        "worker-timeout",
+        ["ACS_WORKER_TIMEOUT_MS", "ACS_WORKER_TIMEOUT"],
+    ),
+    Legacy::ms(
+        "proxy-timeout-ms",
+        "proxy-timeout",
+        ["ACS_PROXY_TIMEOUT_MS", "ACS_PROXY_TIMEOUT"],
+    ),
+    Legacy::ms("warmup-ms", "warmup", ["ACS_WARMUP_MS", "ACS_WARMUP"]),
+    Legacy::ms("lease-ms", "lease", ["ACS_LEASE_MS", "ACS_LEASE"]),
+    Legacy::ms(
+        "start-timeout-ms",
+        "start-timeout",
+        ["ACS_START_TIMEOUT_MS", "ACS_START_TIMEOUT"],
+    ),
+    Legacy::ms(
+        "forget-after-ms",
+        "forget-after",
+        ["ACS_FORGET_AFTER_MS", "ACS_FORGET_AFTER"],
+    ),
+];
 
 /// Whole milliseconds, as the brain's settings keep them.
 fn ms(d: Duration) -> u64 {
@@ -157,12 +104,12 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
     if let Some(url) = &args.health.healthcheck {
         return acs_node::health::probe(url);
     }
     args.log.init("info");
-    let durations = Durations::of(&args);
+    acs_node::legacy::warn(&deprecated);
     let services = match Services::load(&args.services) {
         Ok(s) => s,
         Err(e) => {
@@ -188,10 +135,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if durations.lease < Duration::from_millis(100) {
+    if args.lease < Duration::from_millis(100) {
         eprintln!(
             "error: --lease must be at least 100ms (got {:?})",
-            durations.lease
+            args.lease
         );
         return ExitCode::from(2);
     }
@@ -227,18 +174,20 @@ fn main() -> ExitCode {
         health_listen: args.health.health_listen,
         subjects,
         settings: Settings {
-            worker_timeout_ms: ms(durations.worker_timeout),
-            proxy_timeout_ms: ms(durations.proxy_timeout),
-            warmup_ms: ms(durations.warmup),
-            start_timeout_ms: ms(durations.start_timeout),
-            forget_after_ms: ms(durations.forget_after),
+            worker_timeout_ms: ms(args.worker_timeout),
+            proxy_timeout_ms: ms(args.proxy_timeout),
+            warmup_ms: ms(args.warmup),
+            start_timeout_ms: ms(args.start_timeout),
+            forget_after_ms: ms(args
+                .forget_after
+                .unwrap_or(args.worker_timeout.saturating_mul(10))),
             max_ids: args.max_ids.max(1),
             ..Settings::default()
         },
-        tick: durations.tick.max(Duration::from_millis(10)),
+        tick: args.tick.max(Duration::from_millis(10)),
         lease: vim_brain::lease::LeaseConfig {
             bucket: args.kv_bucket,
-            lease_ms: ms(durations.lease),
+            lease_ms: ms(args.lease),
             replicas: args.kv_replicas,
             instance: args
                 .instance
@@ -264,14 +213,26 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn durations(args: &[&str]) -> Durations {
-        let args = Args::try_parse_from(std::iter::once("vim-brain").chain(args.iter().copied()));
-        Durations::of(&args.unwrap())
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        acs_node::legacy::try_parse(LEGACY, "vim-brain", args)
+    }
+
+    fn durations(a: &Args) -> [Duration; 7] {
+        let forget = a.forget_after.unwrap_or_default();
+        [
+            a.tick,
+            a.worker_timeout,
+            a.proxy_timeout,
+            a.warmup,
+            a.lease,
+            a.start_timeout,
+            forget,
+        ]
     }
 
     #[test]
     fn old_millisecond_flags_and_new_duration_flags_agree() {
-        let new = durations(&[
+        let new = parse(&[
             "--tick=250ms",
             "--worker-timeout=4s",
             "--proxy-timeout=5s",
@@ -279,40 +240,31 @@ mod tests {
             "--lease=2s",
             "--start-timeout=1m",
             "--forget-after=1h 30m",
-        ]);
-        let old = durations(&[
+        ])
+        .unwrap();
+        let old = parse(&[
             "--tick-ms=250",
-            "--worker-timeout-ms=4000",
+            "--worker-timeout-ms",
+            "4000",
             "--proxy-timeout-ms=5000",
             "--warmup-ms=1500",
             "--lease-ms=2000",
             "--start-timeout-ms=60000",
             "--forget-after-ms=5400000",
-        ]);
-        for (n, o) in [
-            (new.tick, old.tick),
-            (new.worker_timeout, old.worker_timeout),
-            (new.proxy_timeout, old.proxy_timeout),
-            (new.warmup, old.warmup),
-            (new.lease, old.lease),
-            (new.start_timeout, old.start_timeout),
-            (new.forget_after, old.forget_after),
-        ] {
-            assert_eq!(n, o);
-        }
+        ])
+        .unwrap();
+        assert_eq!(durations(&new), durations(&old));
         assert_eq!(new.lease, Duration::from_secs(2));
-        assert_eq!(durations(&[]).lease, Duration::from_millis(1500));
-        assert_eq!(
-            durations(&["--worker-timeout=2s"]).forget_after,
-            Duration::from_secs(20)
-        );
+        assert_eq!(parse(&[]).unwrap().lease, Duration::from_millis(1500));
     }
 
     #[test]
     fn a_bad_duration_is_refused_naming_the_flag() {
-        let e = Args::try_parse_from(["vim-brain", "--lease", "soon"]).unwrap_err();
-        assert!(e.to_string().contains("--lease"), "{e}");
-        let e = Args::try_parse_from(["vim-brain", "--lease=1s", "--lease-ms=900"]).unwrap_err();
-        assert!(e.to_string().contains("--lease"), "{e}");
+        let e = parse(&["--lease", "soon"]).err().unwrap();
+        assert!(e.contains("--lease"), "{e}");
+        let e = parse(&["--lease-ms", "1.5s"]).err().unwrap();
+        assert!(e.contains("--lease-ms"), "{e}");
+        let e = parse(&["--lease=1s", "--lease-ms=900"]).err().unwrap();
+        assert!(e.contains("--lease"), "{e}");
     }
 }

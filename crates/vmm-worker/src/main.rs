@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use acs_events::{RuntimeKind, Subjects, WorkerId};
-use acs_node::duration::{legacy_ms, parse_duration};
+use acs_node::duration::parse_duration;
+use acs_node::legacy::Legacy;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
@@ -55,13 +56,6 @@ struct Args {
     /// Metrics / heartbeat period.
     #[arg(long, env = "ACS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     interval: Duration,
-    #[arg(
-        long,
-        env = "ACS_INTERVAL_MS",
-        hide = true,
-        conflicts_with = "interval"
-    )]
-    interval_ms: Option<u64>,
     /// Host in the replica addresses handed to proxies.
     #[arg(long, env = "ACS_ADVERTISE_HOST", default_value = "127.0.0.1")]
     advertise_host: String,
@@ -80,23 +74,9 @@ struct Args {
     /// How long a new replica has to pass its health check before it is stopped.
     #[arg(long, env = "ACS_HEALTH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     health_timeout: Duration,
-    #[arg(
-        long,
-        env = "ACS_HEALTH_TIMEOUT_MS",
-        hide = true,
-        conflicts_with = "health_timeout"
-    )]
-    health_timeout_ms: Option<u64>,
     /// Grace period for replicas stopped at shutdown.
     #[arg(long, env = "ACS_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    #[arg(
-        long,
-        env = "ACS_SHUTDOWN_GRACE_MS",
-        hide = true,
-        conflicts_with = "shutdown_grace"
-    )]
-    shutdown_grace_ms: Option<u64>,
     /// Docker runtime: an image replicas may run, exactly (`repo:tag`) or as a prefix ending in
     /// `*` (`acs/demo-web:*`). Repeat or separate by commas. None: no image runs.
     #[arg(long = "allow-image", env = "ACS_ALLOW_IMAGES", value_delimiter = ',')]
@@ -130,33 +110,49 @@ struct Args {
     /// is abandoned and what it left removed.
     #[arg(long, env = "ACS_START_DEADLINE", default_value = "30s", value_parser = parse_duration)]
     start_deadline: Duration,
-    #[arg(
-        long,
-        env = "ACS_START_DEADLINE_MS",
-        hide = true,
-        conflicts_with = "start_deadline"
-    )]
-    start_deadline_ms: Option<u64>,
     /// Refuse a command issued (its `issued_ms`, by the sender's wall clock) longer ago than
     /// this by this host's wall clock; 0 = never. Keep it well above the clock skew.
     #[arg(long, env = "ACS_COMMAND_MAX_AGE", default_value = "10s", value_parser = parse_duration)]
     command_max_age: Duration,
-    #[arg(
-        long,
-        env = "ACS_COMMAND_MAX_AGE_MS",
-        hide = true,
-        conflicts_with = "command_max_age"
-    )]
-    command_max_age_ms: Option<u64>,
 }
+
+/// The integer flags in milliseconds the duration flags replaced, still read.
+const LEGACY: &[Legacy] = &[
+    Legacy::ms(
+        "interval-ms",
+        "interval",
+        ["ACS_INTERVAL_MS", "ACS_INTERVAL"],
+    ),
+    Legacy::ms(
+        "health-timeout-ms",
+        "health-timeout",
+        ["ACS_HEALTH_TIMEOUT_MS", "ACS_HEALTH_TIMEOUT"],
+    ),
+    Legacy::ms(
+        "shutdown-grace-ms",
+        "shutdown-grace",
+        ["ACS_SHUTDOWN_GRACE_MS", "ACS_SHUTDOWN_GRACE"],
+    ),
+    Legacy::ms(
+        "start-deadline-ms",
+        "start-deadline",
+        ["ACS_START_DEADLINE_MS", "ACS_START_DEADLINE"],
+    ),
+    Legacy::ms(
+        "command-max-age-ms",
+        "command-max-age",
+        ["ACS_COMMAND_MAX_AGE_MS", "ACS_COMMAND_MAX_AGE"],
+    ),
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
     if let Some(url) = &args.health.healthcheck {
         return acs_node::health::check(url).map_err(anyhow::Error::msg);
     }
     args.log.init("info");
+    acs_node::legacy::warn(&deprecated);
     let id = match args.id {
         Some(id) => WorkerId::new(id).context("--id")?,
         None => default_id()?,
@@ -173,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     config.subjects = Subjects::new(args.prefix)
         .map_err(anyhow::Error::msg)
         .context("--prefix")?;
-    config.interval = legacy_ms(args.interval, args.interval_ms, "interval-ms", "interval");
+    config.interval = args.interval;
     config.advertise_host = args.advertise_host;
     config.advertise = match args.advertise {
         AdvertiseArg::HostPort => vmm_worker::config::Advertise::HostPort,
@@ -184,18 +180,8 @@ async fn main() -> anyhow::Result<()> {
         config.state_dir = dir;
     }
     config.keep_replicas = args.keep_replicas;
-    config.health.start_timeout = legacy_ms(
-        args.health_timeout,
-        args.health_timeout_ms,
-        "health-timeout-ms",
-        "health-timeout",
-    );
-    config.shutdown_grace = legacy_ms(
-        args.shutdown_grace,
-        args.shutdown_grace_ms,
-        "shutdown-grace-ms",
-        "shutdown-grace",
-    );
+    config.health.start_timeout = args.health_timeout;
+    config.shutdown_grace = args.shutdown_grace;
     config.policy = vmm_worker::policy::Policy {
         allow_images: args.allow_images,
         allow_commands: args.allow_commands,
@@ -210,18 +196,8 @@ async fn main() -> anyhow::Result<()> {
     }
     config.pids_limit = args.pids_limit;
     config.max_concurrent_starts = args.max_concurrent_starts;
-    config.start_deadline = legacy_ms(
-        args.start_deadline,
-        args.start_deadline_ms,
-        "start-deadline-ms",
-        "start-deadline",
-    );
-    config.command_max_age = legacy_ms(
-        args.command_max_age,
-        args.command_max_age_ms,
-        "command-max-age-ms",
-        "command-max-age",
-    );
+    config.start_deadline = args.start_deadline;
+    config.command_max_age = args.command_max_age;
     config.metrics = args.metrics.into_listen().context("--metrics-listen")?;
     config.health_listen = args.health.health_listen;
     vmm_worker::run(config, acs_node::shutdown_signal()).await?;
@@ -255,8 +231,18 @@ fn default_id() -> anyhow::Result<WorkerId> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("vmm-worker").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        acs_node::legacy::try_parse(LEGACY, "vmm-worker", args)
+    }
+
+    fn durations(a: &Args) -> [Duration; 5] {
+        [
+            a.interval,
+            a.health_timeout,
+            a.shutdown_grace,
+            a.start_deadline,
+            a.command_max_age,
+        ]
     }
 
     #[test]
@@ -264,32 +250,28 @@ mod tests {
         let new = parse(&[
             "--interval=250ms",
             "--health-timeout=1m",
+            "--shutdown-grace=2.5s",
+            "--start-deadline=45s",
             "--command-max-age=0",
         ]);
         let old = parse(&[
             "--interval-ms=250",
             "--health-timeout-ms=60000",
+            "--shutdown-grace-ms=2500",
+            "--start-deadline-ms=45000",
             "--command-max-age-ms=0",
         ]);
         let (new, old) = (new.unwrap(), old.unwrap());
-        assert_eq!(
-            legacy_ms(new.interval, new.interval_ms, "a", "b"),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            legacy_ms(old.interval, old.interval_ms, "a", "b"),
-            Duration::from_millis(250)
-        );
-        let timeout = |a: &Args| legacy_ms(a.health_timeout, a.health_timeout_ms, "a", "b");
-        assert_eq!(timeout(&new), timeout(&old));
-        let age = |a: &Args| legacy_ms(a.command_max_age, a.command_max_age_ms, "a", "b");
-        assert_eq!(age(&new), Duration::ZERO);
-        assert_eq!(age(&old), Duration::ZERO);
+        assert_eq!(durations(&new), durations(&old));
+        assert_eq!(new.interval, Duration::from_millis(250));
+        assert_eq!(old.command_max_age, Duration::ZERO);
     }
 
     #[test]
     fn a_bad_duration_is_refused_naming_the_flag() {
-        let e = parse(&["--shutdown-grace", "5 sec later"]).unwrap_err();
-        assert!(e.to_string().contains("--shutdown-grace"), "{e}");
+        let e = parse(&["--shutdown-grace", "5 sec later"]).err().unwrap();
+        assert!(e.contains("--shutdown-grace"), "{e}");
+        let e = parse(&["--interval-ms", "1s"]).err().unwrap();
+        assert!(e.contains("--interval-ms"), "{e}");
     }
 }
