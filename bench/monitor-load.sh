@@ -23,7 +23,7 @@
 #
 # Usage: bench/monitor-load.sh           (about 2 min per N after the build)
 #   COUNTS="1000 10000" REPLICAS=10 SERVICES=web,api WARMUP=20 QUERY_RATE=50 QUERY_DURATION=20s \
-#   STREAM_MAX_AGE_S=600 RSS_EVERY=10 MONITOR_ARGS="--raw-keep-s 600" bench/monitor-load.sh
+#   STREAM_MAX_AGE_S=600 RSS_EVERY=10 MONITOR_ARGS="--raw-keep 10m" bench/monitor-load.sh
 # The monitor's tiers are its defaults (raw 10 min in memory, 1 min buckets 1 h, 1 h buckets
 # 2 h) unless MONITOR_ARGS says otherwise; the raw ring is full after 10 min, so a WARMUP of
 # 660 or more shows the plateau (memory is allocated per series up front, so it shows early).
@@ -80,7 +80,7 @@ wait_stats_sub() { # count timeout_s -> waits until that many monitors serve the
 
 start_monitor() { # name -> sets MON_PID
   RUST_LOG=${MONITOR_LOG:-warn} "$REL/acs-monitor" --nats "$NATS_URL" --nats-insecure --no-http \
-    --stream-max-age-s "$STREAM_MAX_AGE_S" $MONITOR_ARGS >"$WORK/$1.log" 2>&1 &
+    --stream-max-age "${STREAM_MAX_AGE_S}s" $MONITOR_ARGS >"$WORK/$1.log" 2>&1 &
   MON_PID=$!
   PIDS+=("$MON_PID")
 }
@@ -182,7 +182,7 @@ echo
 echo "acs-monitor load — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "acs-sim workers --count N --replicas $REPLICAS --services $SERVICES --interval 1s; warm-up ${WARMUP}s;"
 echo "acs-sim query --rate $QUERY_RATE --duration $QUERY_DURATION (open loop; every 10th query a freshness probe)"
-echo "acs-monitor --stream-max-age-s $STREAM_MAX_AGE_S ${MONITOR_ARGS:-(default tiers)}"
+echo "acs-monitor --stream-max-age ${STREAM_MAX_AGE_S}s ${MONITOR_ARGS:-(default tiers)}"
 echo
 H='%-6s | %-3s | %-8s | %-9s | %-15s | %-13s | %-7s | %-7s | %-7s | %-7s | %-11s | %-9s | %-6s | %-6s | %-17s | %-6s\n'
 # shellcheck disable=SC2059

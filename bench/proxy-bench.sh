@@ -78,7 +78,7 @@ fi
 
 PROXY_PORT=$(free_port)
 RUST_LOG=warn "$REL/acs-proxy" --listen "127.0.0.1:$PROXY_PORT" --nats "$NATS_URL" --nats-insecure --prefix acs \
-  --id bench --metrics-interval-ms 1000 --threads "$PROXY_THREADS" >"$WORK/proxy.log" 2>&1 &
+  --id bench --metrics-interval 1s --threads "$PROXY_THREADS" >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
 PROXY_PID=$!
 wait_port "$PROXY_PORT" acs-proxy

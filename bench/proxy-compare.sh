@@ -65,7 +65,7 @@ wait_http "http://127.0.0.1:$BE_PORT/whoami" demo-web
 
 ACS_PORT=$(free_port)
 RUST_LOG=warn "$REL/acs-proxy" --listen "127.0.0.1:$ACS_PORT" --nats "$NATS_URL" --nats-insecure \
-  --prefix acs --id compare --metrics-interval-ms 1000 --threads "$PROXY_THREADS" \
+  --prefix acs --id compare --metrics-interval 1s --threads "$PROXY_THREADS" \
   >"$WORK/acs-proxy.log" 2>&1 &
 PIDS+=($!)
 ACS_PID=$!

@@ -119,7 +119,7 @@ run_runtime() { # runtime
   for b in "${BINS[@]}"; do
     label=${b%%:*}; path=${b#*:}; i=$((i + 1))
     local args=(--id "i$TAG-$i-$label" --max-replicas "$REPLICAS" --nats "$url" --nats-insecure
-      --prefix "$PREFIX" --interval-ms "$INTERVAL_MS" --advertise-host 127.0.0.1
+      --prefix "$PREFIX" --interval "${INTERVAL_MS}ms" --advertise-host 127.0.0.1
       --state-dir "$OUT/state-$rt-$label")
     if [[ $rt == process ]]; then
       args+=(--runtime process --allow-command "$REL/demo-web")

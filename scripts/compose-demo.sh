@@ -368,7 +368,7 @@ cmd_up() {
     esac
   done
   need_docker
-  scripts/install-deps.sh
+  scripts/install-deps.sh run
   install_compose
   command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
 
@@ -390,7 +390,7 @@ cmd_up() {
   cmd_auth
   check_nats_config
   # Both brains always (compose.yaml): the leader lease keeps the standby from acting.
-  brain_has_lease || die "acs/vim-brain:dev has no --lease-ms (an old image): scripts/compose-demo.sh up --rebuild"
+  brain_has_lease || die "acs/vim-brain:dev has no --lease (an old image): scripts/compose-demo.sh up --rebuild"
   say "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME up -d"
   compose up -d
 
@@ -427,10 +427,10 @@ cmd_up() {
 EOF
 }
 
-# Whether the brain image has the leader lease (`vim-brain --help` lists --lease-ms). Not
+# Whether the brain image has the leader lease (`vim-brain --help` lists --lease). Not
 # `grep -q`: under pipefail its early exit fails the writer with SIGPIPE, and so the test.
 brain_has_lease() {
-  docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease-ms' >/dev/null
+  docker run --rm acs/vim-brain:dev --help 2>/dev/null | grep -- '--lease <' >/dev/null
 }
 
 # Every component reached NATS by its compose name (nats://nats:4222): their static glibc
@@ -538,7 +538,7 @@ cmd_load() {
   local args=("$@")
   [ "${#args[@]}" -gt 0 ] || args=("$PROXY_URL/" --rps 100 --duration 60s)
   if [ "${ACS_LOAD_TOOL:-acsctl}" = wrk ]; then
-    command -v wrk >/dev/null 2>&1 || die "wrk not found (scripts/install-deps.sh installs it)"
+    command -v wrk >/dev/null 2>&1 || die "wrk not found (scripts/install-deps.sh test installs it)"
     [ "$#" -gt 0 ] || args=(-t2 -c16 -d60s "$PROXY_URL/")
     exec wrk "${args[@]}"
   fi

@@ -1,34 +1,67 @@
 #!/usr/bin/env bash
-# Installs what building and testing acs needs and this machine lacks. Idempotent: run it as
-# often as you like; it changes nothing when everything is there.
+# Installs what this machine lacks to build and run acs (profile `run`) or also to test it
+# (profile `test`). Idempotent: it changes nothing when everything is there.
 #
-#   Debian packages: nats-server, cmake, wrk, pkg-config   (apt-get; sudo only when not root)
-#                    python3-aiosmtpd                      (the monitor's alarm e-mail tests)
-#                    prometheus                            (tests/prometheus.rs scrapes a local cluster)
-#                    chromium, chromium-driver             (tests/dashboard.rs, the web dashboard)
-#   cargo-nextest                                           (cargo install --locked)
+#   scripts/install-deps.sh run      # scripts/local-cluster.sh
+#   scripts/install-deps.sh test     # scripts/test.sh (and CI)
+#   scripts/install-deps.sh --list test   # print the package list and exit
 #
-# Prints what it found and what it did.
+#   run:  Debian nats-server, cmake, pkg-config
+#   test: run's, plus Debian wrk, prometheus, chromium, chromium-driver, python3-aiosmtpd,
+#         and cargo-nextest (cargo install --locked)
+#
+# apt-get runs through sudo only when not root. Debian's prometheus package starts a daemon on
+# :9090; the tests start their own prometheus, so that daemon is stopped and disabled.
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*"; }
+usage() { echo "usage: $0 [--list] run|test" >&2; exit 2; }
 
-# command -> Debian package
-declare -A PKG_FOR=(
+list_only=0
+if [[ "${1:-}" == --list ]]; then
+  list_only=1
+  shift
+fi
+profile=${1:-}
+[[ $profile == run || $profile == test ]] || usage
+
+# Debian package -> a command it installs (or, for a Python module, `python3:<module>`).
+declare -A PROBE=(
   [nats-server]=nats-server
   [cmake]=cmake
-  [wrk]=wrk
   [pkg-config]=pkg-config
+  # Load generation in the benches and the proxy tests.
+  [wrk]=wrk
+  # tests/prometheus.rs scrapes a local cluster with a prometheus it starts itself.
   [prometheus]=prometheus
-  # The dashboard test (crates/acsctl/tests/dashboard.rs) drives real headless Chromium.
+  # tests/dashboard.rs drives real headless Chromium.
   [chromium]=chromium
-  [chromedriver]=chromium-driver
+  [chromium-driver]=chromedriver
+  # The monitor's alarm e-mail tests run a real SMTP server (`/usr/bin/python3 -m aiosmtpd`).
+  [python3-aiosmtpd]=python3:aiosmtpd
 )
+RUN_PKGS=(nats-server cmake pkg-config)
+TEST_PKGS=("${RUN_PKGS[@]}" wrk prometheus chromium chromium-driver python3-aiosmtpd)
+if [[ $profile == run ]]; then
+  pkgs=("${RUN_PKGS[@]}")
+  cargo_tools=()
+else
+  pkgs=("${TEST_PKGS[@]}")
+  cargo_tools=(cargo-nextest)
+fi
 
-have() {
-  command -v "$1" >/dev/null 2>&1 && return 0
+say "profile $profile: Debian ${pkgs[*]}${cargo_tools:+; cargo ${cargo_tools[*]}}"
+[[ $list_only == 1 ]] && exit 0
+
+present() {
+  local probe=${PROBE[$1]}
+  if [[ $probe == python3:* ]]; then
+    /usr/bin/python3 -c "import ${probe#python3:}" >/dev/null 2>&1
+    return
+  fi
+  command -v "$probe" >/dev/null 2>&1 && return 0
   # Debian puts nats-server in /usr/sbin, which is not on every user's PATH.
-  [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]
+  [ -x "/usr/sbin/$probe" ] || [ -x "/sbin/$probe" ]
 }
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -40,23 +73,14 @@ else
 fi
 
 missing=()
-for cmd in nats-server cmake wrk pkg-config prometheus chromium chromedriver; do
-  if have "$cmd"; then
-    say "$cmd: present"
+for pkg in "${pkgs[@]}"; do
+  if present "$pkg"; then
+    say "$pkg: present"
   else
-    say "$cmd: missing"
-    missing+=("${PKG_FOR[$cmd]}")
+    say "$pkg: missing"
+    missing+=("$pkg")
   fi
 done
-
-# Python modules -> Debian package. The monitor's alarm tests run a real SMTP server
-# (`/usr/bin/python3 -m aiosmtpd`, Debian's python3 rather than a pyenv one).
-if /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
-  say "python3-aiosmtpd: present"
-else
-  say "python3-aiosmtpd: missing"
-  missing+=(python3-aiosmtpd)
-fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -71,22 +95,36 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   say "apt-get install ${missing[*]}"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  for cmd in nats-server cmake wrk pkg-config prometheus chromium chromedriver; do
-    have "$cmd" || { say "$cmd still missing after install"; exit 1; }
+  for pkg in "${missing[@]}"; do
+    present "$pkg" || { say "$pkg still missing after install"; exit 1; }
   done
   say "installed: ${missing[*]}"
+fi
+
+# The package's daemon would hold :9090 and scrape nothing of ours.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+    "${SUDO[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    "${SUDO[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    "${SUDO[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+  say "prometheus: the Debian daemon is stopped and disabled (tests start their own)"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo not found; install a Rust toolchain (rustup) first"
   exit 1
 fi
-if cargo nextest --version >/dev/null 2>&1; then
-  say "cargo-nextest: present ($(cargo nextest --version 2>/dev/null | head -n1))"
-else
-  say "cargo-nextest: missing; cargo install cargo-nextest --locked"
-  cargo install cargo-nextest --locked
-  say "installed: cargo-nextest"
-fi
+for tool in "${cargo_tools[@]}"; do
+  sub=${tool#cargo-}
+  if cargo "$sub" --version >/dev/null 2>&1; then
+    say "$tool: present ($(cargo "$sub" --version 2>/dev/null | head -n1))"
+  else
+    say "$tool: missing; cargo install $tool --locked"
+    cargo install "$tool" --locked
+    say "installed: $tool"
+  fi
+done
 
 say "done"

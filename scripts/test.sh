@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it (.ci/run calls exactly this).
 #
-#   1. installs what the machine lacks (scripts/install-deps.sh: nats-server, cmake, wrk, nextest)
+#   1. installs what testing needs and the machine lacks (`scripts/install-deps.sh --list test`)
 #   2. checks that a Docker engine answers: the Docker tests fail without one, so this stops
 #      early and says so, unless ACS_SKIP_DOCKER_TESTS=1 filters them out (reported as skipped)
 #   3. gates: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with no warnings
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+scripts/install-deps.sh test
 export PATH="$PATH:/usr/sbin"
 
 # The tests that need a Docker engine, as a nextest filterset (see .config/nextest.toml).

@@ -34,7 +34,7 @@ name = "web"
 command = ["demo-web", "--port", "{port}", "--id", "{replica}", "--bind", "127.0.0.1", "--work-ms", "2"]
 route = { path_prefix = "/" }
 selection = "round_robin"
-policy = { min_replicas = 1, max_replicas = 8, drain_timeout_s = 10, stop_grace_s = 5 }
+policy = { min_replicas = 1, max_replicas = 8, drain_timeout = "10s", stop_grace = "5s" }
 "#;
 
 fn bin_dir() -> PathBuf {
@@ -47,10 +47,11 @@ fn bin_dir() -> PathBuf {
     }
 }
 
+/// The nearest-rank percentile `q` of `v` (NaN when empty).
 fn pct(v: &[f64], q: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
+    acs_node::percentile(&v, q).unwrap_or(f64::NAN)
 }
 
 /// Milliseconds since the round's scale-in request at which each step was seen.

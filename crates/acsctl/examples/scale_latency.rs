@@ -29,7 +29,7 @@ name = "web"
 command = ["demo-web", "--port", "{port}", "--id", "{replica}", "--bind", "127.0.0.1", "--work-ms", "1"]
 route = { path_prefix = "/" }
 selection = "round_robin"
-policy = { min_replicas = 1, max_replicas = 8, drain_timeout_s = 10, stop_grace_s = 5 }
+policy = { min_replicas = 1, max_replicas = 8, drain_timeout = "10s", stop_grace = "5s" }
 "#;
 
 fn bin_dir() -> PathBuf {
@@ -43,10 +43,10 @@ fn bin_dir() -> PathBuf {
     }
 }
 
+/// The nearest-rank percentile `q` of `v` (NaN when empty).
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-    v[i]
+    acs_node::percentile(v, q).unwrap_or(f64::NAN)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -48,13 +48,13 @@ const POLICY: &str = r#"
 min_replicas = 1
 max_replicas = 4
 target_rps_per_replica = 50
-scale_up_window_s = 0
-scale_down_window_s = 3
-step_interval_s = 1
+scale_up_window = "0s"
+scale_down_window = "3s"
+step_interval = "1s"
 max_step_up = 4
 max_step_down = 4
-drain_timeout_s = 5
-stop_grace_s = 3
+drain_timeout = "5s"
+stop_grace = "3s"
 "#;
 
 fn services(docker_image: Option<&str>) -> String {
@@ -93,10 +93,11 @@ fn bin_dir() -> PathBuf {
     }
 }
 
+/// The nearest-rank percentile `q` of `v` (NaN when empty).
 fn pct(v: &[f64], q: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
+    acs_node::percentile(&v, q).unwrap_or(f64::NAN)
 }
 
 /// A `vmm-worker --runtime docker` of this run; SIGTERM on drop (it stops its containers), then
@@ -165,12 +166,12 @@ fn spawn_docker_worker(
         &cluster.nats_url(),
     ])
     .args([
-        "--interval-ms",
-        "1000",
+        "--interval",
+        "1s",
         "--advertise-host",
         "127.0.0.1",
-        "--shutdown-grace-ms",
-        "3000",
+        "--shutdown-grace",
+        "3s",
     ])
     .arg("--state-dir")
     .arg(&state)

@@ -47,7 +47,7 @@ pub async fn ensure_stream(
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
     };
-    // A changed --events-max-age-s is applied to the existing stream.
+    // A changed --events-max-age is applied to the existing stream.
     crate::service::ensure(js, cfg, |have, want| {
         have.subjects == want.subjects && have.max_age == want.max_age
     })

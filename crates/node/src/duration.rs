@@ -1,7 +1,6 @@
 //! [`parse_duration`]: the one duration syntax of every acs flag and config field (`1.5s`,
-//! `500ms`, `2m`, `1h 30m`), from `humantime`; [`legacy_ms`] and [`legacy_secs`] read the
-//! integer `--*-ms`/`--*-s` flags the duration flags replaced; [`secs_or_duration`] reads a
-//! TOML seconds field that also takes a duration string.
+//! `500ms`, `2m`, `1h 30m`), from `humantime`; [`secs_or_duration`] reads a TOML seconds
+//! field that also takes a duration string. The old integer flags: [`crate::legacy`].
 
 use std::time::Duration;
 
@@ -26,31 +25,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {s:?} is out of range (at most 365d)"));
     }
     Ok(d)
-}
-
-/// The value of a duration flag that replaced an integer flag in milliseconds: the old
-/// `legacy` flag (hidden, still read) wins when given, with a deprecation warning naming
-/// `flag`. Clap refuses both at once (`conflicts_with`), so a given old flag means the new
-/// one holds its default.
-pub fn legacy_ms(value: Duration, legacy_ms: Option<u64>, legacy: &str, flag: &str) -> Duration {
-    match legacy_ms {
-        Some(ms) => {
-            tracing::warn!("--{legacy} is deprecated: use --{flag} {ms}ms");
-            Duration::from_millis(ms)
-        }
-        None => value,
-    }
-}
-
-/// [`legacy_ms`] for an old flag in whole seconds.
-pub fn legacy_secs(value: Duration, legacy_s: Option<u64>, legacy: &str, flag: &str) -> Duration {
-    match legacy_s {
-        Some(s) => {
-            tracing::warn!("--{legacy} is deprecated: use --{flag} {s}s");
-            Duration::from_secs(s)
-        }
-        None => value,
-    }
 }
 
 /// Serde `deserialize_with` for a field kept in seconds (`f64`) that the file gives as a
@@ -126,20 +100,6 @@ mod tests {
         assert!(parse_duration("3x")
             .unwrap_err()
             .contains("unknown time unit"));
-    }
-
-    #[test]
-    fn the_old_millisecond_flag_wins_only_when_given() {
-        let new = parse_duration("1.5s").unwrap();
-        assert_eq!(
-            legacy_ms(Duration::from_secs(9), Some(1500), "lease-ms", "lease"),
-            new
-        );
-        assert_eq!(legacy_ms(new, None, "lease-ms", "lease"), new);
-        assert_eq!(
-            legacy_secs(Duration::ZERO, Some(30), "x-s", "x"),
-            parse_duration("30s").unwrap()
-        );
     }
 
     #[derive(serde::Deserialize)]

@@ -154,10 +154,16 @@ pub fn probe_status(url: &str, timeout: Duration) -> Result<u16, String> {
         .map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    // The status line is all we need; a health answer is a few bytes.
-    let mut head = [0u8; 64];
-    let n = s.read(&mut head).map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    // The status line is all we need: read until its end (or 64 bytes, or the end).
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while head.len() < 64 && !head.contains(&b'\n') {
+        match s.read(&mut buf).map_err(|e| e.to_string())? {
+            0 => break,
+            n => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
     line.strip_prefix("HTTP/1.")
         .and_then(|l| l.get(2..5))
         .and_then(|c| c.parse().ok())

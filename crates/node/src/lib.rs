@@ -13,8 +13,9 @@
 //!   records bridged in; [`LogArgs`], the daemons' `--log-format text|json`.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, never a panic.
 //! - [`duration`]: [`parse_duration`] (humantime: `1.5s`, `500ms`, `2m`, `1h 30m`) for every
-//!   duration flag and config field, with the readers of the deprecated `--*-ms` flags and
-//!   `*_s` numbers they replaced.
+//!   duration flag and config field (a TOML number of seconds still read, with a warning).
+//! - [`legacy`]: the deprecated `--*-ms`/`--*-s` flags and `*_MS`/`*_S` variables, rewritten
+//!   into the duration flags that replaced them before clap parses, with a warning each.
 //! - [`clock`]: [`unix_ms`], the one wall-clock read for timestamps that leave a process.
 //! - [`stats`]: [`percentile`] (nearest rank), the one percentile of every latency report.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format: [`MetricsArgs`] (the
@@ -29,6 +30,7 @@
 pub mod clock;
 pub mod duration;
 pub mod health;
+pub mod legacy;
 pub mod logging;
 pub mod metrics;
 pub mod nats;

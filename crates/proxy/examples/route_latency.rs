@@ -99,11 +99,7 @@ async fn tiny_backend(id: String) -> anyhow::Result<(SocketAddr, tokio::task::Jo
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    acs_node::percentile(sorted, q).unwrap_or(0.0)
 }
 
 #[tokio::main]

@@ -16,7 +16,7 @@ pub const MAX_TRIES_CAP: usize = 8;
 pub enum ConfigError {
     #[error("invalid subject prefix: {0}")]
     Prefix(String),
-    #[error("--metrics-interval-ms must be > 0")]
+    #[error("--metrics-interval must be > 0")]
     Interval,
     #[error("--max-tries must be between 1 and {MAX_TRIES_CAP}, got {0}")]
     Tries(u32),
@@ -90,6 +90,8 @@ pub struct Config {
     pub threads: usize,
     pub tuning: Tuning,
     pub server: ServerTuning,
+    /// Where `/healthz` and `/readyz` alone are served (`--health-listen`).
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -105,6 +107,7 @@ impl Config {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tuning: Tuning::default(),
             server: ServerTuning::default(),
+            health_listen: None,
         }
     }
 

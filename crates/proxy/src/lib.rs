@@ -18,7 +18,8 @@
 //! - [`pressure`]: asks for a report before the interval is up when a service's rate or
 //!   in-flight count jumps (so a load step reaches the brain in ~0.1 s, not up to 1 s).
 //! - [`prom`]: `GET /metrics` for Prometheus (`--metrics-listen`): running sums of those
-//!   windows, and the live snapshot read at scrape time.
+//!   windows, and the live snapshot read at scrape time; with `/healthz` and `/readyz` there
+//!   and on `--health-listen` (ready: NATS connected and a sync reply applied).
 //! - [`sync`]: live updates. `sync/updater.rs`: the pure [`Updater`] (decode, check, apply,
 //!   buffer out-of-order deltas, swap the snapshot); `sync/nats.rs`: the NATS task around it
 //!   (subscribe, sync on start/gap/reconnect, reject bad input, publish metrics, in parts when
@@ -126,11 +127,18 @@ pub fn run_with_metrics(
         },
         shared,
     };
+    let ready = nats.shared.ready.clone();
     if let Some(listen) = &metrics {
         let registry = prom::registry(nats.shared.clone(), &config.id);
         server.add_service(background_service(
             "metrics",
-            prom::MetricsService::bind(listen, registry)?,
+            prom::MetricsService::bind(listen, registry, ready.clone())?,
+        ));
+    }
+    if let Some(addr) = config.health_listen {
+        server.add_service(background_service(
+            "health",
+            prom::MetricsService::bind_health(addr, ready)?,
         ));
     }
     server.add_service(background_service("nats", nats));

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use acs_events::ProxyId;
+use acs_node::duration::parse_duration;
+use acs_node::legacy::Legacy;
 use acs_proxy::backend::EjectPolicy;
 use acs_proxy::config::ServerTuning;
 use acs_proxy::pressure::PressureSettings;
@@ -29,6 +31,12 @@ struct Args {
     /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
     #[command(flatten)]
     metrics: acs_node::MetricsArgs,
+    /// `--health-listen` (default off): `/healthz`, `/readyz`; `--healthcheck URL` probes one.
+    #[command(flatten)]
+    health: acs_node::HealthArgs,
+    /// `--log-format text|json`.
+    #[command(flatten)]
+    log: acs_node::LogArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
@@ -36,12 +44,12 @@ struct Args {
     #[arg(long, env = "ACS_PROXY_ID", default_value = "p1")]
     id: ProxyId,
     /// Traffic metrics interval.
-    #[arg(long, env = "ACS_PROXY_METRICS_INTERVAL_MS", default_value_t = 1000)]
-    metrics_interval_ms: u64,
+    #[arg(long, env = "ACS_PROXY_METRICS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    metrics_interval: Duration,
     /// How often to look for a load jump that should be reported before the interval is up
     /// (0: only report every interval).
-    #[arg(long, env = "ACS_PROXY_PRESSURE_CHECK_MS", default_value_t = 50)]
-    pressure_check_ms: u64,
+    #[arg(long, env = "ACS_PROXY_PRESSURE_CHECK", default_value = "50ms", value_parser = parse_duration)]
+    pressure_check: Duration,
     /// A jump: the recent rate or in-flight count at least this many times the last report's ...
     #[arg(long, env = "ACS_PROXY_PRESSURE_FACTOR", default_value_t = 2.0)]
     pressure_factor: f64,
@@ -58,14 +66,14 @@ struct Args {
     #[arg(long, env = "ACS_PROXY_EJECT_AFTER", default_value_t = 3)]
     eject_after: u32,
     /// How long an ejected backend stays out of rotation.
-    #[arg(long, env = "ACS_PROXY_EJECT_MS", default_value_t = 5000)]
-    eject_ms: u64,
+    #[arg(long, env = "ACS_PROXY_EJECT", default_value = "5s", value_parser = parse_duration)]
+    eject: Duration,
     /// Upstream connect timeout.
-    #[arg(long, env = "ACS_PROXY_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
-    connect_timeout_ms: u64,
+    #[arg(long, env = "ACS_PROXY_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    connect_timeout: Duration,
     /// Upstream read/write timeout.
-    #[arg(long, env = "ACS_PROXY_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
-    upstream_timeout_ms: u64,
+    #[arg(long, env = "ACS_PROXY_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
     /// Tokio work stealing between the proxy threads (`false`: one runtime per thread).
     #[arg(long, env = "ACS_PROXY_WORK_STEALING", default_value_t = true, action = clap::ArgAction::Set)]
     work_stealing: bool,
@@ -77,17 +85,56 @@ struct Args {
     upstream_keepalive_pool: usize,
 }
 
+/// The integer flags in milliseconds the duration flags replaced, still read.
+const LEGACY: &[Legacy] = &[
+    Legacy::ms(
+        "metrics-interval-ms",
+        "metrics-interval",
+        [
+            "ACS_PROXY_METRICS_INTERVAL_MS",
+            "ACS_PROXY_METRICS_INTERVAL",
+        ],
+    ),
+    Legacy::ms(
+        "pressure-check-ms",
+        "pressure-check",
+        ["ACS_PROXY_PRESSURE_CHECK_MS", "ACS_PROXY_PRESSURE_CHECK"],
+    ),
+    Legacy::ms(
+        "eject-ms",
+        "eject",
+        ["ACS_PROXY_EJECT_MS", "ACS_PROXY_EJECT"],
+    ),
+    Legacy::ms(
+        "connect-timeout-ms",
+        "connect-timeout",
+        ["ACS_PROXY_CONNECT_TIMEOUT_MS", "ACS_PROXY_CONNECT_TIMEOUT"],
+    ),
+    Legacy::ms(
+        "upstream-timeout-ms",
+        "upstream-timeout",
+        [
+            "ACS_PROXY_UPSTREAM_TIMEOUT_MS",
+            "ACS_PROXY_UPSTREAM_TIMEOUT",
+        ],
+    ),
+];
+
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    acs_node::init_tracing("info");
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
+    if let Some(url) = &args.health.healthcheck {
+        return acs_node::health::check(url).map_err(anyhow::Error::msg);
+    }
+    args.log.init("info");
+    acs_node::legacy::warn(&deprecated);
 
     let nats = args.nats.into_options(format!("acs-proxy {}", args.id))?;
     let mut config =
         Config::new(args.listen, acs_node::nats::DEFAULT_URL, args.id).with_prefix(&args.prefix)?;
     config.nats = nats;
-    config.metrics_interval = Duration::from_millis(args.metrics_interval_ms);
+    config.metrics_interval = args.metrics_interval;
     config.pressure = PressureSettings {
-        check: Duration::from_millis(args.pressure_check_ms),
+        check: args.pressure_check,
         factor: args.pressure_factor,
         min_rps: args.pressure_min_rps,
         ..PressureSettings::default()
@@ -99,14 +146,15 @@ fn main() -> anyhow::Result<()> {
         max_tries: args.max_tries,
         eject: EjectPolicy {
             after: args.eject_after,
-            duration: Duration::from_millis(args.eject_ms),
+            duration: args.eject,
         },
         timeouts: PeerTimeouts {
-            connect: Duration::from_millis(args.connect_timeout_ms),
-            io: Duration::from_millis(args.upstream_timeout_ms),
+            connect: args.connect_timeout,
+            io: args.upstream_timeout,
             ..PeerTimeouts::default()
         },
     };
+    config.health_listen = args.health.health_listen;
     config.server = ServerTuning {
         work_stealing: args.work_stealing,
         listener_tasks: args.listener_tasks,
@@ -115,4 +163,54 @@ fn main() -> anyhow::Result<()> {
     let metrics = args.metrics.into_listen().context("--metrics-listen")?;
     acs_proxy::run_with_metrics(config, metrics, acs_node::shutdown_signal())
         .context("acs-proxy failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        acs_node::legacy::try_parse(LEGACY, "acs-proxy", args)
+    }
+
+    fn durations(a: &Args) -> [Duration; 5] {
+        [
+            a.metrics_interval,
+            a.pressure_check,
+            a.eject,
+            a.connect_timeout,
+            a.upstream_timeout,
+        ]
+    }
+
+    #[test]
+    fn old_millisecond_flags_and_new_duration_flags_agree() {
+        let new = parse(&[
+            "--metrics-interval=300ms",
+            "--pressure-check=0",
+            "--eject=2.5s",
+            "--connect-timeout=300ms",
+            "--upstream-timeout=1m",
+        ]);
+        let old = parse(&[
+            "--metrics-interval-ms=300",
+            "--pressure-check-ms=0",
+            "--eject-ms=2500",
+            "--connect-timeout-ms=300",
+            "--upstream-timeout-ms=60000",
+        ]);
+        let (new, old) = (new.unwrap(), old.unwrap());
+        assert_eq!(durations(&new), durations(&old));
+        assert_eq!(new.eject, Duration::from_millis(2500));
+        assert_eq!(
+            parse(&[]).unwrap().pressure_check,
+            Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_naming_the_flag() {
+        let e = parse(&["--upstream-timeout", "forever"]).err().unwrap();
+        assert!(e.contains("--upstream-timeout"), "{e}");
+    }
 }

@@ -97,11 +97,7 @@ pub fn collect_shared(shared: &Shared, proxy: &ProxyId, window: Duration) -> Pro
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use acs_node::unix_ms;
 
 #[cfg(test)]
 mod tests {

@@ -104,11 +104,14 @@ pub fn registry(shared: Arc<Shared>, proxy: &ProxyId) -> Registry {
     r
 }
 
-/// Serves `registry` on a listener bound before Pingora started, until shutdown.
+/// Serves `registry` (with `/healthz` and `/readyz`), or the health paths alone, on a listener
+/// bound before Pingora started, until shutdown.
 pub struct MetricsService {
     pub listener: Mutex<Option<std::net::TcpListener>>,
     pub auth: acs_node::MetricsAuth,
-    pub registry: Arc<Registry>,
+    /// `None`: the health paths alone (`--health-listen`).
+    pub registry: Option<Arc<Registry>>,
+    pub ready: acs_node::Readiness,
 }
 
 impl MetricsService {
@@ -116,20 +119,41 @@ impl MetricsService {
     pub fn bind(
         listen: &acs_node::MetricsListen,
         registry: Registry,
+        ready: acs_node::Readiness,
     ) -> Result<Self, acs_node::metrics::MetricsError> {
-        let bind_err = |source| acs_node::metrics::MetricsError::Bind {
-            addr: listen.addr,
-            source,
-        };
-        let listener = std::net::TcpListener::bind(listen.addr).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = bind_early(listen.addr)?;
         tracing::info!(addr = %listen.addr, auth = ?listen.auth, "serving Prometheus metrics on GET /metrics");
         Ok(Self {
             listener: Mutex::new(Some(listener)),
             auth: listen.auth.clone(),
-            registry: Arc::new(registry),
+            registry: Some(Arc::new(registry)),
+            ready,
         })
     }
+
+    /// `/healthz` and `/readyz` alone on `addr`.
+    pub fn bind_health(
+        addr: std::net::SocketAddr,
+        ready: acs_node::Readiness,
+    ) -> Result<Self, acs_node::metrics::MetricsError> {
+        let listener = bind_early(addr)?;
+        tracing::info!(%addr, "serving GET /healthz and /readyz");
+        Ok(Self {
+            listener: Mutex::new(Some(listener)),
+            auth: acs_node::MetricsAuth::Insecure,
+            registry: None,
+            ready,
+        })
+    }
+}
+
+fn bind_early(
+    addr: std::net::SocketAddr,
+) -> Result<std::net::TcpListener, acs_node::metrics::MetricsError> {
+    let bind_err = |source| acs_node::metrics::MetricsError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    Ok(listener)
 }
 
 #[async_trait]
@@ -142,7 +166,16 @@ impl BackgroundService for MetricsService {
             Ok(l) => l,
             Err(e) => return tracing::error!(error = %e, "cannot serve metrics"),
         };
-        let serve = acs_node::metrics::serve(listener, self.auth.clone(), self.registry.clone());
+        let ready = self.ready.clone();
+        let serve = async move {
+            match &self.registry {
+                Some(r) => {
+                    let auth = self.auth.clone();
+                    acs_node::metrics::serve_with_health(listener, auth, r.clone(), ready).await
+                }
+                None => acs_node::metrics::serve_health(listener, ready).await,
+            }
+        };
         tokio::select! {
             _ = serve => {}
             _ = async { while !*shutdown.borrow() { if shutdown.changed().await.is_err() { break } } } => {}

@@ -38,6 +38,8 @@ pub struct Shared {
     pub tuning: Tuning,
     /// Running sums of the metrics windows, for `GET /metrics` ([`crate::prom`]).
     pub prom: crate::prom::Totals,
+    /// `/readyz`: NATS connected and the routes loaded (a sync reply applied).
+    pub ready: acs_node::Readiness,
 }
 
 impl Shared {
@@ -48,6 +50,10 @@ impl Shared {
             rejected: AtomicU64::new(0),
             tuning,
             prom: Default::default(),
+            ready: acs_node::Readiness::new(acs_node::ReadyWhen {
+                beat_within: None,
+                loaded: true,
+            }),
         }
     }
 }

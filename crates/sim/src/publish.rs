@@ -3,7 +3,7 @@
 //! every `report_every`.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use acs_events::UnixMs;
 
@@ -14,10 +14,7 @@ use crate::schedule::Schedule;
 const BATCH: u64 = 512;
 
 pub fn wall_ms() -> UnixMs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    acs_node::unix_ms()
 }
 
 /// Counts over a whole run or one report period.

@@ -135,7 +135,9 @@ mod tests {
             .contains("not a duration"));
         // Days are a unit now (humantime); an unknown one is still named.
         assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86_400)));
-        assert!(parse_duration("3x").unwrap_err().contains("unknown time unit"));
+        assert!(parse_duration("3x")
+            .unwrap_err()
+            .contains("unknown time unit"));
         assert!(parse_duration("-1s").is_err());
     }
 }

@@ -21,13 +21,9 @@ impl Samples {
 
     /// The nearest-rank percentile `q` in `0.0..=1.0`; `None` without samples.
     pub fn percentile(&self, q: f64) -> Option<Duration> {
-        if self.0.is_empty() {
-            return None;
-        }
         let mut v = self.0.clone();
         v.sort_unstable();
-        let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
-        Some(v[rank.saturating_sub(1).min(v.len() - 1)])
+        acs_node::percentile(&v, q)
     }
 
     pub fn max(&self) -> Option<Duration> {

@@ -32,6 +32,23 @@ pub async fn get(addr: impl ToSocketAddrs, path: &str) -> Result<(u16, String), 
         .unwrap_or_else(|_| Err(format!("no answer within {TIMEOUT:?}")))
 }
 
+/// Polls `GET path` on `addr` every 100 ms until it answers `want` (a status that follows some
+/// state, like `/readyz`); `Err` with the last answer after `within`.
+pub async fn until_status(
+    addr: std::net::SocketAddr,
+    path: &str,
+    want: u16,
+    within: Duration,
+) -> Result<(), String> {
+    crate::poll::eventually(within, Duration::from_millis(100), || async move {
+        match get(addr, path).await {
+            Ok((status, _)) if status == want => Ok(()),
+            other => Err(format!("GET {path}: want {want}, got {other:?}")),
+        }
+    })
+    .await
+}
+
 /// `(status, body)` of a raw HTTP/1.1 answer.
 fn parse(text: &str) -> (u16, String) {
     let status = text

@@ -165,10 +165,16 @@ pub struct Policy {
     #[serde(default = "tolerance")]
     pub tolerance: f64,
     /// Scale up to the lowest recommendation seen in this window (0 = at once).
-    #[serde(default)]
+    #[serde(default, rename = "scale_up_window", alias = "scale_up_window_s")]
+    #[serde(deserialize_with = "acs_node::duration::secs_or_duration")]
     pub scale_up_window_s: f64,
     /// Scale down to the highest recommendation seen in this window.
-    #[serde(default = "down_window")]
+    #[serde(
+        default = "down_window",
+        rename = "scale_down_window",
+        alias = "scale_down_window_s"
+    )]
+    #[serde(deserialize_with = "acs_node::duration::secs_or_duration")]
     pub scale_down_window_s: f64,
     /// Most replicas added by one decision.
     #[serde(default = "step_up")]
@@ -178,13 +184,24 @@ pub struct Policy {
     pub max_step_down: u32,
     /// Least time between two automatic changes of the desired count, so that one step's
     /// replicas are running (and measured) before the next step is decided.
-    #[serde(default = "step_interval")]
+    #[serde(
+        default = "step_interval",
+        rename = "step_interval",
+        alias = "step_interval_s"
+    )]
+    #[serde(deserialize_with = "acs_node::duration::secs_or_duration")]
     pub step_interval_s: f64,
     /// Longest a draining replica waits for its in-flight requests before it is stopped.
-    #[serde(default = "drain_timeout")]
+    #[serde(
+        default = "drain_timeout",
+        rename = "drain_timeout",
+        alias = "drain_timeout_s"
+    )]
+    #[serde(deserialize_with = "acs_node::duration::secs_or_duration")]
     pub drain_timeout_s: f64,
     /// Grace given to a replica between SIGTERM/`docker stop` and a kill.
-    #[serde(default = "stop_grace")]
+    #[serde(default = "stop_grace", rename = "stop_grace", alias = "stop_grace_s")]
+    #[serde(deserialize_with = "acs_node::duration::secs_or_duration")]
     pub stop_grace_s: f64,
 }
 
@@ -368,14 +385,14 @@ impl Policy {
         }
         for (name, v) in [
             ("tolerance", self.tolerance),
-            ("scale_up_window_s", self.scale_up_window_s),
-            ("scale_down_window_s", self.scale_down_window_s),
-            ("step_interval_s", self.step_interval_s),
-            ("drain_timeout_s", self.drain_timeout_s),
-            ("stop_grace_s", self.stop_grace_s),
+            ("scale_up_window", self.scale_up_window_s),
+            ("scale_down_window", self.scale_down_window_s),
+            ("step_interval", self.step_interval_s),
+            ("drain_timeout", self.drain_timeout_s),
+            ("stop_grace", self.stop_grace_s),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("{name} must be a number >= 0, got {v}"));
+                return Err(format!("{name} must be >= 0, got {v}"));
             }
         }
         if self.tolerance >= 1.0 {

@@ -36,7 +36,9 @@
 //!   throttled warnings).
 //! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
 //!   `acs_node::metrics`): decisions, placements, plan duration, decision loop latency, inbox lag
-//!   and backlog, largest message published, leader and term, refusals.
+//!   and backlog, largest message published, leader and term, refusals. The same server (and
+//!   `--health-listen`) answers `/healthz` and `/readyz`: ready while NATS is connected and the
+//!   reconciler's tick turns.
 //! - [`lease`]: many brains, one leader. The lease's driver task and the JetStream KV bucket
 //!   (`acs_brain`: key `leader`, `pin.<service>`, `maintenance`), which is what outlives a
 //!   brain; `lease/machine.rs` is the lease as a pure state machine (renewal, expiry on the

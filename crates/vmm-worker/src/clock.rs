@@ -4,11 +4,8 @@
 
 use acs_events::UnixMs;
 
-/// Milliseconds since the Unix epoch by the wall clock (`SystemTime`); 0 if the clock is set
-/// before 1970. Not monotonic: do not subtract two readings to measure a duration.
+/// Milliseconds since the Unix epoch by the wall clock ([`acs_node::unix_ms`]); 0 if the
+/// clock is set before 1970. Not monotonic: do not subtract two readings to measure a duration.
 pub fn unix_now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    acs_node::unix_ms()
 }

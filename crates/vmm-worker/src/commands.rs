@@ -301,7 +301,7 @@ impl Commands {
             .filter(|_| cmd.issued_ms > 0)?;
         (age > max.as_millis() as u64).then(|| {
             format!(
-                "worker {}: command {} is stale: issued {age} ms ago (by the wall clocks), more than --command-max-age-ms {}; nothing was done",
+                "worker {}: command {} is stale: issued {age} ms ago (by the wall clocks), more than --command-max-age {}ms; nothing was done",
                 self.worker,
                 cmd.id,
                 max.as_millis()

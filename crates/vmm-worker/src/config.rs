@@ -47,6 +47,8 @@ pub struct Config {
     pub command_max_age: Duration,
     /// Where `GET /metrics` is served (`--metrics-listen`); `None`: not at all.
     pub metrics: Option<acs_node::MetricsListen>,
+    /// Where `/healthz` and `/readyz` alone are served (`--health-listen`).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// How the Docker runtime advertises a replica.
@@ -63,7 +65,7 @@ pub enum Advertise {
 pub enum ConfigError {
     #[error("--max-replicas must be >= 1")]
     MaxReplicas,
-    #[error("--interval-ms must be >= 10, got {0}")]
+    #[error("--interval must be at least 10ms, got {0} ms")]
     Interval(u128),
     #[error("--docker-network {0:?} is not a valid network name")]
     Network(String),
@@ -71,7 +73,7 @@ pub enum ConfigError {
     Policy(String),
     #[error("--max-concurrent-starts must be >= 1")]
     MaxConcurrentStarts,
-    #[error("--start-deadline-ms must be >= 1")]
+    #[error("--start-deadline must be at least 1ms")]
     StartDeadline,
     #[error("--advertise-host must not be empty or contain whitespace or ':' (got {0:?}); use an IP or host name")]
     AdvertiseHost(String),
@@ -102,6 +104,7 @@ impl Config {
             start_deadline: Duration::from_secs(30),
             command_max_age: Duration::from_secs(10),
             metrics: None,
+            health_listen: None,
         }
     }
 

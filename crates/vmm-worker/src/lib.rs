@@ -26,7 +26,8 @@
 //!   disk space) and of the replicas' process trees only (never every process on the host).
 //! - [`prom`]: the Prometheus metrics behind `--metrics-listen` (`GET /metrics`, served by
 //!   `acs_node::metrics`): the replica table read at scrape time, command / start / runtime
-//!   error counters.
+//!   error counters. The same server (and `--health-listen`) answers `/healthz` and `/readyz`:
+//!   ready while NATS is connected and the runtime answers the heartbeat's ping.
 //! - [`runtime`]: the `Runtime` trait and its implementations: [`runtime::process`] (default;
 //!   state files and `/proc` checks in its submodules), [`runtime::docker`] (containers; the
 //!   create body is a pure function in `docker/body.rs`), [`runtime::fake`] (tests).

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use acs_events::{RuntimeKind, Subjects, WorkerId};
+use acs_node::duration::parse_duration;
+use acs_node::legacy::Legacy;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
@@ -42,12 +44,18 @@ struct Args {
     /// `--metrics-listen` (default off), `--metrics-token-file`: Prometheus `GET /metrics`.
     #[command(flatten)]
     metrics: acs_node::MetricsArgs,
+    /// `--health-listen` (default off): `/healthz`, `/readyz`; `--healthcheck URL` probes one.
+    #[command(flatten)]
+    health: acs_node::HealthArgs,
+    /// `--log-format text|json`.
+    #[command(flatten)]
+    log: acs_node::LogArgs,
     /// Subject prefix.
     #[arg(long, env = "ACS_PREFIX", default_value = "acs")]
     prefix: String,
-    /// Metrics / heartbeat period in milliseconds.
-    #[arg(long, env = "ACS_INTERVAL_MS", default_value_t = 1000)]
-    interval_ms: u64,
+    /// Metrics / heartbeat period.
+    #[arg(long, env = "ACS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
     /// Host in the replica addresses handed to proxies.
     #[arg(long, env = "ACS_ADVERTISE_HOST", default_value = "127.0.0.1")]
     advertise_host: String,
@@ -63,12 +71,12 @@ struct Args {
     /// On shutdown leave replicas running; the next worker with the same state dir adopts them.
     #[arg(long, env = "ACS_KEEP_REPLICAS")]
     keep_replicas: bool,
-    /// Milliseconds a new replica has to pass its health check before it is stopped.
-    #[arg(long, env = "ACS_HEALTH_TIMEOUT_MS", default_value_t = 30_000)]
-    health_timeout_ms: u64,
-    /// Grace period in milliseconds for replicas stopped at shutdown.
-    #[arg(long, env = "ACS_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
-    shutdown_grace_ms: u64,
+    /// How long a new replica has to pass its health check before it is stopped.
+    #[arg(long, env = "ACS_HEALTH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    health_timeout: Duration,
+    /// Grace period for replicas stopped at shutdown.
+    #[arg(long, env = "ACS_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
     /// Docker runtime: an image replicas may run, exactly (`repo:tag`) or as a prefix ending in
     /// `*` (`acs/demo-web:*`). Repeat or separate by commas. None: no image runs.
     #[arg(long = "allow-image", env = "ACS_ALLOW_IMAGES", value_delimiter = ',')]
@@ -98,20 +106,53 @@ struct Args {
     /// Most starts the runtime runs at once; further starts wait (within their deadline).
     #[arg(long, env = "ACS_MAX_CONCURRENT_STARTS", default_value_t = 4)]
     max_concurrent_starts: u32,
-    /// Milliseconds a start may take (waiting for a slot, remove, create, start, inspect) before
-    /// it is abandoned and what it left removed.
-    #[arg(long, env = "ACS_START_DEADLINE_MS", default_value_t = 30_000)]
-    start_deadline_ms: u64,
-    /// Refuse a command issued (its `issued_ms`, by the sender's wall clock) more than this many
-    /// milliseconds ago by this host's wall clock; 0 = never. Keep it well above the clock skew.
-    #[arg(long, env = "ACS_COMMAND_MAX_AGE_MS", default_value_t = 10_000)]
-    command_max_age_ms: u64,
+    /// How long a start may take (waiting for a slot, remove, create, start, inspect) before it
+    /// is abandoned and what it left removed.
+    #[arg(long, env = "ACS_START_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    start_deadline: Duration,
+    /// Refuse a command issued (its `issued_ms`, by the sender's wall clock) longer ago than
+    /// this by this host's wall clock; 0 = never. Keep it well above the clock skew.
+    #[arg(long, env = "ACS_COMMAND_MAX_AGE", default_value = "10s", value_parser = parse_duration)]
+    command_max_age: Duration,
 }
+
+/// The integer flags in milliseconds the duration flags replaced, still read.
+const LEGACY: &[Legacy] = &[
+    Legacy::ms(
+        "interval-ms",
+        "interval",
+        ["ACS_INTERVAL_MS", "ACS_INTERVAL"],
+    ),
+    Legacy::ms(
+        "health-timeout-ms",
+        "health-timeout",
+        ["ACS_HEALTH_TIMEOUT_MS", "ACS_HEALTH_TIMEOUT"],
+    ),
+    Legacy::ms(
+        "shutdown-grace-ms",
+        "shutdown-grace",
+        ["ACS_SHUTDOWN_GRACE_MS", "ACS_SHUTDOWN_GRACE"],
+    ),
+    Legacy::ms(
+        "start-deadline-ms",
+        "start-deadline",
+        ["ACS_START_DEADLINE_MS", "ACS_START_DEADLINE"],
+    ),
+    Legacy::ms(
+        "command-max-age-ms",
+        "command-max-age",
+        ["ACS_COMMAND_MAX_AGE_MS", "ACS_COMMAND_MAX_AGE"],
+    ),
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    acs_node::init_tracing("info");
-    let args = Args::parse();
+    let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
+    if let Some(url) = &args.health.healthcheck {
+        return acs_node::health::check(url).map_err(anyhow::Error::msg);
+    }
+    args.log.init("info");
+    acs_node::legacy::warn(&deprecated);
     let id = match args.id {
         Some(id) => WorkerId::new(id).context("--id")?,
         None => default_id()?,
@@ -128,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     config.subjects = Subjects::new(args.prefix)
         .map_err(anyhow::Error::msg)
         .context("--prefix")?;
-    config.interval = Duration::from_millis(args.interval_ms);
+    config.interval = args.interval;
     config.advertise_host = args.advertise_host;
     config.advertise = match args.advertise {
         AdvertiseArg::HostPort => vmm_worker::config::Advertise::HostPort,
@@ -139,8 +180,8 @@ async fn main() -> anyhow::Result<()> {
         config.state_dir = dir;
     }
     config.keep_replicas = args.keep_replicas;
-    config.health.start_timeout = Duration::from_millis(args.health_timeout_ms);
-    config.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
+    config.health.start_timeout = args.health_timeout;
+    config.shutdown_grace = args.shutdown_grace;
     config.policy = vmm_worker::policy::Policy {
         allow_images: args.allow_images,
         allow_commands: args.allow_commands,
@@ -155,9 +196,10 @@ async fn main() -> anyhow::Result<()> {
     }
     config.pids_limit = args.pids_limit;
     config.max_concurrent_starts = args.max_concurrent_starts;
-    config.start_deadline = Duration::from_millis(args.start_deadline_ms);
-    config.command_max_age = Duration::from_millis(args.command_max_age_ms);
+    config.start_deadline = args.start_deadline;
+    config.command_max_age = args.command_max_age;
     config.metrics = args.metrics.into_listen().context("--metrics-listen")?;
+    config.health_listen = args.health.health_listen;
     vmm_worker::run(config, acs_node::shutdown_signal()).await?;
     Ok(())
 }
@@ -183,4 +225,53 @@ fn default_id() -> anyhow::Result<WorkerId> {
         clean
     })
     .context("cannot derive a worker id from the host name; pass --id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        acs_node::legacy::try_parse(LEGACY, "vmm-worker", args)
+    }
+
+    fn durations(a: &Args) -> [Duration; 5] {
+        [
+            a.interval,
+            a.health_timeout,
+            a.shutdown_grace,
+            a.start_deadline,
+            a.command_max_age,
+        ]
+    }
+
+    #[test]
+    fn old_millisecond_flags_and_new_duration_flags_agree() {
+        let new = parse(&[
+            "--interval=250ms",
+            "--health-timeout=1m",
+            "--shutdown-grace=2.5s",
+            "--start-deadline=45s",
+            "--command-max-age=0",
+        ]);
+        let old = parse(&[
+            "--interval-ms=250",
+            "--health-timeout-ms=60000",
+            "--shutdown-grace-ms=2500",
+            "--start-deadline-ms=45000",
+            "--command-max-age-ms=0",
+        ]);
+        let (new, old) = (new.unwrap(), old.unwrap());
+        assert_eq!(durations(&new), durations(&old));
+        assert_eq!(new.interval, Duration::from_millis(250));
+        assert_eq!(old.command_max_age, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_naming_the_flag() {
+        let e = parse(&["--shutdown-grace", "5 sec later"]).err().unwrap();
+        assert!(e.contains("--shutdown-grace"), "{e}");
+        let e = parse(&["--interval-ms", "1s"]).err().unwrap();
+        assert!(e.contains("--interval-ms"), "{e}");
+    }
 }

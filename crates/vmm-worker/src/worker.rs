@@ -102,17 +102,23 @@ pub async fn run_with_runtime(
     let (measured_tx, measured_rx) = mpsc::unbounded_channel();
     let instance = new_instance();
     let prom = crate::prom::WorkerProm::new(runtime.kind());
-    let metrics_task = match &config.metrics {
-        Some(listen) => {
-            let registry = prom.registry(
-                id.as_str(),
-                &instance,
-                table_view(snapshot_rx.clone(), config.max_replicas),
-            );
-            Some(acs_node::metrics::spawn(listen, registry).await?.1)
-        }
-        None => None,
+    // Ready: NATS connected and the runtime answering (the heartbeat pings it each interval).
+    let ready = acs_node::Readiness::new(acs_node::ReadyWhen {
+        beat_within: Some(config.interval * 3 + Duration::from_secs(2)),
+        loaded: false,
+    });
+    ready.connected(&client);
+    let registry = || {
+        let view = table_view(snapshot_rx.clone(), config.max_replicas);
+        prom.registry(id.as_str(), &instance, view)
     };
+    let servers = acs_node::metrics::Servers::start(
+        config.metrics.as_ref(),
+        registry,
+        config.health_listen,
+        &ready,
+    )
+    .await?;
     let leader = subscribe_leader(&client, &config).await;
     let heartbeat = Heartbeat {
         worker: id.clone(),
@@ -126,6 +132,7 @@ pub async fn run_with_runtime(
         started_ms: unix_now_ms(),
         instance: instance.clone(),
         order: order.clone(),
+        ready,
     };
 
     let mut w = Worker {
@@ -166,9 +173,7 @@ pub async fn run_with_runtime(
     heartbeat.abort();
     let _ = heartbeat.await;
     w.shutdown().await;
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
+    drop(servers);
 
     drop(w.publisher);
     let _ = tokio::time::timeout(Duration::from_secs(3), publisher_task).await;

@@ -224,7 +224,7 @@ async fn docker_worker_restart_adopts_its_containers() {
     let Some(mut rig) = Rig::start(
         "dkadopt",
         RigOptions {
-            brain_args: vec!["--worker-timeout-ms".into(), "15000".into()],
+            brain_args: vec!["--worker-timeout".into(), "15s".into()],
             ..Default::default()
         },
     )

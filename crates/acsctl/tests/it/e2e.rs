@@ -28,12 +28,12 @@ selection = "round_robin"
 min_replicas = 1
 max_replicas = 4
 target_rps_per_replica = 10
-scale_up_window_s = 0
-scale_down_window_s = 4
+scale_up_window = "0s"
+scale_down_window = "4s"
 max_step_up = 4
 max_step_down = 4
-drain_timeout_s = 15
-stop_grace_s = 5
+drain_timeout = "15s"
+stop_grace = "5s"
 "#;
 
 /// A local cluster serving [`SERVICES`] from `tmp`, with workers that report every 500 ms and

@@ -26,12 +26,7 @@ route = { path_prefix = "/crash" }
 policy = { min_replicas = 1, max_replicas = 1 }
 "#;
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use acs_node::unix_ms;
 
 fn lifecycle_of(s: &StatusReply, name: &str) -> (LifecycleState, String) {
     let svc = s

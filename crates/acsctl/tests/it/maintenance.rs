@@ -19,8 +19,8 @@ route = { path_prefix = "/" }
 [service.policy]
 min_replicas = 2
 max_replicas = 2
-drain_timeout_s = 15
-stop_grace_s = 5
+drain_timeout = "15s"
+stop_grace = "5s"
 "#;
 
 /// A local cluster of three workers serving [`SERVICES`]; the temp dir lives as long as it.

@@ -18,11 +18,11 @@ name = "web"
 command = ["demo-web", "--port", "{port}", "--id", "{replica}", "--bind", "127.0.0.1", "--work-ms", "1"]
 route = { path_prefix = "/" }
 selection = "round_robin"
-policy = { min_replicas = 1, max_replicas = 4, drain_timeout_s = 30, stop_grace_s = 5 }
+policy = { min_replicas = 1, max_replicas = 4, drain_timeout = "30s", stop_grace = "5s" }
 "#;
 
 /// Long enough that a drain ending on the metrics tick would be plain to see.
-const PROXY_METRICS_MS: &str = "10000";
+const PROXY_METRICS_INTERVAL: &str = "10s";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scale_in_ends_on_the_drained_event_not_on_the_metrics_tick() {
@@ -38,11 +38,11 @@ async fn a_scale_in_ends_on_the_drained_event_not_on_the_metrics_tick() {
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     opts.extra_args.insert(
         "acs-proxy".into(),
-        args(&["--metrics-interval-ms", PROXY_METRICS_MS]),
+        args(&["--metrics-interval", PROXY_METRICS_INTERVAL]),
     );
     // The proxy must stay live for the drain between its 10 s reports.
     opts.extra_args
-        .insert("vim-brain".into(), args(&["--proxy-timeout-ms", "30000"]));
+        .insert("vim-brain".into(), args(&["--proxy-timeout", "30s"]));
     let mut cluster = LocalCluster::start(opts)
         .await
         .expect("local cluster starts");

@@ -44,6 +44,7 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
         _ = &mut shutdown => return,
         client = connect(&settings, &ev_tx) => client,
     };
+    shared.ready.connected(&client);
     let subjects = settings.subjects.clone();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -109,7 +110,10 @@ pub async fn run(settings: NatsSettings, shared: Arc<Shared>, shutdown: impl Fut
                 Err(e) => reject(&client, &subjects, &shared, m.subject.as_str(), e.into()).await,
             },
             Some(payload) = reply_rx.recv() => match updater.on_sync_reply(&payload) {
-                Ok(n) => info!(applied = n, services = updater.table().len(), "sync reply applied"),
+                Ok(n) => {
+                    shared.ready.loaded();
+                    info!(applied = n, services = updater.table().len(), "sync reply applied")
+                }
                 Err(r) => {
                     let subject = subjects.backends_sync();
                     reject(&client, &subjects, &shared, &subject, r).await;

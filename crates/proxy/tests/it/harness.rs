@@ -165,7 +165,7 @@ pub struct ProxyProc {
 impl ProxyProc {
     /// Starts the proxy on a free port; tries another port if the proxy exits at once (another
     /// test may have bound the "free" port in between).
-    /// `extra` arguments come last; a `--metrics-interval-ms` there replaces the default 300.
+    /// `extra` arguments come last; a `--metrics-interval` there replaces the default 300ms.
     pub fn start(nats_url: &str, id: &str, extra: &[&str]) -> Self {
         for _ in 0..5 {
             let mut p = Self::start_once(nats_url, id, extra);
@@ -181,10 +181,10 @@ impl ProxyProc {
         let port = free_port();
         let log =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acs-proxy-{port}.log"));
-        let interval: &[&str] = if extra.contains(&"--metrics-interval-ms") {
+        let interval: &[&str] = if extra.contains(&"--metrics-interval") {
             &[]
         } else {
-            &["--metrics-interval-ms", "300"]
+            &["--metrics-interval", "300ms"]
         };
         let child = Command::new(env!("CARGO_BIN_EXE_acs-proxy"))
             .args([

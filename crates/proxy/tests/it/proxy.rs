@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acs_events::{decode, encode, BackendChange, ProxyId, Rejection, Selection, Subjects};
+use std::net::SocketAddr;
+
+use acs_testkit::http::until_status;
 use acs_testkit::poll::eventually;
-use acs_testkit::NatsServer;
+use acs_testkit::{free_port, wait_for_port, NatsServer};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::Full;
@@ -419,7 +422,7 @@ async fn a_load_step_is_reported_before_the_interval_is_up() {
             route(Some("web.test"), None),
             vec![b1.backend()],
         )],
-        &["--metrics-interval-ms", "30000"],
+        &["--metrics-interval", "30s"],
     )
     .await;
     w.until_served_by("web.test", "/", &["b1"], 1).await;
@@ -668,4 +671,36 @@ async fn an_older_terms_update_is_refused_and_routing_keeps_the_new_leaders_back
     // The term-5 leader's next delta still applies.
     w.publish(&add(v(5, 2), vec![b2.backend()])).await;
     w.until_served_by("x", "/", &["b1", "b2"], 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_nats_and_the_routes() {
+    let (mut nats, nc) = nats_and_client().await;
+    let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _proxy = ProxyProc::start(&nats.url(), "p1", &["--health-listen", &health.to_string()]);
+    wait_for_port(health, DEADLINE).expect("health port listens");
+    until_status(health, "/healthz", 200, DEADLINE)
+        .await
+        .unwrap();
+    // Connected, but no brain has answered a sync: no routes yet.
+    until_status(health, "/readyz", 503, DEADLINE)
+        .await
+        .unwrap();
+
+    let _brain = FakeBrain::start(&nc).await;
+    until_status(health, "/readyz", 200, DEADLINE)
+        .await
+        .unwrap();
+    // The health port serves nothing else, and needs no token for these two.
+    until_status(health, "/metrics", 404, DEADLINE)
+        .await
+        .unwrap();
+
+    nats.stop();
+    until_status(health, "/readyz", 503, DEADLINE)
+        .await
+        .unwrap();
+    until_status(health, "/healthz", 200, DEADLINE)
+        .await
+        .unwrap();
 }

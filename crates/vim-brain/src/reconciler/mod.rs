@@ -10,7 +10,7 @@
 //! `send.rs` (publishing a plan), `pace.rs` (whether the loop keeps up).
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use acs_events::{MetricsAssembler, Subjects};
 use async_nats::Client;
@@ -46,6 +46,8 @@ pub struct Config {
     pub lease: crate::lease::LeaseConfig,
     /// Where `GET /metrics` is served (`--metrics-listen`); `None`: not at all.
     pub metrics: Option<acs_node::MetricsListen>,
+    /// Where `/healthz` and `/readyz` alone are served (`--health-listen`).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             command_timeout: Duration::from_secs(5),
             lease: crate::lease::LeaseConfig::default(),
             metrics: None,
+            health_listen: None,
         }
     }
 }
@@ -84,10 +87,7 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> Now {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let unix_ms = acs_node::unix_ms();
         Now {
             mono: self.start.elapsed().as_millis() as u64,
             unix_ms,
@@ -107,11 +107,20 @@ pub async fn run(
         config.nats.clone()
     };
     let prom = crate::prom::BrainProm::default();
-    let metrics_task = match &config.metrics {
-        Some(listen) => Some(acs_node::metrics::spawn(listen, prom.registry()).await?.1),
-        None => None,
-    };
+    // Ready: NATS connected and the loop turning (its tick beats).
+    let ready = acs_node::Readiness::new(acs_node::ReadyWhen {
+        beat_within: Some((config.tick * 4).max(Duration::from_secs(2))),
+        loaded: false,
+    });
+    let servers = acs_node::metrics::Servers::start(
+        config.metrics.as_ref(),
+        || prom.registry(),
+        config.health_listen,
+        &ready,
+    )
+    .await?;
     let client = nats.connect().await?;
+    ready.connected(&client);
     let kv = crate::lease::open_bucket(&client, &config.lease).await?;
     let mut inbox = Inbox::subscribe(&client, &config.subjects, config.tick).await?;
     let (lease, elections, lease_task) = crate::lease::spawn(
@@ -153,15 +162,16 @@ pub async fn run(
         };
         // A pass's latency counts from when what asked for it was taken off the inbox.
         let taken = Instant::now();
+        if matches!(input, Input::Tick) {
+            ready.beat();
+        }
         if brain.handle(input, &clock, &mut inbox).await {
             brain.prompt(&clock, &mut inbox, taken).await;
         }
     }
     info!("vim-brain stopping");
     lease_task.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
+    drop(servers);
     crate::lease::release(&brain.kv, &brain.lease).await;
     match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
         Ok(Ok(())) => {}
@@ -259,8 +269,5 @@ impl Brain {
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    acs_node::unix_ms()
 }

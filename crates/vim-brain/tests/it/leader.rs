@@ -158,3 +158,26 @@ async fn a_brain_without_jetstream_refuses_to_start_and_says_why() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_nats_and_the_loop() {
+    let mut nats = NatsServer::start();
+    let health = std::net::SocketAddr::from(([127, 0, 0, 1], acs_testkit::free_port()));
+    let config = vim_brain::Config {
+        nats: acs_node::NatsOptions::new(nats.url()),
+        tick: Duration::from_millis(100),
+        health_listen: Some(health),
+        ..vim_brain::Config::default()
+    };
+    let services = vim_brain::Services::parse(SERVICES).unwrap();
+    let brain = tokio::spawn(vim_brain::run(config, services, std::future::pending()));
+    let until = |path: &'static str, want| {
+        acs_testkit::http::until_status(health, path, want, Duration::from_secs(30))
+    };
+    // Leader or standby, a brain whose loop turns on a live connection is ready.
+    until("/readyz", 200).await.unwrap();
+    nats.stop();
+    until("/readyz", 503).await.unwrap();
+    until("/healthz", 200).await.unwrap();
+    brain.abort();
+}

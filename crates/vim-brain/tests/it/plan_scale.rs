@@ -160,7 +160,7 @@ fn steady_passes_over_changing_cpu_figures_change_nothing() {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    acs_node::percentile(sorted, p).expect("samples")
 }
 
 #[test]

@@ -141,7 +141,7 @@ impl Commands {
                     Err(e) => format!("removing what it left failed: {e}"),
                 };
                 let reason = format!(
-                    "start did not finish within {} ms (--start-deadline-ms); abandoned, {left}",
+                    "start did not finish within {} ms (--start-deadline); abandoned, {left}",
                     deadline.as_millis()
                 );
                 warn!(command = %l.id, replica = %l.replica, %reason, "start abandoned");

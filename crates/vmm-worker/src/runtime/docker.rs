@@ -409,6 +409,10 @@ impl Runtime for DockerRuntime {
         Ok(by_id(adopted))
     }
 
+    async fn ping(&self) -> bool {
+        self.inner.docker.ping().await.is_ok()
+    }
+
     async fn list(&self) -> Vec<RunningReplica> {
         let entries = self.inner.entries.lock().unwrap();
         by_id(entries.values().map(|e| e.running.clone()).collect())

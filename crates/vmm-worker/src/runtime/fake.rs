@@ -36,6 +36,8 @@ struct State {
     /// Starts under way now, and the most there ever were at once.
     active_starts: usize,
     peak_starts: usize,
+    /// `ping` answers false: an engine that stopped answering.
+    silent: bool,
 }
 
 /// Counts a start as under way until dropped (also when its future is dropped mid-way).
@@ -98,6 +100,11 @@ impl FakeRuntime {
     }
 
     /// Every later `start` waits `delay` (a slow engine) before it records and does anything.
+    /// Whether `ping` goes unanswered from now on.
+    pub fn set_silent(&self, silent: bool) {
+        self.state.lock().unwrap().silent = silent;
+    }
+
     pub fn set_start_delay(&self, delay: Duration) {
         self.state.lock().unwrap().start_delay = delay;
     }
@@ -132,6 +139,10 @@ impl FakeRuntime {
 impl Runtime for FakeRuntime {
     fn kind(&self) -> RuntimeKind {
         RuntimeKind::Process
+    }
+
+    async fn ping(&self) -> bool {
+        !self.state.lock().unwrap().silent
     }
 
     async fn start(&self, replica: &ReplicaId, spec: &ReplicaSpec) -> Result<RunningReplica> {

@@ -117,6 +117,12 @@ pub trait Runtime: Send + Sync {
         None
     }
 
+    /// Whether the runtime answers (the Docker engine replies to a ping), for `/readyz`. The
+    /// process runtime has nothing to ask.
+    async fn ping(&self) -> bool {
+        true
+    }
+
     /// The stream of exits. Returns the receiver once; later calls get `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<RuntimeEvent>>;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use acs_events::{encode, Capacity, ReplicaId, WorkerId, WorkerMetrics, SCHEMA_VERSION};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::publish::Publisher;
 use crate::clock::unix_now_ms;
@@ -44,6 +44,8 @@ pub(super) struct Heartbeat {
     pub instance: String,
     /// See `Worker::order`.
     pub order: Arc<Mutex<()>>,
+    /// Beaten each interval the runtime answered a ping within half an interval.
+    pub ready: acs_node::Readiness,
 }
 
 impl Heartbeat {
@@ -57,8 +59,23 @@ impl Heartbeat {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
+        let mut answering = true;
         loop {
             tick.tick().await;
+            let answered = tokio::time::timeout(self.interval / 2, self.runtime.ping()).await;
+            let now_answering = matches!(answered, Ok(true));
+            if now_answering {
+                self.ready.beat();
+            }
+            // Said once per change, not every interval.
+            if now_answering != answering {
+                if now_answering {
+                    info!("the runtime answers again; ready");
+                } else {
+                    warn!("the runtime did not answer a ping; not ready");
+                }
+                answering = now_answering;
+            }
             let measuring = self.snapshot.borrow().clone();
             let sample = sample(&sampler, &measuring.replicas).await;
             let measured = self.measure(&measuring.replicas, &sample).await;

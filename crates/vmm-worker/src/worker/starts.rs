@@ -1,5 +1,5 @@
 //! Starts in the background: each command's launch runs in its own task, at most
-//! `--max-concurrent-starts` at once (a semaphore), each within `--start-deadline-ms` counted
+//! `--max-concurrent-starts` at once (a semaphore), each within `--start-deadline` counted
 //! from its arrival (waiting for a slot included). A launch past its deadline is given up: once
 //! the runtime calls under way have returned (or as long again, at least 30 s, has passed), what it left is
 //! removed ([`Runtime::abandon`]), then it is answered. The loop keeps the start in

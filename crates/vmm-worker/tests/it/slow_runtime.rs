@@ -1,6 +1,7 @@
 //! The worker against a real nats-server with a slow runtime (the fake, whose starts take as
 //! long as a test says): the heartbeat keeps flowing while starts hang, starts run side by side
-//! up to the bound and are abandoned at their deadline, stale commands are refused.
+//! up to the bound and are abandoned at their deadline, stale commands are refused, `/readyz`
+//! follows NATS and the runtime.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,12 +36,7 @@ fn start_cmd(id: &str, replica: &str) -> serde_json::Value {
     })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use acs_node::unix_ms as now_ms;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_coming_while_a_start_hangs() {
@@ -161,5 +157,26 @@ async fn a_stale_command_is_refused_counted_and_runs_nothing() {
     // A fresh one runs.
     assert!(bus.request(start_cmd("c2", "r1")).await.ok);
     assert_eq!(rt.starts(), 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_nats_and_the_runtime() {
+    let (mut nats, _bus, rt, mut cfg) = setup().await;
+    let health = std::net::SocketAddr::from(([127, 0, 0, 1], acs_testkit::free_port()));
+    cfg.health_listen = Some(health);
+    let worker = Worker::spawn_with(cfg, rt.clone());
+    let until =
+        |path: &'static str, want| acs_testkit::http::until_status(health, path, want, WAIT);
+    until("/readyz", 200).await.unwrap();
+    // The runtime stops answering: not ready, though the process answers.
+    rt.set_silent(true);
+    until("/readyz", 503).await.unwrap();
+    until("/healthz", 200).await.unwrap();
+    rt.set_silent(false);
+    until("/readyz", 200).await.unwrap();
+    // NATS gone: not ready.
+    nats.stop();
+    until("/readyz", 503).await.unwrap();
     worker.shutdown().await;
 }

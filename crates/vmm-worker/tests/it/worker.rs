@@ -328,10 +328,7 @@ async fn nats_outage_keeps_replicas_and_metrics_resume() {
         "replica keeps serving during the outage"
     );
     assert!(!worker.task.is_finished(), "worker survives the outage");
-    let restarted_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let restarted_ms = acs_node::unix_ms();
     nats.restart();
 
     // Same worker (same started_ms), later seq, replica still there.

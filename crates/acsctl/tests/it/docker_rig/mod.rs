@@ -13,7 +13,7 @@ mod worker;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{ReplicaState, ScaleRequest, ServiceName, StatusReply, WorkerHealth};
@@ -42,7 +42,7 @@ name = "web"
 image = "{image}"
 port = 8000
 health_path = "/healthz"
-env = {{ WORK_MS = "2", RUST_LOG = "warn", DRAIN_TIMEOUT_S = "5" }}
+env = {{ WORK_MS = "2", RUST_LOG = "warn", DRAIN_TIMEOUT = "5s" }}
 cpus = {CPUS}
 memory_mb = {MEMORY_MB}
 route = {{ path_prefix = "/" }}
@@ -51,22 +51,17 @@ selection = "round_robin"
 [service.policy]
 min_replicas = 1
 max_replicas = 6
-scale_up_window_s = 0
-scale_down_window_s = 3
+scale_up_window = "0s"
+scale_down_window = "3s"
 max_step_up = 6
 max_step_down = 6
-drain_timeout_s = 8
-stop_grace_s = 3
+drain_timeout = "8s"
+stop_grace = "3s"
 "#
     )
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use acs_node::unix_ms as now_ms;
 
 /// How workers advertise their containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,14 +316,14 @@ fn spawn_workers(
                 "4",
                 "--nats",
                 &cluster.nats_url(),
-                "--interval-ms",
-                "500",
+                "--interval",
+                "500ms",
                 "--advertise-host",
                 "127.0.0.1",
                 "--state-dir",
                 state.to_str().unwrap(),
-                "--shutdown-grace-ms",
-                "3000",
+                "--shutdown-grace",
+                "3s",
                 // The run's test images (`acs-e2e/demo-web:<run>`) and nothing else.
                 "--allow-image",
                 "acs-e2e/demo-web:*",
