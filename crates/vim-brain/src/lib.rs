@@ -45,9 +45,13 @@
 //!   standby's own clock, step-down before a standby can take over, CAS loss). Only a brain
 //!   inside its acting window plans, sends and answers; every command, decision and backend
 //!   version carries its term.
+//! - `fleet` (feature `fleet`, dev and bench builds only): a plain-data fleet of any size for
+//!   the scale test and `benches/` (criterion: the plan at 10,000 workers, the lease machine).
 
 pub mod config;
 pub mod control;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod lease;
 pub mod placement;
 pub mod plan;

@@ -99,7 +99,23 @@ pub(super) fn gather<'a>(
         }
     }
 
-    // Our own records of replicas the workers do not (or no longer) report.
+    unreported(world, up, now, &seen, by_name, &mut lists, &mut out);
+    out.by_service = services.0.keys().cloned().zip(lists).collect();
+    out
+}
+
+/// Our own records of replicas the workers do not (or no longer) report: starts still pending
+/// become members, starts never reported in time are stopped, the rest are forgotten.
+fn unreported<'a>(
+    world: &'a World,
+    up: &BTreeSet<&WorkerId>,
+    now: Millis,
+    seen: &BTreeSet<&ReplicaId>,
+    by_name: impl Fn(&ServiceName) -> Option<usize>,
+    lists: &mut [Vec<Member<'a>>],
+    out: &mut Gathered<'a>,
+) {
+    let settings = world.settings();
     for (id, record) in world.records().iter().filter(|(id, _)| !seen.contains(id)) {
         let worker_up = up.contains(&record.worker);
         match record.intent {
@@ -139,8 +155,6 @@ pub(super) fn gather<'a>(
             _ => out.forget.push(id.clone()),
         }
     }
-    out.by_service = services.0.keys().cloned().zip(lists).collect();
-    out
 }
 
 /// A reported replica's phase: the brain's intent (stopping, draining) first, then what its

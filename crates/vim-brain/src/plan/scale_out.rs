@@ -269,27 +269,9 @@ mod tests {
                     restarts: 0,
                 })
                 .collect();
-            let m = WorkerMetrics {
-                v: 1,
-                worker: worker.clone(),
-                seq: 1,
-                ts_ms: 0,
-                started_ms: 0,
-                instance: String::new(),
-                interval_ms: 1000,
-                runtime: RuntimeKind::Process,
-                host: HostMetrics {
-                    cpu_pct: f64::from(w),
-                    cpus: 2,
-                    ..Default::default()
-                },
-                capacity: Capacity {
-                    max_replicas: 8,
-                    running: w % 5,
-                },
-                replicas,
-                rejected: 0,
-            };
+            let mut m = super::super::test_support::report(worker.as_str(), replicas);
+            m.host.cpu_pct = f64::from(w);
+            m.host.cpus = 2;
             world.apply(Event::WorkerMetrics(m), 0);
             // Starts sent: some already reported (r<w>-0), some not; and a drain, not a start.
             for (k, replica) in [format!("r{w}-0"), format!("new{w}-a"), format!("new{w}-b")]

@@ -61,15 +61,7 @@ pub(super) fn plan_service(
 
     replace_lost(plan, &s, &mut members, &health.up);
     let active = members.iter().filter(|m| m.phase.active()).count() as u32;
-    let measured = desired::measure(&members, svc.cpus, &traffic);
-    let desired = desired::desired_count(name, &svc.policy, &state.scale, active, &measured, now);
-    plan.decisions.extend(desired.decision);
-    plan.bookkeeping.desired.push(DesiredChange {
-        service: name.clone(),
-        desired: desired.count,
-        recommendation: desired.recommendation,
-        history_keep_ms: policy::history_keep_ms(&svc.policy),
-    });
+    let desired = desired_count(plan, &s, &members, &traffic, active);
 
     let ready = members.iter().filter(|m| m.phase == Phase::Healthy).count() as u32;
     let crash = backoff::check(name, &state.crash, ready, now);
@@ -84,7 +76,7 @@ pub(super) fn plan_service(
         state,
         &members,
         &health.fresh,
-        desired.count,
+        desired,
         &s.draining,
         crash.hold,
         now,
@@ -93,7 +85,7 @@ pub(super) fn plan_service(
     let moves = maintenance::moves(
         name,
         &members,
-        desired.count,
+        desired,
         published,
         &s.draining,
         &rebalancing,
@@ -121,7 +113,7 @@ pub(super) fn plan_service(
     let counts = lifecycle::Inputs::count(&members, placed);
     let ever_ready = state.status.ever_ready || counts.ready > 0;
     let inputs = lifecycle::Inputs {
-        desired: desired.count,
+        desired,
         pinned: state.scale.pinned(),
         blocked: blocked.as_deref(),
         crash: crash.reason.as_deref(),
@@ -130,6 +122,29 @@ pub(super) fn plan_service(
     };
     let lc = lifecycle::lifecycle(&inputs);
     lifecycle::observe(plan, name, &state.status, lc, ever_ready, now);
+}
+
+/// The desired count (a pin, or the policy over the measured signals), recorded with the
+/// recommendation the stabilisation windows remember.
+fn desired_count(
+    plan: &mut Plan,
+    s: &Service,
+    members: &[Member],
+    traffic: &[&ServiceTraffic],
+    active: u32,
+) -> u32 {
+    let policy = &s.svc.policy;
+    let measured = desired::measure(members, s.svc.cpus, traffic);
+    let scale = &s.state.scale;
+    let desired = desired::desired_count(s.name, policy, scale, active, &measured, s.now);
+    plan.decisions.extend(desired.decision);
+    plan.bookkeeping.desired.push(DesiredChange {
+        service: s.name.clone(),
+        desired: desired.count,
+        recommendation: desired.recommendation,
+        history_keep_ms: policy::history_keep_ms(policy),
+    });
+    desired.count
 }
 
 /// Replicas gone without a stop (explained), and unhealthy ones past their grace (stopped).

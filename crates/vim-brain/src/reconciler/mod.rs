@@ -1,8 +1,8 @@
 //! The thin I/O loop around the pure parts: NATS in, `World::apply`, `plan`, NATS out.
 //!
-//! The loop takes one [`Input`] at a time from the [`Inbox`] and dispatches it once
-//! ([`Brain::handle`]); an input that can change the decision asks for a plan. Every event
-//! that changes the world, heard or made here, goes through [`Brain::fold`], the one caller of
+//! The loop takes one `Input` at a time from the `Inbox` and dispatches it once
+//! (`Brain::handle`); an input that can change the decision asks for a plan. Every event that
+//! changes the world, heard or made here, goes through `Brain::fold`, the one caller of
 //! `World::apply`.
 //!
 //! Files: `inbox.rs` (what the loop waits on), `pass.rs` (one plan-and-send pass, take-over),

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use acs_events::{Backend, ReplicaId, WorkerId};
 
-/// The seeded hash of a backend's id, address and worker: a [`Member`] carries it, computed
+/// The seeded hash of a backend's id, address and worker: a plan's member carries it, computed
 /// by the world when the report is folded in (`WorkerView::keys`). Digests never leave the
 /// process.
 pub fn route_hash(id: &ReplicaId, addr: &str, worker: &WorkerId) -> u64 {
@@ -52,7 +52,7 @@ pub(crate) fn entry_hash(route_hash: u64, draining: bool) -> u64 {
 /// An order-free digest of a backend set (ids, addresses, workers, drain marks): the wrapping
 /// sum of a 64-bit hash of each backend. Equal sets give equal digests; two different sets of
 /// the same size give the same one with a chance of about 2^-64. `World::apply` keeps one
-/// beside each published set ([`ServiceState::published_digest`]).
+/// beside each published set ([`super::Routing::digest`]).
 pub(crate) fn digest<'b>(backends: impl IntoIterator<Item = &'b Backend>) -> u64 {
     backends.into_iter().fold(0, |sum, b| {
         sum.wrapping_add(entry_hash(

@@ -218,12 +218,12 @@ impl World {
         &self.workers
     }
 
-    /// What the brain is doing with replicas beyond what workers report.
     /// Reported service names, numbered (`ReplicaKeys::service`).
     pub(crate) fn service_numbers(&self) -> &ServiceNumbers {
         &self.service_numbers
     }
 
+    /// What the brain is doing with replicas beyond what workers report.
     pub fn records(&self) -> &BTreeMap<ReplicaId, Record> {
         &self.records
     }

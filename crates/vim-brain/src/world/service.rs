@@ -47,7 +47,7 @@ pub struct Routing {
     /// Version of the last backend update published.
     pub version: u64,
     pub published: BTreeMap<ReplicaId, Backend>,
-    /// `published`'s digest ([`super::digest`]), kept with it by `World::apply`: a steady plan
+    /// `published`'s digest (`world::digest`), kept with it by `World::apply`: a steady plan
     /// compares it with the members' instead of looking up every backend. One that does not
     /// match (a state built by hand) only costs that plan the full diff.
     pub digest: u64,
