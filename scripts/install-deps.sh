@@ -32,9 +32,9 @@ declare -A PROBE=(
   [pkg-config]=pkg-config
   # Load generation in the benches and the proxy tests.
   [wrk]=wrk
-  # tests/prometheus.rs scrapes a local cluster with a prometheus it starts itself.
+  # crates/acsctl/tests/it/prometheus.rs scrapes a local cluster with a prometheus it starts itself.
   [prometheus]=prometheus
-  # tests/dashboard.rs drives real headless Chromium.
+  # crates/acsctl/tests/it/dashboard.rs drives real headless Chromium.
   [chromium]=chromium
   [chromium-driver]=chromedriver
   # The monitor's alarm e-mail tests run a real SMTP server (`/usr/bin/python3 -m aiosmtpd`).

@@ -1,10 +1,10 @@
 //! Prometheus `GET /metrics` of the local cluster's components.
 //!
-//! Every component gets `--metrics-listen 127.0.0.1:<port> --metrics-token-file
-//! <dir>/metrics.token` (one random token for all, mode 0600, made on first start and kept).
+//! Every component gets `--metrics-listen 127.0.0.1:PORT --metrics-token-file
+//! DIR/metrics.token` (one random token for all, mode 0600, made on first start and kept).
 //! Ports: with [`ClusterOptions::metrics_base`] `Some(B)` (default [`METRICS_BASE`]), vim-brain
 //! is B, the proxy B+1, B+2 is kept for acs-monitor, and worker `wN` is B+9+N (w1 = B+10); with
-//! `None` (tests) each gets a free port. The targets go to `<dir>/prometheus-targets.json`
+//! `None` (tests) each gets a free port. The targets go to `DIR/prometheus-targets.json`
 //! (Prometheus `file_sd_configs` format), which `config/prometheus.yml` reads.
 
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@ pub struct ClusterOptions {
     pub prefix: String,
     /// Worker metrics interval.
     pub worker_interval_ms: u64,
-    /// How long [`LocalCluster::start`] waits for everything to be ready.
+    /// How long [`crate::LocalCluster::start`] waits for everything to be ready.
     pub ready_timeout: Duration,
     /// How long workers get to stop their replicas on shutdown before SIGKILL.
     pub worker_stop_timeout: Duration,

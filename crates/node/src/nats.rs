@@ -326,7 +326,7 @@ impl NatsOptions {
 
     /// [`Self::connect_once`], plus the server's refusals on this connection: a permissions
     /// violation arrives as an event while the request itself only times out, so a one-shot
-    /// command can wait on [`Refusals::next`] beside its request and fail at once, saying why.
+    /// command can wait on [`Refusals::since`] beside its request and fail at once, saying why.
     pub async fn connect_once_watched(
         &self,
         timeout: Duration,

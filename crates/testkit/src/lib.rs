@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 /// bind (a port-0 listener's port could be).
 const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A port from [`FREE_PORTS`] that was free a moment ago on 127.0.0.1. Walks the range from a
+/// A port from `FREE_PORTS` that was free a moment ago on 127.0.0.1. Walks the range from a
 /// start that differs per process and call time, so parallel test processes spread out; within a
 /// process no port is handed out twice (until the range wraps).
 pub fn free_port() -> u16 {

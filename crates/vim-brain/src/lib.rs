@@ -19,7 +19,7 @@
 //!   `scale_in`, `backends`, `withdraw`), run in order for each service by `plan/service.rs`,
 //!   with `backoff` (the crash-loop hold) and `lifecycle` (each service's state); `plan/output.rs`
 //!   builds what it emits. Pure: no clock, no I/O; tested with plain data (each step's unit
-//!   tests, and `tests/plan.rs`).
+//!   tests, and `tests/it/plan.rs`).
 //! - [`control`]: answers to `acs.cmd.scale`, `acs.cmd.maintenance`, `acs.cmd.replica`,
 //!   `acs.status` (`control/status.rs`: whole while small, else a summary, with pages of one
 //!   service's replicas or of the workers on request) and `acs.sync.backends` (within the

@@ -1,13 +1,13 @@
 //! The run loop: one task owns the replica table and reacts to commands, health reports, runtime
 //! exits, finished starts and stops, and shutdown; it never waits for the runtime (starts and
 //! stops run in tasks of their own). The heartbeat is a task of its own too, reading a snapshot
-//! of the table the loop refreshes after every step. Publishing goes through a [`Publisher`]
+//! of the table the loop refreshes after every step. Publishing goes through a `Publisher`
 //! task, so a NATS outage never blocks the loop (heartbeats are dropped while disconnected;
 //! events and replies are queued, up to a bound).
 //!
-//! Here: start-up, the `select!` loop and shutdown. [`handle`]: what the loop does with each
-//! input. [`starts`]: background starts, bounded and with deadlines. [`heartbeat`]: the metrics
-//! task. [`publish`]: events and the publish queue.
+//! Here: start-up, the `select!` loop and shutdown. `handle`: what the loop does with each
+//! input. `starts`: background starts, bounded and with deadlines. `heartbeat`: the metrics
+//! task. `publish`: events and the publish queue.
 
 use std::collections::HashMap;
 use std::future::Future;

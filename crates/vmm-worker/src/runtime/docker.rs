@@ -20,8 +20,8 @@
 //! - CPU and memory per replica come from a `docker stats` stream per container.
 //! - Stop: `docker stop -t <grace>` (SIGTERM, SIGKILL after the grace period), then remove.
 //!
-//! Here: the Docker calls (create, start, stop, adopt). [`body`]: the container as plain data
-//! (create body, labels). [`watch`]: exits. [`stats`]: CPU and memory.
+//! Here: the Docker calls (create, start, stop, adopt). `body`: the container as plain data
+//! (create body, labels). `watch`: exits. `stats`: CPU and memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -12,8 +12,8 @@
 //!
 //! Stop: SIGTERM to the process group, SIGKILL to the group after the grace period.
 //!
-//! Here: the runtime (spawn, stop, adopt). [`state`]: the state files and the adoption check.
-//! [`unix`]: `PATH` lookup, `/proc`, process-group signals.
+//! Here: the runtime (spawn, stop, adopt). `state`: the state files and the adoption check.
+//! `unix`: `PATH` lookup, `/proc`, process-group signals.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
