@@ -38,74 +38,98 @@ pub fn registry(
 
 impl Collector for MonitorCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_messages(&mut e)?;
+        self.encode_rollups(&mut e)?;
+        self.encode_store(&mut e)?;
+        if let Some((a, n)) = &self.alarms {
+            encode_alarms(&mut e, a, n)?;
+        }
+        Ok(())
+    }
+}
+
+impl MonitorCollector {
+    /// Messages ingested and refused, queries answered.
+    fn encode_messages(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.shared.counters;
         counter(
-            &mut e,
+            e,
             "acs_monitor_ingested_messages",
             "Metrics messages folded into the history",
             c.ingested.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rejected_messages",
             "Messages and requests refused as malformed or unauthorised",
             c.rejected.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_queries",
             "Statistics queries answered (NATS and HTTP)",
             c.queries.load(Ordering::Relaxed),
         )?;
-        // A poisoned lock (a panic elsewhere) still has readable data; report it rather than fail.
+        Ok(())
+    }
+
+    /// ACS_ROLLUPS traffic and split proxy reports.
+    fn encode_rollups(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.shared.counters;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollups_published",
             "Closed buckets stored in ACS_ROLLUPS",
             c.rollups_published.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollups_duplicate",
             "Closed buckets ACS_ROLLUPS already had from another monitor",
             c.rollups_duplicate.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollups_failed",
             "Closed buckets not stored in ACS_ROLLUPS: publish or ack failed",
             c.rollups_failed.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollups_dropped",
             "Closed buckets dropped on a full publish queue",
             c.rollups_dropped.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollups_skipped",
             "Closed buckets a replay left out because ACS_ROLLUPS had them",
             c.rollups_skipped.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollup_fetches",
             "Queries that read older buckets from ACS_ROLLUPS",
             c.rollup_fetches.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_rollup_fetch_errors",
             "Reads of older buckets from ACS_ROLLUPS that failed",
             c.rollup_fetch_errors.load(Ordering::Relaxed),
         )?;
         counter(
-            &mut e,
+            e,
             "acs_monitor_proxy_parts_dropped",
             "Split proxy reports given up on before they were whole",
             c.proxy_parts_dropped.load(Ordering::Relaxed),
         )?;
+        Ok(())
+    }
+
+    /// The size of the history store.
+    fn encode_store(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A poisoned lock (a panic elsewhere) still has readable data; report it rather than fail.
         let (series, buckets) = self
             .shared
             .store
@@ -113,51 +137,58 @@ impl Collector for MonitorCollector {
             .unwrap_or_else(|p| p.into_inner())
             .size();
         gauge(
-            &mut e,
+            e,
             "acs_monitor_series",
             "Metric series in the history store",
             series as i64,
         )?;
         gauge(
-            &mut e,
+            e,
             "acs_monitor_buckets",
             "Raw slots (at capacity) and rollup buckets held in memory",
             buckets as i64,
         )?;
-        if let Some((a, n)) = &self.alarms {
-            gauge(
-                &mut e,
-                "acs_monitor_alarm_leader",
-                "1 while this monitor holds the alarm lease and notifies",
-                i64::from(a.leader.load(Ordering::Relaxed)),
-            )?;
-            counter(
-                &mut e,
-                "acs_monitor_alarm_events",
-                "Alarm state changes published on acs.events.alarm.<rule>",
-                a.events.load(Ordering::Relaxed),
-            )?;
-            counter(
-                &mut e,
-                "acs_monitor_alarm_save_errors",
-                "Alarm states that could not be saved in KV",
-                a.save_errors.load(Ordering::Relaxed),
-            )?;
-            counter(
-                &mut e,
-                "acs_monitor_notifications_sent",
-                "Notifications delivered (webhook, Slack, e-mail)",
-                n.sent.load(Ordering::Relaxed),
-            )?;
-            counter(
-                &mut e,
-                "acs_monitor_notifications_failed",
-                "Notifications given up after the last retry, or dropped on a full queue",
-                n.failed.load(Ordering::Relaxed) + n.dropped.load(Ordering::Relaxed),
-            )?;
-        }
         Ok(())
     }
+}
+
+/// Alarm evaluation and notification counts (with `--alarms`).
+fn encode_alarms(
+    e: &mut DescriptorEncoder,
+    a: &AlarmCounters,
+    n: &NotifyCounters,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "acs_monitor_alarm_leader",
+        "1 while this monitor holds the alarm lease and notifies",
+        i64::from(a.leader.load(Ordering::Relaxed)),
+    )?;
+    counter(
+        e,
+        "acs_monitor_alarm_events",
+        "Alarm state changes published on acs.events.alarm.<rule>",
+        a.events.load(Ordering::Relaxed),
+    )?;
+    counter(
+        e,
+        "acs_monitor_alarm_save_errors",
+        "Alarm states that could not be saved in KV",
+        a.save_errors.load(Ordering::Relaxed),
+    )?;
+    counter(
+        e,
+        "acs_monitor_notifications_sent",
+        "Notifications delivered (webhook, Slack, e-mail)",
+        n.sent.load(Ordering::Relaxed),
+    )?;
+    counter(
+        e,
+        "acs_monitor_notifications_failed",
+        "Notifications given up after the last retry, or dropped on a full queue",
+        n.failed.load(Ordering::Relaxed) + n.dropped.load(Ordering::Relaxed),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

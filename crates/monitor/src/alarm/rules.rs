@@ -256,6 +256,33 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
         message,
     };
     acs_events::id::validate_id("rule name", &raw.name).map_err(|e| bad("name", e.to_string()))?;
+    let target = check_target(&raw, &bad)?;
+    let clear = check_thresholds(&raw, &bad)?;
+    let (for_ms, window_ms, repeat_ms) = check_durations(&raw, &bad)?;
+    let escalation = check_channels(&raw.notify, raw.escalation, channels, &bad)?;
+    Ok(Rule {
+        name: raw.name,
+        metric: raw.metric,
+        scope: raw.scope,
+        target,
+        condition: raw.condition,
+        warning: raw.warning,
+        critical: raw.critical,
+        for_ms,
+        clear,
+        window_ms,
+        aggregate: raw.aggregate.unwrap_or(Aggregate::Avg),
+        repeat_ms,
+        notify: raw.notify,
+        escalation,
+    })
+}
+
+/// The error of one field of the rule being checked.
+type BadField<'a> = &'a dyn Fn(&'static str, String) -> RulesError;
+
+/// The metric must belong to the scope; the id is one valid id or `*`.
+fn check_target(raw: &RawRule, bad: BadField) -> Result<Target> {
     let known = metrics_of(raw.scope);
     if !known.contains(&raw.metric.as_str()) {
         return Err(bad(
@@ -268,14 +295,19 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
             ),
         ));
     }
-    let target = match raw.id.as_str() {
+    Ok(match raw.id.as_str() {
         "*" => Target::All,
         id => {
             acs_events::id::validate_id("id", id)
                 .map_err(|e| bad("id", format!("{e}; or \"*\" for every one")))?;
             Target::One(id.to_string())
         }
-    };
+    })
+}
+
+/// Thresholds are finite, at least one is given and they are ordered by the condition; returns
+/// the clear margin.
+fn check_thresholds(raw: &RawRule, bad: BadField) -> Result<f64> {
     for (field, v) in [
         ("warning", raw.warning),
         ("critical", raw.critical),
@@ -313,6 +345,11 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
             format!("{clear} is negative; it is how far past the threshold the value must return"),
         ));
     }
+    Ok(clear)
+}
+
+/// `for`, `window` and `repeat` in ms, with their defaults.
+fn check_durations(raw: &RawRule, bad: BadField) -> Result<(u64, u64, Option<u64>)> {
     let for_ms = raw
         .for_
         .as_deref()
@@ -336,13 +373,23 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
         .map(|d| duration_ms(d, false))
         .transpose()
         .map_err(|e| bad("repeat", e))?;
-    if raw.notify.is_empty() && raw.escalation.is_some() {
+    Ok((for_ms, window_ms, repeat_ms))
+}
+
+/// Every channel named by `notify` and the escalation is declared; an escalation needs `notify`.
+fn check_channels(
+    notify: &[String],
+    escalation: Option<RawEscalation>,
+    channels: &BTreeMap<String, Channel>,
+    bad: BadField,
+) -> Result<Option<Escalation>> {
+    if notify.is_empty() && escalation.is_some() {
         return Err(bad(
             "escalation",
             "needs `notify` channels first: an escalation follows an unacknowledged notice".into(),
         ));
     }
-    for c in &raw.notify {
+    for c in notify {
         if !channels.contains_key(c) {
             return Err(bad(
                 "notify",
@@ -350,7 +397,7 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
             ));
         }
     }
-    let escalation = match raw.escalation {
+    Ok(match escalation {
         None => None,
         Some(e) => {
             let after_ms = duration_ms(&e.after, false).map_err(|m| bad("escalation.after", m))?;
@@ -362,22 +409,6 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
             }
             Some(Escalation { after_ms, to: e.to })
         }
-    };
-    Ok(Rule {
-        name: raw.name,
-        metric: raw.metric,
-        scope: raw.scope,
-        target,
-        condition: raw.condition,
-        warning: raw.warning,
-        critical: raw.critical,
-        for_ms,
-        clear,
-        window_ms,
-        aggregate: raw.aggregate.unwrap_or(Aggregate::Avg),
-        repeat_ms,
-        notify: raw.notify,
-        escalation,
     })
 }
 
