@@ -134,25 +134,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         caught_up_rx,
     ));
     let (alarm_stop, alarm_stop_rx) = tokio::sync::watch::channel(false);
-    let mut alarm_counters = None;
-    let alarms = match config.alarms.clone() {
-        Some(cfg) => {
-            let notifier = alarm::notify::Notifier::start(&cfg.rules.channels, cfg.retry)?;
-            let counters = Arc::new(alarm::AlarmCounters::default());
-            alarm_counters = Some((counters.clone(), notifier.counters.clone()));
-            let wiring = alarm::task::Wiring {
-                client: client.clone(),
-                subjects: config.subjects.clone(),
-                store: shared.store.clone(),
-                caught_up: alarm_caught_up,
-                stop: alarm_stop_rx,
-            };
-            Some(tokio::spawn(alarm::task::run(
-                wiring, cfg, notifier, counters,
-            )))
-        }
-        None => None,
-    };
+    let (alarms, alarm_counters) = spawn_alarms(
+        config.alarms.clone(),
+        &client,
+        &config.subjects,
+        &shared.store,
+        alarm_caught_up,
+        alarm_stop_rx,
+    )?;
     let rest = listener.zip(config.http.clone()).map(|(l, (addr, auth))| {
         tracing::info!(%addr, ?auth, path = http::STATS_PATH, "http stats api and dashboard listening");
         let web = Arc::new(web::Web::new(auth, client.clone(), config.subjects.clone()));
@@ -186,4 +175,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     history.abort();
     client.flush().await.ok();
     Ok(())
+}
+
+/// The alarm task's counters and its notifier's, for the metrics endpoint.
+type AlarmMetrics = Option<(
+    Arc<alarm::AlarmCounters>,
+    Arc<alarm::notify::NotifyCounters>,
+)>;
+
+/// Starts the alarm task when `--alarms` is given: its notifier, counters and wiring.
+fn spawn_alarms(
+    config: Option<alarm::AlarmConfig>,
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    store: &Arc<Mutex<store::Store>>,
+    caught_up: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Option<tokio::task::JoinHandle<()>>, AlarmMetrics)> {
+    let mut alarm_counters = None;
+    let alarms = match config {
+        Some(cfg) => {
+            let notifier = alarm::notify::Notifier::start(&cfg.rules.channels, cfg.retry)?;
+            let counters = Arc::new(alarm::AlarmCounters::default());
+            alarm_counters = Some((counters.clone(), notifier.counters.clone()));
+            let wiring = alarm::task::Wiring {
+                client: client.clone(),
+                subjects: subjects.clone(),
+                store: store.clone(),
+                caught_up,
+                stop,
+            };
+            Some(tokio::spawn(alarm::task::run(
+                wiring, cfg, notifier, counters,
+            )))
+        }
+        None => None,
+    };
+    Ok((alarms, alarm_counters))
 }
