@@ -195,26 +195,8 @@ pub async fn ingest(
                 continue;
             }
         };
-        if !*caught_up.borrow() && m.info().is_ok_and(|i| i.pending == 0) {
-            tracing::info!(
-                ingested = shared
-                    .counters
-                    .ingested
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                "replay caught up"
-            );
-            caught_up.send_replace(true);
-        }
+        note_caught_up(&m, &caught_up, &shared);
         let subject = m.subject.as_str();
-        let future = |ts_ms: u64| match ts_ms > unix_ms() + MAX_FUTURE_MS {
-            true => Err((
-                "invalid",
-                format!(
-                    "ts_ms {ts_ms} is more than {MAX_FUTURE_MS} ms ahead of this monitor's clock"
-                ),
-            )),
-            false => Ok(()),
-        };
         let res = if subject.starts_with(wk) {
             decode::<WorkerMetrics>(&m.payload)
                 .map_err(|e| (e.kind(), e.to_string()))
@@ -223,13 +205,13 @@ pub async fn ingest(
                         .map(|_| w)
                         .map_err(|e| ("invalid", e))
                 })
-                .and_then(|w| future(w.ts_ms).map(|_| w))
+                .and_then(|w| not_future(w.ts_ms).map(|_| w))
                 .map(|w| fold(&shared, &outbox, |s| s.ingest_worker(&w)))
         } else if subject.starts_with(px) {
             decode::<ProxyMetricsMsg>(&m.payload)
                 .map_err(|e| (e.kind(), e.to_string()))
                 .and_then(|p| check_sender(subject, p.metrics.proxy.as_str()).map(|_| p).map_err(|e| ("invalid", e)))
-                .and_then(|p| future(p.metrics.ts_ms).map(|_| p))
+                .and_then(|p| not_future(p.metrics.ts_ms).map(|_| p))
                 .map(|p| {
                     let whole = parts.push(p, started.elapsed().as_millis() as u64);
                     let dropped = parts.dropped().total();
@@ -255,6 +237,35 @@ pub async fn ingest(
         }
     }
     Ok(())
+}
+
+/// Refuses a sample stamped more than [`MAX_FUTURE_MS`] ahead of this monitor's clock.
+fn not_future(ts_ms: u64) -> Result<(), (&'static str, String)> {
+    match ts_ms > unix_ms() + MAX_FUTURE_MS {
+        true => Err((
+            "invalid",
+            format!("ts_ms {ts_ms} is more than {MAX_FUTURE_MS} ms ahead of this monitor's clock"),
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Turns `caught_up` true at the first message with nothing pending after it.
+fn note_caught_up(
+    m: &jetstream::Message,
+    caught_up: &tokio::sync::watch::Sender<bool>,
+    shared: &Shared,
+) {
+    if !*caught_up.borrow() && m.info().is_ok_and(|i| i.pending == 0) {
+        tracing::info!(
+            ingested = shared
+                .counters
+                .ingested
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "replay caught up"
+        );
+        caught_up.send_replace(true);
+    }
 }
 
 /// Folds one message into the store and queues what it closed.
