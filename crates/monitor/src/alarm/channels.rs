@@ -100,11 +100,10 @@ pub(super) enum RawChannel {
     },
 }
 
-pub(super) fn check_channel(
-    raw: RawChannel,
-    base: &Path,
-    bad: &dyn Fn(&'static str, String) -> RulesError,
-) -> Result<Channel> {
+/// The error of one field of the rule or channel being checked.
+pub(super) type BadField<'a> = &'a dyn Fn(&'static str, String) -> RulesError;
+
+pub(super) fn check_channel(raw: RawChannel, base: &Path, bad: BadField) -> Result<Channel> {
     Ok(match raw {
         RawChannel::Webhook { url, ca_file } => Channel::Webhook {
             ca_pem: webhook_ca(&url, ca_file, base).map_err(|e| bad("ca_file", e))?,
@@ -133,24 +132,7 @@ pub(super) fn check_channel(
                 SmtpTls::Starttls => 587,
                 SmtpTls::Tls => 465,
             });
-            let password = match (&username, password_file) {
-                (None, Some(_)) => {
-                    return Err(bad("password_file", "given without a username".into()))
-                }
-                (Some(_), None) => {
-                    return Err(bad(
-                        "password_file",
-                        "a username needs a password_file".into(),
-                    ))
-                }
-                (None, None) => None,
-                (Some(_), Some(p)) => {
-                    let p = if p.is_relative() { base.join(p) } else { p };
-                    let text = std::fs::read_to_string(&p)
-                        .map_err(|e| bad("password_file", format!("{}: {e}", p.display())))?;
-                    Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
-                }
-            };
+            let password = smtp_password(username.as_deref(), password_file, base, bad)?;
             if tls == SmtpTls::None && password.is_some() && !is_loopback(&host) {
                 return Err(bad(
                     "tls",
@@ -170,27 +152,7 @@ pub(super) fn check_channel(
                         .map_err(|e| bad("to", format!("{t:?} is not an e-mail address: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let ca_pem = match ca_file {
-                None => None,
-                Some(_) if tls == SmtpTls::None => {
-                    return Err(bad(
-                        "ca_file",
-                        "is only for tls = \"starttls\" or \"tls\"".into(),
-                    ))
-                }
-                Some(p) => {
-                    let p = if p.is_relative() { base.join(p) } else { p };
-                    let pem = std::fs::read(&p)
-                        .map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
-                    lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
-                        bad(
-                            "ca_file",
-                            format!("{}: not a PEM certificate: {e}", p.display()),
-                        )
-                    })?;
-                    Some(pem)
-                }
-            };
+            let ca_pem = smtp_ca(ca_file, tls, base, bad)?;
             Channel::Email(Box::new(Email {
                 host,
                 port,
@@ -201,6 +163,62 @@ pub(super) fn check_channel(
                 to,
                 ca_pem,
             }))
+        }
+    })
+}
+
+/// The SMTP password, read from `password_file` (relative to the rules file); both it and a
+/// username, or neither.
+fn smtp_password(
+    username: Option<&str>,
+    password_file: Option<PathBuf>,
+    base: &Path,
+    bad: BadField,
+) -> Result<Option<Secret>> {
+    Ok(match (username, password_file) {
+        (None, Some(_)) => return Err(bad("password_file", "given without a username".into())),
+        (Some(_), None) => {
+            return Err(bad(
+                "password_file",
+                "a username needs a password_file".into(),
+            ))
+        }
+        (None, None) => None,
+        (Some(_), Some(p)) => {
+            let p = if p.is_relative() { base.join(p) } else { p };
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| bad("password_file", format!("{}: {e}", p.display())))?;
+            Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+        }
+    })
+}
+
+/// The PEM of the SMTP server's `ca_file` (relative to the rules file), only with TLS.
+fn smtp_ca(
+    ca_file: Option<PathBuf>,
+    tls: SmtpTls,
+    base: &Path,
+    bad: BadField,
+) -> Result<Option<Vec<u8>>> {
+    Ok(match ca_file {
+        None => None,
+        Some(_) if tls == SmtpTls::None => {
+            return Err(bad(
+                "ca_file",
+                "is only for tls = \"starttls\" or \"tls\"".into(),
+            ))
+        }
+        Some(p) => {
+            let p = if p.is_relative() { base.join(p) } else { p };
+            let pem =
+                std::fs::read(&p).map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
+            lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
+                bad(
+                    "ca_file",
+                    format!("{}: not a PEM certificate: {e}", p.display()),
+                )
+            })?;
+            Some(pem)
         }
     })
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use acs_events::StatsScope;
 use serde::Deserialize;
 
-use super::channels::{check_channel, RawChannel};
+use super::channels::{check_channel, BadField, RawChannel};
 pub use super::channels::{Channel, Email, Secret, SmtpTls};
 use crate::store::metrics_of;
 
@@ -277,9 +277,6 @@ fn check_rule(raw: RawRule, channels: &BTreeMap<String, Channel>) -> Result<Rule
         escalation,
     })
 }
-
-/// The error of one field of the rule being checked.
-type BadField<'a> = &'a dyn Fn(&'static str, String) -> RulesError;
 
 /// The metric must belong to the scope; the id is one valid id or `*`.
 fn check_target(raw: &RawRule, bad: BadField) -> Result<Target> {
