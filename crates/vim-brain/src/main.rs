@@ -103,6 +103,23 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `--lease` and `--kv-bucket`, refused before anything connects.
+fn check_lease_flags(lease: Duration, kv_bucket: &str) -> Result<(), String> {
+    if lease < Duration::from_millis(100) {
+        return Err(format!("--lease must be at least 100ms (got {lease:?})"));
+    }
+    if kv_bucket.is_empty()
+        || !kv_bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "--kv-bucket {kv_bucket:?}: a KV bucket name is letters, digits, '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let (args, deprecated) = acs_node::legacy::parse::<Args>(LEGACY);
     if let Some(url) = &args.health.healthcheck {
@@ -135,23 +152,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.lease < Duration::from_millis(100) {
-        eprintln!(
-            "error: --lease must be at least 100ms (got {:?})",
-            args.lease
-        );
-        return ExitCode::from(2);
-    }
-    if args.kv_bucket.is_empty()
-        || !args
-            .kv_bucket
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        eprintln!(
-            "error: --kv-bucket {:?}: a KV bucket name is letters, digits, '_' and '-'",
-            args.kv_bucket
-        );
+    if let Err(e) = check_lease_flags(args.lease, &args.kv_bucket) {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let nats = match args.nats.into_options("vim-brain") {
