@@ -87,13 +87,7 @@ pub async fn run_with_runtime(
     let id = config.worker_id.clone();
     let client = connect(&config).await?;
     let cmd_subject = config.subjects.worker_command(&id);
-    let sub = client
-        .subscribe(cmd_subject.clone())
-        .await
-        .map_err(|e| Error::Subscribe {
-            subject: cmd_subject.clone(),
-            message: e.to_string(),
-        })?;
+    let sub = subscribe_commands(&client, &cmd_subject).await?;
     let runtime_events = runtime.take_events();
     let (publisher, publisher_task) = Publisher::start(client.clone());
     let (health_tx, health_rx) = mpsc::unbounded_channel();
@@ -180,6 +174,20 @@ pub async fn run_with_runtime(
     let _ = tokio::time::timeout(Duration::from_secs(2), w.client.flush()).await;
     info!(worker = %id, "worker stopped");
     Ok(())
+}
+
+/// The subscription to this worker's command subject.
+async fn subscribe_commands(
+    client: &async_nats::Client,
+    cmd_subject: &str,
+) -> Result<async_nats::Subscriber, Error> {
+    client
+        .subscribe(cmd_subject.to_string())
+        .await
+        .map_err(|e| Error::Subscribe {
+            subject: cmd_subject.to_string(),
+            message: e.to_string(),
+        })
 }
 
 impl Worker {
