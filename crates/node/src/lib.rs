@@ -8,7 +8,9 @@
 //!   binary takes), validated into [`NatsOptions`]: server list, one authentication method
 //!   (creds file, nkey seed file, user and password, token), TLS (CA, client certificate).
 //!   `connect` for long-running processes (retries, logs connection events with a hint of what
-//!   to fix), `connect_once` for one-shot commands where a user waits.
+//!   to fix), `connect_once` for one-shot commands where a user waits; [`Refusals`]
+//!   (`nats/refusals.rs`), the server's errors on a one-shot connection, waited on beside a
+//!   request.
 //! - [`logging`]: [`init_tracing`], the `RUST_LOG` filter on stderr, with Pingora's `log`
 //!   records bridged in; [`LogArgs`], the daemons' `--log-format text|json`.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, never a panic.
