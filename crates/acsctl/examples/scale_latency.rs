@@ -20,6 +20,7 @@ use acs_testkit::TempDir;
 use acsctl::load::{self, LoadOptions};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -47,6 +48,29 @@ fn bin_dir() -> PathBuf {
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     acs_node::percentile(v, q).unwrap_or(f64::NAN)
+}
+
+/// Asks the proxy until a replica that was not in `before` answers; the time since `t0`.
+async fn new_replica_serving(
+    http: &Client<HttpConnector, Empty<Bytes>>,
+    whoami: &str,
+    before: &BTreeSet<String>,
+    t0: Instant,
+) -> anyhow::Result<Duration> {
+    Ok(loop {
+        let resp = http.get(whoami.parse()?).await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        if let Some(id) = load::instance_of(&body) {
+            if !before.contains(&id) {
+                break t0.elapsed();
+            }
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "new replica never served"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -100,21 +124,7 @@ async fn main() -> anyhow::Result<()> {
             .request("acs.cmd.scale", r#"{"service":"web","replicas":2}"#.into())
             .await?;
         anyhow::ensure!(serde_json::from_slice::<serde_json::Value>(&r.payload)?["ok"] == true);
-        // Ask the proxy until a replica that was not there before answers.
-        let serving = loop {
-            let resp = http.get(whoami.parse()?).await?;
-            let body = resp.into_body().collect().await?.to_bytes();
-            if let Some(id) = load::instance_of(&body) {
-                if !before.contains(&id) {
-                    break t0.elapsed();
-                }
-            }
-            anyhow::ensure!(
-                t0.elapsed() < Duration::from_secs(60),
-                "new replica never served"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let serving = new_replica_serving(&http, &whoami, &before, t0).await?;
         out_ms.push(serving.as_secs_f64() * 1000.0);
 
         let t1 = Instant::now();
