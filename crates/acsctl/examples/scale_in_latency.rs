@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use acs_cluster::{ClusterOptions, LocalCluster};
 use acs_events::{
     decode, BackendChange, BackendDrained, BackendUpdate, Decision, DecisionAction, ReplicaEvent,
-    ReplicaState,
+    ReplicaId, ReplicaState,
 };
 use acs_testkit::TempDir;
 use acsctl::load::{self, LoadOptions};
@@ -63,6 +63,93 @@ struct Round {
     exited: Option<f64>,
     removed: Option<f64>,
     reason: String,
+}
+
+/// Folds one message of the trail into the round: the drain and stop decisions, the drained
+/// event, the exit and the removal from the backends of the replica chosen (`victim`).
+fn note(out: &mut Round, victim: &mut Option<ReplicaId>, m: &async_nats::Message, at: f64) {
+    let s = m.subject.as_str();
+    if s.starts_with("acs.events.decision.") {
+        let Ok(d) = decode::<Decision>(&m.payload) else {
+            return;
+        };
+        match d.action {
+            DecisionAction::Drain { replica, .. } if victim.is_none() => {
+                *victim = Some(replica);
+                out.drain = Some(at);
+            }
+            DecisionAction::Stop { replica, .. } if Some(&replica) == victim.as_ref() => {
+                out.stop = Some(at);
+                out.reason = d.reason;
+            }
+            _ => {}
+        }
+    } else if s.starts_with("acs.events.drained.") {
+        if let Ok(d) = decode::<BackendDrained>(&m.payload) {
+            if Some(&d.replica) == victim.as_ref() && out.drained.is_none() {
+                out.drained = Some(at);
+            }
+        }
+    } else if s.starts_with("acs.events.replica.") {
+        if let Ok(e) = decode::<ReplicaEvent>(&m.payload) {
+            if Some(&e.replica.id) == victim.as_ref() && e.replica.state == ReplicaState::Exited {
+                out.exited = Some(at);
+            }
+        }
+    } else if s.starts_with("acs.backends.") && out.stop.is_some() {
+        if let (Ok(u), Some(v)) = (decode::<BackendUpdate>(&m.payload), victim.as_ref()) {
+            let gone = match &u.change {
+                BackendChange::Remove { ids } => ids.contains(v),
+                BackendChange::Reset { backends, .. } => !backends.iter().any(|b| &b.id == v),
+                _ => false,
+            };
+            if gone && out.removed.is_none() {
+                out.removed = Some(at);
+            }
+        }
+    }
+}
+
+/// The table of every step's latency, and the load's figures.
+fn print_report(results: &[Round], rounds: usize, rps: f64, report: &load::LoadReport) {
+    let col =
+        |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
+    let rows: [(&str, Vec<f64>); 5] = [
+        ("drain decision", col(&|r| r.drain)),
+        ("proxy BackendDrained event", col(&|r| r.drained)),
+        ("stop decision", col(&|r| r.stop)),
+        ("replica exited", col(&|r| r.exited)),
+        (
+            "gone (exited + removed from backends)",
+            col(&|r| Some(r.exited?.max(r.removed?))),
+        ),
+    ];
+    let by_event = results
+        .iter()
+        .filter(|r| r.reason.contains("drained event"))
+        .count();
+    println!();
+    println!("P4 scale-in 2 -> 1, process runtime, {rounds} rounds, {rps} req/s through the proxy");
+    println!();
+    println!("| ms after the scale-in request | n | p50 | p90 | max |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in &rows {
+        if v.is_empty() {
+            println!("| {name} | 0 | - | - | - |");
+        } else {
+            println!(
+                "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+                v.len(),
+                pct(v, 0.5),
+                pct(v, 0.9),
+                pct(v, 1.0)
+            );
+        }
+    }
+    println!();
+    println!("drains ended by the BackendDrained event: {by_event}/{rounds}");
+    println!("load: {report}");
+    println!("failed requests: {}", report.failed);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -137,50 +224,7 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("trail ended")
             };
             let at = t0.elapsed().as_secs_f64() * 1000.0;
-            let s = m.subject.as_str();
-            if s.starts_with("acs.events.decision.") {
-                let Ok(d) = decode::<Decision>(&m.payload) else {
-                    continue;
-                };
-                match d.action {
-                    DecisionAction::Drain { replica, .. } if victim.is_none() => {
-                        victim = Some(replica);
-                        out.drain = Some(at);
-                    }
-                    DecisionAction::Stop { replica, .. } if Some(&replica) == victim.as_ref() => {
-                        out.stop = Some(at);
-                        out.reason = d.reason;
-                    }
-                    _ => {}
-                }
-            } else if s.starts_with("acs.events.drained.") {
-                if let Ok(d) = decode::<BackendDrained>(&m.payload) {
-                    if Some(&d.replica) == victim.as_ref() && out.drained.is_none() {
-                        out.drained = Some(at);
-                    }
-                }
-            } else if s.starts_with("acs.events.replica.") {
-                if let Ok(e) = decode::<ReplicaEvent>(&m.payload) {
-                    if Some(&e.replica.id) == victim.as_ref()
-                        && e.replica.state == ReplicaState::Exited
-                    {
-                        out.exited = Some(at);
-                    }
-                }
-            } else if s.starts_with("acs.backends.") && out.stop.is_some() {
-                if let (Ok(u), Some(v)) = (decode::<BackendUpdate>(&m.payload), victim.as_ref()) {
-                    let gone = match &u.change {
-                        BackendChange::Remove { ids } => ids.contains(v),
-                        BackendChange::Reset { backends, .. } => {
-                            !backends.iter().any(|b| &b.id == v)
-                        }
-                        _ => false,
-                    };
-                    if gone && out.removed.is_none() {
-                        out.removed = Some(at);
-                    }
-                }
-            }
+            note(&mut out, &mut victim, &m, at);
         }
         eprintln!(
             "round {round}: drain {:.1} drained-event {:.1} stop {:.1} exited {:.1} removed {:.1} ms ({})",
@@ -193,43 +237,6 @@ async fn main() -> anyhow::Result<()> {
     let report = load.await??;
     cluster.stop();
 
-    let col =
-        |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
-    let rows: [(&str, Vec<f64>); 5] = [
-        ("drain decision", col(&|r| r.drain)),
-        ("proxy BackendDrained event", col(&|r| r.drained)),
-        ("stop decision", col(&|r| r.stop)),
-        ("replica exited", col(&|r| r.exited)),
-        (
-            "gone (exited + removed from backends)",
-            col(&|r| Some(r.exited?.max(r.removed?))),
-        ),
-    ];
-    let by_event = results
-        .iter()
-        .filter(|r| r.reason.contains("drained event"))
-        .count();
-    println!();
-    println!("P4 scale-in 2 -> 1, process runtime, {rounds} rounds, {rps} req/s through the proxy");
-    println!();
-    println!("| ms after the scale-in request | n | p50 | p90 | max |");
-    println!("|---|---|---|---|---|");
-    for (name, v) in &rows {
-        if v.is_empty() {
-            println!("| {name} | 0 | - | - | - |");
-        } else {
-            println!(
-                "| {name} | {} | {:.1} | {:.1} | {:.1} |",
-                v.len(),
-                pct(v, 0.5),
-                pct(v, 0.9),
-                pct(v, 1.0)
-            );
-        }
-    }
-    println!();
-    println!("drains ended by the BackendDrained event: {by_event}/{rounds}");
-    println!("load: {report}");
-    println!("failed requests: {}", report.failed);
+    print_report(&results, rounds, rps, &report);
     Ok(())
 }
