@@ -36,6 +36,7 @@ use acsctl::load::{self, LoadOptions};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -222,21 +223,26 @@ fn load_task(
     (tx, h)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
-    let runtime = args.next().unwrap_or_else(|| "process".into());
-    let image = args.next().unwrap_or_else(|| "acs/demo-web:dev".into());
-    let docker = match runtime.as_str() {
-        "process" => false,
-        "docker" => true,
-        other => anyhow::bail!("runtime {other:?}: expected process or docker"),
-    };
+/// The one service of this bench.
+fn web(s: &acs_events::StatusReply) -> acs_events::ServiceStatus {
+    s.services[0].clone()
+}
 
-    let tmp = TempDir::new("spike-bench");
+/// `web` back at one replica, running and routed.
+fn back_to_one(s: &acs_events::StatusReply) -> bool {
+    let w = web(s);
+    w.running == 1 && w.backends.len() == 1 && w.replicas.len() == 1
+}
+
+/// Starts the cluster (one process worker, or a Docker worker of this run) and waits until `web`
+/// runs one replica.
+async fn start_cluster(
+    tmp: &TempDir,
+    docker: bool,
+    image: &str,
+) -> anyhow::Result<(LocalCluster, Option<DockerWorker>)> {
     let services_path = tmp.path().join("services.toml");
-    std::fs::write(&services_path, services(docker.then_some(image.as_str())))?;
+    std::fs::write(&services_path, services(docker.then_some(image)))?;
     let mut opts = ClusterOptions::with_free_ports(tmp.path().join("acs"));
     opts.services = services_path;
     opts.bin_dir = Some(bin_dir());
@@ -249,169 +255,189 @@ async fn main() -> anyhow::Result<()> {
     } else {
         opts.workers = 1;
     }
-    let mut cluster = LocalCluster::start(opts).await?;
-    let _worker = if docker {
-        Some(spawn_docker_worker(&cluster, &docker_id, &image)?)
+    let cluster = LocalCluster::start(opts).await?;
+    let worker = if docker {
+        Some(spawn_docker_worker(&cluster, &docker_id, image)?)
     } else {
         None
     };
-    let web = |s: &acs_events::StatusReply| s.services[0].clone();
-    let back_to_one = |s: &acs_events::StatusReply| {
-        let w = web(s);
-        w.running == 1 && w.backends.len() == 1 && w.replicas.len() == 1
-    };
     cluster
         .wait_for_status(Duration::from_secs(90), back_to_one)
         .await?;
-    let nats = cluster.operator_client().await?;
-    let mut trail = nats.subscribe("acs.>").await?;
-    nats.flush().await?;
-    let whoami = format!("{}/whoami", cluster.proxy_url());
+    Ok((cluster, worker))
+}
 
-    let (stop_base, base) = load_task(whoami.clone(), BASE_RPS);
-    let http: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut spike_reports = Vec::new();
-    let mut results = Vec::new();
-    for round in 1..=rounds {
-        cluster
-            .wait_for_status(Duration::from_secs(90), back_to_one)
-            .await?;
-        // A few seconds at the base rate, so the brain's windows hold only the base load.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let before: BTreeSet<String> = web(&cluster.status().await?)
-            .backends
-            .iter()
-            .map(|b| b.id.to_string())
-            .collect();
-        while futures::FutureExt::now_or_never(trail.next())
-            .flatten()
-            .is_some()
-        {}
-
-        let t0 = Instant::now();
-        let (stop_spike, spike) = load_task(whoami.clone(), SPIKE_RPS - BASE_RPS);
-        // Once the decision is seen, ask the proxy (every ~2 ms) until a replica that was not there
-        // before the step answers. Not earlier: the prober's requests would add to the spike.
-        let uri: hyper::Uri = whoami.parse()?;
-        let make_prober = || {
-            let http = http.clone();
-            let uri = uri.clone();
-            let before = before.clone();
-            tokio::spawn(async move {
-                loop {
-                    if let Ok(resp) = http.get(uri.clone()).await {
-                        if let Ok(body) = resp.into_body().collect().await {
-                            if let Some(id) = load::instance_of(&body.to_bytes()) {
-                                if !before.contains(&id) {
-                                    return t0.elapsed().as_secs_f64() * 1000.0;
-                                }
-                            }
+/// Asks the proxy (every ~2 ms) until a replica that was not in `before` answers; the ms since
+/// `t0`.
+fn spawn_prober(
+    http: Client<HttpConnector, Empty<Bytes>>,
+    uri: hyper::Uri,
+    before: BTreeSet<String>,
+    t0: Instant,
+) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(resp) = http.get(uri.clone()).await {
+                if let Ok(body) = resp.into_body().collect().await {
+                    if let Some(id) = load::instance_of(&body.to_bytes()) {
+                        if !before.contains(&id) {
+                            return t0.elapsed().as_secs_f64() * 1000.0;
                         }
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
-        };
-        let mut prober = None;
-        let mut out = Round::default();
-        let mut new: BTreeSet<ReplicaId> = BTreeSet::new();
-        let deadline = t0 + Duration::from_secs(60);
-        while out.healthy.is_none() || out.routed.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let m = tokio::time::timeout(left, trail.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("round {round}: no new replica in 60 s: {out:?}"))?;
-            let Some(m) = m else {
-                anyhow::bail!("trail ended")
-            };
-            let at = t0.elapsed().as_secs_f64() * 1000.0;
-            let s = m.subject.as_str();
-            if s.starts_with("acs.metrics.proxy.") && out.report.is_none() {
-                if let Ok(pm) = decode::<ProxyMetrics>(&m.payload) {
-                    let rps = pm
-                        .services
-                        .iter()
-                        .filter(|t| t.service.as_str() == "web")
-                        .map(|t| t.totals.rps)
-                        .sum();
-                    // The first report that shows the spike (one in flight at the step does not).
-                    if rps > 1.5 * BASE_RPS {
-                        out.report = Some((at, rps));
-                    }
-                }
-            } else if s.starts_with("acs.events.decision.") {
-                let Ok(d) = decode::<Decision>(&m.payload) else {
-                    continue;
-                };
-                match d.action {
-                    DecisionAction::Scale {
-                        from,
-                        to,
-                        manual: false,
-                    } if to > from && out.decision.is_none() => {
-                        out.decision = Some(at);
-                        out.scale = format!("{from}->{to}: {}", d.reason);
-                        prober = Some(make_prober());
-                    }
-                    DecisionAction::Place { replica, .. } => {
-                        new.insert(replica);
-                    }
-                    _ => {}
-                }
-            } else if s.starts_with("acs.events.replica.") {
-                if let Ok(e) = decode::<ReplicaEvent>(&m.payload) {
-                    if e.replica.state == ReplicaState::Healthy
-                        && !before.contains(&e.replica.id.to_string())
-                        && out.healthy.is_none()
-                    {
-                        out.healthy = Some(at);
-                    }
-                }
-            } else if s.starts_with("acs.backends.") && out.routed.is_none() {
-                if let Ok(u) = decode::<BackendUpdate>(&m.payload) {
-                    let added = match &u.change {
-                        BackendChange::Add { backends } | BackendChange::Reset { backends, .. } => {
-                            backends.iter().any(|b| !before.contains(&b.id.to_string()))
-                        }
-                        _ => false,
-                    };
-                    if added {
-                        out.routed = Some(at);
                     }
                 }
             }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let Some(prober) = prober else {
-            anyhow::bail!("round {round}: a new replica without a scale decision")
+    })
+}
+
+/// Folds one message of the trail into the round (`at` ms after the step); true at the first
+/// automatic scale-up decision, when the prober is to start.
+fn note(
+    out: &mut Round,
+    new: &mut BTreeSet<ReplicaId>,
+    before: &BTreeSet<String>,
+    m: &async_nats::Message,
+    at: f64,
+) -> bool {
+    let s = m.subject.as_str();
+    if s.starts_with("acs.metrics.proxy.") && out.report.is_none() {
+        if let Ok(pm) = decode::<ProxyMetrics>(&m.payload) {
+            let rps = pm
+                .services
+                .iter()
+                .filter(|t| t.service.as_str() == "web")
+                .map(|t| t.totals.rps)
+                .sum();
+            // The first report that shows the spike (one in flight at the step does not).
+            if rps > 1.5 * BASE_RPS {
+                out.report = Some((at, rps));
+            }
+        }
+    } else if s.starts_with("acs.events.decision.") {
+        let Ok(d) = decode::<Decision>(&m.payload) else {
+            return false;
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        out.serving = Some(tokio::time::timeout(left, prober).await.map_err(|_| {
-            anyhow::anyhow!("round {round}: new replica never answered through the proxy")
-        })??);
-        // Let the new replicas take some of the spike, then end it.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let _ = stop_spike.send(());
-        spike_reports.push(spike.await??);
-        eprintln!(
-            "round {round}: report {:.1} ({:.0} rps) decision {:.1} healthy-event {:.1} routed {:.1} serving {:.1} ms ({}; {} placed)",
-            out.report.map_or(f64::NAN, |r| r.0),
-            out.report.map_or(f64::NAN, |r| r.1),
-            out.decision.unwrap_or(f64::NAN),
-            out.healthy.unwrap_or(f64::NAN),
-            out.routed.unwrap_or(f64::NAN),
-            out.serving.unwrap_or(f64::NAN),
-            out.scale,
-            new.len()
-        );
-        results.push(out);
+        match d.action {
+            DecisionAction::Scale {
+                from,
+                to,
+                manual: false,
+            } if to > from && out.decision.is_none() => {
+                out.decision = Some(at);
+                out.scale = format!("{from}->{to}: {}", d.reason);
+                return true;
+            }
+            DecisionAction::Place { replica, .. } => {
+                new.insert(replica);
+            }
+            _ => {}
+        }
+    } else if s.starts_with("acs.events.replica.") {
+        if let Ok(e) = decode::<ReplicaEvent>(&m.payload) {
+            if e.replica.state == ReplicaState::Healthy
+                && !before.contains(&e.replica.id.to_string())
+                && out.healthy.is_none()
+            {
+                out.healthy = Some(at);
+            }
+        }
+    } else if s.starts_with("acs.backends.") && out.routed.is_none() {
+        if let Ok(u) = decode::<BackendUpdate>(&m.payload) {
+            let added = match &u.change {
+                BackendChange::Add { backends } | BackendChange::Reset { backends, .. } => {
+                    backends.iter().any(|b| !before.contains(&b.id.to_string()))
+                }
+                _ => false,
+            };
+            if added {
+                out.routed = Some(at);
+            }
+        }
     }
+    false
+}
+
+/// One round: back at one replica, the step up, each step timed until a new replica serves, then
+/// the step ends. Returns the round and the report of the spike's load.
+async fn spike_round(
+    cluster: &LocalCluster,
+    trail: &mut async_nats::Subscriber,
+    http: &Client<HttpConnector, Empty<Bytes>>,
+    whoami: &str,
+    round: usize,
+) -> anyhow::Result<(Round, load::LoadReport)> {
     cluster
         .wait_for_status(Duration::from_secs(90), back_to_one)
         .await?;
-    let _ = stop_base.send(());
-    let base_report = base.await??;
-    cluster.stop();
+    // A few seconds at the base rate, so the brain's windows hold only the base load.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before: BTreeSet<String> = web(&cluster.status().await?)
+        .backends
+        .iter()
+        .map(|b| b.id.to_string())
+        .collect();
+    while futures::FutureExt::now_or_never(trail.next())
+        .flatten()
+        .is_some()
+    {}
 
+    let t0 = Instant::now();
+    let (stop_spike, spike) = load_task(whoami.to_string(), SPIKE_RPS - BASE_RPS);
+    // Once the decision is seen, ask the proxy (every ~2 ms) until a replica that was not there
+    // before the step answers. Not earlier: the prober's requests would add to the spike.
+    let uri: hyper::Uri = whoami.parse()?;
+    let mut prober = None;
+    let mut out = Round::default();
+    let mut new: BTreeSet<ReplicaId> = BTreeSet::new();
+    let deadline = t0 + Duration::from_secs(60);
+    while out.healthy.is_none() || out.routed.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, trail.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("round {round}: no new replica in 60 s: {out:?}"))?;
+        let Some(m) = m else {
+            anyhow::bail!("trail ended")
+        };
+        let at = t0.elapsed().as_secs_f64() * 1000.0;
+        if note(&mut out, &mut new, &before, &m, at) {
+            prober = Some(spawn_prober(http.clone(), uri.clone(), before.clone(), t0));
+        }
+    }
+    let Some(prober) = prober else {
+        anyhow::bail!("round {round}: a new replica without a scale decision")
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    out.serving = Some(tokio::time::timeout(left, prober).await.map_err(|_| {
+        anyhow::anyhow!("round {round}: new replica never answered through the proxy")
+    })??);
+    // Let the new replicas take some of the spike, then end it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_spike.send(());
+    let spike_report = spike.await??;
+    eprintln!(
+        "round {round}: report {:.1} ({:.0} rps) decision {:.1} healthy-event {:.1} routed {:.1} serving {:.1} ms ({}; {} placed)",
+        out.report.map_or(f64::NAN, |r| r.0),
+        out.report.map_or(f64::NAN, |r| r.1),
+        out.decision.unwrap_or(f64::NAN),
+        out.healthy.unwrap_or(f64::NAN),
+        out.routed.unwrap_or(f64::NAN),
+        out.serving.unwrap_or(f64::NAN),
+        out.scale,
+        new.len()
+    );
+    Ok((out, spike_report))
+}
+
+/// The table of every step's latency, each round's first report and decision, and the loads'
+/// figures.
+fn print_report(
+    results: &[Round],
+    spike_reports: &[load::LoadReport],
+    base_report: &load::LoadReport,
+    runtime: &str,
+    rounds: usize,
+) {
     let col =
         |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { results.iter().filter_map(f).collect() };
     let rows: [(&str, Vec<f64>); 5] = [
@@ -472,5 +498,42 @@ async fn main() -> anyhow::Result<()> {
         "failed requests: {} of the base load, {spike_failed} of {spike_total} spike requests",
         base_report.failed
     );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let runtime = args.next().unwrap_or_else(|| "process".into());
+    let image = args.next().unwrap_or_else(|| "acs/demo-web:dev".into());
+    let docker = match runtime.as_str() {
+        "process" => false,
+        "docker" => true,
+        other => anyhow::bail!("runtime {other:?}: expected process or docker"),
+    };
+
+    let tmp = TempDir::new("spike-bench");
+    let (mut cluster, _worker) = start_cluster(&tmp, docker, &image).await?;
+    let nats = cluster.operator_client().await?;
+    let mut trail = nats.subscribe("acs.>").await?;
+    nats.flush().await?;
+    let whoami = format!("{}/whoami", cluster.proxy_url());
+
+    let (stop_base, base) = load_task(whoami.clone(), BASE_RPS);
+    let http: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut spike_reports = Vec::new();
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        let (out, spike_report) = spike_round(&cluster, &mut trail, &http, &whoami, round).await?;
+        spike_reports.push(spike_report);
+        results.push(out);
+    }
+    cluster
+        .wait_for_status(Duration::from_secs(90), back_to_one)
+        .await?;
+    let _ = stop_base.send(());
+    let base_report = base.await??;
+    cluster.stop();
+    print_report(&results, &spike_reports, &base_report, &runtime, rounds);
     Ok(())
 }
