@@ -102,6 +102,37 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     acs_node::percentile(sorted, q).unwrap_or(0.0)
 }
 
+/// Publishes `reset` until the proxy answers on `url`, for at most 30 s.
+async fn publish_until_routed(
+    nc: &async_nats::Client,
+    http: &Http,
+    url: &str,
+    subject: &str,
+    reset: &BackendUpdate,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Re-published until it routes (the proxy may not be subscribed yet); stale repeats are
+        // ignored by the proxy.
+        nc.publish(subject.to_string(), encode(reset).into())
+            .await?;
+        nc.flush().await?;
+        if let Some((200, _)) = get(http, url).await {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the proxy at {} never routed {} after the reset",
+                args.proxy,
+                args.service
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -133,24 +164,7 @@ async fn main() -> anyhow::Result<()> {
             backends: args.backends.clone(),
         },
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Re-published until it routes (the proxy may not be subscribed yet); stale repeats are
-        // ignored by the proxy.
-        nc.publish(subject.clone(), encode(&reset).into()).await?;
-        nc.flush().await?;
-        if let Some((200, _)) = get(&http, &url).await {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the proxy at {} never routed {} after the reset",
-                args.proxy,
-                args.service
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    publish_until_routed(&nc, &http, &url, &subject, &reset, &args).await?;
     eprintln!(
         "route_latency: {} routes through {} (version {version})",
         args.service, args.proxy
