@@ -1,5 +1,5 @@
-//! P4 (issue 10): scale-in request -> replica drained, stopped and gone, on a real local cluster
-//! (process runtime), under steady load through the proxy with requests in flight.
+//! P4 in docs/PERFORMANCE.md: scale-in request -> replica drained, stopped and gone, on a real
+//! local cluster (process runtime), under steady load through the proxy with requests in flight.
 //!
 //! Each round scales `web` 1 -> 2 (not timed), lets the new replica take traffic, then asks
 //! 2 -> 1 and times, from the request, what it sees on `acs.>`:

@@ -1,5 +1,5 @@
-//! P5 (issue 10): a load spike -> the brain's first scale decision -> a new replica serving, on a
-//! real local cluster (process runtime, or Docker with `docker` as the second argument).
+//! P5 in docs/PERFORMANCE.md: a load spike -> the brain's first scale decision -> a new replica
+//! serving, on a real local cluster (process runtime, or Docker with `docker` as the second argument).
 //!
 //! `web` has `target_rps_per_replica = 50` and runs at 1 replica under a steady 10 req/s
 //! open-loop load through the proxy. Each round adds 190 req/s at once (the step to 200 req/s)

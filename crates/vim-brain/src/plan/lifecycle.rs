@@ -1,4 +1,4 @@
-//! A service's lifecycle state, from plain counts (seed 004: Partial-Running).
+//! A service's lifecycle state, from plain counts (Creating, Running, Partial-Running, ...).
 //!
 //! Rules, first match wins (`ready` = healthy replicas in rotation, `starting` = starts sent or
 //! in progress, `leaving` = draining or stopping, `problem` = the crash-loop reason, else the
