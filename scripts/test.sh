@@ -39,7 +39,7 @@ fi
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
-echo "test: disk free for ${target_dir}: $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a fresh build and test run leaves about 3 GB: 2.8 GB measured 2026-12-03)"
+echo "test: disk free for ${target_dir}: $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a fresh build, gates and test run leave about 2.5 GB, measured 2026-12-07)"
 
 # Gates before anything runs: formatting, lints (warnings are errors) and the docs.
 for tool in fmt clippy; do
