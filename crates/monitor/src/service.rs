@@ -10,7 +10,7 @@
 //! it is kept for later per-message work (alarms), not for the history.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use acs_events::{
     check_sender, decode, encode, MetricsAssembler, ProxyMetricsMsg, Rejection, StatsReply,
@@ -26,12 +26,8 @@ use crate::store::Store;
 pub const STREAM: &str = "ACS_METRICS";
 pub const QUEUE_GROUP: &str = "acs-monitor";
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The one wall clock of every acs process, re-exported where the monitor's code and tests read it.
+pub use acs_node::unix_ms;
 
 /// Counters, shared with whoever wants to show them.
 #[derive(Debug, Default)]
